@@ -1,0 +1,1 @@
+"""Pure tensor math of hiresdiff: no diffusers import here (DESIGN.md §4)."""

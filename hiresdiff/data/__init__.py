@@ -1,0 +1,1 @@
+"""Data sets with ground truth at several resolutions."""

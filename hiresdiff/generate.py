@@ -1,0 +1,80 @@
+"""One call from a pixel-space model to images above its trained size (the main job of the CLI).
+
+All columns of a comparison come from one seed's resolution-consistent noise (drawn at the largest
+size and block-averaged down), so row i shows the same sample at every size and method.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.models import EMBEDDED_MODEL_DIR
+
+METHODS = ("naive", "ug")
+DEFAULT_STEPS = 20
+DEFAULT_SCHEDULER = "dpm++"
+
+
+def trained_size(unet) -> tuple[int, int]:
+    size = unet.config.sample_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tensor]:
+    """Uniformly drawn class labels for a class-conditional UNet (``None`` otherwise), fixed by ``seed``."""
+    if unet.config.num_class_embeds is None:
+        return None
+    return torch.randint(unet.config.num_class_embeds, (num_images,), generator=torch.Generator().manual_seed(seed))
+
+
+def check_scales_and_methods(scales: Sequence[int], methods: Sequence[str]) -> None:
+    for s in scales:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 2:
+            raise ValueError(f"scale must be an int >= 2; got {s!r}")
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}; got {m!r}")
+
+
+def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[int] = (2, 4),
+               methods: Sequence[str] = METHODS, theta: float = 1.0, eta: float = 1.0, seed: int = 0,
+               num_images: int = 4, steps: int = DEFAULT_STEPS, scheduler: str = DEFAULT_SCHEDULER,
+               include_trained: bool = True, progress: bool = True):
+    """Sample the trained size (if ``include_trained``) and every (scale, method) pair from the same noise.
+
+    Returns ``(columns, labels)``: ``columns[j]`` is a list of ``num_images`` PIL images.
+    ``model`` is a local ``UNet2DModel`` folder; ``None`` uses the embedded emoji model.
+    UG at scale m uses factor m directly (k = m²: the low-resolution pass runs at the trained size).
+    """
+    check_scales_and_methods(scales, methods)
+    if not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be a positive int; got {num_images!r}")
+    configs = {s: UpsampleGuidanceConfig(factor=s, theta=theta, eta=eta) for s in scales} if "ug" in methods else {}
+    unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler)
+    h, w = trained_size(unet)
+    largest = (h * max(scales, default=1), w * max(scales, default=1))
+    labels = seeded_class_labels(unet, num_images, seed)
+    runs = [(1, "naive")] * include_trained + [(s, m) for s in scales for m in methods]
+    columns, names = [], []
+    for scale, method in runs:
+        ug = configs[scale] if method == "ug" else None
+        images = sample(unet, sched, height=h * scale, width=w * scale, num_images=num_images, seed=seed, steps=steps,
+                        ug=ug, class_labels=labels, noise_size=largest, progress=progress)
+        columns.append(to_pil(images))
+        names.append(f"{h * scale}² " + ("trained" if scale == 1 else ("UG θ=%g" % theta if ug else "naive")))
+    return columns, names
+
+
+def generate(model: Union[str, Path, None] = None, *, scale: int = 2, method: str = "ug", theta: float = 1.0,
+             eta: float = 1.0, seed: int = 0, num_images: int = 4, steps: int = DEFAULT_STEPS,
+             scheduler: str = DEFAULT_SCHEDULER, progress: bool = True):
+    """``num_images`` PIL images at ``scale``× the trained size of ``model`` (default: the embedded model)."""
+    columns, _ = comparison(model, scales=(scale,), methods=(method,), theta=theta, eta=eta, seed=seed,
+                            num_images=num_images, steps=steps, scheduler=scheduler, include_trained=False,
+                            progress=progress)
+    return columns[0]

@@ -1,0 +1,1 @@
+"""diffusers adapters: pixel-space sampling, and hooks on UNets of latent pipelines."""

@@ -1,0 +1,134 @@
+"""Sampling pixel-space diffusers ``UNet2DModel`` checkpoints at the trained size or m× larger.
+
+Naive and guided runs at any size start from one resolution-consistent noise: the noise is drawn
+at the largest size asked for and block-averaged down (``√k·D[noise]``, DESIGN.md §2), so the same
+seed gives paired samples across resolutions. The sampler is the plain diffusers loop
+(``scale_model_input`` → UNet → ``step``); Upsample Guidance wraps the UNet call and so works with
+any scheduler, including those that scale inputs (Euler, Heun) or call the UNet twice per step.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+from hiresdiff.core.noise import lowres_noise
+from hiresdiff.core.resample import check_divisible
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, guided_prediction
+
+
+def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim"):
+    """Load a local ``UNet2DModel`` folder (fp32) and a scheduler of kind ``scheduler`` for it.
+
+    The training schedule is read from ``scheduler_config.json`` in the folder (or its ``scheduler/``
+    subfolder); without one, diffusers' DDPM defaults are used.
+    """
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from hiresdiff.integrations.schedulers import make_scheduler
+
+    path = Path(path)
+    unet_dir = path / "unet" if (path / "unet" / "config.json").exists() else path
+    if not (unet_dir / "config.json").exists():
+        raise FileNotFoundError(f"model path {str(path)!r} has no config.json: expected a local UNet2DModel folder (save_pretrained)")
+    class_name = UNet2DModel.load_config(unet_dir).get("_class_name")
+    if class_name != "UNet2DModel":
+        raise ValueError(f"model path {str(path)!r} holds a {class_name!r}; hiresdiff's pixel sampler needs a UNet2DModel")
+    unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=torch.float32).eval()
+    for folder in (unet_dir, path, path / "scheduler"):
+        if (folder / "scheduler_config.json").exists():
+            base = DDPMScheduler.load_config(folder)
+            break
+    else:
+        base = DDPMScheduler().config
+    return unet, make_scheduler(scheduler, base)
+
+
+def model_downsampling_factor(unet) -> int:
+    """How much the UNet shrinks its input: 2 per down block that has a downsampler."""
+    return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+def check_size(unet, height: int, width: int, ug: Optional[UpsampleGuidanceConfig]) -> None:
+    """Raise ``ValueError`` naming height/width unless the UNet (and the low-res pass) can take that size."""
+    m = model_downsampling_factor(unet)
+    for name, n in (("height", height), ("width", width)):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be a positive int; got {n!r}")
+        if n % m:
+            raise ValueError(f"{name}={n} is not divisible by {m}, the UNet's downsampling factor")
+    if ug is not None:
+        fh, fw = check_divisible((1, 1, height, width), ug.factor, "height, width")[-2:]
+        if (height // fh) % m or (width // fw) % m:
+            raise ValueError(f"height/width {height}x{width} divided by the UG factor {(fh, fw)} gives "
+                             f"{height // fh}x{width // fw}, which is not divisible by {m}, the UNet's downsampling factor")
+
+
+def initial_noise(num_images: int, channels: int, height: int, width: int, seed: int,
+                  noise_size: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Standard normal noise of shape (num_images, channels, height, width) for ``seed``.
+
+    With ``noise_size`` = (H', W'), an integer multiple of (height, width), the draw is made at H'×W'
+    and reduced by ``√k·D`` so that every size from one seed shares its noise.
+    """
+    big_h, big_w = noise_size or (height, width)
+    if big_h % height or big_w % width:
+        raise ValueError(f"noise_size {noise_size} must be an integer multiple of {(height, width)}")
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((num_images, channels, big_h, big_w), generator=generator)
+    return lowres_noise(noise, (big_h // height, big_w // width))
+
+
+@torch.no_grad()
+def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, seed: int = 0,
+           steps: int = 25, ug: Optional[UpsampleGuidanceConfig] = None,
+           class_labels: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
+           noise_size: Optional[Sequence[int]] = None, progress: bool = True) -> torch.Tensor:
+    """Sample ``num_images`` images of ``height``×``width`` in [-1, 1], naive (``ug=None``) or with UG.
+
+    ``noise`` (B, C, height, width) replaces the seeded draw; ``noise_size`` draws the seed's noise at
+    a larger size and reduces it (see :func:`initial_noise`). ``class_labels`` (B,) for class-conditional UNets.
+    """
+    from tqdm.auto import tqdm
+
+    check_size(unet, height, width, ug)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    if (class_labels is None) != (unet.config.num_class_embeds is None):
+        raise ValueError("class_labels must be given exactly when the UNet is class-conditional (num_class_embeds set)")
+    if noise is None:
+        noise = initial_noise(num_images, unet.config.in_channels, height, width, seed, noise_size)
+    elif not torch.isfinite(noise).all():
+        raise ValueError("noise contains NaN or infinite values")
+    prediction_type = scheduler.config.prediction_type
+    alphas_cumprod = scheduler.alphas_cumprod
+
+    def unet_fn(x, t):
+        return unet(x, t, class_labels=class_labels).sample
+
+    def model_fn(x, t):
+        if ug is None:
+            return unet_fn(x, t)
+        return guided_prediction(unet_fn, x, t, alphas_cumprod, ug, prediction_type)
+
+    scheduler.set_timesteps(steps)
+    step_kwargs = {}
+    if "generator" in inspect.signature(scheduler.step).parameters:  # stochastic samplers (DDPM, Euler a)
+        step_kwargs["generator"] = torch.Generator().manual_seed(seed + 1)
+    x = noise.to(unet.dtype) * scheduler.init_noise_sigma
+    for t in tqdm(scheduler.timesteps, desc=f"sampling {height}x{width}", disable=not progress, leave=False):
+        model_in = scheduler.scale_model_input(x, t)
+        pred = model_fn(model_in, t.float().expand(x.shape[0]))
+        x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
+    return x.clamp(-1, 1)
+
+
+def to_pil(images: torch.Tensor):
+    """(B, 3, H, W) tensors in [-1, 1] → list of PIL RGB images."""
+    from PIL import Image
+
+    arr = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]

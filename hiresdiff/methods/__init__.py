@@ -1,0 +1,1 @@
+"""One file per method: a config dataclass that validates itself and pure functions over denoisers."""

@@ -1,0 +1,150 @@
+"""Upsample Guidance (Hwang, Park & Jo 2024), eq. 3–5, for any denoiser callable.
+
+The guided noise prediction at the target resolution is (eq. 4)
+
+    ε̃(x_t, t) = ε(x_t, t) + w_t · U[ ε(D[x_t]/√P, τ)/√k − D[ε(x_t, t)] ]
+
+with ``D`` the block average over k samples, ``U`` nearest upsampling, ``P = ᾱ_t + (1-ᾱ_t)/k``
+and τ the time with SNR(τ) = k·SNR(t). With k = m² the 1/√k is the paper's 1/m.
+The schedule of eq. 5 is ``w_t = θ·H(t − (1−η)T)``. When ``w_t = 0`` the low-resolution pass is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import torch
+
+from hiresdiff.core.prediction import check_prediction_type, from_epsilon, to_epsilon
+from hiresdiff.core.resample import Factor, axis_factors, downsample, upsample_nearest
+from hiresdiff.core.schedule import TimeLike, alpha_bar_at, matched_timestep, power
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+WEIGHT_SCHEDULES = ("step", "constant")
+
+
+def _per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Broadcast a scalar or per-batch value to x's rank, in x's dtype."""
+    value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if value.ndim == 0:
+        return value
+    return value.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def _batch_times(t: TimeLike, x: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
+    return t.expand(x.shape[0]) if t.ndim == 0 else t
+
+
+def lowres_input(x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor, factor: Factor,
+                 adjust_time: bool = True, adjust_power: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trained-resolution model input ``D[x_t]/√P`` and its time τ (eq. 3).
+
+    ``adjust_power=False`` returns ``D[x_t]``; ``adjust_time=False`` returns ``t`` (the paper's Fig. 8 ablations).
+    """
+    k = math.prod(axis_factors(factor, x.ndim))
+    t = _batch_times(t, x)
+    x_low = downsample(x, factor)
+    if adjust_power:
+        a = alpha_bar_at(alphas_cumprod, t.cpu()).to(device=x.device)
+        x_low = x_low / _per_sample(power(a, k).sqrt(), x)
+    tau = matched_timestep(alphas_cumprod, t.cpu(), k).to(x.device, torch.float32) if adjust_time else t
+    return x_low, tau
+
+
+def combine(eps_high: torch.Tensor, eps_low: torch.Tensor, factor: Factor, weight) -> torch.Tensor:
+    """Eq. 4: ``ε_high + w·U[ε_low/√k − D[ε_high]]`` (``weight`` a scalar or one value per sample)."""
+    k = math.prod(axis_factors(factor, eps_high.ndim))
+    guidance = upsample_nearest(eps_low / math.sqrt(k) - downsample(eps_high, factor), factor)
+    return eps_high + _per_sample(weight, eps_high) * guidance
+
+
+def upsample_guidance(eps_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
+                      factor: Factor = 2, weight=1.0, adjust_time: bool = True,
+                      adjust_power: bool = True) -> torch.Tensor:
+    """The guided ε of eq. 4 for any noise predictor ``eps_fn(x, t)``.
+
+    Args:
+        eps_fn: returns ε for a batch ``x`` (at the target or the trained resolution) at float times ``t`` (B,).
+        x: the noisy sample x_t at the target resolution, (B, C, H, W) or (B, C, F, H, W).
+        t: the current time (scalar or (B,)), an index into ``alphas_cumprod`` (may be fractional).
+        alphas_cumprod: the model's training schedule ᾱ.
+        factor: int m (H and W scaled by m, k = m²) or a tuple for the trailing axes ((H, W) or (F, H, W)).
+        weight: w_t, scalar or (B,). 0 returns ``eps_fn(x, t)`` unchanged without the low-resolution pass.
+        adjust_time / adjust_power: use τ and 1/√P (True) or t and 1 (ablations).
+    """
+    axis_factors(factor, x.ndim)
+    t = _batch_times(t, x)
+    eps_high = eps_fn(x, t)
+    if not torch.any(torch.as_tensor(weight) != 0):
+        return eps_high
+    x_low, tau = lowres_input(x, t, alphas_cumprod, factor, adjust_time, adjust_power)
+    return combine(eps_high, eps_fn(x_low, tau), factor, weight)
+
+
+@dataclass
+class UpsampleGuidanceConfig:
+    """Settings of Upsample Guidance; validates itself.
+
+    Attributes:
+        factor: int m (H, W scaled by m) or a tuple per trailing axis: (m_h, m_w) or (m_f, m_h, m_w).
+        theta: guidance scale θ (≥ 0).
+        eta: fraction η ∈ [0, 1] of the trajectory (from t = T down) where guidance is on.
+        schedule: ``"step"`` (eq. 5: θ·H(t − (1−η)T)), ``"constant"`` (θ at every t) or a callable t → w.
+        prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``; ``None`` reads it from the scheduler.
+        adjust_time / adjust_power: the two adjustments of eq. 3 (switch off only for ablations).
+    """
+
+    factor: Union[int, tuple] = 2
+    theta: float = 1.0
+    eta: float = 1.0
+    schedule: Union[str, Callable] = "step"
+    prediction_type: Optional[str] = None
+    adjust_time: bool = True
+    adjust_power: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.factor, list):
+            self.factor = tuple(self.factor)
+        factors = axis_factors(self.factor, 5 if isinstance(self.factor, tuple) and len(self.factor) == 3 else 4)
+        if math.prod(factors) < 2:
+            raise ValueError(f"factor must scale at least one axis by >= 2; got {self.factor!r}")
+        if not (isinstance(self.theta, (int, float)) and math.isfinite(self.theta) and self.theta >= 0):
+            raise ValueError(f"theta must be a finite number >= 0; got {self.theta!r}")
+        if not (isinstance(self.eta, (int, float)) and 0 <= self.eta <= 1):
+            raise ValueError(f"eta must lie in [0, 1]; got {self.eta!r}")
+        if not callable(self.schedule) and self.schedule not in WEIGHT_SCHEDULES:
+            raise ValueError(f"schedule must be one of {WEIGHT_SCHEDULES} or a callable t -> w; got {self.schedule!r}")
+        if self.prediction_type is not None:
+            check_prediction_type(self.prediction_type)
+
+    def weight(self, t: TimeLike, num_train_timesteps: int) -> torch.Tensor:
+        """w_t for time(s) ``t`` of a schedule with T = ``num_train_timesteps`` steps."""
+        t = torch.as_tensor(t, dtype=torch.float32)
+        if callable(self.schedule):
+            return torch.as_tensor(self.schedule(t), dtype=torch.float32).expand_as(t)
+        if self.schedule == "constant":
+            return torch.full_like(t, float(self.theta))
+        return self.theta * (t >= (1 - self.eta) * num_train_timesteps).float()
+
+
+def guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
+                      config: UpsampleGuidanceConfig, prediction_type: str = "epsilon") -> torch.Tensor:
+    """Eq. 4 for a model whose native output is ``prediction_type``: convert to ε, guide, convert back.
+
+    The low-resolution prediction is converted with its own input and ᾱ(τ); the result with x and ᾱ(t).
+    """
+    prediction_type = config.prediction_type or prediction_type
+    check_prediction_type(prediction_type)
+
+    def eps_fn(x_in, t_in):
+        return to_epsilon(model_fn(x_in, t_in), x_in, _per_sample(alpha_bar_at(alphas_cumprod, t_in.cpu()), x_in), prediction_type)
+
+    t = _batch_times(t, x)
+    weight = config.weight(t.cpu(), len(alphas_cumprod)).to(x.device)
+    if not torch.any(weight != 0):
+        return model_fn(x, t)
+    eps = upsample_guidance(eps_fn, x, t, alphas_cumprod, config.factor, weight, config.adjust_time, config.adjust_power)
+    return from_epsilon(eps, x, _per_sample(alpha_bar_at(alphas_cumprod, t.cpu()), x), prediction_type)

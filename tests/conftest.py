@@ -1,0 +1,19 @@
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+
+def tiny_pixel_unet(num_class_embeds=None):
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=num_class_embeds).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_pixel_model_dir(tmp_path_factory):
+    """A tiny random UNet2DModel (8², downsampling factor 2) with a v-prediction cosine schedule, saved to disk."""
+    path = tmp_path_factory.mktemp("tiny_pixel")
+    tiny_pixel_unet().save_pretrained(path)
+    DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction").save_pretrained(path)
+    return path
