@@ -56,9 +56,10 @@ def v_loss(unet, scheduler, x0, labels, generator=None):
     return (weight * (pred.float() - v) ** 2).mean()
 
 
-def export(ema_unet, scheduler, out_dir: Path) -> None:
-    """Write the EMA weights (fp16 safetensors) and the scheduler config in diffusers format, atomically."""
+def export(ema_unet, scheduler, out_dir: Path, step: int, wall: float) -> None:
+    """Write the EMA weights (fp16 safetensors), the scheduler config and ``training.json`` atomically."""
     import copy
+    import json
     import shutil
 
     out_dir = Path(out_dir)
@@ -66,6 +67,7 @@ def export(ema_unet, scheduler, out_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     copy.deepcopy(ema_unet).to(torch.float16).save_pretrained(tmp)
     scheduler.save_pretrained(tmp)
+    (tmp / "training.json").write_text(json.dumps({"step": step, "wall_seconds": round(wall)}) + "\n")
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)
@@ -80,7 +82,7 @@ def train(args) -> None:
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = emoji.load(32, "train")
+    data = emoji.load(32, "train", args.data)
     unet, scheduler = build_model_and_scheduler()
     ema = EMAModel(unet.parameters(), decay=args.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
@@ -93,6 +95,17 @@ def train(args) -> None:
         opt.load_state_dict(state["opt"])
         step, wall = state["step"], state["wall"]
         torch.set_rng_state(state["rng"])
+    elif args.init_from:  # e.g. the shipped weights, when the optimizer state is not on this machine
+        import json
+
+        from diffusers import UNet2DModel
+
+        shipped = UNet2DModel.from_pretrained(args.init_from, torch_dtype=torch.float32)
+        unet.load_state_dict(shipped.state_dict())
+        ema = EMAModel(unet.parameters(), decay=args.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
+        info = json.loads((Path(args.init_from) / "training.json").read_text())
+        step, wall = info["step"], info["wall_seconds"]
+        ema.optimization_step = step
     log = open(run_dir / "loss.csv", "a", newline="")
     writer = csv.writer(log)
     bar = tqdm(total=args.steps, initial=step, desc="training emoji32")
@@ -113,10 +126,10 @@ def train(args) -> None:
         step += 1
         running += loss.item()
         bar.update(1)
-        if step % 100 == 0:
-            writer.writerow([step, running / 100, round(wall + time.time() - t0, 1)])
+        if step % args.log_every == 0:
+            writer.writerow([step, running / args.log_every, round(wall + time.time() - t0, 1)])
             log.flush()
-            bar.set_postfix(loss=f"{running / 100:.4f}")
+            bar.set_postfix(loss=f"{running / args.log_every:.4f}")
             running = 0.0
         if step % args.save_every == 0 or step == args.steps:
             wall += time.time() - t0
@@ -127,20 +140,24 @@ def train(args) -> None:
             os.replace(tmp, state_path)
             ema_unet, _ = build_model_and_scheduler()
             ema.copy_to(ema_unet.parameters())
-            export(ema_unet, scheduler, run_dir / "ema")
+            export(ema_unet, scheduler, run_dir / "ema", step, wall)
     bar.close()
     log.close()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="runs/emoji32", help="state, loss log and exported EMA weights (outside git)")
+    p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
     p.add_argument("--steps", type=int, default=200_000, help="total optimizer steps to reach")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--ema-decay", type=float, default=0.9999, help="upper bound of the warmed-up EMA decay")
     p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--log-every", type=int, default=100, help="steps per row of loss.csv (step, mean loss, wall seconds)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", default=None, help="without a state in --run-dir: start from these exported weights "
+                   "(with their training.json), e.g. hiresdiff/models/emoji32; the optimizer starts afresh")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads (1 is robust on a shared machine)")
     return p
 

@@ -1,0 +1,56 @@
+import json
+
+import pytest
+import torch
+
+from hiresdiff.data import emoji
+from hiresdiff.models import train_emoji
+
+
+class ConstantUNet(torch.nn.Module):
+    """Predicts a fixed tensor, so the loss has a closed form."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, t, class_labels=None):
+        return type("Out", (), {"sample": self.value.expand_as(x)})()
+
+
+def test_v_loss_is_min_snr_weighted_v_mse():
+    _, scheduler = train_emoji.build_model_and_scheduler()
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+    pred = torch.randn(1, 3, 8, 8)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    loss = train_emoji.v_loss(ConstantUNet(pred), scheduler, x0, None, generator=g1)
+    # independent computation with the same random draws
+    t = torch.randint(0, 1000, (4,), generator=g2)
+    noise = torch.randn(x0.shape, generator=g2)
+    a = scheduler.alphas_cumprod[t]
+    v = a.sqrt().view(-1, 1, 1, 1) * noise - (1 - a).sqrt().view(-1, 1, 1, 1) * x0
+    snr = a / (1 - a)
+    w = torch.minimum(snr, torch.tensor(5.0)) / (snr + 1)
+    per_sample = ((pred.bfloat16().float() - v) ** 2).mean(dim=(1, 2, 3))
+    assert torch.allclose(loss, (w * per_sample).mean(), rtol=1e-3)
+
+
+@pytest.mark.skipif(not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
+                    reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)")
+def test_training_resumes_exports_and_restarts_from_shipped_weights(tmp_path):
+    data = emoji.build(tmp_path / "data", limit=40, progress=False)
+    run = tmp_path / "run"
+    args = ["--data", str(data), "--run-dir", str(run), "--batch-size", "2", "--save-every", "2", "--log-every", "1", "--threads", "1"]
+    train_emoji.main(args + ["--steps", "2"])
+    train_emoji.main(args + ["--steps", "3"])
+    rows = (run / "loss.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3]
+    assert torch.load(run / "state.pt", weights_only=False)["step"] == 3
+    exported = run / "ema"
+    assert json.loads((exported / "training.json").read_text())["step"] == 3
+    for name in ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json"):
+        assert (exported / name).exists()
+    fresh = tmp_path / "fresh"
+    train_emoji.main(["--data", str(data), "--run-dir", str(fresh), "--batch-size", "2", "--save-every", "1",
+                      "--threads", "1", "--steps", "4", "--init-from", str(exported)])
+    assert torch.load(fresh / "state.pt", weights_only=False)["step"] == 4
