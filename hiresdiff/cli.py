@@ -1,4 +1,4 @@
-"""The ``hiresdiff`` command line: ``generate`` (the main job), ``data`` and ``train``."""
+"""The ``hiresdiff`` command line: ``generate`` (the main job), ``data``, ``train`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -59,12 +59,36 @@ def add_train_parser(sub) -> None:
     train_emoji.add_arguments(p).set_defaults(run=train_emoji.train)
 
 
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="the UG reproduction benchmark against held-out real emoji (writes benchmarks/results/)")
+    p.add_argument("--model", default=None, help="local 32² UNet2DModel folder (default: the embedded model)")
+    p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
+    p.add_argument("--num-images", type=int, default=None, help="images per method (default 256; --quick: 8)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; --quick: 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID")
+    p.add_argument("--out-dir", default="benchmarks/results")
+    p.add_argument("--quick", action="store_true", help="smoke test: 8 images, 2 steps, 2x only, one θ")
+    p.set_defaults(run=run_bench)
+
+
+def run_bench(args) -> None:
+    from hiresdiff.eval.benchmark import Settings, run
+
+    given = {k: v for k, v in (("num_images", args.num_images), ("steps", args.steps)) if v is not None}
+    common = dict(model=args.model, data=args.data, seed=args.seed, inception=args.inception, out_dir=args.out_dir,
+                  command="hiresdiff bench " + " ".join(sys.argv[2:]), **given)
+    run(Settings.quick(**common) if args.quick else Settings(**common))
+    print(f"wrote {args.out_dir}/ug_benchmark.md, ug_theta_sweep.png, ug_grid_*.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hiresdiff", description="Generate above the trained resolution of diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_generate_parser(sub)
     add_data_parser(sub)
     add_train_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

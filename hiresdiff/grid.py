@@ -8,21 +8,36 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-LABEL_HEIGHT = 28
+LINE_HEIGHT = 14
+
+
+def wrap(label: str, font, width: int) -> list[str]:
+    """Split ``label`` at spaces into lines no wider than ``width`` pixels (a long word keeps its own line)."""
+    lines = [""]
+    for word in label.split():
+        candidate = f"{lines[-1]} {word}".strip()
+        if lines[-1] and font.getlength(candidate) > width:
+            lines.append(word)
+        else:
+            lines[-1] = candidate
+    return lines
 
 
 def labelled_grid(columns: Sequence[Sequence[Image.Image]], labels: Sequence[str], cell: int) -> Image.Image:
-    """Place ``columns[j][i]`` at row i, column j, each resized (nearest) to ``cell``² with ``labels[j]`` on top."""
+    """Place ``columns[j][i]`` at row i, column j, each resized (nearest) to ``cell``², under its wrapped ``labels[j]``."""
     if len(columns) != len(labels):
         raise ValueError(f"got {len(columns)} columns but {len(labels)} labels")
+    font = ImageFont.load_default(size=LINE_HEIGHT - 2)
+    wrapped = [wrap(label, font, cell - 4) for label in labels]
+    top = LINE_HEIGHT * max(len(lines) for lines in wrapped) + 6
     rows = max(len(c) for c in columns)
-    grid = Image.new("RGB", (cell * len(columns), LABEL_HEIGHT + cell * rows), "white")
+    grid = Image.new("RGB", (cell * len(columns), top + cell * rows), "white")
     draw = ImageDraw.Draw(grid)
-    font = ImageFont.load_default(size=max(10, min(16, cell // 9)))
-    for j, (column, label) in enumerate(zip(columns, labels)):
-        draw.text((j * cell + cell // 2, LABEL_HEIGHT // 2), label, fill="black", font=font, anchor="mm")
+    for j, (column, lines) in enumerate(zip(columns, wrapped)):
+        for n, line in enumerate(lines):
+            draw.text((j * cell + cell // 2, 3 + LINE_HEIGHT * n + LINE_HEIGHT // 2), line, fill="black", font=font, anchor="mm")
         for i, image in enumerate(column):
-            grid.paste(image.resize((cell, cell), Image.NEAREST), (j * cell, LABEL_HEIGHT + i * cell))
+            grid.paste(image.resize((cell, cell), Image.NEAREST), (j * cell, top + i * cell))
     return grid
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: image-set metrics (SWD, FD/FID, KID, cross-resolution consistency) and benchmarks."""

@@ -1,0 +1,50 @@
+"""Image-set metrics for judging generation above the trained resolution.
+
+Images are float tensors ``(N, 3, H, W)`` in ``[-1, 1]`` (clamp model outputs first).
+
+* :func:`sliced_wasserstein` — ProGAN's multi-scale sliced Wasserstein distance on
+  Laplacian-pyramid patches (Karras et al. 2018). Needs no network.
+* :func:`frechet_distance` / :func:`frechet_distance_from_stats` — the closed-form Fréchet
+  distance between Gaussians fitted to two feature sets (Heusel et al. 2017: FID when the
+  features are Inception's).
+* :func:`kernel_inception_distance` — unbiased polynomial-kernel MMD² averaged over subsets
+  (Bińkowski et al. 2018: KID when the features are Inception's).
+* Feature spaces: :class:`RandomConvFeatures` (fixed random conv net, always available, no
+  download) and :class:`InceptionFeatures` (the standard FID Inception-v3, loaded from a
+  local weights file); :func:`fid` / :func:`kid` extract features and compare.
+* :func:`paired_rmse` / :func:`median_paired_rmse` — cross-resolution consistency of pairs
+  generated from the same noise: ``RMSE(D[high], low)``.
+
+No function here downloads anything.
+"""
+
+from hiresdiff.eval.metrics.consistency import median_paired_rmse, paired_rmse
+from hiresdiff.eval.metrics.frechet import (
+    KIDResult,
+    fid,
+    frechet_distance,
+    frechet_distance_from_stats,
+    gaussian_stats,
+    kernel_inception_distance,
+    kid,
+)
+from hiresdiff.eval.metrics.inception import FIDInceptionV3, InceptionFeatures
+from hiresdiff.eval.metrics.random_features import RandomConvFeatures
+from hiresdiff.eval.metrics.swd import laplacian_pyramid, sliced_wasserstein
+
+__all__ = [
+    "sliced_wasserstein",
+    "laplacian_pyramid",
+    "gaussian_stats",
+    "frechet_distance",
+    "frechet_distance_from_stats",
+    "KIDResult",
+    "kernel_inception_distance",
+    "RandomConvFeatures",
+    "FIDInceptionV3",
+    "InceptionFeatures",
+    "fid",
+    "kid",
+    "paired_rmse",
+    "median_paired_rmse",
+]

@@ -1,0 +1,32 @@
+import pytest
+from PIL import Image, ImageFont
+
+from hiresdiff.grid import LINE_HEIGHT, labelled_grid, save_png, wrap
+
+
+def test_wrap_fits_width_and_keeps_words():
+    font = ImageFont.load_default(size=LINE_HEIGHT - 2)
+    lines = wrap("UG θ=1 without 1/√P and more words", font, 60)
+    assert " ".join(lines) == "UG θ=1 without 1/√P and more words"
+    assert len(lines) > 1 and all(font.getlength(line) <= 60 or " " not in line for line in lines)
+
+
+def test_labelled_grid_places_cells_nearest_enlarged():
+    red, blue = Image.new("RGB", (4, 4), "red"), Image.new("RGB", (8, 8), "blue")
+    grid = labelled_grid([[red, red], [blue, blue]], ["a", "b"], cell=16)
+    top = grid.height - 2 * 16
+    assert grid.width == 32 and top > 0
+    assert grid.getpixel((5, top + 20)) == (255, 0, 0) and grid.getpixel((20, top + 5)) == (0, 0, 255)
+    with pytest.raises(ValueError, match="labels"):
+        labelled_grid([[red]], ["a", "b"], cell=16)
+
+
+def test_save_png_is_atomic_and_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "sub" / "x.png"
+    save_png(Image.new("RGB", (2, 2), "red"), path)
+    with pytest.raises(FileExistsError, match="--force"):
+        save_png(Image.new("RGB", (2, 2), "blue"), path)
+    assert Image.open(path).getpixel((0, 0)) == (255, 0, 0)
+    save_png(Image.new("RGB", (2, 2), "blue"), path, force=True)
+    assert Image.open(path).getpixel((0, 0)) == (0, 0, 255)
+    assert [p.name for p in path.parent.iterdir()] == ["x.png"]
