@@ -11,6 +11,13 @@ from PIL import Image, ImageDraw, ImageFont
 LINE_HEIGHT = 14
 
 
+def label_font():
+    """DejaVu Sans from matplotlib's bundled fonts (it has ², θ, η, √, τ), at the label size."""
+    from matplotlib import font_manager
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), LINE_HEIGHT - 3)
+
+
 def wrap(label: str, font, width: int) -> list[str]:
     """Split ``label`` at spaces into lines no wider than ``width`` pixels (a long word keeps its own line)."""
     lines = [""]
@@ -27,7 +34,7 @@ def labelled_grid(columns: Sequence[Sequence[Image.Image]], labels: Sequence[str
     """Place ``columns[j][i]`` at row i, column j, each resized (nearest) to ``cell``², under its wrapped ``labels[j]``."""
     if len(columns) != len(labels):
         raise ValueError(f"got {len(columns)} columns but {len(labels)} labels")
-    font = ImageFont.load_default(size=LINE_HEIGHT - 2)
+    font = label_font()
     wrapped = [wrap(label, font, cell - 4) for label in labels]
     top = LINE_HEIGHT * max(len(lines) for lines in wrapped) + 6
     rows = max(len(c) for c in columns)

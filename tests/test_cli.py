@@ -50,3 +50,31 @@ def test_generate_with_a_bad_model_path_fails_clearly(tmp_path, make_bad_model, 
 def test_generate_bad_options_fail_clearly(tiny_pixel_model_dir, tmp_path, args, message):
     done = run_cli("generate", "--model", str(tiny_pixel_model_dir), "--out", str(tmp_path / "x.png"), *args)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_generate_with_a_prompt_runs_a_pipeline_folder(tmp_path):
+    from tiny_pipelines import saved
+
+    out = tmp_path / "sd.png"
+    done = run_cli("generate", "--model", str(saved("sd15")), "--prompt", "a red cat", "--height", "32", "--width", "32",
+                   "--steps", "2", "--eta", "0.6", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    width, height = Image.open(out).size
+    assert width == 2 * 96 and height > 96  # naive and UG columns, one image each
+    video = run_cli("generate", "--model", str(saved("animatediff")), "--prompt", "a cat", "--height", "32", "--width", "32",
+                    "--num-frames", "4", "--factor", "2,1,1", "--method", "ug", "--steps", "2", "--out", str(tmp_path / "v.png"))
+    assert video.returncode == 0, video.stderr
+    assert Image.open(tmp_path / "v.png").size[1] > 4 * 96  # one row per frame
+
+
+def test_generate_with_a_prompt_needs_a_size_and_a_unet_pipeline(tmp_path):
+    done = run_cli("generate", "--prompt", "a cat", "--out", str(tmp_path / "x.png"))
+    assert done.returncode == 2 and "--height" in done.stderr
+
+
+def test_generate_with_a_prompt_rejects_a_transformer_pipeline(tmp_path):
+    from tiny_pipelines import saved
+
+    done = run_cli("generate", "--model", str(saved("dit")), "--prompt", "a cat", "--height", "32", "--width", "32",
+                   "--method", "ug", "--out", str(tmp_path / "x.png"))
+    assert done.returncode == 2 and "UNet" in done.stderr and "Traceback" not in done.stderr

@@ -1,11 +1,11 @@
 import pytest
-from PIL import Image, ImageFont
+from PIL import Image
 
-from hiresdiff.grid import LINE_HEIGHT, labelled_grid, save_png, wrap
+from hiresdiff.grid import label_font, labelled_grid, save_png, wrap
 
 
 def test_wrap_fits_width_and_keeps_words():
-    font = ImageFont.load_default(size=LINE_HEIGHT - 2)
+    font = label_font()
     lines = wrap("UG θ=1 without 1/√P and more words", font, 60)
     assert " ".join(lines) == "UG θ=1 without 1/√P and more words"
     assert len(lines) > 1 and all(font.getlength(line) <= 60 or " " not in line for line in lines)
@@ -30,3 +30,10 @@ def test_save_png_is_atomic_and_refuses_to_overwrite(tmp_path):
     save_png(Image.new("RGB", (2, 2), "blue"), path, force=True)
     assert Image.open(path).getpixel((0, 0)) == (0, 0, 255)
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]
+
+
+def test_label_font_has_the_symbols_we_print():
+    font = label_font()
+    tofu = font.getmask("\uffff").getbbox()
+    for ch in "²θητ√":
+        assert font.getmask(ch).getbbox() != tofu, ch

@@ -48,8 +48,7 @@ def lowres_input(x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor, fac
     t = _batch_times(t, x)
     x_low = downsample(x, factor)
     if adjust_power:
-        a = alpha_bar_at(alphas_cumprod, t.cpu()).to(device=x.device)
-        x_low = x_low / _per_sample(power(a, k).sqrt(), x)
+        x_low = x_low / _per_sample(power(alpha_bar_at(alphas_cumprod, t.cpu()), k).sqrt(), x)
     tau = matched_timestep(alphas_cumprod, t.cpu(), k).to(x.device, torch.float32) if adjust_time else t
     return x_low, tau
 

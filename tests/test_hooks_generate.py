@@ -1,0 +1,88 @@
+"""generate_with_pipeline: the CLI's one call, on tiny pipelines saved to local folders."""
+
+import warnings
+
+import diffusers
+import numpy as np
+import pytest
+import torch
+from hook_helpers import single_torch_thread  # noqa: F401 (autouse fixture)
+from tiny_pipelines import load, saved
+
+from hiresdiff.integrations import generate
+from hiresdiff.integrations.generate import configure_vae_tiling, generate_with_pipeline, pick_device, pick_dtype
+from hiresdiff.integrations.hooks import apply_upsample_guidance
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+
+UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6)
+ARGS = dict(steps=2, seed=0, guidance_scale=5.0, progress=False)
+
+
+def test_images_with_ug_equal_applying_by_hand_and_differ_from_plain():
+    plain = generate_with_pipeline(str(saved("sd15")), "a red cat", 32, 32, ug=None, **ARGS)
+    guided = generate_with_pipeline(str(saved("sd15")), "a red cat", 32, 32, ug=UG, **ARGS)
+    pipe = load("sd15")
+    apply_upsample_guidance(pipe, UG)
+    by_hand = pipe("a red cat", height=32, width=32, num_inference_steps=2, guidance_scale=5.0,
+                   generator=torch.Generator().manual_seed(0)).images
+    assert len(guided) == len(plain) == 1 and guided[0].size == (32, 32)
+    assert np.array_equal(np.asarray(guided[0]), np.asarray(by_hand[0]))
+    assert not np.array_equal(np.asarray(guided[0]), np.asarray(plain[0]))
+
+
+@pytest.mark.parametrize("factor", [(2, 1, 1), (2, 2, 2)], ids=["temporal", "spatio-temporal"])
+def test_video_returns_all_frames(factor):
+    frames = generate_with_pipeline(str(saved("animatediff")), "a red cat", 32, 32, num_frames=4,
+                                    ug=UpsampleGuidanceConfig(factor=factor, theta=1.0, eta=0.6), **ARGS)
+    assert len(frames) == 4 and all(frame.size == (32, 32) for frame in frames)
+
+
+def test_unet_less_model_is_rejected_before_any_weights_load(monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights were loaded")
+
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", no_loading)
+    with pytest.raises(ValueError, match="DiTPipeline has transformer"):
+        generate_with_pipeline(str(saved("dit")), "a red cat", 32, 32, ug=UG, **ARGS)
+
+
+def test_indivisible_size_is_rejected_before_sampling(monkeypatch):
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the pipeline ran")
+
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "__call__", no_sampling)
+    with pytest.raises(ValueError, match="height and width must be multiples of 6 and 6 pixels"):
+        generate_with_pipeline(str(saved("sd15")), "a red cat", 32, 32, ug=UpsampleGuidanceConfig(factor=3), **ARGS)
+    with pytest.raises(ValueError, match="num_frames a multiple of 2"):
+        generate_with_pipeline(str(saved("animatediff")), "a red cat", 32, 32, num_frames=3,
+                               ug=UpsampleGuidanceConfig(factor=(2, 1, 1)), **ARGS)
+
+
+def test_ug_is_removed_when_the_pipeline_fails(monkeypatch):
+    removed = []
+    monkeypatch.setattr(generate, "remove_upsample_guidance", lambda pipe: removed.append(pipe))
+    with pytest.raises(ValueError):
+        generate_with_pipeline(str(saved("sd15")), None, 32, 32, ug=UG, **ARGS)  # no prompt: the pipeline raises
+    assert len(removed) == 1
+
+
+def test_device_and_dtype():
+    assert pick_device() == "cpu"  # no accelerator on the test machines
+    assert pick_dtype("cpu") == pick_dtype("mps") == torch.float32
+    assert pick_dtype("cuda") == pick_dtype("cuda:1") == torch.float16
+
+
+def test_vae_tiling_on_request_and_suggested_for_large_outputs():
+    pipe = load("sd15")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        configure_vae_tiling(pipe, 1024, 1024, None)
+        configure_vae_tiling(pipe, 4096, 4096, False)
+    assert not pipe.vae.use_tiling
+    with pytest.warns(UserWarning, match="vae_tiling=True"):
+        configure_vae_tiling(pipe, 2048, 2048, None)
+    configure_vae_tiling(pipe, 32, 32, True)
+    assert pipe.vae.use_tiling
+    with pytest.raises(ValueError, match="has no VAE"):
+        configure_vae_tiling(load("pixel"), 32, 32, True)
+    assert len(generate_with_pipeline(str(saved("sd15")), "a red cat", 32, 32, ug=UG, vae_tiling=True, **ARGS)) == 1

@@ -1,0 +1,192 @@
+"""Tiny seeded diffusers pipelines built from configs, saved with ``save_pretrained`` and loaded back.
+
+Imitates diffusers' ``get_dummy_components``: a few thousand parameters per model, so a 2-step run
+takes milliseconds. Every kind is saved once per process into a temporary folder (:func:`saved`);
+:func:`load` returns a fresh pipeline read with ``from_pretrained``. Used by the hook tests and by
+``benchmarks/ug_pipeline_overhead.py``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+TEXT_DIM = 32
+KINDS = ("sd15", "sd2v", "sdxl", "animatediff", "controlnet", "t2i_adapter", "pixel", "dit")
+
+
+def tokenizer():
+    """A CLIP tokenizer with one token per printable ASCII character (no merges); other bytes are unknown."""
+    from transformers import CLIPTokenizer
+
+    chars = [chr(i) for i in range(33, 127)]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars + [c + "</w>" for c in chars]:
+        vocab[c] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+
+
+def text_encoder(with_projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=TEXT_DIM,
+                            intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                            vocab_size=1000, projection_dim=TEXT_DIM, max_position_embeddings=16)
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
+
+
+def vae():
+    """A 2-level VAE: vae_scale_factor 2, 4 latent channels."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         norm_num_groups=2)
+
+
+def unet(**overrides):
+    """A 2-level SD-style UNet2DConditionModel (cross-attention in the lower block)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    config = dict(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                  cross_attention_dim=TEXT_DIM, attention_head_dim=2, norm_num_groups=4)
+    config.update(overrides)
+    return UNet2DConditionModel(**config)
+
+
+def scheduler(**overrides):
+    from diffusers import DDIMScheduler
+
+    config = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                  set_alpha_to_one=False, steps_offset=1)
+    config.update(overrides)
+    return DDIMScheduler(**config)
+
+
+def _randomize_zero_weights(module) -> None:
+    """ControlNets and adapters start with zero output convs; make their residuals non-zero."""
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for param in module.parameters():
+            if not param.any():
+                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+
+
+def build(kind: str):
+    """A freshly initialised pipeline of ``kind`` (one of ``KINDS``)."""
+    import diffusers
+
+    common = dict(vae=vae(), text_encoder=text_encoder(), tokenizer=tokenizer(), safety_checker=None,
+                  feature_extractor=None, requires_safety_checker=False)
+    if kind == "sd15":
+        return diffusers.StableDiffusionPipeline(unet=unet(), scheduler=scheduler(), **common)
+    if kind == "sd2v":
+        return diffusers.StableDiffusionPipeline(unet=unet(use_linear_projection=True),
+                                                 scheduler=scheduler(prediction_type="v_prediction"), **common)
+    if kind == "controlnet":
+        torch.manual_seed(1)
+        controlnet = diffusers.ControlNetModel(
+            block_out_channels=(8, 16), layers_per_block=1, in_channels=4, cross_attention_dim=TEXT_DIM,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), attention_head_dim=2, norm_num_groups=4,
+            conditioning_embedding_out_channels=(4, 8))
+        _randomize_zero_weights(controlnet)
+        return diffusers.StableDiffusionControlNetPipeline(unet=unet(), scheduler=scheduler(), controlnet=controlnet,
+                                                           **common)
+    if kind == "t2i_adapter":
+        torch.manual_seed(1)
+        adapter = diffusers.T2IAdapter(in_channels=3, channels=(8, 16), num_res_blocks=1, downscale_factor=2,
+                                       adapter_type="full_adapter")
+        _randomize_zero_weights(adapter)
+        adapter_unet = unet(down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+        return diffusers.StableDiffusionAdapterPipeline(unet=adapter_unet, scheduler=scheduler(), adapter=adapter,
+                                                        **common)
+    if kind == "pixel":
+        torch.manual_seed(0)
+        pixel_unet = diffusers.UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                                           block_out_channels=(8, 16), norm_num_groups=4,
+                                           down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+        return diffusers.DDPMPipeline(unet=pixel_unet, scheduler=diffusers.DDPMScheduler())
+    if kind == "dit":
+        torch.manual_seed(0)
+        transformer = diffusers.DiTTransformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=8,
+                                                      num_layers=1, attention_head_dim=4, num_attention_heads=2,
+                                                      num_embeds_ada_norm=10)
+        return diffusers.DiTPipeline(transformer=transformer, vae=common["vae"], scheduler=scheduler())
+    if kind == "sdxl":
+        sdxl_unet = unet(addition_embed_type="text_time", addition_time_embed_dim=4,
+                         projection_class_embeddings_input_dim=6 * 4 + TEXT_DIM,
+                         cross_attention_dim=2 * TEXT_DIM, use_linear_projection=True)
+        return diffusers.StableDiffusionXLPipeline(
+            vae=common["vae"], text_encoder=text_encoder(), text_encoder_2=text_encoder(with_projection=True),
+            tokenizer=tokenizer(), tokenizer_2=tokenizer(), unet=sdxl_unet, scheduler=scheduler())
+    if kind == "animatediff":
+        torch.manual_seed(0)
+        adapter = diffusers.MotionAdapter(block_out_channels=(8, 16), motion_layers_per_block=1,
+                                          motion_num_attention_heads=2, motion_norm_num_groups=4,
+                                          motion_max_seq_length=16, use_motion_mid_block=False)
+        return diffusers.AnimateDiffPipeline(vae=common["vae"], text_encoder=common["text_encoder"],
+                                             tokenizer=common["tokenizer"], unet=unet(), motion_adapter=adapter,
+                                             scheduler=scheduler(beta_schedule="linear"))
+    raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+
+
+def ip_adapter_state_dict(unet) -> dict:
+    """A random IP-Adapter for ``unet`` (image embeddings of size TEXT_DIM, 4 tokens), as diffusers' tests make it."""
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor
+    from diffusers.models.embeddings import ImageProjection
+
+    torch.manual_seed(3)
+    cross_attention, key_id = {}, 1
+    channels, text_dim = unet.config.block_out_channels, unet.config.cross_attention_dim
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor") or "motion_modules" in name:
+            continue
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        else:
+            level = int(name.split(".")[1])
+            hidden = channels[level] if name.startswith("down_blocks") else channels[::-1][level]
+        weights = IPAdapterAttnProcessor(hidden_size=hidden, cross_attention_dim=text_dim).state_dict()
+        cross_attention[f"{key_id}.to_k_ip.weight"] = weights["to_k_ip.0.weight"]
+        cross_attention[f"{key_id}.to_v_ip.weight"] = weights["to_v_ip.0.weight"]
+        key_id += 2
+    projection = ImageProjection(cross_attention_dim=text_dim, image_embed_dim=TEXT_DIM,
+                                 num_image_text_embeds=4).state_dict()
+    image_proj = {"proj.weight": projection["image_embeds.weight"], "proj.bias": projection["image_embeds.bias"],
+                  "norm.weight": projection["norm.weight"], "norm.bias": projection["norm.bias"]}
+    return {"image_proj": image_proj, "ip_adapter": cross_attention}
+
+
+@functools.cache
+def _root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="hiresdiff-tiny-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+@functools.cache
+def saved(kind: str) -> Path:
+    """The folder holding the ``save_pretrained`` of a tiny pipeline of ``kind`` (built once per process)."""
+    path = _root() / kind
+    build(kind).save_pretrained(path)
+    return path
+
+
+def load(kind: str):
+    """A fresh tiny pipeline of ``kind``, read from its saved folder with ``from_pretrained``, progress bar off."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(saved(kind))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
