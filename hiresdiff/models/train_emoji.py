@@ -31,7 +31,9 @@ UNET_CONFIG = dict(
     up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
     num_class_embeds=9,
 )
-SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+# "trailing" spacing makes few-step samplers start at t = T-1, where the cosine schedule is pure noise
+SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                        timestep_spacing="trailing")
 MIN_SNR_GAMMA = 5.0
 
 
