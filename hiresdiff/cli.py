@@ -20,7 +20,7 @@ def add_generate_parser(sub) -> None:
     p.add_argument("--theta", type=float, default=1.0, help="UG guidance scale θ (default 1.0)")
     p.add_argument("--eta", type=float, default=1.0, help="UG is on for t >= (1-η)T (default 1.0: every step)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-images", type=int, default=4, help="rows of the grid")
+    p.add_argument("--num-images", type=int, default=3, help="rows of the grid")
     p.add_argument("--steps", type=int, default=gen.DEFAULT_STEPS)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=gen.DEFAULT_SCHEDULER)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"PNG to write (default {DEFAULT_OUT})")

@@ -16,7 +16,7 @@ from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 
 METHODS = ("naive", "ug")
-DEFAULT_STEPS = 20
+DEFAULT_STEPS = 10
 DEFAULT_SCHEDULER = "dpm++"
 
 
