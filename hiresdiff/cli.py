@@ -115,6 +115,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--num-images", type=int, default=None, help="images per method (default 256; --quick: 8)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; --quick: 2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=int, nargs="+", default=None, help="scales to run (default: 2 4)")
     p.add_argument("--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID")
     p.add_argument("--out-dir", default="benchmarks/results")
     p.add_argument("--quick", action="store_true", help="smoke test: 8 images, 2 steps, 2x only, one θ")
@@ -124,7 +125,8 @@ def add_bench_parser(sub) -> None:
 def run_bench(args) -> None:
     from hiresdiff.eval.benchmark import Settings, run
 
-    given = {k: v for k, v in (("num_images", args.num_images), ("steps", args.steps)) if v is not None}
+    given = {k: v for k, v in (("num_images", args.num_images), ("steps", args.steps),
+                                ("scales", tuple(args.scale or ()) or None)) if v is not None}
     common = dict(model=args.model, data=args.data, seed=args.seed, inception=args.inception, out_dir=args.out_dir,
                   command="hiresdiff bench " + " ".join(sys.argv[2:]), **given)
     run(Settings.quick(**common) if args.quick else Settings(**common))

@@ -1,5 +1,13 @@
+import os
+
 import pytest
 import torch
+
+# The test models are tiny: a second intra-op thread only adds synchronisation, and on a 2-core machine
+# that is busy with other work two threads made the suite up to 10x slower. Subprocesses (the CLI tests)
+# inherit the variable.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 from diffusers import DDPMScheduler, UNet2DModel
 
 

@@ -8,21 +8,10 @@ import math
 from typing import Optional
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
 PROMPT = "a red cat"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """Import into a test module to run it on one torch thread: for models this small a second thread only
-    adds synchronisation, and on a shared 2-core machine two threads made these tests ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pipeline_inputs(pipe, height: int = 32, width: int = 32, **overrides) -> dict:

@@ -5,8 +5,7 @@ import diffusers
 import pytest
 import torch
 import torch.nn.functional as F
-from hook_helpers import (UNetCallRecorder, expected_lowres_sample, expected_tau, guided_pairs, run,
-                          single_torch_thread)  # noqa: F401 (autouse fixture)
+from hook_helpers import UNetCallRecorder, expected_lowres_sample, expected_tau, guided_pairs, run
 from tiny_pipelines import TEXT_DIM, ip_adapter_state_dict, load
 
 from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance

@@ -3,8 +3,7 @@
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from hook_helpers import (UNetCallRecorder, assert_same_snapshot, run, single_torch_thread,  # noqa: F401 (autouse)
-                          unet_snapshot)
+from hook_helpers import UNetCallRecorder, assert_same_snapshot, run, unet_snapshot
 from tiny_pipelines import TEXT_DIM, load
 
 from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance

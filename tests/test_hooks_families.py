@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from hook_helpers import (UNetCallRecorder, assert_same_snapshot, block_mean, expected_lowres_sample,  # noqa: F401
-                          expected_tau, run, single_torch_thread, unet_snapshot)
+from hook_helpers import (UNetCallRecorder, assert_same_snapshot, block_mean, expected_lowres_sample,
+                          expected_tau, run, unet_snapshot)
 from tiny_pipelines import load
 
 from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance

@@ -6,7 +6,6 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from hook_helpers import single_torch_thread  # noqa: F401 (autouse fixture)
 from tiny_pipelines import load, saved
 
 from hiresdiff.integrations import generate

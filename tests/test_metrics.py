@@ -63,15 +63,6 @@ def blur(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, 5, 1).expand(3, 1, 5, 1), groups=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """One intra-op thread: on 2 cores shared with other jobs, 2 spinning threads run 4× slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 N_SWD = 96  # images per set for SWD
 N_FEAT = 256  # images per set for FD / KID in the random feature space
 SWD_KW = dict(num_projections=128)

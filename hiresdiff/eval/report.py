@@ -15,7 +15,7 @@ def _fmt(value) -> str:
 def markdown_table(results: dict) -> str:
     """One markdown table per resolution: a row per method, a column per metric, plus s/image."""
     s = results["settings"]
-    lines = [f"# Upsample Guidance benchmark (embedded emoji model)\n",
+    lines = ["# Upsample Guidance benchmark (embedded emoji model)\n",
              f"Made by `{s['command'] or 'hiresdiff bench'}` — seed {s['seed']}, {s['num_images']} images per method, "
              f"{s['steps']} {s['scheduler']} steps. Real images: held-out test split at each size. "
              "SWD ×1e3 per Laplacian level (finest first); FD/KID in the random-conv feature space; "
