@@ -154,7 +154,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
         if method.kind == "enlarge":
             images = enlarge(trained, method.scale, method.resize)
         else:
-            images = sample_batched(unet, scheduler, lowres_noise(noise, big // res) if res < big else noise, labels, method,
+            images = sample_batched(unet, scheduler, lowres_noise(noise, big // res), labels, method,
                                     settings.steps, settings.batch_size, settings.seed)
         key = f"{res}|{method.name}"
         results["timing"][key] = (time.time() - start) / n

@@ -58,6 +58,13 @@ def v_loss(unet, scheduler, x0, labels, generator=None):
     return (weight * (pred.float() - v) ** 2).mean()
 
 
+def new_ema(unet, decay: float):
+    """EMA of ``unet``'s current weights, decay warming up as 1 - (1 + step)^-0.75 towards ``decay``."""
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(unet.parameters(), decay=decay, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
+
+
 def export(ema_unet, scheduler, out_dir: Path, step: int, wall: float) -> None:
     """Write the EMA weights (fp16 safetensors), the scheduler config and ``training.json`` atomically."""
     import copy
@@ -77,7 +84,6 @@ def export(ema_unet, scheduler, out_dir: Path, step: int, wall: float) -> None:
 
 
 def train(args) -> None:
-    from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
     torch.manual_seed(args.seed)
@@ -86,7 +92,7 @@ def train(args) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     data = emoji.load(32, "train", args.data)
     unet, scheduler = build_model_and_scheduler()
-    ema = EMAModel(unet.parameters(), decay=args.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
+    ema = new_ema(unet, args.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     step, wall = 0, 0.0
     state_path = run_dir / "state.pt"
@@ -104,7 +110,7 @@ def train(args) -> None:
 
         shipped = UNet2DModel.from_pretrained(args.init_from, torch_dtype=torch.float32)
         unet.load_state_dict(shipped.state_dict())
-        ema = EMAModel(unet.parameters(), decay=args.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
+        ema = new_ema(unet, args.ema_decay)
         info = json.loads((Path(args.init_from) / "training.json").read_text())
         step, wall = info["step"], info["wall_seconds"]
         ema.optimization_step = step
