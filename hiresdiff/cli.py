@@ -112,8 +112,9 @@ def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="the UG reproduction benchmark against held-out real emoji (writes benchmarks/results/)")
     p.add_argument("--model", default=None, help="local 32² UNet2DModel folder (default: the embedded model)")
     p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
-    p.add_argument("--num-images", type=int, default=None, help="images per method (default 256; --quick: 8)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; --quick: 2)")
+    p.add_argument("--num-images", type=int, default=None,
+                   help="images per method at 2x; m-x above 2 uses num_images*4/m^2 (default 128; --quick: 8)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default 10; --quick: 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, nargs="+", default=None, help="scales to run (default: 2 4)")
     p.add_argument("--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID")

@@ -19,11 +19,21 @@ def test_methods_cover_naive_enlargements_sweep_and_ablations():
     kinds = [(m.kind, m.theta, m.eta, m.adjust_time, m.adjust_power, m.resize) for m in methods]
     assert ("naive", 0.0, 1.0, True, True, None) in kinds
     assert {m.resize for m in methods if m.kind == "enlarge"} == {"bicubic", "nearest"}
-    assert sorted(m.theta for m in methods if m.kind == "ug" and m.eta == 1 and m.adjust_time and m.adjust_power) == [0.5, 1.0]
+    plain = [m for m in methods if m.kind == "ug" and m.eta == 1 and m.schedule == "step" and m.adjust_time and m.adjust_power]
+    assert sorted(m.theta for m in plain) == [0.5, 1.0]
     assert [m.eta for m in methods if m.eta != 1] == [0.3]
     assert {(m.adjust_time, m.adjust_power) for m in methods if "without" in m.name} == {(False, True), (True, False), (False, False)}
-    cfg = Method("x", 4, "ug", theta=1.5, eta=0.6, adjust_power=False).ug_config()
-    assert (cfg.factor, cfg.theta, cfg.eta, cfg.adjust_power) == (4, 1.5, 0.6, False)
+    [cfg] = Method("x", 4, "ug", theta=1.5, eta=0.6, schedule="linear", adjust_power=False).ug_levels()
+    assert (cfg.factor, cfg.theta, cfg.eta, cfg.schedule, cfg.adjust_power) == (4, 1.5, 0.6, "linear", False)
+    assert [m.theta for m in methods if m.schedule == "linear"] == [1.0]
+    assert not any(m.nested for m in methods)  # ×2 nested only above 2×
+
+
+def test_nested_methods_at_power_of_two_scales():
+    [nested] = [m for m in methods_for(4, (1.0,), ()) if m.nested]
+    assert [(c.factor, c.theta) for c in nested.ug_levels()] == [(2, 1.0), (2, 1.0)]
+    assert [c.factor for c in Method("x", 8, "ug", theta=1, nested=True).ug_levels()] == [2, 2, 2]
+    assert not any(m.nested for m in methods_for(3, (1.0,), ()))
 
 
 def test_enlarge_nearest_is_exactly_consistent():

@@ -14,6 +14,8 @@ from hiresdiff.eval.metrics import (
     InceptionFeatures,
     KIDResult,
     RandomConvFeatures,
+    detail_energy,
+    detail_energy_ratio,
     fid,
     frechet_distance,
     frechet_distance_from_stats,
@@ -421,3 +423,40 @@ def test_paired_rmse_validation():
         paired_rmse(torch.full((1, 3, 4, 4), -2.0), torch.zeros(1, 3, 2, 2))
     with pytest.raises(ValueError, match="^high_res contains NaN"):
         paired_rmse(torch.full((1, 3, 4, 4), float("nan")), torch.zeros(1, 3, 2, 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# fine-detail energy (grain / blur)
+
+
+def test_detail_energy_of_a_checkerboard_is_its_squared_amplitude():
+    # the binomial blur removes a ±a checkerboard entirely (1 − 4 + 6 − 4 + 1 = 0, mirror borders keep
+    # the pattern), so the finest band is the checkerboard itself: energy a²
+    a = 0.3
+    y, x = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    checker = (a * (-1.0) ** (y + x)).float().expand(2, 3, 16, 16)
+    assert detail_energy(checker) == pytest.approx(a**2, rel=1e-6)
+    assert detail_energy(torch.full((2, 3, 16, 16), 0.7)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_detail_energy_ratio_scales_quadratically_and_reads_grain_and_blur(swd_sets):
+    ref, same = swd_sets["ref"], swd_sets["same"]
+    assert detail_energy_ratio(ref, ref) == 1.0
+    assert detail_energy_ratio(0.5 * ref, ref) == pytest.approx(0.25, rel=1e-9)  # the band is linear
+    floor = detail_energy_ratio(same, ref)
+    assert 0.8 < floor < 1.25  # two draws of one distribution
+    assert detail_energy_ratio(swd_sets["blur"], ref) < 0.5 * floor
+    # independent pixel noise adds its own band energy (the cross term averages out)
+    clean = 0.5 * same  # no clipping after adding the noise
+    noise = 0.05 * torch.randn(same.shape, generator=torch.Generator().manual_seed(0))
+    assert detail_energy(clean + noise) == pytest.approx(detail_energy(clean) + detail_energy(noise), rel=0.02)
+    assert detail_energy_ratio(clean + 2 * noise, ref) > 1.5 * detail_energy_ratio(clean, ref)
+
+
+def test_detail_energy_ratio_validation():
+    with pytest.raises(ValueError, match="same spatial size"):
+        detail_energy_ratio(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="reference has no fine detail"):
+        detail_energy_ratio(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"^images must lie in \[-1, 1\]"):
+        detail_energy(torch.full((1, 3, 16, 16), 2.0))

@@ -45,6 +45,20 @@ def test_theta_zero_equals_naive_and_lowres_calls_follow_the_weight(tiny_pixel_m
     assert not torch.equal(guided, naive) and torch.isfinite(guided).all()
 
 
+def test_nested_levels_call_every_size_and_check_divisibility(tiny_pixel_model_dir):
+    unet, scheduler = load_pixel_model(tiny_pixel_model_dir, "ddim")
+    counter = CountingUNet(unet)
+    level = UpsampleGuidanceConfig(factor=2, theta=1.0)
+    out = sample(counter, scheduler, height=16, width=16, num_images=1, steps=3, ug=[level, level], progress=False)
+    assert counter.sizes == [(16, 16), (8, 8), (4, 4)] * 3 and torch.isfinite(out).all()
+    one = sample(unet, scheduler, height=16, width=16, num_images=1, steps=3, ug=level, progress=False)
+    assert not torch.equal(out, one)
+    with pytest.raises(ValueError, match="gives 3x3, which is not divisible by 2"):
+        sample(ExplodingUNet(unet), scheduler, height=12, width=12, steps=2, ug=[level, level], progress=False)
+    with pytest.raises(TypeError, match="ug must be an UpsampleGuidanceConfig"):
+        sample(ExplodingUNet(unet), scheduler, height=8, width=8, steps=2, ug=[2], progress=False)
+
+
 def test_same_seed_same_image_and_consistent_noise(tiny_pixel_model_dir):
     unet, scheduler = load_pixel_model(tiny_pixel_model_dir)
     kw = dict(height=16, width=16, num_images=2, steps=3, progress=False, ug=UpsampleGuidanceConfig())

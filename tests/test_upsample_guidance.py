@@ -7,8 +7,8 @@ from diffusers import DDPMScheduler
 
 from hiresdiff import UpsampleGuidanceConfig, guided_prediction, upsample_guidance
 from hiresdiff.core.prediction import from_epsilon, to_epsilon
-from hiresdiff.core.schedule import alpha_bar_at
-from hiresdiff.methods.upsample_guidance import lowres_input
+from hiresdiff.core.schedule import alpha_bar_at, matched_timestep
+from hiresdiff.methods.upsample_guidance import lowres_input, nested_guided_prediction
 
 AC = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
 S2 = 0.5  # variance of the Gaussian data distribution
@@ -130,6 +130,11 @@ def test_weight_schedules():
     assert torch.equal(UpsampleGuidanceConfig(theta=1.5, eta=0.0).weight(t, 1000), torch.zeros(4))
     assert torch.equal(UpsampleGuidanceConfig(theta=2.0, eta=0.1, schedule="constant").weight(t, 1000), torch.full((4,), 2.0))
     assert torch.allclose(UpsampleGuidanceConfig(schedule=lambda t: t / 1000).weight(t, 1000), t / 1000)
+    # linear: θ at t = T, 0 at and below (1−η)T = 400
+    linear = UpsampleGuidanceConfig(theta=1.5, eta=0.6, schedule="linear").weight(t, 1000)
+    torch.testing.assert_close(linear, torch.tensor([0.0, 0.0, 0.0, 1.5 * 599 / 600]))
+    assert torch.allclose(UpsampleGuidanceConfig(theta=2.0, schedule="linear").weight(t, 1000), 2.0 * t / 1000)
+    assert torch.equal(UpsampleGuidanceConfig(theta=2.0, eta=0.0, schedule="linear").weight(t, 1000), torch.zeros(4))
 
 
 def test_guided_prediction_skips_lowres_when_weight_is_zero_for_the_step():
@@ -147,3 +152,31 @@ def test_guided_prediction_skips_lowres_when_weight_is_zero_for_the_step():
 def test_config_rejects_bad_values_naming_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
         UpsampleGuidanceConfig(**kwargs)
+
+
+def test_nested_guidance_is_eq4_with_a_guided_lowres_branch():
+    # 4× as ×2 twice: calls at 16², 8² (time τ, SNR ×4) and 4² (time τ', SNR ×16 as for k = 16 directly)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    t, w = torch.full((2,), 500.0), 0.8
+    level = UpsampleGuidanceConfig(factor=2, theta=w)
+    rec = Recorder(gaussian_eps)
+    got = nested_guided_prediction(rec, x, t, AC, [level, level], "epsilon")
+    assert [tuple(c[0].shape[-2:]) for c in rec.calls] == [(16, 16), (8, 8), (4, 4)]
+    tau, tau2 = rec.calls[1][1], rec.calls[2][1]
+    torch.testing.assert_close(tau.double(), matched_timestep(AC, t, 4), atol=1e-3, rtol=0)
+    torch.testing.assert_close(tau2.double(), matched_timestep(AC, t, 16), atol=0.05, rtol=0)
+    # by hand: the outer eq. 4 around the single-level guided ε at 8²
+    x_low, tau_ = lowres_input(x, t, AC, 2)
+    inner = upsample_guidance(gaussian_eps, x_low, tau_, AC, factor=2, weight=w)
+    eps_high = gaussian_eps(x, t)
+    expected = eps_high + w * F.interpolate(inner / 2 - F.avg_pool2d(eps_high, 2), scale_factor=2, mode="nearest")
+    torch.testing.assert_close(got, expected)
+
+
+def test_nested_guidance_reduces_to_one_level_and_to_the_model():
+    x, t = torch.randn(2, 3, 16, 16), torch.full((2,), 700.0)
+    outer = UpsampleGuidanceConfig(factor=2, theta=1.2)
+    one = guided_prediction(gaussian_eps, x, t, AC, outer)
+    assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, [outer, UpsampleGuidanceConfig(theta=0.0)]), one)
+    assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, [outer]), one)
+    assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, []), gaussian_eps(x, t))

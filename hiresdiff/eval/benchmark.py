@@ -38,22 +38,33 @@ class Method:
     kind: str  # "naive", "ug" or "enlarge"
     theta: float = 0.0
     eta: float = 1.0
+    schedule: str = "step"
     adjust_time: bool = True
     adjust_power: bool = True
+    nested: bool = False  # UG as ×2 guidance nested log2(scale) times instead of one factor-`scale` level
     resize: Optional[str] = None  # "bicubic" or "nearest" for kind == "enlarge"
 
-    def ug_config(self) -> UpsampleGuidanceConfig:
-        return UpsampleGuidanceConfig(factor=self.scale, theta=self.theta, eta=self.eta,
-                                      adjust_time=self.adjust_time, adjust_power=self.adjust_power)
+    def ug_levels(self) -> list[UpsampleGuidanceConfig]:
+        """The UG configs of this method, outermost first (one level unless ``nested``)."""
+        factors = [2] * (self.scale.bit_length() - 1) if self.nested else [self.scale]
+        return [UpsampleGuidanceConfig(factor=f, theta=self.theta, eta=self.eta, schedule=self.schedule,
+                                       adjust_time=self.adjust_time, adjust_power=self.adjust_power) for f in factors]
 
 
-def methods_for(scale: int, thetas, etas, ablations: bool = True) -> list[Method]:
-    """The comparison set at one scale (θ = 0 is naive, so the sweep starts above it)."""
+def methods_for(scale: int, thetas, etas, ablations: bool = True, linear_thetas=(1.0,)) -> list[Method]:
+    """The comparison set at one scale (θ = 0 is naive, so the sweep starts above it).
+
+    UG over ``thetas`` (step schedule, η = 1), θ = 1 at each η < 1 in ``etas``, the linear schedule at
+    ``linear_thetas``, at power-of-two scales above 2 also ×2 guidance nested (θ = 1), and the ablations.
+    """
     out = [Method(f"naive {scale}x", scale, "naive"),
            Method(f"bicubic 1x->{scale}x", scale, "enlarge", resize="bicubic"),
            Method(f"nearest 1x->{scale}x", scale, "enlarge", resize="nearest")]
     out += [Method(f"UG θ={t:g}", scale, "ug", theta=t) for t in thetas if t > 0]
     out += [Method(f"UG θ=1 η={e:g}", scale, "ug", theta=1.0, eta=e) for e in etas if e < 1]
+    out += [Method(f"UG θ={t:g} linear", scale, "ug", theta=t, schedule="linear") for t in linear_thetas]
+    if scale > 2 and scale & (scale - 1) == 0:
+        out += [Method("UG θ=1 ×2 nested", scale, "ug", theta=1.0, nested=True)]
     if ablations:
         out += [Method("UG θ=1 without τ", scale, "ug", theta=1.0, adjust_time=False),
                 Method("UG θ=1 without 1/√P", scale, "ug", theta=1.0, adjust_power=False),
@@ -65,19 +76,24 @@ def methods_for(scale: int, thetas, etas, ablations: bool = True) -> list[Method
 class Settings:
     model: Optional[str] = None
     data: Optional[str] = None
-    num_images: int = 256
-    steps: int = 20
+    num_images: int = 128
+    steps: int = 10
     scheduler: str = "dpm++"
     seed: int = 0
     scales: tuple = (2, 4)
     thetas: tuple = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
     thetas_4x: tuple = (0.5, 1.0, 1.5)
     etas: tuple = (0.3, 0.6)
+    linear_thetas: tuple = (1.0,)
     batch_size: int = 64
     grid_rows: int = 8
     inception: Optional[str] = None
     out_dir: str = "benchmarks/results"
     command: str = ""
+
+    def images_at(self, scale: int) -> int:
+        """Images per method at ``scale``×: ``num_images`` up to 2×, ``num_images·4/scale²`` above (same pixel count)."""
+        return self.num_images if scale <= 2 else max(2, self.num_images * 4 // scale**2)
 
     @classmethod
     def quick(cls, **overrides) -> "Settings":
@@ -89,7 +105,7 @@ class Settings:
 def sample_batched(unet, scheduler, noise, labels, method: Optional[Method], steps, batch_size, seed) -> torch.Tensor:
     """Samples from the given noise in batches (each batch seeded for stochastic schedulers)."""
     h, w = noise.shape[-2:]
-    ug = method.ug_config() if method is not None and method.kind == "ug" else None
+    ug = method.ug_levels() if method is not None and method.kind == "ug" else None
     parts = []
     for i in range(0, len(noise), batch_size):
         lab = None if labels is None else labels[i:i + batch_size]
@@ -111,6 +127,7 @@ def score(images, real, trained, features, inception=None) -> dict:
     out["KID rand ×1e3"] = 1e3 * metrics.kernel_inception_distance(feats_gen, feats_real, subset_size=100, num_subsets=50).mean
     if inception is not None:
         out["FID"] = metrics.fid(images, real, inception)
+    out["detail ×real"] = metrics.detail_energy_ratio(images, real)
     out["paired RMSE"] = metrics.median_paired_rmse(images, trained) if trained is not None else float("nan")
     return out
 
@@ -137,28 +154,33 @@ def run(settings: Settings, progress: bool = True) -> dict:
     features = {r: metrics.RandomConvFeatures(resolution=r, seed=0) for r in test}
     inception = metrics.InceptionFeatures(settings.inception) if settings.inception else None
 
-    results = {"settings": asdict(settings), "rows": {}, "timing": {}}
+    results = {"settings": asdict(settings), "rows": {}, "timing": {}, "images": {}}
     floor_pick = torch.randperm(len(train[32].images), generator=gen)[:n]
-    for r in test:  # real-vs-real floor: n train images against the held-out test images
-        results["rows"][f"{r}|real train vs test"] = score(train[r].images[floor_pick], test[r].images, None, features[r], inception)
+    for r in test:  # real-vs-real floor: as many train images as each method has, against the held-out test images
+        results["images"][str(r)] = count = min(n, settings.images_at(r // 32))
+        results["rows"][f"{r}|real train vs test"] = score(train[r].images[floor_pick[:count]], test[r].images, None,
+                                                            features[r], inception)
 
     start = time.time()
     trained = sample_batched(unet, scheduler, lowres_noise(noise, big // 32), labels, None, settings.steps, settings.batch_size, settings.seed)
     results["timing"]["32|trained 1x"] = (time.time() - start) / n
     results["rows"]["32|trained 1x"] = score(trained, test[32].images, None, features[32], inception)
     grids = {32: {"trained 1x": trained[:settings.grid_rows]}}
-    jobs = [m for s in settings.scales for m in methods_for(s, settings.thetas if s == 2 else settings.thetas_4x, settings.etas, ablations=s == 2)]
+    jobs = [m for s in settings.scales for m in methods_for(s, settings.thetas if s == 2 else settings.thetas_4x, settings.etas,
+                                                            ablations=s == 2, linear_thetas=settings.linear_thetas)]
     for method in tqdm(jobs, desc="benchmark", disable=not progress):
         res = 32 * method.scale
+        count = results["images"][str(res)]  # the first `count` seeds of the 32² set
         start = time.time()
         if method.kind == "enlarge":
-            images = enlarge(trained, method.scale, method.resize)
+            images = enlarge(trained[:count], method.scale, method.resize)
         else:
-            images = sample_batched(unet, scheduler, lowres_noise(noise, big // res), labels, method,
+            images = sample_batched(unet, scheduler, lowres_noise(noise[:count], big // res),
+                                    None if labels is None else labels[:count], method,
                                     settings.steps, settings.batch_size, settings.seed)
         key = f"{res}|{method.name}"
-        results["timing"][key] = (time.time() - start) / n
-        results["rows"][key] = {**score(images, test[res].images, trained, features[res], inception),
+        results["timing"][key] = (time.time() - start) / count
+        results["rows"][key] = {**score(images, test[res].images, trained[:count], features[res], inception),
                                 "θ": method.theta if method.kind == "ug" else (0.0 if method.kind == "naive" else None)}
         grids.setdefault(res, {})[method.name] = images[:settings.grid_rows]
     write_outputs(results, grids, trained[:settings.grid_rows], Path(settings.out_dir))

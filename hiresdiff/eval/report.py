@@ -16,10 +16,13 @@ def markdown_table(results: dict) -> str:
     """One markdown table per resolution: a row per method, a column per metric, plus s/image."""
     s = results["settings"]
     lines = ["# Upsample Guidance benchmark (embedded emoji model)\n",
-             f"Made by `{s['command'] or 'hiresdiff bench'}` — seed {s['seed']}, {s['num_images']} images per method, "
+             f"Made by `{s['command'] or 'hiresdiff bench'}` — seed {s['seed']}, images per method: "
+             + ", ".join(f"{n} at {r}²" for r, n in results["images"].items()) + ", "
              f"{s['steps']} {s['scheduler']} steps. Real images: held-out test split at each size. "
              "SWD ×1e3 per Laplacian level (finest first); FD/KID in the random-conv feature space; "
-             "paired RMSE = median RMSE(D[sample], trained-size sample from the same noise); lower is better everywhere.\n"]
+             "detail ×real = energy of the finest Laplacian band relative to the real test images (> 1 grainy, < 1 blurry); "
+             "paired RMSE = median RMSE(D[sample], trained-size sample from the same noise); lower is better everywhere "
+             "else.\n"]
     by_res: dict[str, list] = {}
     for key, row in results["rows"].items():
         res, name = key.split("|", 1)
@@ -42,14 +45,16 @@ def theta_plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = ["SWD mean", "FD rand", "paired RMSE"]
+    panels = ["SWD mean", "FD rand", "detail ×real", "paired RMSE"]
+    variants = ("η", "without", "linear", "nested")  # not on the θ curve (step schedule, η = 1)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     resolutions = sorted({int(k.split("|")[0]) for k in results["rows"]} - {32})
     for ax, metric in zip(axes, panels):
         for i, res in enumerate(resolutions):
             color = f"C{i}"
             pts = sorted((row["θ"], row[metric]) for key, row in results["rows"].items()
-                         if key.startswith(f"{res}|") and row.get("θ") is not None and "η" not in key and "without" not in key)
+                         if key.startswith(f"{res}|") and row.get("θ") is not None
+                         and not any(v in key for v in variants))
             if pts:
                 ax.plot(*zip(*pts), "o-", color=color, label=f"{res}² UG (θ=0: naive)")
             for key, style, label in ((f"{res}|bicubic 1x->{res // 32}x", "--", "bicubic 1×"), (f"{res}|real train vs test", ":", "real floor")):

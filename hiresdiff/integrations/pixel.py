@@ -17,7 +17,19 @@ import torch
 
 from hiresdiff.core.noise import lowres_noise
 from hiresdiff.core.resample import check_divisible
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, guided_prediction
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction
+
+UGArg = Union[UpsampleGuidanceConfig, Sequence[UpsampleGuidanceConfig], None]
+
+
+def ug_levels(ug: UGArg) -> list[UpsampleGuidanceConfig]:
+    """``ug`` as a list of nested levels: [] for naive, [config] for one level, or the given sequence."""
+    if ug is None:
+        return []
+    levels = [ug] if isinstance(ug, UpsampleGuidanceConfig) else list(ug)
+    if not all(isinstance(c, UpsampleGuidanceConfig) for c in levels):
+        raise TypeError(f"ug must be an UpsampleGuidanceConfig, a sequence of them or None; got {ug!r}")
+    return levels
 
 
 def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim"):
@@ -52,19 +64,21 @@ def model_downsampling_factor(unet) -> int:
     return 2 ** (len(unet.config.block_out_channels) - 1)
 
 
-def check_size(unet, height: int, width: int, ug: Optional[UpsampleGuidanceConfig]) -> None:
-    """Raise ``ValueError`` naming height/width unless the UNet (and the low-res pass) can take that size."""
+def check_size(unet, height: int, width: int, ug: UGArg) -> None:
+    """Raise ``ValueError`` naming height/width unless the UNet (and every low-res pass) can take that size."""
     m = model_downsampling_factor(unet)
     for name, n in (("height", height), ("width", width)):
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"{name} must be a positive int; got {n!r}")
         if n % m:
             raise ValueError(f"{name}={n} is not divisible by {m}, the UNet's downsampling factor")
-    if ug is not None:
-        fh, fw = check_divisible((1, 1, height, width), ug.factor, "height, width")[-2:]
-        if (height // fh) % m or (width // fw) % m:
+    h, w = height, width
+    for level in ug_levels(ug):
+        fh, fw = check_divisible((1, 1, h, w), level.factor, "height, width")[-2:]
+        h, w = h // fh, w // fw
+        if h % m or w % m:
             raise ValueError(f"height/width {height}x{width} divided by the UG factor {(fh, fw)} gives "
-                             f"{height // fh}x{width // fw}, which is not divisible by {m}, the UNet's downsampling factor")
+                             f"{h}x{w}, which is not divisible by {m}, the UNet's downsampling factor")
 
 
 def initial_noise(num_images: int, channels: int, height: int, width: int, seed: int,
@@ -84,10 +98,13 @@ def initial_noise(num_images: int, channels: int, height: int, width: int, seed:
 
 @torch.no_grad()
 def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, seed: int = 0,
-           steps: int = 25, ug: Optional[UpsampleGuidanceConfig] = None,
+           steps: int = 25, ug: UGArg = None,
            class_labels: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
            noise_size: Optional[Sequence[int]] = None, progress: bool = True) -> torch.Tensor:
     """Sample ``num_images`` images of ``height``×``width`` in [-1, 1], naive (``ug=None``) or with UG.
+
+    ``ug`` is one config, or a sequence of configs for nested guidance (e.g. two factor-2 levels for
+    4× as ×2 twice, :func:`hiresdiff.methods.upsample_guidance.nested_guided_prediction`).
 
     ``noise`` (B, C, height, width) replaces the seeded draw; ``noise_size`` draws the seed's noise at
     a larger size and reduces it (see :func:`initial_noise`). ``class_labels`` (B,) for class-conditional UNets.
@@ -95,6 +112,7 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
     from tqdm.auto import tqdm
 
     check_size(unet, height, width, ug)
+    levels = ug_levels(ug)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int; got {steps!r}")
     if (class_labels is None) != (unet.config.num_class_embeds is None):
@@ -110,9 +128,7 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
         return unet(x, t, class_labels=class_labels).sample
 
     def model_fn(x, t):
-        if ug is None:
-            return unet_fn(x, t)
-        return guided_prediction(unet_fn, x, t, alphas_cumprod, ug, prediction_type)
+        return nested_guided_prediction(unet_fn, x, t, alphas_cumprod, levels, prediction_type)
 
     scheduler.set_timesteps(steps)
     step_kwargs = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
@@ -22,7 +22,7 @@ from hiresdiff.core.resample import Factor, axis_factors, downsample, upsample_n
 from hiresdiff.core.schedule import TimeLike, alpha_bar_at, matched_timestep, power
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-WEIGHT_SCHEDULES = ("step", "constant")
+WEIGHT_SCHEDULES = ("step", "linear", "constant")
 
 
 def _per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +62,7 @@ def combine(eps_high: torch.Tensor, eps_low: torch.Tensor, factor: Factor, weigh
 
 def upsample_guidance(eps_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
                       factor: Factor = 2, weight=1.0, adjust_time: bool = True,
-                      adjust_power: bool = True) -> torch.Tensor:
+                      adjust_power: bool = True, lowres_eps_fn: Optional[EpsFn] = None) -> torch.Tensor:
     """The guided ε of eq. 4 for any noise predictor ``eps_fn(x, t)``.
 
     Args:
@@ -73,6 +73,8 @@ def upsample_guidance(eps_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumpro
         factor: int m (H and W scaled by m, k = m²) or a tuple for the trailing axes ((H, W) or (F, H, W)).
         weight: w_t, scalar or (B,). 0 returns ``eps_fn(x, t)`` unchanged without the low-resolution pass.
         adjust_time / adjust_power: use τ and 1/√P (True) or t and 1 (ablations).
+        lowres_eps_fn: the predictor of the low-resolution term ε(D[x_t]/√P, τ); default ``eps_fn``.
+            A guided predictor here nests the guidance (see :func:`nested_guided_prediction`).
     """
     axis_factors(factor, x.ndim)
     t = _batch_times(t, x)
@@ -80,7 +82,7 @@ def upsample_guidance(eps_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumpro
     if not torch.any(torch.as_tensor(weight) != 0):
         return eps_high
     x_low, tau = lowres_input(x, t, alphas_cumprod, factor, adjust_time, adjust_power)
-    return combine(eps_high, eps_fn(x_low, tau), factor, weight)
+    return combine(eps_high, (lowres_eps_fn or eps_fn)(x_low, tau), factor, weight)
 
 
 @dataclass
@@ -91,7 +93,8 @@ class UpsampleGuidanceConfig:
         factor: int m (H, W scaled by m) or a tuple per trailing axis: (m_h, m_w) or (m_f, m_h, m_w).
         theta: guidance scale θ (≥ 0).
         eta: fraction η ∈ [0, 1] of the trajectory (from t = T down) where guidance is on.
-        schedule: ``"step"`` (eq. 5: θ·H(t − (1−η)T)), ``"constant"`` (θ at every t) or a callable t → w.
+        schedule: ``"step"`` (eq. 5: θ·H(t − (1−η)T)), ``"linear"`` (θ at t = T falling linearly to 0 at
+            t = (1−η)T: θ·max(0, t − (1−η)T)/(ηT)), ``"constant"`` (θ at every t) or a callable t → w.
         prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``; ``None`` reads it from the scheduler.
         adjust_time / adjust_power: the two adjustments of eq. 3 (switch off only for ablations).
     """
@@ -126,24 +129,56 @@ class UpsampleGuidanceConfig:
             return torch.as_tensor(self.schedule(t), dtype=torch.float32).expand_as(t)
         if self.schedule == "constant":
             return torch.full_like(t, float(self.theta))
-        return self.theta * (t >= (1 - self.eta) * num_train_timesteps).float()
+        start = (1 - self.eta) * num_train_timesteps
+        if self.schedule == "linear":
+            if self.eta == 0:
+                return torch.zeros_like(t)
+            return self.theta * ((t - start) / (self.eta * num_train_timesteps)).clamp(0, 1)
+        return self.theta * (t >= start).float()
 
 
 def guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
-                      config: UpsampleGuidanceConfig, prediction_type: str = "epsilon") -> torch.Tensor:
+                      config: UpsampleGuidanceConfig, prediction_type: str = "epsilon",
+                      lowres_model_fn: Optional[EpsFn] = None) -> torch.Tensor:
     """Eq. 4 for a model whose native output is ``prediction_type``: convert to ε, guide, convert back.
 
-    The low-resolution prediction is converted with its own input and ᾱ(τ); the result with x and ᾱ(t).
+    The low-resolution prediction (by ``lowres_model_fn``, default ``model_fn``) is converted with its
+    own input and ᾱ(τ); the result with x and ᾱ(t).
     """
     prediction_type = config.prediction_type or prediction_type
     check_prediction_type(prediction_type)
 
-    def eps_fn(x_in, t_in):
-        return to_epsilon(model_fn(x_in, t_in), x_in, _per_sample(alpha_bar_at(alphas_cumprod, t_in.cpu()), x_in), prediction_type)
+    def as_eps(fn):
+        def eps_fn(x_in, t_in):
+            alpha_bar = _per_sample(alpha_bar_at(alphas_cumprod, t_in.cpu()), x_in)
+            return to_epsilon(fn(x_in, t_in), x_in, alpha_bar, prediction_type)
+        return eps_fn
 
     t = _batch_times(t, x)
     weight = config.weight(t.cpu(), len(alphas_cumprod)).to(x.device)
     if not torch.any(weight != 0):
         return model_fn(x, t)
-    eps = upsample_guidance(eps_fn, x, t, alphas_cumprod, config.factor, weight, config.adjust_time, config.adjust_power)
+    eps = upsample_guidance(as_eps(model_fn), x, t, alphas_cumprod, config.factor, weight, config.adjust_time,
+                            config.adjust_power, as_eps(lowres_model_fn or model_fn))
     return from_epsilon(eps, x, _per_sample(alpha_bar_at(alphas_cumprod, t.cpu()), x), prediction_type)
+
+
+def nested_guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
+                             configs: Sequence[UpsampleGuidanceConfig], prediction_type: str = "epsilon") -> torch.Tensor:
+    """UG applied level by level: the low-resolution branch of ``configs[0]`` is itself guided by ``configs[1]``, …
+
+    For 4× as ×2 twice, ``configs = [c, c]`` with ``c.factor = 2``:
+
+        ε̃₄(x_t, t) = ε(x_t, t) + w_t · U[ ε̃₂(D[x_t]/√P, τ)/2 − D[ε(x_t, t)] ],
+
+    where ε̃₂ is eq. 4 at 2× (its own low branch at the trained size, at the time τ' matched to τ, so
+    that SNR(τ') = 16·SNR(t) as for k = 16 directly). Each level costs one extra UNet call at its size
+    when its weight is non-zero. One config is :func:`guided_prediction`; none is ``model_fn``.
+    """
+    if not configs:
+        return model_fn(x, t)
+
+    def lowres_model_fn(x_low, t_low):
+        return nested_guided_prediction(model_fn, x_low, t_low, alphas_cumprod, configs[1:], prediction_type)
+
+    return guided_prediction(model_fn, x, t, alphas_cumprod, configs[0], prediction_type, lowres_model_fn)

@@ -14,11 +14,14 @@ Images are float tensors ``(N, 3, H, W)`` in ``[-1, 1]`` (clamp model outputs fi
   local weights file); :func:`fid` / :func:`kid` extract features and compare.
 * :func:`paired_rmse` / :func:`median_paired_rmse` — cross-resolution consistency of pairs
   generated from the same noise: ``RMSE(D[high], low)``.
+* :func:`detail_energy_ratio` — energy of the finest Laplacian band relative to real images:
+  above 1 grainier, below 1 blurrier.
 
 No function here downloads anything.
 """
 
 from hiresdiff.eval.metrics.consistency import median_paired_rmse, paired_rmse
+from hiresdiff.eval.metrics.detail import detail_energy, detail_energy_ratio
 from hiresdiff.eval.metrics.frechet import (
     KIDResult,
     fid,
@@ -47,4 +50,6 @@ __all__ = [
     "kid",
     "paired_rmse",
     "median_paired_rmse",
+    "detail_energy",
+    "detail_energy_ratio",
 ]
