@@ -42,9 +42,11 @@ def test_training_resumes_exports_and_restarts_from_shipped_weights(tmp_path):
     run = tmp_path / "run"
     args = ["--data", str(data), "--run-dir", str(run), "--batch-size", "2", "--save-every", "2", "--log-every", "1", "--threads", "1"]
     train_emoji.main(args + ["--steps", "2"])
+    with open(run / "loss.csv", "a") as log:  # an interrupted run logged step 3 after its last saved state
+        log.write("3,99.0,1.0\n")
     train_emoji.main(args + ["--steps", "3"])
-    rows = (run / "loss.csv").read_text().splitlines()
-    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3]
+    rows = [r.split(",") for r in (run / "loss.csv").read_text().splitlines()]
+    assert [int(r[0]) for r in rows] == [1, 2, 3] and float(rows[2][1]) != 99.0
     assert torch.load(run / "state.pt", weights_only=False)["step"] == 3
     exported = run / "ema"
     assert json.loads((exported / "training.json").read_text())["step"] == 3

@@ -83,6 +83,16 @@ def export(ema_unet, scheduler, out_dir: Path, step: int, wall: float) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def drop_rows_after(log_path: Path, step: int) -> None:
+    """Remove loss-log rows past ``step`` (logged by an interrupted run after its last saved state)."""
+    if log_path.exists():
+        rows = [row for row in csv.reader(log_path.read_text().splitlines()) if row and int(row[0]) <= step]
+        tmp = log_path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        os.replace(tmp, log_path)
+
+
 def train(args) -> None:
     from tqdm.auto import tqdm
 
@@ -103,6 +113,7 @@ def train(args) -> None:
         opt.load_state_dict(state["opt"])
         step, wall = state["step"], state["wall"]
         torch.set_rng_state(state["rng"])
+        drop_rows_after(run_dir / "loss.csv", step)
     elif args.init_from:  # e.g. the shipped weights, when the optimizer state is not on this machine
         import json
 
