@@ -116,6 +116,7 @@ def add_bench_parser(sub) -> None:
                    help="images per method at 2x; m-x above 2 uses num_images*4/m^2 (default 128; --quick: 8)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default 10; --quick: 2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the Settings default)")
     p.add_argument("--scale", type=int, nargs="+", default=None, help="scales to run (default: 2 4)")
     p.add_argument("--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID")
     p.add_argument("--out-dir", default="benchmarks/results")
@@ -126,7 +127,7 @@ def add_bench_parser(sub) -> None:
 def run_bench(args) -> None:
     from hiresdiff.eval.benchmark import Settings, run
 
-    given = {k: v for k, v in (("num_images", args.num_images), ("steps", args.steps),
+    given = {k: v for k, v in (("num_images", args.num_images), ("steps", args.steps), ("scheduler", args.scheduler),
                                 ("scales", tuple(args.scale or ()) or None)) if v is not None}
     common = dict(model=args.model, data=args.data, seed=args.seed, inception=args.inception, out_dir=args.out_dir,
                   command="hiresdiff bench " + " ".join(sys.argv[2:]), **given)

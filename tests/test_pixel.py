@@ -59,6 +59,27 @@ def test_nested_levels_call_every_size_and_check_divisibility(tiny_pixel_model_d
         sample(ExplodingUNet(unet), scheduler, height=8, width=8, steps=2, ug=[2], progress=False)
 
 
+def test_stochastic_step_noise_is_resolution_consistent(tiny_pixel_model_dir):
+    unet, scheduler = load_pixel_model(tiny_pixel_model_dir, "sde-dpm++")
+    drawn = {}
+    step = scheduler.step
+
+    def recording_step(*args, variance_noise=None, **kwargs):
+        drawn.setdefault(args[2].shape[-1], []).append(variance_noise.clone())
+        return step(*args, variance_noise=variance_noise, **kwargs)
+
+    scheduler.step = recording_step
+    kw = dict(num_images=2, seed=4, steps=3, noise_size=(16, 16), progress=False)
+    a = sample(unet, scheduler, height=16, width=16, **kw)
+    sample(unet, scheduler, height=8, width=8, **kw)
+    assert len(drawn[16]) == len(drawn[8]) == 3
+    for big, small in zip(drawn[16], drawn[8]):
+        assert torch.equal(small, lowres_noise(big, 2))
+    assert not torch.equal(drawn[16][0], drawn[16][1])  # fresh noise every step
+    assert torch.equal(sample(unet, scheduler, height=16, width=16, **kw), a)  # seeded
+    assert not torch.equal(sample(unet, scheduler, height=16, width=16, **{**kw, "seed": 5}), a)
+
+
 def test_same_seed_same_image_and_consistent_noise(tiny_pixel_model_dir):
     unet, scheduler = load_pixel_model(tiny_pixel_model_dir)
     kw = dict(height=16, width=16, num_images=2, steps=3, progress=False, ug=UpsampleGuidanceConfig())

@@ -1,3 +1,4 @@
+import argparse
 import json
 
 import pytest
@@ -33,6 +34,17 @@ def test_v_loss_is_min_snr_weighted_v_mse():
     w = torch.minimum(snr, torch.tensor(5.0)) / (snr + 1)
     per_sample = ((pred.bfloat16().float() - v) ** 2).mean(dim=(1, 2, 3))
     assert torch.allclose(loss, (w * per_sample).mean(), rtol=1e-3)
+
+
+def test_learning_rate_warms_up_holds_and_decays_to_the_final_value():
+    args = train_emoji.add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--lr", "2e-4", "--warmup", "10", "--steps", "100", "--decay-steps", "20", "--lr-final", "4e-5"])
+    lr = [train_emoji.learning_rate(step, args) for step in range(100)]
+    assert lr[0] == pytest.approx(2e-5) and lr[9] == pytest.approx(2e-4) and lr[79] == pytest.approx(2e-4)
+    assert lr[80] == pytest.approx(2e-4 - 1.6e-4 / 20) and lr[99] == pytest.approx(4e-5)
+    assert all(a >= b for a, b in zip(lr[9:], lr[10:]))
+    args.decay_steps = 0
+    assert train_emoji.learning_rate(99, args) == pytest.approx(2e-4)
 
 
 @pytest.mark.skipif(not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),

@@ -102,15 +102,18 @@ class Settings:
                       "grid_rows": 2, **overrides})
 
 
-def sample_batched(unet, scheduler, noise, labels, method: Optional[Method], steps, batch_size, seed) -> torch.Tensor:
-    """Samples from the given noise in batches (each batch seeded for stochastic schedulers)."""
+def sample_batched(unet, scheduler, noise, labels, method: Optional[Method], steps, batch_size, seed,
+                   noise_size=None) -> torch.Tensor:
+    """Samples from the given noise in batches (batch i seeded with ``seed + i`` for stochastic schedulers,
+    whose per-step noise is drawn at ``noise_size`` and reduced, as the initial noise was)."""
     h, w = noise.shape[-2:]
     ug = method.ug_levels() if method is not None and method.kind == "ug" else None
     parts = []
     for i in range(0, len(noise), batch_size):
         lab = None if labels is None else labels[i:i + batch_size]
         parts.append(sample(unet, scheduler, height=h, width=w, num_images=len(noise[i:i + batch_size]), seed=seed + i,
-                            steps=steps, ug=ug, class_labels=lab, noise=noise[i:i + batch_size], progress=False))
+                            steps=steps, ug=ug, class_labels=lab, noise=noise[i:i + batch_size], noise_size=noise_size,
+                            progress=False))
     return torch.cat(parts)
 
 
@@ -162,7 +165,8 @@ def run(settings: Settings, progress: bool = True) -> dict:
                                                             features[r], inception)
 
     start = time.time()
-    trained = sample_batched(unet, scheduler, lowres_noise(noise, big // 32), labels, None, settings.steps, settings.batch_size, settings.seed)
+    trained = sample_batched(unet, scheduler, lowres_noise(noise, big // 32), labels, None, settings.steps, settings.batch_size,
+                             settings.seed, (big, big))
     results["timing"]["32|trained 1x"] = (time.time() - start) / n
     results["rows"]["32|trained 1x"] = score(trained, test[32].images, None, features[32], inception)
     grids = {32: {"trained 1x": trained[:settings.grid_rows]}}
@@ -177,7 +181,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
         else:
             images = sample_batched(unet, scheduler, lowres_noise(noise[:count], big // res),
                                     None if labels is None else labels[:count], method,
-                                    settings.steps, settings.batch_size, settings.seed)
+                                    settings.steps, settings.batch_size, settings.seed, (big, big))
         key = f"{res}|{method.name}"
         results["timing"][key] = (time.time() - start) / count
         results["rows"][key] = {**score(images, test[res].images, trained[:count], features[res], inception),

@@ -2,7 +2,9 @@
 
 Naive and guided runs at any size start from one resolution-consistent noise: the noise is drawn
 at the largest size asked for and block-averaged down (``√k·D[noise]``, DESIGN.md §2), so the same
-seed gives paired samples across resolutions. The sampler is the plain diffusers loop
+seed gives paired samples across resolutions. Stochastic schedulers that take their noise per step
+(``variance_noise``: SDE-DPM-Solver++, DDIM with η > 0) get it the same way; the others (DDPM,
+Euler a) draw it from a seeded generator at the sample's own size, so their pairs share only the start. The sampler is the plain diffusers loop
 (``scale_model_input`` → UNet → ``step``); Upsample Guidance wraps the UNet call and so works with
 any scheduler, including those that scale inputs (Euler, Heun) or call the UNet twice per step.
 """
@@ -88,12 +90,16 @@ def initial_noise(num_images: int, channels: int, height: int, width: int, seed:
     With ``noise_size`` = (H', W'), an integer multiple of (height, width), the draw is made at H'×W'
     and reduced by ``√k·D`` so that every size from one seed shares its noise.
     """
+    return consistent_noise(torch.Generator().manual_seed(seed), (num_images, channels, height, width), noise_size)
+
+
+def consistent_noise(generator: torch.Generator, shape: Sequence[int], noise_size: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """The next standard normal draw of ``generator`` made at ``noise_size`` and reduced to ``shape`` (B, C, H, W)."""
+    *lead, height, width = shape
     big_h, big_w = noise_size or (height, width)
     if big_h % height or big_w % width:
         raise ValueError(f"noise_size {noise_size} must be an integer multiple of {(height, width)}")
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn((num_images, channels, big_h, big_w), generator=generator)
-    return lowres_noise(noise, (big_h // height, big_w // width))
+    return lowres_noise(torch.randn((*lead, big_h, big_w), generator=generator), (big_h // height, big_w // width))
 
 
 @torch.no_grad()
@@ -106,8 +112,10 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
     ``ug`` is one config, or a sequence of configs for nested guidance (e.g. two factor-2 levels for
     4× as ×2 twice, :func:`hiresdiff.methods.upsample_guidance.nested_guided_prediction`).
 
-    ``noise`` (B, C, height, width) replaces the seeded draw; ``noise_size`` draws the seed's noise at
-    a larger size and reduces it (see :func:`initial_noise`). ``class_labels`` (B,) for class-conditional UNets.
+    ``noise`` (B, C, height, width) replaces the seeded initial draw; ``noise_size`` draws the seed's
+    noise (the initial one unless given, and the per-step noise of schedulers that take ``variance_noise``)
+    at a larger size and reduces it (see :func:`initial_noise`), so that samples of one seed at
+    different sizes are paired. ``class_labels`` (B,) for class-conditional UNets.
     """
     from tqdm.auto import tqdm
 
@@ -131,13 +139,16 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
         return nested_guided_prediction(unet_fn, x, t, alphas_cumprod, levels, prediction_type)
 
     scheduler.set_timesteps(steps)
-    step_kwargs = {}
-    if "generator" in inspect.signature(scheduler.step).parameters:  # stochastic samplers (DDPM, Euler a)
-        step_kwargs["generator"] = torch.Generator().manual_seed(seed + 1)
+    step_generator = torch.Generator().manual_seed(seed + 1)
+    step_params = inspect.signature(scheduler.step).parameters
     x = noise.to(unet.dtype) * scheduler.init_noise_sigma
     for t in tqdm(scheduler.timesteps, desc=f"sampling {height}x{width}", disable=not progress, leave=False):
         model_in = scheduler.scale_model_input(x, t)
         pred = model_fn(model_in, t.float().expand(x.shape[0]))
+        if "variance_noise" in step_params:  # resolution-consistent per-step noise (ignored by deterministic ones)
+            step_kwargs = {"variance_noise": consistent_noise(step_generator, x.shape, noise_size).to(x)}
+        else:  # DDPM, Euler a draw their own; deterministic schedulers take no generator
+            step_kwargs = {"generator": step_generator} if "generator" in step_params else {}
         x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
     return x.clamp(-1, 1)
 

@@ -83,6 +83,16 @@ def export(ema_unet, scheduler, out_dir: Path, step: int, wall: float) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def learning_rate(step: int, args) -> float:
+    """Linear warm-up over ``args.warmup`` steps, then ``args.lr``; over the last ``args.decay_steps`` steps
+    before ``args.steps`` it falls linearly to ``args.lr_final`` (a function of the step alone, so resumable)."""
+    lr = args.lr * min(1.0, (step + 1) / args.warmup)
+    decay_start = args.steps - args.decay_steps
+    if args.decay_steps > 0 and step >= decay_start:
+        lr = args.lr + (args.lr_final - args.lr) * (step - decay_start + 1) / args.decay_steps
+    return lr
+
+
 def drop_rows_after(log_path: Path, step: int) -> None:
     """Remove loss-log rows past ``step`` (logged by an interrupted run after its last saved state)."""
     if log_path.exists():
@@ -135,7 +145,7 @@ def train(args) -> None:
         flip = torch.rand(args.batch_size) < 0.5
         x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
         for group in opt.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+            group["lr"] = learning_rate(step, args)
         loss = v_loss(unet, scheduler, x0, data.labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,6 +181,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--decay-steps", type=int, default=0, help="fall linearly to --lr-final over the last N steps before --steps")
+    p.add_argument("--lr-final", type=float, default=0.0)
     p.add_argument("--ema-decay", type=float, default=0.9999, help="upper bound of the warmed-up EMA decay")
     p.add_argument("--save-every", type=int, default=1000)
     p.add_argument("--log-every", type=int, default=100, help="steps per row of loss.csv (step, mean loss, wall seconds)")
