@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=None)
     p.add_argument("--num-images", type=int, default=480)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--scheduler", default="dpm++")
+    p.add_argument("--scheduler", default="sde-dpm++")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)

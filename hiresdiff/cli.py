@@ -113,8 +113,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--model", default=None, help="local 32² UNet2DModel folder (default: the embedded model)")
     p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
     p.add_argument("--num-images", type=int, default=None,
-                   help="images per method at 2x; m-x above 2 uses num_images*4/m^2 (default 128; --quick: 8)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default 10; --quick: 2)")
+                   help="images per method at 2x; m-x above 2 uses num_images*4/m^2 (default 96; --quick: 8)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; --quick: 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the Settings default)")
     p.add_argument("--scale", type=int, nargs="+", default=None, help="scales to run (default: 2 4)")

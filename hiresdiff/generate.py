@@ -16,8 +16,8 @@ from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 
 METHODS = ("naive", "ug")
-DEFAULT_STEPS = 10
-DEFAULT_SCHEDULER = "dpm++"
+DEFAULT_STEPS = 20
+DEFAULT_SCHEDULER = "sde-dpm++"
 
 
 def trained_size(unet) -> tuple[int, int]:
