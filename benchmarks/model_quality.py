@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
-    command = "python benchmarks/model_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python benchmarks/model_quality.py", *(sys.argv[1:] if argv is None else argv)])
     unet, scheduler = load_pixel_model(args.model, args.scheduler)
     test, train = emoji.load(32, "test", args.data), emoji.load(32, "train", args.data)
     n = min(args.num_images, len(test.images))
