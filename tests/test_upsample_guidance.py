@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from hiresdiff import UpsampleGuidanceConfig, guided_prediction, upsample_guidance
+from hiresdiff import UpsampleGuidanceConfig, guided_prediction, nested_guided_prediction, upsample_guidance
 from hiresdiff.core.prediction import from_epsilon, to_epsilon
 from hiresdiff.core.schedule import alpha_bar_at, matched_timestep
-from hiresdiff.methods.upsample_guidance import lowres_input, nested_guided_prediction
+from hiresdiff.methods.upsample_guidance import lowres_input
 
 AC = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
 S2 = 0.5  # variance of the Gaussian data distribution
