@@ -32,6 +32,13 @@ def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tens
     return torch.randint(unet.config.num_class_embeds, (num_images,), generator=torch.Generator().manual_seed(seed))
 
 
+def ug_levels(scale: int, theta: float, eta: float) -> list[UpsampleGuidanceConfig]:
+    """UG for ``scale``×: nested factor-2 levels for powers of two, else one level of factor ``scale``."""
+    if scale & (scale - 1) == 0:
+        return [UpsampleGuidanceConfig(factor=2, theta=theta, eta=eta)] * (scale.bit_length() - 1)
+    return [UpsampleGuidanceConfig(factor=scale, theta=theta, eta=eta)]
+
+
 def check_scales_and_methods(scales: Sequence[int], methods: Sequence[str]) -> None:
     for s in scales:
         if not isinstance(s, int) or isinstance(s, bool) or s < 2:
@@ -49,12 +56,15 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[int] = 
 
     Returns ``(columns, labels)``: ``columns[j]`` is a list of ``num_images`` PIL images.
     ``model`` is a local ``UNet2DModel`` folder; ``None`` uses the embedded emoji model.
-    UG at scale m uses factor m directly (k = m²: the low-resolution pass runs at the trained size).
+    UG at a power-of-two scale m is ×2 guidance nested log2(m) times (4×: ×2 twice, each level's
+    trained-size branch guided by the next; measured on the embedded model in
+    benchmarks/results/ug_4x: FD 0.53 vs 0.62, detail ×real 1.08 vs 1.45 for factor 4 directly, at
+    +11 % time); other scales use factor m directly.
     """
     check_scales_and_methods(scales, methods)
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be a positive int; got {num_images!r}")
-    configs = {s: UpsampleGuidanceConfig(factor=s, theta=theta, eta=eta) for s in scales} if "ug" in methods else {}
+    configs = {s: ug_levels(s, theta, eta) for s in scales} if "ug" in methods else {}
     unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler)
     h, w = trained_size(unet)
     largest = (h * max(scales, default=1), w * max(scales, default=1))
