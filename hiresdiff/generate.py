@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_levels
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 
 METHODS = ("naive", "ug")
@@ -35,7 +35,7 @@ def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tens
 def ug_levels(scale: int, theta: float, eta: float) -> list[UpsampleGuidanceConfig]:
     """UG for ``scale``×: nested factor-2 levels for powers of two, else one level of factor ``scale``."""
     if scale & (scale - 1) == 0:
-        return [UpsampleGuidanceConfig(factor=2, theta=theta, eta=eta)] * (scale.bit_length() - 1)
+        return nested_levels(scale, theta=theta, eta=eta)
     return [UpsampleGuidanceConfig(factor=scale, theta=theta, eta=eta)]
 
 

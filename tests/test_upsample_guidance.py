@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler
 from hiresdiff import UpsampleGuidanceConfig, guided_prediction, nested_guided_prediction, upsample_guidance
 from hiresdiff.core.prediction import from_epsilon, to_epsilon
 from hiresdiff.core.schedule import alpha_bar_at, matched_timestep
-from hiresdiff.methods.upsample_guidance import lowres_input
+from hiresdiff.methods.upsample_guidance import lowres_input, nested_levels
 
 AC = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
 S2 = 0.5  # variance of the Gaussian data distribution
@@ -180,3 +180,12 @@ def test_nested_guidance_reduces_to_one_level_and_to_the_model():
     assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, [outer, UpsampleGuidanceConfig(theta=0.0)]), one)
     assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, [outer]), one)
     assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, []), gaussian_eps(x, t))
+
+
+def test_nested_levels_are_factor_two_configs_for_powers_of_two():
+    levels = nested_levels(8, theta=1.5, schedule="linear")
+    assert [(c.factor, c.theta, c.schedule) for c in levels] == [(2, 1.5, "linear")] * 3
+    assert levels[0] is not levels[1]
+    for bad in (1, 3, 6, 2.0):
+        with pytest.raises(ValueError, match="scale must be a power of two"):
+            nested_levels(bad)

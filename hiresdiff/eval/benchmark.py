@@ -26,7 +26,7 @@ from hiresdiff.core.noise import lowres_noise
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, sample, to_pil
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_levels
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ class Method:
 
     def ug_levels(self) -> list[UpsampleGuidanceConfig]:
         """The UG configs of this method, outermost first (one level unless ``nested``)."""
-        factors = [2] * (self.scale.bit_length() - 1) if self.nested else [self.scale]
-        return [UpsampleGuidanceConfig(factor=f, theta=self.theta, eta=self.eta, schedule=self.schedule,
-                                       adjust_time=self.adjust_time, adjust_power=self.adjust_power) for f in factors]
+        config = dict(theta=self.theta, eta=self.eta, schedule=self.schedule, adjust_time=self.adjust_time,
+                      adjust_power=self.adjust_power)
+        return nested_levels(self.scale, **config) if self.nested else [UpsampleGuidanceConfig(factor=self.scale, **config)]
 
 
 def methods_for(scale: int, thetas, etas, ablations: bool = True, linear_thetas=(1.0,)) -> list[Method]:

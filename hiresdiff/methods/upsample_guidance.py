@@ -163,6 +163,13 @@ def guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cump
     return from_epsilon(eps, x, _per_sample(alpha_bar_at(alphas_cumprod, t.cpu()), x), prediction_type)
 
 
+def nested_levels(scale: int, **config) -> list[UpsampleGuidanceConfig]:
+    """The configs for ``scale``× (a power of two ≥ 2) as ×2 guidance nested log2(scale) times, outermost first."""
+    if not (isinstance(scale, int) and scale >= 2 and scale & (scale - 1) == 0):
+        raise ValueError(f"scale must be a power of two >= 2 for nested x2 guidance; got {scale!r}")
+    return [UpsampleGuidanceConfig(factor=2, **config) for _ in range(scale.bit_length() - 1)]
+
+
 def nested_guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
                              configs: Sequence[UpsampleGuidanceConfig], prediction_type: str = "epsilon") -> torch.Tensor:
     """UG applied level by level: the low-resolution branch of ``configs[0]`` is itself guided by ``configs[1]``, …
