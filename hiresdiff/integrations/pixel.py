@@ -2,10 +2,10 @@
 
 Naive and guided runs at any size start from one resolution-consistent noise: the noise is drawn
 at the largest size asked for and block-averaged down (``√k·D[noise]``, DESIGN.md §2), so the same
-seed gives paired samples across resolutions. Stochastic schedulers that take their noise per step
-(``variance_noise``: SDE-DPM-Solver++, DDIM with η > 0) get it the same way; the others (DDPM,
-Euler a) draw it from a seeded generator at the sample's own size, so their pairs share only the start. The sampler is the plain diffusers loop
-(``scale_model_input`` → UNet → ``step``); Upsample Guidance wraps the UNet call and so works with
+seed gives paired samples across resolutions. A stochastic scheduler that takes its per-step noise
+as an argument (``variance_noise``: SDE-DPM-Solver++) gets it the same way; DDPM and Euler a draw it
+from a seeded generator at the sample's own size, so their pairs share only the start.
+The sampler is the plain diffusers loop (``scale_model_input`` → UNet → ``step``); Upsample Guidance wraps the UNet call and so works with
 any scheduler, including those that scale inputs (Euler, Heun) or call the UNet twice per step.
 """
 
