@@ -5,8 +5,9 @@ at the largest size asked for and block-averaged down (``√k·D[noise]``, DESIG
 seed gives paired samples across resolutions. A stochastic scheduler that takes its per-step noise
 as an argument (``variance_noise``: SDE-DPM-Solver++) gets it the same way; DDPM and Euler a draw it
 from a seeded generator at the sample's own size, so their pairs share only the start.
-The sampler is the plain diffusers loop (``scale_model_input`` → UNet → ``step``); Upsample Guidance wraps the UNet call and so works with
-any scheduler, including those that scale inputs (Euler, Heun) or call the UNet twice per step.
+The sampler is the plain diffusers loop (``scale_model_input`` → UNet → ``step``); Upsample
+Guidance wraps the UNet call and so works with any scheduler, including those that scale inputs
+(Euler, Heun) or call the UNet twice per step.
 """
 
 from __future__ import annotations
