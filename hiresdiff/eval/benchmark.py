@@ -3,12 +3,13 @@
 Every method gets the same seeds, the same class labels and the same resolution-consistent noise
 (drawn at the largest size, reduced with √k·D), and is compared with held-out real emoji at the
 same size. Methods at each scale m: naive sampling at m×; the trained-size samples enlarged
-(bicubic, nearest); UG over a θ sweep at η = 1, a few η at θ = 1, and the ablations of eq. 3
-(without τ, without 1/√P, without both).
+(bicubic, nearest); UG over a θ sweep at η = 1, a few η at θ = 1, the linear weight schedule, ×2
+guidance nested at power-of-two scales above 2, and the ablations of eq. 3 (without τ, without
+1/√P, without both). Scales above 2× get fewer images (same pixel count as 2×).
 
 Metrics: sliced Wasserstein distance on Laplacian-pyramid patches, Fréchet distance and KID in
 the download-free random-conv feature space (and Inception-v3 FID when a weights file is given),
-and the paired cross-resolution consistency RMSE(D[m× sample], trained-size sample).
+the fine-detail energy relative to real images (grain > 1, blur < 1), and the paired cross-resolution consistency RMSE(D[m× sample], trained-size sample).
 """
 
 from __future__ import annotations
