@@ -9,7 +9,8 @@ guidance nested at power-of-two scales above 2, and the ablations of eq. 3 (with
 
 Metrics: sliced Wasserstein distance on Laplacian-pyramid patches, Fréchet distance and KID in
 the download-free random-conv feature space (and Inception-v3 FID when a weights file is given),
-the fine-detail energy relative to real images (grain > 1, blur < 1), and the paired cross-resolution consistency RMSE(D[m× sample], trained-size sample).
+the fine-detail energy relative to real images (grain > 1, blur < 1), and the paired
+cross-resolution consistency RMSE(D[m× sample], trained-size sample).
 """
 
 from __future__ import annotations
