@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_levels
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two, nested_levels
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 
 METHODS = ("naive", "ug")
@@ -32,9 +32,9 @@ def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tens
     return torch.randint(unet.config.num_class_embeds, (num_images,), generator=torch.Generator().manual_seed(seed))
 
 
-def ug_levels(scale: int, theta: float, eta: float) -> list[UpsampleGuidanceConfig]:
+def levels_for_scale(scale: int, theta: float, eta: float) -> list[UpsampleGuidanceConfig]:
     """UG for ``scale``×: nested factor-2 levels for powers of two, else one level of factor ``scale``."""
-    if scale & (scale - 1) == 0:
+    if is_power_of_two(scale):
         return nested_levels(scale, theta=theta, eta=eta)
     return [UpsampleGuidanceConfig(factor=scale, theta=theta, eta=eta)]
 
@@ -64,7 +64,7 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[int] = 
     check_scales_and_methods(scales, methods)
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be a positive int; got {num_images!r}")
-    configs = {s: ug_levels(s, theta, eta) for s in scales} if "ug" in methods else {}
+    configs = {s: levels_for_scale(s, theta, eta) for s in scales} if "ug" in methods else {}
     unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler)
     h, w = trained_size(unet)
     largest = (h * max(scales, default=1), w * max(scales, default=1))

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from hiresdiff import UpsampleGuidanceConfig
-from hiresdiff.generate import generate, ug_levels
+from hiresdiff.generate import generate, levels_for_scale
 from hiresdiff.integrations.pixel import load_pixel_model, sample
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 
@@ -33,9 +33,9 @@ def test_shipped_model_samples_finite_images_of_the_right_size(size, ug):
 
 
 def test_main_job_nests_x2_guidance_for_powers_of_two():
-    assert [(c.factor, c.theta, c.eta) for c in ug_levels(4, 1.5, 0.6)] == [(2, 1.5, 0.6), (2, 1.5, 0.6)]
-    assert [c.factor for c in ug_levels(2, 1.0, 1.0)] == [2] and [c.factor for c in ug_levels(8, 1.0, 1.0)] == [2, 2, 2]
-    assert [c.factor for c in ug_levels(3, 1.0, 1.0)] == [3]
+    assert [(c.factor, c.theta, c.eta) for c in levels_for_scale(4, 1.5, 0.6)] == [(2, 1.5, 0.6), (2, 1.5, 0.6)]
+    assert [c.factor for c in levels_for_scale(2, 1.0, 1.0)] == [2] and [c.factor for c in levels_for_scale(8, 1.0, 1.0)] == [2, 2, 2]
+    assert [c.factor for c in levels_for_scale(3, 1.0, 1.0)] == [3]
 
 
 def test_python_api_returns_pil_images_matching_the_grid_column():

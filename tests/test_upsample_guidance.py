@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler
 from hiresdiff import UpsampleGuidanceConfig, guided_prediction, nested_guided_prediction, upsample_guidance
 from hiresdiff.core.prediction import from_epsilon, to_epsilon
 from hiresdiff.core.schedule import alpha_bar_at, matched_timestep
-from hiresdiff.methods.upsample_guidance import lowres_input, nested_levels
+from hiresdiff.methods.upsample_guidance import is_power_of_two, lowres_input, nested_levels
 
 AC = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
 S2 = 0.5  # variance of the Gaussian data distribution
@@ -183,6 +183,7 @@ def test_nested_guidance_reduces_to_one_level_and_to_the_model():
 
 
 def test_nested_levels_are_factor_two_configs_for_powers_of_two():
+    assert [s for s in range(17) if is_power_of_two(s)] == [2, 4, 8, 16] and not is_power_of_two(4.0)
     levels = nested_levels(8, theta=1.5, schedule="linear")
     assert [(c.factor, c.theta, c.schedule) for c in levels] == [(2, 1.5, "linear")] * 3
     assert levels[0] is not levels[1]

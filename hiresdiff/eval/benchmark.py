@@ -28,7 +28,7 @@ from hiresdiff.core.noise import lowres_noise
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, sample, to_pil
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_levels
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two, nested_levels
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def methods_for(scale: int, thetas, etas, ablations: bool = True, linear_thetas=
     out += [Method(f"UG θ={t:g}", scale, "ug", theta=t) for t in thetas if t > 0]
     out += [Method(f"UG θ=1 η={e:g}", scale, "ug", theta=1.0, eta=e) for e in etas if e < 1]
     out += [Method(f"UG θ={t:g} linear", scale, "ug", theta=t, schedule="linear") for t in linear_thetas]
-    if scale > 2 and scale & (scale - 1) == 0:
+    if scale > 2 and is_power_of_two(scale):
         out += [Method("UG θ=1 ×2 nested", scale, "ug", theta=1.0, nested=True)]
     if ablations:
         out += [Method("UG θ=1 without τ", scale, "ug", theta=1.0, adjust_time=False),

@@ -25,7 +25,7 @@ from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_g
 UGArg = Union[UpsampleGuidanceConfig, Sequence[UpsampleGuidanceConfig], None]
 
 
-def ug_levels(ug: UGArg) -> list[UpsampleGuidanceConfig]:
+def as_levels(ug: UGArg) -> list[UpsampleGuidanceConfig]:
     """``ug`` as a list of nested levels: [] for naive, [config] for one level, or the given sequence."""
     if ug is None:
         return []
@@ -76,7 +76,7 @@ def check_size(unet, height: int, width: int, ug: UGArg) -> None:
         if n % m:
             raise ValueError(f"{name}={n} is not divisible by {m}, the UNet's downsampling factor")
     h, w = height, width
-    for level in ug_levels(ug):
+    for level in as_levels(ug):
         fh, fw = check_divisible((1, 1, h, w), level.factor, "height, width")[-2:]
         h, w = h // fh, w // fw
         if h % m or w % m:
@@ -120,8 +120,8 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
     """
     from tqdm.auto import tqdm
 
-    check_size(unet, height, width, ug)
-    levels = ug_levels(ug)
+    levels = as_levels(ug)
+    check_size(unet, height, width, levels)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int; got {steps!r}")
     if (class_labels is None) != (unet.config.num_class_embeds is None):
@@ -142,14 +142,14 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
     scheduler.set_timesteps(steps)
     step_generator = torch.Generator().manual_seed(seed + 1)
     step_params = inspect.signature(scheduler.step).parameters
+    takes_step_noise = "variance_noise" in step_params  # resolution-consistent per-step noise (unused by deterministic ones)
+    fixed_step_kwargs = {"generator": step_generator} if "generator" in step_params else {}  # DDPM, Euler a draw their own
     x = noise.to(unet.dtype) * scheduler.init_noise_sigma
     for t in tqdm(scheduler.timesteps, desc=f"sampling {height}x{width}", disable=not progress, leave=False):
         model_in = scheduler.scale_model_input(x, t)
         pred = model_fn(model_in, t.float().expand(x.shape[0]))
-        if "variance_noise" in step_params:  # resolution-consistent per-step noise (ignored by deterministic ones)
-            step_kwargs = {"variance_noise": consistent_noise(step_generator, x.shape, noise_size).to(x)}
-        else:  # DDPM, Euler a draw their own; deterministic schedulers take no generator
-            step_kwargs = {"generator": step_generator} if "generator" in step_params else {}
+        step_kwargs = ({"variance_noise": consistent_noise(step_generator, x.shape, noise_size).to(x)}
+                       if takes_step_noise else fixed_step_kwargs)
         x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
     return x.clamp(-1, 1)
 

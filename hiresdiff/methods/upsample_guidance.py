@@ -163,9 +163,14 @@ def guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cump
     return from_epsilon(eps, x, _per_sample(alpha_bar_at(alphas_cumprod, t.cpu()), x), prediction_type)
 
 
+def is_power_of_two(scale) -> bool:
+    """Whether ``scale`` is an int 2, 4, 8, …: the scales that ×2 guidance can be nested for."""
+    return isinstance(scale, int) and scale >= 2 and scale & (scale - 1) == 0
+
+
 def nested_levels(scale: int, **config) -> list[UpsampleGuidanceConfig]:
     """The configs for ``scale``× (a power of two ≥ 2) as ×2 guidance nested log2(scale) times, outermost first."""
-    if not (isinstance(scale, int) and scale >= 2 and scale & (scale - 1) == 0):
+    if not is_power_of_two(scale):
         raise ValueError(f"scale must be a power of two >= 2 for nested x2 guidance; got {scale!r}")
     return [UpsampleGuidanceConfig(factor=2, **config) for _ in range(scale.bit_length() - 1)]
 
