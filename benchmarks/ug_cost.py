@@ -25,6 +25,7 @@ import torch
 from hiresdiff.integrations.pixel import load_pixel_model, sample
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.models import EMBEDDED_MODEL_DIR
+from hiresdiff.recipe import Recipe
 
 RESULT = Path(__file__).parent / "results" / "ug_cost.md"
 
@@ -53,11 +54,11 @@ def sampling_ratio(unet, scheduler, scale: int, eta: float, args) -> tuple[float
     """Median naive time and median UG/naive ratio over interleaved runs."""
     labels = torch.zeros(args.num_images, dtype=torch.long) if unet.config.num_class_embeds else None
     kw = dict(height=32 * scale, width=32 * scale, num_images=args.num_images, steps=args.steps, class_labels=labels, progress=False)
-    ug = UpsampleGuidanceConfig(factor=scale, theta=1.0, eta=eta)
+    ug = Recipe(ug=UpsampleGuidanceConfig(theta=1.0, eta=eta), nested_ug=False)  # one level of factor `scale`
     naive_times, ratios = [], []
     for i in range(args.repeats + 1):
         t_naive = timed(lambda: sample(unet, scheduler, seed=i, **kw))
-        t_ug = timed(lambda: sample(unet, scheduler, seed=i, ug=ug, **kw))
+        t_ug = timed(lambda: sample(unet, scheduler, seed=i, recipe=ug, **kw))
         if i:
             naive_times.append(t_naive)
             ratios.append(t_ug / t_naive)
@@ -68,12 +69,13 @@ PEAK_SCRIPT = """
 import json, resource, sys, torch
 from hiresdiff.integrations.pixel import load_pixel_model, sample
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.recipe import Recipe
 model, scale, ug, n, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "ug", int(sys.argv[4]), int(sys.argv[5])
 unet, scheduler = load_pixel_model(model, "dpm++")
 labels = torch.zeros(n, dtype=torch.long) if unet.config.num_class_embeds else None
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 sample(unet, scheduler, height=32 * scale, width=32 * scale, num_images=n, steps=steps, class_labels=labels, progress=False,
-       ug=UpsampleGuidanceConfig(factor=scale) if ug else None)
+       recipe=Recipe(ug=UpsampleGuidanceConfig(), nested_ug=False) if ug else None)
 print(json.dumps({"before_kib": before, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from hiresdiff import generate as gen
+from hiresdiff import comparison as gen
 from hiresdiff.integrations.schedulers import SCHEDULERS
 
 DEFAULT_OUT = "hiresdiff-grid.png"
@@ -16,7 +17,8 @@ def add_generate_parser(sub) -> None:
     p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded 32² emoji model), "
                    "or with --prompt any diffusers pipeline folder or hub id")
     p.add_argument("--scale", type=int, nargs="+", default=[2, 4], help="target sizes as multiples of the trained size (default: 2 4)")
-    p.add_argument("--method", nargs="+", choices=gen.METHODS, default=list(gen.METHODS), help="methods per scale (default: naive ug)")
+    p.add_argument("--method", nargs="+", default=["naive", "ug"],
+                   help=f"methods per scale: {', '.join(gen.METHODS)} or any 'a+b' composition (default: naive ug)")
     p.add_argument("--theta", type=float, default=1.0, help="UG guidance scale θ (default 1.0)")
     p.add_argument("--eta", type=float, default=1.0, help="UG is on for t >= (1-η)T (default 1.0: every step)")
     p.add_argument("--seed", type=int, default=0)
@@ -31,7 +33,9 @@ def add_generate_parser(sub) -> None:
     latent.add_argument("--height", type=int, default=None, help="output height in pixels (the target size)")
     latent.add_argument("--width", type=int, default=None, help="output width in pixels (the target size)")
     latent.add_argument("--num-frames", type=int, default=None, help="frames of a video pipeline")
-    latent.add_argument("--factor", type=parse_factor, default=2, help="UG factor: m (H, W), or F,H,W for video (default 2)")
+    latent.add_argument("--factor", type=parse_factor, default=2,
+                        help="UG frame factor for video pipelines as F,1,1 (more frames than trained); spatial factors "
+                        "follow from --height/--width and the model's trained size")
     latent.add_argument("--guidance-scale", type=float, default=7.5)
     latent.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     latent.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on cuda, fp32 elsewhere")
@@ -55,21 +59,24 @@ def run_pipeline_generate(args) -> None:
     import torch
 
     from hiresdiff.grid import check_writable, labelled_grid, save_png
-    from hiresdiff.integrations.generate import generate_with_pipeline
-    from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+    from hiresdiff.integrations.pipeline_loading import generate_from_folder
 
     if args.model is None or args.height is None or args.width is None:
         raise ValueError("--prompt needs --model (a pipeline folder or hub id), --height and --width")
     check_writable(args.out, args.force)
-    ug = UpsampleGuidanceConfig(factor=args.factor, theta=args.theta, eta=args.eta)
+    recipes = {m: gen.recipe_for(m, args.theta, args.eta) for m in args.method}
+    if args.factor != 2:  # a frame factor for video pipelines: temporal UG
+        recipes = {m: r if r.ug is None else dataclasses.replace(r, ug=dataclasses.replace(r.ug, factor=args.factor))
+                   for m, r in recipes.items()}
     dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
     columns = []
     for method in args.method:
-        columns.append(generate_with_pipeline(
-            args.model, args.prompt, args.height, args.width, ug=ug if method == "ug" else None, steps=args.steps,
+        columns.append(generate_from_folder(
+            args.model, args.prompt, args.height, args.width, recipe=recipes[method], steps=args.steps,
             seed=args.seed, guidance_scale=args.guidance_scale, device=args.device, dtype=dtype,
             num_frames=args.num_frames, negative_prompt=args.negative_prompt))
-    labels = [f"{args.width}x{args.height} " + ("naive" if m == "naive" else f"UG θ={args.theta:g} η={args.eta:g}") for m in args.method]
+    labels = [f"{args.width}x{args.height} {m}" + (f" θ={args.theta:g} η={args.eta:g}" if recipes[m].ug else "")
+              for m in args.method]
     path = save_png(labelled_grid(columns, labels, max(96, min(512, args.width))), args.out, force=args.force)
     print(f"wrote {path}  (columns: {', '.join(labels)}; seed {args.seed})")
 
@@ -108,6 +115,13 @@ def add_train_parser(sub) -> None:
     train_emoji.add_arguments(p).set_defaults(run=train_emoji.train)
 
 
+def add_train_upsamplers_parser(sub) -> None:
+    from hiresdiff.models import train_upsamplers
+
+    p = sub.add_parser("train-upsamplers", help="train Self-Cascade feature upsamplers for the embedded model (resumable)")
+    train_upsamplers.add_arguments(p)
+
+
 def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="the UG reproduction benchmark against held-out real emoji (writes benchmarks/results/)")
     p.add_argument("--model", default=None, help="local 32² UNet2DModel folder (default: the embedded model)")
@@ -120,6 +134,10 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--scale", type=int, nargs="+", default=None, help="scales to run (default: 2 4)")
     p.add_argument("--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID")
     p.add_argument("--out-dir", default="benchmarks/results")
+    p.add_argument("--suite", choices=("ug", "methods"), default="ug",
+                   help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and ablation")
+    p.add_argument("--upsamplers", nargs="+", default=None, metavar="SCALE=FOLDER",
+                   help="trained feature upsamplers for the tuned Self-Cascade row, e.g. 2=hiresdiff/models/emoji32_upsamplers_64")
     p.add_argument("--quick", action="store_true", help="smoke test: 8 images, 2 steps, 2x only, one θ")
     p.set_defaults(run=run_bench)
 
@@ -129,10 +147,16 @@ def run_bench(args) -> None:
 
     given = {k: v for k, v in (("num_images", args.num_images), ("steps", args.steps), ("scheduler", args.scheduler),
                                 ("scales", tuple(args.scale or ()) or None)) if v is not None}
+    upsamplers = None
+    if args.upsamplers:
+        try:
+            upsamplers = {int(k): v for k, v in (item.split("=", 1) for item in args.upsamplers)}
+        except ValueError:
+            raise ValueError(f"--upsamplers takes SCALE=FOLDER items; got {args.upsamplers}") from None
     common = dict(model=args.model, data=args.data, seed=args.seed, inception=args.inception, out_dir=args.out_dir,
-                  command="hiresdiff bench " + " ".join(sys.argv[2:]), **given)
+                  command="hiresdiff bench " + " ".join(sys.argv[2:]), suite=args.suite, upsamplers=upsamplers, **given)
     run(Settings.quick(**common) if args.quick else Settings(**common))
-    print(f"wrote {args.out_dir}/ug_benchmark.md, ug_theta_sweep.png, ug_grid_*.png")
+    print(f"wrote {args.out_dir}/{args.suite}_benchmark.md, .json and the {args.suite}_grid_*.png grids")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(sub)
     add_data_parser(sub)
     add_train_parser(sub)
+    add_train_upsamplers_parser(sub)
     add_bench_parser(sub)
     return parser
 

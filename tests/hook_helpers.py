@@ -69,7 +69,7 @@ def unet_snapshot(unet) -> dict:
     return {
         "attributes": sorted(vars(unet)),
         "forward": unet.forward.__func__,
-        "processors": {name: id(proc) for name, proc in unet.attn_processors.items()},
+        "processors": {name: id(m.processor) for name, m in unet.named_modules() if hasattr(m, "processor")},
         "config": dict(unet.config),
         "weights": {name: p.clone() for name, p in unet.state_dict().items()},
     }

@@ -8,7 +8,8 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from hiresdiff.data import emoji
-from hiresdiff.eval.benchmark import Method, enlarge, methods_for
+from hiresdiff.eval.benchmark import cascade_methods_for, enlarge, methods_for
+from hiresdiff.recipe import Recipe
 
 needs_font = pytest.mark.skipif(not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
                                 reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)")
@@ -16,24 +17,36 @@ needs_font = pytest.mark.skipif(not (emoji.FONT_PATH.exists() and emoji.EMOJI_TE
 
 def test_methods_cover_naive_enlargements_sweep_and_ablations():
     methods = methods_for(2, (0, 0.5, 1.0), (0.3, 1.0))
-    kinds = [(m.kind, m.theta, m.eta, m.adjust_time, m.adjust_power, m.resize) for m in methods]
-    assert ("naive", 0.0, 1.0, True, True, None) in kinds
-    assert {m.resize for m in methods if m.kind == "enlarge"} == {"bicubic", "nearest"}
-    plain = [m for m in methods if m.kind == "ug" and m.eta == 1 and m.schedule == "step" and m.adjust_time and m.adjust_power]
-    assert sorted(m.theta for m in plain) == [0.5, 1.0]
-    assert [m.eta for m in methods if m.eta != 1] == [0.3]
-    assert {(m.adjust_time, m.adjust_power) for m in methods if "without" in m.name} == {(False, True), (True, False), (False, False)}
-    [cfg] = Method("x", 4, "ug", theta=1.5, eta=0.6, schedule="linear", adjust_power=False).ug_levels()
-    assert (cfg.factor, cfg.theta, cfg.eta, cfg.schedule, cfg.adjust_power) == (4, 1.5, 0.6, "linear", False)
-    assert [m.theta for m in methods if m.schedule == "linear"] == [1.0]
-    assert not any(m.nested for m in methods)  # ×2 nested only above 2×
+    ug = {m.name: m.recipe.ug for m in methods if m.recipe is not None and m.recipe.ug is not None}
+    assert [m.recipe for m in methods if m.name == "naive 2x"] == [Recipe.naive()]
+    assert {m.resize for m in methods if m.recipe is None} == {"bicubic", "nearest"}
+    plain = [c for c in ug.values() if c.eta == 1 and c.schedule == "step" and c.adjust_time and c.adjust_power]
+    assert sorted(c.theta for c in plain) == [0.5, 1.0]
+    assert [c.eta for c in ug.values() if c.eta != 1] == [0.3]
+    assert {(c.adjust_time, c.adjust_power) for n, c in ug.items() if "without" in n} == {(False, True), (True, False), (False, False)}
+    assert [c.theta for c in ug.values() if c.schedule == "linear"] == [1.0]
+    stage = methods_for(2, (1.0,), ())[3].recipe.stages((32, 32), (64, 64), 4)[-1]
+    assert [c.factor for c in stage.ug_levels] == [(2, 2)]
+    assert not any("nested" in m.name for m in methods)  # ×2 nested only above 2×
 
 
 def test_nested_methods_at_power_of_two_scales():
-    [nested] = [m for m in methods_for(4, (1.0,), ()) if m.nested]
-    assert [(c.factor, c.theta) for c in nested.ug_levels()] == [(2, 1.0), (2, 1.0)]
-    assert [c.factor for c in Method("x", 8, "ug", theta=1, nested=True).ug_levels()] == [2, 2, 2]
-    assert not any(m.nested for m in methods_for(3, (1.0,), ()))
+    [nested] = [m for m in methods_for(4, (1.0,), ()) if "nested" in m.name]
+    assert [(c.factor, c.theta) for c in nested.recipe.stages((32, 32), (128, 128), 4)[-1].ug_levels] == [(2, 1.0)] * 2
+    direct = [m for m in methods_for(4, (1.0,), ()) if m.name == "UG θ=1"][0]
+    assert [c.factor for c in direct.recipe.stages((32, 32), (128, 128), 4)[-1].ug_levels] == [(4, 4)]
+    assert not any("nested" in m.name for m in methods_for(3, (1.0,), ()))
+
+
+def test_cascade_suite_has_every_preset_composition_and_ablation():
+    methods = {m.name: m.recipe for m in cascade_methods_for(4, (0.5, 0.7), upsamplers={2: "x"})}
+    assert methods["FreeScale"] == Recipe.freescale() and methods["FreeScale+UG"] == Recipe.preset("freescale+ug")
+    assert [methods[f"Self-Cascade s={s}"].cascade.strength for s in (0.5, 0.7)] == [0.5, 0.7]
+    assert methods["FreeScale without dilation"].dilation is None and methods["FreeScale without fusion"].fusion is None
+    assert methods["FreeScale without detail control"].cascade.detail_alpha is None
+    assert methods["FreeScale latent φ"].cascade.space == "latent"
+    assert {methods[f"FreeScale α={a}"].cascade.detail_alpha for a in (1, 3)} == {1.0, 3.0}
+    assert "Self-Cascade tuned" not in methods  # upsamplers given for 2x only
 
 
 def test_enlarge_nearest_is_exactly_consistent():
@@ -65,3 +78,9 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert all(math.isfinite(rows[k]["SWD mean"]) and rows[k]["FD rand"] >= 0 for k in rows)
     table = (out / "ug_benchmark.md").read_text()
     assert "hiresdiff bench --quick" in table and "| UG θ=1 |" in table
+    done = subprocess.run([shutil.which("hiresdiff"), "bench", "--quick", "--suite", "methods", "--model", str(model),
+                           "--data", str(data), "--out-dir", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((out / "methods_benchmark.json").read_text())["rows"]
+    assert {"64|FreeScale", "64|Self-Cascade s=0.7", "64|FreeScale+UG"} <= set(rows)
+    assert (out / "methods_quality_time.png").stat().st_size > 0 and "×naive" in (out / "methods_benchmark.md").read_text()

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from hiresdiff import UpsampleGuidanceConfig
-from hiresdiff.generate import generate, levels_for_scale
+from hiresdiff.comparison import generate, recipe_for
 from hiresdiff.integrations.pixel import load_pixel_model, sample
 from hiresdiff.models import EMBEDDED_MODEL_DIR
+from hiresdiff.recipe import Recipe
 
 
 def test_shipped_weights_load_in_diffusers_format():
@@ -24,18 +24,24 @@ def test_shipped_weights_load_in_diffusers_format():
     assert (EMBEDDED_MODEL_DIR / "README.md").exists()
 
 
-@pytest.mark.parametrize("size,ug", [(32, None), (64, UpsampleGuidanceConfig(factor=2)), (128, UpsampleGuidanceConfig(factor=4))])
-def test_shipped_model_samples_finite_images_of_the_right_size(size, ug):
+@pytest.mark.parametrize("size,recipe", [(32, None), (64, Recipe.upsample_guidance(nested=False)),
+                                         (128, Recipe.upsample_guidance(nested=False)), (128, Recipe.freescale())])
+def test_shipped_model_samples_finite_images_of_the_right_size(size, recipe):
     unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "dpm++")
-    x = sample(unet, scheduler, height=size, width=size, num_images=1, steps=2, ug=ug,
+    x = sample(unet, scheduler, height=size, width=size, num_images=1, steps=2, recipe=recipe,
                class_labels=torch.tensor([3]), progress=False)
     assert x.shape == (1, 3, size, size) and torch.isfinite(x).all() and x.std() > 0.01
 
 
 def test_main_job_nests_x2_guidance_for_powers_of_two():
-    assert [(c.factor, c.theta, c.eta) for c in levels_for_scale(4, 1.5, 0.6)] == [(2, 1.5, 0.6), (2, 1.5, 0.6)]
-    assert [c.factor for c in levels_for_scale(2, 1.0, 1.0)] == [2] and [c.factor for c in levels_for_scale(8, 1.0, 1.0)] == [2, 2, 2]
-    assert [c.factor for c in levels_for_scale(3, 1.0, 1.0)] == [3]
+    def levels(scale, theta=1.0, eta=1.0):
+        stage = recipe_for("ug", theta, eta).stages((32, 32), (32 * scale, 32 * scale), 4)[-1]
+        return [(c.factor, c.theta, c.eta) for c in stage.ug_levels]
+
+    assert levels(4, 1.5, 0.6) == [(2, 1.5, 0.6), (2, 1.5, 0.6)]
+    assert levels(2) == [(2, 1.0, 1.0)] and [f for f, _, _ in levels(8)] == [2, 2, 2]
+    assert levels(3) == [((3, 3), 1.0, 1.0)]
+    assert recipe_for("freescale+ug", 0.5).ug.theta == 0.5 and recipe_for("freescale").ug is None
 
 
 def test_python_api_returns_pil_images_matching_the_grid_column():

@@ -2,24 +2,26 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from hiresdiff import UpsampleGuidanceConfig, lowres_noise
+from hiresdiff import lowres_noise
+from hiresdiff.recipe import Recipe
 from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, sample, to_pil
 from hiresdiff.integrations.schedulers import SCHEDULERS, make_scheduler
 
 from conftest import tiny_pixel_unet
 
 
-class CountingUNet(torch.nn.Module):
-    """Wraps a UNet and records the spatial size of every call."""
+class CallSizes:
+    """Records the (H, W) of every UNet call (its conv_in input) without touching the UNet's forward."""
 
     def __init__(self, unet):
-        super().__init__()
         self.unet, self.sizes = unet, []
-        self.config, self.dtype = unet.config, unet.dtype
 
-    def forward(self, x, t, class_labels=None):
-        self.sizes.append(tuple(x.shape[-2:]))
-        return self.unet(x, t, class_labels=class_labels)
+    def __enter__(self):
+        self.handle = self.unet.conv_in.register_forward_pre_hook(lambda m, a: self.sizes.append(tuple(a[0].shape[-2:])))
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
 
 
 def test_load_pixel_model_reads_schedule_from_folder(tiny_pixel_model_dir):
@@ -35,28 +37,26 @@ def test_theta_zero_equals_naive_and_lowres_calls_follow_the_weight(tiny_pixel_m
     scheduler = make_scheduler(name, DDPMScheduler.load_config(tiny_pixel_model_dir))
     kw = dict(height=16, width=16, num_images=2, seed=3, steps=4, progress=False)
     naive = sample(unet, scheduler, **kw)
-    assert torch.equal(sample(unet, scheduler, ug=UpsampleGuidanceConfig(theta=0.0), **kw), naive)
-    counter = CountingUNet(unet)
-    guided = sample(counter, scheduler, ug=UpsampleGuidanceConfig(theta=1.0, eta=0.5), **kw)
+    assert torch.equal(sample(unet, scheduler, recipe=Recipe.upsample_guidance(theta=0.0), **kw), naive)
+    with CallSizes(unet) as calls:
+        guided = sample(unet, scheduler, recipe=Recipe.upsample_guidance(theta=1.0, eta=0.5), **kw)
     scheduler.set_timesteps(4)
     expected_low = int((scheduler.timesteps >= 500).sum())  # one UNet call per entry, also for Heun's doubled list
-    assert counter.sizes.count((8, 8)) == expected_low > 0
-    assert counter.sizes.count((16, 16)) == len(counter.sizes) - expected_low
+    assert calls.sizes.count((8, 8)) == expected_low > 0
+    assert calls.sizes.count((16, 16)) == len(calls.sizes) - expected_low
     assert not torch.equal(guided, naive) and torch.isfinite(guided).all()
+    assert sample(unet, scheduler, **kw).equal(naive)  # the hooks are gone
 
 
-def test_nested_levels_call_every_size_and_check_divisibility(tiny_pixel_model_dir):
+def test_nested_levels_call_every_size(tiny_pixel_model_dir):
     unet, scheduler = load_pixel_model(tiny_pixel_model_dir, "ddim")
-    counter = CountingUNet(unet)
-    level = UpsampleGuidanceConfig(factor=2, theta=1.0)
-    out = sample(counter, scheduler, height=16, width=16, num_images=1, steps=3, ug=[level, level], progress=False)
-    assert counter.sizes == [(16, 16), (8, 8), (4, 4)] * 3 and torch.isfinite(out).all()
-    one = sample(unet, scheduler, height=16, width=16, num_images=1, steps=3, ug=level, progress=False)
+    with CallSizes(unet) as calls:
+        out = sample(unet, scheduler, height=32, width=32, num_images=1, steps=3,
+                     recipe=Recipe.upsample_guidance(), progress=False)
+    assert calls.sizes == [(32, 32), (16, 16), (8, 8)] * 3 and torch.isfinite(out).all()
+    one = sample(unet, scheduler, height=32, width=32, num_images=1, steps=3,
+                 recipe=Recipe.upsample_guidance(nested=False), progress=False)
     assert not torch.equal(out, one)
-    with pytest.raises(ValueError, match="gives 3x3, which is not divisible by 2"):
-        sample(ExplodingUNet(unet), scheduler, height=12, width=12, steps=2, ug=[level, level], progress=False)
-    with pytest.raises(TypeError, match="ug must be an UpsampleGuidanceConfig"):
-        sample(ExplodingUNet(unet), scheduler, height=8, width=8, steps=2, ug=[2], progress=False)
 
 
 def test_stochastic_step_noise_is_resolution_consistent(tiny_pixel_model_dir):
@@ -82,7 +82,7 @@ def test_stochastic_step_noise_is_resolution_consistent(tiny_pixel_model_dir):
 
 def test_same_seed_same_image_and_consistent_noise(tiny_pixel_model_dir):
     unet, scheduler = load_pixel_model(tiny_pixel_model_dir)
-    kw = dict(height=16, width=16, num_images=2, steps=3, progress=False, ug=UpsampleGuidanceConfig())
+    kw = dict(height=16, width=16, num_images=2, steps=3, progress=False, recipe=Recipe.upsample_guidance())
     assert torch.equal(sample(unet, scheduler, seed=5, **kw), sample(unet, scheduler, seed=5, **kw))
     assert not torch.equal(sample(unet, scheduler, seed=5, **kw), sample(unet, scheduler, seed=6, **kw))
     big = initial_noise(2, 3, 32, 32, seed=7)
@@ -103,16 +103,24 @@ def test_class_conditional_model_and_pil_output(tmp_path):
         sample(unet, scheduler, height=16, width=16, num_images=2, steps=2, progress=False)
 
 
-class ExplodingUNet(CountingUNet):
+class ExplodingUNet(torch.nn.Module):
+    """A UNet stand-in that fails when called: validation must happen before any call."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.config, self.dtype = unet.config, unet.dtype
+
     def forward(self, *args, **kwargs):
         raise AssertionError("the UNet must not be called before the inputs are validated")
 
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(height=15, width=16), "height=15 is not divisible by 2"),
-    (dict(height=16, width=18, ug=UpsampleGuidanceConfig(factor=2)), "width"),
-    (dict(height=18, width=16, ug=UpsampleGuidanceConfig(factor=4)), "not divisible by the factor"),
-    (dict(height=20, width=20, ug=UpsampleGuidanceConfig(factor=4)), "gives 5x5, which is not divisible by 2"),
+    (dict(height=16, width=18, recipe=Recipe.upsample_guidance()), "ug needs integer scales"),
+    (dict(height=17, width=16, recipe=Recipe.self_cascade()), "height=17 is not divisible by 2"),
+    (dict(height=20, width=20, recipe=Recipe.upsample_guidance(nested=False)), "ug needs integer scales"),
+    (dict(height=4, width=4, recipe=Recipe.self_cascade()), "smaller than the trained size"),
+    (dict(height=16, width=16, noise=torch.zeros(1, 3, 8, 8)), "noise must have shape"),
     (dict(height=16, width=16, steps=0), "steps"),
     (dict(height=16, width=16, noise=torch.full((1, 3, 16, 16), float("nan"))), "NaN"),
 ])

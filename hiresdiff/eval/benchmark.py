@@ -28,50 +28,74 @@ from hiresdiff.core.noise import lowres_noise
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, sample, to_pil
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two, nested_levels
+from hiresdiff.integrations.unet_families import trained_size
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two
+from hiresdiff.recipe import Recipe
 
 
 @dataclass(frozen=True)
 class Method:
-    """One way to get images at ``scale``× the trained size."""
+    """One way to get images at ``scale``× the trained size: a recipe, or enlarging the trained-size samples."""
 
     name: str
     scale: int
-    kind: str  # "naive", "ug" or "enlarge"
-    theta: float = 0.0
-    eta: float = 1.0
-    schedule: str = "step"
-    adjust_time: bool = True
-    adjust_power: bool = True
-    nested: bool = False  # UG as ×2 guidance nested log2(scale) times instead of one factor-`scale` level
-    resize: Optional[str] = None  # "bicubic" or "nearest" for kind == "enlarge"
+    recipe: Optional[Recipe] = None  # None: enlarge the trained-size samples with ``resize``
+    resize: Optional[str] = None  # "bicubic" or "nearest" when enlarging
+    theta: Optional[float] = None  # θ for the UG sweep plot (0 = naive)
 
-    def ug_levels(self) -> list[UpsampleGuidanceConfig]:
-        """The UG configs of this method, outermost first (one level unless ``nested``)."""
-        config = dict(theta=self.theta, eta=self.eta, schedule=self.schedule, adjust_time=self.adjust_time,
-                      adjust_power=self.adjust_power)
-        return nested_levels(self.scale, **config) if self.nested else [UpsampleGuidanceConfig(factor=self.scale, **config)]
+
+def ug_method(name: str, scale: int, theta: float = 1.0, nested: bool = False, **ug) -> Method:
+    """UG toward the trained size, one level of factor ``scale`` unless ``nested`` (×2 levels)."""
+    return Method(name, scale, Recipe(ug=UpsampleGuidanceConfig(theta=theta, **ug), nested_ug=nested), theta=theta)
+
+
+def baselines(scale: int) -> list[Method]:
+    return [Method(f"naive {scale}x", scale, Recipe.naive(), theta=0.0),
+            Method(f"bicubic 1x->{scale}x", scale, resize="bicubic"),
+            Method(f"nearest 1x->{scale}x", scale, resize="nearest")]
 
 
 def methods_for(scale: int, thetas, etas, ablations: bool = True, linear_thetas=(1.0,)) -> list[Method]:
-    """The comparison set at one scale (θ = 0 is naive, so the sweep starts above it).
+    """The UG reproduction set at one scale (θ = 0 is naive, so the sweep starts above it).
 
     UG over ``thetas`` (step schedule, η = 1), θ = 1 at each η < 1 in ``etas``, the linear schedule at
     ``linear_thetas``, at power-of-two scales above 2 also ×2 guidance nested (θ = 1), and the ablations.
     """
-    out = [Method(f"naive {scale}x", scale, "naive"),
-           Method(f"bicubic 1x->{scale}x", scale, "enlarge", resize="bicubic"),
-           Method(f"nearest 1x->{scale}x", scale, "enlarge", resize="nearest")]
-    out += [Method(f"UG θ={t:g}", scale, "ug", theta=t) for t in thetas if t > 0]
-    out += [Method(f"UG θ=1 η={e:g}", scale, "ug", theta=1.0, eta=e) for e in etas if e < 1]
-    out += [Method(f"UG θ={t:g} linear", scale, "ug", theta=t, schedule="linear") for t in linear_thetas]
+    out = baselines(scale)
+    out += [ug_method(f"UG θ={t:g}", scale, t) for t in thetas if t > 0]
+    out += [ug_method(f"UG θ=1 η={e:g}", scale, 1.0, eta=e) for e in etas if e < 1]
+    out += [ug_method(f"UG θ={t:g} linear", scale, t, schedule="linear") for t in linear_thetas]
     if scale > 2 and is_power_of_two(scale):
-        out += [Method("UG θ=1 ×2 nested", scale, "ug", theta=1.0, nested=True)]
+        out += [ug_method("UG θ=1 ×2 nested", scale, 1.0, nested=True)]
     if ablations:
-        out += [Method("UG θ=1 without τ", scale, "ug", theta=1.0, adjust_time=False),
-                Method("UG θ=1 without 1/√P", scale, "ug", theta=1.0, adjust_power=False),
-                Method("UG θ=1 without both", scale, "ug", theta=1.0, adjust_time=False, adjust_power=False)]
+        out += [ug_method("UG θ=1 without τ", scale, adjust_time=False),
+                ug_method("UG θ=1 without 1/√P", scale, adjust_power=False),
+                ug_method("UG θ=1 without both", scale, adjust_time=False, adjust_power=False)]
     return out
+
+
+def cascade_methods_for(scale: int, strengths=(0.5, 0.7, 0.9), upsamplers=None, alphas=(1.0, 2.0, 3.0)) -> list[Method]:
+    """Every preset and composition at one scale, with Self-Cascade's strength sweep, the tuned Self-Cascade
+    (``upsamplers``: a folder, or one per scale as {scale: folder}) and FreeScale's ablations."""
+    ug = UpsampleGuidanceConfig()
+    out = baselines(scale) + [Method("UG θ=1 (×2 nested)", scale, Recipe.upsample_guidance(), theta=1.0)]
+    out += [Method(f"Self-Cascade s={s:g}", scale, Recipe.self_cascade(strength=s)) for s in strengths]
+    if upsamplers is not None:
+        folder = upsamplers.get(scale) if isinstance(upsamplers, dict) else upsamplers
+        if folder is not None:
+            out += [Method("Self-Cascade tuned", scale, Recipe.self_cascade(upsamplers=folder))]
+    out += [Method("FreeScale", scale, Recipe.freescale()),
+            Method("FreeScale without dilation", scale, Recipe.freescale(dilation=False)),
+            Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
+            Method("FreeScale without detail control", scale, Recipe.freescale(detail_alpha=None)),
+            Method("FreeScale latent φ", scale, Recipe.freescale(space="latent"))]
+    out += [Method(f"FreeScale α={a:g}", scale, Recipe.freescale(detail_alpha=a)) for a in alphas if a != 2.0]
+    out += [Method("FreeScale+UG", scale, Recipe.freescale(ug=ug)),
+            Method("Self-Cascade+UG", scale, Recipe.self_cascade() + Recipe(ug=ug))]
+    return out
+
+
+SUITES = ("ug", "methods")
 
 
 @dataclass
@@ -92,6 +116,13 @@ class Settings:
     inception: Optional[str] = None
     out_dir: str = "benchmarks/results"
     command: str = ""
+    suite: str = "ug"  # "ug": the UG reproduction rows; "methods": every preset, composition and ablation
+    strengths: tuple = (0.5, 0.7, 0.9)
+    upsamplers: Optional[dict] = None  # {scale: folder} of trained feature upsamplers for the tuned Self-Cascade
+
+    def __post_init__(self):
+        if self.suite not in SUITES:
+            raise ValueError(f"suite must be one of {SUITES}; got {self.suite!r}")
 
     def images_at(self, scale: int) -> int:
         """Images per method at ``scale``×: ``num_images`` up to 2×, ``num_images·4/scale²`` above (same pixel count)."""
@@ -104,17 +135,17 @@ class Settings:
                       "grid_rows": 2, **overrides})
 
 
-def sample_batched(unet, scheduler, noise, labels, method: Optional[Method], steps, batch_size, seed,
+def sample_batched(unet, scheduler, noise, labels, recipe: Optional[Recipe], size, steps, batch_size, seed,
                    noise_size=None) -> torch.Tensor:
-    """Samples from the given noise in batches (batch i seeded with ``seed + i`` for stochastic schedulers,
-    whose per-step noise is drawn at ``noise_size`` and reduced, as the initial noise was)."""
-    h, w = noise.shape[-2:]
-    ug = method.ug_levels() if method is not None and method.kind == "ug" else None
+    """Samples of ``size`` (h, w) from the given first-stage noise in batches (batch i seeded with ``seed + i``
+    for stochastic schedulers, whose per-step noise is drawn at ``noise_size`` and reduced, as the initial
+    noise was). A cascade's first stage is therefore the trained-size sample of the same batch."""
+    h, w = size
     parts = []
     for i in range(0, len(noise), batch_size):
         lab = None if labels is None else labels[i:i + batch_size]
         parts.append(sample(unet, scheduler, height=h, width=w, num_images=len(noise[i:i + batch_size]), seed=seed + i,
-                            steps=steps, ug=ug, class_labels=lab, noise=noise[i:i + batch_size], noise_size=noise_size,
+                            steps=steps, recipe=recipe, class_labels=lab, noise=noise[i:i + batch_size], noise_size=noise_size,
                             progress=False))
     return torch.cat(parts)
 
@@ -141,8 +172,6 @@ def run(settings: Settings, progress: bool = True) -> dict:
     """Sample every method, score it, and write the table, θ plot, grids and JSON to ``settings.out_dir``."""
     from tqdm.auto import tqdm
 
-    from hiresdiff.generate import trained_size
-
     unet, scheduler = load_pixel_model(settings.model or _embedded(), settings.scheduler)
     h, w = trained_size(unet)
     if h != 32 or w != 32:
@@ -167,27 +196,32 @@ def run(settings: Settings, progress: bool = True) -> dict:
                                                             features[r], inception)
 
     start = time.time()
-    trained = sample_batched(unet, scheduler, lowres_noise(noise, big // 32), labels, None, settings.steps, settings.batch_size,
-                             settings.seed, (big, big))
+    trained = sample_batched(unet, scheduler, lowres_noise(noise, big // 32), labels, None, (32, 32), settings.steps,
+                             settings.batch_size, settings.seed, (big, big))
     results["timing"]["32|trained 1x"] = (time.time() - start) / n
     results["rows"]["32|trained 1x"] = score(trained, test[32].images, None, features[32], inception)
     grids = {32: {"trained 1x": trained[:settings.grid_rows]}}
-    jobs = [m for s in settings.scales for m in methods_for(s, settings.thetas if s == 2 else settings.thetas_4x, settings.etas,
-                                                            ablations=s == 2, linear_thetas=settings.linear_thetas)]
+    if settings.suite == "ug":
+        jobs = [m for s in settings.scales for m in methods_for(s, settings.thetas if s == 2 else settings.thetas_4x,
+                                                                settings.etas, ablations=s == 2,
+                                                                linear_thetas=settings.linear_thetas)]
+    else:
+        jobs = [m for s in settings.scales for m in cascade_methods_for(s, settings.strengths, settings.upsamplers)]
     for method in tqdm(jobs, desc="benchmark", disable=not progress):
         res = 32 * method.scale
         count = results["images"][str(res)]  # the first `count` seeds of the 32² set
         start = time.time()
-        if method.kind == "enlarge":
+        if method.recipe is None:
             images = enlarge(trained[:count], method.scale, method.resize)
         else:
-            images = sample_batched(unet, scheduler, lowres_noise(noise[:count], big // res),
-                                    None if labels is None else labels[:count], method,
+            first = method.recipe.stages((32, 32), (res, res), 4)[0].size[0]
+            images = sample_batched(unet, scheduler, lowres_noise(noise[:count], big // first),
+                                    None if labels is None else labels[:count], method.recipe, (res, res),
                                     settings.steps, settings.batch_size, settings.seed, (big, big))
         key = f"{res}|{method.name}"
         results["timing"][key] = (time.time() - start) / count
         results["rows"][key] = {**score(images, test[res].images, trained[:count], features[res], inception),
-                                "θ": method.theta if method.kind == "ug" else (0.0 if method.kind == "naive" else None)}
+                                "θ": method.theta}
         grids.setdefault(res, {})[method.name] = images[:settings.grid_rows]
     write_outputs(results, grids, trained[:settings.grid_rows], Path(settings.out_dir))
     return results
@@ -200,16 +234,20 @@ def _embedded():
 
 
 def write_outputs(results: dict, grids: dict, trained, out_dir: Path) -> None:
-    from hiresdiff.eval.report import markdown_table, theta_plot
+    from hiresdiff.eval.report import markdown_table, quality_time_plot, theta_plot
     from hiresdiff.grid import labelled_grid, save_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ug_benchmark.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    (out_dir / "ug_benchmark.md").write_text(markdown_table(results))
-    theta_plot(results, out_dir / "ug_theta_sweep.png")
+    prefix = results["settings"]["suite"]
+    (out_dir / f"{prefix}_benchmark.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    (out_dir / f"{prefix}_benchmark.md").write_text(markdown_table(results))
+    if prefix == "ug":
+        theta_plot(results, out_dir / "ug_theta_sweep.png")
+    else:
+        quality_time_plot(results, out_dir / "methods_quality_time.png")
     for res, columns in grids.items():
         if res == 32:
             continue
         names = ["trained 32²", *columns]
         images = [to_pil(trained), *[to_pil(c) for c in columns.values()]]
-        save_png(labelled_grid(images, names, res if res > 64 else 96), out_dir / f"ug_grid_{res}.png", force=True)
+        save_png(labelled_grid(images, names, res if res > 64 else 96), out_dir / f"{prefix}_grid_{res}.png", force=True)

@@ -15,14 +15,16 @@ def _fmt(value) -> str:
 def markdown_table(results: dict) -> str:
     """One markdown table per resolution: a row per method, a column per metric, plus s/image."""
     s = results["settings"]
-    lines = ["# Upsample Guidance benchmark (embedded emoji model)\n",
+    title = "Upsample Guidance" if s.get("suite", "ug") == "ug" else "All methods"
+    lines = [f"# {title} benchmark (embedded emoji model)\n",
              f"Made by `{s['command'] or 'hiresdiff bench'}` — seed {s['seed']}, images per method: "
              + ", ".join(f"{n} at {r}²" for r, n in results["images"].items()) + ", "
              f"{s['steps']} {s['scheduler']} steps. Real images: held-out test split at each size. "
              "SWD ×1e3 per Laplacian level (finest first); FD/KID in the random-conv feature space; "
              "detail ×real = energy of the finest Laplacian band relative to the real test images (> 1 grainy, < 1 blurry); "
              "paired RMSE = median RMSE(D[sample], trained-size sample from the same noise); lower is better everywhere "
-             "else.\n"]
+             "else. s/image: wall time per image (the enlarged rows reuse the trained-size samples); ×naive: its ratio "
+             "to naive sampling at the same size.\n"]
     by_res: dict[str, list] = {}
     for key, row in results["rows"].items():
         res, name = key.split("|", 1)
@@ -30,11 +32,13 @@ def markdown_table(results: dict) -> str:
     for res, rows in sorted(by_res.items(), key=lambda kv: int(kv[0])):
         metrics = [k for k in rows[-1][1] if k != "θ"]
         lines.append(f"\n## {res}²\n")
-        lines.append("| method | " + " | ".join(metrics) + " | s/image |")
-        lines.append("|---" * (len(metrics) + 2) + "|")
+        lines.append("| method | " + " | ".join(metrics) + " | s/image | ×naive |")
+        lines.append("|---" * (len(metrics) + 3) + "|")
+        naive = results["timing"].get(f"{res}|naive {int(res) // 32}x")
         for name, row in rows:
             t = results["timing"].get(f"{res}|{name}")
-            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m)) for m in metrics) + f" | {_fmt(t)} |")
+            ratio = t / naive if t is not None and naive else None
+            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m)) for m in metrics) + f" | {_fmt(t)} | {_fmt(ratio)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -67,4 +71,39 @@ def theta_plot(results: dict, path: Path) -> None:
     fig.suptitle(f"UG θ sweep — {results['settings']['command'] or 'hiresdiff bench'}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def quality_time_plot(results: dict, path: Path) -> None:
+    """Quality (FD rand, SWD mean) against s/image relative to naive, one point per method and resolution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = ["FD rand", "SWD mean"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6))
+    resolutions = sorted({int(k.split("|")[0]) for k in results["rows"]} - {32})
+    for ax, metric in zip(axes, panels):
+        for i, res in enumerate(resolutions):
+            naive = results["timing"].get(f"{res}|naive {res // 32}x")
+            for key, row in results["rows"].items():
+                name = key.split("|", 1)[1]
+                t = results["timing"].get(key)
+                if not key.startswith(f"{res}|") or t is None or not naive or "enlarge" in name or "->" in name:
+                    continue
+                ax.scatter(t / naive, row[metric], color=f"C{i}", s=14)
+                ax.annotate(name, (t / naive, row[metric]), fontsize=5.5)
+            floor = results["rows"].get(f"{res}|real train vs test", {}).get(metric)
+            if floor is not None:
+                ax.axhline(floor, color=f"C{i}", linestyle=":", linewidth=1, label=f"{res}² real floor")
+            nearest = results["rows"].get(f"{res}|nearest 1x->{res // 32}x", {}).get(metric)
+            if nearest is not None:
+                ax.axhline(nearest, color=f"C{i}", linestyle="--", linewidth=1, label=f"{res}² nearest 1×")
+        ax.set_xlabel("s/image ÷ naive at the same size")
+        ax.set_title(f"{metric} (lower is better)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"quality against time — {results['settings']['command'] or 'hiresdiff bench'}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
     plt.close(fig)

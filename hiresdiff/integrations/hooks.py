@@ -26,15 +26,16 @@ For large outputs the VAE decode, not UG, dominates memory: call ``pipe.vae.enab
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from hiresdiff.core.resample import axis_factors
+from hiresdiff.integrations.hook_utils import attach, attached, detach
 from hiresdiff.integrations.lowres_call import check_latent_size, check_time_ids, lowres_conditioning
 from hiresdiff.integrations.unet_families import UNetFamily, family_of, find_unet
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, guided_prediction
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction
 
 _UPSAMPLE_GUIDANCE_HOOK = "upsample_guidance"
 
@@ -51,19 +52,18 @@ def scheduler_schedule(scheduler) -> tuple[torch.Tensor, str]:
 class UpsampleGuidanceHook(ModelHook):
     """Replaces a UNet's forward by eq. 4: its own call plus, where w_t ≠ 0, the trained-resolution call.
 
-    Holds only settings: the config, where to find the scheduler, the UNet family, the SDXL time-id choice
-    and what :func:`remove_upsample_guidance` needs to restore the UNet exactly.
+    Holds only settings: the guidance levels (one, or several nested ones, outermost first), where to find the
+    scheduler, the UNet family and the SDXL time-id choice.
     """
 
-    def __init__(self, config: UpsampleGuidanceConfig, scheduler_source: Callable[[], Any], family: UNetFamily,
-                 time_ids: str, vae_scale_factor: Optional[int], restore: dict[str, bool]):
+    def __init__(self, levels: Sequence[UpsampleGuidanceConfig], scheduler_source: Callable[[], Any],
+                 family: UNetFamily, time_ids: str, vae_scale_factor: Optional[int]):
         super().__init__()
-        self.config = config
+        self.levels = list(levels)
         self.scheduler_source = scheduler_source
         self.family = family
         self.time_ids = time_ids
         self.vae_scale_factor = vae_scale_factor
-        self.restore = restore
 
     def initialize_hook(self, module):
         self.signature = inspect.signature(type(module).forward)
@@ -73,26 +73,29 @@ class UpsampleGuidanceHook(ModelHook):
         arguments = self.signature.bind(module, *args, **kwargs).arguments
         del arguments["self"]
         sample, timestep = arguments["sample"], arguments["timestep"]
-        check_latent_size(sample.shape, self.config.factor, self.vae_scale_factor)
+        shape = sample.shape
+        for level in self.levels:
+            check_latent_size(shape, level.factor, self.vae_scale_factor)
+            shape = (*shape[:2], *(n // f for n, f in zip(shape[2:], axis_factors(level.factor, len(shape)))))
         alphas_cumprod, prediction_type = scheduler_schedule(self.scheduler_source())
-        weight = self.config.weight(torch.as_tensor(timestep, dtype=torch.float32).cpu(), len(alphas_cumprod))
+        weight = self.levels[0].weight(torch.as_tensor(timestep, dtype=torch.float32).cpu(), len(alphas_cumprod))
         if not torch.any(weight != 0):
             return self.fn_ref.original_forward(*args, **kwargs)
 
-        lowres = lowres_conditioning(arguments, sample.shape, self.config.factor, self.time_ids)
-
         def unet_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            call = {**arguments, **(lowres if x.shape != sample.shape else {}), "sample": x, "timestep": t,
-                    "return_dict": False}
+            factor = tuple(n // m for n, m in zip(sample.shape[2:], x.shape[2:]))
+            lowres = lowres_conditioning(arguments, sample.shape, factor, self.time_ids) if x.shape != sample.shape else {}
+            call = {**arguments, **lowres, "sample": x, "timestep": t, "return_dict": False}
             # the UNet pops T2I-Adapter residuals off their list: give every call a list of its own
             call = {name: list(v) if isinstance(v, list) else v for name, v in call.items()}
             return self.fn_ref.original_forward(**call)[0]
 
-        guided = guided_prediction(unet_fn, sample, timestep, alphas_cumprod, self.config, prediction_type)
+        guided = nested_guided_prediction(unet_fn, sample, timestep, alphas_cumprod, self.levels, prediction_type)
         return self.family.output_cls(sample=guided) if arguments.get("return_dict", True) else (guided,)
 
 
-def apply_upsample_guidance(pipe_or_unet, config: UpsampleGuidanceConfig, scheduler=None, *,
+def apply_upsample_guidance(pipe_or_unet, config: Union[UpsampleGuidanceConfig, Sequence[UpsampleGuidanceConfig]],
+                            scheduler=None, *,
                             sdxl_time_ids: str = "scale") -> None:
     r"""Apply Upsample Guidance (eq. 4–5) to every UNet call of a pipeline, or of a bare UNet.
 
@@ -101,7 +104,8 @@ def apply_upsample_guidance(pipe_or_unet, config: UpsampleGuidanceConfig, schedu
             ControlNet and IP-Adapter variants, LoRA-loaded or not; a pixel ``UNet2DModel`` pipeline) or
             such a UNet itself.
         config: the UG settings. ``factor`` is int m (H, W) or a tuple per trailing axis; on AnimateDiff
-            (2, 1, 1) is temporal UG (more frames) and (2, 2, 2) both.
+            (2, 1, 1) is temporal UG (more frames) and (2, 2, 2) both. A sequence of configs nests them
+            (:func:`hiresdiff.methods.upsample_guidance.nested_guided_prediction`; 4× as ×2 twice).
         scheduler: where ``alphas_cumprod`` and ``prediction_type`` come from. Default for a pipeline: its
             current ``scheduler``, read at every call. Required for a bare UNet.
         sdxl_time_ids: ``"scale"`` (default) or ``"keep"``: SDXL micro-conditioning of the low-res call,
@@ -121,8 +125,7 @@ def apply_upsample_guidance(pipe_or_unet, config: UpsampleGuidanceConfig, schedu
     ```
     """
     unet, pipe = find_unet(pipe_or_unet)
-    registry = getattr(unet, "_diffusers_hook", None)
-    if registry is not None and registry.get_hook(_UPSAMPLE_GUIDANCE_HOOK) is not None:
+    if attached(unet, _UPSAMPLE_GUIDANCE_HOOK) is not None:
         raise ValueError("Upsample Guidance is already applied to this UNet; call remove_upsample_guidance first")
     if scheduler is None and pipe is None:
         raise ValueError("a bare UNet needs scheduler=: Upsample Guidance reads alphas_cumprod and prediction_type "
@@ -130,14 +133,16 @@ def apply_upsample_guidance(pipe_or_unet, config: UpsampleGuidanceConfig, schedu
     scheduler_source = (lambda: scheduler) if scheduler is not None else (lambda: pipe.scheduler)
     scheduler_schedule(scheduler_source())
     family = family_of(unet)
-    if axis_factors(config.factor, 5)[0] > 1 and not family.video:
-        raise ValueError(f"factor {config.factor!r} scales frames, but {type(unet).__name__} is an image UNet; "
-                         "temporal Upsample Guidance needs a video UNet (AnimateDiff's UNetMotionModel)")
+    levels = [config] if isinstance(config, UpsampleGuidanceConfig) else list(config)
+    if not levels or not all(isinstance(c, UpsampleGuidanceConfig) for c in levels):
+        raise ValueError(f"config must be an UpsampleGuidanceConfig or a non-empty sequence of them; got {config!r}")
+    for level in levels:
+        if axis_factors(level.factor, 5)[0] > 1 and not family.video:
+            raise ValueError(f"factor {level.factor!r} scales frames, but {type(unet).__name__} is an image UNet; "
+                             "temporal Upsample Guidance needs a video UNet (AnimateDiff's UNetMotionModel)")
     check_time_ids(sdxl_time_ids)
-    restore = {"registry": registry is None, "forward": "forward" not in vars(unet)}
-    hook = UpsampleGuidanceHook(config, scheduler_source, family, sdxl_time_ids,
-                                getattr(pipe, "vae_scale_factor", None), restore)
-    HookRegistry.check_if_exists_or_initialize(unet).register_hook(hook, _UPSAMPLE_GUIDANCE_HOOK)
+    hook = UpsampleGuidanceHook(levels, scheduler_source, family, sdxl_time_ids, getattr(pipe, "vae_scale_factor", None))
+    attach(unet, hook, _UPSAMPLE_GUIDANCE_HOOK)
 
 
 def remove_upsample_guidance(pipe_or_unet) -> None:
@@ -147,14 +152,4 @@ def remove_upsample_guidance(pipe_or_unet) -> None:
     deleted again when no other hook remains. Attention processors and config are never touched.
     """
     unet, _ = find_unet(pipe_or_unet)
-    registry = getattr(unet, "_diffusers_hook", None)
-    hook = registry.get_hook(_UPSAMPLE_GUIDANCE_HOOK) if registry is not None else None
-    if hook is None:
-        return
-    registry.remove_hook(_UPSAMPLE_GUIDANCE_HOOK, recurse=False)
-    if registry.hooks:
-        return
-    if hook.restore["forward"]:
-        vars(unet).pop("forward", None)
-    if hook.restore["registry"]:
-        del unet._diffusers_hook
+    detach(unet, _UPSAMPLE_GUIDANCE_HOOK)

@@ -1,13 +1,14 @@
-"""Sampling pixel-space diffusers ``UNet2DModel`` checkpoints at the trained size or m× larger.
+"""Sampling pixel-space diffusers ``UNet2DModel`` checkpoints at the trained size or larger, with any recipe.
 
-Naive and guided runs at any size start from one resolution-consistent noise: the noise is drawn
-at the largest size asked for and block-averaged down (``√k·D[noise]``, DESIGN.md §2), so the same
-seed gives paired samples across resolutions. A stochastic scheduler that takes its per-step noise
-as an argument (``variance_noise``: SDE-DPM-Solver++) gets it the same way; DDPM and Euler a draw it
-from a seeded generator at the sample's own size, so their pairs share only the start.
-The sampler is the plain diffusers loop (``scale_model_input`` → UNet → ``step``); Upsample
-Guidance wraps the UNet call and so works with any scheduler, including those that scale inputs
-(Euler, Heun) or call the UNet twice per step.
+Runs at any size start from one resolution-consistent noise: the noise is drawn at the largest size
+asked for and block-averaged down (``√k·D[noise]``, DESIGN.md §2), so the same seed gives paired
+samples across resolutions. A stochastic scheduler that takes its per-step noise as an argument
+(``variance_noise``: SDE-DPM-Solver++) gets it the same way; DDPM and Euler a draw it from a seeded
+generator at the sample's own size, so their pairs share only the start.
+The sampler is the plain diffusers loop (``scale_model_input`` → UNet → ``step``) run once per stage
+of the recipe (:mod:`hiresdiff.recipe`); the per-call parts (Upsample Guidance, dilation, scale fusion,
+feature upsamplers) are hooks on the UNet (:mod:`hiresdiff.integrations.stage`), so they work with any
+scheduler, including those that scale inputs (Euler, Heun) or call the UNet twice per step.
 """
 
 from __future__ import annotations
@@ -19,20 +20,11 @@ from typing import Optional, Sequence, Union
 import torch
 
 from hiresdiff.core.noise import lowres_noise
-from hiresdiff.core.resample import check_divisible
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction
-
-UGArg = Union[UpsampleGuidanceConfig, Sequence[UpsampleGuidanceConfig], None]
-
-
-def as_levels(ug: UGArg) -> list[UpsampleGuidanceConfig]:
-    """``ug`` as a list of nested levels: [] for naive, [config] for one level, or the given sequence."""
-    if ug is None:
-        return []
-    levels = [ug] if isinstance(ug, UpsampleGuidanceConfig) else list(ug)
-    if not all(isinstance(c, UpsampleGuidanceConfig) for c in levels):
-        raise TypeError(f"ug must be an UpsampleGuidanceConfig, a sequence of them or None; got {ug!r}")
-    return levels
+from hiresdiff.integrations.codecs import PixelCodec, upsample_pivot
+from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications
+from hiresdiff.integrations.unet_families import size_multiple, trained_size
+from hiresdiff.methods.self_cascade import restart_index
+from hiresdiff.recipe import Recipe
 
 
 def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim"):
@@ -62,28 +54,6 @@ def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim"):
     return unet, make_scheduler(scheduler, base)
 
 
-def model_downsampling_factor(unet) -> int:
-    """How much the UNet shrinks its input: 2 per down block that has a downsampler."""
-    return 2 ** (len(unet.config.block_out_channels) - 1)
-
-
-def check_size(unet, height: int, width: int, ug: UGArg) -> None:
-    """Raise ``ValueError`` naming height/width unless the UNet (and every low-res pass) can take that size."""
-    m = model_downsampling_factor(unet)
-    for name, n in (("height", height), ("width", width)):
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"{name} must be a positive int; got {n!r}")
-        if n % m:
-            raise ValueError(f"{name}={n} is not divisible by {m}, the UNet's downsampling factor")
-    h, w = height, width
-    for level in as_levels(ug):
-        fh, fw = check_divisible((1, 1, h, w), level.factor, "height, width")[-2:]
-        h, w = h // fh, w // fw
-        if h % m or w % m:
-            raise ValueError(f"height/width {height}x{width} divided by the UG factor {(fh, fw)} gives "
-                             f"{h}x{w}, which is not divisible by {m}, the UNet's downsampling factor")
-
-
 def initial_noise(num_images: int, channels: int, height: int, width: int, seed: int,
                   noise_size: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Standard normal noise of shape (num_images, channels, height, width) for ``seed``.
@@ -103,55 +73,98 @@ def consistent_noise(generator: torch.Generator, shape: Sequence[int], noise_siz
     return lowres_noise(torch.randn((*lead, big_h, big_w), generator=generator), (big_h // height, big_w // width))
 
 
-@torch.no_grad()
-def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, seed: int = 0,
-           steps: int = 25, ug: UGArg = None,
-           class_labels: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
-           noise_size: Optional[Sequence[int]] = None, progress: bool = True) -> torch.Tensor:
-    """Sample ``num_images`` images of ``height``×``width`` in [-1, 1], naive (``ug=None``) or with UG.
-
-    ``ug`` is one config, or a sequence of configs for nested guidance (e.g. two factor-2 levels for
-    4× as ×2 twice, :func:`hiresdiff.methods.upsample_guidance.nested_guided_prediction`).
-
-    ``noise`` (B, C, height, width) replaces the seeded initial draw; ``noise_size`` draws the seed's
-    noise (the initial one unless given, and the per-step noise of schedulers that take ``variance_noise``)
-    at a larger size and reduces it (see :func:`initial_noise`), so that samples of one seed at
-    different sizes are paired. ``class_labels`` (B,) for class-conditional UNets.
-    """
-    from tqdm.auto import tqdm
-
-    levels = as_levels(ug)
-    check_size(unet, height, width, levels)
-    if not isinstance(steps, int) or steps < 1:
+def check_sample_args(unet, steps: int, class_labels: Optional[torch.Tensor], noise: Optional[torch.Tensor],
+                      shape: Sequence[int]) -> None:
+    """Raise ``ValueError`` naming the argument before any UNet call: steps, class labels, noise."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive int; got {steps!r}")
     if (class_labels is None) != (unet.config.num_class_embeds is None):
         raise ValueError("class_labels must be given exactly when the UNet is class-conditional (num_class_embeds set)")
+    if noise is not None:
+        if tuple(noise.shape) != tuple(shape):
+            raise ValueError(f"noise must have shape {tuple(shape)} (the first stage's); got {tuple(noise.shape)}")
+        if not torch.isfinite(noise).all():
+            raise ValueError("noise contains NaN or infinite values")
+
+
+@torch.no_grad()
+def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, seed: int = 0, steps: int = 25,
+           class_labels: Optional[torch.Tensor] = None, recipe: Optional[Recipe] = None, return_stages: bool = False,
+           noise: Optional[torch.Tensor] = None, noise_size: Optional[Sequence[int]] = None,
+           progress: bool = True) -> Union[torch.Tensor, list[torch.Tensor]]:
+    """Sample ``num_images`` images of ``height``×``width`` in [-1, 1] with ``recipe`` (``None``: plain sampling).
+
+    The recipe's stages run one after the other (:meth:`hiresdiff.recipe.Recipe.stages`): the first is plain
+    sampling of its size from the seed's noise (``noise`` (B, C, h, w) replaces that draw); every later
+    stage resizes the previous result to its size, noises it to the restart time K with one draw ε
+    (``scheduler.add_noise``, i.e. √ᾱ_K·φ(x₀) + √(1−ᾱ_K)·ε in each scheduler's own parametrisation) and
+    denoises K → 0 with the stage's per-call parts attached (:func:`stage_modifications`).
+    ``return_stages=True`` returns every stage's result, the first being exactly ``sample(…)`` at the
+    trained size for the same seed and ``noise_size``.
+
+    ``noise_size`` draws the first stage's noise (the initial one, and the per-step noise of schedulers
+    that take ``variance_noise``) at a larger size and reduces it (:func:`initial_noise`), so that samples
+    of one seed at different sizes are paired. Later stages draw ε and their step noise from the same
+    seeded generator, at their own size. ``class_labels`` (B,) for class-conditional UNets.
+    """
+    recipe = recipe or Recipe()
+    stages = recipe.stages(trained_size(unet), (height, width), size_multiple(unet))
+    check_sample_args(unet, steps, class_labels, noise, (num_images, unet.config.in_channels, *stages[0].size))
+    upsamplers = load_upsamplers(recipe.upsamplers, unet) if recipe.upsamplers is not None else None
     if noise is None:
-        noise = initial_noise(num_images, unet.config.in_channels, height, width, seed, noise_size)
-    elif not torch.isfinite(noise).all():
-        raise ValueError("noise contains NaN or infinite values")
-    prediction_type = scheduler.config.prediction_type
-    alphas_cumprod = scheduler.alphas_cumprod
+        noise = initial_noise(num_images, unet.config.in_channels, *stages[0].size, seed, noise_size)
+    generator = torch.Generator().manual_seed(seed + 1)
+    results: list[torch.Tensor] = []
+    for stage in stages:
+        if stage.index == 0:
+            x, start, stage_steps, pivot = noise.to(unet.dtype), 0, steps, None
+        else:
+            pivot = upsample_pivot(PixelCodec(), results[-1], stage.size, recipe.cascade)
+            stage_steps = recipe.cascade.stage_steps(steps)
+            start = restart_index(stage_steps, recipe.cascade.strength)
+            x = torch.randn(pivot.shape, generator=generator).to(pivot)  # the stage's ε, noised below
+        with stage_modifications(unet, recipe, stage, scheduler, upsamplers=upsamplers, pivot=results[-1] if results else None):
+            detail = stage_detail(recipe.cascade, results[-1], stage.size, scheduler) if pivot is not None else None
+            x = denoise(unet, scheduler, x, stage_steps, start, pivot=pivot, detail=detail, class_labels=class_labels,
+                        generator=generator, noise_size=noise_size if stage.index == 0 else None,
+                        desc=f"stage {stage.index + 1}/{len(stages)} {stage.size[0]}x{stage.size[1]}", progress=progress)
+        results.append(x.clamp(-1, 1))
+    return results if return_stages else results[-1]
 
-    def unet_fn(x, t):
-        return unet(x, t, class_labels=class_labels).sample
 
-    def model_fn(x, t):
-        return nested_guided_prediction(unet_fn, x, t, alphas_cumprod, levels, prediction_type)
+def denoise(unet, scheduler, x: torch.Tensor, steps: int, start: int, *, pivot: Optional[torch.Tensor],
+            detail, class_labels, generator: torch.Generator, noise_size, desc: str, progress: bool) -> torch.Tensor:
+    """The diffusers loop (``scale_model_input`` → UNet → ``step``) from step index ``start`` of ``steps``.
+
+    ``start = 0``: ``x`` is the initial noise, scaled by ``init_noise_sigma``. Otherwise ``x`` is the
+    stage's ε and the loop starts from ``add_noise(pivot, ε, t_K)``; ``detail`` (or ``None``) blends
+    the sample with the pivot noised to t by the same ε before every UNet call (FreeScale's detail control).
+    The scheduler's state is reset by ``set_timesteps``; multistep schedulers are told where they begin.
+    """
+    from tqdm.auto import tqdm
 
     scheduler.set_timesteps(steps)
-    step_generator = torch.Generator().manual_seed(seed + 1)
+    begin = start * scheduler.order
+    timesteps = scheduler.timesteps[begin:]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    if pivot is None:
+        x = x * scheduler.init_noise_sigma
+    else:
+        eps = x
+        x = scheduler.add_noise(pivot, eps, timesteps[:1])
     step_params = inspect.signature(scheduler.step).parameters
     takes_step_noise = "variance_noise" in step_params  # resolution-consistent per-step noise (unused by deterministic ones)
-    fixed_step_kwargs = {"generator": step_generator} if "generator" in step_params else {}  # DDPM, Euler a draw their own
-    x = noise.to(unet.dtype) * scheduler.init_noise_sigma
-    for t in tqdm(scheduler.timesteps, desc=f"sampling {height}x{width}", disable=not progress, leave=False):
+    fixed_step_kwargs = {"generator": generator} if "generator" in step_params else {}  # DDPM, Euler a draw their own
+    for t in tqdm(timesteps, desc=desc, disable=not progress, leave=False):
+        if detail is not None:
+            x = detail(x, scheduler.add_noise(pivot, eps, t.reshape(1)), t)
         model_in = scheduler.scale_model_input(x, t)
-        pred = model_fn(model_in, t.float().expand(x.shape[0]))
-        step_kwargs = ({"variance_noise": consistent_noise(step_generator, x.shape, noise_size).to(x)}
+        pred = unet(model_in, t.float().expand(x.shape[0]), class_labels=class_labels).sample
+        step_kwargs = ({"variance_noise": consistent_noise(generator, x.shape, noise_size).to(x)}
                        if takes_step_noise else fixed_step_kwargs)
         x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
-    return x.clamp(-1, 1)
+    return x
 
 
 def to_pil(images: torch.Tensor):

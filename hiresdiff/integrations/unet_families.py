@@ -47,6 +47,17 @@ def family_of(unet) -> UNetFamily:
     raise ValueError(f"Upsample Guidance supports {SUPPORTED}; got a {type(unet).__name__}")
 
 
+def trained_size(unet) -> tuple[int, int]:
+    """The (height, width) the UNet was trained at, in its own units (latents, or pixels for UNet2DModel)."""
+    size = unet.config.sample_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def size_multiple(unet) -> int:
+    """How much the UNet shrinks its input: 2 per down block that has a downsampler (2^(levels−1))."""
+    return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
 def _unsupported(pipeline: str, denoiser: str) -> ValueError:
     return ValueError(f"Upsample Guidance supports {SUPPORTED}; {pipeline} has {denoiser}")
 

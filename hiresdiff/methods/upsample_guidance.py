@@ -11,6 +11,7 @@ The schedule of eq. 5 is ``w_t = θ·H(t − (1−η)T)``. When ``w_t = 0`` the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
@@ -173,6 +174,30 @@ def nested_levels(scale: int, **config) -> list[UpsampleGuidanceConfig]:
     if not is_power_of_two(scale):
         raise ValueError(f"scale must be a power of two >= 2 for nested x2 guidance; got {scale!r}")
     return [UpsampleGuidanceConfig(factor=2, **config) for _ in range(scale.bit_length() - 1)]
+
+
+def levels_for_scale(config: UpsampleGuidanceConfig, scale: Sequence[float], nested: bool = True) -> list[UpsampleGuidanceConfig]:
+    """UG toward the trained size for a stage of ``scale`` = (s_h, s_w) times the trained size, outermost first.
+
+    Scale 1 needs no guidance ([]). A square power-of-two scale with ``nested`` is ×2 guidance nested
+    log2(s) times; any other integer scale is one level of factor (s_h, s_w). ``config.factor`` is
+    replaced by these, except its frame factor: a video config of factor (m_f, ·, ·) with m_f > 1 keeps
+    m_f in one level (m_f, s_h, s_w), also at spatial scale 1 (temporal UG: more frames than trained).
+    ``ValueError`` naming ``ug`` for a non-integer scale.
+    """
+    s_h, s_w = (float(s) for s in scale)
+    frames = config.factor[0] if isinstance(config.factor, tuple) and len(config.factor) == 3 else 1
+    if (s_h, s_w) == (1.0, 1.0):
+        return [dataclasses.replace(config, factor=(frames, 1, 1))] if frames > 1 else []
+    if not (s_h.is_integer() and s_w.is_integer()):
+        raise ValueError(f"ug needs integer scales relative to the trained size; a stage is {s_h:g}x{s_w:g} "
+                         "(choose a target that is an integer multiple of the trained size)")
+    m_h, m_w = int(s_h), int(s_w)
+    if frames > 1:
+        return [dataclasses.replace(config, factor=(frames, m_h, m_w))]
+    if nested and m_h == m_w and is_power_of_two(m_h):
+        return [dataclasses.replace(config, factor=2) for _ in range(m_h.bit_length() - 1)]
+    return [dataclasses.replace(config, factor=(m_h, m_w))]
 
 
 def nested_guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,

@@ -6,23 +6,20 @@ size and block-averaged down), so row i shows the same sample at every size and 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 
 from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two, nested_levels
+from hiresdiff.integrations.unet_families import trained_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR
+from hiresdiff.recipe import Recipe
 
-METHODS = ("naive", "ug")
+METHODS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")
 DEFAULT_STEPS = 20
 DEFAULT_SCHEDULER = "sde-dpm++"
-
-
-def trained_size(unet) -> tuple[int, int]:
-    size = unet.config.sample_size
-    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tensor]:
@@ -32,51 +29,49 @@ def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tens
     return torch.randint(unet.config.num_class_embeds, (num_images,), generator=torch.Generator().manual_seed(seed))
 
 
-def levels_for_scale(scale: int, theta: float, eta: float) -> list[UpsampleGuidanceConfig]:
-    """UG for ``scale``×: nested factor-2 levels for powers of two, else one level of factor ``scale``."""
-    if is_power_of_two(scale):
-        return nested_levels(scale, theta=theta, eta=eta)
-    return [UpsampleGuidanceConfig(factor=scale, theta=theta, eta=eta)]
+def recipe_for(method: str, theta: float = 1.0, eta: float = 1.0) -> Recipe:
+    """The recipe of a method name (a preset or an ``a+b`` composition) with UG's θ and η where it has UG."""
+    recipe = Recipe.preset(method)
+    if recipe.ug is not None:
+        recipe = dataclasses.replace(recipe, ug=dataclasses.replace(recipe.ug, theta=theta, eta=eta))
+    return recipe
 
 
-def check_scales_and_methods(scales: Sequence[int], methods: Sequence[str]) -> None:
+def check_scales(scales: Sequence[int]) -> None:
     for s in scales:
         if not isinstance(s, int) or isinstance(s, bool) or s < 2:
             raise ValueError(f"scale must be an int >= 2; got {s!r}")
-    for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {m!r}")
 
 
 def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[int] = (2, 4),
-               methods: Sequence[str] = METHODS, theta: float = 1.0, eta: float = 1.0, seed: int = 0,
+               methods: Sequence[str] = ("naive", "ug"), theta: float = 1.0, eta: float = 1.0, seed: int = 0,
                num_images: int = 4, steps: int = DEFAULT_STEPS, scheduler: str = DEFAULT_SCHEDULER,
                include_trained: bool = True, progress: bool = True):
     """Sample the trained size (if ``include_trained``) and every (scale, method) pair from the same noise.
 
     Returns ``(columns, labels)``: ``columns[j]`` is a list of ``num_images`` PIL images.
-    ``model`` is a local ``UNet2DModel`` folder; ``None`` uses the embedded emoji model.
-    UG at a power-of-two scale m is ×2 guidance nested log2(m) times (4×: ×2 twice, each level's
-    trained-size branch guided by the next; measured on the embedded model in
-    benchmarks/results/ug_4x: FD 0.53 vs 0.62, detail ×real 1.08 vs 1.45 for factor 4 directly, at
-    +11 % time); other scales use factor m directly.
+    ``model`` is a local ``UNet2DModel`` folder; ``None`` uses the embedded emoji model. A method is a
+    preset name or a composition (``METHODS``, :meth:`hiresdiff.recipe.Recipe.preset`). UG at a power-of-two
+    scale m is ×2 guidance nested log2(m) times (measured on the embedded model in benchmarks/results/ug_4x:
+    FD 0.53 vs 0.62, detail ×real 1.08 vs 1.45 for factor 4 directly, at +11 % time). Cascades start from
+    the trained-size sample of the same seed.
     """
-    check_scales_and_methods(scales, methods)
+    check_scales(scales)
+    recipes = {m: recipe_for(m, theta, eta) for m in methods}  # validates the names before loading
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be a positive int; got {num_images!r}")
-    configs = {s: levels_for_scale(s, theta, eta) for s in scales} if "ug" in methods else {}
     unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler)
     h, w = trained_size(unet)
     largest = (h * max(scales, default=1), w * max(scales, default=1))
     labels = seeded_class_labels(unet, num_images, seed)
-    runs = [(1, "naive")] * include_trained + [(s, m) for s in scales for m in methods]
+    runs = [(1, "trained", Recipe.naive())] * include_trained
+    runs += [(s, m + (" θ=%g" % theta if recipes[m].ug is not None else ""), recipes[m]) for s in scales for m in methods]
     columns, names = [], []
-    for scale, method in runs:
-        ug = configs[scale] if method == "ug" else None
+    for scale, label, recipe in runs:
         images = sample(unet, sched, height=h * scale, width=w * scale, num_images=num_images, seed=seed, steps=steps,
-                        ug=ug, class_labels=labels, noise_size=largest, progress=progress)
+                        recipe=recipe, class_labels=labels, noise_size=largest, progress=progress)
         columns.append(to_pil(images))
-        names.append(f"{h * scale}² " + ("trained" if scale == 1 else ("UG θ=%g" % theta if ug else "naive")))
+        names.append(f"{h * scale}² {label}")
     return columns, names
 
 

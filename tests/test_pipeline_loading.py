@@ -1,4 +1,4 @@
-"""generate_with_pipeline: the CLI's one call, on tiny pipelines saved to local folders."""
+"""generate_from_folder: the CLI's one call, on tiny pipelines saved to local folders."""
 
 import warnings
 
@@ -8,18 +8,20 @@ import pytest
 import torch
 from tiny_pipelines import load, saved
 
-from hiresdiff.integrations import generate
-from hiresdiff.integrations.generate import configure_vae_tiling, generate_with_pipeline, pick_device, pick_dtype
+from hiresdiff.integrations import stage
 from hiresdiff.integrations.hooks import apply_upsample_guidance
+from hiresdiff.integrations.pipeline_loading import configure_vae_tiling, generate_from_folder, pick_device, pick_dtype
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.recipe import Recipe
 
 UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6)
+UG_RECIPE = Recipe(ug=UG)
 ARGS = dict(steps=2, seed=0, guidance_scale=5.0, progress=False)
 
 
 def test_images_with_ug_equal_applying_by_hand_and_differ_from_plain():
-    plain = generate_with_pipeline(str(saved("sd15")), "a red cat", 32, 32, ug=None, **ARGS)
-    guided = generate_with_pipeline(str(saved("sd15")), "a red cat", 32, 32, ug=UG, **ARGS)
+    plain = generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=None, **ARGS)
+    guided = generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=UG_RECIPE, **ARGS)
     pipe = load("sd15")
     apply_upsample_guidance(pipe, UG)
     by_hand = pipe("a red cat", height=32, width=32, num_inference_steps=2, guidance_scale=5.0,
@@ -31,8 +33,8 @@ def test_images_with_ug_equal_applying_by_hand_and_differ_from_plain():
 
 @pytest.mark.parametrize("factor", [(2, 1, 1), (2, 2, 2)], ids=["temporal", "spatio-temporal"])
 def test_video_returns_all_frames(factor):
-    frames = generate_with_pipeline(str(saved("animatediff")), "a red cat", 32, 32, num_frames=4,
-                                    ug=UpsampleGuidanceConfig(factor=factor, theta=1.0, eta=0.6), **ARGS)
+    frames = generate_from_folder(str(saved("animatediff")), "a red cat", 32, 32, num_frames=4,
+                                  recipe=Recipe(ug=UpsampleGuidanceConfig(factor=factor, theta=1.0, eta=0.6)), **ARGS)
     assert len(frames) == 4 and all(frame.size == (32, 32) for frame in frames)
 
 
@@ -42,7 +44,7 @@ def test_unet_less_model_is_rejected_before_any_weights_load(monkeypatch):
 
     monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", no_loading)
     with pytest.raises(ValueError, match="DiTPipeline has transformer"):
-        generate_with_pipeline(str(saved("dit")), "a red cat", 32, 32, ug=UG, **ARGS)
+        generate_from_folder(str(saved("dit")), "a red cat", 32, 32, recipe=UG_RECIPE, **ARGS)
 
 
 def test_indivisible_size_is_rejected_before_sampling(monkeypatch):
@@ -50,18 +52,18 @@ def test_indivisible_size_is_rejected_before_sampling(monkeypatch):
         raise AssertionError("the pipeline ran")
 
     monkeypatch.setattr(diffusers.StableDiffusionPipeline, "__call__", no_sampling)
-    with pytest.raises(ValueError, match="height and width must be multiples of 6 and 6 pixels"):
-        generate_with_pipeline(str(saved("sd15")), "a red cat", 32, 32, ug=UpsampleGuidanceConfig(factor=3), **ARGS)
-    with pytest.raises(ValueError, match="num_frames a multiple of 2"):
-        generate_with_pipeline(str(saved("animatediff")), "a red cat", 32, 32, num_frames=3,
-                               ug=UpsampleGuidanceConfig(factor=(2, 1, 1)), **ARGS)
+    with pytest.raises(ValueError, match="ug needs integer scales"):
+        generate_from_folder(str(saved("sd15")), "a red cat", 24, 24, recipe=UG_RECIPE, **ARGS)
+    with pytest.raises(ValueError, match="num_frames must be a multiple of 2"):
+        generate_from_folder(str(saved("animatediff")), "a red cat", 32, 32, num_frames=3,
+                             recipe=Recipe(ug=UpsampleGuidanceConfig(factor=(2, 1, 1))), **ARGS)
 
 
 def test_ug_is_removed_when_the_pipeline_fails(monkeypatch):
     removed = []
-    monkeypatch.setattr(generate, "remove_upsample_guidance", lambda pipe: removed.append(pipe))
+    monkeypatch.setattr(stage, "remove_upsample_guidance", lambda unet: removed.append(unet))
     with pytest.raises(ValueError):
-        generate_with_pipeline(str(saved("sd15")), None, 32, 32, ug=UG, **ARGS)  # no prompt: the pipeline raises
+        generate_from_folder(str(saved("sd15")), None, 32, 32, recipe=UG_RECIPE, **ARGS)  # no prompt: the pipeline raises
     assert len(removed) == 1
 
 
@@ -84,4 +86,4 @@ def test_vae_tiling_on_request_and_suggested_for_large_outputs():
     assert pipe.vae.use_tiling
     with pytest.raises(ValueError, match="has no VAE"):
         configure_vae_tiling(load("pixel"), 32, 32, True)
-    assert len(generate_with_pipeline(str(saved("sd15")), "a red cat", 32, 32, ug=UG, vae_tiling=True, **ARGS)) == 1
+    assert len(generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=UG_RECIPE, vae_tiling=True, **ARGS)) == 1

@@ -1,0 +1,85 @@
+"""What the UNet call in progress is: its time and its scale relative to the trained size.
+
+Per-call modifications that live below the UNet (dilated convs, fused self-attention, feature
+upsamplers) need the current timestep and the size of the current call. A hook on the UNet itself
+records them for the duration of each call (:class:`CallContextHook`); hooks on submodules read them
+with :func:`current_call`. Nothing counts calls, so extra UNet calls (Upsample Guidance's low-resolution
+branch, second-order schedulers, CFG batches) each see their own context. Nested calls (a call made
+from inside another) restore the outer context when they return, also on an exception.
+
+The context hook is the innermost hook on the UNet: attach it before any hook that calls the UNet
+again (Upsample Guidance), so that each real call passes through it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from diffusers.hooks import ModelHook
+
+from hiresdiff.integrations.hook_utils import attach, attached, detach
+
+CALL_CONTEXT_HOOK = "hiresdiff_call_context"
+
+
+@dataclass(frozen=True)
+class UNetCall:
+    """One UNet call: ``timestep`` (float32 CPU tensor, scalar or (B,)), the sample's trailing ``size``
+    ((H, W) or (F, H, W)), ``scale`` = (H/h0, W/w0) relative to the trained latent size (h0, w0),
+    and T = ``num_train_timesteps`` of the model's schedule."""
+
+    timestep: torch.Tensor
+    size: tuple[int, ...]
+    scale: tuple[float, float]
+    num_train_timesteps: int
+
+    def time_fraction(self) -> float:
+        """t/T of the call (the largest t of a batch): 1 at pure noise, 0 at the clean image."""
+        return float(self.timestep.max()) / self.num_train_timesteps
+
+
+class CallContextHook(ModelHook):
+    """Records a :class:`UNetCall` while the UNet runs; holds the trained latent size and T."""
+
+    def __init__(self, trained_size: Sequence[int], num_train_timesteps: int):
+        super().__init__()
+        self.trained_size = tuple(trained_size)
+        self.num_train_timesteps = num_train_timesteps
+        self.current: Optional[UNetCall] = None
+
+    def initialize_hook(self, module):
+        self.signature = inspect.signature(type(module).forward)
+        return module
+
+    def new_forward(self, module, *args, **kwargs):
+        arguments = self.signature.bind(module, *args, **kwargs).arguments
+        sample, timestep = arguments["sample"], arguments["timestep"]
+        size = tuple(sample.shape[2:])
+        h0, w0 = self.trained_size
+        call = UNetCall(torch.as_tensor(timestep, dtype=torch.float32).detach().cpu(), size,
+                        (size[-2] / h0, size[-1] / w0), self.num_train_timesteps)
+        outer, self.current = self.current, call
+        try:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            self.current = outer
+
+
+def apply_call_context(unet, trained_size: Sequence[int], num_train_timesteps: int) -> CallContextHook:
+    """Attach the context hook to ``unet`` (trained latent size (h0, w0) and T of its schedule)."""
+    hook = CallContextHook(trained_size, num_train_timesteps)
+    attach(unet, hook, CALL_CONTEXT_HOOK)
+    return hook
+
+
+def remove_call_context(unet) -> None:
+    detach(unet, CALL_CONTEXT_HOOK)
+
+
+def current_call(unet) -> Optional[UNetCall]:
+    """The call of ``unet`` in progress, or ``None`` outside a call or without the context hook."""
+    hook = attached(unet, CALL_CONTEXT_HOOK)
+    return hook.current if hook is not None else None

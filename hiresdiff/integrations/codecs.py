@@ -1,0 +1,98 @@
+"""One encoder interface for pixels and latents (EDM2's ``encoder``), so the cascade does not care which.
+
+``decode(z)`` gives an image in [-1, 1], ``encode(image)`` the model's space. Pixel models are the
+identity; latent models go through their VAE with its scaling (and shift) factor, frame by frame for
+videos, in fp32 when the VAE asks for it (``force_upcast``: SDXL's VAE overflows in fp16), tiled
+for large images. The cascade's φ (:func:`upsample_pivot`) is then the same code for both:
+``"latent"`` resizes z, ``"rgb"`` decodes, resizes the image and encodes it again.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Optional, Sequence
+
+import torch
+
+from hiresdiff.methods.self_cascade import CascadeConfig, resize
+
+TILE_ABOVE_PIXELS = 2048 * 2048
+
+
+class PixelCodec:
+    """The identity: a pixel-space model's samples are images."""
+
+    scale_factor = 1
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return image
+
+
+class VaeCodec:
+    """A diffusers ``AutoencoderKL``: z = (E(x).mode − shift)·scaling, x = D(z/scaling + shift).
+
+    ``tiling``: ``True`` always tiles, ``False`` never, ``None`` tiles images above 2048² pixels. The VAE's
+    own tiling switch is restored afterwards, and so is its dtype.
+    """
+
+    def __init__(self, vae, scale_factor: int, tiling: Optional[bool] = None):
+        self.vae, self.scale_factor, self.tiling = vae, scale_factor, tiling
+        self.scaling = vae.config.scaling_factor
+        self.shift = getattr(vae.config, "shift_factor", None) or 0.0
+
+    @contextmanager
+    def _prepared(self, pixels: int):
+        vae = self.vae
+        tiling_was, dtype_was = getattr(vae, "use_tiling", False), vae.dtype
+        tile = self.tiling if self.tiling is not None else pixels > TILE_ABOVE_PIXELS
+        try:
+            if tile and not tiling_was:
+                vae.enable_tiling()
+            if dtype_was == torch.float16 and getattr(vae.config, "force_upcast", False):
+                vae.to(torch.float32)
+            yield vae.dtype
+        finally:
+            if tile and not tiling_was:
+                vae.disable_tiling()
+            if vae.dtype != dtype_was:
+                vae.to(dtype_was)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        frames = _fold_frames(z)
+        with self._prepared(frames.shape[-2] * frames.shape[-1] * self.scale_factor ** 2) as dtype:
+            image = self.vae.decode(frames.to(dtype) / self.scaling + self.shift).sample
+        return _unfold_frames(image.to(z.dtype), z)
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        frames = _fold_frames(image)
+        with self._prepared(frames.shape[-2] * frames.shape[-1]) as dtype:
+            z = self.vae.encode(frames.to(dtype)).latent_dist.mode()
+        return _unfold_frames(((z - self.shift) * self.scaling).to(image.dtype), image)
+
+
+def _fold_frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, F, H, W) → (B·F, C, H, W); images pass through."""
+    return x.transpose(1, 2).flatten(0, 1) if x.ndim == 5 else x
+
+
+def _unfold_frames(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if like.ndim != 5:
+        return x
+    b, _, f = like.shape[:3]
+    return x.reshape(b, f, *x.shape[1:]).transpose(1, 2)
+
+
+def upsample_pivot(codec, z: torch.Tensor, size: Sequence[int], cascade: CascadeConfig) -> torch.Tensor:
+    """φ(z₀^{r−1}) at ``size`` (the model's units): resize the latents, or (``space="rgb"``) decode → resize → encode.
+
+    The decoded full-size image lives only inside this call.
+    """
+    if cascade.space == "latent" or isinstance(codec, PixelCodec):
+        return resize(z, size, cascade.upsample)
+    pixels = [n * codec.scale_factor for n in size]
+    return codec.encode(resize(codec.decode(z), pixels, cascade.upsample).clamp(-1, 1))

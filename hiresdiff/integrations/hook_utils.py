@@ -1,0 +1,43 @@
+"""Attach and detach named diffusers hooks so that a module is restored exactly.
+
+``HookRegistry`` leaves two things behind when its last hook goes: the instance attribute ``forward``
+and the registry itself (``module._diffusers_hook``). :func:`attach` remembers which of them it created,
+:func:`detach` deletes exactly those again, so after detaching ``vars(module)`` is what it was before.
+Hooks on one module must be detached in the reverse order of attaching (diffusers rewires a chain of
+``new_forward`` hooks correctly only from the outside in).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+
+def attached(module: torch.nn.Module, name: str) -> ModelHook | None:
+    """The hook named ``name`` on ``module``, or ``None``."""
+    registry = getattr(module, "_diffusers_hook", None)
+    return registry.get_hook(name) if registry is not None else None
+
+
+def attach(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
+    """Register ``hook`` on ``module`` under ``name``; ``ValueError`` if a hook of that name is already there."""
+    if attached(module, name) is not None:
+        raise ValueError(f"a hook named {name!r} is already attached to this {type(module).__name__}")
+    hook._hiresdiff_restore = {"registry": not hasattr(module, "_diffusers_hook"), "forward": "forward" not in vars(module)}
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+
+
+def detach(module: torch.nn.Module, name: str) -> None:
+    """Remove the hook ``name`` from ``module`` (a no-op if absent) and what :func:`attach` created for it."""
+    hook = attached(module, name)
+    if hook is None:
+        return
+    registry = module._diffusers_hook
+    registry.remove_hook(name, recurse=False)
+    if registry.hooks:
+        return
+    restore = getattr(hook, "_hiresdiff_restore", {"registry": False, "forward": False})
+    if restore["forward"]:
+        vars(module).pop("forward", None)
+    if restore["registry"]:
+        del module._diffusers_hook

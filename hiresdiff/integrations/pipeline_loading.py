@@ -1,0 +1,80 @@
+"""Loading a diffusers pipeline by folder or hub id and running a recipe on it: the CLI's ``--model`` path.
+
+``DiffusionPipeline.from_pretrained`` (a hub id or a local folder), on the best device and dtype, then
+:func:`hiresdiff.integrations.pipeline_driver.generate`, which attaches the recipe's parts for the call
+and removes them again, even when the call fails.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+
+from hiresdiff.integrations.pipeline_driver import generate
+from hiresdiff.integrations.unet_families import check_model_index
+from hiresdiff.recipe import Recipe
+
+TILING_SUGGESTED_PIXELS = 2048 * 2048
+
+
+def pick_device() -> str:
+    """``"cuda"`` if available, else ``"mps"`` if available, else ``"cpu"``."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str) -> torch.dtype:
+    """fp16 on CUDA; fp32 elsewhere (CPU kernels are slow or missing in fp16, MPS fp16 is unreliable)."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def configure_vae_tiling(pipe, height: int, width: int, vae_tiling: Optional[bool]) -> None:
+    """``True``: ``pipe.vae.enable_tiling()``; ``None``: warn when the output is large enough to need it."""
+    if vae_tiling:
+        if getattr(pipe, "vae", None) is None:
+            raise ValueError(f"vae_tiling=True, but {type(pipe).__name__} has no VAE")
+        pipe.vae.enable_tiling()
+    elif vae_tiling is None and height * width >= TILING_SUGGESTED_PIXELS and getattr(pipe, "vae", None) is not None:
+        warnings.warn(f"decoding {height}x{width} with the whole-image VAE needs a lot of memory; "
+                      "pass vae_tiling=True (pipe.vae.enable_tiling()) if it runs out", stacklevel=3)
+
+
+def generate_from_folder(model: str, prompt: str, height: int, width: int, *, recipe: Optional[Recipe] = None,
+                         steps: int = 30, seed: int = 0, guidance_scale: float = 7.5, device: Optional[str] = None,
+                         dtype: Optional[torch.dtype] = None, num_frames: Optional[int] = None,
+                         negative_prompt: Optional[str] = None, vae_tiling: Optional[bool] = None,
+                         progress: bool = True) -> list:
+    """Generate with the pipeline at ``model`` at ``height``×``width``; return PIL images (or a video's frames).
+
+    Args:
+        model: a diffusers pipeline folder or hub id (``DiffusionPipeline.from_pretrained``).
+        recipe: the method (:class:`~hiresdiff.recipe.Recipe`), or ``None`` for plain sampling at that size.
+        steps, seed, guidance_scale, negative_prompt: the pipeline's own arguments; the seed drives a CPU
+            generator, so a seed gives the same noise on every device.
+        device / dtype: default :func:`pick_device` / :func:`pick_dtype`.
+        num_frames: frames of a video pipeline (AnimateDiff); leave ``None`` for images.
+        vae_tiling: ``True`` tiles the VAE, ``False`` never, ``None`` warns for outputs of 2048² pixels and more.
+        progress: show the pipeline's progress bar.
+
+    Raises:
+        ValueError: before any weights load when a recipe is asked for a pipeline without a supported UNet;
+            before sampling for sizes the recipe cannot make (see :func:`~hiresdiff.integrations.pipeline_driver.generate`).
+    """
+    from diffusers import DiffusionPipeline
+
+    if recipe is not None:
+        check_model_index(DiffusionPipeline.load_config(model))
+    device = device or pick_device()
+    pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or pick_dtype(device)).to(device)
+    pipe.set_progress_bar_config(disable=not progress)
+    configure_vae_tiling(pipe, height, width, vae_tiling)
+    kwargs = dict(guidance_scale=guidance_scale)
+    if negative_prompt is not None:
+        kwargs["negative_prompt"] = negative_prompt
+    return generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps, seed=seed,
+                    num_frames=num_frames, vae_tiling=vae_tiling, **kwargs)

@@ -1,0 +1,90 @@
+"""The per-call parts of a :class:`~hiresdiff.recipe.Recipe` on a UNet, for the duration of one stage.
+
+Both drivers (the pixel loop and the pipeline driver) run every stage inside :func:`stage_modifications`:
+it attaches, in this order, the call-context hook (innermost: every real UNet call passes through it),
+dilated convs, fused self-attention, the feature upsamplers, and Upsample Guidance (outermost: it calls
+the UNet again at the trained size, and those calls see their own context), and removes them in reverse
+order on exit, also when the stage raises or is interrupted. A stage at the trained size gets nothing
+(but temporal UG): it is plain sampling bit for bit.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from hiresdiff.integrations.call_context import apply_call_context, remove_call_context
+from hiresdiff.integrations.dilation import apply_dilation, remove_dilation
+from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
+from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance
+from hiresdiff.integrations.scale_fusion import apply_scale_fusion, remove_scale_fusion
+from hiresdiff.integrations.unet_families import trained_size
+from hiresdiff.methods.freescale import blend_detail, check_detail_alpha, detail_weight, resize_alpha
+from hiresdiff.methods.self_cascade import CascadeConfig
+from hiresdiff.recipe import Recipe, Stage
+
+
+def load_upsamplers(upsamplers, unet) -> FeatureUpsamplers:
+    """The recipe's ``upsamplers`` (an instance or a ``save_pretrained`` folder), checked against ``unet``."""
+    if isinstance(upsamplers, (str, Path)):
+        upsamplers = FeatureUpsamplers.from_pretrained(upsamplers)
+    if not isinstance(upsamplers, FeatureUpsamplers):
+        raise ValueError(f"upsamplers must be FeatureUpsamplers or a folder they were saved to; got {type(upsamplers).__name__}")
+    upsamplers.check_fits(unet)
+    return upsamplers.to(device=unet.device, dtype=unet.dtype)
+
+
+def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Sequence[int],
+                 scheduler) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """FreeScale's detail control for one stage: ``blend(z, z̃_t, t)`` = (1−c)·z + c·z̃_t, or ``None`` when off.
+
+    α comes from ``cascade.detail_alpha``: a number, a map (resized to the stage's ``size``), or a callable
+    from ``previous_rgb`` (the previous stage's image, (B, 3, H, W) in [-1, 1]) to a map.
+    """
+    alpha = cascade.detail_alpha
+    if alpha is None:
+        return None
+    if callable(alpha):
+        alpha = alpha(previous_rgb)
+        check_detail_alpha(alpha)
+    if isinstance(alpha, torch.Tensor):
+        alpha = resize_alpha(alpha, size)
+    num_train_timesteps = scheduler.config.num_train_timesteps
+
+    def blend(z: torch.Tensor, z_tilde: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return blend_detail(z, z_tilde, detail_weight(t, num_train_timesteps, alpha))
+
+    return blend
+
+
+@contextmanager
+def stage_modifications(unet, recipe: Recipe, stage: Stage, scheduler, *, upsamplers=None,
+                        pivot: Optional[torch.Tensor] = None, sdxl_time_ids: str = "scale"):
+    """Within the block, ``unet`` runs ``stage`` of ``recipe``; afterwards it is exactly as before.
+
+    Args:
+        scheduler: the scheduler sampling the stage (UG reads ᾱ and the prediction type from it, dilation T).
+        upsamplers: loaded :class:`~hiresdiff.integrations.feature_upsamplers.FeatureUpsamplers` (or ``None``).
+        pivot: the previous stage's clean result at its own size, in the UNet's space (for the upsamplers).
+        sdxl_time_ids: SDXL micro-conditioning of UG's low-resolution calls (see ``lowres_call``).
+    """
+    with ExitStack() as undo:
+        if stage.is_upscaled:
+            context = apply_call_context(unet, trained_size(unet), scheduler.config.num_train_timesteps)
+            undo.callback(remove_call_context, unet)
+            if recipe.dilation is not None:
+                apply_dilation(unet, recipe.dilation, context)
+                undo.callback(remove_dilation, unet)
+            if recipe.fusion is not None:
+                apply_scale_fusion(unet, recipe.fusion, context)
+                undo.callback(remove_scale_fusion, unet)
+            if upsamplers is not None and pivot is not None:
+                attach_feature_upsamplers(unet, upsamplers, pivot, context, stage.size)
+                undo.callback(detach_feature_upsamplers, unet)
+        if stage.ug_levels:  # also at spatial scale 1 for temporal UG
+            apply_upsample_guidance(unet, stage.ug_levels, scheduler=scheduler, sdxl_time_ids=sdxl_time_ids)
+            undo.callback(remove_upsample_guidance, unet)
+        yield

@@ -1,0 +1,134 @@
+"""Self-Cascade's pivot replacement (Guo et al. 2024, §3.1, eq. 9–10), as pure tensor functions.
+
+Generation goes from the trained size to the target in stages. Stage 0 is a plain sample at the
+trained size; every later stage r upsamples the previous result z₀^{r−1} with a resize φ, noises it
+to an intermediate time K with one draw ε (eq. 10),
+
+    z_K^r = √ᾱ_K · φ(z₀^{r−1}) + √(1−ᾱ_K) · ε,
+
+and denoises K → 0 at its own size. The number of stages after the first is R = ⌈log₂ s⌉ for a side
+ratio s (the paper's ⌈log₄ d_R/d⌉ in pixels); each stage doubles the sides until the last, which is
+exactly the target, so 1.5×, 3× and non-square targets work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from hiresdiff.methods.freescale import check_detail_alpha
+
+UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
+SPACES = ("latent", "rgb")
+
+Size = tuple[int, int]
+DetailAlpha = Union[None, float, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def stage_sizes(trained: Sequence[int], target: Sequence[int], multiple: int = 1) -> list[Size]:
+    """The (height, width) of every stage from the trained size to ``target``, first to last.
+
+    With s = max(H/h₀, W/w₀) and R = ⌈log₂ s⌉, stage r < R has size target·2^r/s rounded down to a
+    multiple of ``multiple`` (the model's size granularity); the last stage is the target. Stage 0
+    is the trained size when the target has the trained aspect ratio; for another aspect ratio it is
+    the largest size of the target's aspect that fits the trained size (no stretching between stages).
+    ``ValueError`` names ``height``/``width`` for a target smaller than the trained size on both sides
+    or not divisible by ``multiple``.
+    """
+    (h0, w0), (height, width) = tuple(trained), check_size(target, multiple)
+    s = max(height / h0, width / w0)
+    if s < 1:
+        raise ValueError(f"height x width {height}x{width} is smaller than the trained size {h0}x{w0}: "
+                         "a cascade only goes up")
+    stages = math.ceil(math.log2(s) - 1e-9)
+    sizes = []
+    for r in range(stages):
+        shrink = s / 2 ** r
+        sizes.append((max(multiple, int(height / shrink) // multiple * multiple),
+                      max(multiple, int(width / shrink) // multiple * multiple)))
+    return sizes + [(height, width)]
+
+
+def check_size(size: Sequence[int], multiple: int = 1) -> Size:
+    """``size`` as (height, width); ``ValueError`` naming height/width unless positive ints divisible by ``multiple``."""
+    height, width = tuple(size)
+    for name, n in (("height", height), ("width", width)):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"{name} must be a positive int; got {n!r}")
+        if n % multiple:
+            raise ValueError(f"{name}={n} is not divisible by {multiple}, the model's size multiple")
+    return height, width
+
+
+def restart_index(steps: int, strength: float) -> int:
+    """The index of the first step a later stage runs: K = strength·T on the grid of ``steps`` steps.
+
+    As diffusers' img2img: ``steps − int(steps·strength)``, so 50 steps at strength 0.7 restart at
+    index 15 (FreeScale's ``restart_steps``) and run 35 steps.
+    """
+    return steps - min(int(steps * strength), steps)
+
+
+def resize(x: torch.Tensor, size: Sequence[int], mode: str = "bicubic") -> torch.Tensor:
+    """φ: resize the trailing (H, W) of images (B, C, H, W) or videos (B, C, F, H, W), frame by frame."""
+    if mode not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}; got {mode!r}")
+    size = tuple(size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if x.ndim == 5:
+        b, c, f, h, w = x.shape
+        frames = resize(x.transpose(1, 2).reshape(b * f, c, h, w), size, mode)
+        return frames.reshape(b, f, c, *size).transpose(1, 2)
+    kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+    return F.interpolate(x.float(), size=size, mode=mode, **kwargs).to(x.dtype)
+
+
+def pivot_noise_vp(pivot: torch.Tensor, noise: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """Eq. 10 in the VP parametrisation: √ᾱ_K · φ(z₀) + √(1−ᾱ_K) · ε (for checking schedulers' ``add_noise``)."""
+    return math.sqrt(alpha_bar) * pivot + math.sqrt(1 - alpha_bar) * noise
+
+
+@dataclass
+class CascadeConfig:
+    """Settings of a self-cascade (Self-Cascade's pivot replacement; FreeScale's tailored cascade).
+
+    Attributes:
+        strength: fraction of the schedule re-noised in every later stage, in (0, 1]; K = strength·T on the
+            sampling grid (Self-Cascade 0.7; FreeScale restarts at step 15 of 50, also 0.7).
+        upsample: φ's interpolation: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
+        space: ``"latent"`` (resize the latents, Self-Cascade) or ``"rgb"`` (VAE decode → resize → encode,
+            FreeScale's choice for images). Pixel models resize the image either way.
+        steps: sampling steps of a later stage's full schedule (it runs ``int(steps·strength)`` of them);
+            ``None`` takes the steps of the call.
+        detail_alpha: FreeScale's detail control (``None`` = off): before every UNet call of a later stage
+            z ← (1−c)·z + c·z̃_t with z̃_t the upsampled pivot noised to t by the stage's ε and
+            c = ((1 + cos(π(T−t)/T))/2)^α. α is a number, a map (H, W) at any resolution (resized to each
+            stage) or a callable from the previous stage's decoded image (B, 3, H, W) in [-1, 1] to such a map.
+    """
+
+    strength: float = 0.7
+    upsample: str = "bicubic"
+    space: str = "latent"
+    steps: Optional[int] = None
+    detail_alpha: DetailAlpha = None
+
+    def __post_init__(self):
+        if not (isinstance(self.strength, (int, float)) and not isinstance(self.strength, bool)
+                and 0 < self.strength <= 1):
+            raise ValueError(f"strength must lie in (0, 1]; got {self.strength!r}")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}; got {self.upsample!r}")
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}; got {self.space!r}")
+        if self.steps is not None and (not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1):
+            raise ValueError(f"steps must be a positive int or None; got {self.steps!r}")
+        check_detail_alpha(self.detail_alpha)
+
+    def stage_steps(self, steps: int) -> int:
+        """The full schedule length of a later stage."""
+        return self.steps or steps

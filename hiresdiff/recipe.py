@@ -1,0 +1,157 @@
+"""The composition spine (DESIGN.md §7): a :class:`Recipe` is a set of optional parts, and a run is a
+list of :class:`Stage` s, each with the per-call modifications its scale calls for.
+
+| part         | what it does                                                        | preset           |
+|--------------|---------------------------------------------------------------------|------------------|
+| ``cascade``  | stages from the trained size up; pivot replacement; detail control   | Self-Cascade, FreeScale |
+| ``ug``       | eq. 4 on every UNet call of a stage above the trained size           | Upsample Guidance |
+| ``dilation`` | down- and mid-block convs dilated by the stage's scale while t is early | FreeScale     |
+| ``fusion``   | self-attention = G(local windows) + (global − G(global))             | FreeScale        |
+| ``upsamplers`` | trained feature upsamplers added to skip features (needs a cascade) | tuned Self-Cascade |
+
+Without ``cascade`` a run is one stage at the target size. With it, stage 0 is the plain sample at the
+trained size and every later stage re-noises the upsampled previous result (:mod:`hiresdiff.methods.self_cascade`).
+At scale 1 every per-call part is the identity, so stage 0 is plain sampling bit for bit.
+The recipe is plain data: it imports no diffusers, and the drivers (``integrations.pixel.sample`` and
+``hiresdiff.generate``) carry it out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
+from hiresdiff.methods.self_cascade import CascadeConfig, check_size, stage_sizes
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, levels_for_scale
+
+PRESETS = ("naive", "ug", "self-cascade", "freescale")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run: its ``index`` (0 = first), (height, width) ``size`` in the model's own units
+    (pixels or latents), ``scale`` = size / trained size per axis, and the UG levels it runs."""
+
+    index: int
+    size: tuple[int, int]
+    scale: tuple[float, float]
+    ug_levels: tuple[UpsampleGuidanceConfig, ...] = ()
+
+    @property
+    def is_upscaled(self) -> bool:
+        """Whether the stage is larger than the trained size on some axis (per-call parts act only then)."""
+        return max(self.scale) > 1
+
+
+@dataclass
+class Recipe:
+    """Which parts a run uses; validates itself. Presets: :meth:`naive`, :meth:`upsample_guidance`,
+    :meth:`self_cascade`, :meth:`freescale`; ``a + b`` composes two recipes (the parts each sets).
+
+    Attributes:
+        cascade: stage plan and pivot replacement (``None``: one stage at the target).
+        ug: Upsample Guidance; in a recipe its spatial ``factor`` is set per stage from the stage's scale
+            (``nested_ug``: ×2 nested for square power-of-two scales; a video factor's frame entry is kept), see
+            :func:`hiresdiff.methods.upsample_guidance.levels_for_scale`.
+        dilation, fusion: FreeScale's restrained dilated convolution and scale fusion.
+        upsamplers: trained :class:`hiresdiff.integrations.feature_upsamplers.FeatureUpsamplers` (or a folder
+            saved with ``save_pretrained``) for the tuned Self-Cascade; needs ``cascade``.
+    """
+
+    cascade: Optional[CascadeConfig] = None
+    ug: Optional[UpsampleGuidanceConfig] = None
+    dilation: Optional[DilationConfig] = None
+    fusion: Optional[ScaleFusionConfig] = None
+    upsamplers: Union[None, str, Path, Any] = None
+    nested_ug: bool = True
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        for attr, cls in (("cascade", CascadeConfig), ("ug", UpsampleGuidanceConfig), ("dilation", DilationConfig),
+                          ("fusion", ScaleFusionConfig)):
+            value = getattr(self, attr)
+            if value is not None and not isinstance(value, cls):
+                raise ValueError(f"{attr} must be a {cls.__name__} or None; got {type(value).__name__}")
+        if self.upsamplers is not None and self.cascade is None:
+            raise ValueError("upsamplers need a cascade: Recipe(cascade=CascadeConfig(...), upsamplers=...)")
+        if isinstance(self.upsamplers, (str, Path)) and not Path(self.upsamplers).is_dir():
+            raise ValueError(f"upsamplers path {str(self.upsamplers)!r} is not a folder saved with save_pretrained")
+        if not self.name:
+            self.name = self.describe()
+
+    # ---- presets -------------------------------------------------------------------------------
+    @classmethod
+    def naive(cls) -> "Recipe":
+        """Plain sampling at the target size."""
+        return cls(name="naive")
+
+    @classmethod
+    def upsample_guidance(cls, theta: float = 1.0, eta: float = 1.0, schedule="step", nested: bool = True,
+                          **ug) -> "Recipe":
+        """UG at the target size (Hwang et al.): pixel models θ≈1, η=1; latent models (θ, η) ≈ (1, 0.6)."""
+        return cls(ug=UpsampleGuidanceConfig(theta=theta, eta=eta, schedule=schedule, **ug), nested_ug=nested,
+                   name="ug")
+
+    @classmethod
+    def self_cascade(cls, strength: float = 0.7, upsample: str = "bicubic", upsamplers=None, **cascade) -> "Recipe":
+        """Self-Cascade: latent-space pivot replacement (tuning-free), with trained ``upsamplers`` the tuned version."""
+        return cls(cascade=CascadeConfig(strength=strength, upsample=upsample, space="latent", **cascade),
+                   upsamplers=upsamplers, name="self-cascade" + ("+upsamplers" if upsamplers is not None else ""))
+
+    @classmethod
+    def freescale(cls, detail_alpha=2.0, strength: float = 0.7, dilation: bool = True, fusion: bool = True,
+                  space: str = "rgb", ug: Optional[UpsampleGuidanceConfig] = None, upsamplers=None,
+                  **cascade) -> "Recipe":
+        """FreeScale: RGB-space cascade with detail control, restrained dilation and scale fusion (each switchable);
+        ``ug=`` composes it with Upsample Guidance, ``upsamplers=`` with Self-Cascade's upsamplers."""
+        return cls(cascade=CascadeConfig(strength=strength, space=space, detail_alpha=detail_alpha, **cascade),
+                   dilation=DilationConfig() if dilation else None, fusion=ScaleFusionConfig() if fusion else None,
+                   ug=ug, upsamplers=upsamplers)
+
+    @classmethod
+    def preset(cls, name: str) -> "Recipe":
+        """A preset by name (``PRESETS``); ``"a+b"`` composes presets (``"freescale+ug"``)."""
+        parts = [p.strip() for p in name.split("+")]
+        builders = {"naive": cls.naive, "ug": cls.upsample_guidance, "self-cascade": cls.self_cascade,
+                    "freescale": cls.freescale}
+        unknown = [p for p in parts if p not in builders]
+        if unknown or not parts:
+            raise ValueError(f"method must be one of {PRESETS} or a '+'-composition of them; got {name!r}")
+        recipe = builders[parts[0]]()
+        for part in parts[1:]:
+            recipe = recipe + builders[part]()
+        return dataclasses.replace(recipe, name=name)
+
+    def __add__(self, other: "Recipe") -> "Recipe":
+        """The parts set in either recipe; a part set in both must be equal (``ValueError`` names it)."""
+        merged = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("name", "nested_ug"):
+                continue
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(f"cannot compose: both recipes set {f.name} differently")
+            merged[f.name] = mine if mine is not None else theirs
+        return Recipe(**merged, nested_ug=self.nested_ug and other.nested_ug, name=f"{self.name}+{other.name}")
+
+    def describe(self) -> str:
+        """A short label naming the parts set."""
+        parts = [n for n in ("cascade", "ug", "dilation", "fusion", "upsamplers") if getattr(self, n) is not None]
+        return "+".join(parts) or "naive"
+
+    # ---- the stage plan ------------------------------------------------------------------------
+    def stages(self, trained: Sequence[int], target: Sequence[int], multiple: int = 1) -> list[Stage]:
+        """The stages from ``trained`` (h₀, w₀) to ``target`` (H, W), in the model's units, sizes multiples of
+        ``multiple``. Raises ``ValueError`` (naming the parameter) before any model call for targets the
+        recipe cannot make."""
+        h0, w0 = trained
+        sizes = stage_sizes(trained, target, multiple) if self.cascade is not None else [check_size(target, multiple)]
+        out = []
+        for index, (h, w) in enumerate(sizes):
+            scale = (h / h0, w / w0)
+            levels = levels_for_scale(self.ug, scale, self.nested_ug) if self.ug is not None and min(scale) >= 1 else []
+            out.append(Stage(index, (h, w), scale, tuple(levels)))
+        return out

@@ -1,0 +1,133 @@
+"""The pure parts of the cascade (stage plan, restart index, φ) and the Recipe."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
+from hiresdiff.methods.self_cascade import CascadeConfig, pivot_noise_vp, resize, restart_index, stage_sizes
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, levels_for_scale
+from hiresdiff.recipe import Recipe
+
+
+@pytest.mark.parametrize("trained,target,multiple,expected", [
+    ((32, 32), (64, 64), 4, [(32, 32), (64, 64)]),                        # 2x
+    ((32, 32), (96, 96), 4, [(32, 32), (64, 64), (96, 96)]),              # 3x: ×2 until the last, target last
+    ((32, 32), (128, 128), 4, [(32, 32), (64, 64), (128, 128)]),          # 4x
+    ((32, 32), (48, 48), 4, [(32, 32), (48, 48)]),                        # 1.5x
+    ((32, 32), (32, 32), 4, [(32, 32)]),                                  # 1x: one stage
+    ((128, 128), (192, 128), 8, [(128, 80), (192, 128)]),                 # non-square: target aspect, fits trained
+    ((64, 64), (256, 128), 8, [(64, 32), (128, 64), (256, 128)]),
+])
+def test_stage_sizes(trained, target, multiple, expected):
+    sizes = stage_sizes(trained, target, multiple)
+    assert sizes == expected
+    assert len(sizes) == 1 + math.ceil(math.log2(max(target[0] / trained[0], target[1] / trained[1])) - 1e-9)
+    assert all(h % multiple == 0 and w % multiple == 0 for h, w in sizes)
+    assert all(h <= trained[0] and w <= trained[1] for h, w in sizes[:1])
+
+
+@pytest.mark.parametrize("target,match", [((16, 16), "smaller than the trained size"), ((66, 64), "height=66"),
+                                          ((64, 0), "width must be a positive int")])
+def test_stage_sizes_rejects_bad_targets(target, match):
+    with pytest.raises(ValueError, match=match):
+        stage_sizes((32, 32), target, 4)
+
+
+def test_restart_index_matches_img2img_and_freescale():
+    assert restart_index(50, 0.7) == 15  # FreeScale's restart_steps = 15 of 50
+    assert restart_index(20, 0.7) == 6 and restart_index(20, 1.0) == 0 and restart_index(10, 0.05) == 10
+    for steps in (1, 7, 30):
+        for strength in (0.3, 0.5, 0.9):
+            assert steps - restart_index(steps, strength) == int(steps * strength)
+
+
+def test_resize_modes_and_videos():
+    x = torch.randn(2, 3, 8, 6)
+    assert torch.equal(resize(x, (16, 12), "nearest"), x.repeat_interleave(2, 2).repeat_interleave(2, 3))
+    assert torch.allclose(resize(x, (16, 12), "bilinear"), F.interpolate(x, (16, 12), mode="bilinear", antialias=True))
+    assert resize(x, (8, 6)) is x
+    video = torch.randn(1, 4, 3, 8, 8)
+    up = resize(video, (16, 16), "bicubic")
+    assert up.shape == (1, 4, 3, 16, 16)
+    for f in range(3):
+        assert torch.allclose(up[:, :, f], resize(video[:, :, f], (16, 16), "bicubic"))
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        resize(x, (16, 12), "lanczos")
+
+
+def test_pivot_noise_closed_form():
+    x0, eps = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4)
+    a = 0.3
+    assert torch.allclose(pivot_noise_vp(x0, eps, a), a ** 0.5 * x0 + (1 - a) ** 0.5 * eps)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(strength=0.0), "strength"), (dict(strength=1.5), "strength"), (dict(upsample="area"), "upsample"),
+    (dict(space="pixel"), "space"), (dict(steps=0), "steps"), (dict(detail_alpha=-1.0), "detail_alpha"),
+    (dict(detail_alpha=float("nan")), "detail_alpha"), (dict(detail_alpha=torch.ones(1, 4, 4)), "detail_alpha"),
+])
+def test_cascade_config_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CascadeConfig(**kwargs)
+
+
+def test_levels_for_scale():
+    ug = UpsampleGuidanceConfig(factor=3, theta=0.7, eta=0.6)
+    assert levels_for_scale(ug, (1, 1)) == []
+    nested = levels_for_scale(ug, (4.0, 4.0))
+    assert [c.factor for c in nested] == [2, 2] and all(c.theta == 0.7 and c.eta == 0.6 for c in nested)
+    assert [c.factor for c in levels_for_scale(ug, (4, 4), nested=False)] == [(4, 4)]
+    assert [c.factor for c in levels_for_scale(ug, (3, 3))] == [(3, 3)]
+    assert [c.factor for c in levels_for_scale(ug, (2, 1))] == [(2, 1)]
+    with pytest.raises(ValueError, match="ug needs integer scales"):
+        levels_for_scale(ug, (1.5, 1.5))
+    video = UpsampleGuidanceConfig(factor=(2, 2, 2))
+    assert [c.factor for c in levels_for_scale(video, (1, 1))] == [(2, 1, 1)]  # temporal only at spatial scale 1
+    assert [c.factor for c in levels_for_scale(video, (4, 4))] == [(2, 4, 4)]
+    assert levels_for_scale(UpsampleGuidanceConfig(factor=(1, 2, 2)), (1, 1)) == []
+
+
+def test_recipe_stages_and_presets():
+    assert Recipe().stages((32, 32), (64, 64), 4) == Recipe.naive().stages((32, 32), (64, 64), 4)
+    one = Recipe.naive().stages((32, 32), (64, 64), 4)
+    assert len(one) == 1 and one[0].size == (64, 64) and one[0].ug_levels == ()
+    ug = Recipe.upsample_guidance().stages((32, 32), (128, 128), 4)
+    assert len(ug) == 1 and [c.factor for c in ug[0].ug_levels] == [2, 2]
+    sc = Recipe.self_cascade().stages((32, 32), (128, 128), 4)
+    assert [s.size for s in sc] == [(32, 32), (64, 64), (128, 128)] and [s.scale for s in sc][0] == (1.0, 1.0)
+    assert not sc[0].is_upscaled and sc[1].is_upscaled
+    fs = Recipe.freescale(ug=UpsampleGuidanceConfig())
+    stages = fs.stages((32, 32), (128, 128), 4)
+    assert stages[0].ug_levels == () and [c.factor for c in stages[2].ug_levels] == [2, 2]
+    assert fs.cascade.space == "rgb" and fs.cascade.detail_alpha == 2.0 and fs.cascade.strength == 0.7
+    assert isinstance(fs.dilation, DilationConfig) and isinstance(fs.fusion, ScaleFusionConfig)
+    ablated = Recipe.freescale(dilation=False, fusion=False, detail_alpha=None, space="latent")
+    assert ablated.dilation is None and ablated.fusion is None and ablated.cascade == CascadeConfig(space="latent")
+    assert Recipe.naive().stages((32, 32), (16, 16), 4)[0].size == (16, 16)  # one stage may be below trained
+
+
+def test_recipe_composition_parses_like_the_presets():
+    composed = Recipe.preset("freescale+ug")
+    assert composed == Recipe.freescale(ug=UpsampleGuidanceConfig())
+    assert composed.name == "freescale+ug"
+    assert Recipe.preset("self-cascade") == Recipe.self_cascade()
+    assert Recipe.preset("ug+self-cascade") == Recipe(cascade=CascadeConfig(), ug=UpsampleGuidanceConfig())
+    with pytest.raises(ValueError, match="method must be one of"):
+        Recipe.preset("freescale+hidiffusion")
+    with pytest.raises(ValueError, match="both recipes set cascade differently"):
+        Recipe.preset("freescale+self-cascade")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(upsamplers="x"), "upsamplers need a cascade"),
+    (dict(cascade=CascadeConfig(), upsamplers="/no/such/folder"), "not a folder"),
+    (dict(cascade="rgb"), "cascade must be a CascadeConfig"),
+])
+def test_recipe_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Recipe(**kwargs)
+    with pytest.raises(ValueError, match="ug needs integer scales"):
+        Recipe.preset("freescale+ug").stages((32, 32), (48, 48), 4)
