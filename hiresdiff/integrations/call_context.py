@@ -13,14 +13,12 @@ again (Upsample Guidance), so that each real call passes through it.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
-from diffusers.hooks import ModelHook
 
-from hiresdiff.integrations.hook_utils import attach, attached, detach
+from hiresdiff.integrations.hook_utils import UNetCallHook, attach, attached, detach
 
 CALL_CONTEXT_HOOK = "hiresdiff_call_context"
 
@@ -41,7 +39,7 @@ class UNetCall:
         return float(self.timestep.max()) / self.num_train_timesteps
 
 
-class CallContextHook(ModelHook):
+class CallContextHook(UNetCallHook):
     """Records a :class:`UNetCall` while the UNet runs; holds the trained latent size and T."""
 
     def __init__(self, trained_size: Sequence[int], num_train_timesteps: int):
@@ -50,12 +48,8 @@ class CallContextHook(ModelHook):
         self.num_train_timesteps = num_train_timesteps
         self.current: Optional[UNetCall] = None
 
-    def initialize_hook(self, module):
-        self.signature = inspect.signature(type(module).forward)
-        return module
-
     def new_forward(self, module, *args, **kwargs):
-        arguments = self.signature.bind(module, *args, **kwargs).arguments
+        arguments = self.arguments(module, args, kwargs)
         sample, timestep = arguments["sample"], arguments["timestep"]
         size = tuple(sample.shape[2:])
         h0, w0 = self.trained_size

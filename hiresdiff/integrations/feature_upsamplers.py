@@ -16,7 +16,6 @@ computed once per stage and never rescaled (the released code rescales them at e
 
 from __future__ import annotations
 
-import inspect
 from typing import Optional, Sequence
 
 import torch
@@ -26,7 +25,7 @@ from diffusers.hooks import ModelHook
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 
-from hiresdiff.integrations.hook_utils import attach, detach
+from hiresdiff.integrations.hook_utils import UNetCallHook, attach, detach
 from hiresdiff.integrations.lowres_call import RESIDUALS
 
 _UNET_HOOK = "hiresdiff_feature_upsamplers"
@@ -137,7 +136,7 @@ class _LevelHook(ModelHook):
         return added if self.is_mid else (added, (*output[1][:-1], added))
 
 
-class _PivotHook(ModelHook):
+class _PivotHook(UNetCallHook):
     """On the UNet: marks which calls get the upsamplers and computes the pivot features at the first such call."""
 
     def __init__(self, state: _State, pivot: torch.Tensor, stage_size: Sequence[int], threshold: float, context):
@@ -145,13 +144,8 @@ class _PivotHook(ModelHook):
         self.state, self.pivot, self.stage_size = state, pivot, tuple(stage_size)
         self.threshold, self.context = threshold, context
 
-    def initialize_hook(self, module):
-        self.signature = inspect.signature(type(module).forward)
-        return module
-
     def new_forward(self, module, *args, **kwargs):
-        arguments = self.signature.bind(module, *args, **kwargs).arguments
-        del arguments["self"]
+        arguments = self.arguments(module, args, kwargs)
         sample, timestep = arguments["sample"], arguments["timestep"]
         if tuple(sample.shape[-2:]) != self.stage_size:
             return self.fn_ref.original_forward(*args, **kwargs)

@@ -9,6 +9,8 @@ Hooks on one module must be detached in the reverse order of attaching (diffuser
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
@@ -41,3 +43,17 @@ def detach(module: torch.nn.Module, name: str) -> None:
         vars(module).pop("forward", None)
     if restore["registry"]:
         del module._diffusers_hook
+
+
+class UNetCallHook(ModelHook):
+    """A hook on a UNet that reads its call's arguments by name (``sample``, ``timestep``, conditioning)."""
+
+    def initialize_hook(self, module):
+        self.signature = inspect.signature(type(module).forward)
+        return module
+
+    def arguments(self, module, args, kwargs) -> dict:
+        """The call's arguments by name, ``self`` left out, defaults not filled in."""
+        arguments = self.signature.bind(module, *args, **kwargs).arguments
+        del arguments["self"]
+        return arguments

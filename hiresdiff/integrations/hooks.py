@@ -25,14 +25,12 @@ For large outputs the VAE decode, not UG, dominates memory: call ``pipe.vae.enab
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-from diffusers.hooks import ModelHook
 
 from hiresdiff.core.resample import axis_factors
-from hiresdiff.integrations.hook_utils import attach, attached, detach
+from hiresdiff.integrations.hook_utils import UNetCallHook, attach, attached, detach
 from hiresdiff.integrations.lowres_call import check_latent_size, check_time_ids, lowres_conditioning
 from hiresdiff.integrations.unet_families import UNetFamily, family_of, find_unet
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction
@@ -49,7 +47,7 @@ def scheduler_schedule(scheduler) -> tuple[torch.Tensor, str]:
     return torch.as_tensor(alphas_cumprod).cpu(), scheduler.config.prediction_type
 
 
-class UpsampleGuidanceHook(ModelHook):
+class UpsampleGuidanceHook(UNetCallHook):
     """Replaces a UNet's forward by eq. 4: its own call plus, where w_t ≠ 0, the trained-resolution call.
 
     Holds only settings: the guidance levels (one, or several nested ones, outermost first), where to find the
@@ -65,13 +63,8 @@ class UpsampleGuidanceHook(ModelHook):
         self.time_ids = time_ids
         self.vae_scale_factor = vae_scale_factor
 
-    def initialize_hook(self, module):
-        self.signature = inspect.signature(type(module).forward)
-        return module
-
     def new_forward(self, module, *args, **kwargs):
-        arguments = self.signature.bind(module, *args, **kwargs).arguments
-        del arguments["self"]
+        arguments = self.arguments(module, args, kwargs)
         sample, timestep = arguments["sample"], arguments["timestep"]
         shape = sample.shape
         for level in self.levels:

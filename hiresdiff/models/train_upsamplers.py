@@ -163,6 +163,6 @@ def run(args) -> None:
         "final_loss_mean_100": sum(losses[-100:]) / len(losses[-100:]), "wall_seconds_this_run": round(time.time() - start),
         "wall_seconds_total": round(torch.load(run_dir / "state.pt", weights_only=False)["wall"]),
         "command": "hiresdiff train-upsamplers " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                           if k not in ("run",) and v is not None),
+                                                           if k not in ("run", "command") and v is not None),
     }, indent=1) + "\n")
     print(f"wrote {out}")
