@@ -74,11 +74,14 @@ class FeatureUpsamplers(ModelMixin, ConfigMixin):
         return [type(unet).__name__, channels + [channels[-1]], unet.time_embedding.linear_2.out_features]
 
     @classmethod
-    def for_unet(cls, unet, hidden_channels: int = 8, threshold: float = 100.0) -> "FeatureUpsamplers":
-        """Zero-initialised upsamplers for ``unet``'s skip-feature levels (down blocks and mid block)."""
+    def for_unet(cls, unet, hidden_channels: int = 8, threshold: float = 100.0, seed: int = 0) -> "FeatureUpsamplers":
+        """Upsamplers for ``unet``'s skip-feature levels (down blocks and mid block), their output convs zero:
+        they add nothing until trained. The other weights are drawn from ``seed`` (the global RNG is untouched)."""
         name, feature_channels, temb_channels = cls.signature_of(unet)
-        return cls(feature_channels=feature_channels, temb_channels=temb_channels, hidden_channels=hidden_channels,
-                   threshold=threshold, unet_signature=[name, feature_channels, temb_channels])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(feature_channels=feature_channels, temb_channels=temb_channels, hidden_channels=hidden_channels,
+                       threshold=threshold, unet_signature=[name, feature_channels, temb_channels])
 
     def check_fits(self, unet) -> None:
         """``ValueError`` if these upsamplers were built for another UNet architecture."""

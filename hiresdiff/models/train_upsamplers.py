@@ -72,7 +72,7 @@ def train_feature_upsamplers(unet, scheduler, images: torch.Tensor, *, steps: in
         raise ValueError(f"images must be finite (N, {unet.config.in_channels}, H, W); got shape {tuple(images.shape)}")
     if (class_labels is None) != (unet.config.num_class_embeds is None):
         raise ValueError("class_labels must be given exactly when the UNet is class-conditional")
-    upsamplers = upsamplers or FeatureUpsamplers.for_unet(unet)
+    upsamplers = upsamplers or FeatureUpsamplers.for_unet(unet, seed=seed)
     upsamplers.check_fits(unet)
     unet.requires_grad_(False)
     upsamplers.train().requires_grad_(True)
@@ -132,6 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="runs/upsamplers", help="resumable state (outside git)")
     p.add_argument("--out", default=None, help="save_pretrained folder (default: hiresdiff/models/emoji32_upsamplers_<res>)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(run=run)
     return p
 
@@ -147,15 +148,17 @@ def run(args) -> None:
     torch.set_num_threads(args.threads)
     if args.resolution not in (64, 128):
         raise ValueError(f"resolution must be 64 or 128; got {args.resolution}")
+    out = Path(args.out or EMBEDDED_MODEL_DIR.parent / f"emoji32_upsamplers_{args.resolution}")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
     unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "ddpm")
     data = emoji.load(args.resolution, "train", args.data)
     run_dir = Path(args.run_dir) / str(args.resolution)
-    upsamplers = FeatureUpsamplers.for_unet(unet, hidden_channels=args.hidden_channels)
+    upsamplers = FeatureUpsamplers.for_unet(unet, hidden_channels=args.hidden_channels, seed=args.seed)
     start = time.time()
     upsamplers, losses = train_feature_upsamplers(
         unet, scheduler, data.images, steps=args.steps, batch_size=args.batch_size, lr=args.lr, strength=args.strength,
         seed=args.seed, class_labels=data.labels, upsamplers=upsamplers, state_path=run_dir / "state.pt")
-    out = Path(args.out or EMBEDDED_MODEL_DIR.parent / f"emoji32_upsamplers_{args.resolution}")
     upsamplers.save_pretrained(out)
     (out / "training.json").write_text(json.dumps({
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "strength": args.strength,
@@ -163,6 +166,6 @@ def run(args) -> None:
         "final_loss_mean_100": sum(losses[-100:]) / len(losses[-100:]), "wall_seconds_this_run": round(time.time() - start),
         "wall_seconds_total": round(torch.load(run_dir / "state.pt", weights_only=False)["wall"]),
         "command": "hiresdiff train-upsamplers " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                           if k not in ("run", "command") and v is not None),
+                                                           if k not in ("run", "command", "force") and v is not None),
     }, indent=1) + "\n")
     print(f"wrote {out}")

@@ -1,0 +1,85 @@
+"""Training Self-Cascade's feature upsamplers: the loss, learning, resuming, the CLI's checks."""
+
+import pytest
+import torch
+
+from hiresdiff.cli import main
+from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers
+from hiresdiff.models.train_upsamplers import prediction_target, train_feature_upsamplers, upsampler_loss
+
+from test_pixel_cascade import attention_pixel_unet, scheduler_for
+
+
+def images(n=4, size=16):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def fixed_batch_loss(unet, scheduler, upsamplers, x):
+    t = torch.tensor([50, 200, 400, 690])
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return upsampler_loss(unet, scheduler, upsamplers, x, t, noise).item()
+
+
+def test_prediction_targets_match_the_closed_forms():
+    x0, eps, a = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.tensor(0.3)
+    assert torch.equal(prediction_target(x0, eps, a, "epsilon"), eps)
+    assert torch.allclose(prediction_target(x0, eps, a, "v_prediction"), a.sqrt() * eps - (1 - a).sqrt() * x0)
+    assert torch.equal(prediction_target(x0, eps, a, "sample"), x0)
+    with pytest.raises(ValueError, match="prediction_type"):
+        prediction_target(x0, eps, a, "flow")
+
+
+def test_zero_upsamplers_give_the_frozen_unets_loss_and_training_lowers_it():
+    unet, scheduler, x = attention_pixel_unet(), scheduler_for("ddpm"), images()
+    zero = FeatureUpsamplers.for_unet(unet)
+    t = torch.tensor([50, 200, 400, 690])
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    with torch.no_grad():
+        plain = unet(a.sqrt() * x + (1 - a).sqrt() * noise, t).sample
+    expected = torch.nn.functional.mse_loss(plain, prediction_target(x, noise, a, "v_prediction")).item()
+    before = fixed_batch_loss(unet, scheduler, zero, x)
+    assert before == pytest.approx(expected, rel=1e-6)
+    unet.requires_grad_(False)  # as in training: the UNet is frozen, gradients reach the upsamplers through it
+    loss = upsampler_loss(unet, scheduler, zero, x, t, noise)  # one gradient step on this fixed batch
+    loss.backward()
+    assert all(p.grad is None for p in unet.parameters())
+    with torch.no_grad():
+        for p in zero.parameters():
+            p -= 1e-3 * p.grad
+    assert fixed_batch_loss(unet, scheduler, zero, x) < before
+    trained, losses = train_feature_upsamplers(unet, scheduler, x, steps=3, batch_size=4, progress=False)
+    assert len(losses) == 3 and not any(p.requires_grad for p in unet.parameters())
+    assert any(p.abs().sum() > 0 for p in (level.proj_out.weight for level in trained.levels))
+
+
+def test_resuming_gives_the_same_weights_as_training_straight_through(tmp_path):
+    unet, scheduler, x = attention_pixel_unet(), scheduler_for("ddpm"), images()
+    straight, losses = train_feature_upsamplers(unet, scheduler, x, steps=4, batch_size=2, lr=1e-3, progress=False)
+    state = tmp_path / "state.pt"
+    train_feature_upsamplers(unet, scheduler, x, steps=2, batch_size=2, lr=1e-3, state_path=state, save_every=1,
+                             progress=False)
+    resumed, resumed_losses = train_feature_upsamplers(unet, scheduler, x, steps=4, batch_size=2, lr=1e-3,
+                                                       state_path=state, progress=False)
+    assert resumed_losses == losses
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(steps=0), "steps"), (dict(strength=0.0), "strength"),
+    (dict(images=torch.full((2, 3, 16, 16), float("nan"))), "images must be finite"),
+    (dict(class_labels=torch.zeros(4, dtype=torch.long)), "class_labels"),
+])
+def test_bad_arguments_fail_before_training(kwargs, match):
+    unet, scheduler = attention_pixel_unet(), scheduler_for("ddpm")
+    args = {**dict(images=images(), steps=2), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        train_feature_upsamplers(unet, scheduler, args.pop("images"), progress=False, **args)
+
+
+def test_cli_refuses_to_replace_shipped_upsamplers(capsys):
+    assert main(["train-upsamplers", "--resolution", "64", "--steps", "1"]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["train-upsamplers", "--resolution", "96"]) == 2
