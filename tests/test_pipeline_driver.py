@@ -147,3 +147,15 @@ def test_rgb_space_needs_a_vae_and_upsamplers_must_fit():
     with pytest.raises(ValueError, match="upsamplers were built for another UNet"):
         hiresdiff.generate(sd, PROMPT, height=32, width=32, steps=2,
                            recipe=Recipe.self_cascade(upsamplers=FeatureUpsamplers.for_unet(pipe.unet)))
+
+
+def test_videos_use_latent_phi_even_when_rgb_is_asked_for():
+    pipe = load("animatediff")
+    decodes = []
+    handle = pipe.vae.decoder.register_forward_pre_hook(lambda m, a: decodes.append(1))
+    try:
+        rgb = run(pipe, Recipe(cascade=CascadeConfig(space="rgb")), output_type="latent")
+    finally:
+        handle.remove()
+    assert decodes == []  # no VAE round trip between stages (and none at the end: latent output)
+    assert torch.equal(rgb, run(pipe, Recipe(cascade=CascadeConfig(space="latent")), output_type="latent"))

@@ -21,6 +21,9 @@ what a cascade needs between the pipeline's own calls:
   a failed or interrupted one, the pipeline is as it was (its scheduler's step state aside, which every
   pipeline call resets).
 
+Videos (AnimateDiff) always use latent-space φ, also under ``space="rgb"``: FreeScale's finding is that
+the RGB round trip's blur helps images but hurts videos.
+
 SDXL micro-conditioning: in a cascade every stage is told ``original_size = target_size`` = the trained
 size (FreeScale's choice: the model is asked for the kind of image it knows, and the cascade makes it
 large), unless the caller passes them; UG's low-resolution calls then keep these ids (they are
@@ -29,6 +32,7 @@ already those of the trained grid). Without a cascade the pipeline's defaults ap
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any, Callable, Optional
 
@@ -36,7 +40,7 @@ import torch
 
 from hiresdiff.integrations.codecs import VaeCodec, upsample_pivot
 from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications
-from hiresdiff.integrations.unet_families import find_unet, size_multiple, trained_size
+from hiresdiff.integrations.unet_families import family_of, find_unet, size_multiple, trained_size
 from hiresdiff.methods.self_cascade import restart_index
 from hiresdiff.recipe import Recipe, Stage
 
@@ -70,6 +74,8 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     """
     recipe = recipe or Recipe()
     unet, _ = find_unet(pipe)
+    if family_of(unet).video and recipe.cascade is not None and recipe.cascade.space == "rgb":
+        recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
     vae = getattr(pipe, "vae", None)
     scale_factor = getattr(pipe, "vae_scale_factor", 1) or 1
     multiple = scale_factor * size_multiple(unet)
