@@ -11,6 +11,8 @@ Public API:
                                                 the composition spine: which parts a run uses (presets
                                                 naive, ug, self-cascade, freescale and their compositions)
     generate                                    any recipe on a diffusers pipeline (SD 1.x/2.x, SDXL, AnimateDiff)
+    sample                                      any recipe on a pixel-space UNet2DModel and its scheduler
+    upscale                                     an existing image through a cascade's later stages (pixel or pipeline)
     FeatureUpsamplers, train_feature_upsamplers Self-Cascade's trainable feature upsamplers
 """
 
@@ -31,6 +33,8 @@ _LAZY = {  # these import diffusers: loaded on first use, so `import hiresdiff` 
     "apply_upsample_guidance": "hiresdiff.integrations.hooks",
     "remove_upsample_guidance": "hiresdiff.integrations.hooks",
     "generate": "hiresdiff.integrations.pipeline_driver",
+    "sample": "hiresdiff.integrations.pixel",
+    "upscale": "hiresdiff.integrations.upscale",
     "FeatureUpsamplers": "hiresdiff.integrations.feature_upsamplers",
     "train_feature_upsamplers": "hiresdiff.models.train_upsamplers",
 }
@@ -53,6 +57,7 @@ __all__ = [
     "UpsampleGuidanceConfig",
     "apply_upsample_guidance",
     "remove_upsample_guidance",
+    "sample",
     "downsample",
     "generate",
     "guided_prediction",
@@ -63,5 +68,6 @@ __all__ = [
     "train_feature_upsamplers",
     "upsample_guidance",
     "upsample_nearest",
+    "upscale",
 ]
 __version__ = "0.1.0"

@@ -1,23 +1,25 @@
-"""One call from a pixel-space model to images above its trained size (the main job of the CLI).
+"""Comparison grids: the same seed through several methods, one column per (size, method).
 
-All columns of a comparison come from one seed's resolution-consistent noise (drawn at the largest
-size and block-averaged down), so row i shows the same sample at every size and method.
+The pixel-space comparison (the CLI's main job on the embedded model) draws one resolution-consistent
+noise at the largest size and block-averages it down, so row i shows the same sample in every column.
+The trained-size sample is made once: every cascade whose first stage is the trained size upscales it
+(``image=``), instead of sampling it again. The pipeline comparison calls
+:func:`hiresdiff.integrations.pipeline_driver.generate` once per method with the same seed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
 from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
-from hiresdiff.integrations.unet_families import trained_size
-from hiresdiff.models import EMBEDDED_MODEL_DIR
+from hiresdiff.integrations.unet_families import size_multiple, trained_size
+from hiresdiff.models import EMBEDDED_MODEL_DIR, EMBEDDED_UPSAMPLERS_DIR
+from hiresdiff.options import COMPARISON_METHODS, MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
 
-METHODS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")
 DEFAULT_STEPS = 20
 DEFAULT_SCHEDULER = "sde-dpm++"
 
@@ -29,57 +31,79 @@ def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tens
     return torch.randint(unet.config.num_class_embeds, (num_images,), generator=torch.Generator().manual_seed(seed))
 
 
-def recipe_for(method: str, theta: float = 1.0, eta: float = 1.0) -> Recipe:
-    """The recipe of a method name (a preset or an ``a+b`` composition) with UG's θ and η where it has UG."""
-    recipe = Recipe.preset(method)
-    if recipe.ug is not None:
-        recipe = dataclasses.replace(recipe, ug=dataclasses.replace(recipe.ug, theta=theta, eta=eta))
-    return recipe
-
-
 def check_scales(scales: Sequence[int]) -> None:
     for s in scales:
         if not isinstance(s, int) or isinstance(s, bool) or s < 2:
             raise ValueError(f"scale must be an int >= 2; got {s!r}")
 
 
-def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[int] = (2, 4),
-               methods: Sequence[str] = ("naive", "ug"), theta: float = 1.0, eta: float = 1.0, seed: int = 0,
-               num_images: int = 4, steps: int = DEFAULT_STEPS, scheduler: str = DEFAULT_SCHEDULER,
-               include_trained: bool = True, progress: bool = True):
-    """Sample the trained size (if ``include_trained``) and every (scale, method) pair from the same noise.
+def column_label(height: int, width: int, method: str, recipe: Recipe) -> str:
+    size = f"{height}²" if height == width else f"{height}x{width}"
+    options = []
+    if recipe.ug is not None:
+        options.append(f"θ={recipe.ug.theta:g}")
+    if recipe.upsamplers is not None:
+        options.append("tuned")
+    return " ".join([size, method, *options])
+
+
+def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[int] = (2,),
+               size: Optional[Sequence[int]] = None, methods: Sequence[str] = COMPARISON_METHODS,
+               options: MethodOptions = MethodOptions(), seed: int = 0, num_images: int = 3,
+               steps: int = DEFAULT_STEPS, scheduler: str = DEFAULT_SCHEDULER, include_trained: bool = True,
+               progress: bool = True, on_column: Optional[Callable[[str, list], None]] = None):
+    """Sample the trained size (if ``include_trained``) and every (size, method) pair from the same noise.
 
     Returns ``(columns, labels)``: ``columns[j]`` is a list of ``num_images`` PIL images.
-    ``model`` is a local ``UNet2DModel`` folder; ``None`` uses the embedded emoji model. A method is a
-    preset name or a composition (``METHODS``, :meth:`hiresdiff.recipe.Recipe.preset`). UG at a power-of-two
-    scale m is ×2 guidance nested log2(m) times (measured on the embedded model in benchmarks/results/ug_4x:
-    FD 0.53 vs 0.62, detail ×real 1.08 vs 1.45 for factor 4 directly, at +11 % time). Cascades start from
-    the trained-size sample of the same seed.
+    ``model`` is a local ``UNet2DModel`` folder; ``None`` uses the embedded emoji model, whose Self-Cascade
+    is the tuned one (its shipped upsamplers) unless ``options.upsamplers == "none"``. Target sizes are
+    ``scales`` × the trained size, or one ``size`` (height, width). ``on_column(label, images)`` is called as
+    each column finishes. Names, options and sizes are checked before the model loads.
     """
-    check_scales(scales)
-    recipes = {m: recipe_for(m, theta, eta) for m in methods}  # validates the names before loading
+    recipes = recipes_for(methods, options, str(EMBEDDED_UPSAMPLERS_DIR) if model is None else None)
+    if size is None:
+        check_scales(scales)
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be a positive int; got {num_images!r}")
     unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler)
     h, w = trained_size(unet)
-    largest = (h * max(scales, default=1), w * max(scales, default=1))
+    sizes = [tuple(size)] if size is not None else [(h * s, w * s) for s in scales]
+    for recipe in recipes.values():  # every size fits every recipe, before any sampling
+        for target in sizes:
+            recipe.stages((h, w), target, size_multiple(unet))
+    largest = (max(s[0] for s in sizes), max(s[1] for s in sizes))
+    noise_size = largest if largest[0] % h == 0 and largest[1] % w == 0 else None
     labels = seeded_class_labels(unet, num_images, seed)
-    runs = [(1, "trained", Recipe.naive())] * include_trained
-    runs += [(s, m + (" θ=%g" % theta if recipes[m].ug is not None else ""), recipes[m]) for s in scales for m in methods]
+    common = dict(num_images=num_images, seed=seed, steps=steps, class_labels=labels, progress=progress)
+    trained = sample(unet, sched, height=h, width=w, noise_size=noise_size, **common)
     columns, names = [], []
-    for scale, label, recipe in runs:
-        images = sample(unet, sched, height=h * scale, width=w * scale, num_images=num_images, seed=seed, steps=steps,
-                        recipe=recipe, class_labels=labels, noise_size=largest, progress=progress)
+
+    def add(label, images):
         columns.append(to_pil(images))
-        names.append(f"{h * scale}² {label}")
+        names.append(label)
+        if on_column is not None:
+            on_column(label, columns[-1])
+
+    if include_trained:
+        add(f"{h}² trained" if h == w else f"{h}x{w} trained", trained)
+    for target in sizes:
+        for method, recipe in recipes.items():
+            first = recipe.stages((h, w), target, size_multiple(unet))[0].size
+            start = dict(image=trained) if recipe.cascade is not None and tuple(first) == (h, w) else dict(noise_size=noise_size)
+            images = sample(unet, sched, height=target[0], width=target[1], recipe=recipe, **start, **common)
+            add(column_label(*target, method, recipe), images)
     return columns, names
 
 
-def generate(model: Union[str, Path, None] = None, *, scale: int = 2, method: str = "ug", theta: float = 1.0,
-             eta: float = 1.0, seed: int = 0, num_images: int = 4, steps: int = DEFAULT_STEPS,
-             scheduler: str = DEFAULT_SCHEDULER, progress: bool = True):
-    """``num_images`` PIL images at ``scale``× the trained size of ``model`` (default: the embedded model)."""
-    columns, _ = comparison(model, scales=(scale,), methods=(method,), theta=theta, eta=eta, seed=seed,
-                            num_images=num_images, steps=steps, scheduler=scheduler, include_trained=False,
-                            progress=progress)
-    return columns[0]
+def pipeline_comparison(pipe, prompt, *, height: int, width: int, recipes: dict, seed: int = 0, steps: int = 30,
+                        num_frames: Optional[int] = None, **pipeline_kwargs):
+    """One column per method on a loaded pipeline, from the same seed: ``(columns, labels)`` of PIL images (a
+    video's frames for video pipelines)."""
+    from hiresdiff.integrations.pipeline_driver import generate
+
+    columns, labels = [], []
+    for method, recipe in recipes.items():
+        columns.append(generate(pipe, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps,
+                                num_frames=num_frames, **pipeline_kwargs))
+        labels.append(column_label(height, width, method, recipe))
+    return columns, labels

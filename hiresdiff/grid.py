@@ -49,13 +49,29 @@ def labelled_grid(columns: Sequence[Sequence[Image.Image]], labels: Sequence[str
 
 
 def save_png(image: Image.Image, path, force: bool = False) -> Path:
-    """Write ``image`` to ``path`` atomically; refuse to replace an existing file unless ``force``."""
+    """Write ``image`` to ``path`` as PNG atomically; refuse to replace an existing file unless ``force``."""
+    return _save_atomically(path, force, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def save_gif(frames: Sequence[Image.Image], path, force: bool = False, fps: float = 8) -> Path:
+    """Write ``frames`` to ``path`` as a looping animated GIF atomically (same rules as :func:`save_png`)."""
+    if not frames:
+        raise ValueError("frames must not be empty")
+    return _save_atomically(path, force, lambda tmp: frames[0].save(
+        tmp, format="GIF", save_all=True, append_images=list(frames[1:]), duration=round(1000 / fps), loop=0))
+
+
+def _save_atomically(path, force: bool, write) -> Path:
+    """``write(tmp)`` next to ``path``, then rename it onto ``path`` (no partial file is ever visible)."""
     path = Path(path)
     check_writable(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

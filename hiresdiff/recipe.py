@@ -155,3 +155,17 @@ class Recipe:
             levels = levels_for_scale(self.ug, scale, self.nested_ug) if self.ug is not None and min(scale) >= 1 else []
             out.append(Stage(index, (h, w), scale, tuple(levels)))
         return out
+
+
+def stages_after(stages: Sequence[Stage], size: Sequence[int]) -> list[Stage]:
+    """The stages after the one of ``size`` (an existing image standing in for that stage's result).
+
+    Raises ``ValueError`` naming the image when ``size`` is not a stage size below the target (a recipe
+    without a cascade has none).
+    """
+    below = [tuple(s.size) for s in stages[:-1]]
+    if tuple(size) not in below:
+        raise ValueError(f"image size {tuple(size)} must be one of the cascade's stage sizes below the target, {below} "
+                         "(in the model's units; a recipe without a cascade has none): resize it to the trained size")
+    return list(stages[below.index(tuple(size)) + 1:])
+

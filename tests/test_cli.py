@@ -17,9 +17,9 @@ def test_generate_writes_a_labelled_grid_and_refuses_to_overwrite(tiny_pixel_mod
     args = ["generate", "--model", str(tiny_pixel_model_dir), "--steps", "2", "--num-images", "2", "--out", str(out)]
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr
-    # columns: 8² trained, 16² naive, 16² UG, 32² naive, 32² UG; cells of max(32, 96) px
+    # columns: 8² trained, then 16²: naive, UG, Self-Cascade, FreeScale, Self-Cascade+UG; cells of max(16, 96) px
     width, height = Image.open(out).size
-    assert width == 5 * 96 and 2 * 96 + 14 < height < 2 * 96 + 60
+    assert width == 6 * 96 and 2 * 96 + 14 < height < 2 * 96 + 60
     before = out.read_bytes()
     refused = run_cli(*args)
     assert refused.returncode != 0 and "--force" in refused.stderr and out.read_bytes() == before
@@ -60,7 +60,7 @@ def test_generate_with_a_prompt_runs_a_pipeline_folder(tmp_path):
                    "--steps", "2", "--eta", "0.6", "--out", str(out))
     assert done.returncode == 0, done.stderr
     width, height = Image.open(out).size
-    assert width == 2 * 96 and height > 96  # naive and UG columns, one image each
+    assert width == 5 * 96 and height > 96  # the five default methods, one image each
     video = run_cli("generate", "--model", str(saved("animatediff")), "--prompt", "a cat", "--height", "32", "--width", "32",
                     "--num-frames", "4", "--factor", "2,1,1", "--method", "ug", "--steps", "2", "--out", str(tmp_path / "v.png"))
     assert video.returncode == 0, video.stderr
@@ -78,3 +78,85 @@ def test_generate_with_a_prompt_rejects_a_transformer_pipeline(tmp_path):
     done = run_cli("generate", "--model", str(saved("dit")), "--prompt", "a cat", "--height", "32", "--width", "32",
                    "--method", "ug", "--out", str(tmp_path / "x.png"))
     assert done.returncode == 2 and "UNet" in done.stderr and "Traceback" not in done.stderr
+
+
+ALL_METHODS = "naive,ug,self-cascade,freescale,freescale+ug,self-cascade+ug"
+
+
+def test_a_comma_list_on_the_embedded_model_makes_one_column_per_method(tmp_path):
+    out = tmp_path / "grid.png"
+    done = run_cli("generate", "--method", "naive,self-cascade", "--strength", "0.6", "--steps", "2", "--num-images", "1",
+                   "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "self-cascade tuned" in done.stdout and Image.open(out).size[0] == 3 * 96
+    wide = run_cli("generate", "--method", "naive,ug", "--height", "64", "--width", "96", "--steps", "2",
+                   "--num-images", "1", "--out", str(tmp_path / "wide.png"))
+    assert wide.returncode == 0, wide.stderr
+    assert "64x96 ug" in wide.stdout
+
+
+@pytest.mark.parametrize("kind", ["sd15", "animatediff"])
+def test_every_method_runs_on_a_pipeline_folder(kind, tmp_path):
+    from tiny_pipelines import saved
+
+    out = tmp_path / "grid.png"
+    frames = ["--num-frames", "2"] if kind == "animatediff" else []
+    done = run_cli("generate", "--model", str(saved(kind)), "--prompt", "a cat", "--height", "32", "--width", "32",
+                   "--method", ALL_METHODS, "--steps", "2", *frames, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).size[0] == 6 * 96
+    if frames:
+        gif = Image.open(out.with_suffix(".gif"))
+        assert gif.n_frames == 2 and gif.size[0] == 6 * 96
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "naive", "--strength", "0.5"], "--strength applies to"),
+    (["--method", "naive,ug", "--alpha", "2"], "--alpha applies to"),
+    (["--method", "naive,wrong"], "'wrong'"),
+    (["--height", "64"], "--height and --width go together"),
+    (["--num-frames", "4"], "--num-frames"),
+    (["--method", "self-cascade", "--upsamplers", "/no/such/folder"], "upsamplers path"),
+])
+def test_bad_options_and_combinations_fail_in_one_line_before_loading(tmp_path, args, message):
+    done = run_cli("generate", "--model", str(tmp_path / "not-a-model"), "--out", str(tmp_path / "x.png"), *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_upscale_writes_the_image_and_a_comparison_and_never_overwrites(tmp_path):
+    from hiresdiff.data import emoji
+
+    source = tmp_path / "smile.png"
+    Image.fromarray(((emoji.load(32, "test").images[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(source)
+    done = run_cli("upscale", str(source), "--steps", "2", "--compare", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "class " in done.stdout and Image.open(tmp_path / "smile-x2.png").size == (64, 64)
+    assert Image.open(tmp_path / "smile-x2-compare.png").size[0] == 2 * 96
+    before = (tmp_path / "smile-x2.png").read_bytes()
+    again = run_cli("upscale", str(source), "--steps", "2", "--class", "3", cwd=tmp_path)
+    assert again.returncode == 2 and "--force" in again.stderr and (tmp_path / "smile-x2.png").read_bytes() == before
+    forced = run_cli("upscale", str(source), "--steps", "2", "--class", "3", "--method", "freescale", "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    Image.open(source).resize((40, 40)).save(tmp_path / "odd.png")
+    odd = run_cli("upscale", str(tmp_path / "odd.png"), cwd=tmp_path)
+    assert odd.returncode == 2 and "image size" in odd.stderr and not (tmp_path / "odd-x2.png").exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_upscale_with_a_pipeline_folder(tmp_path):
+    from tiny_pipelines import saved
+
+    source = tmp_path / "in.png"
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(source)
+    done = run_cli("upscale", str(source), "--model", str(saved("sd15")), "--prompt", "a cat", "--steps", "2",
+                   "--method", "freescale+ug", "--out", str(tmp_path / "out.png"))
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "out.png").size == (32, 32)
+
+
+def test_python_m_hiresdiff_is_the_cli():
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "hiresdiff", "generate", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--method" in done.stdout

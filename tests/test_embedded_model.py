@@ -3,13 +3,15 @@
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from hiresdiff.comparison import generate, recipe_for
+from hiresdiff.comparison import comparison
 from hiresdiff.integrations.pixel import load_pixel_model, sample
-from hiresdiff.models import EMBEDDED_MODEL_DIR
+from hiresdiff.models import EMBEDDED_MODEL_DIR, EMBEDDED_UPSAMPLERS_DIR
+from hiresdiff.options import MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
 
 
@@ -34,21 +36,30 @@ def test_shipped_model_samples_finite_images_of_the_right_size(size, recipe):
 
 
 def test_main_job_nests_x2_guidance_for_powers_of_two():
-    def levels(scale, theta=1.0, eta=1.0):
-        stage = recipe_for("ug", theta, eta).stages((32, 32), (32 * scale, 32 * scale), 4)[-1]
+    def levels(scale, theta=None, eta=None):
+        recipe = recipes_for(["ug"], MethodOptions(theta=theta, eta=eta))["ug"]
+        stage = recipe.stages((32, 32), (32 * scale, 32 * scale), 4)[-1]
         return [(c.factor, c.theta, c.eta) for c in stage.ug_levels]
 
     assert levels(4, 1.5, 0.6) == [(2, 1.5, 0.6), (2, 1.5, 0.6)]
     assert levels(2) == [(2, 1.0, 1.0)] and [f for f, _, _ in levels(8)] == [2, 2, 2]
     assert levels(3) == [((3, 3), 1.0, 1.0)]
-    assert recipe_for("freescale+ug", 0.5).ug.theta == 0.5 and recipe_for("freescale").ug is None
 
 
-def test_python_api_returns_pil_images_matching_the_grid_column():
-    images = generate(scale=2, method="ug", num_images=2, steps=2, progress=False)
-    assert len(images) == 2 and images[0].size == (64, 64)
-    again = generate(scale=2, method="ug", num_images=2, steps=2, progress=False)
-    assert images[1].tobytes() == again[1].tobytes()
+def test_comparison_columns_are_paired_and_cascades_upscale_the_trained_column():
+    unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "sde-dpm++")
+    columns, labels = comparison(methods=["naive", "self-cascade"], num_images=2, steps=3, progress=False)
+    assert labels == ["32² trained", "64² naive", "64² self-cascade tuned"]
+    assert [c[0].size for c in columns] == [(32, 32), (64, 64), (64, 64)]
+    trained = torch.tensor(np.stack([np.asarray(im) for im in columns[0]])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    recipe = recipes_for(["self-cascade"], default_upsamplers=str(EMBEDDED_UPSAMPLERS_DIR))["self-cascade"]
+    labels_ = torch.randint(9, (2,), generator=torch.Generator().manual_seed(0))
+    again = sample(unet, scheduler, height=64, width=64, steps=3, recipe=recipe, class_labels=labels_, progress=False,
+                   image=trained)  # the cascade column is the trained column upscaled (up to 8-bit rounding)
+    got = torch.tensor(np.asarray(columns[2][1])).permute(2, 0, 1).float() / 127.5 - 1
+    assert (got - again[1]).abs().mean() < 0.02
+    rerun, _ = comparison(methods=["naive", "self-cascade"], num_images=2, steps=3, progress=False)
+    assert all(a.tobytes() == b.tobytes() for x, y in zip(columns, rerun) for a, b in zip(x, y))
 
 
 def test_main_job_without_arguments_writes_the_grid(tmp_path):
@@ -58,4 +69,4 @@ def test_main_job_without_arguments_writes_the_grid(tmp_path):
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     width, height = Image.open(tmp_path / "hiresdiff-grid.png").size
-    assert width == 5 * 128 and 128 < height < 128 + 60  # 32², 64² naive/UG, 128² naive/UG; one row
+    assert width == 6 * 96 and 96 < height < 96 + 60  # 32² trained, then 64²: naive, UG, Self-Cascade, FreeScale, SC+UG

@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from hiresdiff.grid import label_font, labelled_grid, save_png, wrap
+from hiresdiff.grid import label_font, labelled_grid, save_gif, save_png, wrap
 
 
 def test_wrap_fits_width_and_keeps_words():
@@ -30,6 +30,24 @@ def test_save_png_is_atomic_and_refuses_to_overwrite(tmp_path):
     save_png(Image.new("RGB", (2, 2), "blue"), path, force=True)
     assert Image.open(path).getpixel((0, 0)) == (0, 0, 255)
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]
+
+
+def test_save_gif_writes_every_frame_atomically_and_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "v.gif"
+    frames = [Image.new("RGB", (4, 4), c) for c in ("red", "lime", "blue")]
+    save_gif(frames, path, fps=10)
+    gif = Image.open(path)
+    assert gif.n_frames == 3 and gif.info["duration"] == 100 and gif.info["loop"] == 0
+    gif.seek(1)
+    assert gif.convert("RGB").getpixel((0, 0)) == (0, 255, 0)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        save_gif(frames, path)
+    with pytest.raises(Exception):
+        save_gif([object()], path, force=True)  # the write fails half-way: the old file stays whole
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["v.gif"]
+    with pytest.raises(ValueError, match="frames"):
+        save_gif([], tmp_path / "empty.gif")
 
 
 def test_label_font_has_the_symbols_we_print():

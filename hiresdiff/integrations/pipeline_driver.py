@@ -42,12 +42,13 @@ from hiresdiff.integrations.codecs import VaeCodec, upsample_pivot
 from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications
 from hiresdiff.integrations.unet_families import family_of, find_unet, size_multiple, trained_size
 from hiresdiff.methods.self_cascade import restart_index
-from hiresdiff.recipe import Recipe, Stage
+from hiresdiff.recipe import Recipe, Stage, stages_after
 
 
 def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Recipe] = None, seed: int = 0,
              steps: int = 30, num_frames: Optional[int] = None, vae_tiling: Optional[bool] = None,
-             on_stage: Optional[Callable[[Stage, Any], None]] = None, **pipeline_kwargs):
+             on_stage: Optional[Callable[[Stage, Any], None]] = None, image: Optional[torch.Tensor] = None,
+             **pipeline_kwargs):
     """Generate ``height``×``width`` pixels with ``pipe`` (SD 1.x/2.x, SDXL, AnimateDiff) and ``recipe``.
 
     Args:
@@ -62,6 +63,8 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         num_frames: frames of a video pipeline (AnimateDiff).
         vae_tiling: tile the VAE in the RGB cascade's φ: ``None`` above 2048² pixels.
         on_stage: called as ``on_stage(stage, latents)`` when a stage other than the last finishes.
+        image: upscale this image (1, 3, h, w) in [-1, 1] instead of generating one: encoded by the VAE, it
+            stands in for the result of the cascade's stage of its size, and only the later stages run.
 
     Returns:
         The last stage's output: a list of PIL images, or for a video pipeline the frames of the first video
@@ -112,8 +115,10 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     codec = VaeCodec(vae, scale_factor, vae_tiling) if vae is not None else None
 
     latents = None
+    if image is not None:
+        latents, stages = _encoded_image(image, unet, codec, stages, scale_factor)
     for stage in stages:
-        last = stage.index == len(stages) - 1
+        last = stage is stages[-1]
         call = dict(common, height=stage.size[0] * scale_factor, width=stage.size[1] * scale_factor,
                     output_type=output_type if last else "latent")
         if user_callback is not None:
@@ -130,6 +135,21 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
             if on_stage is not None:
                 on_stage(stage, latents)
     return result[0] if hasattr(output, "frames") else result
+
+
+def _encoded_image(image: torch.Tensor, unet, codec, stages: list, scale_factor: int):
+    """The VAE latents of a user's ``image`` and the stages after the one they stand in for."""
+    if family_of(unet).video:
+        raise ValueError("image: upscaling takes images; video pipelines (AnimateDiff) are not supported")
+    if codec is None:
+        raise ValueError("image: upscaling with a pipeline needs its VAE")
+    if image.ndim != 4 or image.shape[:2] != (1, 3) or not torch.isfinite(image).all():
+        raise ValueError(f"image must be one finite (1, 3, H, W) tensor in [-1, 1]; got shape {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    if h % scale_factor or w % scale_factor:
+        raise ValueError(f"image size {h}x{w} must be a multiple of the VAE factor {scale_factor}")
+    later = stages_after(stages, (h // scale_factor, w // scale_factor))
+    return codec.encode(image.clamp(-1, 1).to(device=unet.device, dtype=unet.dtype)), later
 
 
 def _restarted_call(pipe, recipe: Recipe, stage: Stage, previous: torch.Tensor, codec, call: dict, seed: int,

@@ -44,6 +44,21 @@ def configure_vae_tiling(pipe, height: int, width: int, vae_tiling: Optional[boo
                       "pass vae_tiling=True (pipe.vae.enable_tiling()) if it runs out", stacklevel=3)
 
 
+def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
+                  needs_unet: bool = True, progress: bool = True):
+    """``DiffusionPipeline.from_pretrained(model)`` on ``device`` (default :func:`pick_device`) in ``dtype``
+    (default :func:`pick_dtype`). With ``needs_unet`` a pipeline without a supported UNet is refused
+    (``ValueError``) from its ``model_index.json``, before any weights load."""
+    from diffusers import DiffusionPipeline
+
+    if needs_unet:
+        check_model_index(DiffusionPipeline.load_config(model))
+    device = device or pick_device()
+    pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or pick_dtype(device)).to(device)
+    pipe.set_progress_bar_config(disable=not progress)
+    return pipe
+
+
 def generate_from_folder(model: str, prompt: str, height: int, width: int, *, recipe: Optional[Recipe] = None,
                          steps: int = 30, seed: int = 0, guidance_scale: float = 7.5, device: Optional[str] = None,
                          dtype: Optional[torch.dtype] = None, num_frames: Optional[int] = None,
@@ -52,7 +67,7 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
     """Generate with the pipeline at ``model`` at ``height``×``width``; return PIL images (or a video's frames).
 
     Args:
-        model: a diffusers pipeline folder or hub id (``DiffusionPipeline.from_pretrained``).
+        model: a diffusers pipeline folder or hub id (:func:`load_pipeline`).
         recipe: the method (:class:`~hiresdiff.recipe.Recipe`), or ``None`` for plain sampling at that size.
         steps, seed, guidance_scale, negative_prompt: the pipeline's own arguments; the seed drives a CPU
             generator, so a seed gives the same noise on every device.
@@ -65,13 +80,7 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
         ValueError: before any weights load when a recipe is asked for a pipeline without a supported UNet;
             before sampling for sizes the recipe cannot make (see :func:`~hiresdiff.integrations.pipeline_driver.generate`).
     """
-    from diffusers import DiffusionPipeline
-
-    if recipe is not None:
-        check_model_index(DiffusionPipeline.load_config(model))
-    device = device or pick_device()
-    pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or pick_dtype(device)).to(device)
-    pipe.set_progress_bar_config(disable=not progress)
+    pipe = load_pipeline(model, device=device, dtype=dtype, needs_unet=recipe is not None, progress=progress)
     configure_vae_tiling(pipe, height, width, vae_tiling)
     kwargs = dict(guidance_scale=guidance_scale)
     if negative_prompt is not None:

@@ -24,7 +24,7 @@ from hiresdiff.integrations.codecs import PixelCodec, upsample_pivot
 from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications
 from hiresdiff.integrations.unet_families import size_multiple, trained_size
 from hiresdiff.methods.self_cascade import restart_index
-from hiresdiff.recipe import Recipe
+from hiresdiff.recipe import Recipe, stages_after
 
 
 def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim"):
@@ -91,7 +91,7 @@ def check_sample_args(unet, steps: int, class_labels: Optional[torch.Tensor], no
 def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, seed: int = 0, steps: int = 25,
            class_labels: Optional[torch.Tensor] = None, recipe: Optional[Recipe] = None, return_stages: bool = False,
            noise: Optional[torch.Tensor] = None, noise_size: Optional[Sequence[int]] = None,
-           progress: bool = True) -> Union[torch.Tensor, list[torch.Tensor]]:
+           image: Optional[torch.Tensor] = None, progress: bool = True) -> Union[torch.Tensor, list[torch.Tensor]]:
     """Sample ``num_images`` images of ``height``×``width`` in [-1, 1] with ``recipe`` (``None``: plain sampling).
 
     The recipe's stages run one after the other (:meth:`hiresdiff.recipe.Recipe.stages`): the first is plain
@@ -106,15 +106,24 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
     that take ``variance_noise``) at a larger size and reduces it (:func:`initial_noise`), so that samples
     of one seed at different sizes are paired. Later stages draw ε and their step noise from the same
     seeded generator, at their own size. ``class_labels`` (B,) for class-conditional UNets.
+
+    ``image`` (B, C, h, w) in [-1, 1] upscales an existing image: it stands in for the result of the stage
+    of size (h, w) (the first stage when it has the trained size), and only the stages after it run;
+    ``return_stages`` then starts with ``image``.
     """
     recipe = recipe or Recipe()
     stages = recipe.stages(trained_size(unet), (height, width), size_multiple(unet))
+    results: list[torch.Tensor] = []
+    if image is not None:
+        if image.ndim != 4 or image.shape[1] != unet.config.in_channels or not torch.isfinite(image).all():
+            raise ValueError(f"image must be a finite (B, {unet.config.in_channels}, H, W) tensor in [-1, 1]; "
+                             f"got shape {tuple(image.shape)}")
+        results, stages, noise = [image.to(unet.dtype).clamp(-1, 1)], stages_after(stages, image.shape[-2:]), None
     check_sample_args(unet, steps, class_labels, noise, (num_images, unet.config.in_channels, *stages[0].size))
     upsamplers = load_upsamplers(recipe.upsamplers, unet) if recipe.upsamplers is not None else None
-    if noise is None:
+    if noise is None and not results:
         noise = initial_noise(num_images, unet.config.in_channels, *stages[0].size, seed, noise_size)
     generator = torch.Generator().manual_seed(seed + 1)
-    results: list[torch.Tensor] = []
     for stage in stages:
         if stage.index == 0:
             x, start, stage_steps, pivot = noise.to(unet.dtype), 0, steps, None
@@ -127,7 +136,7 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
             detail = stage_detail(recipe.cascade, results[-1], stage.size, scheduler) if pivot is not None else None
             x = denoise(unet, scheduler, x, stage_steps, start, pivot=pivot, detail=detail, class_labels=class_labels,
                         generator=generator, noise_size=noise_size if stage.index == 0 else None,
-                        desc=f"stage {stage.index + 1}/{len(stages)} {stage.size[0]}x{stage.size[1]}", progress=progress)
+                        desc=f"stage {stage.index + 1}/{stages[-1].index + 1} {stage.size[0]}x{stage.size[1]}", progress=progress)
         results.append(x.clamp(-1, 1))
     return results if return_stages else results[-1]
 

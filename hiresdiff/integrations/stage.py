@@ -34,6 +34,8 @@ def load_upsamplers(upsamplers, unet) -> FeatureUpsamplers:
     if not isinstance(upsamplers, FeatureUpsamplers):
         raise ValueError(f"upsamplers must be FeatureUpsamplers or a folder they were saved to; got {type(upsamplers).__name__}")
     upsamplers.check_fits(unet)
+    if (upsamplers.device, upsamplers.dtype) == (unet.device, unet.dtype):
+        return upsamplers
     return upsamplers.to(device=unet.device, dtype=unet.dtype)
 
 

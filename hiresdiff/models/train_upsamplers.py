@@ -34,20 +34,28 @@ def prediction_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Te
     raise ValueError(f"prediction_type must be epsilon, v_prediction or sample; got {prediction_type!r}")
 
 
-def upsampler_loss(unet, scheduler, upsamplers: FeatureUpsamplers, images: torch.Tensor, t: torch.Tensor,
-                   noise: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Eq. 12 for one batch: the frozen UNet with ``upsamplers`` fed by the block-averaged pivots of ``images``."""
-    h0 = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]
-    pivot = downsample(images, images.shape[-1] // h0)
+def diffusion_loss(unet, scheduler, images: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                   class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """‖target − f(x_t, t)‖² for x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε, in the model's prediction type (mean over the batch)."""
     alpha_bar = scheduler.alphas_cumprod.to(images)[t].view(-1, 1, 1, 1)
     x_t = alpha_bar.sqrt() * images + (1 - alpha_bar).sqrt() * noise
     target = prediction_target(images, noise, alpha_bar, scheduler.config.prediction_type)
+    # fp32: bf16 autocast made this UNet's 64² forward 70x slower on this CPU (measured)
+    pred = unet(x_t, t, class_labels=class_labels).sample
+    return torch.nn.functional.mse_loss(pred.float(), target)
+
+
+def upsampler_loss(unet, scheduler, upsamplers: FeatureUpsamplers, images: torch.Tensor, t: torch.Tensor,
+                   noise: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Eq. 12 for one batch: :func:`diffusion_loss` of the frozen UNet with ``upsamplers`` fed by the
+    block-averaged pivots of ``images``."""
+    h0 = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]
+    pivot = downsample(images, images.shape[-1] // h0)
     attach_feature_upsamplers(unet, upsamplers, pivot, stage_size=images.shape[-2:])
-    try:  # fp32: bf16 autocast made this UNet's 64² forward 70x slower on this CPU (measured)
-        pred = unet(x_t, t, class_labels=class_labels).sample
+    try:
+        return diffusion_loss(unet, scheduler, images, t, noise, class_labels)
     finally:
         detach_feature_upsamplers(unet)
-    return torch.nn.functional.mse_loss(pred.float(), target)
 
 
 def train_feature_upsamplers(unet, scheduler, images: torch.Tensor, *, steps: int, batch_size: int = 16,

@@ -1,0 +1,38 @@
+"""The ``hiresdiff`` command line, a thin layer over the Python API.
+
+``generate`` (the main job) and ``upscale`` are in :mod:`hiresdiff.cli.generate`; ``data``, ``train``,
+``train-upsamplers`` and ``bench`` in :mod:`hiresdiff.cli.tools`. Every bad option gets a one-line error
+and exit status 2, before any model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hiresdiff.cli import generate, tools
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hiresdiff", description="Generate above the trained resolution of diffusion models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    generate.add_generate_parser(sub)
+    generate.add_upscale_parser(sub)
+    tools.add_data_parser(sub)
+    tools.add_train_parser(sub)
+    tools.add_train_upsamplers_parser(sub)
+    tools.add_bench_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"hiresdiff: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hiresdiff: interrupted", file=sys.stderr)
+        return 130
+    return 0

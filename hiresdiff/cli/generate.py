@@ -1,0 +1,217 @@
+"""``hiresdiff generate`` (a labelled comparison grid of methods) and ``hiresdiff upscale IMAGE``.
+
+Without ``--model`` both run the embedded 32² emoji model; with ``--model PATH_OR_ID`` a local
+``UNet2DModel`` folder or (with ``--prompt``) any diffusers SD 1.x/2.x, SDXL or AnimateDiff pipeline.
+Methods are presets or ``a+b`` compositions, comma-separated for a grid (:mod:`hiresdiff.options`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from hiresdiff.comparison import DEFAULT_SCHEDULER, DEFAULT_STEPS
+from hiresdiff.integrations.schedulers import SCHEDULERS
+from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, recipes_for
+from hiresdiff.recipe import PRESETS
+
+DEFAULT_OUT = "hiresdiff-grid.png"
+DEFAULT_SCALE = 2
+DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+
+def parse_factor(text: str):
+    """'2' → 2, '2,1,1' → (2, 1, 1)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"factor must be an int or comma-separated ints; got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def add_method_options(p: argparse.ArgumentParser, default_methods) -> None:
+    """--method and the options of the methods' parts, shared by generate and upscale."""
+    p.add_argument("--method", nargs="+", default=default_methods,
+                   help=f"comma-separated methods: {', '.join(PRESETS)} or 'a+b' compositions "
+                   f"(default: {','.join(default_methods)})")
+    p.add_argument("--theta", type=float, default=None, help="UG guidance scale θ (default 1.0)")
+    p.add_argument("--eta", type=float, default=None, help="UG is on for t >= (1-η)T (default 1.0: every step)")
+    p.add_argument("--strength", type=float, default=None, help="cascades: fraction of the schedule re-noised (default 0.7)")
+    p.add_argument("--alpha", type=float, default=None, help="cascades: FreeScale's detail control α (default 2 for freescale)")
+    p.add_argument("--upsamplers", default=None, help="cascades: feature upsamplers folder for Self-Cascade "
+                   "(default on the embedded model: the shipped ones; 'none': tuning-free)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default {DEFAULT_STEPS}; pipelines 30)")
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
+                   help=f"sampler (default {DEFAULT_SCHEDULER} for pixel models, the pipeline's own otherwise)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    pipe = p.add_argument_group("diffusers pipelines (SD 1.x/2.x, SDXL, AnimateDiff): --model with --prompt")
+    pipe.add_argument("--prompt", default=None, help="run the --model pipeline on this prompt")
+    pipe.add_argument("--negative-prompt", default=None)
+    pipe.add_argument("--guidance-scale", type=float, default=7.5)
+    pipe.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    pipe.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on cuda, fp32 elsewhere")
+
+
+def method_options(args) -> MethodOptions:
+    return MethodOptions(theta=args.theta, eta=args.eta, strength=args.strength, alpha=args.alpha,
+                         upsamplers=args.upsamplers)
+
+
+def add_generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="sample above the trained resolution with several methods; write one labelled grid")
+    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded 32² emoji model), "
+                   "or with --prompt a diffusers pipeline folder or hub id")
+    add_method_options(p, list(COMPARISON_METHODS))
+    p.add_argument("--scale", type=int, nargs="+", default=[DEFAULT_SCALE],
+                   help=f"pixel models: target sizes as multiples of the trained size (default {DEFAULT_SCALE})")
+    p.add_argument("--height", type=int, default=None, help="target height in pixels (with --width; pipelines need it)")
+    p.add_argument("--width", type=int, default=None, help="target width in pixels")
+    p.add_argument("--num-images", type=int, default=3, help="pixel models: rows of the grid (default 3)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"PNG grid to write (default {DEFAULT_OUT}); videos also get OUT.gif")
+    video = p.add_argument_group("video pipelines (AnimateDiff)")
+    video.add_argument("--num-frames", type=int, default=None, help="frames to generate")
+    video.add_argument("--factor", type=parse_factor, default=None,
+                       help="UG frame factor as F,1,1 (more frames than trained); spatial factors follow from the size")
+    video.add_argument("--fps", type=float, default=8, help="frames per second of the GIF")
+    p.set_defaults(run=run_generate)
+
+
+def check_size_args(args) -> None:
+    if (args.height is None) != (args.width is None):
+        raise ValueError("--height and --width go together")
+    if args.prompt is not None and args.height is None:
+        raise ValueError("--prompt needs --height and --width (the output size in pixels) and --model")
+    if args.prompt is not None and args.model is None:
+        raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
+    if args.prompt is None and (args.num_frames is not None or args.factor is not None):
+        raise ValueError("--num-frames and --factor need a video pipeline: --model with --prompt")
+
+
+def run_generate(args) -> None:
+    from hiresdiff.grid import check_writable, labelled_grid, save_gif, save_png
+
+    check_size_args(args)
+    methods = parse_methods(args.method)
+    options = method_options(args)
+    out = Path(args.out)
+    gif = out.with_suffix(".gif") if args.num_frames is not None else None
+    for path in filter(None, (out, gif)):
+        check_writable(path, args.force)
+    if args.prompt is not None:
+        columns, labels = pipeline_columns(args, methods, options)
+    else:
+        from hiresdiff.comparison import comparison
+
+        size = (args.height, args.width) if args.height is not None else None
+        columns, labels = comparison(args.model, scales=args.scale, size=size, methods=methods, options=options,
+                                     seed=args.seed, num_images=args.num_images, steps=args.steps or DEFAULT_STEPS,
+                                     scheduler=args.scheduler or DEFAULT_SCHEDULER)
+    cell = max(96, min(512, max(image.width for image in columns[-1])))
+    save_png(labelled_grid(columns, labels, cell), out, force=args.force)
+    if gif is not None:  # frame k: the methods side by side
+        frames = [labelled_grid([[column[k]] for column in columns], labels, cell) for k in range(len(columns[0]))]
+        save_gif(frames, gif, force=args.force, fps=args.fps)
+    written = ", ".join(str(p) for p in filter(None, (out, gif)))
+    print(f"wrote {written}  (columns: {', '.join(labels)}; seed {args.seed})")
+
+
+def pipeline_columns(args, methods, options):
+    """Load the --model pipeline once and run every method on the prompt."""
+    from hiresdiff.comparison import pipeline_comparison
+    from hiresdiff.integrations.pipeline_loading import configure_vae_tiling
+
+    recipes = recipes_for(methods, options)
+    if args.factor is not None:  # a frame factor for video pipelines: temporal UG
+        recipes = {m: r if r.ug is None else dataclasses.replace(r, ug=dataclasses.replace(r.ug, factor=args.factor))
+                   for m, r in recipes.items()}
+    pipe, kwargs = load_cli_pipeline(args, needs_unet=any(r.describe() != "naive" for r in recipes.values()))
+    configure_vae_tiling(pipe, args.height, args.width, None)
+    return pipeline_comparison(pipe, args.prompt, height=args.height, width=args.width, recipes=recipes, seed=args.seed,
+                               steps=args.steps or 30, num_frames=args.num_frames, **kwargs)
+
+
+def load_cli_pipeline(args, needs_unet: bool):
+    """The --model pipeline on --device in --dtype with --scheduler, and its call's keyword arguments."""
+    import torch
+
+    from hiresdiff.integrations.pipeline_loading import load_pipeline
+    from hiresdiff.integrations.schedulers import make_scheduler
+
+    if args.model is None:
+        raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
+    dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
+    pipe = load_pipeline(args.model, device=args.device, dtype=dtype, needs_unet=needs_unet)
+    if args.scheduler is not None:
+        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    kwargs = dict(guidance_scale=args.guidance_scale)
+    if args.negative_prompt is not None:
+        kwargs["negative_prompt"] = args.negative_prompt
+    return pipe, kwargs
+
+
+def add_upscale_parser(sub) -> None:
+    p = sub.add_parser("upscale", help="upscale an existing image: it is the first stage of a cascade")
+    p.add_argument("image", help="the image file (for the embedded model: 32x32, e.g. an emoji)")
+    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded model) or, "
+                   "with --prompt, a diffusers SD 1.x/2.x or SDXL pipeline folder or hub id")
+    add_method_options(p, ["self-cascade"])
+    p.add_argument("--scale", type=float, default=2, help="output size / image size (default 2)")
+    p.add_argument("--class", dest="class_label", type=int, default=None,
+                   help="class-conditional models: the image's class (default: the class the model finds most likely)")
+    p.add_argument("--out", default=None, help="PNG to write (default: IMAGE-x<scale>.png in the current folder)")
+    p.add_argument("--compare", action="store_true", help="also write OUT-compare.png: the image enlarged beside the result")
+    p.set_defaults(run=run_upscale)
+
+
+def run_upscale(args) -> None:
+    import torch
+    from PIL import Image
+
+    from hiresdiff.grid import check_writable, labelled_grid, save_png
+    from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
+
+    methods = parse_methods(args.method)
+    if len(methods) != 1:
+        raise ValueError(f"--method: upscale takes one method; got {', '.join(methods)}")
+    source = Path(args.image)
+    if not source.is_file():
+        raise FileNotFoundError(f"image {str(source)!r} does not exist")
+    image = Image.open(source).convert("RGB")
+    target_size(image.height, image.width, args.scale)  # a bad --scale fails before loading
+    out = Path(args.out or f"{source.stem}-x{args.scale:g}.png")
+    compare = out.with_name(f"{out.stem}-compare.png") if args.compare else None
+    for path in filter(None, (out, compare)):
+        check_writable(path, args.force)
+    default_upsamplers = None
+    if args.model is None:
+        from hiresdiff.models import EMBEDDED_UPSAMPLERS_DIR
+
+        default_upsamplers = str(EMBEDDED_UPSAMPLERS_DIR)
+    recipe = recipes_for(methods, method_options(args), default_upsamplers)[methods[0]]
+    if args.prompt is None:
+        from hiresdiff.integrations.pixel import load_pixel_model
+        from hiresdiff.integrations.upscale import likely_class_labels
+        from hiresdiff.models import EMBEDDED_MODEL_DIR
+
+        unet, scheduler = load_pixel_model(args.model or EMBEDDED_MODEL_DIR, args.scheduler or DEFAULT_SCHEDULER)
+        pixels, classes = image_tensor(image), unet.config.num_class_embeds
+        if args.class_label is not None and not 0 <= args.class_label < (classes or 0):
+            raise ValueError(f"--class must be in [0, {classes or 0}) for this model; got {args.class_label}")
+        labels = None
+        if classes is not None:
+            labels = (torch.tensor([args.class_label]) if args.class_label is not None
+                      else likely_class_labels(unet, scheduler, pixels, args.seed))
+            print(f"class {labels.item()}" + (" (the most likely for the image; --class sets it)" if args.class_label is None else ""))
+        result = upscale(unet, pixels, scale=args.scale, recipe=recipe, scheduler=scheduler,
+                         steps=args.steps or DEFAULT_STEPS, seed=args.seed, class_labels=labels)[0]
+    else:
+        pipe, kwargs = load_cli_pipeline(args, needs_unet=True)
+        result = upscale(pipe, image, scale=args.scale, recipe=recipe, prompt=args.prompt, steps=args.steps or 30,
+                         seed=args.seed, **kwargs)[0]
+    save_png(result, out, force=args.force)
+    if compare is not None:
+        labels = [f"input {image.width}x{image.height}", f"{methods[0]} {result.width}x{result.height}"]
+        save_png(labelled_grid([[image], [result]], labels, max(96, min(512, result.width))), compare, force=args.force)
+    print(f"wrote {out}" + (f" and {compare}" if compare else ""))

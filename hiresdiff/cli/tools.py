@@ -1,0 +1,71 @@
+"""The tool commands: ``data`` (the emoji data set), ``train``, ``train-upsamplers`` and ``bench``."""
+
+from __future__ import annotations
+
+import sys
+
+from hiresdiff.integrations.schedulers import SCHEDULERS
+
+
+def add_data_parser(sub) -> None:
+    p = sub.add_parser("data", help="render the Noto emoji data set (128², 64², 32²) into the data directory")
+    p.add_argument("--data-dir", default=None, help="default: $HIRESDIFF_DATA_DIR or ~/.cache/hiresdiff")
+    p.add_argument("--force", action="store_true", help="rebuild even if the cache exists")
+    p.set_defaults(run=run_data)
+
+
+def run_data(args) -> None:
+    from hiresdiff.data.emoji import build
+
+    print(f"wrote {build(args.data_dir, force=args.force)}")
+
+
+def add_train_parser(sub) -> None:
+    from hiresdiff.models import train_emoji
+
+    p = sub.add_parser("train", help="train (or resume) the embedded emoji model")
+    train_emoji.add_arguments(p).set_defaults(run=train_emoji.train)
+
+
+def add_train_upsamplers_parser(sub) -> None:
+    from hiresdiff.models import train_upsamplers
+
+    p = sub.add_parser("train-upsamplers", help="train Self-Cascade feature upsamplers for the embedded model (resumable)")
+    train_upsamplers.add_arguments(p)
+
+
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="the UG reproduction benchmark against held-out real emoji (writes benchmarks/results/)")
+    p.add_argument("--model", default=None, help="local 32² UNet2DModel folder (default: the embedded model)")
+    p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
+    p.add_argument("--num-images", type=int, default=None,
+                   help="images per method at 2x; m-x above 2 uses num_images*4/m^2 (default 96; --quick: 8)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; --quick: 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the Settings default)")
+    p.add_argument("--scale", type=int, nargs="+", default=None, help="scales to run (default: 2 4)")
+    p.add_argument("--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID")
+    p.add_argument("--out-dir", default="benchmarks/results")
+    p.add_argument("--suite", choices=("ug", "methods"), default="ug",
+                   help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and ablation")
+    p.add_argument("--upsamplers", nargs="+", default=None, metavar="SCALE=FOLDER",
+                   help="trained feature upsamplers for the tuned Self-Cascade row, e.g. 2=hiresdiff/models/emoji32_upsamplers_64")
+    p.add_argument("--quick", action="store_true", help="smoke test: 8 images, 2 steps, 2x only, one θ")
+    p.set_defaults(run=run_bench)
+
+
+def run_bench(args) -> None:
+    from hiresdiff.eval.benchmark import Settings, run
+
+    given = {k: v for k, v in (("num_images", args.num_images), ("steps", args.steps), ("scheduler", args.scheduler),
+                                ("scales", tuple(args.scale or ()) or None)) if v is not None}
+    upsamplers = None
+    if args.upsamplers:
+        try:
+            upsamplers = {int(k): v for k, v in (item.split("=", 1) for item in args.upsamplers)}
+        except ValueError:
+            raise ValueError(f"--upsamplers takes SCALE=FOLDER items; got {args.upsamplers}") from None
+    common = dict(model=args.model, data=args.data, seed=args.seed, inception=args.inception, out_dir=args.out_dir,
+                  command="hiresdiff bench " + " ".join(sys.argv[2:]), suite=args.suite, upsamplers=upsamplers, **given)
+    run(Settings.quick(**common) if args.quick else Settings(**common))
+    print(f"wrote {args.out_dir}/{args.suite}_benchmark.md, .json and the {args.suite}_grid_*.png grids")

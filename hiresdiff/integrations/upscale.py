@@ -1,0 +1,103 @@
+"""``hiresdiff.upscale``: an existing image as the first stage of a cascade.
+
+The image stands in for the result of the cascade's stage of its size (the trained size, usually), and
+only the later stages run: φ (resize, or VAE round trip), re-noise to the restart step K with one ε,
+denoise K → 0 at the larger size with the recipe's per-call parts — Self-Cascade's or FreeScale's later
+stages, with Upsample Guidance if the recipe composes it. Both drivers do the work
+(:func:`hiresdiff.integrations.pixel.sample` and :func:`hiresdiff.integrations.pipeline_driver.generate`
+with ``image=``); this module turns a user's image into their input and picks the defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from hiresdiff.integrations.pixel import sample, to_pil
+from hiresdiff.recipe import Recipe
+
+DEFAULT_RECIPE = "self-cascade"
+
+
+def image_tensor(image) -> torch.Tensor:
+    """A PIL image, a list of equally sized ones, or a (B, 3, H, W) tensor in [-1, 1] → (B, 3, H, W) float32."""
+    if isinstance(image, torch.Tensor):
+        return image.float() if image.ndim == 4 else image.float().unsqueeze(0)
+    images = image if isinstance(image, (list, tuple)) else [image]
+    arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"image: all images must have one size; got {sorted({a.shape[:2] for a in arrays})}")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1
+
+
+def target_size(height: int, width: int, scale: Union[float, Sequence[float]]) -> tuple[int, int]:
+    """(height·s_h, width·s_w); ``ValueError`` naming ``scale`` unless it is > 1 and gives whole pixels."""
+    sh, sw = (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
+    if not (sh >= 1 and sw >= 1 and sh * sw > 1) or (height * sh) % 1 or (width * sw) % 1:
+        raise ValueError(f"scale must be > 1 (per axis >= 1) and give whole pixels for a {height}x{width} image; got {scale!r}")
+    return int(height * sh), int(width * sw)
+
+
+@torch.no_grad()
+def likely_class_labels(unet, scheduler, images: torch.Tensor, seed: int = 0, draws: int = 8) -> torch.Tensor:
+    """The class a class-conditional pixel UNet finds most likely for each image: the lowest denoising error
+    ‖ε̂(x_t, t, c) − ε‖² over ``draws`` (t, ε) pairs shared by all classes (a diffusion classifier,
+    Li et al. 2023, eq. 5 with equal class priors). ``images`` at the trained size, in [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    num_classes, batch = unet.config.num_class_embeds, len(images)
+    alphas = scheduler.alphas_cumprod
+    t = torch.linspace(0.1, 0.6, draws).mul(len(alphas)).long()  # mid noise levels decide the class
+    errors = torch.zeros(batch, num_classes)
+    for k in range(draws):
+        noise = torch.randn(images.shape, generator=generator)
+        a = alphas[t[k]]
+        x_t = (a.sqrt() * images + (1 - a).sqrt() * noise).repeat_interleave(num_classes, 0)
+        labels = torch.arange(num_classes).repeat(batch)
+        pred = unet(x_t.to(unet.dtype), t[k].expand(len(x_t)), class_labels=labels).sample.float()
+        target = noise if scheduler.config.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * images
+        target = target.repeat_interleave(num_classes, 0)
+        errors += (pred - target).pow(2).mean(dim=(1, 2, 3)).view(batch, num_classes)
+    return errors.argmin(dim=1)
+
+
+def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: Optional[Recipe] = None,
+            scheduler=None, prompt=None, steps: int = 20, seed: int = 0, class_labels=None, progress: bool = True,
+            **pipeline_kwargs) -> list:
+    """Upscale ``image`` by ``scale`` with ``model`` and a cascade ``recipe``; return PIL images.
+
+    Args:
+        model: a pixel-space ``UNet2DModel`` (give its ``scheduler``) or a diffusers pipeline (SD 1.x/2.x, SDXL;
+            ``prompt`` and any pipeline argument in ``pipeline_kwargs``).
+        image: a PIL image (pipelines: exactly one), a list of them, or a (B, 3, H, W) tensor in [-1, 1], at a
+            size the cascade passes through: the model's trained size, or a later stage's.
+        scale: the factor (or (s_h, s_w)) from the image to the output.
+        recipe: a recipe with a cascade (default ``Recipe.self_cascade()``); FreeScale's, with UG, …
+        class_labels: for a class-conditional UNet; default the class the model finds most likely for
+            each image (:func:`likely_class_labels`).
+
+    Raises:
+        ValueError: before any sampling, naming the argument: a recipe without a cascade, a bad scale, an
+            image whose size is no stage of the cascade, a pipeline given several images.
+    """
+    recipe = recipe or Recipe.preset(DEFAULT_RECIPE)
+    if recipe.cascade is None:
+        raise ValueError(f"recipe must have a cascade to upscale an image (self-cascade, freescale, …); got {recipe.name!r}")
+    pixels = image_tensor(image)
+    height, width = target_size(*pixels.shape[-2:], scale)
+    if hasattr(model, "down_blocks"):  # a bare pixel-space UNet
+        unet = model
+        if scheduler is None:
+            raise ValueError("scheduler is required when model is a bare UNet (e.g. the one load_pixel_model returns)")
+        if unet.config.num_class_embeds is not None and class_labels is None:
+            class_labels = likely_class_labels(unet, scheduler, pixels.to(unet.device), seed)
+        out = sample(unet, scheduler, height=height, width=width, image=pixels.to(unet.device), seed=seed, steps=steps,
+                     class_labels=class_labels, recipe=recipe, progress=progress)
+        return to_pil(out)
+    from hiresdiff.integrations.pipeline_driver import generate
+
+    if len(pixels) != 1:
+        raise ValueError(f"image: a pipeline upscales one image at a time; got {len(pixels)}")
+    return generate(model, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps, image=pixels,
+                    **pipeline_kwargs)

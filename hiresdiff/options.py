@@ -1,0 +1,76 @@
+"""Method names and options → recipes: what the CLI's ``--method naive,ug,freescale+ug --strength 0.6 …`` means.
+
+A method is a preset name or an ``a+b`` composition (:meth:`hiresdiff.recipe.Recipe.preset`). The
+options tune the part of the recipe they name and are refused (``ValueError`` naming the option) when
+none of the chosen methods has that part, so a flag is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from hiresdiff.recipe import PRESETS, Recipe
+
+COMPARISON_METHODS = ("naive", "ug", "self-cascade", "freescale", "self-cascade+ug")  # the main job's columns
+
+
+def parse_methods(items: Sequence[str]) -> list[str]:
+    """``["naive,ug", "freescale+ug"]`` → ``["naive", "ug", "freescale+ug"]``, each checked against the presets."""
+    methods = [m.strip() for item in items for m in item.split(",") if m.strip()]
+    if not methods:
+        raise ValueError(f"--method needs at least one of {', '.join(PRESETS)} (or an 'a+b' composition)")
+    for method in methods:
+        Recipe.preset(method)  # raises ValueError naming the method
+    return methods
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Options of the methods' parts; ``None`` keeps the preset's value.
+
+    theta, eta: Upsample Guidance's θ and η. strength: the cascade's re-noised fraction (K = strength·T).
+    alpha: FreeScale's detail control α (also adds detail control to a Self-Cascade). upsamplers: a folder of
+    trained feature upsamplers for cascades (``"none"``: the tuning-free cascade even where some are shipped).
+    """
+
+    theta: Optional[float] = None
+    eta: Optional[float] = None
+    strength: Optional[float] = None
+    alpha: Optional[float] = None
+    upsamplers: Optional[str] = None
+
+    def check_applies(self, recipes: Sequence[Recipe]) -> None:
+        """``ValueError`` naming an option that none of ``recipes`` has a part for."""
+        has = {"ug": any(r.ug is not None for r in recipes), "cascade": any(r.cascade is not None for r in recipes)}
+        for option, part in (("theta", "ug"), ("eta", "ug"), ("strength", "cascade"), ("alpha", "cascade"),
+                             ("upsamplers", "cascade")):
+            if getattr(self, option) is not None and not has[part]:
+                names = ", ".join(r.name for r in recipes)
+                kind = "Upsample Guidance (ug, …+ug)" if part == "ug" else "a cascade (self-cascade, freescale)"
+                raise ValueError(f"--{option} applies to methods with {kind}; the methods are {names}")
+
+    def apply(self, recipe: Recipe, default_upsamplers: Optional[str] = None) -> Recipe:
+        """``recipe`` with these options set on the parts it has (``default_upsamplers`` for plain Self-Cascade)."""
+        changes = {}
+        if recipe.ug is not None:
+            ug = {k: v for k, v in (("theta", self.theta), ("eta", self.eta)) if v is not None}
+            changes["ug"] = dataclasses.replace(recipe.ug, **ug)
+        if recipe.cascade is not None:
+            cascade = {k: v for k, v in (("strength", self.strength), ("detail_alpha", self.alpha)) if v is not None}
+            changes["cascade"] = dataclasses.replace(recipe.cascade, **cascade)
+            upsamplers = self.upsamplers
+            if upsamplers is None and "self-cascade" in recipe.name.split("+"):
+                upsamplers = default_upsamplers  # Self-Cascade is tuned where upsamplers are shipped
+            if upsamplers is not None:
+                changes["upsamplers"] = None if upsamplers == "none" else upsamplers
+        return dataclasses.replace(recipe, **changes) if changes else recipe
+
+
+def recipes_for(methods: Sequence[str], options: MethodOptions = MethodOptions(),
+                default_upsamplers: Optional[str] = None) -> dict[str, Recipe]:
+    """{method: recipe} with ``options`` applied; every name and option is checked before anything loads."""
+    presets = {m: Recipe.preset(m) for m in methods}
+    options.check_applies(list(presets.values()))
+    return {m: options.apply(r, default_upsamplers) for m, r in presets.items()}
