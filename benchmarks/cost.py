@@ -1,0 +1,214 @@
+"""Time and working memory of every method on the real SD 1.5 / SDXL / AnimateDiff architectures (random weights).
+
+    python benchmarks/cost.py --arch sd15 --sizes 512 768 1024 --steps 4 --json benchmarks/results/cost_sd15_cpu.json
+
+For each recipe (naive at the target size, UG, Self-Cascade, FreeScale, FreeScale+UG) at each target
+size, one fresh process builds the pipeline (:func:`architectures.build_pipeline`, random weights:
+cost only, DESIGN.md §8) and runs :func:`hiresdiff.generate` once, VAE decode included. It reports:
+
+* ``seconds``: wall time of the generate call (the build excluded);
+* ``working_bytes``: peak memory of the call minus the memory held once the pipeline is loaded. CPU:
+  the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` after loading)
+  minus its resident set then; CUDA: ``torch.cuda.max_memory_allocated`` minus the allocated bytes after
+  loading.
+
+The cases run interleaved (every recipe of a size, then the next size; ``--repeats`` rounds), and the
+median over repeats is divided by naive's at the same size. ``--pipeline-dir`` measures a saved diffusers
+pipeline folder instead of an architecture (the test suite uses a tiny one). Writes JSON rows
+(``arch, recipe, height, width, steps, seconds, ratio_to_naive, working_bytes, device``), a Markdown
+table and a plot of working memory against output pixels next to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROMPT = "a photograph of an astronaut riding a horse"
+RECIPES = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")
+
+
+def memory_now(device: str) -> int:
+    """Bytes held now: resident set on CPU, allocated tensors on CUDA."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.memory_allocated()
+    return _proc_status("VmRSS")
+
+
+def reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set (Linux)
+
+
+def peak(device: str) -> int:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    return _proc_status("VmHWM")
+
+
+def _proc_status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def load(args):
+    """The pipeline to measure: an architecture with random weights, or a saved folder."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    if args.pipeline_dir:
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(args.pipeline_dir, torch_dtype=dtype).to(args.device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    sys.path.insert(0, str(Path(__file__).parent))
+    from architectures import build_pipeline
+
+    return build_pipeline(args.arch, device=args.device, dtype=dtype)
+
+
+def measure_case(args) -> dict:
+    """One (recipe, size) in this process: build, reset the peak, generate once."""
+    import gc
+
+    import torch
+
+    import hiresdiff
+    from hiresdiff.recipe import Recipe
+
+    torch.set_num_threads(args.threads)
+    pipe = load(args)
+    frames = {"num_frames": args.num_frames} if "motion_adapter" in pipe.components else {}
+    gc.collect()
+    reset_peak(args.device)
+    loaded = memory_now(args.device)
+    start = time.perf_counter()
+    try:
+        hiresdiff.generate(pipe, PROMPT, height=args.size, width=args.size, recipe=Recipe.preset(args.recipe),
+                           steps=args.steps, seed=0, output_type="np", **frames)
+    except ValueError as error:  # refused before any UNet call: the recipe cannot make this size
+        return {"error": str(error)}
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "working_bytes": peak(args.device) - loaded, "loaded_bytes": loaded}
+
+
+def run_case(args, recipe: str, size: int) -> dict:
+    """``measure_case`` in a fresh process (so peaks and allocator caches never carry over)."""
+    command = [sys.executable, __file__, "--case", "--recipe", recipe, "--size", str(size), "--steps", str(args.steps),
+               "--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads),
+               "--num-frames", str(args.num_frames), "--arch", args.arch]
+    if args.pipeline_dir:
+        command += ["--pipeline-dir", args.pipeline_dir]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"case {recipe} {size} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="sd15", choices=("sd15", "sdxl", "animatediff"))
+    p.add_argument("--pipeline-dir", default=None, help="measure this saved pipeline folder instead of --arch")
+    p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="square target sizes in pixels")
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"), help="default fp32 on CPU, fp16 on CUDA")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--num-frames", type=int, default=16, help="AnimateDiff frames")
+    p.add_argument("--json", default=None, help="rows to write (default benchmarks/results/cost_<arch>_<device>.json)")
+    p.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--recipe", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
+    if args.case:
+        print(json.dumps(measure_case(args)))
+        return
+    if "naive" not in args.recipes:
+        raise SystemExit("--recipes must include naive (the ratios are to it)")
+    from tqdm.auto import tqdm
+
+    cases = [(size, recipe) for size in args.sizes for recipe in args.recipes]
+    runs = {case: [] for case in cases}
+    for _ in tqdm(range(args.repeats), desc="rounds", disable=args.repeats == 1):
+        for size, recipe in tqdm(cases, desc="cases"):
+            runs[(size, recipe)].append(run_case(args, recipe, size))
+    name = Path(args.pipeline_dir).name if args.pipeline_dir else args.arch
+    rows = []
+    for size, recipe in cases:
+        done = [r for r in runs[(size, recipe)] if "error" not in r]
+        naive = [r["seconds"] for r in runs[(size, "naive")] if "error" not in r]
+        row = {"arch": name, "recipe": recipe, "height": size, "width": size, "steps": args.steps, "device": args.device,
+               "dtype": args.dtype}
+        if not done:
+            row["error"] = runs[(size, recipe)][0]["error"]
+        else:
+            seconds = statistics.median(r["seconds"] for r in done)
+            row.update(seconds=round(seconds, 2), ratio_to_naive=round(seconds / statistics.median(naive), 3),
+                       working_bytes=int(statistics.median(r["working_bytes"] for r in done)),
+                       loaded_bytes=int(statistics.median(r["loaded_bytes"] for r in done)), repeats=len(done))
+        rows.append(row)
+    out = Path(args.json or f"benchmarks/results/cost_{name}_{args.device.split(':')[0]}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/cost.py " + " ".join(sys.argv[1:])
+    out.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
+    write_report(rows, command, out)
+
+
+def write_report(rows: list, command: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [f"# Cost of every method: {rows[0]['arch']} on {rows[0]['device']} ({rows[0]['dtype']})\n",
+             f"Made by `{command}`. Random weights (cost only); {rows[0]['steps']} steps at the target (cascades: "
+             "the same steps at the trained size, then the last int(0.7·steps) per later stage); VAE decode "
+             "included. Working memory: peak during the call minus memory held once the pipeline was loaded.\n",
+             "| size | recipe | s/image | ×naive | working memory (GiB) |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['height']}² | {r['recipe']} | — | — | not supported: {r['error']} |")
+        else:
+            lines.append(f"| {r['height']}² | {r['recipe']} | {r['seconds']:.1f} | {r['ratio_to_naive']:.2f} | "
+                         f"{r['working_bytes'] / 2**30:.2f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        pts = [(r["height"] * r["width"] / 1e6, r["working_bytes"] / 2**30) for r in rows
+               if r["recipe"] == recipe and "error" not in r]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=recipe)
+    ax.set_xlabel("output megapixels")
+    ax.set_ylabel("working memory (GiB)")
+    ax.set_title(f"{rows[0]['arch']}, {rows[0]['device']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""benchmarks/cost.py: its memory probes and one real run on a tiny saved pipeline."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import cost  # noqa: E402
+
+
+def test_cpu_peak_is_reset_after_loading_and_sees_a_new_allocation():
+    big = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    del big
+    cost.reset_peak("cpu")
+    base = cost.memory_now("cpu")
+    assert cost.peak("cpu") - base < 16 * 2**20  # the earlier 64 MiB peak is forgotten
+    block = np.ones(96 * 2**20 // 8)
+    grown = cost.peak("cpu") - base
+    del block
+    assert 90 * 2**20 < grown < 140 * 2**20
+
+
+def test_cost_script_writes_rows_a_table_and_a_plot(tmp_path):
+    from tiny_pipelines import load
+
+    folder = tmp_path / "tiny_sd15"
+    load("sd15").save_pretrained(folder)
+    out = tmp_path / "cost.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cost.py"), "--pipeline-dir", str(folder),
+                           "--sizes", "24", "32", "--recipes", "naive", "ug", "--steps", "2", "--threads", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    rows = {(r["height"], r["recipe"]): r for r in data["rows"]}
+    assert set(rows) == {(24, "naive"), (24, "ug"), (32, "naive"), (32, "ug")}
+    for key in ("arch", "recipe", "height", "width", "steps", "seconds", "ratio_to_naive", "working_bytes", "device"):
+        assert key in rows[(32, "ug")]
+    assert rows[(32, "naive")]["ratio_to_naive"] == 1.0 and rows[(32, "ug")]["seconds"] > 0
+    assert rows[(32, "ug")]["working_bytes"] > 0
+    assert "integer scales" in rows[(24, "ug")]["error"]  # 1.5x: UG refuses before any UNet call; the row says so
+    table = out.with_suffix(".md").read_text()
+    assert "cost.py --pipeline-dir" in table and "| 32² | ug |" in table
+    assert out.with_suffix(".png").stat().st_size > 0
