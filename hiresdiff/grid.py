@@ -31,7 +31,8 @@ def wrap(label: str, font, width: int) -> list[str]:
 
 
 def labelled_grid(columns: Sequence[Sequence[Image.Image]], labels: Sequence[str], cell: int) -> Image.Image:
-    """Place ``columns[j][i]`` at row i, column j, each resized (nearest) to ``cell``², under its wrapped ``labels[j]``."""
+    """Place ``columns[j][i]`` at row i, column j, under its wrapped ``labels[j]``: each image resized (nearest) to
+    fit ``cell``² with its aspect ratio kept, centred on white."""
     if len(columns) != len(labels):
         raise ValueError(f"got {len(columns)} columns but {len(labels)} labels")
     font = label_font()
@@ -44,7 +45,9 @@ def labelled_grid(columns: Sequence[Sequence[Image.Image]], labels: Sequence[str
         for n, line in enumerate(lines):
             draw.text((j * cell + cell // 2, 3 + LINE_HEIGHT * n + LINE_HEIGHT // 2), line, fill="black", font=font, anchor="mm")
         for i, image in enumerate(column):
-            grid.paste(image.resize((cell, cell), Image.NEAREST), (j * cell, top + i * cell))
+            fit = cell / max(image.width, image.height)  # keep the aspect ratio, centred in its cell
+            w, h = max(1, round(image.width * fit)), max(1, round(image.height * fit))
+            grid.paste(image.resize((w, h), Image.NEAREST), (j * cell + (cell - w) // 2, top + i * cell + (cell - h) // 2))
     return grid
 
 

@@ -55,3 +55,11 @@ def test_label_font_has_the_symbols_we_print():
     tofu = font.getmask("\uffff").getbbox()
     for ch in "²θητ√":
         assert font.getmask(ch).getbbox() != tofu, ch
+
+
+def test_labelled_grid_keeps_the_aspect_ratio_of_wide_images():
+    wide = Image.new("RGB", (8, 4), "red")
+    grid = labelled_grid([[wide]], ["w"], cell=16)
+    top = grid.height - 16
+    assert grid.getpixel((8, top + 8)) == (255, 0, 0)  # the middle rows hold the image
+    assert grid.getpixel((8, top + 1)) == (255, 255, 255) and grid.getpixel((8, top + 14)) == (255, 255, 255)
