@@ -33,6 +33,8 @@ class MethodOptions:
     theta, eta: Upsample Guidance's θ and η. strength: the cascade's re-noised fraction (K = strength·T).
     alpha: FreeScale's detail control α (also adds detail control to a Self-Cascade). upsamplers: a folder of
     trained feature upsamplers for cascades (``"none"``: the tuning-free cascade even where some are shipped).
+    Shipped upsamplers tune the plain ``self-cascade`` method only: compositions run as benchmarked, tuning-free,
+    unless ``upsamplers`` names a folder.
     """
 
     theta: Optional[float] = None
@@ -61,8 +63,8 @@ class MethodOptions:
             cascade = {k: v for k, v in (("strength", self.strength), ("detail_alpha", self.alpha)) if v is not None}
             changes["cascade"] = dataclasses.replace(recipe.cascade, **cascade)
             upsamplers = self.upsamplers
-            if upsamplers is None and "self-cascade" in recipe.name.split("+"):
-                upsamplers = default_upsamplers  # Self-Cascade is tuned where upsamplers are shipped
+            if upsamplers is None and recipe.name == "self-cascade":
+                upsamplers = default_upsamplers  # plain Self-Cascade is tuned where upsamplers are shipped
             if upsamplers is not None:
                 changes["upsamplers"] = None if upsamplers == "none" else upsamplers
         return dataclasses.replace(recipe, **changes) if changes else recipe

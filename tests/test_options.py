@@ -48,9 +48,11 @@ def test_bad_option_values_are_refused_by_the_configs():
         recipes_for(["ug"], MethodOptions(theta=-1.0))
 
 
-def test_default_upsamplers_tune_self_cascade_only_and_none_turns_them_off(tmp_path):
+def test_default_upsamplers_tune_plain_self_cascade_only_and_none_turns_them_off(tmp_path):
     recipes = recipes_for(["self-cascade", "self-cascade+ug", "freescale"], default_upsamplers=str(tmp_path))
-    assert recipes["self-cascade"].upsamplers == str(tmp_path) == recipes["self-cascade+ug"].upsamplers
-    assert recipes["freescale"].upsamplers is None
+    assert recipes["self-cascade"].upsamplers == str(tmp_path)
+    assert recipes["self-cascade+ug"].upsamplers is None and recipes["freescale"].upsamplers is None
+    given = recipes_for(["self-cascade+ug"], MethodOptions(upsamplers=str(tmp_path)))
+    assert given["self-cascade+ug"].upsamplers == str(tmp_path)
     off = recipes_for(["self-cascade"], MethodOptions(upsamplers="none"), default_upsamplers=str(tmp_path))
     assert off["self-cascade"].upsamplers is None
