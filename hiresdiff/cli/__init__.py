@@ -1,6 +1,7 @@
 """The ``hiresdiff`` command line, a thin layer over the Python API.
 
-``generate`` (the main job) and ``upscale`` are in :mod:`hiresdiff.cli.generate`; ``data``, ``train``,
+``generate`` (the main job) and ``upscale`` are in :mod:`hiresdiff.cli.generate`, ``batch`` in
+:mod:`hiresdiff.cli.batch`; ``data``, ``train``,
 ``train-upsamplers`` and ``bench`` in :mod:`hiresdiff.cli.tools`. Every bad option gets a one-line error
 and exit status 2, before any model loads.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hiresdiff.cli import generate, tools
+from hiresdiff.cli import batch, generate, tools
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_generate_parser(sub)
     generate.add_upscale_parser(sub)
+    batch.add_batch_parser(sub)
     tools.add_data_parser(sub)
     tools.add_train_parser(sub)
     tools.add_train_upsamplers_parser(sub)

@@ -35,12 +35,7 @@ def add_method_options(p: argparse.ArgumentParser, default_methods) -> None:
     p.add_argument("--method", nargs="+", default=default_methods,
                    help=f"comma-separated methods: {', '.join(PRESETS)} or 'a+b' compositions "
                    f"(default: {','.join(default_methods)})")
-    p.add_argument("--theta", type=float, default=None, help="UG guidance scale θ (default 1.0)")
-    p.add_argument("--eta", type=float, default=None, help="UG is on for t >= (1-η)T (default 1.0: every step)")
-    p.add_argument("--strength", type=float, default=None, help="cascades: fraction of the schedule re-noised (default 0.7)")
-    p.add_argument("--alpha", type=float, default=None, help="cascades: FreeScale's detail control α (default 2 for freescale)")
-    p.add_argument("--upsamplers", default=None, help="cascades: feature upsamplers folder for Self-Cascade "
-                   "(default on the embedded model: the shipped ones; 'none': tuning-free)")
+    add_part_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default {DEFAULT_STEPS}; pipelines 30)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
@@ -48,6 +43,21 @@ def add_method_options(p: argparse.ArgumentParser, default_methods) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     pipe = p.add_argument_group("diffusers pipelines (SD 1.x/2.x, SDXL, AnimateDiff): --model with --prompt")
     pipe.add_argument("--prompt", default=None, help="run the --model pipeline on this prompt")
+    add_pipeline_options(pipe)
+
+
+def add_part_options(p) -> None:
+    """The options of the recipes' parts (:class:`hiresdiff.options.MethodOptions`)."""
+    p.add_argument("--theta", type=float, default=None, help="UG guidance scale θ (default 1.0)")
+    p.add_argument("--eta", type=float, default=None, help="UG is on for t >= (1-η)T (default 1.0: every step)")
+    p.add_argument("--strength", type=float, default=None, help="cascades: fraction of the schedule re-noised (default 0.7)")
+    p.add_argument("--alpha", type=float, default=None, help="cascades: FreeScale's detail control α (default 2 for freescale)")
+    p.add_argument("--upsamplers", default=None, help="cascades: feature upsamplers folder for Self-Cascade "
+                   "(default on the embedded model: the shipped ones; 'none': tuning-free)")
+
+
+def add_pipeline_options(pipe) -> None:
+    """Options passed to a diffusers pipeline's call and loading."""
     pipe.add_argument("--negative-prompt", default=None)
     pipe.add_argument("--guidance-scale", type=float, default=7.5)
     pipe.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")

@@ -1,0 +1,54 @@
+"""``hiresdiff batch PROMPTS.txt --model … --method freescale --out-dir DIR``: one recipe over many prompts.
+
+Resumable and split across processes by accelerate (:mod:`hiresdiff.batch`):
+``accelerate launch --num_processes N -m hiresdiff batch …``.
+"""
+
+from __future__ import annotations
+
+from hiresdiff.cli.generate import DTYPES, add_part_options, add_pipeline_options, method_options
+from hiresdiff.integrations.schedulers import SCHEDULERS
+from hiresdiff.options import parse_methods, recipes_for
+
+
+def add_batch_parser(sub) -> None:
+    p = sub.add_parser("batch", help="generate every prompt of a file with one method (resumable; accelerate launch splits it)")
+    p.add_argument("prompts", help="text file, one prompt per line (# starts a comment)")
+    p.add_argument("--model", required=True, help="diffusers pipeline folder or hub id (SD 1.x/2.x, SDXL)")
+    p.add_argument("--method", "--recipe", dest="method", default="freescale", help="one preset or 'a+b' composition")
+    p.add_argument("--height", type=int, required=True)
+    p.add_argument("--width", type=int, required=True)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one output per prompt and seed (default 0)")
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the pipeline's own")
+    p.add_argument("--out-dir", required=True)
+    add_part_options(p)
+    add_pipeline_options(p)
+    p.set_defaults(run=run_batch_command)
+
+
+def run_batch_command(args) -> None:
+    import torch
+
+    from hiresdiff.batch import BatchSettings, jobs_for, read_prompts, run_batch
+    from hiresdiff.integrations.pipeline_loading import load_pipeline
+    from hiresdiff.integrations.schedulers import make_scheduler
+
+    methods = parse_methods([args.method])
+    if len(methods) != 1:
+        raise ValueError(f"--method: batch takes one method; got {', '.join(methods)}")
+    recipe = recipes_for(methods, method_options(args))[methods[0]]
+    jobs = jobs_for(read_prompts(args.prompts), args.seeds)
+    settings = BatchSettings(model=args.model, method=methods[0], height=args.height, width=args.width, steps=args.steps,
+                             scheduler=args.scheduler, guidance_scale=args.guidance_scale,
+                             negative_prompt=args.negative_prompt)
+    dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
+
+    def pipe_loader(device):
+        pipe = load_pipeline(args.model, device=args.device or device, dtype=dtype, needs_unet=True, progress=False)
+        if args.scheduler is not None:
+            pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+        return pipe
+
+    written = run_batch(settings, jobs, args.out_dir, recipe=recipe, pipe_loader=pipe_loader)
+    print(f"wrote {len(written)} of {len(jobs)} outputs to {args.out_dir} (the others were done already or by other processes)")
