@@ -2,7 +2,7 @@
 
 ``generate`` (the main job) and ``upscale`` are in :mod:`hiresdiff.cli.generate`, ``batch`` in
 :mod:`hiresdiff.cli.batch`; ``data``, ``train``,
-``train-upsamplers`` and ``bench`` in :mod:`hiresdiff.cli.tools`. Every bad option gets a one-line error
+``train-upsamplers``, ``bench`` and ``ui`` in :mod:`hiresdiff.cli.tools`. Every bad option gets a one-line error
 and exit status 2, before any model loads.
 """
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools.add_train_parser(sub)
     tools.add_train_upsamplers_parser(sub)
     tools.add_bench_parser(sub)
+    tools.add_ui_parser(sub)
     return parser
 
 

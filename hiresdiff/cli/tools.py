@@ -1,4 +1,4 @@
-"""The tool commands: ``data`` (the emoji data set), ``train``, ``train-upsamplers`` and ``bench``."""
+"""The tool commands: ``data`` (the emoji data set), ``train``, ``train-upsamplers``, ``bench`` and ``ui``."""
 
 from __future__ import annotations
 
@@ -69,3 +69,26 @@ def run_bench(args) -> None:
                   command="hiresdiff bench " + " ".join(sys.argv[2:]), suite=args.suite, upsamplers=upsamplers, **given)
     run(Settings.quick(**common) if args.quick else Settings(**common))
     print(f"wrote {args.out_dir}/{args.suite}_benchmark.md, .json and the {args.suite}_grid_*.png grids")
+
+
+def add_ui_parser(sub) -> None:
+    p = sub.add_parser("ui", help="a web page to compare methods and upscale images (needs: pip install -e \".[ui]\")")
+    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-side", type=int, default=256, help="largest output side a request may ask for (default 256)")
+    p.set_defaults(run=run_ui)
+
+
+def run_ui(args) -> None:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ValueError('the web UI needs Gradio: pip install -e ".[ui]"') from None
+    from hiresdiff.ui import launch
+
+    if args.model is not None:
+        from hiresdiff.integrations.pixel import load_pixel_model
+
+        load_pixel_model(args.model)  # a bad folder fails here, before the server starts
+    launch(args.model, host=args.host, port=args.port, max_side=args.max_side)

@@ -1,0 +1,179 @@
+"""``hiresdiff ui``: a Gradio page to compare methods and upscale images (``pip install -e ".[ui]"``).
+
+The handlers (:class:`Handlers`) are plain functions over the Python API, validated with the CLI's own
+checks (:mod:`hiresdiff.options`, the recipes' stage plans) and a size cap, so they are tested without
+a browser. :func:`build_app` lays them out in Gradio: an error becomes a line in the page's status box,
+never a stack trace; requests are queued one at a time per process; the app listens on 127.0.0.1
+unless told otherwise. Columns appear as they finish (the trained-size preview first).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods
+from hiresdiff.recipe import PRESETS
+
+UI_METHODS = tuple(dict.fromkeys(COMPARISON_METHODS + PRESETS + ("freescale+ug",)))
+DEFAULT_MAX_SIDE = 256  # the embedded model's 8×; a request above it is refused before any work
+
+
+@dataclass
+class Handlers:
+    """The page's actions on a pixel model (``model`` folder, default the embedded one)."""
+
+    model: Optional[str] = None
+    max_side: int = DEFAULT_MAX_SIDE
+
+    def check_size(self, height: int, width: int) -> None:
+        if max(height, width) > self.max_side:
+            raise ValueError(f"size {height}x{width} is above this server's cap of {self.max_side} pixels per side "
+                             "(hiresdiff ui --max-side)")
+
+    def trained_size(self) -> tuple[int, int]:
+        """The model's trained size from its config (no weights loaded)."""
+        from diffusers import UNet2DModel
+
+        from hiresdiff.models import EMBEDDED_MODEL_DIR
+
+        size = UNet2DModel.load_config(self.model or EMBEDDED_MODEL_DIR)["sample_size"]
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def compare(self, methods, scale, seed, steps, num_images, theta=None, strength=None, alpha=None
+                ) -> Iterator[tuple[list, str]]:
+        """Yield ``(gallery, status)`` after each column: gallery items are ``(PIL image, caption)``."""
+        from hiresdiff.comparison import comparison
+
+        methods = parse_methods(methods or [""])
+        scale, seed, steps, num_images = int(scale), int(seed), int(steps), int(num_images)
+        height, width = self.trained_size()
+        self.check_size(height * scale, width * scale)
+        options = MethodOptions(theta=theta, strength=strength, alpha=alpha)
+        if not 1 <= num_images <= 8:
+            raise ValueError(f"images must be between 1 and 8; got {num_images}")
+        gallery: list = []
+        for label, images in _streamed(lambda on_column: comparison(
+                self.model, scales=[scale], methods=methods, options=options, seed=seed, num_images=num_images,
+                steps=steps, progress=False, on_column=on_column)):
+            gallery += [(image, f"{label} #{i + 1}") for i, image in enumerate(images)]
+            yield list(gallery), f"done: {label}"
+        yield list(gallery), f"finished {len(methods)} methods at {scale}× (seed {seed})"
+
+    def upscale(self, image, scale, method, seed, steps, class_label=None) -> tuple:
+        """``(result, status)`` for an uploaded PIL image."""
+        import torch
+
+        from hiresdiff.comparison import DEFAULT_SCHEDULER
+        from hiresdiff.integrations.pixel import load_pixel_model
+        from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
+        from hiresdiff.models import EMBEDDED_MODEL_DIR, EMBEDDED_UPSAMPLERS_DIR
+        from hiresdiff.options import recipes_for
+
+        if image is None:
+            raise ValueError("upload an image first")
+        methods = parse_methods([method or ""])
+        self.check_size(*target_size(image.height, image.width, float(scale)))
+        recipe = recipes_for(methods, default_upsamplers=None if self.model else str(EMBEDDED_UPSAMPLERS_DIR))[methods[0]]
+        unet, scheduler = load_pixel_model(self.model or EMBEDDED_MODEL_DIR, DEFAULT_SCHEDULER)
+        labels = None
+        if unet.config.num_class_embeds is not None and class_label not in (None, ""):
+            labels = torch.tensor([int(class_label)])
+        out = upscale(unet, image_tensor(image.convert("RGB")), scale=float(scale), recipe=recipe, scheduler=scheduler,
+                      steps=int(steps), seed=int(seed), class_labels=labels, progress=False)[0]
+        return out, f"upscaled {image.width}x{image.height} → {out.width}x{out.height} with {methods[0]}"
+
+
+def _streamed(run) -> Iterator[tuple[str, list]]:
+    """Run ``run(on_column)`` in a thread and yield each ``(label, images)`` as it arrives; re-raise its error."""
+    items: queue.Queue = queue.Queue()
+    done = object()
+
+    def target():
+        try:
+            run(lambda label, images: items.put((label, images)))
+            items.put(done)
+        except BaseException as error:  # handed to the caller's thread
+            items.put(error)
+
+    threading.Thread(target=target, daemon=True).start()
+    while True:
+        item = items.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def optional_number(text, name: str) -> Optional[float]:
+    """A text field's number, ``None`` when empty; ``ValueError`` naming the field otherwise."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number or empty; got {text!r}") from None
+
+
+def build_app(handlers: Handlers):
+    """The Gradio Blocks page over ``handlers``."""
+    import gradio as gr
+
+    def compare(methods, scale, seed, steps, num_images, theta, strength, alpha):
+        try:
+            options = [optional_number(v, n) for v, n in ((theta, "θ"), (strength, "strength"), (alpha, "α"))]
+            yield from handlers.compare(methods, scale, seed, steps, num_images, *options)
+        except (ValueError, FileNotFoundError) as error:
+            yield [], f"Error: {error}"
+
+    def upscale(image, scale, method, seed, steps, class_label):
+        try:
+            return handlers.upscale(image, scale, method, seed, steps, class_label)
+        except (ValueError, FileNotFoundError) as error:
+            return None, f"Error: {error}"
+
+    with gr.Blocks(title="hiresdiff") as app:
+        gr.Markdown("# hiresdiff: generate above the trained resolution\nEvery column from one seed; the first "
+                    "is the model's trained-size sample.")
+        with gr.Tab("Compare methods"):
+            methods = gr.CheckboxGroup(list(UI_METHODS), value=["naive", "ug", "self-cascade+ug"], label="methods")
+            with gr.Row():
+                scale = gr.Slider(2, 8, value=2, step=1, label="scale", elem_id="scale")
+                seed = gr.Number(0, precision=0, label="seed")
+                steps = gr.Slider(2, 50, value=20, step=1, label="steps", elem_id="steps")
+                num_images = gr.Slider(1, 8, value=2, step=1, label="images")
+            with gr.Row():  # empty: the preset's value; like the CLI's flags, a value needs a method with that part
+                theta = gr.Textbox("", label="UG θ", placeholder="1.0")
+                strength = gr.Textbox("", label="cascade strength", placeholder="0.7")
+                alpha = gr.Textbox("", label="detail α (also adds detail control to Self-Cascade)", placeholder="2 for FreeScale")
+            go = gr.Button("Generate", variant="primary", elem_id="generate")
+            status = gr.Textbox(label="status", interactive=False, elem_id="status")
+            gallery = gr.Gallery(label="results", columns=4, elem_id="gallery")
+            go.click(compare, [methods, scale, seed, steps, num_images, theta, strength, alpha], [gallery, status])
+        with gr.Tab("Upscale an image"):
+            image = gr.Image(type="pil", label="image (the model's trained size)")
+            with gr.Row():
+                up_scale = gr.Slider(2, 4, value=2, step=1, label="scale")
+                up_method = gr.Dropdown([m for m in UI_METHODS if m not in ("naive", "ug")], value="self-cascade",
+                                        label="method")
+                up_seed = gr.Number(0, precision=0, label="seed")
+                up_steps = gr.Slider(2, 50, value=20, step=1, label="steps")
+                up_class = gr.Textbox("", label="class (empty: most likely)")
+            up_go = gr.Button("Upscale", variant="primary", elem_id="upscale")
+            up_status = gr.Textbox(label="status", interactive=False, elem_id="upscale-status")
+            result = gr.Image(type="pil", label="result", format="png")
+            up_go.click(upscale, [image, up_scale, up_method, up_seed, up_steps, up_class], [result, up_status])
+    return app
+
+
+def launch(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 7860, max_side: int = DEFAULT_MAX_SIDE,
+           block: bool = True):
+    """Build and serve the app, one request at a time."""
+    app = build_app(Handlers(model=model, max_side=max_side))
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=False)
+    return app

@@ -1,0 +1,116 @@
+"""The web UI: its handlers without a browser, then the page in headless Chromium."""
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+gradio = pytest.importorskip("gradio", reason="the UI extra is not installed: pip install -e '.[ui]'")
+
+from hiresdiff.ui import Handlers, build_app  # noqa: E402
+
+
+def test_compare_streams_the_trained_preview_first_then_each_method(tiny_pixel_model_dir):
+    handlers = Handlers(model=str(tiny_pixel_model_dir), max_side=64)
+    updates = list(handlers.compare(["naive,ug"], 2, 0, 2, 2))
+    assert [status for _, status in updates] == ["done: 8² trained", "done: 16² naive", "done: 16² ug θ=1",
+                                                 "finished 2 methods at 2× (seed 0)"]
+    gallery = updates[-1][0]
+    assert len(gallery) == 6 and gallery[0][0].size == (8, 8) and gallery[-1][0].size == (16, 16)
+    assert gallery[-1][1] == "16² ug θ=1 #2"
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(methods=["naive", "magic"], scale=2), "'magic'"),
+    (dict(methods=[], scale=2), "--method needs"),
+    (dict(methods=["naive"], scale=16), "above this server's cap of 64"),
+    (dict(methods=["naive"], scale=2, strength=0.5), "--strength applies to"),
+])
+def test_compare_refuses_bad_input_before_any_work(tiny_pixel_model_dir, kwargs, message):
+    handlers = Handlers(model=str(tiny_pixel_model_dir), max_side=64)
+    with pytest.raises(ValueError, match=message):
+        next(handlers.compare(kwargs.pop("methods"), kwargs.pop("scale"), 0, 2, 1, **kwargs))
+
+
+def test_upscale_handler_on_the_embedded_model():
+    handlers = Handlers(max_side=64)
+    image = Image.new("RGB", (32, 32), (250, 200, 40))
+    result, status = handlers.upscale(image, 2, "self-cascade", 0, 3, "2")
+    assert result.size == (64, 64) and "32x32 → 64x64" in status
+    with pytest.raises(ValueError, match="cap"):
+        handlers.upscale(image, 4, "self-cascade", 0, 3)
+    with pytest.raises(ValueError, match="image size"):
+        handlers.upscale(image.resize((24, 24)), 2, "self-cascade", 0, 3)
+    with pytest.raises(ValueError, match="upload"):
+        handlers.upscale(None, 2, "self-cascade", 0, 3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def browser():
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_the_page_generates_a_comparison_and_shows_errors_in_a_real_browser(tiny_pixel_model_dir, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    screenshot = os.environ.get("HIRESDIFF_UI_SCREENSHOT")  # for the README: the embedded model, saved there
+    app = build_app(Handlers(model=None if screenshot else str(tiny_pixel_model_dir), max_side=64 if screenshot else 32))
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=False)
+    try:
+        start = time.perf_counter()
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(browser, 120)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#generate"))
+        browser.find_element(By.CSS_SELECTOR, "#generate").click()
+        status = lambda d: d.find_element(By.CSS_SELECTOR, "#status textarea").get_attribute("value")  # noqa: E731
+        wait.until(lambda d: status(d).startswith("finished"))
+        first_image_seconds = time.perf_counter() - start
+        images = browser.find_elements(By.CSS_SELECTOR, "#gallery img")
+        assert len(images) >= 4 and all(img.get_attribute("src") for img in images)
+        shot = Path(screenshot or tmp_path / "ui.png")
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 0
+
+        scale = browser.find_element(By.CSS_SELECTOR, "#scale input[type=number]")
+        scale.send_keys(Keys.CONTROL, "a")
+        scale.send_keys("8", Keys.TAB)
+        browser.find_element(By.CSS_SELECTOR, "#generate").click()
+        wait.until(lambda d: status(d).startswith("Error:"))
+        assert "cap of" in status(browser) and "Traceback" not in browser.page_source
+        print(f"time to the finished comparison in the browser: {first_image_seconds:.1f} s")
+    finally:
+        app.close()
+
+
+def test_optional_number_fields():
+    from hiresdiff.ui import optional_number
+
+    assert optional_number("", "θ") is None and optional_number(" 1.5 ", "θ") == 1.5
+    with pytest.raises(ValueError, match="θ must be a number"):
+        optional_number("abc", "θ")
