@@ -12,9 +12,10 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Optional
 
-from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods
+from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, recipes_for
 from hiresdiff.recipe import PRESETS
 
 UI_METHODS = tuple(dict.fromkeys(COMPARISON_METHODS + PRESETS + ("freescale+ug",)))
@@ -23,10 +24,18 @@ DEFAULT_MAX_SIDE = 256  # the embedded model's 8×; a request above it is refuse
 
 @dataclass
 class Handlers:
-    """The page's actions on a pixel model (``model`` folder, default the embedded one)."""
+    """The page's actions on ``model``: a pixel ``UNet2DModel`` folder (default the embedded model) or a
+    diffusers SD 1.x/2.x / SDXL pipeline folder or hub id (then the prompt is used, one image per method)."""
 
     model: Optional[str] = None
     max_side: int = DEFAULT_MAX_SIDE
+
+    def __post_init__(self):
+        self._pipe = None
+
+    @property
+    def is_pipeline(self) -> bool:
+        return self.model is not None and not (Path(self.model) / "config.json").exists()
 
     def check_size(self, height: int, width: int) -> None:
         if max(height, width) > self.max_side:
@@ -34,35 +43,67 @@ class Handlers:
                              "(hiresdiff ui --max-side)")
 
     def trained_size(self) -> tuple[int, int]:
-        """The model's trained size from its config (no weights loaded)."""
-        from diffusers import UNet2DModel
+        """The model's trained size in pixels, from its configs (no weights loaded)."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
         from hiresdiff.models import EMBEDDED_MODEL_DIR
 
-        size = UNet2DModel.load_config(self.model or EMBEDDED_MODEL_DIR)["sample_size"]
-        return (size, size) if isinstance(size, int) else tuple(size)
+        if self.is_pipeline:
+            size = UNet2DConditionModel.load_config(self.model, subfolder="unet")["sample_size"]
+            factor = 2 ** (len(AutoencoderKL.load_config(self.model, subfolder="vae")["block_out_channels"]) - 1)
+        else:
+            size, factor = UNet2DModel.load_config(self.model or EMBEDDED_MODEL_DIR)["sample_size"], 1
+        height, width = (size, size) if isinstance(size, int) else size
+        return height * factor, width * factor
 
-    def compare(self, methods, scale, seed, steps, num_images, theta=None, strength=None, alpha=None
+    def pipeline(self):
+        """The pipeline, loaded on first use and kept."""
+        from hiresdiff.integrations.pipeline_loading import load_pipeline
+
+        if self._pipe is None:
+            self._pipe = load_pipeline(self.model, progress=False)
+        return self._pipe
+
+    def compare(self, methods, scale, seed, steps, num_images, theta=None, strength=None, alpha=None, prompt=""
                 ) -> Iterator[tuple[list, str]]:
         """Yield ``(gallery, status)`` after each column: gallery items are ``(PIL image, caption)``."""
-        from hiresdiff.comparison import comparison
-
         methods = parse_methods(methods or [""])
         scale, seed, steps, num_images = int(scale), int(seed), int(steps), int(num_images)
         height, width = self.trained_size()
         self.check_size(height * scale, width * scale)
         options = MethodOptions(theta=theta, strength=strength, alpha=alpha)
+        recipes = recipes_for(methods, options)  # names and options checked before any model loads
         if not 1 <= num_images <= 8:
             raise ValueError(f"images must be between 1 and 8; got {num_images}")
+        if self.is_pipeline and not (prompt or "").strip():
+            raise ValueError("prompt: this model is a text-to-image pipeline; write a prompt")
         gallery: list = []
-        for label, images in _streamed(lambda on_column: comparison(
+        if self.is_pipeline:
+            columns = self._pipeline_columns(recipes, height, width, scale, seed, steps, prompt)
+        else:
+            from hiresdiff.comparison import comparison
+
+            columns = _streamed(lambda on_column: comparison(
                 self.model, scales=[scale], methods=methods, options=options, seed=seed, num_images=num_images,
-                steps=steps, progress=False, on_column=on_column)):
+                steps=steps, progress=False, on_column=on_column))
+        for label, images in columns:
             gallery += [(image, f"{label} #{i + 1}") for i, image in enumerate(images)]
             yield list(gallery), f"done: {label}"
         yield list(gallery), f"finished {len(methods)} methods at {scale}× (seed {seed})"
 
-    def upscale(self, image, scale, method, seed, steps, class_label=None) -> tuple:
+    def _pipeline_columns(self, recipes, height, width, scale, seed, steps, prompt):
+        """The plain call at the trained size (every cascade's first stage), then one image per method."""
+        from hiresdiff.comparison import column_label
+        from hiresdiff.integrations.pipeline_driver import generate
+
+        pipe = self.pipeline()
+        yield f"{height}x{width} trained", generate(pipe, prompt, height=height, width=width, seed=seed, steps=steps)
+        for method, recipe in recipes.items():
+            images = generate(pipe, prompt, height=height * scale, width=width * scale, recipe=recipe, seed=seed,
+                              steps=steps)
+            yield column_label(height * scale, width * scale, method, recipe), images
+
+    def upscale(self, image, scale, method, seed, steps, class_label=None, prompt="") -> tuple:
         """``(result, status)`` for an uploaded PIL image."""
         import torch
 
@@ -70,19 +111,23 @@ class Handlers:
         from hiresdiff.integrations.pixel import load_pixel_model
         from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
         from hiresdiff.models import EMBEDDED_MODEL_DIR, EMBEDDED_UPSAMPLERS_DIR
-        from hiresdiff.options import recipes_for
 
         if image is None:
             raise ValueError("upload an image first")
         methods = parse_methods([method or ""])
         self.check_size(*target_size(image.height, image.width, float(scale)))
-        recipe = recipes_for(methods, default_upsamplers=None if self.model else str(EMBEDDED_UPSAMPLERS_DIR))[methods[0]]
-        unet, scheduler = load_pixel_model(self.model or EMBEDDED_MODEL_DIR, DEFAULT_SCHEDULER)
-        labels = None
-        if unet.config.num_class_embeds is not None and class_label not in (None, ""):
-            labels = torch.tensor([int(class_label)])
-        out = upscale(unet, image_tensor(image.convert("RGB")), scale=float(scale), recipe=recipe, scheduler=scheduler,
-                      steps=int(steps), seed=int(seed), class_labels=labels, progress=False)[0]
+        shipped = str(EMBEDDED_UPSAMPLERS_DIR) if self.model is None else None
+        recipe = recipes_for(methods, default_upsamplers=shipped)[methods[0]]
+        if self.is_pipeline:
+            out = upscale(self.pipeline(), image.convert("RGB"), scale=float(scale), recipe=recipe, prompt=prompt or "",
+                          steps=int(steps), seed=int(seed))[0]
+        else:
+            unet, scheduler = load_pixel_model(self.model or EMBEDDED_MODEL_DIR, DEFAULT_SCHEDULER)
+            labels = None
+            if unet.config.num_class_embeds is not None and class_label not in (None, ""):
+                labels = torch.tensor([int(class_label)])
+            out = upscale(unet, image_tensor(image.convert("RGB")), scale=float(scale), recipe=recipe,
+                          scheduler=scheduler, steps=int(steps), seed=int(seed), class_labels=labels, progress=False)[0]
         return out, f"upscaled {image.width}x{image.height} → {out.width}x{out.height} with {methods[0]}"
 
 
@@ -123,22 +168,23 @@ def build_app(handlers: Handlers):
     """The Gradio Blocks page over ``handlers``."""
     import gradio as gr
 
-    def compare(methods, scale, seed, steps, num_images, theta, strength, alpha):
+    def compare(prompt, methods, scale, seed, steps, num_images, theta, strength, alpha):
         try:
             options = [optional_number(v, n) for v, n in ((theta, "θ"), (strength, "strength"), (alpha, "α"))]
-            yield from handlers.compare(methods, scale, seed, steps, num_images, *options)
+            yield from handlers.compare(methods, scale, seed, steps, num_images, *options, prompt=prompt)
         except (ValueError, FileNotFoundError) as error:
             yield [], f"Error: {error}"
 
-    def upscale(image, scale, method, seed, steps, class_label):
+    def upscale(prompt, image, scale, method, seed, steps, class_label):
         try:
-            return handlers.upscale(image, scale, method, seed, steps, class_label)
+            return handlers.upscale(image, scale, method, seed, steps, class_label, prompt=prompt)
         except (ValueError, FileNotFoundError) as error:
             return None, f"Error: {error}"
 
     with gr.Blocks(title="hiresdiff") as app:
         gr.Markdown("# hiresdiff: generate above the trained resolution\nEvery column from one seed; the first "
                     "is the model's trained-size sample.")
+        prompt = gr.Textbox("", label="prompt (text-to-image pipelines)", visible=handlers.is_pipeline, elem_id="prompt")
         with gr.Tab("Compare methods"):
             methods = gr.CheckboxGroup(list(UI_METHODS), value=["naive", "ug", "self-cascade+ug"], label="methods")
             with gr.Row():
@@ -153,7 +199,7 @@ def build_app(handlers: Handlers):
             go = gr.Button("Generate", variant="primary", elem_id="generate")
             status = gr.Textbox(label="status", interactive=False, elem_id="status")
             gallery = gr.Gallery(label="results", columns=4, elem_id="gallery")
-            go.click(compare, [methods, scale, seed, steps, num_images, theta, strength, alpha], [gallery, status])
+            go.click(compare, [prompt, methods, scale, seed, steps, num_images, theta, strength, alpha], [gallery, status])
         with gr.Tab("Upscale an image"):
             image = gr.Image(type="pil", label="image (the model's trained size)")
             with gr.Row():
@@ -162,11 +208,11 @@ def build_app(handlers: Handlers):
                                         label="method")
                 up_seed = gr.Number(0, precision=0, label="seed")
                 up_steps = gr.Slider(2, 50, value=20, step=1, label="steps")
-                up_class = gr.Textbox("", label="class (empty: most likely)")
+                up_class = gr.Textbox("", label="class (empty: most likely)", visible=not handlers.is_pipeline)
             up_go = gr.Button("Upscale", variant="primary", elem_id="upscale")
             up_status = gr.Textbox(label="status", interactive=False, elem_id="upscale-status")
             result = gr.Image(type="pil", label="result", format="png")
-            up_go.click(upscale, [image, up_scale, up_method, up_seed, up_steps, up_class], [result, up_status])
+            up_go.click(upscale, [prompt, image, up_scale, up_method, up_seed, up_steps, up_class], [result, up_status])
     return app
 
 

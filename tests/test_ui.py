@@ -114,3 +114,18 @@ def test_optional_number_fields():
     assert optional_number("", "θ") is None and optional_number(" 1.5 ", "θ") == 1.5
     with pytest.raises(ValueError, match="θ must be a number"):
         optional_number("abc", "θ")
+
+
+def test_handlers_on_a_pipeline_folder_use_the_prompt(tmp_path):
+    from tiny_pipelines import load
+
+    load("sd15").save_pretrained(tmp_path / "sd15")
+    handlers = Handlers(model=str(tmp_path / "sd15"), max_side=64)
+    assert handlers.is_pipeline and handlers.trained_size() == (16, 16)
+    with pytest.raises(ValueError, match="prompt"):
+        next(handlers.compare(["naive"], 2, 0, 2, 1))
+    updates = list(handlers.compare(["naive,self-cascade"], 2, 0, 2, 1, prompt="a red cat"))
+    assert [s for _, s in updates][:3] == ["done: 16x16 trained", "done: 32² naive", "done: 32² self-cascade"]
+    assert updates[-1][0][-1][0].size == (32, 32)
+    result, status = handlers.upscale(Image.new("RGB", (16, 16), "red"), 2, "freescale", 0, 2, prompt="a red cat")
+    assert result.size == (32, 32) and "16x16 → 32x32" in status

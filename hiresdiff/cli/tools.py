@@ -73,7 +73,8 @@ def run_bench(args) -> None:
 
 def add_ui_parser(sub) -> None:
     p = sub.add_parser("ui", help="a web page to compare methods and upscale images (needs: pip install -e \".[ui]\")")
-    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded model)")
+    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded model), or a "
+                   "diffusers SD 1.x/2.x / SDXL pipeline folder or hub id")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--max-side", type=int, default=256, help="largest output side a request may ask for (default 256)")
@@ -85,10 +86,10 @@ def run_ui(args) -> None:
         import gradio  # noqa: F401
     except ImportError:
         raise ValueError('the web UI needs Gradio: pip install -e ".[ui]"') from None
-    from hiresdiff.ui import launch
+    from hiresdiff.ui import Handlers, launch
 
-    if args.model is not None:
-        from hiresdiff.integrations.pixel import load_pixel_model
-
-        load_pixel_model(args.model)  # a bad folder fails here, before the server starts
+    try:
+        Handlers(args.model).trained_size()  # a model that cannot be read fails here, before the server starts
+    except OSError as error:
+        raise ValueError(f"--model {args.model!r}: {error}") from None
     launch(args.model, host=args.host, port=args.port, max_side=args.max_side)
