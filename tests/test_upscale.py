@@ -5,7 +5,6 @@ import torch
 from PIL import Image
 
 import hiresdiff
-from hiresdiff.core.resample import downsample
 from hiresdiff.data import emoji
 from hiresdiff.eval.metrics import paired_rmse
 from hiresdiff.integrations.pixel import load_pixel_model, sample
