@@ -46,9 +46,11 @@ class Handlers:
         """The model's trained size in pixels, from its configs (no weights loaded)."""
         from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
+        from hiresdiff.integrations.pipeline_loading import pipeline_config
         from hiresdiff.models import EMBEDDED_MODEL_DIR
 
         if self.is_pipeline:
+            pipeline_config(self.model)
             size = UNet2DConditionModel.load_config(self.model, subfolder="unet")["sample_size"]
             factor = 2 ** (len(AutoencoderKL.load_config(self.model, subfolder="vae")["block_out_channels"]) - 1)
         else:

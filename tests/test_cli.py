@@ -46,6 +46,21 @@ def test_generate_with_a_bad_model_path_fails_clearly(tmp_path, make_bad_model, 
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ["generate", "--prompt", "a cat", "--height", "64", "--width", "64"],
+    ["batch", "PROMPTS", "--height", "64", "--width", "64", "--out-dir", "OUT"],
+    ["ui"],
+], ids=["generate", "batch", "ui"])
+def test_a_missing_pipeline_folder_gets_one_line_naming_it(tmp_path, command):
+    (tmp_path / "prompts.txt").write_text("a cat\n")
+    command = [{"PROMPTS": str(tmp_path / "prompts.txt"), "OUT": str(tmp_path / "out")}.get(a, a) for a in command]
+    done = run_cli(*command, "--model", str(tmp_path / "missing"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"hiresdiff: error: model '{tmp_path / 'missing'}' is neither a "
+                                                "diffusers pipeline folder (with model_index.json) nor a hub id that "
+                                                "can be downloaded or found in the Hugging Face cache"]
+
+
 @pytest.mark.parametrize("args,message", [(["--scale", "1"], "scale must be an int >= 2"), (["--theta", "-1"], "theta"), (["--eta", "2"], "eta")])
 def test_generate_bad_options_fail_clearly(tiny_pixel_model_dir, tmp_path, args, message):
     done = run_cli("generate", "--model", str(tiny_pixel_model_dir), "--out", str(tmp_path / "x.png"), *args)

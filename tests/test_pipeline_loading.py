@@ -47,6 +47,13 @@ def test_unet_less_model_is_rejected_before_any_weights_load(monkeypatch):
         generate_from_folder(str(saved("dit")), "a red cat", 32, 32, recipe=UG_RECIPE, **ARGS)
 
 
+def test_a_missing_pipeline_folder_is_refused_in_one_line_naming_it(tmp_path):
+    missing = str(tmp_path / "no-such-pipeline")
+    with pytest.raises(FileNotFoundError, match="no-such-pipeline' is neither a diffusers pipeline folder") as caught:
+        generate_from_folder(missing, "a red cat", 32, 32, recipe=None, **ARGS)
+    assert "\n" not in str(caught.value)
+
+
 def test_indivisible_size_is_rejected_before_sampling(monkeypatch):
     def no_sampling(*args, **kwargs):
         raise AssertionError("the pipeline ran")

@@ -90,6 +90,8 @@ def run_ui(args) -> None:
 
     try:
         Handlers(args.model).trained_size()  # a model that cannot be read fails here, before the server starts
-    except OSError as error:
-        raise ValueError(f"--model {args.model!r}: {error}") from None
+    except FileNotFoundError:
+        raise
+    except OSError as error:  # a folder without the configs the UI reads
+        raise ValueError(f"--model {args.model!r}: {str(error).splitlines()[0]}") from None
     launch(args.model, host=args.host, port=args.port, max_side=args.max_side)

@@ -44,15 +44,33 @@ def configure_vae_tiling(pipe, height: int, width: int, vae_tiling: Optional[boo
                       "pass vae_tiling=True (pipe.vae.enable_tiling()) if it runs out", stacklevel=3)
 
 
+def pipeline_config(model: str) -> dict:
+    """The ``model_index.json`` of a pipeline folder or cached hub id.
+
+    Raises:
+        FileNotFoundError: in one line naming ``model`` when it is neither a pipeline folder nor a hub id that
+            can be fetched or found in the Hugging Face cache (diffusers' own message spans several lines).
+    """
+    from diffusers import DiffusionPipeline
+
+    try:
+        return DiffusionPipeline.load_config(model)
+    except OSError:
+        raise FileNotFoundError(f"model {model!r} is neither a diffusers pipeline folder (with model_index.json) "
+                                "nor a hub id that can be downloaded or found in the Hugging Face cache") from None
+
+
 def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
                   needs_unet: bool = True, progress: bool = True):
     """``DiffusionPipeline.from_pretrained(model)`` on ``device`` (default :func:`pick_device`) in ``dtype``
-    (default :func:`pick_dtype`). With ``needs_unet`` a pipeline without a supported UNet is refused
-    (``ValueError``) from its ``model_index.json``, before any weights load."""
+    (default :func:`pick_dtype`). A missing ``model`` is refused (``FileNotFoundError``, :func:`pipeline_config`);
+    with ``needs_unet`` a pipeline without a supported UNet is refused (``ValueError``) from its
+    ``model_index.json``, before any weights load."""
     from diffusers import DiffusionPipeline
 
+    model_index = pipeline_config(model)
     if needs_unet:
-        check_model_index(DiffusionPipeline.load_config(model))
+        check_model_index(model_index)
     device = device or pick_device()
     pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or pick_dtype(device)).to(device)
     pipe.set_progress_bar_config(disable=not progress)
