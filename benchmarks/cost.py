@@ -16,7 +16,9 @@ The cases run interleaved (every recipe of a size, then the next size; ``--repea
 median over repeats is divided by naive's at the same size. ``--pipeline-dir`` measures a saved diffusers
 pipeline folder instead of an architecture (the test suite uses a tiny one). Writes JSON rows
 (``arch, recipe, height, width, steps, seconds, ratio_to_naive, working_bytes, device``), a Markdown
-table and a plot of working memory against output pixels next to ``--json``.
+table and a plot of working memory against output pixels next to ``--json``. The JSON is rewritten
+(atomically) after every case, with ``"finished": false`` until the last one, so a stopped run keeps
+what it measured.
 """
 
 from __future__ import annotations
@@ -150,31 +152,44 @@ def main() -> None:
         raise SystemExit("--recipes must include naive (the ratios are to it)")
     from tqdm.auto import tqdm
 
+    from hiresdiff.batch import write_json_atomically
+
     cases = [(size, recipe) for size in args.sizes for recipe in args.recipes]
     runs = {case: [] for case in cases}
-    for _ in tqdm(range(args.repeats), desc="rounds", disable=args.repeats == 1):
+    name = Path(args.pipeline_dir).name if args.pipeline_dir else args.arch
+    out = Path(args.json or f"benchmarks/results/cost_{name}_{args.device.split(':')[0]}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/cost.py " + " ".join(sys.argv[1:])
+    for round_ in tqdm(range(args.repeats), desc="rounds", disable=args.repeats == 1):
         for size, recipe in tqdm(cases, desc="cases"):
             runs[(size, recipe)].append(run_case(args, recipe, size))
-    name = Path(args.pipeline_dir).name if args.pipeline_dir else args.arch
+            finished = round_ == args.repeats - 1 and (size, recipe) == cases[-1]
+            # after every case, so a long run that is stopped keeps what it measured
+            write_json_atomically({"command": command, "finished": finished, "rows": summarize(runs, args, name)}, out)
+    write_report(summarize(runs, args, name), command, out)
+
+
+def summarize(runs: dict, args, name: str) -> list:
+    """One row per measured (size, recipe): medians over its runs; ``ratio_to_naive`` is ``None`` until naive
+    at that size has run."""
     rows = []
-    for size, recipe in cases:
-        done = [r for r in runs[(size, recipe)] if "error" not in r]
+    for (size, recipe), measured in runs.items():
+        if not measured:
+            continue
+        done = [r for r in measured if "error" not in r]
         naive = [r["seconds"] for r in runs[(size, "naive")] if "error" not in r]
         row = {"arch": name, "recipe": recipe, "height": size, "width": size, "steps": args.steps, "device": args.device,
                "dtype": args.dtype}
         if not done:
-            row["error"] = runs[(size, recipe)][0]["error"]
+            row["error"] = measured[0]["error"]
         else:
             seconds = statistics.median(r["seconds"] for r in done)
-            row.update(seconds=round(seconds, 2), ratio_to_naive=round(seconds / statistics.median(naive), 3),
+            row.update(seconds=round(seconds, 2),
+                       ratio_to_naive=round(seconds / statistics.median(naive), 3) if naive else None,
                        working_bytes=int(statistics.median(r["working_bytes"] for r in done)),
                        loaded_bytes=int(statistics.median(r["loaded_bytes"] for r in done)), repeats=len(done))
         rows.append(row)
-    out = Path(args.json or f"benchmarks/results/cost_{name}_{args.device.split(':')[0]}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/cost.py " + " ".join(sys.argv[1:])
-    out.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
-    write_report(rows, command, out)
+    return rows
 
 
 def write_report(rows: list, command: str, out: Path) -> None:
@@ -192,7 +207,8 @@ def write_report(rows: list, command: str, out: Path) -> None:
         if "error" in r:
             lines.append(f"| {r['height']}² | {r['recipe']} | — | — | not supported: {r['error']} |")
         else:
-            lines.append(f"| {r['height']}² | {r['recipe']} | {r['seconds']:.1f} | {r['ratio_to_naive']:.2f} | "
+            ratio = "—" if r["ratio_to_naive"] is None else f"{r['ratio_to_naive']:.2f}"  # naive failed at that size
+            lines.append(f"| {r['height']}² | {r['recipe']} | {r['seconds']:.1f} | {ratio} | "
                          f"{r['working_bytes'] / 2**30:.2f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ def test_cost_script_writes_rows_a_table_and_a_plot(tmp_path):
                            "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
+    assert data["finished"] is True
     rows = {(r["height"], r["recipe"]): r for r in data["rows"]}
     assert set(rows) == {(24, "naive"), (24, "ug"), (32, "naive"), (32, "ug")}
     for key in ("arch", "recipe", "height", "width", "steps", "seconds", "ratio_to_naive", "working_bytes", "device"):
@@ -46,3 +48,14 @@ def test_cost_script_writes_rows_a_table_and_a_plot(tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "cost.py --pipeline-dir" in table and "| 32² | ug |" in table
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_rows_so_far_are_medians_and_have_no_ratio_before_naive_ran():
+    args = SimpleNamespace(steps=2, device="cpu", dtype="fp32")
+    run = lambda seconds: {"seconds": seconds, "working_bytes": 100, "loaded_bytes": 10}  # noqa: E731
+    runs = {(64, "ug"): [run(3.0), run(5.0), run(4.5)], (64, "naive"): [], (32, "naive"): [run(2.0)],
+            (32, "ug"): [run(3.0)], (32, "freescale"): [{"error": "no"}]}
+    rows = {(r["height"], r["recipe"]): r for r in cost.summarize(runs, args, "tiny")}
+    assert set(rows) == {(64, "ug"), (32, "naive"), (32, "ug"), (32, "freescale")}  # nothing for a case not yet run
+    assert rows[(64, "ug")]["seconds"] == 4.5 and rows[(64, "ug")]["ratio_to_naive"] is None
+    assert rows[(32, "ug")]["ratio_to_naive"] == 1.5 and rows[(32, "freescale")]["error"] == "no"
