@@ -47,13 +47,13 @@ def test_generate_with_a_bad_model_path_fails_clearly(tmp_path, make_bad_model, 
 
 
 @pytest.mark.parametrize("command", [
-    ["generate", "--prompt", "a cat", "--height", "64", "--width", "64"],
-    ["batch", "PROMPTS", "--height", "64", "--width", "64", "--out-dir", "OUT"],
+    ["generate", "--prompt", "a cat", "--height", "64", "--width", "64", "--out", "{tmp}/x.png"],
+    ["batch", "{tmp}/prompts.txt", "--height", "64", "--width", "64", "--out-dir", "{tmp}/out"],
     ["ui"],
 ], ids=["generate", "batch", "ui"])
 def test_a_missing_pipeline_folder_gets_one_line_naming_it(tmp_path, command):
     (tmp_path / "prompts.txt").write_text("a cat\n")
-    command = [{"PROMPTS": str(tmp_path / "prompts.txt"), "OUT": str(tmp_path / "out")}.get(a, a) for a in command]
+    command = [a.format(tmp=tmp_path) for a in command]
     done = run_cli(*command, "--model", str(tmp_path / "missing"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [f"hiresdiff: error: model '{tmp_path / 'missing'}' is neither a "
