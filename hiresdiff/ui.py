@@ -68,7 +68,8 @@ class Handlers:
 
     def compare(self, methods, scale, seed, steps, num_images, theta=None, strength=None, alpha=None, prompt=""
                 ) -> Iterator[tuple[list, str]]:
-        """Yield ``(gallery, status)`` after each column: gallery items are ``(PIL image, caption)``."""
+        """Yield ``(gallery, status)`` after each column: gallery items are ``(PIL image, caption)``; the status
+        names the column and counts the columns done (the trained-size preview, then one per method)."""
         methods = parse_methods(methods or [""])
         scale, seed, steps, num_images = int(scale), int(seed), int(steps), int(num_images)
         height, width = self.trained_size()
@@ -88,9 +89,9 @@ class Handlers:
             columns = _streamed(lambda on_column: comparison(
                 self.model, scales=[scale], methods=methods, options=options, seed=seed, num_images=num_images,
                 steps=steps, progress=False, on_column=on_column))
-        for label, images in columns:
+        for done, (label, images) in enumerate(columns, start=1):
             gallery += [(image, f"{label} #{i + 1}") for i, image in enumerate(images)]
-            yield list(gallery), f"done: {label}"
+            yield list(gallery), f"done: {label} ({done}/{len(recipes) + 1} columns)"
         yield list(gallery), f"finished {len(methods)} methods at {scale}× (seed {seed})"
 
     def _pipeline_columns(self, recipes, height, width, scale, seed, steps, prompt):

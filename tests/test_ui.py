@@ -17,7 +17,8 @@ from hiresdiff.ui import Handlers, build_app  # noqa: E402
 def test_compare_streams_the_trained_preview_first_then_each_method(tiny_pixel_model_dir):
     handlers = Handlers(model=str(tiny_pixel_model_dir), max_side=64)
     updates = list(handlers.compare(["naive,ug"], 2, 0, 2, 2))
-    assert [status for _, status in updates] == ["done: 8² trained", "done: 16² naive", "done: 16² ug θ=1",
+    assert [status for _, status in updates] == ["done: 8² trained (1/3 columns)", "done: 16² naive (2/3 columns)",
+                                                 "done: 16² ug θ=1 (3/3 columns)",
                                                  "finished 2 methods at 2× (seed 0)"]
     gallery = updates[-1][0]
     assert len(gallery) == 6 and gallery[0][0].size == (8, 8) and gallery[-1][0].size == (16, 16)
@@ -127,7 +128,8 @@ def test_handlers_on_a_pipeline_folder_use_the_prompt(tmp_path):
     with pytest.raises(ValueError, match="prompt"):
         next(handlers.compare(["naive"], 2, 0, 2, 1))
     updates = list(handlers.compare(["naive,self-cascade"], 2, 0, 2, 1, prompt="a red cat"))
-    assert [s for _, s in updates][:3] == ["done: 16x16 trained", "done: 32² naive", "done: 32² self-cascade"]
+    assert [s for _, s in updates][:3] == ["done: 16x16 trained (1/3 columns)", "done: 32² naive (2/3 columns)",
+                                         "done: 32² self-cascade (3/3 columns)"]
     assert updates[-1][0][-1][0].size == (32, 32)
     result, status = handlers.upscale(Image.new("RGB", (16, 16), "red"), 2, "freescale", 0, 2, prompt="a red cat")
     assert result.size == (32, 32) and "16x16 → 32x32" in status
