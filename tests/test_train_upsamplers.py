@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from hiresdiff.cli import main
+from hiresdiff.core.prediction import prediction_target
 from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers
-from hiresdiff.models.train_upsamplers import prediction_target, train_feature_upsamplers, upsampler_loss
+from hiresdiff.models.train_upsamplers import train_feature_upsamplers, upsampler_loss
 
 from test_pixel_cascade import attention_pixel_unet, scheduler_for
 

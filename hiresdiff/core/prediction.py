@@ -38,3 +38,14 @@ def from_epsilon(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, 
     if prediction_type == "v_prediction":
         return (eps - s * x_t) / a
     return (x_t - s * eps) / a
+
+
+def prediction_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """What a model of ``prediction_type`` should output for x_t = √ᾱ x₀ + √(1−ᾱ) ε: ε, v = √ᾱ ε − √(1−ᾱ) x₀,
+    or x₀ (the training target, written from x₀ and ε rather than from x_t)."""
+    check_prediction_type(prediction_type)
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+    return x0

@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from hiresdiff.core.prediction import prediction_target
 from hiresdiff.integrations.pixel import sample, to_pil
 from hiresdiff.recipe import Recipe
 
@@ -56,8 +57,7 @@ def likely_class_labels(unet, scheduler, images: torch.Tensor, seed: int = 0, dr
         x_t = (a.sqrt() * images + (1 - a).sqrt() * noise).repeat_interleave(num_classes, 0)
         labels = torch.arange(num_classes).repeat(batch)
         pred = unet(x_t.to(unet.dtype), t[k].expand(len(x_t)), class_labels=labels).sample.float()
-        target = noise if scheduler.config.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * images
-        target = target.repeat_interleave(num_classes, 0)
+        target = prediction_target(images, noise, a, scheduler.config.prediction_type).repeat_interleave(num_classes, 0)
         errors += (pred - target).pow(2).mean(dim=(1, 2, 3)).view(batch, num_classes)
     return errors.argmin(dim=1)
 

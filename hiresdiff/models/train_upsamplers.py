@@ -19,19 +19,9 @@ from typing import Optional
 
 import torch
 
+from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
 from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
-
-
-def prediction_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
-    """What a model of ``prediction_type`` should output for x_t = √ᾱ x₀ + √(1−ᾱ) ε."""
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "v_prediction":
-        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
-    if prediction_type == "sample":
-        return x0
-    raise ValueError(f"prediction_type must be epsilon, v_prediction or sample; got {prediction_type!r}")
 
 
 def diffusion_loss(unet, scheduler, images: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
