@@ -87,6 +87,7 @@ def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe
 
     from hiresdiff.grid import save_png
     from hiresdiff.integrations.pipeline_driver import generate
+    from hiresdiff.integrations.pipeline_loading import call_kwargs
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +99,7 @@ def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe
         if not mine:
             return written
         pipe = pipe_loader(str(state.device))
-        kwargs = dict(guidance_scale=settings.guidance_scale)
-        if settings.negative_prompt is not None:
-            kwargs["negative_prompt"] = settings.negative_prompt
+        kwargs = call_kwargs(settings.guidance_scale, settings.negative_prompt)
         bar = tqdm(mine, desc=f"batch (process {state.process_index + 1}/{state.num_processes})", disable=not progress)
         for job in bar:
             key = settings.key(job)

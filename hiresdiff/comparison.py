@@ -16,7 +16,7 @@ import torch
 
 from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
 from hiresdiff.integrations.unet_families import size_multiple, trained_size
-from hiresdiff.models import EMBEDDED_MODEL_DIR, EMBEDDED_UPSAMPLERS_DIR
+from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
 from hiresdiff.options import COMPARISON_METHODS, MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
 
@@ -60,7 +60,7 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[int] = 
     ``scales`` × the trained size, or one ``size`` (height, width). ``on_column(label, images)`` is called as
     each column finishes. Names, options and sizes are checked before the model loads.
     """
-    recipes = recipes_for(methods, options, str(EMBEDDED_UPSAMPLERS_DIR) if model is None else None)
+    recipes = recipes_for(methods, options, shipped_upsamplers(model))
     if size is None:
         check_scales(scales)
     if not isinstance(num_images, int) or num_images < 1:

@@ -113,14 +113,13 @@ class Handlers:
         from hiresdiff.comparison import DEFAULT_SCHEDULER
         from hiresdiff.integrations.pixel import load_pixel_model
         from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
-        from hiresdiff.models import EMBEDDED_MODEL_DIR, EMBEDDED_UPSAMPLERS_DIR
+        from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
 
         if image is None:
             raise ValueError("upload an image first")
         methods = parse_methods([method or ""])
         self.check_size(*target_size(image.height, image.width, float(scale)))
-        shipped = str(EMBEDDED_UPSAMPLERS_DIR) if self.model is None else None
-        recipe = recipes_for(methods, default_upsamplers=shipped)[methods[0]]
+        recipe = recipes_for(methods, default_upsamplers=shipped_upsamplers(self.model))[methods[0]]
         if self.is_pipeline:
             out = upscale(self.pipeline(), image.convert("RGB"), scale=float(scale), recipe=recipe, prompt=prompt or "",
                           steps=int(steps), seed=int(seed))[0]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from hiresdiff.comparison import comparison
 from hiresdiff.integrations.pixel import load_pixel_model, sample
-from hiresdiff.models import EMBEDDED_MODEL_DIR, EMBEDDED_UPSAMPLERS_DIR
+from hiresdiff.models import EMBEDDED_MODEL_DIR, EMBEDDED_UPSAMPLERS_DIR, shipped_upsamplers
 from hiresdiff.options import MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
 
@@ -70,3 +70,9 @@ def test_main_job_without_arguments_writes_the_grid(tmp_path):
     assert done.returncode == 0, done.stderr
     width, height = Image.open(tmp_path / "hiresdiff-grid.png").size
     assert width == 6 * 96 and 96 < height < 96 + 60  # 32² trained, then 64²: naive, UG, Self-Cascade, FreeScale, SC+UG
+
+
+def test_only_the_embedded_model_has_shipped_upsamplers(tmp_path):
+    assert shipped_upsamplers(None) == str(EMBEDDED_UPSAMPLERS_DIR)
+    assert (EMBEDDED_UPSAMPLERS_DIR / "config.json").is_file()
+    assert shipped_upsamplers(str(tmp_path)) is None

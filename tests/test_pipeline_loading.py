@@ -10,7 +10,8 @@ from tiny_pipelines import load, saved
 
 from hiresdiff.integrations import stage
 from hiresdiff.integrations.hooks import apply_upsample_guidance
-from hiresdiff.integrations.pipeline_loading import configure_vae_tiling, generate_from_folder, pick_device, pick_dtype
+from hiresdiff.integrations.pipeline_loading import (call_kwargs, configure_vae_tiling, generate_from_folder, pick_device,
+                                                     pick_dtype)
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.recipe import Recipe
 
@@ -94,3 +95,8 @@ def test_vae_tiling_on_request_and_suggested_for_large_outputs():
     with pytest.raises(ValueError, match="has no VAE"):
         configure_vae_tiling(load("pixel"), 32, 32, True)
     assert len(generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=UG_RECIPE, vae_tiling=True, **ARGS)) == 1
+
+
+def test_call_kwargs_pass_a_negative_prompt_only_when_given():
+    assert call_kwargs(5.0) == {"guidance_scale": 5.0}
+    assert call_kwargs(7.5, "blurry") == {"guidance_scale": 7.5, "negative_prompt": "blurry"}

@@ -6,7 +6,7 @@ Resumable and split across processes by accelerate (:mod:`hiresdiff.batch`):
 
 from __future__ import annotations
 
-from hiresdiff.cli.generate import DTYPES, add_part_options, add_pipeline_options, method_options
+from hiresdiff.cli.generate import add_part_options, add_pipeline_options, load_cli_pipeline, method_options
 from hiresdiff.integrations.schedulers import SCHEDULERS
 from hiresdiff.options import parse_methods, recipes_for
 
@@ -28,11 +28,7 @@ def add_batch_parser(sub) -> None:
 
 
 def run_batch_command(args) -> None:
-    import torch
-
     from hiresdiff.batch import BatchSettings, jobs_for, read_prompts, run_batch
-    from hiresdiff.integrations.pipeline_loading import load_pipeline
-    from hiresdiff.integrations.schedulers import make_scheduler
 
     methods = parse_methods([args.method])
     if len(methods) != 1:
@@ -42,13 +38,9 @@ def run_batch_command(args) -> None:
     settings = BatchSettings(model=args.model, method=methods[0], height=args.height, width=args.width, steps=args.steps,
                              scheduler=args.scheduler, guidance_scale=args.guidance_scale,
                              negative_prompt=args.negative_prompt)
-    dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
 
     def pipe_loader(device):
-        pipe = load_pipeline(args.model, device=args.device or device, dtype=dtype, needs_unet=True, progress=False)
-        if args.scheduler is not None:
-            pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-        return pipe
+        return load_cli_pipeline(args, needs_unet=True, device=device, progress=False)[0]
 
     written = run_batch(settings, jobs, args.out_dir, recipe=recipe, pipe_loader=pipe_loader)
     print(f"wrote {len(written)} of {len(jobs)} outputs to {args.out_dir} (the others were done already or by other processes)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hiresdiff.comparison import DEFAULT_SCHEDULER, DEFAULT_STEPS
 from hiresdiff.integrations.schedulers import SCHEDULERS
+from hiresdiff.models import shipped_upsamplers
 from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, recipes_for
 from hiresdiff.recipe import PRESETS
 
@@ -142,23 +143,21 @@ def pipeline_columns(args, methods, options):
                                steps=args.steps or 30, num_frames=args.num_frames, **kwargs)
 
 
-def load_cli_pipeline(args, needs_unet: bool):
-    """The --model pipeline on --device in --dtype with --scheduler, and its call's keyword arguments."""
+def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True):
+    """The --model pipeline on --device (else ``device``, else the best) in --dtype with --scheduler, and its
+    call's keyword arguments."""
     import torch
 
-    from hiresdiff.integrations.pipeline_loading import load_pipeline
+    from hiresdiff.integrations.pipeline_loading import call_kwargs, load_pipeline
     from hiresdiff.integrations.schedulers import make_scheduler
 
     if args.model is None:
         raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
     dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
-    pipe = load_pipeline(args.model, device=args.device, dtype=dtype, needs_unet=needs_unet)
+    pipe = load_pipeline(args.model, device=args.device or device, dtype=dtype, needs_unet=needs_unet, progress=progress)
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-    kwargs = dict(guidance_scale=args.guidance_scale)
-    if args.negative_prompt is not None:
-        kwargs["negative_prompt"] = args.negative_prompt
-    return pipe, kwargs
+    return pipe, call_kwargs(args.guidance_scale, args.negative_prompt)
 
 
 def add_upscale_parser(sub) -> None:
@@ -194,12 +193,7 @@ def run_upscale(args) -> None:
     compare = out.with_name(f"{out.stem}-compare.png") if args.compare else None
     for path in filter(None, (out, compare)):
         check_writable(path, args.force)
-    default_upsamplers = None
-    if args.model is None:
-        from hiresdiff.models import EMBEDDED_UPSAMPLERS_DIR
-
-        default_upsamplers = str(EMBEDDED_UPSAMPLERS_DIR)
-    recipe = recipes_for(methods, method_options(args), default_upsamplers)[methods[0]]
+    recipe = recipes_for(methods, method_options(args), shipped_upsamplers(args.model))[methods[0]]
     if args.prompt is None:
         from hiresdiff.integrations.pixel import load_pixel_model
         from hiresdiff.integrations.upscale import likely_class_labels

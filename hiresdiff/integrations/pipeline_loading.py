@@ -100,8 +100,13 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
     """
     pipe = load_pipeline(model, device=device, dtype=dtype, needs_unet=recipe is not None, progress=progress)
     configure_vae_tiling(pipe, height, width, vae_tiling)
+    return generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps, seed=seed,
+                    num_frames=num_frames, vae_tiling=vae_tiling, **call_kwargs(guidance_scale, negative_prompt))
+
+
+def call_kwargs(guidance_scale: float, negative_prompt: Optional[str] = None) -> dict:
+    """The pipeline call's guidance arguments; ``negative_prompt`` only when one is given."""
     kwargs = dict(guidance_scale=guidance_scale)
     if negative_prompt is not None:
         kwargs["negative_prompt"] = negative_prompt
-    return generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps, seed=seed,
-                    num_frames=num_frames, vae_tiling=vae_tiling, **kwargs)
+    return kwargs
