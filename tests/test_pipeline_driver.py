@@ -5,6 +5,7 @@ import torch
 
 import hiresdiff
 from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers
+from hiresdiff.integrations.pixel_pipeline import PixelPipeline
 from hiresdiff.methods.self_cascade import CascadeConfig
 from hiresdiff.recipe import Recipe
 
@@ -139,10 +140,14 @@ def test_bad_input_fails_before_any_unet_call(kwargs, match):
     assert seen == []
 
 
-def test_rgb_space_needs_a_vae_and_upsamplers_must_fit():
+def test_pixel_pipelines_resize_under_rgb_space_and_upsamplers_must_fit():
     pipe = load("pixel")
-    with pytest.raises(ValueError, match="space='rgb' needs a VAE"):
+    with pytest.raises(ValueError, match="DDPMPipeline takes no height, width.*PixelPipeline"):
         hiresdiff.generate(pipe, height=32, width=32, recipe=Recipe.freescale(), steps=2)
+    pixel = PixelPipeline(pipe.unet, pipe.scheduler)
+    rgb, latent = (hiresdiff.generate(pixel, height=32, width=32, steps=2, output_type="latent",
+                                      recipe=Recipe.freescale(space=space)) for space in ("rgb", "latent"))
+    assert torch.equal(rgb, latent)
     sd = load("sd15")
     with pytest.raises(ValueError, match="upsamplers were built for another UNet"):
         hiresdiff.generate(sd, PROMPT, height=32, width=32, steps=2,

@@ -8,9 +8,10 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers
-from hiresdiff.integrations.pixel import denoise, load_pixel_model, sample
-from hiresdiff.integrations.schedulers import SCHEDULERS, make_scheduler
-from hiresdiff.methods.self_cascade import CascadeConfig, pivot_noise_vp, restart_index
+from hiresdiff.integrations.pixel import load_pixel_model, sample
+from hiresdiff.integrations.restart import stage_generator
+from hiresdiff.integrations.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
+from hiresdiff.methods.self_cascade import CascadeConfig, pivot_noise_vp, resize, restart_index
 from hiresdiff.recipe import Recipe
 
 from hook_helpers import assert_same_snapshot, unet_snapshot
@@ -43,15 +44,20 @@ def test_first_stage_is_plain_sampling_bit_for_bit(recipe):
     assert torch.equal(sample(unet, scheduler, height=32, width=32, recipe=recipe, noise_size=(32, 32), **KW), stages[-1])
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+KDPM2_A_NAN = pytest.mark.xfail(strict=True, reason="diffusers' KDPM2 ancestral makes NaN timesteps on squaredcos_cap_v2 "
+                                "with trailing spacing (sigma_max 2e4): its plain sampling is NaN too")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=KDPM2_A_NAN) if n == "kdpm2_a" else n
+                                  for n in sorted(set(SCHEDULERS) - set(EDM_ONLY))])
 def test_every_scheduler_restarts_at_k_and_calls_the_unet_the_expected_number_of_times(name):
     unet, scheduler = attention_pixel_unet(), scheduler_for(name)
     recipe = Recipe.self_cascade(strength=0.6)
     with CallSizes(unet) as calls:
         out = sample(unet, scheduler, height=32, width=32, recipe=recipe, **KW)
-    per_step = scheduler.order if name == "heun" else 1
+    per_step = scheduler.order  # Heun, KDPM2 (a): two calls per step, one for the first
     later = int(5 * 0.6)
-    first = 5 * per_step - (per_step - 1)  # Heun's first step is one call
+    first = 5 * per_step - (per_step - 1) + (name == "pndm")  # PNDM's PLMS warm-up repeats a timestep
     assert calls.sizes.count((8, 8)) == first
     assert calls.sizes.count((16, 16)) == calls.sizes.count((32, 32)) == later * per_step - (per_step - 1)
     assert torch.isfinite(out).all() and out.shape == (2, 3, 32, 32)
@@ -60,19 +66,19 @@ def test_every_scheduler_restarts_at_k_and_calls_the_unet_the_expected_number_of
 def test_pivot_noising_equals_the_closed_form_and_alpha_zero_pins_every_input():
     """α = 0 gives c = 1: the UNet sees the pivot noised by the stage's ε at every step (eq. 10 at each t)."""
     unet, scheduler = attention_pixel_unet(), scheduler_for("ddim")
-    pivot, eps = torch.rand(1, 3, 16, 16) * 2 - 1, torch.randn(1, 3, 16, 16)
+    recipe = Recipe(cascade=CascadeConfig(strength=0.5, detail_alpha=0.0))
     seen = []
     handle = unet.conv_in.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
     try:
-        from hiresdiff.integrations.stage import stage_detail
-
-        detail = stage_detail(CascadeConfig(detail_alpha=0.0), pivot, (16, 16), scheduler)
-        denoise(unet, scheduler, eps, 10, restart_index(10, 0.5), pivot=pivot, detail=detail, class_labels=None,
-                generator=torch.Generator().manual_seed(0), noise_size=None, desc="", progress=False)
+        stages = sample(unet, scheduler, height=16, width=16, recipe=recipe, return_stages=True, **{**KW, "steps": 10})
     finally:
         handle.remove()
-    assert len(seen) == 5
-    for x_in, t in zip(seen, scheduler.timesteps[5:]):
+    later = [x for x in seen if x.shape[-1] == 16]
+    pivot = resize(stages[0], (16, 16), "bicubic")
+    eps = torch.randn(pivot.shape, generator=stage_generator(KW["seed"], 1))
+    scheduler.set_timesteps(10)
+    assert len(later) == 5
+    for x_in, t in zip(later, scheduler.timesteps[5:]):
         a = float(scheduler.alphas_cumprod[int(t)])
         assert torch.allclose(x_in, pivot_noise_vp(pivot, eps, a), atol=1e-5)
 

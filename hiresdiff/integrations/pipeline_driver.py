@@ -1,28 +1,31 @@
-"""``hiresdiff.generate(pipe, …)``: any recipe on a diffusers text-to-image or text-to-video pipeline.
+"""The one sampling core: any recipe on any diffusers pipeline, a pixel ``UNet2DModel`` being one more pipeline.
 
-The driver reuses the pipeline for everything it already does (prompt encoding, CFG, SDXL's added
-conditioning, AnimateDiff's motion modules, the VAE decode, ``callback_on_step_end``) and adds only
-what a cascade needs between the pipeline's own calls:
+``generate(pipe, …)`` runs the recipe's stages (:meth:`hiresdiff.recipe.Recipe.stages`) one after the other,
+each as one call of the pipeline itself, which brings everything it already does (prompt encoding, CFG,
+SDXL's added conditioning, ControlNet, IP-Adapter, AnimateDiff's motion modules, the VAE decode,
+``callback_on_step_end``). Pixel models run through :class:`~hiresdiff.integrations.pixel_pipeline.PixelPipeline`,
+so the pixel path and the pipeline path are this same code. Per stage:
 
-* stage 0 is the pipeline's plain call at the trained size with ``output_type="latent"``;
-* a later stage upsamples the previous latents (φ: resize, or VAE decode → resize → encode, see
-  :mod:`hiresdiff.integrations.codecs`), noises them to the restart step K with one ε by the scheduler's
-  own ``add_noise`` and hands them to the pipeline as ``latents``. The pipeline starts at step K because,
-  for the duration of that call only, the scheduler's ``set_timesteps`` is followed by dropping the
-  first K steps and ``set_begin_index(K)`` — what diffusers' img2img pipelines do, applied to the
-  text-to-image pipelines, which all take ``latents`` but not a start step. (Custom ``timesteps=`` would
-  need scheduler support that DDIM, Euler a and UniPC lack; the img2img variants would draw ε themselves.)
-  The pipeline multiplies given latents by ``init_noise_sigma``, so they are passed divided by it.
-* FreeScale's detail control blends the latents after each step, through ``callback_on_step_end``
-  (chained before a user's own callback): blending after step i is blending before the UNet call of
-  step i+1, and before the first call the blend is the identity (z̃_K = z_K: one ε per stage).
-* the per-call parts are attached for each stage by :func:`hiresdiff.integrations.stage.stage_modifications`
-  and removed in ``finally``; the scheduler's ``set_timesteps`` is restored there too. After a run, also
-  a failed or interrupted one, the pipeline is as it was (its scheduler's step state aside, which every
-  pipeline call resets).
+* stage 0 is the plain call at the trained size (bit for bit ``pipe(…, generator=manual_seed(seed))``),
+  ``output_type="latent"`` unless it is the last;
+* a later stage r upsamples the previous result (φ: resize, or VAE decode → resize → encode, see
+  :mod:`hiresdiff.integrations.codecs`), noises it to the restart step K of its own grid with one ε,
+  z_K = a_K·φ(z₀) + b_K·ε in the scheduler's own form (:class:`~hiresdiff.integrations.noise_levels.NoiseLevels`),
+  and hands it to the pipeline as ``latents`` with a scheduler that starts at K
+  (:mod:`hiresdiff.integrations.restart`: the img2img contract, the caller's scheduler never touched). The
+  pipeline multiplies given latents by ``init_noise_sigma``, so they are passed divided by it;
+* ε and every per-step noise of stage r come from :func:`~hiresdiff.integrations.restart.stage_generator`
+  (seed, r), a CPU generator: the same seed gives the same result under any global RNG and on any device;
+* FreeScale's detail control blends the latents after each step through ``callback_on_step_end`` (chained
+  before a user's own callback): blending after step i is blending before the UNet call of step i+1, and
+  before the first call the blend is the identity (z̃_K = z_K: one ε per stage);
+* the per-call parts are attached for the stage by :func:`hiresdiff.integrations.stage.stage_modifications`
+  and removed in ``finally``. The pipeline object, its scheduler and its config are never changed, also
+  after an exception or an interrupt: every stage runs on a shallow copy of the pipeline with a scheduler
+  of its own.
 
 Videos (AnimateDiff) always use latent-space φ, also under ``space="rgb"``: FreeScale's finding is that
-the RGB round trip's blur helps images but hurts videos.
+the RGB round trip's blur helps images but hurts videos. Pipelines without a VAE resize their images.
 
 SDXL micro-conditioning: in a cascade every stage is told ``original_size = target_size`` = the trained
 size (FreeScale's choice: the model is asked for the kind of image it knows, and the cascade makes it
@@ -38,45 +41,60 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from hiresdiff.integrations.codecs import VaeCodec, upsample_pivot
+from hiresdiff.integrations.codecs import PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.integrations.noise_levels import NoiseLevels, fresh_copy
+from hiresdiff.integrations.restart import RestartedScheduler, stage_generator, stage_pipeline
 from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications
 from hiresdiff.integrations.unet_families import family_of, find_unet, size_multiple, trained_size
 from hiresdiff.methods.self_cascade import restart_index
 from hiresdiff.recipe import Recipe, Stage, stages_after
 
+PIPELINE_CONTRACT = ("height", "width", "num_inference_steps", "generator", "latents", "output_type",
+                     "callback_on_step_end")
+FIRST_STAGE_ONLY = ("latents", "noise_size")  # arguments that describe stage 0's start, not every stage's
+
 
 def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Recipe] = None, seed: int = 0,
              steps: int = 30, num_frames: Optional[int] = None, vae_tiling: Optional[bool] = None,
-             on_stage: Optional[Callable[[Stage, Any], None]] = None, image: Optional[torch.Tensor] = None,
-             **pipeline_kwargs):
-    """Generate ``height``×``width`` pixels with ``pipe`` (SD 1.x/2.x, SDXL, AnimateDiff) and ``recipe``.
+             on_stage: Optional[Callable[[Stage, Any], None]] = None, init_image: Optional[torch.Tensor] = None,
+             return_stages: bool = False, **pipeline_kwargs):
+    """Generate ``height``×``width`` pixels with ``pipe`` and ``recipe``.
 
     Args:
-        pipe: a loaded diffusers pipeline whose denoiser is a supported UNet.
+        pipe: a loaded diffusers pipeline whose denoiser is a supported UNet (SD 1.x/2.x, SDXL, AnimateDiff,
+            their ControlNet, T2I-Adapter, IP-Adapter and LoRA variants), or a
+            :class:`~hiresdiff.integrations.pixel_pipeline.PixelPipeline`.
         prompt: the prompt (also any other pipeline argument in ``pipeline_kwargs``: ``negative_prompt``,
-            ``guidance_scale``, ``output_type``, ``callback_on_step_end``, …).
+            ``guidance_scale``, ``output_type``, ``callback_on_step_end``, ``image`` of a ControlNet, …;
+            ``latents`` and ``noise_size`` apply to stage 0 only).
         recipe: :class:`~hiresdiff.recipe.Recipe` (``None``: the pipeline's plain call at that size).
-        seed: drives CPU generators (stage 0's pipeline noise, then each later stage's ε), so a seed
-            gives the same result on every device.
+        seed: drives one CPU generator per stage (:func:`~hiresdiff.integrations.restart.stage_generator`).
         steps: sampling steps of stage 0 (later stages: ``cascade.steps`` or these, of which they run
             the last ``int(steps·strength)``).
         num_frames: frames of a video pipeline (AnimateDiff).
         vae_tiling: tile the VAE in the RGB cascade's φ: ``None`` above 2048² pixels.
         on_stage: called as ``on_stage(stage, latents)`` when a stage other than the last finishes.
-        image: upscale this image (1, 3, h, w) in [-1, 1] instead of generating one: encoded by the VAE, it
-            stands in for the result of the cascade's stage of its size, and only the later stages run.
+        init_image: upscale this image (B, 3, h, w) in [-1, 1] instead of generating one: encoded by the VAE,
+            it stands in for the result of the cascade's stage of its size, and only the later stages run.
+        return_stages: return every stage's output (``init_image``'s encoding first, if given), not only the last.
 
     Returns:
         The last stage's output: a list of PIL images, or for a video pipeline the frames of the first video
-        (``output_type`` as passed, default ``"pil"``).
+        (``output_type`` as passed, default ``"pil"``); with ``return_stages`` a list of every stage's.
 
     Raises:
         ValueError: before any UNet call, for an unsupported pipeline, sizes that do not fit the model
             (not divisible by the VAE factor × the UNet's factor, smaller than trained for a cascade, non-integer
-            UG scales), ``space="rgb"`` without a VAE, upsamplers built for another UNet.
+            UG scales), a cascade whose later stages would run no step (steps·strength < 1), upsamplers built
+            for another UNet.
     """
     recipe = recipe or Recipe()
     unet, _ = find_unet(pipe)
+    parameters = inspect.signature(pipe.__call__).parameters
+    missing = [name for name in PIPELINE_CONTRACT if name not in parameters]
+    if missing:
+        raise ValueError(f"pipe: {type(pipe).__name__} takes no {', '.join(missing)}; hiresdiff needs pipelines that take "
+                         f"{', '.join(PIPELINE_CONTRACT)} (for a pixel UNet2DModel: PixelPipeline(unet, scheduler))")
     if family_of(unet).video and recipe.cascade is not None and recipe.cascade.space == "rgb":
         recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
     vae = getattr(pipe, "vae", None)
@@ -86,20 +104,22 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n % multiple:
             raise ValueError(f"{name} must be a positive multiple of {multiple} (VAE factor {scale_factor} × the UNet's "
                              f"downsampling factor {multiple // scale_factor}); got {n!r}")
+    check_steps(steps)
     stages = recipe.stages(trained_size(unet), (height // scale_factor, width // scale_factor), size_multiple(unet))
-    if recipe.cascade is not None and recipe.cascade.space == "rgb" and vae is None:
-        raise ValueError(f"space='rgb' needs a VAE, and {type(pipe).__name__} has none: use space='latent'")
+    if len(stages) > 1:
+        stage_steps, strength = recipe.cascade.stage_steps(steps), recipe.cascade.strength
+        if int(stage_steps * strength) < 1:
+            raise ValueError(f"steps·strength must be at least 1, or the cascade's later stages run no step; got "
+                             f"steps={stage_steps}, strength={strength} (steps·strength = {stage_steps * strength:g})")
     frame_factor = max((level.factor[0] for stage in stages for level in stage.ug_levels
                         if isinstance(level.factor, tuple) and len(level.factor) == 3), default=1)
     if num_frames is not None and num_frames % frame_factor:
         raise ValueError(f"num_frames={num_frames} is not divisible by the UG frame factor {frame_factor}: "
                          f"num_frames must be a multiple of {frame_factor}")
     upsamplers = load_upsamplers(recipe.upsamplers, unet) if recipe.upsamplers is not None else None
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}")
 
-    parameters = inspect.signature(pipe.__call__).parameters
     common = dict(pipeline_kwargs, num_inference_steps=steps)
+    first_only = {name: common.pop(name) for name in FIRST_STAGE_ONLY if common.get(name) is not None}
     if prompt is not None:
         common["prompt"] = prompt
     if num_frames is not None:
@@ -112,86 +132,88 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         time_ids = "keep"
     output_type = common.pop("output_type", "pil")
     user_callback = common.pop("callback_on_step_end", None)
-    codec = VaeCodec(vae, scale_factor, vae_tiling) if vae is not None else None
+    codec = VaeCodec(vae, scale_factor, vae_tiling) if vae is not None else PixelCodec()
 
-    latents = None
-    if image is not None:
-        latents, stages = _encoded_image(image, unet, codec, stages, scale_factor)
+    results, latents = [], None
+    if init_image is not None:
+        latents, stages = _encoded_image(init_image, unet, codec, stages, scale_factor)
+        results.append(latents)
     for stage in stages:
         last = stage is stages[-1]
         call = dict(common, height=stage.size[0] * scale_factor, width=stage.size[1] * scale_factor,
-                    output_type=output_type if last else "latent")
+                    output_type=output_type if last else "latent", generator=stage_generator(seed, stage.index))
         if user_callback is not None:
             call["callback_on_step_end"] = user_callback
-        with stage_modifications(unet, recipe, stage, pipe.scheduler, upsamplers=upsamplers, pivot=latents,
+        if stage.index == 0:
+            call.update(first_only)
+            scheduler = fresh_copy(pipe.scheduler)
+            inner = scheduler
+        else:
+            scheduler = _restart(pipe.scheduler, recipe, stage, latents, codec, call, steps)
+            inner = scheduler.inner
+        with stage_modifications(unet, recipe, stage, inner, upsamplers=upsamplers, pivot=latents,
                                  sdxl_time_ids=time_ids):
-            if stage.index == 0:
-                output = pipe(**call, generator=torch.Generator("cpu").manual_seed(seed))
-            else:
-                output = _restarted_call(pipe, recipe, stage, latents, codec, call, seed, steps)
+            output = stage_pipeline(pipe, scheduler)(**call)
         result = output.frames if hasattr(output, "frames") else output.images
+        results.append(result)
         if not last:
             latents = result
             if on_stage is not None:
                 on_stage(stage, latents)
+    if return_stages:
+        return results
     return result[0] if hasattr(output, "frames") else result
 
 
+def check_steps(steps) -> None:
+    """``ValueError`` naming ``steps`` unless it is a positive int."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive int; got {steps!r}")
+
+
 def _encoded_image(image: torch.Tensor, unet, codec, stages: list, scale_factor: int):
-    """The VAE latents of a user's ``image`` and the stages after the one they stand in for."""
+    """The model-space version of a user's ``image`` and the stages after the one it stands in for."""
     if family_of(unet).video:
-        raise ValueError("image: upscaling takes images; video pipelines (AnimateDiff) are not supported")
-    if codec is None:
-        raise ValueError("image: upscaling with a pipeline needs its VAE")
-    if image.ndim != 4 or image.shape[:2] != (1, 3) or not torch.isfinite(image).all():
-        raise ValueError(f"image must be one finite (1, 3, H, W) tensor in [-1, 1]; got shape {tuple(image.shape)}")
+        raise ValueError("init_image: upscaling takes images; video pipelines (AnimateDiff) are not supported")
+    channels = 3 if isinstance(codec, VaeCodec) else unet.config.in_channels
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != channels or not torch.isfinite(image).all():
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"init_image must be a finite (B, {channels}, H, W) tensor in [-1, 1]; got {shape}")
     h, w = image.shape[-2:]
     if h % scale_factor or w % scale_factor:
-        raise ValueError(f"image size {h}x{w} must be a multiple of the VAE factor {scale_factor}")
+        raise ValueError(f"init_image size {h}x{w} must be a multiple of the VAE factor {scale_factor}")
     later = stages_after(stages, (h // scale_factor, w // scale_factor))
     return codec.encode(image.clamp(-1, 1).to(device=unet.device, dtype=unet.dtype)), later
 
 
-def _restarted_call(pipe, recipe: Recipe, stage: Stage, previous: torch.Tensor, codec, call: dict, seed: int,
-                    steps: int):
-    """One later stage: the pipeline's call started at step K from the noised, upsampled pivot."""
-    cascade, scheduler = recipe.cascade, pipe.scheduler
+def _restart(pipe_scheduler, recipe: Recipe, stage: Stage, previous: torch.Tensor, codec, call: dict,
+             steps: int) -> RestartedScheduler:
+    """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler."""
+    cascade = recipe.cascade
     pivot = upsample_pivot(codec, previous, stage.size, cascade)
-    eps = torch.randn(pivot.shape, generator=torch.Generator("cpu").manual_seed(seed + stage.index)).to(pivot)
+    eps = torch.randn(pivot.shape, generator=call["generator"]).to(pivot)  # drawn on the CPU, then moved
     stage_steps = cascade.stage_steps(steps)
-    begin = restart_index(stage_steps, cascade.strength) * scheduler.order
-    set_timesteps = scheduler.set_timesteps
-
-    def restarted_set_timesteps(*args, **kwargs):
-        set_timesteps(*args, **kwargs)
-        scheduler.timesteps = scheduler.timesteps[begin:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(begin)
-
-    scheduler.set_timesteps = restarted_set_timesteps
-    try:
-        scheduler.set_timesteps(stage_steps, device=pivot.device)
-        timesteps = scheduler.timesteps
-        z_k = scheduler.add_noise(pivot, eps, timesteps[:1])
-        call.update(num_inference_steps=stage_steps, latents=z_k / scheduler.init_noise_sigma)
-        detail = stage_detail(cascade, codec.decode(previous) if callable(cascade.detail_alpha) else None,
-                              stage.size, scheduler)
-        if detail is not None:
-            call["callback_on_step_end"] = _detail_callback(detail, pivot, eps, timesteps, scheduler,
-                                                            call.get("callback_on_step_end"))
-        return pipe(**call)
-    finally:
-        del scheduler.set_timesteps
+    scheduler = RestartedScheduler(pipe_scheduler, restart_index(stage_steps, cascade.strength))
+    scheduler.set_timesteps(stage_steps)  # init_noise_sigma of the grid the pipeline will set
+    levels = NoiseLevels.of(scheduler.inner, stage_steps)
+    call.update(num_inference_steps=stage_steps,
+                latents=levels.noised(pivot, eps, scheduler.begin) / scheduler.init_noise_sigma)
+    detail = stage_detail(cascade, codec.decode(previous) if callable(cascade.detail_alpha) else None, stage.size,
+                          levels.num_train_timesteps)
+    if detail is not None:
+        call["callback_on_step_end"] = _detail_callback(detail, pivot, eps, levels, scheduler.begin,
+                                                        call.get("callback_on_step_end"))
+    return scheduler
 
 
-def _detail_callback(detail, pivot, eps, timesteps, scheduler, user_callback):
-    """``callback_on_step_end`` blending the latents toward the pivot noised to the next step's t."""
+def _detail_callback(detail, pivot, eps, levels: NoiseLevels, begin: int, user_callback):
+    """``callback_on_step_end`` blending the latents toward the pivot noised to the next grid step (same ε)."""
 
     def callback(pipe, i, t, callback_kwargs):
-        if i + 1 < len(timesteps):
-            t_next = timesteps[i + 1]
+        index = begin + i + 1
+        if index < len(levels):
             latents = callback_kwargs["latents"]
-            callback_kwargs["latents"] = detail(latents, scheduler.add_noise(pivot, eps, t_next.reshape(1)), t_next)
+            callback_kwargs["latents"] = detail(latents, levels.noised(pivot, eps, index), levels.timesteps[index])
         if user_callback is not None:
             callback_kwargs = {**callback_kwargs, **(user_callback(pipe, i, t, callback_kwargs) or {})}
         return callback_kwargs

@@ -40,7 +40,7 @@ def load_upsamplers(upsamplers, unet) -> FeatureUpsamplers:
 
 
 def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Sequence[int],
-                 scheduler) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
+                 num_train_timesteps: int) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
     """FreeScale's detail control for one stage: ``blend(z, z̃_t, t)`` = (1−c)·z + c·z̃_t, or ``None`` when off.
 
     α comes from ``cascade.detail_alpha``: a number, a map (resized to the stage's ``size``), or a callable
@@ -54,7 +54,6 @@ def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Seque
         check_detail_alpha(alpha)
     if isinstance(alpha, torch.Tensor):
         alpha = resize_alpha(alpha, size)
-    num_train_timesteps = scheduler.config.num_train_timesteps
 
     def blend(z: torch.Tensor, z_tilde: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return blend_detail(z, z_tilde, detail_weight(t, num_train_timesteps, alpha))

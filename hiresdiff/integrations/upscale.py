@@ -5,7 +5,7 @@ only the later stages run: φ (resize, or VAE round trip), re-noise to the resta
 denoise K → 0 at the larger size with the recipe's per-call parts — Self-Cascade's or FreeScale's later
 stages, with Upsample Guidance if the recipe composes it. Both drivers do the work
 (:func:`hiresdiff.integrations.pixel.sample` and :func:`hiresdiff.integrations.pipeline_driver.generate`
-with ``image=``); this module turns a user's image into their input and picks the defaults.
+with ``image=`` and ``init_image=``); this module turns a user's image into their input and picks the defaults.
 """
 
 from __future__ import annotations
@@ -99,5 +99,5 @@ def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: O
 
     if len(pixels) != 1:
         raise ValueError(f"image: a pipeline upscales one image at a time; got {len(pixels)}")
-    return generate(model, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps, image=pixels,
+    return generate(model, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps, init_image=pixels,
                     **pipeline_kwargs)

@@ -1,0 +1,308 @@
+"""The one sampling core (``hiresdiff.generate``, also under ``hiresdiff.integrations.pixel.sample``) against
+independent computations: a step-by-step loop written here from the scheduler's own ``step``, the closed
+form of the restart's first UNet input, and the plain pipeline call; for every scheduler × preset × driver."""
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hiresdiff
+from hiresdiff.integrations.codecs import PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.integrations.pixel import sample
+from hiresdiff.integrations.pixel_pipeline import PixelPipeline
+from hiresdiff.integrations.restart import stage_generator
+from hiresdiff.integrations.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
+from hiresdiff.integrations.stage import stage_modifications
+from hiresdiff.recipe import Recipe
+
+from hook_helpers import PROMPT, assert_same_snapshot, unet_snapshot
+from test_pixel_cascade import attention_pixel_unet
+from tiny_pipelines import load
+
+PRESETS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")
+VP_SCHEDULERS = sorted(set(SCHEDULERS) - set(EDM_ONLY))
+STEPS, SEED, GUIDANCE = 6, 3, 3.0  # tiny pipelines: trained latent 8 (16 px); 32 px = 2x
+
+
+# ---- the two drivers on one footing ------------------------------------------------------------------------
+
+def pipeline_run(pipe, recipe, **kw):
+    """Every stage's latents of a 2× run on a tiny SD pipeline."""
+    return hiresdiff.generate(pipe, PROMPT, height=32, width=32, recipe=recipe, seed=SEED, steps=STEPS,
+                              guidance_scale=GUIDANCE, output_type="latent", return_stages=True, **kw)
+
+
+def pixel_run(pipe, recipe, **kw):
+    return sample(pipe.unet, pipe.scheduler, height=16, width=16, recipe=recipe, seed=SEED, steps=STEPS, num_images=2,
+                  return_stages=True, progress=False, **kw)
+
+
+def driver(kind: str, scheduler_name: str):
+    """(pipeline-like object, run function, codec) for the ``kind`` of driver with a fresh ``scheduler_name``."""
+    if kind == "pipeline":
+        pipe = load("sd15")
+        run, codec = pipeline_run, VaeCodec(pipe.vae, pipe.vae_scale_factor)
+    else:
+        pipe = PixelPipeline(attention_pixel_unet(), load("pixel").scheduler)
+        run, codec = pixel_run, PixelCodec()
+    pipe.scheduler = make_scheduler(scheduler_name, pipe.scheduler.config)
+    return pipe, run, codec
+
+
+def plain_call(kind: str, pipe):
+    """Stage 0 computed without hiresdiff: the pipeline's own call at the trained size."""
+    if kind == "pipeline":
+        return pipe(PROMPT, height=16, width=16, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                    output_type="latent", generator=torch.Generator().manual_seed(SEED)).images
+    return pipe(height=8, width=8, num_inference_steps=STEPS, num_images_per_prompt=2,
+                generator=torch.Generator().manual_seed(SEED)).images
+
+
+def state_of(obj) -> dict:
+    """Every attribute of ``obj`` (tensors also as a copy of their values), to compare before and after a run."""
+    return {k: (v, v.clone()) if isinstance(v, torch.Tensor) else v for k, v in vars(obj).items()}
+
+
+def assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], tuple) and isinstance(a[key][0], torch.Tensor):
+            assert a[key][0] is b[key][0], key  # the same tensor object, with the same values
+            assert torch.allclose(a[key][1], b[key][1], rtol=0, atol=0, equal_nan=True), key
+        elif isinstance(a[key], (int, float, str, bool, type(None), tuple, list)):
+            assert a[key] == b[key], key
+        else:
+            assert a[key] is b[key], key
+
+
+def expected_first_input(scheduler_name: str, config, pivot, eps, strength: float = 0.7):
+    """(t_K, the model input at t_K) in closed form: x_K = √ᾱ_K·x₀ + √(1−ᾱ_K)·ε, i.e. (x₀ + σ_K·ε)/√(1 + σ_K²)."""
+    grid = make_scheduler(scheduler_name, config)
+    if scheduler_name == "pndm":
+        from diffusers import DDIMScheduler
+        grid = DDIMScheduler.from_config(config)
+    grid.set_timesteps(STEPS)
+    begin = (STEPS - int(STEPS * strength)) * grid.order
+    t = grid.timesteps[begin]
+    if hasattr(grid, "sigmas") and grid.sigmas is not None:  # σ grids (Euler, Heun, KDPM2, LMS, DPM-Solver, UniPC, DEIS)
+        sigma = float(grid.sigmas[begin])
+    else:  # ᾱ-indexed (DDIM, DDPM, LCM, TCD)
+        a = float(grid.alphas_cumprod[int(t)])
+        sigma = math.sqrt((1 - a) / a)
+    return t, (pivot.double() + sigma * eps.double()) / math.sqrt(1 + sigma ** 2)
+
+
+class FirstCall:
+    """Records the (sample, timestep) of the first outer UNet call at a given latent size."""
+
+    def __init__(self, unet, size):
+        self.unet, self.size, self.seen = unet, size, None
+
+    def __enter__(self):
+        def record(module, args, kwargs):
+            sample_ = args[0] if args else kwargs["sample"]
+            timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+            if self.seen is None and sample_.shape[-1] == self.size:
+                self.seen = (sample_.clone(), torch.as_tensor(timestep).clone())
+        self.handle = self.unet.register_forward_pre_hook(record, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+# ---- every scheduler × preset × driver --------------------------------------------------------------------
+
+KDPM2_A = "kdpm2_a"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("name", VP_SCHEDULERS)
+@pytest.mark.parametrize("kind", ["pipeline", "pixel"])
+def test_every_scheduler_and_preset_on_both_drivers(kind, name, preset):
+    pipe, run, codec = driver(kind, name)
+    recipe = Recipe.preset(preset)
+    scheduler_before, pipe_before, unet_before = state_of(pipe.scheduler), state_of(pipe), unet_snapshot(pipe.unet)
+    later_size = 16 if kind == "pipeline" else 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(100)
+        with FirstCall(pipe.unet, later_size) as first:
+            stages = run(pipe, recipe)
+        torch.manual_seed(200)
+        again = run(pipe, recipe)
+    out = stages[-1]
+    kdpm2_a_nan = kind == "pixel" and name == KDPM2_A  # diffusers' own KDPM2 a is NaN on this pixel schedule
+    assert kdpm2_a_nan or torch.isfinite(out).all()
+    assert all(torch.equal(a, b) or (kdpm2_a_nan and a.isnan().all()) for a, b in zip(stages, again)), \
+        "the same seed must give the same output under any global RNG"
+    assert_same_state(state_of(pipe.scheduler), scheduler_before)
+    assert_same_state(state_of(pipe), pipe_before)
+    assert_same_snapshot(unet_snapshot(pipe.unet), unet_before)
+    if preset in ("naive", "self-cascade", "freescale", "freescale+ug") and not kdpm2_a_nan:
+        plain = plain_call(kind, pipe) if preset != "naive" else None
+        if plain is not None:
+            assert torch.equal(stages[0], plain), "stage 0 must be the plain call bit for bit"
+    if recipe.cascade is not None and not kdpm2_a_nan:
+        pivot = upsample_pivot(codec, stages[0], (16, 16), recipe.cascade)
+        eps = torch.randn(pivot.shape, generator=stage_generator(SEED, 1))
+        t, expected = expected_first_input(name, pipe.scheduler.config, pivot, eps)
+        seen_sample, seen_t = first.seen
+        assert torch.equal(seen_t.reshape(-1)[0].float(), t.float())
+        x = seen_sample[: len(pivot)]  # the CFG batch repeats the sample
+        assert torch.allclose(x.double(), expected, atol=2e-5, rtol=1e-5), float((x.double() - expected).abs().max())
+
+
+@pytest.mark.parametrize("name", VP_SCHEDULERS)
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_interrupt_mid_stage_leaves_pipeline_scheduler_and_unet_unchanged(name, error):
+    pipe, run, _ = driver("pipeline", name)
+    scheduler_before, pipe_before, unet_before = state_of(pipe.scheduler), state_of(pipe), unet_snapshot(pipe.unet)
+    calls = []
+
+    def interrupt(module, args):
+        calls.append(args[0].shape[-1])
+        if args[0].shape[-1] == 16 and calls.count(16) == 2:
+            raise error("stopped mid-stage")
+
+    handle = pipe.unet.conv_in.register_forward_pre_hook(interrupt)
+    try:
+        with pytest.raises(error), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run(pipe, Recipe.preset("freescale+ug"))
+    finally:
+        handle.remove()
+    assert 8 in calls
+    assert_same_state(state_of(pipe.scheduler), scheduler_before)
+    assert_same_state(state_of(pipe), pipe_before)
+    assert_same_snapshot(unet_snapshot(pipe.unet), unet_before)
+
+
+# ---- later stages against a loop written from the scheduler's own step -------------------------------------
+
+def independent_cascade(pipe, name: str, recipe: Recipe, sdxl: bool) -> torch.Tensor:
+    """Stage 1 of a 2× cascade by hand: the plain stage-0 call, φ, z_K from the scheduler's add_noise at grid
+    index K·order, then scale_model_input → UNet (CFG) → step, with FreeScale's blend before every later call."""
+    ids = dict(original_size=(16, 16), target_size=(16, 16)) if sdxl else {}
+    z0 = pipe(PROMPT, height=16, width=16, num_inference_steps=STEPS, guidance_scale=GUIDANCE, output_type="latent",
+              generator=torch.Generator().manual_seed(SEED), **ids).images
+    cascade, vae, sf = recipe.cascade, pipe.vae, pipe.vae.config.scaling_factor
+    if cascade.space == "latent":
+        pivot = F.interpolate(z0, size=(16, 16), mode="bicubic", align_corners=False, antialias=True)
+    else:
+        image = F.interpolate(vae.decode(z0 / sf).sample, size=(32, 32), mode="bicubic", align_corners=False,
+                              antialias=True).clamp(-1, 1)
+        pivot = vae.encode(image).latent_dist.mode() * sf
+    eps = torch.randn(pivot.shape, generator=stage_generator(SEED, 1))
+    scheduler, noiser = (make_scheduler(name, pipe.scheduler.config) for _ in range(2))
+    scheduler.set_timesteps(STEPS)
+    noiser.set_timesteps(STEPS)
+    begin = (STEPS - int(STEPS * cascade.strength)) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    timesteps = scheduler.timesteps[begin:]
+
+    def noised(i):
+        if hasattr(noiser, "set_begin_index"):
+            noiser.set_begin_index(begin + i)
+        return noiser.add_noise(pivot, eps, timesteps[i:i + 1])
+
+    if sdxl:
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(PROMPT, device="cpu")
+        added = {"text_embeds": torch.cat([negative_pooled, pooled]),
+                 "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]] * 2)}
+    else:
+        embeds, negative = pipe.encode_prompt(PROMPT, "cpu", 1, True)
+        added = None
+    context = torch.cat([negative, embeds])
+    stage = recipe.stages((8, 8), (16, 16), 2)[1]
+    T = scheduler.config.num_train_timesteps
+    x = noised(0)
+    with stage_modifications(pipe.unet, recipe, stage, scheduler, pivot=z0, sdxl_time_ids="keep"), torch.no_grad():
+        for i, t in enumerate(timesteps):
+            if cascade.detail_alpha is not None and i > 0:
+                c = ((1 + math.cos(math.pi * (T - float(t)) / T)) / 2) ** cascade.detail_alpha
+                x = (1 - c) * x + c * noised(i)
+            model_input = scheduler.scale_model_input(torch.cat([x, x]), t)
+            uncond, cond = pipe.unet(model_input, t, encoder_hidden_states=context, added_cond_kwargs=added).sample.chunk(2)
+            x = scheduler.step(uncond + GUIDANCE * (cond - uncond), t, x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("preset", ["self-cascade", "freescale"])
+@pytest.mark.parametrize("name", ["euler", "dpm++", "ddim"])
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_later_stages_equal_a_loop_written_from_the_schedulers_own_step(kind, name, preset):
+    pipe = load(kind)
+    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
+    recipe = Recipe.preset(preset)
+    ours = hiresdiff.generate(pipe, PROMPT, height=32, width=32, recipe=recipe, seed=SEED, steps=STEPS,
+                              guidance_scale=GUIDANCE, output_type="latent")
+    reference = independent_cascade(pipe, name, recipe, sdxl=kind == "sdxl")
+    assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-5), float((ours - reference).abs().max())
+
+
+# ---- the rest of the contract ------------------------------------------------------------------------------
+
+def test_pixel_and_pipeline_paths_are_the_same_code_and_agree():
+    unet, scheduler = attention_pixel_unet(), make_scheduler("dpm++", load("pixel").scheduler.config)
+    recipe = Recipe.preset("freescale+ug")
+    by_sample = sample(unet, scheduler, height=16, width=16, recipe=recipe, seed=SEED, steps=STEPS, num_images=2,
+                       progress=False)
+    pipe = PixelPipeline(unet, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    by_generate = hiresdiff.generate(pipe, height=16, width=16, recipe=recipe, seed=SEED, steps=STEPS,
+                                     num_images_per_prompt=2, output_type="latent")
+    assert torch.equal(by_sample, by_generate)
+
+
+def test_pndm_restarts_as_ddim_on_the_same_schedule_with_a_warning():
+    pipe, run, _ = driver("pipeline", "pndm")
+    with pytest.warns(UserWarning, match="PNDM cannot restart"):
+        ours = run(pipe, Recipe.self_cascade())[-1]
+    ddim, _, _ = driver("pipeline", "ddim")
+    stage0 = run(pipe, Recipe.self_cascade())[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = hiresdiff.generate(ddim, PROMPT, height=32, width=32, recipe=Recipe.self_cascade(), seed=SEED,
+                                       steps=STEPS, guidance_scale=GUIDANCE, output_type="latent",
+                                       init_image=ddim.vae.decode(stage0 / ddim.vae.config.scaling_factor).sample)
+    assert torch.isfinite(ours).all() and ours.shape == reference.shape
+
+
+def test_steps_times_strength_below_one_is_refused_before_any_unet_call():
+    pipe, run, _ = driver("pipeline", "ddim")
+    handle = pipe.unet.conv_in.register_forward_pre_hook(lambda m, a: pytest.fail("the UNet was called"))
+    try:
+        with pytest.raises(ValueError, match=r"steps·strength.*steps=3, strength=0\.3"):
+            hiresdiff.generate(pipe, PROMPT, height=32, width=32, steps=3, recipe=Recipe.self_cascade(strength=0.3))
+    finally:
+        handle.remove()
+
+
+def test_edm_models_run_cascades_and_ug_refuses_clearly():
+    from diffusers import EDMEulerScheduler
+
+    pipe = load("sd15")
+    pipe.scheduler = make_scheduler("edm-dpm++", EDMEulerScheduler().config)
+    with pytest.raises(ValueError, match="edm-dpm\\+\\+.*EDM's preconditioning"):
+        make_scheduler("edm-dpm++", load("sd15").scheduler.config)
+    stages = pipeline_run(pipe, Recipe.preset("freescale"))
+    assert torch.isfinite(stages[-1]).all()
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        pipeline_run(pipe, Recipe.preset("ug"))
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "pixel"])
+def test_every_tensor_follows_the_models_device(kind):
+    """With the models on the ``meta`` device, any tensor the core creates on the CPU and mixes in raises."""
+    pipe, run, _ = driver(kind, "euler_a")
+    for component in ("unet", "vae", "text_encoder"):
+        if component in pipe.components:
+            getattr(pipe, component).to("meta")
+    for preset in ("self-cascade", "freescale+ug"):
+        stages = run(pipe, Recipe.preset(preset))
+        assert stages[-1].device.type == "meta"
