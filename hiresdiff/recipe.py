@@ -89,9 +89,10 @@ class Recipe:
         return cls(name="naive")
 
     @classmethod
-    def upsample_guidance(cls, theta: float = 1.0, eta: float = 1.0, schedule="step", nested: bool = True,
+    def upsample_guidance(cls, theta: float = 1.0, eta: Optional[float] = None, schedule="step", nested: bool = True,
                           **ug) -> "Recipe":
-        """UG at the target size (Hwang et al.): pixel models θ≈1, η=1; latent models (θ, η) ≈ (1, 0.6)."""
+        """UG at the target size (Hwang et al.): θ≈1; η by default the model family's, 1.0 for pixel models and
+        0.6 for latent ones (the paper's settings)."""
         return cls(ug=UpsampleGuidanceConfig(theta=theta, eta=eta, schedule=schedule, **ug), nested_ug=nested,
                    name="ug")
 

@@ -25,3 +25,20 @@ def tiny_pixel_model_dir(tmp_path_factory):
     tiny_pixel_unet().save_pretrained(path)
     DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction").save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def emoji_samples():
+    """(images (4, 3, 32, 32) in [-1, 1], class labels (4,)): the embedded model's own trained-size samples.
+
+    Stand-ins for real emoji where a test needs realistic images but not the data set, which needs Debian
+    packages that only ``.ci/run`` installs: the upscaling tests run on a fresh machine too.
+    """
+    from hiresdiff.integrations.pixel import load_pixel_model, sample
+    from hiresdiff.models import EMBEDDED_MODEL_DIR
+
+    unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "sde-dpm++")
+    labels = torch.tensor([0, 1, 2, 3])
+    images = sample(unet, scheduler, height=32, width=32, num_images=4, seed=0, steps=20, class_labels=labels,
+                    progress=False)
+    return images, labels

@@ -82,9 +82,21 @@ def test_generate_with_a_prompt_runs_a_pipeline_folder(tmp_path):
     assert Image.open(tmp_path / "v.png").size[1] > 4 * 96  # one row per frame
 
 
-def test_generate_with_a_prompt_needs_a_size_and_a_unet_pipeline(tmp_path):
+def test_generate_with_a_prompt_needs_a_model_and_takes_scale_like_the_embedded_model(tmp_path):
+    from tiny_pipelines import saved
+
     done = run_cli("generate", "--prompt", "a cat", "--out", str(tmp_path / "x.png"))
-    assert done.returncode == 2 and "--height" in done.stderr
+    assert done.returncode == 2 and "--model" in done.stderr
+    unknown = run_cli("generate", "--prompt", "a cat", "--method", "warp", "--out", str(tmp_path / "x.png"))
+    assert unknown.returncode == 2 and "method" in unknown.stderr  # the unknown method first
+    out = tmp_path / "scaled.png"
+    scaled = run_cli("generate", "--model", str(saved("sd15")), "--prompt", "a cat", "--scale", "2", "--method",
+                     "self-cascade", "--steps", "2", "--out", str(out))
+    assert scaled.returncode == 0, scaled.stderr
+    assert Image.open(out).size[0] == 96  # one column of a 32² image (trained 16² × 2), cells at least 96 wide
+    two = run_cli("generate", "--model", str(saved("sd15")), "--prompt", "a cat", "--scale", "2", "4",
+                  "--out", str(tmp_path / "y.png"))
+    assert two.returncode == 2 and "--scale" in two.stderr
 
 
 def test_generate_with_a_prompt_rejects_a_transformer_pipeline(tmp_path):
@@ -139,11 +151,11 @@ def test_bad_options_and_combinations_fail_in_one_line_before_loading(tmp_path, 
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
 
 
-def test_upscale_writes_the_image_and_a_comparison_and_never_overwrites(tmp_path):
-    from hiresdiff.data import emoji
+def test_upscale_writes_the_image_and_a_comparison_and_never_overwrites(tmp_path, emoji_samples):
+    from hiresdiff.integrations.pixel import to_pil
 
     source = tmp_path / "smile.png"
-    Image.fromarray(((emoji.load(32, "test").images[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(source)
+    to_pil(emoji_samples[0][:1])[0].save(source)
     done = run_cli("upscale", str(source), "--steps", "2", "--compare", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "class " in done.stdout and Image.open(tmp_path / "smile-x2.png").size == (64, 64)

@@ -105,7 +105,7 @@ def test_prediction_type_round_trip_and_guidance_in_native_space(ptype):
         ab = alpha_bar_at(AC, t_in).view(-1, 1, 1, 1)
         return from_epsilon(gaussian_eps(x_in, t_in), x_in, ab, ptype)
 
-    cfg = UpsampleGuidanceConfig(factor=2, theta=1.0)
+    cfg = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=1.0)
     got = guided_prediction(native_fn, x, 600, AC, cfg, ptype)
     want_eps = upsample_guidance(gaussian_eps, x, 600, AC, factor=2, weight=1.0)
     want = from_epsilon(want_eps, x, alpha_bar_at(AC, 600.0), ptype)
@@ -133,8 +133,19 @@ def test_weight_schedules():
     # linear: θ at t = T, 0 at and below (1−η)T = 400
     linear = UpsampleGuidanceConfig(theta=1.5, eta=0.6, schedule="linear").weight(t, 1000)
     torch.testing.assert_close(linear, torch.tensor([0.0, 0.0, 0.0, 1.5 * 599 / 600]))
-    assert torch.allclose(UpsampleGuidanceConfig(theta=2.0, schedule="linear").weight(t, 1000), 2.0 * t / 1000)
+    assert torch.allclose(UpsampleGuidanceConfig(theta=2.0, eta=1.0, schedule="linear").weight(t, 1000), 2.0 * t / 1000)
     assert torch.equal(UpsampleGuidanceConfig(theta=2.0, eta=0.0, schedule="linear").weight(t, 1000), torch.zeros(4))
+    with pytest.raises(ValueError, match="eta is None"):
+        UpsampleGuidanceConfig().weight(t, 1000)
+
+
+def test_eta_defaults_to_the_model_familys_setting():
+    from hiresdiff.methods.upsample_guidance import LATENT_ETA, PIXEL_ETA, with_family_eta
+
+    assert (LATENT_ETA, PIXEL_ETA) == (0.6, 1.0)
+    assert with_family_eta(UpsampleGuidanceConfig(), latent=True).eta == 0.6
+    assert with_family_eta(UpsampleGuidanceConfig(), latent=False).eta == 1.0
+    assert with_family_eta(UpsampleGuidanceConfig(eta=0.3), latent=True).eta == 0.3
 
 
 def test_guided_prediction_skips_lowres_when_weight_is_zero_for_the_step():
@@ -158,7 +169,7 @@ def test_nested_guidance_is_eq4_with_a_guided_lowres_branch():
     # 4× as ×2 twice: calls at 16², 8² (time τ, SNR ×4) and 4² (time τ', SNR ×16 as for k = 16 directly)
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     t, w = torch.full((2,), 500.0), 0.8
-    level = UpsampleGuidanceConfig(factor=2, theta=w)
+    level = UpsampleGuidanceConfig(factor=2, theta=w, eta=1.0)
     rec = Recorder(gaussian_eps)
     got = nested_guided_prediction(rec, x, t, AC, [level, level], "epsilon")
     assert [tuple(c[0].shape[-2:]) for c in rec.calls] == [(16, 16), (8, 8), (4, 4)]
@@ -175,9 +186,9 @@ def test_nested_guidance_is_eq4_with_a_guided_lowres_branch():
 
 def test_nested_guidance_reduces_to_one_level_and_to_the_model():
     x, t = torch.randn(2, 3, 16, 16), torch.full((2,), 700.0)
-    outer = UpsampleGuidanceConfig(factor=2, theta=1.2)
+    outer = UpsampleGuidanceConfig(factor=2, theta=1.2, eta=1.0)
     one = guided_prediction(gaussian_eps, x, t, AC, outer)
-    assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, [outer, UpsampleGuidanceConfig(theta=0.0)]), one)
+    assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, [outer, UpsampleGuidanceConfig(theta=0.0, eta=1.0)]), one)
     assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, [outer]), one)
     assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, []), gaussian_eps(x, t))
 

@@ -5,9 +5,8 @@ import torch
 from PIL import Image
 
 import hiresdiff
-from hiresdiff.data import emoji
 from hiresdiff.eval.metrics import paired_rmse
-from hiresdiff.integrations.pixel import load_pixel_model, sample
+from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
 from hiresdiff.integrations.upscale import image_tensor, likely_class_labels, target_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 from hiresdiff.recipe import Recipe, stages_after
@@ -38,13 +37,12 @@ def test_image_tensor_and_target_size():
             target_size(32, 32, bad)
 
 
-def test_upscaled_emoji_keep_the_input_as_their_first_stage():
+def test_upscaled_emoji_keep_the_input_as_their_first_stage(emoji_samples):
     """D[result] stays close to the input: the 2× benchmark (benchmarks/results/methods_2x) measured a median
     paired RMSE of 0.17-0.30 for Self-Cascade at strength 0.7 against 0.57 for an independent naive sample of
     the same seed, so 0.35 tells "the same image, refined" from "another image"."""
     unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "sde-dpm++")
-    data = emoji.load(32, "test")
-    x, y = data.images[:4], data.labels[:4]
+    x, y = emoji_samples
     out = sample(unet, scheduler, height=64, width=64, image=x, class_labels=y, steps=10, recipe=Recipe.self_cascade(),
                  progress=False)
     assert out.shape == (4, 3, 64, 64)
@@ -55,9 +53,9 @@ def test_upscaled_emoji_keep_the_input_as_their_first_stage():
     assert [s.shape[-1] for s in stages] == [32, 64, 128] and torch.equal(stages[0], x[:1])
 
 
-def test_upscale_front_door_on_the_embedded_model_picks_a_class_and_refuses_bad_sizes():
+def test_upscale_front_door_on_the_embedded_model_picks_a_class_and_refuses_bad_sizes(emoji_samples):
     unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "sde-dpm++")
-    im = Image.fromarray(((emoji.load(32, "test").images[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy())
+    im = to_pil(emoji_samples[0][:1])[0]
     out = hiresdiff.upscale(unet, im, scale=2, scheduler=scheduler, steps=4, progress=False)
     assert len(out) == 1 and out[0].size == (64, 64)
     assert hiresdiff.upscale(unet, im, scale=2, scheduler=scheduler, steps=4, progress=False)[0].tobytes() == out[0].tobytes()

@@ -50,7 +50,8 @@ def add_method_options(p: argparse.ArgumentParser, default_methods) -> None:
 def add_part_options(p) -> None:
     """The options of the recipes' parts (:class:`hiresdiff.options.MethodOptions`)."""
     p.add_argument("--theta", type=float, default=None, help="UG guidance scale θ (default 1.0)")
-    p.add_argument("--eta", type=float, default=None, help="UG is on for t >= (1-η)T (default 1.0: every step)")
+    p.add_argument("--eta", type=float, default=None, help="UG is on for t >= (1-η)T (default: 1.0 for pixel models, every step; "
+                   "0.6 for latent pipelines, the paper's settings)")
     p.add_argument("--strength", type=float, default=None, help="cascades: fraction of the schedule re-noised (default 0.7)")
     p.add_argument("--alpha", type=float, default=None, help="cascades: FreeScale's detail control α (default 2 for freescale)")
     p.add_argument("--upsamplers", default=None, help="cascades: feature upsamplers folder for Self-Cascade "
@@ -76,8 +77,8 @@ def add_generate_parser(sub) -> None:
                    "or with --prompt a diffusers pipeline folder or hub id")
     add_method_options(p, list(COMPARISON_METHODS))
     p.add_argument("--scale", type=int, nargs="+", default=[DEFAULT_SCALE],
-                   help=f"pixel models: target sizes as multiples of the trained size (default {DEFAULT_SCALE})")
-    p.add_argument("--height", type=int, default=None, help="target height in pixels (with --width; pipelines need it)")
+                   help=f"target sizes as multiples of the trained size (default {DEFAULT_SCALE}; pipelines: one scale)")
+    p.add_argument("--height", type=int, default=None, help="target height in pixels (with --width; instead of --scale)")
     p.add_argument("--width", type=int, default=None, help="target width in pixels")
     p.add_argument("--num-images", type=int, default=3, help="pixel models: rows of the grid (default 3)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"PNG grid to write (default {DEFAULT_OUT}); videos also get OUT.gif")
@@ -92,8 +93,8 @@ def add_generate_parser(sub) -> None:
 def check_size_args(args) -> None:
     if (args.height is None) != (args.width is None):
         raise ValueError("--height and --width go together")
-    if args.prompt is not None and args.height is None:
-        raise ValueError("--prompt needs --height and --width (the output size in pixels) and --model")
+    if args.prompt is not None and args.height is None and len(args.scale) != 1:
+        raise ValueError(f"--scale: a pipeline makes one size; give one scale, or --height and --width; got {args.scale}")
     if args.prompt is not None and args.model is None:
         raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
     if args.prompt is None and (args.num_frames is not None or args.factor is not None):
@@ -103,8 +104,8 @@ def check_size_args(args) -> None:
 def run_generate(args) -> None:
     from hiresdiff.grid import check_writable, labelled_grid, save_gif, save_png
 
-    check_size_args(args)
     methods = parse_methods(args.method)
+    check_size_args(args)
     options = method_options(args)
     out = Path(args.out)
     gif = out.with_suffix(".gif") if args.num_frames is not None else None
@@ -138,8 +139,14 @@ def pipeline_columns(args, methods, options):
         recipes = {m: r if r.ug is None else dataclasses.replace(r, ug=dataclasses.replace(r.ug, factor=args.factor))
                    for m, r in recipes.items()}
     pipe, kwargs = load_cli_pipeline(args, needs_unet=any(r.describe() != "naive" for r in recipes.values()))
-    configure_vae_tiling(pipe, args.height, args.width, None)
-    return pipeline_comparison(pipe, args.prompt, height=args.height, width=args.width, recipes=recipes, seed=args.seed,
+    height, width = args.height, args.width
+    if height is None:  # --scale: a multiple of the trained size in pixels
+        from hiresdiff.integrations.unet_families import trained_size
+
+        factor = getattr(pipe, "vae_scale_factor", 1) * args.scale[0]
+        height, width = (n * factor for n in trained_size(pipe.unet))
+    configure_vae_tiling(pipe, height, width, None)
+    return pipeline_comparison(pipe, args.prompt, height=height, width=width, recipes=recipes, seed=args.seed,
                                steps=args.steps or 30, num_frames=args.num_frames, **kwargs)
 
 

@@ -22,6 +22,7 @@ class UNetFamily:
 
     output_cls: type
     video: bool
+    latent: bool = True  # denoises VAE latents (SD, SDXL, AnimateDiff), not pixels (UNet2DModel)
 
 
 @functools.cache
@@ -35,7 +36,7 @@ def families() -> dict[type, UNetFamily]:
     return {
         UNet2DConditionModel: UNetFamily(UNet2DConditionOutput, video=False),
         UNetMotionModel: UNetFamily(UNetMotionOutput, video=True),
-        UNet2DModel: UNetFamily(UNet2DOutput, video=False),
+        UNet2DModel: UNetFamily(UNet2DOutput, video=False, latent=False),
     }
 
 

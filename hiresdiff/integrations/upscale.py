@@ -46,17 +46,18 @@ def likely_class_labels(unet, scheduler, images: torch.Tensor, seed: int = 0, dr
     """The class a class-conditional pixel UNet finds most likely for each image: the lowest denoising error
     ‖ε̂(x_t, t, c) − ε‖² over ``draws`` (t, ε) pairs shared by all classes (a diffusion classifier,
     Li et al. 2023, eq. 5 with equal class priors). ``images`` at the trained size, in [-1, 1]."""
-    generator = torch.Generator().manual_seed(seed)
-    num_classes, batch = unet.config.num_class_embeds, len(images)
-    alphas = scheduler.alphas_cumprod
+    generator = torch.Generator().manual_seed(seed)  # noise drawn on the CPU, then moved: one seed, one answer
+    num_classes, batch, device = unet.config.num_class_embeds, len(images), unet.device
+    images = images.to(device=device, dtype=torch.float32)
+    alphas = scheduler.alphas_cumprod.float()
     t = torch.linspace(0.1, 0.6, draws).mul(len(alphas)).long()  # mid noise levels decide the class
-    errors = torch.zeros(batch, num_classes)
+    labels = torch.arange(num_classes, device=device).repeat(batch)
+    errors = torch.zeros(batch, num_classes, device=device)
     for k in range(draws):
-        noise = torch.randn(images.shape, generator=generator)
+        noise = torch.randn(images.shape, generator=generator).to(device)
         a = alphas[t[k]]
         x_t = (a.sqrt() * images + (1 - a).sqrt() * noise).repeat_interleave(num_classes, 0)
-        labels = torch.arange(num_classes).repeat(batch)
-        pred = unet(x_t.to(unet.dtype), t[k].expand(len(x_t)), class_labels=labels).sample.float()
+        pred = unet(x_t.to(unet.dtype), t[k].to(device).expand(len(x_t)), class_labels=labels).sample.float()
         target = prediction_target(images, noise, a, scheduler.config.prediction_type).repeat_interleave(num_classes, 0)
         errors += (pred - target).pow(2).mean(dim=(1, 2, 3)).view(batch, num_classes)
     return errors.argmin(dim=1)

@@ -24,6 +24,7 @@ from hiresdiff.core.schedule import TimeLike, alpha_bar_at, matched_timestep, po
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 WEIGHT_SCHEDULES = ("step", "linear", "constant")
+PIXEL_ETA, LATENT_ETA = 1.0, 0.6  # the paper's η: pixel models guide every step, latent ones the first 60 %
 
 
 def _per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +94,9 @@ class UpsampleGuidanceConfig:
     Attributes:
         factor: int m (H, W scaled by m) or a tuple per trailing axis: (m_h, m_w) or (m_f, m_h, m_w).
         theta: guidance scale θ (≥ 0).
-        eta: fraction η ∈ [0, 1] of the trajectory (from t = T down) where guidance is on.
+        eta: fraction η ∈ [0, 1] of the trajectory (from t = T down) where guidance is on; ``None`` (default):
+            the model family's setting of the paper, :data:`PIXEL_ETA` for pixel models and :data:`LATENT_ETA`
+            for latent ones (VAE artifacts), filled in when UG is attached to a UNet (:func:`with_family_eta`).
         schedule: ``"step"`` (eq. 5: θ·H(t − (1−η)T)), ``"linear"`` (θ at t = T falling linearly to 0 at
             t = (1−η)T: θ·max(0, t − (1−η)T)/(ηT)), ``"constant"`` (θ at every t) or a callable t → w.
         prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``; ``None`` reads it from the scheduler.
@@ -102,7 +105,7 @@ class UpsampleGuidanceConfig:
 
     factor: Union[int, tuple] = 2
     theta: float = 1.0
-    eta: float = 1.0
+    eta: Optional[float] = None
     schedule: Union[str, Callable] = "step"
     prediction_type: Optional[str] = None
     adjust_time: bool = True
@@ -116,8 +119,8 @@ class UpsampleGuidanceConfig:
             raise ValueError(f"factor must scale at least one axis by >= 2; got {self.factor!r}")
         if not (isinstance(self.theta, (int, float)) and math.isfinite(self.theta) and self.theta >= 0):
             raise ValueError(f"theta must be a finite number >= 0; got {self.theta!r}")
-        if not (isinstance(self.eta, (int, float)) and 0 <= self.eta <= 1):
-            raise ValueError(f"eta must lie in [0, 1]; got {self.eta!r}")
+        if self.eta is not None and not (isinstance(self.eta, (int, float)) and 0 <= self.eta <= 1):
+            raise ValueError(f"eta must lie in [0, 1] or be None (the model family's default); got {self.eta!r}")
         if not callable(self.schedule) and self.schedule not in WEIGHT_SCHEDULES:
             raise ValueError(f"schedule must be one of {WEIGHT_SCHEDULES} or a callable t -> w; got {self.schedule!r}")
         if self.prediction_type is not None:
@@ -130,12 +133,21 @@ class UpsampleGuidanceConfig:
             return torch.as_tensor(self.schedule(t), dtype=torch.float32).expand_as(t)
         if self.schedule == "constant":
             return torch.full_like(t, float(self.theta))
+        if self.eta is None:
+            raise ValueError("eta is None (the model family's default): attach UG to a UNet, or give eta a number")
         start = (1 - self.eta) * num_train_timesteps
         if self.schedule == "linear":
             if self.eta == 0:
                 return torch.zeros_like(t)
             return self.theta * ((t - start) / (self.eta * num_train_timesteps)).clamp(0, 1)
         return self.theta * (t >= start).float()
+
+
+def with_family_eta(config: UpsampleGuidanceConfig, latent: bool) -> UpsampleGuidanceConfig:
+    """``config`` with η filled in for its model family when it is ``None``: :data:`LATENT_ETA` or :data:`PIXEL_ETA`."""
+    if config.eta is not None:
+        return config
+    return dataclasses.replace(config, eta=LATENT_ETA if latent else PIXEL_ETA)
 
 
 def guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
