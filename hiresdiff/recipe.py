@@ -57,7 +57,9 @@ class Recipe:
             (``nested_ug``: ×2 nested for square power-of-two scales; a video factor's frame entry is kept), see
             :func:`hiresdiff.methods.upsample_guidance.levels_for_scale`.
         dilation, fusion: FreeScale's restrained dilated convolution and scale fusion.
-        upsamplers: trained :class:`hiresdiff.integrations.feature_upsamplers.FeatureUpsamplers` (or a folder
+        upsamplers: trained :class:`hiresdiff.integrations.feature_upsamplers.FeatureUpsamplers` for the stage they
+            were trained for (their ``scale``), or one set per stage as ``{scale: upsamplers}`` (e.g. ``{2: a, 4: b}``;
+            stages without a set run tuning-free); each a :class:`FeatureUpsamplers` or a folder
             saved with ``save_pretrained``) for the tuned Self-Cascade; needs ``cascade``.
     """
 
@@ -77,8 +79,12 @@ class Recipe:
                 raise ValueError(f"{attr} must be a {cls.__name__} or None; got {type(value).__name__}")
         if self.upsamplers is not None and self.cascade is None:
             raise ValueError("upsamplers need a cascade: Recipe(cascade=CascadeConfig(...), upsamplers=...)")
-        if isinstance(self.upsamplers, (str, Path)) and not Path(self.upsamplers).is_dir():
-            raise ValueError(f"upsamplers path {str(self.upsamplers)!r} is not a folder saved with save_pretrained")
+        sets = self.upsamplers.items() if isinstance(self.upsamplers, dict) else [(None, self.upsamplers)]
+        for scale, one in sets:
+            if scale is not None and not (isinstance(scale, int) and not isinstance(scale, bool) and scale >= 2):
+                raise ValueError(f"upsamplers: keys are the stages' integer scales (>= 2, e.g. {{2: ..., 4: ...}}); got {scale!r}")
+            if isinstance(one, (str, Path)) and not Path(one).is_dir():
+                raise ValueError(f"upsamplers path {str(one)!r} is not a folder saved with save_pretrained")
         if not self.name:
             self.name = self.describe()
 

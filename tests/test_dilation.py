@@ -216,3 +216,28 @@ def test_bad_setup_is_rejected_naming_what_is_missing():
     remove_dilation(unet)
     with pytest.raises(ValueError, match=r"until must be a number in \[0, 1\]"):
         DilationConfig(until=1.2)
+
+
+def test_lora_wrapped_convs_are_dilated_base_and_adapter_alike():
+    """peft wraps a LoRA'd conv: its base conv and the adapter's down-projection (same kernel) are both dilated,
+    so the wrapped conv's output is the dilated base plus the dilated LoRA branch."""
+    from peft import LoraConfig
+
+    unet = make_unet("sd15")
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["conv1", "conv2"], init_lora_weights=False))
+    paths = dilated_convs(unet)
+    assert "mid_block.resnets.0.conv1.base_layer" in paths and "mid_block.resnets.0.conv1.lora_A.default" in paths
+    wrapped = unet.mid_block.resnets[0].conv1
+    seen = []
+    handle = wrapped.register_forward_hook(lambda m, a, out: seen.append((a[0], out)))
+    try:
+        apply_dilation(unet, DilationConfig(), apply_call_context(unet, TRAINED, T))
+        call("sd15", unet, (16, 16), 950.0)
+    finally:
+        handle.remove()
+    x, out = seen[0]
+    base, down, up = wrapped.base_layer, wrapped.lora_A["default"], wrapped.lora_B["default"]
+    dilated = lambda conv: F.conv2d(x, conv.weight, conv.bias, conv.stride, 2 * conv.padding[0], 2)  # noqa: E731
+    expected = dilated(base) + up(dilated(down)) * wrapped.scaling["default"]
+    assert torch.allclose(out, expected, atol=1e-5)
+    remove_dilation(unet)

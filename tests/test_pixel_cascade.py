@@ -2,6 +2,7 @@
 every scheduler works, detail control and the per-call parts are exact and leave no trace."""
 
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -159,3 +160,29 @@ def test_embedded_scheduler_config_gives_k_on_the_grid():
     scheduler.set_timesteps(20)
     k = scheduler.timesteps[restart_index(20, 0.7)]
     assert math.isclose(float(k) / scheduler.config.num_train_timesteps, 0.7, abs_tol=0.06)
+
+
+def test_upsamplers_serve_the_stage_they_were_trained_for_and_a_table_serves_one_per_stage():
+    unet, scheduler = attention_pixel_unet(), scheduler_for("ddim")
+    at_2, at_4 = (FeatureUpsamplers.for_unet(unet, scale=s, seed=s) for s in (2, 4))
+    for one in (at_2, at_4):
+        torch.nn.init.normal_(one.levels[0].proj_out.weight)
+    plain = Counter(pivot_sizes(unet, scheduler, None))
+
+    def extra_calls(upsamplers):  # by size: the pivot pass of a stage with upsamplers is one more call at its pivot's size
+        return dict(Counter(pivot_sizes(unet, scheduler, upsamplers)) - plain)
+
+    assert extra_calls(at_2) == {8: 1}  # the 2× set on the 16² stage only
+    assert extra_calls({2: at_2, 4: at_4}) == {8: 1, 16: 1}
+    assert extra_calls({4: at_4, 8: at_2}) == {16: 1}  # an entry for a stage this run lacks is unused
+    with pytest.raises(ValueError, match="upsamplers: a set for the stage at 4x.*later stages are at \\[2\\]"):
+        sample(unet, scheduler, height=16, width=16, recipe=Recipe.self_cascade(upsamplers=at_4), **KW)
+    with pytest.raises(ValueError, match="upsamplers: keys are the stages' integer scales"):
+        Recipe.self_cascade(upsamplers={1.5: at_2})
+
+
+def pivot_sizes(unet, scheduler, upsamplers) -> list[int]:
+    """The side of every UNet pass (conv_in input) of a 4× self-cascade with ``upsamplers``."""
+    with CallSizes(unet) as calls:
+        sample(unet, scheduler, height=32, width=32, recipe=Recipe.self_cascade(upsamplers=upsamplers), **KW)
+    return [size[-1] for size in calls.sizes]

@@ -2,6 +2,7 @@
 independent computations: a step-by-step loop written here from the scheduler's own ``step``, the closed
 form of the restart's first UNet input, and the plain pipeline call; for every scheduler × preset × driver."""
 
+import dataclasses
 import math
 import warnings
 
@@ -370,3 +371,46 @@ def test_ug_in_bf16_converts_in_float32():
     assert ours.dtype == torch.bfloat16
     error = float((ours.double() - reference).norm() / reference.norm())
     assert error < 0.004, error  # bf16 keeps 8 bits: 0.4 % is its rounding of the result
+
+
+def variant(kind: str):
+    """A tiny SD 1.5 pipeline with ControlNet, T2I-Adapter, LoRA (attention and convs) or IP-Adapter, and the call
+    arguments it needs (the control image under the pipeline's own name ``image``)."""
+    from tiny_pipelines import TEXT_DIM, ip_adapter_state_dict
+
+    control = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    if kind in ("controlnet", "t2i_adapter"):
+        return load(kind), {"image": control}
+    pipe = load("sd15")
+    if kind == "lora":
+        from peft import LoraConfig
+
+        pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
+                                         target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]))
+        return pipe, {"cross_attention_kwargs": {"scale": 0.5}}
+    pipe.load_ip_adapter(ip_adapter_state_dict(pipe.unet), subfolder="", weight_name="", image_encoder_folder=None)
+    return pipe, {"ip_adapter_image_embeds": [torch.randn(2, 1, TEXT_DIM, generator=torch.Generator().manual_seed(5))]}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("kind", ["controlnet", "t2i_adapter", "lora", "ip_adapter"])
+def test_controlnet_adapter_lora_and_ip_adapter_pipelines_run_every_recipe(kind, preset):
+    pipe, kwargs = variant(kind)
+    pipe_before, unet_before = state_of(pipe), unet_snapshot(pipe.unet)
+    recipe = Recipe.preset(preset)
+    if kind == "t2i_adapter" and preset.startswith("freescale"):  # its pipeline has no callback_on_step_end
+        with pytest.raises(ValueError, match="detail control.*callback_on_step_end.*detail_alpha=None"):
+            pipeline_run(pipe, recipe, **kwargs)
+        recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, detail_alpha=None))
+    stages = pipeline_run(pipe, recipe, **kwargs)
+    assert torch.isfinite(stages[-1]).all() and stages[-1].shape == (1, 4, 16, 16)
+    assert_same_state(state_of(pipe), pipe_before)
+    assert_same_snapshot(unet_snapshot(pipe.unet), unet_before)
+    if preset == "self-cascade":  # the conditioning reaches the later stage: other conditioning, other result
+        if kind == "lora":
+            other_pipe, other = load("sd15"), kwargs
+        else:
+            other_pipe, other = pipe, {name: ([torch.zeros_like(v[0])] if isinstance(v, list) else torch.zeros_like(v))
+                                       for name, v in kwargs.items()}
+        other_stages = pipeline_run(other_pipe, Recipe.preset(preset), **other)
+        assert not torch.equal(other_stages[-1], stages[-1])

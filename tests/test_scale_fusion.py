@@ -225,3 +225,41 @@ def test_dilation_and_fusion_on_a_pipeline_run_and_come_off_exactly(kind):
     remove_call_context(unet)
     assert_same_full_snapshot(before, full_snapshot(unet))
     assert torch.equal(run(pipe), baseline)
+
+
+class CustomProcessor:
+    """A user's own processor (as IP-Adapter's or PAG's are): plain attention by a class hiresdiff does not know,
+    recording the token counts it is called with."""
+
+    def __init__(self):
+        self.tokens, self.inner = [], AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, *args, **kwargs):
+        self.tokens.append(hidden_states.shape[1])
+        return self.inner(attn, hidden_states, *args, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_fusion_wraps_a_custom_processor_and_computes_its_windows_with_it(kind):
+    """On SD/SDXL self-attention (no token-pooling norm) calling the processor on window crops is exact: a custom
+    processor that is plain attention gives the standard processor's fused result."""
+    standard, custom = make_unet(kind), make_unet(kind)
+    recorders = {}
+    for name, attn in scale_fusion.self_attentions(custom).items():
+        recorders[name] = CustomProcessor()
+        attn.set_processor(recorders[name])
+    for unet in (standard, custom):
+        apply_scale_fusion(unet, ScaleFusionConfig(), apply_call_context(unet, TRAINED, T))
+    assert torch.allclose(call(kind, custom, (16, 16), 500.0), call(kind, standard, (16, 16), 500.0), atol=1e-5)
+    recorder = recorders[LEVEL1_ATTN1]
+    assert recorder.tokens[0] == 8 * 8 and set(recorder.tokens[1:]) == {4 * 4}  # global grid, then trained windows
+    remove_scale_fusion(custom)
+    assert all(attn.processor is recorders[name] for name, attn in scale_fusion.self_attentions(custom).items())
+
+
+def test_fusion_refuses_a_custom_processor_on_a_layer_that_normalises_over_tokens():
+    unet = make_unet("pixel")
+    name, attn = next(iter(scale_fusion.self_attentions(unet).items()))
+    attn.set_processor(CustomProcessor())
+    with pytest.raises(ValueError, match=f"cannot wrap the CustomProcessor of {name}.*fusion=False"):
+        apply_scale_fusion(unet, ScaleFusionConfig(), apply_call_context(unet, TRAINED, T))

@@ -84,3 +84,18 @@ def test_cli_refuses_to_replace_shipped_upsamplers(capsys):
     assert main(["train-upsamplers", "--resolution", "64", "--steps", "1"]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
     assert main(["train-upsamplers", "--resolution", "96"]) == 2
+
+
+def test_a_later_stage_trains_from_pivots_at_the_previous_stage_size_and_records_its_scale():
+    """At 4× (32² images of an 8² model) the pivots are the 16² images of the 2× stage, not the trained 8²."""
+    unet, scheduler, x = attention_pixel_unet(), scheduler_for("ddpm"), images(size=32)
+    seen = []
+    handle = unet.conv_in.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[-2:])))
+    try:
+        trained, _ = train_feature_upsamplers(unet, scheduler, x, steps=1, batch_size=2, progress=False)
+    finally:
+        handle.remove()
+    assert trained.config.scale == 4
+    assert (16, 16) in seen and (8, 8) not in seen  # the pivot pass at the 2× stage's size, then the 32² call
+    with pytest.raises(ValueError, match="later cascade stage"):
+        train_feature_upsamplers(unet, scheduler, images(size=8), steps=1, progress=False)

@@ -17,7 +17,9 @@ AnimateDiff — and pixel ``UNet2DModel``): the 3×3 convs (never 1×1 shortcuts
 
 * the downsampler entering the deepest level (``down_blocks[-2].downsamplers``),
 * the deepest level's resnets (``down_blocks[-1].resnets``: conv1, conv2),
-* the mid block's resnets.
+* the mid block's resnets;
+
+a LoRA-wrapped conv (peft) is dilated as its base conv and its adapters' down-projections.
 
 For SDXL (3 levels) this is exactly the release's choice (down block 1's downsampler, down block 2 and
 mid block resnets). SD 1.5 has 4 levels; the rule keeps "the deepest level", whose receptive field a
@@ -65,14 +67,26 @@ def _candidates(unet) -> Iterator[tuple[str, object]]:
     down = list(unet.down_blocks)
     if len(down) >= 2:
         for j, downsampler in enumerate(getattr(down[-2], "downsamplers", None) or []):
-            yield f"down_blocks.{len(down) - 2}.downsamplers.{j}.conv", getattr(downsampler, "conv", None)
+            yield from _convs_of(f"down_blocks.{len(down) - 2}.downsamplers.{j}.conv", getattr(downsampler, "conv", None))
     blocks = [(f"down_blocks.{len(down) - 1}", down[-1])]
     if getattr(unet, "mid_block", None) is not None:
         blocks.append(("mid_block", unet.mid_block))
     for prefix, block in blocks:
         for j, resnet in enumerate(getattr(block, "resnets", [])):
             for attr in ("conv1", "conv2"):
-                yield f"{prefix}.resnets.{j}.{attr}", getattr(resnet, attr, None)
+                yield from _convs_of(f"{prefix}.resnets.{j}.{attr}", getattr(resnet, attr, None))
+
+
+def _convs_of(path: str, module) -> Iterator[tuple[str, object]]:
+    """The convs that make up ``module``: itself, or for a LoRA-wrapped conv (peft) its base conv and every
+    adapter's down-projection, which has the base's kernel and so sees the same (dilated) neighbourhood."""
+    base = getattr(module, "base_layer", None)
+    if base is None:
+        yield path, module
+        return
+    yield f"{path}.base_layer", base
+    for adapter, down in getattr(module, "lora_A", {}).items():
+        yield f"{path}.lora_A.{adapter}", down
 
 
 def _dilatable(conv) -> bool:

@@ -57,12 +57,14 @@ class FeatureUpsamplers(ModelMixin, ConfigMixin):
     """The upsamplers of every skip-feature level of one UNet: one per down block, then the mid block.
 
     Build them for a UNet with :meth:`for_unet`; save and load with ``save_pretrained`` / ``from_pretrained``
-    (safetensors). ``unet_signature`` records what they were built for, checked by :meth:`check_fits`.
+    (safetensors). ``unet_signature`` records what they were built for, checked by :meth:`check_fits`;
+    ``scale`` the cascade stage they were trained for (its size over the trained size: 2 refines 32² → 64²
+    pivots of a 32² model, 4 refines 64² → 128²).
     """
 
     @register_to_config
     def __init__(self, feature_channels: Sequence[int] = (64, 128, 128, 128), temb_channels: int = 256,
-                 hidden_channels: int = 8, threshold: float = 100.0, unet_signature: Sequence = ()):
+                 hidden_channels: int = 8, threshold: float = 100.0, unet_signature: Sequence = (), scale: int = 2):
         super().__init__()
         self.levels = torch.nn.ModuleList(
             FeatureUpsampler(c, temb_channels, hidden_channels) for c in feature_channels)
@@ -74,14 +76,16 @@ class FeatureUpsamplers(ModelMixin, ConfigMixin):
         return [type(unet).__name__, channels + [channels[-1]], unet.time_embedding.linear_2.out_features]
 
     @classmethod
-    def for_unet(cls, unet, hidden_channels: int = 8, threshold: float = 100.0, seed: int = 0) -> "FeatureUpsamplers":
-        """Upsamplers for ``unet``'s skip-feature levels (down blocks and mid block), their output convs zero:
-        they add nothing until trained. The other weights are drawn from ``seed`` (the global RNG is untouched)."""
+    def for_unet(cls, unet, hidden_channels: int = 8, threshold: float = 100.0, seed: int = 0,
+                 scale: int = 2) -> "FeatureUpsamplers":
+        """Upsamplers for ``unet``'s skip-feature levels (down blocks and mid block) at cascade stage ``scale``, their
+        output convs zero: they add nothing until trained. The other weights are drawn from ``seed`` (the global
+        RNG is untouched)."""
         name, feature_channels, temb_channels = cls.signature_of(unet)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return cls(feature_channels=feature_channels, temb_channels=temb_channels, hidden_channels=hidden_channels,
-                       threshold=threshold, unet_signature=[name, feature_channels, temb_channels])
+                       threshold=threshold, unet_signature=[name, feature_channels, temb_channels], scale=scale)
 
     def check_fits(self, unet) -> None:
         """``ValueError`` if these upsamplers were built for another UNet architecture."""

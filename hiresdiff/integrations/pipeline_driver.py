@@ -24,6 +24,9 @@ so the pixel path and the pipeline path are this same code. Per stage:
   after an exception or an interrupt: every stage runs on a shallow copy of the pipeline with a scheduler
   of its own.
 
+Conditioning images given as tensors at the target's pixel size (a ControlNet's or a T2I-Adapter's ``image``)
+are resized to each stage's size (bilinear); PIL images the pipelines resize themselves.
+
 Videos (AnimateDiff) always use latent-space φ, also under ``space="rgb"``: FreeScale's finding is that
 the RGB round trip's blur helps images but hurts videos. Pipelines without a VAE resize their images.
 
@@ -46,11 +49,10 @@ from hiresdiff.integrations.noise_levels import NoiseLevels, fresh_copy
 from hiresdiff.integrations.restart import RestartedScheduler, stage_generator, stage_pipeline
 from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications
 from hiresdiff.integrations.unet_families import family_of, find_unet, size_multiple, trained_size
-from hiresdiff.methods.self_cascade import restart_index
+from hiresdiff.methods.self_cascade import resize, restart_index
 from hiresdiff.recipe import Recipe, Stage, stages_after
 
-PIPELINE_CONTRACT = ("height", "width", "num_inference_steps", "generator", "latents", "output_type",
-                     "callback_on_step_end")
+PIPELINE_CONTRACT = ("height", "width", "num_inference_steps", "generator", "latents", "output_type")
 FIRST_STAGE_ONLY = ("latents", "noise_size")  # arguments that describe stage 0's start, not every stage's
 
 
@@ -95,6 +97,9 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     if missing:
         raise ValueError(f"pipe: {type(pipe).__name__} takes no {', '.join(missing)}; hiresdiff needs pipelines that take "
                          f"{', '.join(PIPELINE_CONTRACT)} (for a pixel UNet2DModel: PixelPipeline(unet, scheduler))")
+    if recipe.cascade is not None and recipe.cascade.detail_alpha is not None and "callback_on_step_end" not in parameters:
+        raise ValueError(f"recipe: detail control (detail_alpha) blends the latents through callback_on_step_end, which "
+                         f"{type(pipe).__name__} does not take: use detail_alpha=None (e.g. Recipe.freescale(detail_alpha=None))")
     if family_of(unet).video and recipe.cascade is not None and recipe.cascade.space == "rgb":
         recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
     vae = getattr(pipe, "vae", None)
@@ -116,7 +121,7 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     if num_frames is not None and num_frames % frame_factor:
         raise ValueError(f"num_frames={num_frames} is not divisible by the UG frame factor {frame_factor}: "
                          f"num_frames must be a multiple of {frame_factor}")
-    upsamplers = load_upsamplers(recipe.upsamplers, unet) if recipe.upsamplers is not None else None
+    upsamplers = load_upsamplers(recipe.upsamplers, unet, stages) if recipe.upsamplers is not None else {}
 
     common = dict(pipeline_kwargs, num_inference_steps=steps)
     first_only = {name: common.pop(name) for name in FIRST_STAGE_ONLY if common.get(name) is not None}
@@ -140,7 +145,8 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         results.append(latents)
     for stage in stages:
         last = stage is stages[-1]
-        call = dict(common, height=stage.size[0] * scale_factor, width=stage.size[1] * scale_factor,
+        pixels = (stage.size[0] * scale_factor, stage.size[1] * scale_factor)
+        call = dict(_at_size(common, (height, width), pixels), height=pixels[0], width=pixels[1],
                     output_type=output_type if last else "latent", generator=stage_generator(seed, stage.index))
         if user_callback is not None:
             call["callback_on_step_end"] = user_callback
@@ -151,7 +157,7 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         else:
             scheduler = _restart(pipe.scheduler, recipe, stage, latents, codec, call, steps)
             inner = scheduler.inner
-        with stage_modifications(unet, recipe, stage, inner, upsamplers=upsamplers, pivot=latents,
+        with stage_modifications(unet, recipe, stage, inner, upsamplers=upsamplers.get(int(max(stage.scale))), pivot=latents,
                                  sdxl_time_ids=time_ids):
             output = stage_pipeline(pipe, scheduler)(**call)
         result = output.frames if hasattr(output, "frames") else output.images
@@ -163,6 +169,18 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     if return_stages:
         return results
     return result[0] if hasattr(output, "frames") else result
+
+
+def _at_size(arguments: dict, target, size) -> dict:
+    """``arguments`` with every image tensor (B, C, H, W) of the target's pixel size (a ControlNet's or an adapter's
+    conditioning image, also in a list) resized to ``size``, the stage's: conditioning follows the stage."""
+    def resized(value):
+        if isinstance(value, torch.Tensor) and value.ndim == 4 and tuple(value.shape[-2:]) == tuple(target):
+            return value if tuple(size) == tuple(target) else resize(value, size, "bilinear")
+        return value
+
+    return {name: [resized(v) for v in value] if isinstance(value, list) else resized(value)
+            for name, value in arguments.items()}
 
 
 def check_steps(steps) -> None:

@@ -28,6 +28,12 @@ call's (H, W) after as many ⌈n/2⌉ halvings as give its token count, so non-s
 of a layer is drawn from a generator seeded by (``seed``, the layer's index, t): reproducible, the same
 for every sample of a batch, different between layers and steps.
 
+The wrapped processor is whatever the layer had: diffusers' standard ``AttnProcessor2_0``/``AttnProcessor``
+get the exact windowed path above; any other (IP-Adapter's, PAG's, a user's own) also computes the local
+branch, by being called on each window's tokens (:func:`windows_by_processor`), which is exact where the
+layer pools nothing over tokens (no ``group_norm``/``spatial_norm``: the ``attn1`` of SD and SDXL). A
+non-standard processor on a layer that pools over tokens is refused when fusion is applied, naming the layer.
+
 Each wrapper keeps the processor object it replaced; ``remove_scale_fusion`` sets exactly those objects
 back (``UNet2DModel`` has no ``attn_processors``/``set_attn_processor``, so processors are swapped per
 ``Attention`` module with ``set_processor``), leaving no state outside the UNet's own modules.
@@ -95,6 +101,39 @@ def windowed_attention(attn: Attention, hidden_states: torch.Tensor, grid: tuple
     return out / attn.rescale_output_factor
 
 
+def windows_by_processor(processor, attn: Attention, hidden_states: torch.Tensor, grid: tuple[int, int],
+                         window: tuple[int, int], starts: tuple[list[int], list[int]], windows_per_batch: int,
+                         **kwargs) -> torch.Tensor:
+    """h_local by the layer's own ``processor``, called on the tokens (B, wh·ww, C) of each window (batched),
+    overlaps averaged; ``hidden_states`` is (B, N, C) on the token ``grid``."""
+    (gh, gw), (wh, ww) = grid, window
+    b, _, c = hidden_states.shape
+    tokens = hidden_states.view(b, gh, gw, c)
+    total = torch.zeros_like(tokens)
+    count = torch.zeros(gh, gw, 1, dtype=tokens.dtype, device=tokens.device)
+    views = [(y, x) for y in starts[0] for x in starts[1]]
+    for first in range(0, len(views), windows_per_batch):
+        batch_views = views[first:first + windows_per_batch]
+        crops = torch.cat([tokens[:, y:y + wh, x:x + ww].reshape(b, wh * ww, c) for y, x in batch_views])
+        out = processor(attn, crops, **kwargs).view(len(batch_views), b, wh, ww, c)
+        for i, (y, x) in enumerate(batch_views):
+            total[:, y:y + wh, x:x + ww] += out[i]
+            count[y:y + wh, x:x + ww] += 1
+    return (total / count).view(b, gh * gw, c)
+
+
+def is_standard(processor) -> bool:
+    """Whether ``processor`` is diffusers' plain attention, which :func:`windowed_attention` reproduces exactly."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    return type(processor) in (AttnProcessor2_0, AttnProcessor)
+
+
+def pools_over_tokens(attn: Attention) -> bool:
+    """Whether the layer normalises over tokens inside the attention (then windows of its input are not its windows)."""
+    return attn.group_norm is not None or attn.spatial_norm is not None
+
+
 class ScaleFusionAttnProcessor:
     """Fuses the wrapped processor's global self-attention with windowed local attention (the fusion equation).
 
@@ -129,7 +168,10 @@ class ScaleFusionAttnProcessor:
         starts = tuple(window_starts(g, w, max(1, w // 2), w // 8 if self.config.jitter else 0, generator)
                        for g, w in zip(grid, window))
         per_batch = self.config.windows_per_batch or max(1, (grid[0] * grid[1]) // (window[0] * window[1]))
-        local_out = windowed_attention(attn, hidden_states, grid, window, starts, per_batch, temb)
+        if is_standard(self.original):
+            local_out = windowed_attention(attn, hidden_states, grid, window, starts, per_batch, temb)
+        else:
+            local_out = windows_by_processor(self.original, attn, hidden_states, grid, window, starts, per_batch, **kwargs)
         kernel, sigma = self.config.kernel_for(call.scale), self.config.sigma
         if global_out.ndim == 4:
             return fuse(global_out, local_out, lambda x: gaussian_blur(x, kernel, sigma))
@@ -146,8 +188,8 @@ def apply_scale_fusion(unet, config: ScaleFusionConfig, context: Optional[CallCo
     """Give every spatial self-attention of ``unet`` a :class:`ScaleFusionAttnProcessor` wrapping its processor.
 
     ``context`` defaults to the UNet's attached call context. Returns the module paths replaced.
-    ``ValueError`` if ``config`` is not a :class:`ScaleFusionConfig`, there is no call context, or fusion is
-    already applied.
+    ``ValueError`` if ``config`` is not a :class:`ScaleFusionConfig`, there is no call context, fusion is
+    already applied, or a layer that normalises over tokens has a non-standard processor.
     """
     if not isinstance(config, ScaleFusionConfig):
         raise ValueError(f"config must be a ScaleFusionConfig; got a {type(config).__name__}")
@@ -157,6 +199,11 @@ def apply_scale_fusion(unet, config: ScaleFusionConfig, context: Optional[CallCo
     layers = self_attentions(unet)
     if any(isinstance(attn.processor, ScaleFusionAttnProcessor) for attn in layers.values()):
         raise ValueError("scale fusion is already applied to this UNet; call remove_scale_fusion first")
+    for name, attn in layers.items():
+        if not is_standard(attn.processor) and pools_over_tokens(attn):
+            raise ValueError(f"scale fusion cannot wrap the {type(attn.processor).__name__} of {name}: the layer normalises "
+                             "over tokens, so its windows cannot be computed by calling that processor on window crops; "
+                             "use diffusers' AttnProcessor2_0 there, or a recipe without fusion (fusion=False)")
     for index, attn in enumerate(layers.values()):
         attn.set_processor(ScaleFusionAttnProcessor(attn.processor, config, context, index))
     return list(layers)

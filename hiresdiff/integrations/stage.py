@@ -27,16 +27,33 @@ from hiresdiff.methods.self_cascade import CascadeConfig
 from hiresdiff.recipe import Recipe, Stage
 
 
-def load_upsamplers(upsamplers, unet) -> FeatureUpsamplers:
-    """The recipe's ``upsamplers`` (an instance or a ``save_pretrained`` folder), checked against ``unet``."""
-    if isinstance(upsamplers, (str, Path)):
-        upsamplers = FeatureUpsamplers.from_pretrained(upsamplers)
-    if not isinstance(upsamplers, FeatureUpsamplers):
-        raise ValueError(f"upsamplers must be FeatureUpsamplers or a folder they were saved to; got {type(upsamplers).__name__}")
-    upsamplers.check_fits(unet)
-    if (upsamplers.device, upsamplers.dtype) == (unet.device, unet.dtype):
-        return upsamplers
-    return upsamplers.to(device=unet.device, dtype=unet.dtype)
+def load_upsamplers(upsamplers, unet, stages: Sequence[Stage]) -> dict[int, FeatureUpsamplers]:
+    """The recipe's ``upsamplers`` as ``{stage scale: loaded set}``, each checked against ``unet`` and ``stages``.
+
+    One set (an instance or a ``save_pretrained`` folder) serves the stage it was trained for (its ``scale``):
+    ``ValueError`` naming ``upsamplers`` when this run has no such stage. A dict ``{scale: set}`` is a table
+    per stage: stages without an entry run tuning-free, entries for stages this run does not have are unused.
+    Sets built for another UNet are refused.
+    """
+    scales = sorted({int(max(s.scale)) for s in stages[1:] if max(s.scale) == int(max(s.scale))})
+    if isinstance(upsamplers, dict):
+        sets = {scale: one for scale, one in upsamplers.items() if scale in scales}
+    else:
+        sets = {None: upsamplers}
+    loaded = {}
+    for scale, one in sets.items():
+        if isinstance(one, (str, Path)):
+            one = FeatureUpsamplers.from_pretrained(one)
+        if not isinstance(one, FeatureUpsamplers):
+            raise ValueError(f"upsamplers must be FeatureUpsamplers or a folder they were saved to; got {type(one).__name__}")
+        one.check_fits(unet)
+        scale = one.config.scale if scale is None else scale
+        if scale not in scales:
+            raise ValueError(f"upsamplers: a set for the stage at {scale}x the trained size, but this run's later stages "
+                             f"are at {scales or 'none'}; pass one set per stage as upsamplers={{scale: set}}")
+        same = (one.device, one.dtype) == (unet.device, unet.dtype)
+        loaded[scale] = one if same else one.to(device=unet.device, dtype=unet.dtype)
+    return loaded
 
 
 def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Sequence[int],

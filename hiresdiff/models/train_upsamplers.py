@@ -3,7 +3,7 @@
     L = E_{z_t^r, z_0^{r−1}, t, c, ε} ‖ target − f_{θ, θ_Φ}(z_t^r, t, c, z_0^{r−1}) ‖²,
 
 with the UNet θ frozen and only the upsamplers θ_Φ trained: ``images`` at the new size give z_0^r,
-their block average at the previous size gives the real pivot z_0^{r−1}, t is uniform in (0, K]
+their block average at the previous stage's size (half the new size: stages go ×2) gives the real pivot z_0^{r−1}, t is uniform in (0, K]
 (K = strength·T: the only times a later cascade stage runs), and the target is the model's own
 prediction type (ε, v or x₀). Resumable: ``state_path`` holds the upsamplers, the optimizer, the
 step, the losses and the random state; it is written atomically every ``save_every`` steps.
@@ -22,6 +22,7 @@ import torch
 from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
 from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
+from hiresdiff.integrations.unet_families import trained_size
 
 
 def diffusion_loss(unet, scheduler, images: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
@@ -38,9 +39,8 @@ def diffusion_loss(unet, scheduler, images: torch.Tensor, t: torch.Tensor, noise
 def upsampler_loss(unet, scheduler, upsamplers: FeatureUpsamplers, images: torch.Tensor, t: torch.Tensor,
                    noise: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Eq. 12 for one batch: :func:`diffusion_loss` of the frozen UNet with ``upsamplers`` fed by the
-    block-averaged pivots of ``images``."""
-    h0 = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]
-    pivot = downsample(images, images.shape[-1] // h0)
+    block-averaged pivots of ``images`` at the previous stage's size (half of ``images``')."""
+    pivot = downsample(images, 2)
     attach_feature_upsamplers(unet, upsamplers, pivot, stage_size=images.shape[-2:])
     try:
         return diffusion_loss(unet, scheduler, images, t, noise, class_labels)
@@ -70,10 +70,15 @@ def train_feature_upsamplers(unet, scheduler, images: torch.Tensor, *, steps: in
         raise ValueError(f"images must be finite (N, {unet.config.in_channels}, H, W); got shape {tuple(images.shape)}")
     if (class_labels is None) != (unet.config.num_class_embeds is None):
         raise ValueError("class_labels must be given exactly when the UNet is class-conditional")
-    upsamplers = upsamplers or FeatureUpsamplers.for_unet(unet, seed=seed)
+    scale = images.shape[-1] / trained_size(unet)[1]
+    if scale < 2 or not scale.is_integer():
+        raise ValueError(f"images must be at a later cascade stage, an integer multiple >= 2 of the trained size "
+                         f"{trained_size(unet)}; got {tuple(images.shape[-2:])}")
+    upsamplers = upsamplers or FeatureUpsamplers.for_unet(unet, seed=seed, scale=int(scale))
     upsamplers.check_fits(unet)
+    device = unet.device
     unet.requires_grad_(False)
-    upsamplers.train().requires_grad_(True)
+    upsamplers.to(device).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(upsamplers.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     step, losses, wall = 0, [], 0.0
@@ -91,9 +96,9 @@ def train_feature_upsamplers(unet, scheduler, images: torch.Tensor, *, steps: in
     while step < steps:
         idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=generator)
         t = torch.randint(1, k + 1, (len(idx),), generator=generator)  # uniform in (0, K]
-        noise = torch.randn(images[idx].shape, generator=generator)
-        labels = None if class_labels is None else class_labels[idx]
-        loss = upsampler_loss(unet, scheduler, upsamplers, images[idx], t, noise, labels)
+        noise = torch.randn(images[idx].shape, generator=generator)  # drawn on the CPU: one seed, one run anywhere
+        labels = None if class_labels is None else class_labels[idx].to(device)
+        loss = upsampler_loss(unet, scheduler, upsamplers, images[idx].to(device), t.to(device), noise.to(device), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -119,7 +124,7 @@ def save_state(path: Path, upsamplers, optimizer, step: int, losses: list, wall:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--resolution", type=int, default=64, help="the new size: 64 (32² → 64²) or 128 (64² → 128²)")
+    p.add_argument("--resolution", type=int, default=64, help="the stage's size: 64 (pivots 32² → 64²) or 128 (pivots 64² → 128²)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -152,7 +157,8 @@ def run(args) -> None:
     unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "ddpm")
     data = emoji.load(args.resolution, "train", args.data)
     run_dir = Path(args.run_dir) / str(args.resolution)
-    upsamplers = FeatureUpsamplers.for_unet(unet, hidden_channels=args.hidden_channels, seed=args.seed)
+    upsamplers = FeatureUpsamplers.for_unet(unet, hidden_channels=args.hidden_channels, seed=args.seed,
+                                            scale=args.resolution // trained_size(unet)[1])
     start = time.time()
     upsamplers, losses = train_feature_upsamplers(
         unet, scheduler, data.images, steps=args.steps, batch_size=args.batch_size, lr=args.lr, strength=args.strength,
