@@ -42,8 +42,8 @@ def test_main_job_nests_x2_guidance_for_powers_of_two():
         return [(c.factor, c.theta, c.eta) for c in stage.ug_levels]
 
     assert levels(4, 1.5, 0.6) == [(2, 1.5, 0.6), (2, 1.5, 0.6)]
-    assert levels(2) == [(2, 1.0, 1.0)] and [f for f, _, _ in levels(8)] == [2, 2, 2]
-    assert levels(3) == [((3, 3), 1.0, 1.0)]
+    assert levels(2) == [(2, 1.0, None)] and [f for f, _, _ in levels(8)] == [2, 2, 2]  # η: the family's, set on attach
+    assert levels(3) == [((3, 3), 1.0, None)]
 
 
 def test_comparison_columns_are_paired_and_cascades_upscale_the_trained_column():
@@ -73,6 +73,6 @@ def test_main_job_without_arguments_writes_the_grid(tmp_path):
 
 
 def test_only_the_embedded_model_has_shipped_upsamplers(tmp_path):
-    assert shipped_upsamplers(None) == str(EMBEDDED_UPSAMPLERS_DIR)
+    assert shipped_upsamplers(None) == {2: str(EMBEDDED_UPSAMPLERS_DIR)}  # trained for the 2× stage (32² → 64²)
     assert (EMBEDDED_UPSAMPLERS_DIR / "config.json").is_file()
     assert shipped_upsamplers(str(tmp_path)) is None

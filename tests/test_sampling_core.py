@@ -414,3 +414,15 @@ def test_controlnet_adapter_lora_and_ip_adapter_pipelines_run_every_recipe(kind,
                                        for name, v in kwargs.items()}
         other_stages = pipeline_run(other_pipe, Recipe.preset(preset), **other)
         assert not torch.equal(other_stages[-1], stages[-1])
+
+
+def test_a_compiled_unet_is_accepted_and_gives_the_uncompiled_result():
+    pipe = load("sd15")
+    recipe = Recipe.preset("freescale+ug")
+    plain = pipeline_run(pipe, recipe)[-1]
+    pipe.unet = torch.compile(pipe.unet, backend="eager")  # dynamo traces the hooks; eager keeps CI fast
+    try:
+        compiled = pipeline_run(pipe, recipe)[-1]
+    finally:
+        torch._dynamo.reset()
+    assert torch.allclose(compiled, plain, atol=1e-5)

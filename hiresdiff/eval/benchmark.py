@@ -44,9 +44,11 @@ class Method:
     theta: Optional[float] = None  # θ for the UG sweep plot (0 = naive)
 
 
-def ug_method(name: str, scale: int, theta: float = 1.0, nested: bool = False, **ug) -> Method:
-    """UG toward the trained size, one level of factor ``scale`` unless ``nested`` (×2 levels)."""
-    return Method(name, scale, Recipe(ug=UpsampleGuidanceConfig(theta=theta, **ug), nested_ug=nested), theta=theta)
+def ug_method(name: str, scale: int, theta: float = 1.0, nested: bool = False, eta: float = 1.0, **ug) -> Method:
+    """UG toward the trained size, one level of factor ``scale`` unless ``nested`` (×2 levels); η = 1 (every
+    step, the pixel model's setting) unless given."""
+    return Method(name, scale, Recipe(ug=UpsampleGuidanceConfig(theta=theta, eta=eta, **ug), nested_ug=nested),
+                  theta=theta)
 
 
 def baselines(scale: int) -> list[Method]:

@@ -64,13 +64,16 @@ def _unsupported(pipeline: str, denoiser: str) -> ValueError:
 
 
 def find_unet(pipe_or_unet) -> tuple[Any, Optional[Any]]:
-    """(unet, pipeline) for a pipeline with a supported ``unet``, (unet, None) for a bare supported UNet."""
+    """(unet, pipeline) for a pipeline with a supported ``unet``, (unet, None) for a bare supported UNet; a
+    ``torch.compile``d UNet gives the module it compiles (hooks on it are traced into the compiled calls)."""
     import torch
 
     if isinstance(pipe_or_unet, torch.nn.Module):
-        family_of(pipe_or_unet)
-        return pipe_or_unet, None
+        unet = getattr(pipe_or_unet, "_orig_mod", pipe_or_unet)  # torch.compile's wrapper: hooks go on the module it compiles
+        family_of(unet)
+        return unet, None
     unet = getattr(pipe_or_unet, "unet", None)
+    unet = getattr(unet, "_orig_mod", unet)
     if unet is None:
         components = getattr(pipe_or_unet, "components", {})
         raise _unsupported(type(pipe_or_unet).__name__, "transformer" if "transformer" in components else "no unet")
