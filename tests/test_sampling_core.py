@@ -426,3 +426,41 @@ def test_a_compiled_unet_is_accepted_and_gives_the_uncompiled_result():
     finally:
         torch._dynamo.reset()
     assert torch.allclose(compiled, plain, atol=1e-5)
+
+
+HALF_TOLERANCE = {torch.bfloat16: 0.02, torch.float16: 0.003}  # relative L2 to fp32; measured ≤ 1.2 % and ≤ 0.17 %
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["pipeline", "pixel"])
+def test_half_precision_runs_stay_within_the_stated_tolerance_of_fp32(kind, dtype):
+    """Every recipe in bf16 / fp16 on the CPU: within 2 % / 0.3 % of fp32 (relative L2 of the final latents), and
+    no worse than 1.5× plain sampling's own half-precision error (the methods add no precision loss of their own)."""
+    errors = {}
+    for preset in PRESETS:
+        reference_pipe, run, _ = driver(kind, "dpm++")
+        reference = run(reference_pipe, Recipe.preset(preset))[-1].double()
+        pipe, run, _ = driver(kind, "dpm++")
+        for component in ("unet", "vae", "text_encoder"):
+            if component in pipe.components:
+                getattr(pipe, component).to(dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = run(pipe, Recipe.preset(preset))[-1]
+        assert out.dtype == dtype
+        errors[preset] = float((out.double() - reference).norm() / reference.norm())
+    assert max(errors.values()) < HALF_TOLERANCE[dtype], errors
+    assert max(errors.values()) < 1.5 * errors["naive"], errors
+
+
+def test_a_unet_that_already_carries_a_part_is_refused_and_keeps_it():
+    from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance
+    from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+
+    pipe = load("sd15")
+    apply_upsample_guidance(pipe, UpsampleGuidanceConfig(factor=2, eta=1.0))
+    with_ug = unet_snapshot(pipe.unet)
+    with pytest.raises(ValueError, match="already carries upsample_guidance"):
+        pipeline_run(pipe, Recipe.preset("freescale+ug"))
+    assert_same_snapshot(unet_snapshot(pipe.unet), with_ug)  # the user's UG is still there
+    remove_upsample_guidance(pipe)

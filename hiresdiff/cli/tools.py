@@ -49,7 +49,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--suite", choices=("ug", "methods"), default="ug",
                    help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and ablation")
     p.add_argument("--upsamplers", nargs="+", default=None, metavar="SCALE=FOLDER",
-                   help="trained feature upsamplers for the tuned Self-Cascade row, e.g. 2=hiresdiff/models/emoji32_upsamplers_64")
+                   help="trained feature upsamplers for the tuned Self-Cascade row, per cascade stage (its scale), "
+                   "e.g. 2=hiresdiff/models/emoji32_upsamplers_64 (4× runs: also 4=… to reuse them at the 4× stage)")
     p.add_argument("--quick", action="store_true", help="smoke test: 8 images, 2 steps, 2x only, one θ")
     p.set_defaults(run=run_bench)
 

@@ -78,14 +78,13 @@ def methods_for(scale: int, thetas, etas, ablations: bool = True, linear_thetas=
 
 def cascade_methods_for(scale: int, strengths=(0.5, 0.7, 0.9), upsamplers=None, alphas=(1.0, 2.0, 3.0)) -> list[Method]:
     """Every preset and composition at one scale, with Self-Cascade's strength sweep, the tuned Self-Cascade
-    (``upsamplers``: a folder, or one per scale as {scale: folder}) and FreeScale's ablations."""
+    (``upsamplers``: a folder, which serves the stage it was trained for, or a table {stage scale: folder} used
+    as it is, see :class:`~hiresdiff.recipe.Recipe`) and FreeScale's ablations."""
     ug = UpsampleGuidanceConfig()
     out = baselines(scale) + [Method("UG θ=1 (×2 nested)", scale, Recipe.upsample_guidance(), theta=1.0)]
     out += [Method(f"Self-Cascade s={s:g}", scale, Recipe.self_cascade(strength=s)) for s in strengths]
-    if upsamplers is not None:
-        folder = upsamplers.get(scale) if isinstance(upsamplers, dict) else upsamplers
-        if folder is not None:
-            out += [Method("Self-Cascade tuned", scale, Recipe.self_cascade(upsamplers=folder))]
+    if upsamplers:
+        out += [Method("Self-Cascade tuned", scale, Recipe.self_cascade(upsamplers=upsamplers))]
     out += [Method("FreeScale", scale, Recipe.freescale()),
             Method("FreeScale without dilation", scale, Recipe.freescale(dilation=False)),
             Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
@@ -120,7 +119,7 @@ class Settings:
     command: str = ""
     suite: str = "ug"  # "ug": the UG reproduction rows; "methods": every preset, composition and ablation
     strengths: tuple = (0.5, 0.7, 0.9)
-    upsamplers: Optional[dict] = None  # {scale: folder} of trained feature upsamplers for the tuned Self-Cascade
+    upsamplers: Optional[dict] = None  # {stage scale: folder} of trained feature upsamplers for the tuned Self-Cascade
 
     def __post_init__(self):
         if self.suite not in SUITES:

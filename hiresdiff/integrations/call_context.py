@@ -1,7 +1,8 @@
 """What the UNet call in progress is: its time and its scale relative to the trained size.
 
 Per-call modifications that live below the UNet (dilated convs, fused self-attention, feature
-upsamplers) need the current timestep and the size of the current call. A hook on the UNet itself
+upsamplers) need the current timestep and the size of the current call. The timestep stays the call's own
+tensor on its device: recording it costs no host-device sync (a part that branches on t reads one scalar). A hook on the UNet itself
 records them for the duration of each call (:class:`CallContextHook`); hooks on submodules read them
 with :func:`current_call`. Nothing counts calls, so extra UNet calls (Upsample Guidance's low-resolution
 branch, second-order schedulers, CFG batches) each see their own context. Nested calls (a call made
@@ -25,7 +26,7 @@ CALL_CONTEXT_HOOK = "hiresdiff_call_context"
 
 @dataclass(frozen=True)
 class UNetCall:
-    """One UNet call: ``timestep`` (float32 CPU tensor, scalar or (B,)), the sample's trailing ``size``
+    """One UNet call: ``timestep`` (the call's own tensor, on its device, scalar or (B,)), the sample's trailing ``size``
     ((H, W) or (F, H, W)), ``scale`` = (H/h0, W/w0) relative to the trained latent size (h0, w0),
     and T = ``num_train_timesteps`` of the model's schedule."""
 
@@ -53,8 +54,8 @@ class CallContextHook(UNetCallHook):
         sample, timestep = arguments["sample"], arguments["timestep"]
         size = tuple(sample.shape[2:])
         h0, w0 = self.trained_size
-        call = UNetCall(torch.as_tensor(timestep, dtype=torch.float32).detach().cpu(), size,
-                        (size[-2] / h0, size[-1] / w0), self.num_train_timesteps)
+        timestep = timestep if isinstance(timestep, torch.Tensor) else torch.tensor(timestep, device=sample.device)
+        call = UNetCall(timestep.detach(), size, (size[-2] / h0, size[-1] / w0), self.num_train_timesteps)
         outer, self.current = self.current, call
         try:
             return self.fn_ref.original_forward(*args, **kwargs)

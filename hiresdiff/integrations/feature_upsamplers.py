@@ -28,7 +28,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from hiresdiff.integrations.hook_utils import UNetCallHook, attach, detach
 from hiresdiff.integrations.lowres_call import RESIDUALS
 
-_UNET_HOOK = "hiresdiff_feature_upsamplers"
+UPSAMPLERS_HOOK = "hiresdiff_feature_upsamplers"
 _BLOCK_HOOK = "hiresdiff_feature_upsampler"
 
 
@@ -206,12 +206,12 @@ def attach_feature_upsamplers(unet, upsamplers: FeatureUpsamplers, pivot: torch.
     blocks = feature_blocks(unet)
     for level, block in enumerate(blocks):
         attach(block, _LevelHook(state, level, upsamplers.levels[level], block is unet.mid_block), _BLOCK_HOOK)
-    attach(unet, _PivotHook(state, pivot, size, float(upsamplers.config.threshold), context), _UNET_HOOK)
+    attach(unet, _PivotHook(state, pivot, size, float(upsamplers.config.threshold), context), UPSAMPLERS_HOOK)
 
 
 def detach_feature_upsamplers(unet) -> None:
     """Remove what :func:`attach_feature_upsamplers` attached; the UNet is exactly as before."""
-    detach(unet, _UNET_HOOK)
+    detach(unet, UPSAMPLERS_HOOK)
     for block in feature_blocks(unet):
         detach(block, _BLOCK_HOOK)
     detach(unet.time_embedding, _BLOCK_HOOK)

@@ -35,7 +35,7 @@ from hiresdiff.integrations.lowres_call import check_latent_size, check_time_ids
 from hiresdiff.integrations.unet_families import UNetFamily, family_of, find_unet
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction, with_family_eta
 
-_UPSAMPLE_GUIDANCE_HOOK = "upsample_guidance"
+UPSAMPLE_GUIDANCE_HOOK = "upsample_guidance"
 
 
 def scheduler_schedule(scheduler) -> tuple[torch.Tensor, str]:
@@ -120,7 +120,7 @@ def apply_upsample_guidance(pipe_or_unet, config: Union[UpsampleGuidanceConfig, 
     ```
     """
     unet, pipe = find_unet(pipe_or_unet)
-    if attached(unet, _UPSAMPLE_GUIDANCE_HOOK) is not None:
+    if attached(unet, UPSAMPLE_GUIDANCE_HOOK) is not None:
         raise ValueError("Upsample Guidance is already applied to this UNet; call remove_upsample_guidance first")
     if scheduler is None and pipe is None:
         raise ValueError("a bare UNet needs scheduler=: Upsample Guidance reads alphas_cumprod and prediction_type "
@@ -138,7 +138,7 @@ def apply_upsample_guidance(pipe_or_unet, config: Union[UpsampleGuidanceConfig, 
                              "temporal Upsample Guidance needs a video UNet (AnimateDiff's UNetMotionModel)")
     check_time_ids(sdxl_time_ids)
     hook = UpsampleGuidanceHook(levels, scheduler_source, family, sdxl_time_ids, getattr(pipe, "vae_scale_factor", None))
-    attach(unet, hook, _UPSAMPLE_GUIDANCE_HOOK)
+    attach(unet, hook, UPSAMPLE_GUIDANCE_HOOK)
 
 
 def remove_upsample_guidance(pipe_or_unet) -> None:
@@ -148,4 +148,4 @@ def remove_upsample_guidance(pipe_or_unet) -> None:
     deleted again when no other hook remains. Attention processors and config are never touched.
     """
     unet, _ = find_unet(pipe_or_unet)
-    detach(unet, _UPSAMPLE_GUIDANCE_HOOK)
+    detach(unet, UPSAMPLE_GUIDANCE_HOOK)

@@ -78,6 +78,26 @@ def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Seque
     return blend
 
 
+def check_unmodified(unet) -> None:
+    """``ValueError`` if ``unet`` already carries one of the per-call parts (applied by hand, or a run in progress
+    on it): a stage would otherwise remove it on exit."""
+    from hiresdiff.integrations.call_context import CALL_CONTEXT_HOOK
+    from hiresdiff.integrations.dilation import DILATION_HOOK, dilated_convs
+    from hiresdiff.integrations.feature_upsamplers import UPSAMPLERS_HOOK
+    from hiresdiff.integrations.hook_utils import attached
+    from hiresdiff.integrations.hooks import UPSAMPLE_GUIDANCE_HOOK
+    from hiresdiff.integrations.scale_fusion import ScaleFusionAttnProcessor, self_attentions
+
+    present = [name for name in (CALL_CONTEXT_HOOK, UPSAMPLE_GUIDANCE_HOOK, UPSAMPLERS_HOOK) if attached(unet, name)]
+    if any(attached(conv, DILATION_HOOK) for conv in dilated_convs(unet).values()):
+        present.append("dilation")
+    if any(isinstance(attn.processor, ScaleFusionAttnProcessor) for attn in self_attentions(unet).values()):
+        present.append("scale fusion")
+    if present:
+        raise ValueError(f"the UNet already carries {', '.join(present)}: remove them (remove_upsample_guidance, …) "
+                         "before sampling with a recipe, which attaches its own parts for each stage")
+
+
 @contextmanager
 def stage_modifications(unet, recipe: Recipe, stage: Stage, scheduler, *, upsamplers=None,
                         pivot: Optional[torch.Tensor] = None, sdxl_time_ids: str = "scale"):
@@ -89,20 +109,21 @@ def stage_modifications(unet, recipe: Recipe, stage: Stage, scheduler, *, upsamp
         pivot: the previous stage's clean result at its own size, in the UNet's space (for the upsamplers).
         sdxl_time_ids: SDXL micro-conditioning of UG's low-resolution calls (see ``lowres_call``).
     """
-    with ExitStack() as undo:
+    check_unmodified(unet)
+    with ExitStack() as undo:  # each part's removal is registered before it is attached (removal is a no-op if absent)
         if stage.is_upscaled:
-            context = apply_call_context(unet, trained_size(unet), scheduler.config.num_train_timesteps)
             undo.callback(remove_call_context, unet)
+            context = apply_call_context(unet, trained_size(unet), scheduler.config.num_train_timesteps)
             if recipe.dilation is not None:
-                apply_dilation(unet, recipe.dilation, context)
                 undo.callback(remove_dilation, unet)
+                apply_dilation(unet, recipe.dilation, context)
             if recipe.fusion is not None:
-                apply_scale_fusion(unet, recipe.fusion, context)
                 undo.callback(remove_scale_fusion, unet)
+                apply_scale_fusion(unet, recipe.fusion, context)
             if upsamplers is not None and pivot is not None:
-                attach_feature_upsamplers(unet, upsamplers, pivot, context, stage.size)
                 undo.callback(detach_feature_upsamplers, unet)
+                attach_feature_upsamplers(unet, upsamplers, pivot, context, stage.size)
         if stage.ug_levels:  # also at spatial scale 1 for temporal UG
-            apply_upsample_guidance(unet, stage.ug_levels, scheduler=scheduler, sdxl_time_ids=sdxl_time_ids)
             undo.callback(remove_upsample_guidance, unet)
+            apply_upsample_guidance(unet, stage.ug_levels, scheduler=scheduler, sdxl_time_ids=sdxl_time_ids)
         yield
