@@ -8,6 +8,7 @@ trained-size runs can therefore start from the same noise.
 from __future__ import annotations
 
 import math
+from typing import Optional, Sequence
 
 import torch
 
@@ -17,3 +18,14 @@ from hiresdiff.core.resample import Factor, downsample, factor_product
 def lowres_noise(noise: torch.Tensor, factor: Factor) -> torch.Tensor:
     """√k·D[noise]: the trained-resolution noise that corresponds to the high-resolution ``noise``."""
     return math.sqrt(factor_product(factor, noise.ndim)) * downsample(noise, factor)
+
+
+def consistent_noise(generator: torch.Generator, shape: Sequence[int], noise_size: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """The next standard normal draw of ``generator`` (on its device) made at ``noise_size`` and reduced to
+    ``shape`` (B, C, H, W); without ``noise_size`` a plain draw of ``shape``."""
+    *lead, height, width = shape
+    big_h, big_w = noise_size or (height, width)
+    if big_h % height or big_w % width:
+        raise ValueError(f"noise_size {tuple(noise_size)} must be an integer multiple of {(height, width)}")
+    draw = torch.randn((*lead, big_h, big_w), generator=generator, device=generator.device)
+    return draw if (big_h, big_w) == (height, width) else lowres_noise(draw, (big_h // height, big_w // width))

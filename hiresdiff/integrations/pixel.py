@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from hiresdiff.integrations.pixel_pipeline import PixelPipeline, consistent_noise
+from hiresdiff.core.noise import consistent_noise
 from hiresdiff.integrations.restart import stage_generator
 from hiresdiff.integrations.unet_families import size_multiple, trained_size
 from hiresdiff.recipe import Recipe
@@ -103,6 +103,7 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
     ``return_stages`` then starts with ``image``.
     """
     from hiresdiff.integrations.pipeline_driver import check_steps, generate
+    from hiresdiff.integrations.pixel_pipeline import PixelPipeline
 
     check_steps(steps)
     recipe = recipe or Recipe()

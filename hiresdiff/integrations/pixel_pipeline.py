@@ -18,20 +18,9 @@ from typing import Optional, Sequence
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
-from hiresdiff.core.noise import lowres_noise
+from hiresdiff.core.noise import consistent_noise
 
 OUTPUT_TYPES = ("latent", "pt", "np", "pil")
-
-
-def consistent_noise(generator: torch.Generator, shape: Sequence[int], noise_size: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """The next standard normal draw of ``generator`` (on its device) made at ``noise_size`` and reduced to
-    ``shape`` (B, C, H, W); without ``noise_size`` a plain draw of ``shape``."""
-    *lead, height, width = shape
-    big_h, big_w = noise_size or (height, width)
-    if big_h % height or big_w % width:
-        raise ValueError(f"noise_size {tuple(noise_size)} must be an integer multiple of {(height, width)}")
-    draw = torch.randn((*lead, big_h, big_w), generator=generator, device=generator.device)
-    return draw if (big_h, big_w) == (height, width) else lowres_noise(draw, (big_h // height, big_w // width))
 
 
 class PixelPipeline(DiffusionPipeline):
