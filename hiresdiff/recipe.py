@@ -127,6 +127,9 @@ class Recipe:
         unknown = [p for p in parts if p not in builders]
         if unknown or not parts:
             raise ValueError(f"method must be one of {PRESETS} or a '+'-composition of them; got {name!r}")
+        repeated = sorted({p for p in parts if parts.count(p) > 1})
+        if repeated:
+            raise ValueError(f"method {name!r} composes {', '.join(repeated)} with itself: name each preset once")
         recipe = builders[parts[0]]()
         for part in parts[1:]:
             recipe = recipe + builders[part]()

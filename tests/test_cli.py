@@ -187,3 +187,16 @@ def test_python_m_hiresdiff_is_the_cli():
 
     done = subprocess.run([sys.executable, "-m", "hiresdiff", "generate", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--method" in done.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["generate", "--steps", "0"], "--steps must be at least 1; got 0"),
+    (["generate", "--num-images", "0"], "--num-images must be at least 1"),
+    (["upscale", "x.png", "--steps", "0"], "--steps must be at least 1"),
+    (["generate", "--model", "m", "--prompt", "a cat", "--guidance-scale", "nan"], "--guidance-scale must be a finite"),
+    (["generate", "--method", "freescale+freescale"], "composes freescale with itself"),
+])
+def test_counts_below_one_nan_guidance_and_self_compositions_are_refused_in_one_line(tmp_path, args, message):
+    done = run_cli(*args, "--out", str(tmp_path / "x.png"), cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()

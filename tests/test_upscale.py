@@ -104,3 +104,30 @@ def test_upscale_on_a_pipeline_runs_only_the_later_stages_and_refuses_what_it_ca
         hiresdiff.upscale(pipe, [image, image], scale=2, prompt=PROMPT)
     with pytest.raises(ValueError, match="video"):
         hiresdiff.upscale(load("animatediff"), image, scale=2, prompt=PROMPT)
+
+
+def test_an_image_of_no_stage_size_is_refused_before_the_class_detector_runs(monkeypatch):
+    """An image whose size is no stage of the cascade is refused at once with the sizes that would work (the class
+    detector used to run on it first)."""
+    import time
+
+    import hiresdiff.integrations.upscale as upscale_module
+
+    unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "sde-dpm++")
+    monkeypatch.setattr(upscale_module, "likely_class_labels", lambda *a, **k: pytest.fail("the class detector ran"))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"image size \(48, 48\) must be one of .*\(32, 32\), \(64, 64\)"):
+        hiresdiff.upscale(unet, Image.new("RGB", (48, 48)), scale=2, scheduler=scheduler)
+    assert time.perf_counter() - start < 5
+
+
+def test_the_class_detector_works_at_the_trained_size(emoji_samples):
+    unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "ddpm")
+    x = emoji_samples[0][:2]
+    seen = []
+    handle = unet.conv_in.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-1]))
+    try:
+        likely_class_labels(unet, scheduler, torch.nn.functional.interpolate(x, scale_factor=2), draws=1)
+    finally:
+        handle.remove()
+    assert set(seen) == {32}

@@ -6,7 +6,8 @@ Resumable and split across processes by accelerate (:mod:`hiresdiff.batch`):
 
 from __future__ import annotations
 
-from hiresdiff.cli.generate import add_part_options, add_pipeline_options, load_cli_pipeline, method_options
+from hiresdiff.cli.generate import (add_part_options, add_pipeline_options, check_run_numbers, load_cli_pipeline,
+                                    method_options)
 from hiresdiff.integrations.schedulers import SCHEDULERS
 from hiresdiff.options import parse_methods, recipes_for
 
@@ -31,6 +32,7 @@ def run_batch_command(args) -> None:
     from hiresdiff.batch import BatchSettings, jobs_for, read_prompts, run_batch
 
     methods = parse_methods([args.method])
+    check_run_numbers(args)
     if len(methods) != 1:
         raise ValueError(f"--method: batch takes one method; got {', '.join(methods)}")
     recipe = recipes_for(methods, method_options(args))[methods[0]]

@@ -22,6 +22,19 @@ DEFAULT_SCALE = 2
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
+def check_run_numbers(args) -> None:
+    """``ValueError`` naming the flag for a count below 1 or a non-finite guidance scale (argparse takes 0 and nan)."""
+    import math
+
+    for flag in ("steps", "num_images", "num_frames"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1; got {value}")
+    guidance = getattr(args, "guidance_scale", None)
+    if guidance is not None and not math.isfinite(guidance):
+        raise ValueError(f"--guidance-scale must be a finite number; got {guidance}")
+
+
 def parse_factor(text: str):
     """'2' → 2, '2,1,1' → (2, 1, 1)."""
     try:
@@ -105,6 +118,7 @@ def run_generate(args) -> None:
     from hiresdiff.grid import check_writable, labelled_grid, save_gif, save_png
 
     methods = parse_methods(args.method)
+    check_run_numbers(args)
     check_size_args(args)
     options = method_options(args)
     out = Path(args.out)
@@ -118,7 +132,7 @@ def run_generate(args) -> None:
 
         size = (args.height, args.width) if args.height is not None else None
         columns, labels = comparison(args.model, scales=args.scale, size=size, methods=methods, options=options,
-                                     seed=args.seed, num_images=args.num_images, steps=args.steps or DEFAULT_STEPS,
+                                     seed=args.seed, num_images=args.num_images, steps=DEFAULT_STEPS if args.steps is None else args.steps,
                                      scheduler=args.scheduler or DEFAULT_SCHEDULER)
     cell = max(96, min(512, max(image.width for image in columns[-1])))
     save_png(labelled_grid(columns, labels, cell), out, force=args.force)
@@ -147,7 +161,7 @@ def pipeline_columns(args, methods, options):
         height, width = (n * factor for n in trained_size(pipe.unet))
     configure_vae_tiling(pipe, height, width, None)
     return pipeline_comparison(pipe, args.prompt, height=height, width=width, recipes=recipes, seed=args.seed,
-                               steps=args.steps or 30, num_frames=args.num_frames, **kwargs)
+                               steps=30 if args.steps is None else args.steps, num_frames=args.num_frames, **kwargs)
 
 
 def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True):
@@ -189,6 +203,7 @@ def run_upscale(args) -> None:
     from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
 
     methods = parse_methods(args.method)
+    check_run_numbers(args)
     if len(methods) != 1:
         raise ValueError(f"--method: upscale takes one method; got {', '.join(methods)}")
     source = Path(args.image)
@@ -203,11 +218,12 @@ def run_upscale(args) -> None:
     recipe = recipes_for(methods, method_options(args), shipped_upsamplers(args.model))[methods[0]]
     if args.prompt is None:
         from hiresdiff.integrations.pixel import load_pixel_model
-        from hiresdiff.integrations.upscale import likely_class_labels
+        from hiresdiff.integrations.upscale import check_upscalable, likely_class_labels
         from hiresdiff.models import EMBEDDED_MODEL_DIR
 
         unet, scheduler = load_pixel_model(args.model or EMBEDDED_MODEL_DIR, args.scheduler or DEFAULT_SCHEDULER)
         pixels, classes = image_tensor(image), unet.config.num_class_embeds
+        check_upscalable(unet, recipe, pixels.shape[-2:], target_size(image.height, image.width, args.scale))
         if args.class_label is not None and not 0 <= args.class_label < (classes or 0):
             raise ValueError(f"--class must be in [0, {classes or 0}) for this model; got {args.class_label}")
         labels = None
@@ -216,10 +232,12 @@ def run_upscale(args) -> None:
                       else likely_class_labels(unet, scheduler, pixels, args.seed))
             print(f"class {labels.item()}" + (" (the most likely for the image; --class sets it)" if args.class_label is None else ""))
         result = upscale(unet, pixels, scale=args.scale, recipe=recipe, scheduler=scheduler,
-                         steps=args.steps or DEFAULT_STEPS, seed=args.seed, class_labels=labels)[0]
+                         steps=DEFAULT_STEPS if args.steps is None else args.steps, seed=args.seed,
+                         class_labels=labels)[0]
     else:
         pipe, kwargs = load_cli_pipeline(args, needs_unet=True)
-        result = upscale(pipe, image, scale=args.scale, recipe=recipe, prompt=args.prompt, steps=args.steps or 30,
+        result = upscale(pipe, image, scale=args.scale, recipe=recipe, prompt=args.prompt,
+                         steps=30 if args.steps is None else args.steps,
                          seed=args.seed, **kwargs)[0]
     save_png(result, out, force=args.force)
     if compare is not None:

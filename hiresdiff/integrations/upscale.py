@@ -16,8 +16,10 @@ import numpy as np
 import torch
 
 from hiresdiff.core.prediction import prediction_target
+from hiresdiff.core.resample import downsample
 from hiresdiff.integrations.pixel import sample, to_pil
-from hiresdiff.recipe import Recipe
+from hiresdiff.integrations.unet_families import size_multiple, trained_size
+from hiresdiff.recipe import Recipe, stages_after
 
 DEFAULT_RECIPE = "self-cascade"
 
@@ -41,14 +43,24 @@ def target_size(height: int, width: int, scale: Union[float, Sequence[float]]) -
     return int(height * sh), int(width * sw)
 
 
+def check_upscalable(unet, recipe: Recipe, image_size: Sequence[int], target: Sequence[int]) -> None:
+    """``ValueError`` naming the image, before any UNet call, unless a pixel ``unet``'s cascade passes through
+    ``image_size`` on its way to ``target`` (the sizes that would work are in the message)."""
+    stages_after(recipe.stages(trained_size(unet), tuple(target), size_multiple(unet)), tuple(image_size))
+
+
 @torch.no_grad()
 def likely_class_labels(unet, scheduler, images: torch.Tensor, seed: int = 0, draws: int = 8) -> torch.Tensor:
     """The class a class-conditional pixel UNet finds most likely for each image: the lowest denoising error
     ‖ε̂(x_t, t, c) − ε‖² over ``draws`` (t, ε) pairs shared by all classes (a diffusion classifier,
-    Li et al. 2023, eq. 5 with equal class priors). ``images`` at the trained size, in [-1, 1]."""
+    Li et al. 2023, eq. 5 with equal class priors). ``images`` in [-1, 1], block-averaged to the trained size
+    first if larger (the model knows classes at its own size; the cost stays that of the trained size)."""
     generator = torch.Generator().manual_seed(seed)  # noise drawn on the CPU, then moved: one seed, one answer
     num_classes, batch, device = unet.config.num_class_embeds, len(images), unet.device
     images = images.to(device=device, dtype=torch.float32)
+    h0, w0 = trained_size(unet)
+    if images.shape[-2] > h0 and images.shape[-2] % h0 == 0 and images.shape[-1] % w0 == 0:
+        images = downsample(images, (images.shape[-2] // h0, images.shape[-1] // w0))
     alphas = scheduler.alphas_cumprod.float()
     t = torch.linspace(0.1, 0.6, draws).mul(len(alphas)).long()  # mid noise levels decide the class
     labels = torch.arange(num_classes, device=device).repeat(batch)
@@ -91,6 +103,7 @@ def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: O
         unet = model
         if scheduler is None:
             raise ValueError("scheduler is required when model is a bare UNet (e.g. the one load_pixel_model returns)")
+        check_upscalable(unet, recipe, pixels.shape[-2:], (height, width))
         if unet.config.num_class_embeds is not None and class_labels is None:
             class_labels = likely_class_labels(unet, scheduler, pixels.to(unet.device), seed)
         out = sample(unet, scheduler, height=height, width=width, image=pixels.to(unet.device), seed=seed, steps=steps,
