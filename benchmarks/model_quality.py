@@ -23,7 +23,7 @@ import torch
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.eval.benchmark import sample_batched
-from hiresdiff.grid import labelled_grid, save_png
+from hiresdiff.grid import labelled_grid, save_image
 from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, to_pil
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
                  + (" — meets the 2× bar." if max(ratio.values()) <= 2 else " — does not meet the 2× bar yet."))
     (out / "model_quality.md").write_text("\n".join(lines) + "\n")
     grid = group_grid(samples, labels, test.group_names) if labels is not None else labelled_grid([to_pil(samples[:8])], ["samples"], 96)
-    save_png(grid, out / "model_samples_32.png", force=True)
+    save_image(grid, out / "model_samples_32.png", force=True)
     print("\n".join(lines))
 
 

@@ -85,7 +85,7 @@ def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe
     from accelerate.utils import parse_flag_from_env
     from tqdm.auto import tqdm
 
-    from hiresdiff.grid import save_png
+    from hiresdiff.grid import save_image
     from hiresdiff.integrations.pipeline_driver import generate
     from hiresdiff.integrations.pipeline_loading import call_kwargs
 
@@ -107,7 +107,7 @@ def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe
             image = generate(pipe, job.prompt, height=settings.height, width=settings.width, recipe=recipe,
                              seed=job.seed, steps=settings.steps, **kwargs)[0]
             seconds = time.perf_counter() - start
-            save_png(image, out_dir / f"{key}.png", force=True)  # a png without its log is an interrupted job
+            save_image(image, out_dir / f"{key}.png", force=True)  # a png without its log is an interrupted job
             write_json_atomically({**asdict(settings), "prompt": job.prompt, "seed": job.seed, "file": f"{key}.png",
                                    "seconds": round(seconds, 3), "process": state.process_index,
                                    "num_processes": state.num_processes, "device": str(state.device)},

@@ -51,13 +51,19 @@ def labelled_grid(columns: Sequence[Sequence[Image.Image]], labels: Sequence[str
     return grid
 
 
-def save_png(image: Image.Image, path, force: bool = False) -> Path:
-    """Write ``image`` to ``path`` as PNG atomically; refuse to replace an existing file unless ``force``."""
-    return _save_atomically(path, force, lambda tmp: image.save(tmp, format="PNG"))
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # by suffix, what Pillow writes
+
+
+def save_image(image: Image.Image, path, force: bool = False) -> Path:
+    """Write ``image`` to ``path`` atomically in the format its suffix names (``IMAGE_FORMATS``); refuse to replace
+    an existing file unless ``force``."""
+    check_writable(path, force, IMAGE_FORMATS)
+    image_format = IMAGE_FORMATS[Path(path).suffix.lower()]
+    return _save_atomically(path, force, lambda tmp: image.convert("RGB").save(tmp, format=image_format))
 
 
 def save_gif(frames: Sequence[Image.Image], path, force: bool = False, fps: float = 8) -> Path:
-    """Write ``frames`` to ``path`` as a looping animated GIF atomically (same rules as :func:`save_png`)."""
+    """Write ``frames`` to ``path`` as a looping animated GIF atomically (same rules as :func:`save_image`)."""
     if not frames:
         raise ValueError("frames must not be empty")
     return _save_atomically(path, force, lambda tmp: frames[0].save(
@@ -78,7 +84,20 @@ def _save_atomically(path, force: bool, write) -> Path:
     return path
 
 
-def check_writable(path, force: bool) -> None:
-    """Raise ``FileExistsError`` if ``path`` exists and ``force`` is not set (call before heavy work)."""
-    if Path(path).exists() and not force:
+def check_writable(path, force: bool, formats=None) -> None:
+    """Before any heavy work: ``path`` may be written. ``ValueError`` naming it for a suffix not in ``formats``
+    (a dict keyed by suffix; ``None``: any) or a folder that cannot be created or written; ``FileExistsError``
+    if it exists and ``force`` is not set. A missing folder is created now."""
+    path = Path(path)
+    if formats is not None and path.suffix.lower() not in formats:
+        raise ValueError(f"{path}: the output format comes from the suffix, one of {', '.join(sorted(formats))}; "
+                         f"got {path.suffix or 'none'!r}")
+    if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force (force=True) to overwrite it")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot create its folder {folder}: {error.strerror or error}") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{path}: its folder {folder} is not writable")

@@ -200,3 +200,17 @@ def test_counts_below_one_nan_guidance_and_self_compositions_are_refused_in_one_
     done = run_cli(*args, "--out", str(tmp_path / "x.png"), cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_out_takes_its_format_from_the_suffix_and_its_folder_is_checked_before_sampling(tiny_pixel_model_dir, tmp_path):
+    base = ["generate", "--model", str(tiny_pixel_model_dir), "--steps", "2", "--num-images", "1", "--method", "naive"]
+    jpeg = tmp_path / "new" / "folder" / "grid.jpg"  # a missing folder is created
+    done = run_cli(*base, "--out", str(jpeg))
+    assert done.returncode == 0, done.stderr
+    assert jpeg.read_bytes()[:2] == b"\xff\xd8" and Image.open(jpeg).format == "JPEG"
+    bmp = run_cli(*base, "--out", str(tmp_path / "grid.bmp"))
+    assert bmp.returncode == 2 and "suffix" in bmp.stderr and ".png" in bmp.stderr
+    (tmp_path / "a_file").write_text("not a folder")
+    blocked = run_cli(*base, "--steps", "500", "--out", str(tmp_path / "a_file" / "grid.png"))
+    assert blocked.returncode == 2 and "cannot create its folder" in blocked.stderr
+    assert len(blocked.stderr.strip().splitlines()) == 1  # refused at once: 500 steps were never sampled

@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from hiresdiff.grid import label_font, labelled_grid, save_gif, save_png, wrap
+from hiresdiff.grid import label_font, labelled_grid, save_gif, save_image, wrap
 
 
 def test_wrap_fits_width_and_keeps_words():
@@ -21,13 +21,13 @@ def test_labelled_grid_places_cells_nearest_enlarged():
         labelled_grid([[red]], ["a", "b"], cell=16)
 
 
-def test_save_png_is_atomic_and_refuses_to_overwrite(tmp_path):
+def test_save_image_is_atomic_and_refuses_to_overwrite(tmp_path):
     path = tmp_path / "sub" / "x.png"
-    save_png(Image.new("RGB", (2, 2), "red"), path)
+    save_image(Image.new("RGB", (2, 2), "red"), path)
     with pytest.raises(FileExistsError, match="--force"):
-        save_png(Image.new("RGB", (2, 2), "blue"), path)
+        save_image(Image.new("RGB", (2, 2), "blue"), path)
     assert Image.open(path).getpixel((0, 0)) == (255, 0, 0)
-    save_png(Image.new("RGB", (2, 2), "blue"), path, force=True)
+    save_image(Image.new("RGB", (2, 2), "blue"), path, force=True)
     assert Image.open(path).getpixel((0, 0)) == (0, 0, 255)
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]
 

@@ -94,7 +94,7 @@ def add_generate_parser(sub) -> None:
     p.add_argument("--height", type=int, default=None, help="target height in pixels (with --width; instead of --scale)")
     p.add_argument("--width", type=int, default=None, help="target width in pixels")
     p.add_argument("--num-images", type=int, default=3, help="pixel models: rows of the grid (default 3)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"PNG grid to write (default {DEFAULT_OUT}); videos also get OUT.gif")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"grid to write, PNG, JPEG or WebP by its suffix (default {DEFAULT_OUT}); videos also get OUT.gif")
     video = p.add_argument_group("video pipelines (AnimateDiff)")
     video.add_argument("--num-frames", type=int, default=None, help="frames to generate")
     video.add_argument("--factor", type=parse_factor, default=None,
@@ -115,7 +115,7 @@ def check_size_args(args) -> None:
 
 
 def run_generate(args) -> None:
-    from hiresdiff.grid import check_writable, labelled_grid, save_gif, save_png
+    from hiresdiff.grid import IMAGE_FORMATS, check_writable, labelled_grid, save_gif, save_image
 
     methods = parse_methods(args.method)
     check_run_numbers(args)
@@ -123,8 +123,9 @@ def run_generate(args) -> None:
     options = method_options(args)
     out = Path(args.out)
     gif = out.with_suffix(".gif") if args.num_frames is not None else None
-    for path in filter(None, (out, gif)):
-        check_writable(path, args.force)
+    check_writable(out, args.force, IMAGE_FORMATS)
+    if gif is not None:
+        check_writable(gif, args.force)
     if args.prompt is not None:
         columns, labels = pipeline_columns(args, methods, options)
     else:
@@ -135,7 +136,7 @@ def run_generate(args) -> None:
                                      seed=args.seed, num_images=args.num_images, steps=DEFAULT_STEPS if args.steps is None else args.steps,
                                      scheduler=args.scheduler or DEFAULT_SCHEDULER)
     cell = max(96, min(512, max(image.width for image in columns[-1])))
-    save_png(labelled_grid(columns, labels, cell), out, force=args.force)
+    save_image(labelled_grid(columns, labels, cell), out, force=args.force)
     if gif is not None:  # frame k: the methods side by side
         frames = [labelled_grid([[column[k]] for column in columns], labels, cell) for k in range(len(columns[0]))]
         save_gif(frames, gif, force=args.force, fps=args.fps)
@@ -190,7 +191,8 @@ def add_upscale_parser(sub) -> None:
     p.add_argument("--scale", type=float, default=2, help="output size / image size (default 2)")
     p.add_argument("--class", dest="class_label", type=int, default=None,
                    help="class-conditional models: the image's class (default: the class the model finds most likely)")
-    p.add_argument("--out", default=None, help="PNG to write (default: IMAGE-x<scale>.png in the current folder)")
+    p.add_argument("--out", default=None, help="image to write, PNG, JPEG or WebP by its suffix (default: IMAGE-x<scale>.png "
+                   "in the current folder)")
     p.add_argument("--compare", action="store_true", help="also write OUT-compare.png: the image enlarged beside the result")
     p.set_defaults(run=run_upscale)
 
@@ -199,7 +201,7 @@ def run_upscale(args) -> None:
     import torch
     from PIL import Image
 
-    from hiresdiff.grid import check_writable, labelled_grid, save_png
+    from hiresdiff.grid import IMAGE_FORMATS, check_writable, labelled_grid, save_image
     from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
 
     methods = parse_methods(args.method)
@@ -212,9 +214,9 @@ def run_upscale(args) -> None:
     image = Image.open(source).convert("RGB")
     target_size(image.height, image.width, args.scale)  # a bad --scale fails before loading
     out = Path(args.out or f"{source.stem}-x{args.scale:g}.png")
-    compare = out.with_name(f"{out.stem}-compare.png") if args.compare else None
+    compare = out.with_name(f"{out.stem}-compare{out.suffix}") if args.compare else None
     for path in filter(None, (out, compare)):
-        check_writable(path, args.force)
+        check_writable(path, args.force, IMAGE_FORMATS)
     recipe = recipes_for(methods, method_options(args), shipped_upsamplers(args.model))[methods[0]]
     if args.prompt is None:
         from hiresdiff.integrations.pixel import load_pixel_model
@@ -239,8 +241,8 @@ def run_upscale(args) -> None:
         result = upscale(pipe, image, scale=args.scale, recipe=recipe, prompt=args.prompt,
                          steps=30 if args.steps is None else args.steps,
                          seed=args.seed, **kwargs)[0]
-    save_png(result, out, force=args.force)
+    save_image(result, out, force=args.force)
     if compare is not None:
         labels = [f"input {image.width}x{image.height}", f"{methods[0]} {result.width}x{result.height}"]
-        save_png(labelled_grid([[image], [result]], labels, max(96, min(512, result.width))), compare, force=args.force)
+        save_image(labelled_grid([[image], [result]], labels, max(96, min(512, result.width))), compare, force=args.force)
     print(f"wrote {out}" + (f" and {compare}" if compare else ""))

@@ -236,7 +236,7 @@ def _embedded():
 
 def write_outputs(results: dict, grids: dict, trained, out_dir: Path) -> None:
     from hiresdiff.eval.report import markdown_table, quality_time_plot, theta_plot
-    from hiresdiff.grid import labelled_grid, save_png
+    from hiresdiff.grid import labelled_grid, save_image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = results["settings"]["suite"]
@@ -251,4 +251,4 @@ def write_outputs(results: dict, grids: dict, trained, out_dir: Path) -> None:
             continue
         names = ["trained 32²", *columns]
         images = [to_pil(trained), *[to_pil(c) for c in columns.values()]]
-        save_png(labelled_grid(images, names, res if res > 64 else 96), out_dir / f"{prefix}_grid_{res}.png", force=True)
+        save_image(labelled_grid(images, names, res if res > 64 else 96), out_dir / f"{prefix}_grid_{res}.png", force=True)
