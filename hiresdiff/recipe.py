@@ -167,6 +167,15 @@ class Recipe:
         return out
 
 
+def as_recipe(recipe) -> Recipe:
+    """A :class:`Recipe`, or a preset name (``"freescale+ug"``) made into one; ``ValueError`` naming ``recipe`` otherwise."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, str):
+        return Recipe.preset(recipe)
+    raise ValueError(f"recipe must be a Recipe or a preset name such as 'freescale'; got {type(recipe).__name__}")
+
+
 def stages_after(stages: Sequence[Stage], size: Sequence[int]) -> list[Stage]:
     """The stages after the one of ``size`` (an existing image standing in for that stage's result).
 

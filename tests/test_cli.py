@@ -214,3 +214,10 @@ def test_out_takes_its_format_from_the_suffix_and_its_folder_is_checked_before_s
     blocked = run_cli(*base, "--steps", "500", "--out", str(tmp_path / "a_file" / "grid.png"))
     assert blocked.returncode == 2 and "cannot create its folder" in blocked.stderr
     assert len(blocked.stderr.strip().splitlines()) == 1  # refused at once: 500 steps were never sampled
+
+
+def test_upscale_refuses_a_file_that_is_no_image_in_one_line(tmp_path):
+    (tmp_path / "fake.png").write_text("not an image")
+    done = run_cli("upscale", str(tmp_path / "fake.png"), cwd=tmp_path)
+    assert done.returncode == 2 and "cannot be read as an image" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -131,3 +131,42 @@ def test_the_class_detector_works_at_the_trained_size(emoji_samples):
     finally:
         handle.remove()
     assert set(seen) == {32}
+
+
+def test_images_as_users_have_them():
+    """RGBA on white, 16-bit PNGs with their range, grayscale and palette, numpy arrays; wrong ranges named."""
+    import numpy as np
+
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red: white
+    assert torch.allclose(image_tensor(rgba), torch.ones(1, 3, 4, 4))
+    half = Image.new("RGBA", (4, 4), (0, 0, 0, 128))  # half-transparent black on white: mid grey
+    assert torch.allclose(image_tensor(half), torch.full((1, 3, 4, 4), 2 * (1 - 128 / 255) - 1), atol=1e-6)
+    sixteen = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))  # mode I;16, mid grey, not clipped to white
+    assert sixteen.mode.startswith("I;16") and abs(float(image_tensor(sixteen).mean())) < 0.01
+    assert torch.allclose(image_tensor(Image.new("L", (4, 4), 255)), torch.ones(1, 3, 4, 4))
+    assert torch.allclose(image_tensor(Image.new("RGB", (4, 4), (255, 0, 0)).convert("P")),
+                          image_tensor(Image.new("RGB", (4, 4), (255, 0, 0))))
+    assert torch.allclose(image_tensor(np.full((4, 4, 3), 255, np.uint8)), torch.ones(1, 3, 4, 4))
+    assert torch.allclose(image_tensor(np.zeros((2, 4, 4, 3), np.float32)), -torch.ones(2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"image: a float numpy array must be in \[0, 1\]; got \[0, 255\]"):
+        image_tensor(np.array([[[0.0, 255.0, 0.0]]]))
+    with pytest.raises(ValueError, match=r"image: a tensor must be finite and in \[-1, 1\]; got \[0, 255\]"):
+        image_tensor(torch.tensor([0.0, 255.0]).view(1, 1, 1, 2).expand(1, 3, 1, 2))
+    with pytest.raises(ValueError, match="image must be a PIL image, a list of them, a numpy array or a torch tensor"):
+        image_tensor("photo.png")
+
+
+def test_api_errors_name_their_parameter():
+    unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "ddpm")
+    im = Image.new("RGB", (32, 32))
+    with pytest.raises(ValueError, match="scale must be a number or a \\(height, width\\) pair"):
+        hiresdiff.upscale(unet, im, scale="2", scheduler=scheduler)
+    with pytest.raises(ValueError, match="recipe must be a Recipe or a preset name"):
+        hiresdiff.upscale(unet, im, scheduler=scheduler, recipe=3)
+    with pytest.raises(ValueError, match="method must be one of"):
+        hiresdiff.upscale(unet, im, scheduler=scheduler, recipe="warp")
+    with pytest.raises(ValueError, match=r"class_labels must lie in \[0, "):
+        hiresdiff.upscale(unet, im, scheduler=scheduler, class_labels=torch.tensor([1000]), steps=2)
+    out = hiresdiff.upscale(unet, im, scheduler=scheduler, recipe="freescale", class_labels=torch.tensor([0]), steps=2,
+                            progress=False)  # a preset name is a recipe
+    assert out[0].size == (64, 64)

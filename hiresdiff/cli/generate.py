@@ -202,6 +202,7 @@ def run_upscale(args) -> None:
     from PIL import Image
 
     from hiresdiff.grid import IMAGE_FORMATS, check_writable, labelled_grid, save_image
+    from hiresdiff.integrations.pixel import to_pil
     from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
 
     methods = parse_methods(args.method)
@@ -211,7 +212,12 @@ def run_upscale(args) -> None:
     source = Path(args.image)
     if not source.is_file():
         raise FileNotFoundError(f"image {str(source)!r} does not exist")
-    image = Image.open(source).convert("RGB")
+    try:
+        with Image.open(source) as opened:
+            pixels = image_tensor(opened)  # transparency on white, 16-bit and palette images with their range
+    except (OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image {str(source)!r} cannot be read as an image: {str(error).splitlines()[0]}") from None
+    image = to_pil(pixels)[0]
     target_size(image.height, image.width, args.scale)  # a bad --scale fails before loading
     out = Path(args.out or f"{source.stem}-x{args.scale:g}.png")
     compare = out.with_name(f"{out.stem}-compare{out.suffix}") if args.compare else None
@@ -224,7 +230,7 @@ def run_upscale(args) -> None:
         from hiresdiff.models import EMBEDDED_MODEL_DIR
 
         unet, scheduler = load_pixel_model(args.model or EMBEDDED_MODEL_DIR, args.scheduler or DEFAULT_SCHEDULER)
-        pixels, classes = image_tensor(image), unet.config.num_class_embeds
+        classes = unet.config.num_class_embeds
         check_upscalable(unet, recipe, pixels.shape[-2:], target_size(image.height, image.width, args.scale))
         if args.class_label is not None and not 0 <= args.class_label < (classes or 0):
             raise ValueError(f"--class must be in [0, {classes or 0}) for this model; got {args.class_label}")

@@ -50,7 +50,7 @@ from hiresdiff.integrations.restart import RestartedScheduler, stage_generator, 
 from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications
 from hiresdiff.integrations.unet_families import family_of, find_unet, size_multiple, trained_size
 from hiresdiff.methods.self_cascade import resize, restart_index
-from hiresdiff.recipe import Recipe, Stage, stages_after
+from hiresdiff.recipe import Recipe, Stage, as_recipe, stages_after
 
 PIPELINE_CONTRACT = ("height", "width", "num_inference_steps", "generator", "latents", "output_type")
 FIRST_STAGE_ONLY = ("latents", "noise_size")  # arguments that describe stage 0's start, not every stage's
@@ -69,7 +69,7 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         prompt: the prompt (also any other pipeline argument in ``pipeline_kwargs``: ``negative_prompt``,
             ``guidance_scale``, ``output_type``, ``callback_on_step_end``, ``image`` of a ControlNet, …;
             ``latents`` and ``noise_size`` apply to stage 0 only).
-        recipe: :class:`~hiresdiff.recipe.Recipe` (``None``: the pipeline's plain call at that size).
+        recipe: :class:`~hiresdiff.recipe.Recipe` or a preset name (``None``: the pipeline's plain call at that size).
         seed: drives one CPU generator per stage (:func:`~hiresdiff.integrations.restart.stage_generator`).
         steps: sampling steps of stage 0 (later stages: ``cascade.steps`` or these, of which they run
             the last ``int(steps·strength)``).
@@ -90,7 +90,7 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
             UG scales), a cascade whose later stages would run no step (steps·strength < 1), upsamplers built
             for another UNet.
     """
-    recipe = recipe or Recipe()
+    recipe = as_recipe(recipe) if recipe is not None else Recipe()
     unet, _ = find_unet(pipe)
     parameters = inspect.signature(pipe.__call__).parameters
     missing = [name for name in PIPELINE_CONTRACT if name not in parameters]

@@ -20,7 +20,7 @@ import torch
 from hiresdiff.core.noise import consistent_noise
 from hiresdiff.integrations.restart import stage_generator
 from hiresdiff.integrations.unet_families import size_multiple, trained_size
-from hiresdiff.recipe import Recipe
+from hiresdiff.recipe import Recipe, as_recipe
 
 
 def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim"):
@@ -106,7 +106,7 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
     from hiresdiff.integrations.pixel_pipeline import PixelPipeline
 
     check_steps(steps)
-    recipe = recipe or Recipe()
+    recipe = as_recipe(recipe) if recipe is not None else Recipe()
     first = recipe.stages(trained_size(unet), (height, width), size_multiple(unet))[0]
     batch = len(image) if image is not None else num_images
     check_sample_args(unet, class_labels, noise, (batch, unet.config.in_channels, *first.size))

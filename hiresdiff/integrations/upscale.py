@@ -19,25 +19,91 @@ from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
 from hiresdiff.integrations.pixel import sample, to_pil
 from hiresdiff.integrations.unet_families import size_multiple, trained_size
-from hiresdiff.recipe import Recipe, stages_after
+from hiresdiff.recipe import Recipe, as_recipe, stages_after
 
 DEFAULT_RECIPE = "self-cascade"
 
 
+def rgb_array(image) -> np.ndarray:
+    """A PIL image as (H, W, 3) float32 in [0, 1], as a user has it: transparency composited on white (the
+    background the embedded model knows), 16- and 32-bit modes scaled by their range, grayscale and palette
+    images converted."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNGs: their full range, not clipped at 255
+        gray = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode.startswith("I;16") else 2.0 ** 31 - 1)
+        return np.repeat(gray.clip(0, 1)[..., None], 3, axis=-1)
+    if image.mode == "F":
+        gray = np.asarray(image, dtype=np.float32)
+        if gray.min() < 0 or gray.max() > 1:
+            raise ValueError(f"image: a float (mode F) image must lie in [0, 1]; got [{gray.min():g}, {gray.max():g}]")
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
 def image_tensor(image) -> torch.Tensor:
-    """A PIL image, a list of equally sized ones, or a (B, 3, H, W) tensor in [-1, 1] → (B, 3, H, W) float32."""
+    """The images a user has → (B, 3, H, W) float32 in [-1, 1]:
+
+    * a PIL image or a list of equally sized ones (any mode, see :func:`rgb_array`);
+    * a numpy array (H, W, 3|4) or (B, H, W, 3|4): uint8 in [0, 255], uint16 in [0, 65535], or float in [0, 1];
+    * a torch tensor (3, H, W) or (B, 3, H, W), float in [-1, 1] (diffusers' convention).
+
+    ``ValueError`` naming ``image`` for another type, shape or range.
+    """
+    from PIL import Image
+
     if isinstance(image, torch.Tensor):
-        return image.float() if image.ndim == 4 else image.float().unsqueeze(0)
+        x = image.float() if image.ndim == 4 else image.float().unsqueeze(0)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"image: a tensor must be (3, H, W) or (B, 3, H, W); got shape {tuple(image.shape)}")
+        if not torch.isfinite(x).all() or x.min() < -1.001 or x.max() > 1.001:
+            raise ValueError(f"image: a tensor must be finite and in [-1, 1]; got [{float(x.min()):g}, {float(x.max()):g}] "
+                             "(for an image in [0, 1] pass 2·x − 1)")
+        return x.clamp(-1, 1)
+    if isinstance(image, np.ndarray):
+        return image_tensor(torch.from_numpy(_unit_range(image)).movedim(-1, -3) * 2 - 1)
     images = image if isinstance(image, (list, tuple)) else [image]
-    arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]
+    if not images or not all(isinstance(im, Image.Image) for im in images):
+        raise ValueError(f"image must be a PIL image, a list of them, a numpy array or a torch tensor; got {type(image).__name__}")
+    arrays = [rgb_array(im) for im in images]
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(f"image: all images must have one size; got {sorted({a.shape[:2] for a in arrays})}")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) * 2 - 1
+
+
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    """A numpy image (…, H, W, 3|4) as float32 RGB in [0, 1] (alpha composited on white), or ``ValueError`` naming it."""
+    if array.ndim not in (3, 4) or array.shape[-1] not in (3, 4):
+        raise ValueError(f"image: a numpy array must be (H, W, 3|4) or (B, H, W, 3|4); got shape {array.shape}")
+    if array.dtype == np.uint8 or array.dtype == np.uint16:
+        unit = array.astype(np.float32) / np.iinfo(array.dtype).max
+    elif np.issubdtype(array.dtype, np.floating):
+        unit = array.astype(np.float32)
+        if not np.isfinite(unit).all() or unit.min() < 0 or unit.max() > 1:
+            raise ValueError(f"image: a float numpy array must be in [0, 1]; got [{unit.min():g}, {unit.max():g}]")
+    else:
+        raise ValueError(f"image: a numpy array must be uint8, uint16 or float; got {array.dtype}")
+    if unit.shape[-1] == 4:
+        alpha = unit[..., 3:]
+        unit = unit[..., :3] * alpha + (1 - alpha)
+    return unit
 
 
 def target_size(height: int, width: int, scale: Union[float, Sequence[float]]) -> tuple[int, int]:
     """(height·s_h, width·s_w); ``ValueError`` naming ``scale`` unless it is > 1 and gives whole pixels."""
-    sh, sw = (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if number(scale):
+        sh = sw = scale
+    elif isinstance(scale, (tuple, list)) and len(scale) == 2 and all(number(v) for v in scale):
+        sh, sw = scale
+    else:
+        raise ValueError(f"scale must be a number or a (height, width) pair of numbers; got {scale!r}")
     if not (sh >= 1 and sw >= 1 and sh * sw > 1) or (height * sh) % 1 or (width * sw) % 1:
         raise ValueError(f"scale must be > 1 (per axis >= 1) and give whole pixels for a {height}x{width} image; got {scale!r}")
     return int(height * sh), int(width * sw)
@@ -86,7 +152,7 @@ def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: O
         image: a PIL image (pipelines: exactly one), a list of them, or a (B, 3, H, W) tensor in [-1, 1], at a
             size the cascade passes through: the model's trained size, or a later stage's.
         scale: the factor (or (s_h, s_w)) from the image to the output.
-        recipe: a recipe with a cascade (default ``Recipe.self_cascade()``); FreeScale's, with UG, …
+        recipe: a recipe with a cascade, or its preset name (default ``"self-cascade"``); FreeScale's, with UG, …
         class_labels: for a class-conditional UNet; default the class the model finds most likely for
             each image (:func:`likely_class_labels`).
 
@@ -94,7 +160,7 @@ def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: O
         ValueError: before any sampling, naming the argument: a recipe without a cascade, a bad scale, an
             image whose size is no stage of the cascade, a pipeline given several images.
     """
-    recipe = recipe or Recipe.preset(DEFAULT_RECIPE)
+    recipe = as_recipe(recipe if recipe is not None else DEFAULT_RECIPE)
     if recipe.cascade is None:
         raise ValueError(f"recipe must have a cascade to upscale an image (self-cascade, freescale, …); got {recipe.name!r}")
     pixels = image_tensor(image)
