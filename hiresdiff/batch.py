@@ -1,8 +1,8 @@
 """Batch generation: every prompt (× seed) of a file through one recipe, resumable, split across processes.
 
 One output per (prompt, seed): ``<key>.png`` and ``<key>.json`` (settings and timings), where the key
-is a stable hash of the prompt, the seed and every setting that changes the image (model, recipe,
-size, steps, scheduler, guidance). Outputs that exist are skipped, so a killed run resumes where it
+is a stable hash of the prompt, the seed and every setting that changes the image (model, method and its
+options θ, η, strength, α and upsamplers, size, steps, scheduler, guidance). Outputs that exist are skipped, so a killed run resumes where it
 stopped; files are written atomically (the PNG, then its log, each via a temporary file and a rename),
 so a partial output is never left behind under its final name.
 
@@ -41,6 +41,11 @@ class BatchSettings:
     scheduler: Optional[str] = None
     guidance_scale: float = 7.5
     negative_prompt: Optional[str] = None
+    theta: Optional[float] = None  # the method's options (hiresdiff.options.MethodOptions); None: the preset's
+    eta: Optional[float] = None
+    strength: Optional[float] = None
+    alpha: Optional[float] = None
+    upsamplers: Optional[str] = None
 
     def key(self, job: Job) -> str:
         """A stable name for ``job``'s output: the first 16 hex digits of SHA-256 over the settings and the job."""

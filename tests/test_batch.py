@@ -81,3 +81,25 @@ def test_two_accelerate_processes_split_the_prompts_and_each_is_done_once(tmp_pa
                             "--model", str(tmp_path / "tiny"), "--height", "32", "--width", "32", "--steps", "2",
                             "--seeds", "0", "1", "--out-dir", str(out)], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("wrote 0 of 10") == 2  # everything was done: nothing redone
+
+
+def test_a_sweep_over_a_method_option_writes_one_file_per_value(tmp_path):
+    """Every option that changes the image is in the key: a strength sweep into one folder writes one file per
+    strength, never returns the first run's image for the second."""
+    import dataclasses
+
+    from tiny_pipelines import saved
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    exe = shutil.which("hiresdiff")
+    for strength in ("0.5", "0.9"):
+        done = subprocess.run([exe, "batch", str(prompts), "--model", str(saved("sd15")), "--recipe", "self-cascade",
+                               "--height", "32", "--width", "32", "--steps", "2", "--strength", strength,
+                               "--out-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    logs = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
+    assert sorted(log["strength"] for log in logs) == [0.5, 0.9] and len(list((tmp_path / "out").glob("*.png"))) == 2
+    keys = {dataclasses.replace(SETTINGS, **{name: value}).key(Job("a cat", 0))
+            for name, value in (("theta", 2.0), ("eta", 0.3), ("alpha", 1.0), ("upsamplers", "x"))}
+    assert len(keys) == 4 and SETTINGS.key(Job("a cat", 0)) not in keys

@@ -6,6 +6,8 @@ Resumable and split across processes by accelerate (:mod:`hiresdiff.batch`):
 
 from __future__ import annotations
 
+import dataclasses
+
 from hiresdiff.cli.generate import (add_part_options, add_pipeline_options, check_run_numbers, load_cli_pipeline,
                                     method_options)
 from hiresdiff.integrations.schedulers import SCHEDULERS
@@ -35,11 +37,12 @@ def run_batch_command(args) -> None:
     check_run_numbers(args)
     if len(methods) != 1:
         raise ValueError(f"--method: batch takes one method; got {', '.join(methods)}")
-    recipe = recipes_for(methods, method_options(args))[methods[0]]
+    options = method_options(args)
+    recipe = recipes_for(methods, options)[methods[0]]
     jobs = jobs_for(read_prompts(args.prompts), args.seeds)
     settings = BatchSettings(model=args.model, method=methods[0], height=args.height, width=args.width, steps=args.steps,
                              scheduler=args.scheduler, guidance_scale=args.guidance_scale,
-                             negative_prompt=args.negative_prompt)
+                             negative_prompt=args.negative_prompt, **dataclasses.asdict(options))
 
     def pipe_loader(device):
         return load_cli_pipeline(args, needs_unet=True, device=device, progress=False)[0]
