@@ -31,10 +31,28 @@ def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tens
     return torch.randint(unet.config.num_class_embeds, (num_images,), generator=torch.Generator().manual_seed(seed))
 
 
-def check_scales(scales: Sequence[int]) -> None:
+def check_scales(scales: Sequence[float]) -> None:
     for s in scales:
-        if not isinstance(s, int) or isinstance(s, bool) or s < 2:
-            raise ValueError(f"scale must be an int >= 2; got {s!r}")
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not s > 1:
+            raise ValueError(f"scale must be a number > 1 (1.5, 2, 3, …); got {s!r}")
+
+
+def scaled_size(trained: Sequence[int], scale: float) -> tuple[int, int]:
+    """``trained`` (h, w) × ``scale``; ``ValueError`` naming ``scale`` unless that gives whole pixels."""
+    h, w = (n * scale for n in trained)
+    if h % 1 or w % 1:
+        raise ValueError(f"scale {scale:g} of the trained size {trained[0]}x{trained[1]} is no whole number of pixels")
+    return int(h), int(w)
+
+
+def check_recipes_make(recipes: dict, trained: Sequence[int], sizes: Sequence[Sequence[int]], multiple: int) -> None:
+    """Before any sampling: every recipe can make every size, or ``ValueError`` saying which method and why."""
+    for method, recipe in recipes.items():
+        for height, width in sizes:
+            try:
+                recipe.stages(tuple(trained), (height, width), multiple)
+            except ValueError as error:
+                raise ValueError(f"method {method} cannot make {height}x{width}: {error}") from None
 
 
 def column_label(height: int, width: int, method: str, recipe: Recipe) -> str:
@@ -47,7 +65,7 @@ def column_label(height: int, width: int, method: str, recipe: Recipe) -> str:
     return " ".join([size, method, *options])
 
 
-def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[int] = (2,),
+def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] = (2,),
                size: Optional[Sequence[int]] = None, methods: Sequence[str] = COMPARISON_METHODS,
                options: MethodOptions = MethodOptions(), seed: int = 0, num_images: int = 3,
                steps: int = DEFAULT_STEPS, scheduler: str = DEFAULT_SCHEDULER, include_trained: bool = True,
@@ -67,10 +85,8 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[int] = 
         raise ValueError(f"num_images must be a positive int; got {num_images!r}")
     unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler)
     h, w = trained_size(unet)
-    sizes = [tuple(size)] if size is not None else [(h * s, w * s) for s in scales]
-    for recipe in recipes.values():  # every size fits every recipe, before any sampling
-        for target in sizes:
-            recipe.stages((h, w), target, size_multiple(unet))
+    sizes = [tuple(size)] if size is not None else [scaled_size((h, w), s) for s in scales]
+    check_recipes_make(recipes, (h, w), sizes, size_multiple(unet))
     largest = (max(s[0] for s in sizes), max(s[1] for s in sizes))
     noise_size = largest if largest[0] % h == 0 and largest[1] % w == 0 else None
     labels = seeded_class_labels(unet, num_images, seed)

@@ -221,3 +221,14 @@ def test_upscale_refuses_a_file_that_is_no_image_in_one_line(tmp_path):
     done = run_cli("upscale", str(tmp_path / "fake.png"), cwd=tmp_path)
     assert done.returncode == 2 and "cannot be read as an image" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_scale_one_and_a_half_works_with_cascades_and_a_method_that_cannot_says_why(tiny_pixel_model_dir, tmp_path):
+    out = tmp_path / "grid.png"
+    base = ["generate", "--model", str(tiny_pixel_model_dir), "--steps", "2", "--num-images", "1", "--scale", "1.5"]
+    done = run_cli(*base, "--method", "naive,self-cascade,freescale", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "12²" in done.stdout and Image.open(out).size[0] == 4 * 96  # trained 8², three methods at 12²
+    ug = run_cli(*base, "--method", "self-cascade,ug", "--out", str(tmp_path / "ug.png"))
+    assert ug.returncode == 2 and "method ug cannot make 12x12" in ug.stderr and "integer scales" in ug.stderr
+    assert not (tmp_path / "ug.png").exists()

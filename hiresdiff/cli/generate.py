@@ -89,7 +89,7 @@ def add_generate_parser(sub) -> None:
     p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded 32² emoji model), "
                    "or with --prompt a diffusers pipeline folder or hub id")
     add_method_options(p, list(COMPARISON_METHODS))
-    p.add_argument("--scale", type=int, nargs="+", default=[DEFAULT_SCALE],
+    p.add_argument("--scale", type=float, nargs="+", default=[DEFAULT_SCALE],
                    help=f"target sizes as multiples of the trained size (default {DEFAULT_SCALE}; pipelines: one scale)")
     p.add_argument("--height", type=int, default=None, help="target height in pixels (with --width; instead of --scale)")
     p.add_argument("--width", type=int, default=None, help="target width in pixels")
@@ -154,12 +154,15 @@ def pipeline_columns(args, methods, options):
         recipes = {m: r if r.ug is None else dataclasses.replace(r, ug=dataclasses.replace(r.ug, factor=args.factor))
                    for m, r in recipes.items()}
     pipe, kwargs = load_cli_pipeline(args, needs_unet=any(r.describe() != "naive" for r in recipes.values()))
+    from hiresdiff.comparison import check_recipes_make, scaled_size
+    from hiresdiff.integrations.unet_families import size_multiple, trained_size
+
+    factor = getattr(pipe, "vae_scale_factor", 1)
     height, width = args.height, args.width
     if height is None:  # --scale: a multiple of the trained size in pixels
-        from hiresdiff.integrations.unet_families import trained_size
-
-        factor = getattr(pipe, "vae_scale_factor", 1) * args.scale[0]
-        height, width = (n * factor for n in trained_size(pipe.unet))
+        height, width = scaled_size(tuple(n * factor for n in trained_size(pipe.unet)), args.scale[0])
+    if height % factor == 0 and width % factor == 0:  # every method can make the size, before the first samples
+        check_recipes_make(recipes, trained_size(pipe.unet), [(height // factor, width // factor)], size_multiple(pipe.unet))
     configure_vae_tiling(pipe, height, width, None)
     return pipeline_comparison(pipe, args.prompt, height=height, width=width, recipes=recipes, seed=args.seed,
                                steps=30 if args.steps is None else args.steps, num_frames=args.num_frames, **kwargs)
