@@ -16,20 +16,20 @@ Public API:
     FeatureUpsamplers, train_feature_upsamplers Self-Cascade's trainable feature upsamplers
 """
 
-from hiresdiff.core.noise import lowres_noise
-from hiresdiff.core.resample import downsample, upsample_nearest
-from hiresdiff.core.schedule import matched_timestep, power
-from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
-from hiresdiff.methods.self_cascade import CascadeConfig
-from hiresdiff.methods.upsample_guidance import (
-    UpsampleGuidanceConfig,
-    guided_prediction,
-    nested_guided_prediction,
-    upsample_guidance,
-)
-from hiresdiff.recipe import Recipe
-
-_LAZY = {  # these import diffusers: loaded on first use, so `import hiresdiff` stays light
+_LAZY = {  # loaded on first use, so that `import hiresdiff` (and the CLI's --help) does not load torch or diffusers
+    "lowres_noise": "hiresdiff.core.noise",
+    "downsample": "hiresdiff.core.resample",
+    "upsample_nearest": "hiresdiff.core.resample",
+    "matched_timestep": "hiresdiff.core.schedule",
+    "power": "hiresdiff.core.schedule",
+    "DilationConfig": "hiresdiff.methods.freescale",
+    "ScaleFusionConfig": "hiresdiff.methods.freescale",
+    "CascadeConfig": "hiresdiff.methods.self_cascade",
+    "UpsampleGuidanceConfig": "hiresdiff.methods.upsample_guidance",
+    "guided_prediction": "hiresdiff.methods.upsample_guidance",
+    "nested_guided_prediction": "hiresdiff.methods.upsample_guidance",
+    "upsample_guidance": "hiresdiff.methods.upsample_guidance",
+    "Recipe": "hiresdiff.recipe",
     "apply_upsample_guidance": "hiresdiff.integrations.hooks",
     "remove_upsample_guidance": "hiresdiff.integrations.hooks",
     "generate": "hiresdiff.integrations.pipeline_driver",

@@ -17,11 +17,10 @@ import torch
 from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
 from hiresdiff.integrations.unet_families import size_multiple, trained_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
-from hiresdiff.options import COMPARISON_METHODS, MethodOptions, recipes_for
+from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from hiresdiff.options import MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
 
-DEFAULT_STEPS = 20
-DEFAULT_SCHEDULER = "sde-dpm++"
 
 
 def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tensor]:

@@ -11,9 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from hiresdiff.recipe import PRESETS, Recipe
-
-COMPARISON_METHODS = ("naive", "ug", "self-cascade", "freescale", "self-cascade+ug")  # the main job's columns
+from hiresdiff.defaults import COMPARISON_METHODS, PRESETS  # noqa: F401  (re-exported)
+from hiresdiff.recipe import Recipe
 
 
 def parse_methods(items: Sequence[str]) -> list[str]:

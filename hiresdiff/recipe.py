@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from hiresdiff.defaults import PRESETS
 from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
 from hiresdiff.methods.self_cascade import CascadeConfig, check_size, stage_sizes
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, levels_for_scale
-
-PRESETS = ("naive", "ug", "self-cascade", "freescale")
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ class Handlers:
         """``(result, status)`` for an uploaded PIL image."""
         import torch
 
-        from hiresdiff.comparison import DEFAULT_SCHEDULER
+        from hiresdiff.defaults import DEFAULT_SCHEDULER
         from hiresdiff.integrations.pixel import load_pixel_model
         from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
         from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers

@@ -1,5 +1,6 @@
 import shutil
 import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -232,3 +233,17 @@ def test_scale_one_and_a_half_works_with_cascades_and_a_method_that_cannot_says_
     ug = run_cli(*base, "--method", "self-cascade,ug", "--out", str(tmp_path / "ug.png"))
     assert ug.returncode == 2 and "method ug cannot make 12x12" in ug.stderr and "integer scales" in ug.stderr
     assert not (tmp_path / "ug.png").exists()
+
+
+def test_help_answers_within_a_second_without_loading_torch():
+    import time
+
+    start = time.perf_counter()
+    done = run_cli("--help")
+    assert done.returncode == 0 and "generate" in done.stdout
+    assert time.perf_counter() - start < 1.0
+    loads = subprocess.run([sys.executable, "-c", "import sys, hiresdiff.cli; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, timeout=60)
+    assert loads.stdout.strip() == "False"
+    train = run_cli("train-upsamplers", "--help")  # a training command still gets its options
+    assert train.returncode == 0 and "--resolution" in train.stdout

@@ -10,26 +10,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Optional
 
 from hiresdiff.cli import batch, generate, tools
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser; the training commands get their options (whose modules load torch) only when ``command`` is
+    one of them or ``None`` (every command complete)."""
     parser = argparse.ArgumentParser(prog="hiresdiff", description="Generate above the trained resolution of diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_generate_parser(sub)
     generate.add_upscale_parser(sub)
     batch.add_batch_parser(sub)
     tools.add_data_parser(sub)
-    tools.add_train_parser(sub)
-    tools.add_train_upsamplers_parser(sub)
+    tools.add_train_parser(sub, with_options=command in (None, "train"))
+    tools.add_train_upsamplers_parser(sub, with_options=command in (None, "train-upsamplers"))
     tools.add_bench_parser(sub)
     tools.add_ui_parser(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    args = build_parser(command).parse_args(argv)
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError) as error:

@@ -11,7 +11,6 @@ import dataclasses
 from hiresdiff.cli.generate import (add_part_options, add_pipeline_options, check_run_numbers, load_cli_pipeline,
                                     method_options)
 from hiresdiff.integrations.schedulers import SCHEDULERS
-from hiresdiff.options import parse_methods, recipes_for
 
 
 def add_batch_parser(sub) -> None:
@@ -32,6 +31,7 @@ def add_batch_parser(sub) -> None:
 
 def run_batch_command(args) -> None:
     from hiresdiff.batch import BatchSettings, jobs_for, read_prompts, run_batch
+    from hiresdiff.options import parse_methods, recipes_for
 
     methods = parse_methods([args.method])
     check_run_numbers(args)

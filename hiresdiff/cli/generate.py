@@ -11,11 +11,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from hiresdiff.comparison import DEFAULT_SCHEDULER, DEFAULT_STEPS
+from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, PRESETS
 from hiresdiff.integrations.schedulers import SCHEDULERS
 from hiresdiff.models import shipped_upsamplers
-from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, recipes_for
-from hiresdiff.recipe import PRESETS
 
 DEFAULT_OUT = "hiresdiff-grid.png"
 DEFAULT_SCALE = 2
@@ -79,7 +77,10 @@ def add_pipeline_options(pipe) -> None:
     pipe.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on cuda, fp32 elsewhere")
 
 
-def method_options(args) -> MethodOptions:
+def method_options(args):
+    """The part options of ``args`` as :class:`hiresdiff.options.MethodOptions`."""
+    from hiresdiff.options import MethodOptions
+
     return MethodOptions(theta=args.theta, eta=args.eta, strength=args.strength, alpha=args.alpha,
                          upsamplers=args.upsamplers)
 
@@ -116,6 +117,7 @@ def check_size_args(args) -> None:
 
 def run_generate(args) -> None:
     from hiresdiff.grid import IMAGE_FORMATS, check_writable, labelled_grid, save_gif, save_image
+    from hiresdiff.options import parse_methods
 
     methods = parse_methods(args.method)
     check_run_numbers(args)
@@ -148,6 +150,8 @@ def pipeline_columns(args, methods, options):
     """Load the --model pipeline once and run every method on the prompt."""
     from hiresdiff.comparison import pipeline_comparison
     from hiresdiff.integrations.pipeline_loading import configure_vae_tiling
+
+    from hiresdiff.options import recipes_for
 
     recipes = recipes_for(methods, options)
     if args.factor is not None:  # a frame factor for video pipelines: temporal UG
@@ -207,6 +211,8 @@ def run_upscale(args) -> None:
     from hiresdiff.grid import IMAGE_FORMATS, check_writable, labelled_grid, save_image
     from hiresdiff.integrations.pixel import to_pil
     from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
+
+    from hiresdiff.options import parse_methods, recipes_for
 
     methods = parse_methods(args.method)
     check_run_numbers(args)

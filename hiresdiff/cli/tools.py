@@ -20,18 +20,23 @@ def run_data(args) -> None:
     print(f"wrote {build(args.data_dir, force=args.force)}")
 
 
-def add_train_parser(sub) -> None:
-    from hiresdiff.models import train_emoji
-
+def add_train_parser(sub, with_options: bool = True) -> None:
+    """``train``; its options come from :mod:`hiresdiff.models.train_emoji`, which loads torch: ``with_options=False``
+    lists the command without them (for ``hiresdiff --help``)."""
     p = sub.add_parser("train", help="train (or resume) the embedded emoji model")
-    train_emoji.add_arguments(p).set_defaults(run=train_emoji.train)
+    if with_options:
+        from hiresdiff.models import train_emoji
+
+        train_emoji.add_arguments(p).set_defaults(run=train_emoji.train)
 
 
-def add_train_upsamplers_parser(sub) -> None:
-    from hiresdiff.models import train_upsamplers
-
+def add_train_upsamplers_parser(sub, with_options: bool = True) -> None:
+    """``train-upsamplers``; ``with_options`` as for :func:`add_train_parser`."""
     p = sub.add_parser("train-upsamplers", help="train Self-Cascade feature upsamplers for the embedded model (resumable)")
-    train_upsamplers.add_arguments(p)
+    if with_options:
+        from hiresdiff.models import train_upsamplers
+
+        train_upsamplers.add_arguments(p)
 
 
 def add_bench_parser(sub) -> None:
