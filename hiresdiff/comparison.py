@@ -17,7 +17,7 @@ import torch
 from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
 from hiresdiff.integrations.unet_families import size_multiple, trained_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
-from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, check_max_pixels
 from hiresdiff.options import MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
 
@@ -68,14 +68,16 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
                size: Optional[Sequence[int]] = None, methods: Sequence[str] = COMPARISON_METHODS,
                options: MethodOptions = MethodOptions(), seed: int = 0, num_images: int = 3,
                steps: int = DEFAULT_STEPS, scheduler: str = DEFAULT_SCHEDULER, include_trained: bool = True,
-               progress: bool = True, on_column: Optional[Callable[[str, list], None]] = None):
+               progress: bool = True, on_column: Optional[Callable[[str, list], None]] = None,
+               max_pixels: Optional[int] = None):
     """Sample the trained size (if ``include_trained``) and every (size, method) pair from the same noise.
 
     Returns ``(columns, labels)``: ``columns[j]`` is a list of ``num_images`` PIL images.
     ``model`` is a local ``UNet2DModel`` folder; ``None`` uses the embedded emoji model, whose Self-Cascade
     is the tuned one (its shipped upsamplers) unless ``options.upsamplers == "none"``. Target sizes are
     ``scales`` × the trained size, or one ``size`` (height, width). ``on_column(label, images)`` is called as
-    each column finishes. Names, options and sizes are checked before the model loads.
+    each column finishes. Names, options and sizes are checked before any sampling (sizes above ``max_pixels``
+    are refused, naming ``--max-pixels``).
     """
     recipes = recipes_for(methods, options, shipped_upsamplers(model))
     if size is None:
@@ -85,6 +87,9 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
     unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler)
     h, w = trained_size(unet)
     sizes = [tuple(size)] if size is not None else [scaled_size((h, w), s) for s in scales]
+    if max_pixels is not None:
+        for height, width in sizes:
+            check_max_pixels(height, width, max_pixels)
     check_recipes_make(recipes, (h, w), sizes, size_multiple(unet))
     largest = (max(s[0] for s in sizes), max(s[1] for s in sizes))
     noise_size = largest if largest[0] % h == 0 and largest[1] % w == 0 else None

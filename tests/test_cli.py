@@ -247,3 +247,23 @@ def test_help_answers_within_a_second_without_loading_torch():
     assert loads.stdout.strip() == "False"
     train = run_cli("train-upsamplers", "--help")  # a training command still gets its options
     assert train.returncode == 0 and "--resolution" in train.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["generate", "--scale", "100"],
+    ["generate", "--height", "100000", "--width", "64"],
+    ["generate", "--model", "m", "--prompt", "a cat", "--height", "4096", "--width", "4096"],
+    ["upscale", "IMAGE", "--scale", "80"],
+])
+def test_outputs_above_max_pixels_are_refused_at_once(tmp_path, emoji_samples, args):
+    import time
+
+    from hiresdiff.integrations.pixel import to_pil
+
+    to_pil(emoji_samples[0][:1])[0].save(tmp_path / "in.png")
+    args = [str(tmp_path / "in.png") if a == "IMAGE" else a for a in args]
+    start = time.perf_counter()
+    done = run_cli(*args, "--out", str(tmp_path / "x.png"), cwd=tmp_path)
+    assert done.returncode == 2 and "--max-pixels" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert time.perf_counter() - start < 20  # refused before any sampling
+    assert not (tmp_path / "x.png").exists()

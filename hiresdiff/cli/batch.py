@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from hiresdiff.cli.generate import (add_part_options, add_pipeline_options, check_run_numbers, load_cli_pipeline,
-                                    method_options)
+from hiresdiff.cli.generate import (add_max_pixels, add_part_options, add_pipeline_options, check_run_numbers,
+                                    load_cli_pipeline, method_options)
+from hiresdiff.defaults import check_max_pixels
 from hiresdiff.integrations.schedulers import SCHEDULERS
 
 
@@ -21,6 +22,7 @@ def add_batch_parser(sub) -> None:
     p.add_argument("--height", type=int, required=True)
     p.add_argument("--width", type=int, required=True)
     p.add_argument("--steps", type=int, default=30)
+    add_max_pixels(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one output per prompt and seed (default 0)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the pipeline's own")
     p.add_argument("--out-dir", required=True)
@@ -35,6 +37,7 @@ def run_batch_command(args) -> None:
 
     methods = parse_methods([args.method])
     check_run_numbers(args)
+    check_max_pixels(args.height, args.width, args.max_pixels)
     if len(methods) != 1:
         raise ValueError(f"--method: batch takes one method; got {', '.join(methods)}")
     options = method_options(args)

@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, PRESETS
+from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, MAX_PIXELS, PRESETS, check_max_pixels
 from hiresdiff.integrations.schedulers import SCHEDULERS
 from hiresdiff.models import shipped_upsamplers
 
@@ -20,11 +20,16 @@ DEFAULT_SCALE = 2
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
+def add_max_pixels(p) -> None:
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"refuse outputs above this many pixels before any work (default {MAX_PIXELS:,} = 2048²)")
+
+
 def check_run_numbers(args) -> None:
     """``ValueError`` naming the flag for a count below 1 or a non-finite guidance scale (argparse takes 0 and nan)."""
     import math
 
-    for flag in ("steps", "num_images", "num_frames"):
+    for flag in ("steps", "num_images", "num_frames", "max_pixels"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1; got {value}")
@@ -53,6 +58,7 @@ def add_method_options(p: argparse.ArgumentParser, default_methods) -> None:
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
                    help=f"sampler (default {DEFAULT_SCHEDULER} for pixel models, the pipeline's own otherwise)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_max_pixels(p)
     pipe = p.add_argument_group("diffusers pipelines (SD 1.x/2.x, SDXL, AnimateDiff): --model with --prompt")
     pipe.add_argument("--prompt", default=None, help="run the --model pipeline on this prompt")
     add_pipeline_options(pipe)
@@ -107,6 +113,8 @@ def add_generate_parser(sub) -> None:
 def check_size_args(args) -> None:
     if (args.height is None) != (args.width is None):
         raise ValueError("--height and --width go together")
+    if args.height is not None:
+        check_max_pixels(args.height, args.width, args.max_pixels)
     if args.prompt is not None and args.height is None and len(args.scale) != 1:
         raise ValueError(f"--scale: a pipeline makes one size; give one scale, or --height and --width; got {args.scale}")
     if args.prompt is not None and args.model is None:
@@ -135,6 +143,7 @@ def run_generate(args) -> None:
 
         size = (args.height, args.width) if args.height is not None else None
         columns, labels = comparison(args.model, scales=args.scale, size=size, methods=methods, options=options,
+                                     max_pixels=args.max_pixels,
                                      seed=args.seed, num_images=args.num_images, steps=DEFAULT_STEPS if args.steps is None else args.steps,
                                      scheduler=args.scheduler or DEFAULT_SCHEDULER)
     cell = max(96, min(512, max(image.width for image in columns[-1])))
@@ -165,6 +174,7 @@ def pipeline_columns(args, methods, options):
     height, width = args.height, args.width
     if height is None:  # --scale: a multiple of the trained size in pixels
         height, width = scaled_size(tuple(n * factor for n in trained_size(pipe.unet)), args.scale[0])
+    check_max_pixels(height, width, args.max_pixels)
     if height % factor == 0 and width % factor == 0:  # every method can make the size, before the first samples
         check_recipes_make(recipes, trained_size(pipe.unet), [(height // factor, width // factor)], size_multiple(pipe.unet))
     configure_vae_tiling(pipe, height, width, None)
@@ -227,7 +237,7 @@ def run_upscale(args) -> None:
     except (OSError, Image.DecompressionBombError) as error:
         raise ValueError(f"image {str(source)!r} cannot be read as an image: {str(error).splitlines()[0]}") from None
     image = to_pil(pixels)[0]
-    target_size(image.height, image.width, args.scale)  # a bad --scale fails before loading
+    check_max_pixels(*target_size(image.height, image.width, args.scale), args.max_pixels)  # before loading
     out = Path(args.out or f"{source.stem}-x{args.scale:g}.png")
     compare = out.with_name(f"{out.stem}-compare{out.suffix}") if args.compare else None
     for path in filter(None, (out, compare)):
