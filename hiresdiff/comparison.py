@@ -14,10 +14,10 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, check_max_pixels
 from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
 from hiresdiff.integrations.unet_families import size_multiple, trained_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
-from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, check_max_pixels
 from hiresdiff.options import MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
 
@@ -69,7 +69,7 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
                options: MethodOptions = MethodOptions(), seed: int = 0, num_images: int = 3,
                steps: int = DEFAULT_STEPS, scheduler: str = DEFAULT_SCHEDULER, include_trained: bool = True,
                progress: bool = True, on_column: Optional[Callable[[str, list], None]] = None,
-               max_pixels: Optional[int] = None):
+               max_pixels: Optional[int] = None, device: str = "cpu", dtype: Optional[torch.dtype] = None):
     """Sample the trained size (if ``include_trained``) and every (size, method) pair from the same noise.
 
     Returns ``(columns, labels)``: ``columns[j]`` is a list of ``num_images`` PIL images.
@@ -77,14 +77,14 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
     is the tuned one (its shipped upsamplers) unless ``options.upsamplers == "none"``. Target sizes are
     ``scales`` × the trained size, or one ``size`` (height, width). ``on_column(label, images)`` is called as
     each column finishes. Names, options and sizes are checked before any sampling (sizes above ``max_pixels``
-    are refused, naming ``--max-pixels``).
+    are refused, naming ``--max-pixels``). The model runs on ``device`` in ``dtype`` (default fp32).
     """
     recipes = recipes_for(methods, options, shipped_upsamplers(model))
     if size is None:
         check_scales(scales)
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be a positive int; got {num_images!r}")
-    unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler)
+    unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler, device, dtype or torch.float32)
     h, w = trained_size(unet)
     sizes = [tuple(size)] if size is not None else [scaled_size((h, w), s) for s in scales]
     if max_pixels is not None:

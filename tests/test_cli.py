@@ -267,3 +267,24 @@ def test_outputs_above_max_pixels_are_refused_at_once(tmp_path, emoji_samples, a
     assert done.returncode == 2 and "--max-pixels" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert time.perf_counter() - start < 20  # refused before any sampling
     assert not (tmp_path / "x.png").exists()
+
+
+def test_device_and_dtype_act_on_pixel_models_and_num_images_on_pipelines(tiny_pixel_model_dir, tmp_path):
+    from tiny_pipelines import saved
+
+    base = ["generate", "--model", str(tiny_pixel_model_dir), "--steps", "2", "--num-images", "1", "--method", "naive"]
+    fp32, bf16 = tmp_path / "fp32.png", tmp_path / "bf16.png"
+    assert run_cli(*base, "--out", str(fp32)).returncode == 0
+    done = run_cli(*base, "--device", "cpu", "--dtype", "bf16", "--out", str(bf16))
+    assert done.returncode == 0, done.stderr
+    assert Image.open(fp32).tobytes() != Image.open(bf16).tobytes()  # bf16 was used, not ignored
+    missing = run_cli(*base, "--device", "xla", "--out", str(tmp_path / "x.png"))
+    assert missing.returncode == 2 and "--device xla: this machine has no xla device" in missing.stderr
+    rows = {}
+    for n in ("1", "2"):
+        out = tmp_path / f"sd{n}.png"
+        sd = run_cli("generate", "--model", str(saved("sd15")), "--prompt", "a cat", "--scale", "2", "--method", "naive",
+                     "--steps", "2", "--num-images", n, "--out", str(out))
+        assert sd.returncode == 0, sd.stderr
+        rows[n] = Image.open(out).size[1]
+    assert rows["2"] - rows["1"] == 96  # one more row of one 96-pixel cell

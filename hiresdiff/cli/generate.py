@@ -79,8 +79,10 @@ def add_pipeline_options(pipe) -> None:
     """Options passed to a diffusers pipeline's call and loading."""
     pipe.add_argument("--negative-prompt", default=None)
     pipe.add_argument("--guidance-scale", type=float, default=7.5)
-    pipe.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    pipe.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on cuda, fp32 elsewhere")
+    pipe.add_argument("--device", default=None, help="cuda, mps or cpu (default: pipelines the best available, pixel "
+                      "models the CPU)")
+    pipe.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: pipelines fp16 on cuda and fp32 "
+                      "elsewhere, pixel models fp32")
 
 
 def method_options(args):
@@ -100,7 +102,7 @@ def add_generate_parser(sub) -> None:
                    help=f"target sizes as multiples of the trained size (default {DEFAULT_SCALE}; pipelines: one scale)")
     p.add_argument("--height", type=int, default=None, help="target height in pixels (with --width; instead of --scale)")
     p.add_argument("--width", type=int, default=None, help="target width in pixels")
-    p.add_argument("--num-images", type=int, default=3, help="pixel models: rows of the grid (default 3)")
+    p.add_argument("--num-images", type=int, default=None, help="rows of the grid (default: 3 on pixel models, 1 on pipelines)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"grid to write, PNG, JPEG or WebP by its suffix (default {DEFAULT_OUT}); videos also get OUT.gif")
     video = p.add_argument_group("video pipelines (AnimateDiff)")
     video.add_argument("--num-frames", type=int, default=None, help="frames to generate")
@@ -142,9 +144,10 @@ def run_generate(args) -> None:
         from hiresdiff.comparison import comparison
 
         size = (args.height, args.width) if args.height is not None else None
+        device, dtype = pixel_device_and_dtype(args)
         columns, labels = comparison(args.model, scales=args.scale, size=size, methods=methods, options=options,
-                                     max_pixels=args.max_pixels,
-                                     seed=args.seed, num_images=args.num_images, steps=DEFAULT_STEPS if args.steps is None else args.steps,
+                                     max_pixels=args.max_pixels, device=device, dtype=dtype,
+                                     seed=args.seed, num_images=3 if args.num_images is None else args.num_images, steps=DEFAULT_STEPS if args.steps is None else args.steps,
                                      scheduler=args.scheduler or DEFAULT_SCHEDULER)
     cell = max(96, min(512, max(image.width for image in columns[-1])))
     save_image(labelled_grid(columns, labels, cell), out, force=args.force)
@@ -178,8 +181,20 @@ def pipeline_columns(args, methods, options):
     if height % factor == 0 and width % factor == 0:  # every method can make the size, before the first samples
         check_recipes_make(recipes, trained_size(pipe.unet), [(height // factor, width // factor)], size_multiple(pipe.unet))
     configure_vae_tiling(pipe, height, width, None)
+    if args.num_images is not None:
+        kwargs["num_images_per_prompt"] = args.num_images
     return pipeline_comparison(pipe, args.prompt, height=height, width=width, recipes=recipes, seed=args.seed,
                                steps=30 if args.steps is None else args.steps, num_frames=args.num_frames, **kwargs)
+
+
+def pixel_device_and_dtype(args):
+    """(device, dtype) of a pixel model from --device and --dtype (default: the CPU in fp32), the device checked."""
+    import torch
+
+    from hiresdiff.integrations.pipeline_loading import check_device
+
+    device = check_device(args.device) if args.device else "cpu"
+    return device, getattr(torch, DTYPES[args.dtype]) if args.dtype else None
 
 
 def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True):
@@ -248,7 +263,9 @@ def run_upscale(args) -> None:
         from hiresdiff.integrations.upscale import check_upscalable, likely_class_labels
         from hiresdiff.models import EMBEDDED_MODEL_DIR
 
-        unet, scheduler = load_pixel_model(args.model or EMBEDDED_MODEL_DIR, args.scheduler or DEFAULT_SCHEDULER)
+        device, dtype = pixel_device_and_dtype(args)
+        unet, scheduler = load_pixel_model(args.model or EMBEDDED_MODEL_DIR, args.scheduler or DEFAULT_SCHEDULER, device,
+                                           dtype or torch.float32)
         classes = unet.config.num_class_embeds
         check_upscalable(unet, recipe, pixels.shape[-2:], target_size(image.height, image.width, args.scale))
         if args.class_label is not None and not 0 <= args.class_label < (classes or 0):

@@ -28,6 +28,19 @@ def pick_device() -> str:
     return "cpu"
 
 
+def check_device(device: str) -> str:
+    """``device`` if this machine has it; ``ValueError`` naming ``--device`` otherwise (before any model loads)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"--device must be a torch device such as cpu, cuda, cuda:1 or mps; got {device!r}") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(kind, False):
+        have = ", ".join(k for k, v in available.items() if v)
+        raise ValueError(f"--device {device}: this machine has no {kind} device (it has: {have})")
+    return device
+
+
 def pick_dtype(device: str) -> torch.dtype:
     """fp16 on CUDA; fp32 elsewhere (CPU kernels are slow or missing in fp16, MPS fp16 is unreliable)."""
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
@@ -71,7 +84,7 @@ def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[t
     model_index = pipeline_config(model)
     if needs_unet:
         check_model_index(model_index)
-    device = device or pick_device()
+    device = check_device(device) if device else pick_device()
     pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or pick_dtype(device)).to(device)
     pipe.set_progress_bar_config(disable=not progress)
     return pipe

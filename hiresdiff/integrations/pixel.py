@@ -23,8 +23,10 @@ from hiresdiff.integrations.unet_families import size_multiple, trained_size
 from hiresdiff.recipe import Recipe, as_recipe
 
 
-def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim"):
-    """Load a local ``UNet2DModel`` folder (fp32) and a scheduler of kind ``scheduler`` for it.
+def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim", device: str = "cpu",
+                     dtype: torch.dtype = torch.float32):
+    """Load a local ``UNet2DModel`` folder on ``device`` in ``dtype`` (default: the CPU in fp32, which these small
+    models need no more than) and a scheduler of kind ``scheduler`` for it.
 
     The training schedule is read from ``scheduler_config.json`` in the folder (or its ``scheduler/``
     subfolder); without one, diffusers' DDPM defaults are used.
@@ -40,7 +42,7 @@ def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim"):
     class_name = UNet2DModel.load_config(unet_dir).get("_class_name")
     if class_name != "UNet2DModel":
         raise ValueError(f"model path {str(path)!r} holds a {class_name!r}; hiresdiff's pixel sampler needs a UNet2DModel")
-    unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=torch.float32).eval()
+    unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=dtype).to(device).eval()
     for folder in (unet_dir, path, path / "scheduler"):
         if (folder / "scheduler_config.json").exists():
             base = DDPMScheduler.load_config(folder)
