@@ -288,3 +288,20 @@ def test_device_and_dtype_act_on_pixel_models_and_num_images_on_pipelines(tiny_p
         assert sd.returncode == 0, sd.stderr
         rows[n] = Image.open(out).size[1]
     assert rows["2"] - rows["1"] == 96  # one more row of one 96-pixel cell
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    """SIGINT while the command loads its modules or samples: one line, exit 130, no traceback."""
+    import signal
+    import time
+
+    exe = shutil.which("hiresdiff")
+    for delay in (1.0, 5.0):  # while torch and diffusers load, then while sampling
+        process = subprocess.Popen([exe, "generate", "--steps", "200", "--out", str(tmp_path / "x.png")], cwd=tmp_path,
+                                   stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, stderr
+        assert stderr.strip().splitlines()[-1] == "hiresdiff: interrupted" and "Traceback" not in stderr
+        assert not (tmp_path / "x.png").exists()

@@ -9,6 +9,7 @@ and exit status 2, before any model loads.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Optional
 
@@ -18,7 +19,8 @@ from hiresdiff.cli import batch, generate, tools
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser; the training commands get their options (whose modules load torch) only when ``command`` is
     one of them or ``None`` (every command complete)."""
-    parser = argparse.ArgumentParser(prog="hiresdiff", description="Generate above the trained resolution of diffusion models.")
+    parser = argparse.ArgumentParser(prog="hiresdiff", description="Generate above the trained resolution of diffusion models.",
+                                     epilog="--debug (anywhere on the line): show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_generate_parser(sub)
     generate.add_upscale_parser(sub)
@@ -32,15 +34,38 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command. Every failure ends in one line on stderr: a bad input or a file problem exit 2, Ctrl-C (at
+    any moment, also while modules load) exit 130, anything else, a bug, exit 1 (``--debug`` shows its traceback)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in argv if not a.startswith("-")), "")
-    args = build_parser(command).parse_args(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    interrupted = []
+
+    def on_interrupt(signum, frame):  # remembered: a library interrupted mid-import may turn it into another error
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
+        command = next((a for a in argv if not a.startswith("-")), "")
+        args = build_parser(command).parse_args(argv)
         args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"hiresdiff: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("hiresdiff: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if interrupted:
+            print("hiresdiff: interrupted", file=sys.stderr)
+            return 130
+        if debug:
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if isinstance(error, (ValueError, OSError)):  # a bad input or a file problem
+            print(f"hiresdiff: error: {message}", file=sys.stderr)
+            return 2
+        print(f"hiresdiff: internal error: {type(error).__name__}: {message} (run again with --debug for the traceback)",
+              file=sys.stderr)  # a bug
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return 0
