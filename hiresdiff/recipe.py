@@ -19,6 +19,7 @@ The recipe is plain data: it imports no diffusers, and the drivers (``integratio
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -82,8 +83,8 @@ class Recipe:
         for scale, one in sets:
             if scale is not None and not (isinstance(scale, int) and not isinstance(scale, bool) and scale >= 2):
                 raise ValueError(f"upsamplers: keys are the stages' integer scales (>= 2, e.g. {{2: ..., 4: ...}}); got {scale!r}")
-            if isinstance(one, (str, Path)) and not Path(one).is_dir():
-                raise ValueError(f"upsamplers path {str(one)!r} is not a folder saved with save_pretrained")
+            if isinstance(one, (str, Path)):
+                check_upsamplers_folder(Path(one))
         if not self.name:
             self.name = self.describe()
 
@@ -164,6 +165,22 @@ class Recipe:
             levels = levels_for_scale(self.ug, scale, self.nested_ug) if self.ug is not None and min(scale) >= 1 else []
             out.append(Stage(index, (h, w), scale, tuple(levels)))
         return out
+
+
+def check_upsamplers_folder(folder: Path) -> None:
+    """``ValueError`` naming ``upsamplers`` and the file unless ``folder`` holds FeatureUpsamplers saved with
+    ``save_pretrained`` (their config and a weights file): checked when the recipe is made, before any model loads."""
+    config = folder / "config.json"
+    if not folder.is_dir() or not config.is_file():
+        raise ValueError(f"upsamplers path {str(folder)!r} is not a folder saved with save_pretrained (no config.json)")
+    try:
+        class_name = json.loads(config.read_text()).get("_class_name")
+    except (ValueError, AttributeError):
+        raise ValueError(f"upsamplers: {config} is not a JSON object") from None
+    if class_name != "FeatureUpsamplers":
+        raise ValueError(f"upsamplers: {config} describes a {class_name!r}, not FeatureUpsamplers")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise ValueError(f"upsamplers: {folder} has no weights file (diffusion_pytorch_model.safetensors)")
 
 
 def as_recipe(recipe) -> Recipe:

@@ -62,7 +62,7 @@ def test_a_missing_pipeline_folder_gets_one_line_naming_it(tmp_path, command):
                                                 "can be downloaded or found in the Hugging Face cache"]
 
 
-@pytest.mark.parametrize("args,message", [(["--scale", "1"], "scale must be an int >= 2"), (["--theta", "-1"], "theta"), (["--eta", "2"], "eta")])
+@pytest.mark.parametrize("args,message", [(["--scale", "1"], "scale must be a number > 1"), (["--theta", "-1"], "theta"), (["--eta", "2"], "eta")])
 def test_generate_bad_options_fail_clearly(tiny_pixel_model_dir, tmp_path, args, message):
     done = run_cli("generate", "--model", str(tiny_pixel_model_dir), "--out", str(tmp_path / "x.png"), *args)
     assert done.returncode == 2 and message in done.stderr
@@ -305,3 +305,18 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
         assert process.returncode == 130, stderr
         assert stderr.strip().splitlines()[-1] == "hiresdiff: interrupted" and "Traceback" not in stderr
         assert not (tmp_path / "x.png").exists()
+
+
+def test_truncated_weights_and_garbage_upsamplers_are_one_line_naming_the_file(tiny_pixel_model_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pixel_model_dir, model)
+    weights = model / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    done = run_cli("generate", "--model", str(model), "--out", str(tmp_path / "x.png"))
+    assert done.returncode == 2 and str(model) in done.stderr and "cannot be loaded" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    garbage = tmp_path / "ups"
+    garbage.mkdir()
+    (garbage / "config.json").write_text("[1, 2]")
+    bad = run_cli("generate", "--upsamplers", str(garbage), "--method", "self-cascade", "--out", str(tmp_path / "y.png"))
+    assert bad.returncode == 2 and "config.json is not a JSON object" in bad.stderr and len(bad.stderr.splitlines()) == 1

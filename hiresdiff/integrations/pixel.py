@@ -42,7 +42,11 @@ def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim", device: st
     class_name = UNet2DModel.load_config(unet_dir).get("_class_name")
     if class_name != "UNet2DModel":
         raise ValueError(f"model path {str(path)!r} holds a {class_name!r}; hiresdiff's pixel sampler needs a UNet2DModel")
-    unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=dtype).to(device).eval()
+    try:
+        unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=dtype).to(device).eval()
+    except Exception as error:  # a truncated or foreign weights file: one line naming the folder, not a traceback
+        raise ValueError(f"model path {str(path)!r}: its UNet cannot be loaded ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None
     for folder in (unet_dir, path, path / "scheduler"):
         if (folder / "scheduler_config.json").exists():
             base = DDPMScheduler.load_config(folder)

@@ -43,7 +43,11 @@ def load_upsamplers(upsamplers, unet, stages: Sequence[Stage]) -> dict[int, Feat
     loaded = {}
     for scale, one in sets.items():
         if isinstance(one, (str, Path)):
-            one = FeatureUpsamplers.from_pretrained(one)
+            try:
+                one = FeatureUpsamplers.from_pretrained(one)
+            except Exception as error:  # a truncated weights file: one line naming the folder
+                raise ValueError(f"upsamplers {str(one)!r} cannot be loaded ({type(error).__name__}: "
+                                 f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None
         if not isinstance(one, FeatureUpsamplers):
             raise ValueError(f"upsamplers must be FeatureUpsamplers or a folder they were saved to; got {type(one).__name__}")
         one.check_fits(unet)
