@@ -91,11 +91,16 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
         for height, width in sizes:
             check_max_pixels(height, width, max_pixels)
     check_recipes_make(recipes, (h, w), sizes, size_multiple(unet))
+    # the first column is the image the cascades start from: the trained size, or for another aspect ratio the
+    # largest size of that aspect inside it (the cascades' stage 0)
+    starts = {recipe.stages((h, w), target, size_multiple(unet))[0].size
+              for recipe in recipes.values() if recipe.cascade is not None for target in sizes}
+    base = starts.pop() if len(starts) == 1 else (h, w)
     largest = (max(s[0] for s in sizes), max(s[1] for s in sizes))
-    noise_size = largest if largest[0] % h == 0 and largest[1] % w == 0 else None
+    noise_size = largest if largest[0] % base[0] == 0 and largest[1] % base[1] == 0 else None
     labels = seeded_class_labels(unet, num_images, seed)
     common = dict(num_images=num_images, seed=seed, steps=steps, class_labels=labels, progress=progress)
-    trained = sample(unet, sched, height=h, width=w, noise_size=noise_size, **common)
+    trained = sample(unet, sched, height=base[0], width=base[1], noise_size=noise_size, **common)
     columns, names = [], []
 
     def add(label, images):
@@ -105,11 +110,11 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
             on_column(label, columns[-1])
 
     if include_trained:
-        add(f"{h}² trained" if h == w else f"{h}x{w} trained", trained)
+        add(f"{base[0]}² trained" if base[0] == base[1] else f"{base[0]}x{base[1]} trained", trained)
     for target in sizes:
         for method, recipe in recipes.items():
             first = recipe.stages((h, w), target, size_multiple(unet))[0].size
-            start = dict(image=trained) if recipe.cascade is not None and tuple(first) == (h, w) else dict(noise_size=noise_size)
+            start = dict(image=trained) if recipe.cascade is not None and tuple(first) == base else dict(noise_size=noise_size)
             images = sample(unet, sched, height=target[0], width=target[1], recipe=recipe, **start, **common)
             add(column_label(*target, method, recipe), images)
     return columns, names

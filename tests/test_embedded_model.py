@@ -76,3 +76,23 @@ def test_only_the_embedded_model_has_shipped_upsamplers(tmp_path):
     assert shipped_upsamplers(None) == {2: str(EMBEDDED_UPSAMPLERS_DIR)}  # trained for the 2× stage (32² → 64²)
     assert (EMBEDDED_UPSAMPLERS_DIR / "config.json").is_file()
     assert shipped_upsamplers(str(tmp_path)) is None
+
+
+def test_a_non_square_comparison_shows_the_image_the_cascades_start_from(monkeypatch):
+    import hiresdiff.comparison as comparison_module
+
+    calls = []
+    real_sample = comparison_module.sample
+
+    def recording_sample(*args, **kwargs):
+        out = real_sample(*args, **kwargs)
+        calls.append((kwargs, out))
+        return out
+
+    monkeypatch.setattr(comparison_module, "sample", recording_sample)
+    columns, labels = comparison(size=(64, 128), methods=["naive", "self-cascade", "freescale"], num_images=1, steps=2,
+                                 progress=False)
+    assert labels[0] == "16x32 trained" and columns[0][0].size == (32, 16)  # stage 0 of 64x128: 16x32, not 32²
+    trained = calls[0][1]
+    cascades = [kwargs for kwargs, _ in calls[1:] if kwargs.get("recipe") is not None and kwargs["recipe"].cascade]
+    assert len(cascades) == 2 and all(kwargs["image"] is trained for kwargs in cascades)
