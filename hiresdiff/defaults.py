@@ -8,6 +8,7 @@ DEFAULT_SCHEDULER = "sde-dpm++"  # on pixel models (pipelines: their own)
 # The CLI's default cap on an output's pixels. Working memory is linear in pixels: SD 1.5 with FreeScale took
 # 4.6 GiB at 1024² in fp32 (benchmarks/results/cost_sd15_cpu.md), so ≈ 18 GiB at 2048², about what 24 GB holds.
 MAX_PIXELS = 2048 * 2048
+MAX_UPSCALE = 8  # upscaling stops at this many times the model's trained size per side (the methods' 2×–8× range)
 
 
 def check_max_pixels(height: int, width: int, max_pixels: int) -> None:

@@ -320,3 +320,14 @@ def test_truncated_weights_and_garbage_upsamplers_are_one_line_naming_the_file(t
     (garbage / "config.json").write_text("[1, 2]")
     bad = run_cli("generate", "--upsamplers", str(garbage), "--method", "self-cascade", "--out", str(tmp_path / "y.png"))
     assert bad.returncode == 2 and "config.json is not a JSON object" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_upscaling_a_photo_far_above_the_trained_size_is_refused_at_once_with_the_sizes_that_work(tmp_path):
+    import time
+
+    Image.new("RGB", (512, 512), "white").save(tmp_path / "photo.png")
+    start = time.perf_counter()
+    done = run_cli("upscale", str(tmp_path / "photo.png"), cwd=tmp_path)
+    assert time.perf_counter() - start < 5
+    assert done.returncode == 2 and "beyond 8× the model's trained size 32x32" in done.stderr
+    assert "(32, 32), (64, 64), (128, 128)" in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -259,15 +259,18 @@ def run_upscale(args) -> None:
         check_writable(path, args.force, IMAGE_FORMATS)
     recipe = recipes_for(methods, method_options(args), shipped_upsamplers(args.model))[methods[0]]
     if args.prompt is None:
-        from hiresdiff.integrations.pixel import load_pixel_model
+        from hiresdiff.integrations.pixel import load_pixel_model, pixel_model_config
         from hiresdiff.integrations.upscale import check_upscalable, likely_class_labels
         from hiresdiff.models import EMBEDDED_MODEL_DIR
 
+        _, config = pixel_model_config(args.model or EMBEDDED_MODEL_DIR)  # sizes checked before the model loads
+        trained = config["sample_size"] if isinstance(config["sample_size"], (list, tuple)) else [config["sample_size"]] * 2
+        check_upscalable(trained, 2 ** (len(config["block_out_channels"]) - 1), recipe, pixels.shape[-2:],
+                         target_size(image.height, image.width, args.scale))
         device, dtype = pixel_device_and_dtype(args)
         unet, scheduler = load_pixel_model(args.model or EMBEDDED_MODEL_DIR, args.scheduler or DEFAULT_SCHEDULER, device,
                                            dtype or torch.float32)
         classes = unet.config.num_class_embeds
-        check_upscalable(unet, recipe, pixels.shape[-2:], target_size(image.height, image.width, args.scale))
         if args.class_label is not None and not 0 <= args.class_label < (classes or 0):
             raise ValueError(f"--class must be in [0, {classes or 0}) for this model; got {args.class_label}")
         labels = None

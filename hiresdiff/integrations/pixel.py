@@ -23,6 +23,25 @@ from hiresdiff.integrations.unet_families import size_multiple, trained_size
 from hiresdiff.recipe import Recipe, as_recipe
 
 
+def pixel_model_config(path: Union[str, Path]) -> tuple[Path, dict]:
+    """(the UNet's folder, its config) of a local ``UNet2DModel`` folder (or a pipeline folder with ``unet/``), read
+    as JSON without loading diffusers; ``FileNotFoundError`` / ``ValueError`` naming the path otherwise."""
+    import json
+
+    path = Path(path)
+    unet_dir = path / "unet" if (path / "unet" / "config.json").exists() else path
+    if not (unet_dir / "config.json").exists():
+        raise FileNotFoundError(f"model path {str(path)!r} has no config.json: expected a local UNet2DModel folder (save_pretrained)")
+    try:
+        config = json.loads((unet_dir / "config.json").read_text())
+    except ValueError:
+        raise ValueError(f"model path {str(path)!r}: {unet_dir / 'config.json'} is not valid JSON") from None
+    class_name = config.get("_class_name") if isinstance(config, dict) else None
+    if class_name != "UNet2DModel":
+        raise ValueError(f"model path {str(path)!r} holds a {class_name!r}; hiresdiff's pixel sampler needs a UNet2DModel")
+    return unet_dir, config
+
+
 def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim", device: str = "cpu",
                      dtype: torch.dtype = torch.float32):
     """Load a local ``UNet2DModel`` folder on ``device`` in ``dtype`` (default: the CPU in fp32, which these small
@@ -36,12 +55,7 @@ def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim", device: st
     from hiresdiff.integrations.schedulers import make_scheduler
 
     path = Path(path)
-    unet_dir = path / "unet" if (path / "unet" / "config.json").exists() else path
-    if not (unet_dir / "config.json").exists():
-        raise FileNotFoundError(f"model path {str(path)!r} has no config.json: expected a local UNet2DModel folder (save_pretrained)")
-    class_name = UNet2DModel.load_config(unet_dir).get("_class_name")
-    if class_name != "UNet2DModel":
-        raise ValueError(f"model path {str(path)!r} holds a {class_name!r}; hiresdiff's pixel sampler needs a UNet2DModel")
+    unet_dir, _ = pixel_model_config(path)
     try:
         unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=dtype).to(device).eval()
     except Exception as error:  # a truncated or foreign weights file: one line naming the folder, not a traceback

@@ -17,6 +17,7 @@ import torch
 
 from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
+from hiresdiff.defaults import MAX_UPSCALE
 from hiresdiff.integrations.pixel import sample, to_pil
 from hiresdiff.integrations.unet_families import size_multiple, trained_size
 from hiresdiff.recipe import Recipe, as_recipe, stages_after
@@ -109,10 +110,18 @@ def target_size(height: int, width: int, scale: Union[float, Sequence[float]]) -
     return int(height * sh), int(width * sw)
 
 
-def check_upscalable(unet, recipe: Recipe, image_size: Sequence[int], target: Sequence[int]) -> None:
-    """``ValueError`` naming the image, before any UNet call, unless a pixel ``unet``'s cascade passes through
-    ``image_size`` on its way to ``target`` (the sizes that would work are in the message)."""
-    stages_after(recipe.stages(trained_size(unet), tuple(target), size_multiple(unet)), tuple(image_size))
+def check_upscalable(trained: Sequence[int], multiple: int, recipe: Recipe, image_size: Sequence[int],
+                     target: Sequence[int]) -> None:
+    """``ValueError`` naming the image, before any model loads, unless the cascade of a pixel model trained at
+    ``trained`` (sizes multiples of ``multiple``) passes through ``image_size`` on its way to ``target`` and
+    ``target`` is at most ``MAX_UPSCALE`` × the trained size (the sizes that would work are in the message)."""
+    h0, w0 = trained
+    if max(target[0] / h0, target[1] / w0) > MAX_UPSCALE:
+        fitting = [s.size for s in recipe.stages((h0, w0), (MAX_UPSCALE * h0, MAX_UPSCALE * w0), multiple)[:-1]]
+        raise ValueError(f"image {image_size[0]}x{image_size[1]} → {target[0]}x{target[1]} is beyond {MAX_UPSCALE}× the "
+                         f"model's trained size {h0}x{w0}: give an image of one of {fitting} (the trained size or a "
+                         "cascade stage), or a smaller scale")
+    stages_after(recipe.stages((h0, w0), tuple(target), multiple), tuple(image_size))
 
 
 @torch.no_grad()
@@ -169,7 +178,7 @@ def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: O
         unet = model
         if scheduler is None:
             raise ValueError("scheduler is required when model is a bare UNet (e.g. the one load_pixel_model returns)")
-        check_upscalable(unet, recipe, pixels.shape[-2:], (height, width))
+        check_upscalable(trained_size(unet), size_multiple(unet), recipe, pixels.shape[-2:], (height, width))
         if unet.config.num_class_embeds is not None and class_labels is None:
             class_labels = likely_class_labels(unet, scheduler, pixels.to(unet.device), seed)
         out = sample(unet, scheduler, height=height, width=width, image=pixels.to(unet.device), seed=seed, steps=steps,
