@@ -1,11 +1,13 @@
 """The per-call parts of a :class:`~hiresdiff.recipe.Recipe` on a UNet, for the duration of one stage.
 
-Both drivers (the pixel loop and the pipeline driver) run every stage inside :func:`stage_modifications`:
-it attaches, in this order, the call-context hook (innermost: every real UNet call passes through it),
-dilated convs, fused self-attention, the feature upsamplers, and Upsample Guidance (outermost: it calls
-the UNet again at the trained size, and those calls see their own context), and removes them in reverse
-order on exit, also when the stage raises or is interrupted. A stage at the trained size gets nothing
-(but temporal UG): it is plain sampling bit for bit.
+The sampling core (:mod:`hiresdiff.integrations.pipeline_driver`, for pixel models and pipelines alike) runs
+every stage inside :func:`stage_modifications`: it attaches, in this order, the call-context hook (innermost:
+every real UNet call passes through it), dilated convs, fused self-attention, the feature upsamplers, and
+Upsample Guidance (outermost: it calls the UNet again at the trained size, and those calls see their own
+context), each through diffusers' ``HookRegistry`` or as an attention processor, with its removal registered
+before it is attached; on exit they come off in reverse order, also when the stage raises or is interrupted.
+A UNet that already carries one of them is refused. A stage at the trained size gets nothing (but temporal
+UG): it is plain sampling bit for bit.
 """
 
 from __future__ import annotations
