@@ -39,14 +39,18 @@ def test_nested_methods_at_power_of_two_scales():
 
 
 def test_cascade_suite_has_every_preset_composition_and_ablation():
-    methods = {m.name: m.recipe for m in cascade_methods_for(4, (0.5, 0.7), upsamplers={2: "x"})}
+    from hiresdiff.models import EMBEDDED_UPSAMPLERS_DIR
+
+    table = {2: str(EMBEDDED_UPSAMPLERS_DIR)}
+    methods = {m.name: m.recipe for m in cascade_methods_for(4, (0.5, 0.7), upsamplers=table)}
     assert methods["FreeScale"] == Recipe.freescale() and methods["FreeScale+UG"] == Recipe.preset("freescale+ug")
     assert [methods[f"Self-Cascade s={s}"].cascade.strength for s in (0.5, 0.7)] == [0.5, 0.7]
     assert methods["FreeScale without dilation"].dilation is None and methods["FreeScale without fusion"].fusion is None
     assert methods["FreeScale without detail control"].cascade.detail_alpha is None
     assert methods["FreeScale latent φ"].cascade.space == "latent"
     assert {methods[f"FreeScale α={a}"].cascade.detail_alpha for a in (1, 3)} == {1.0, 3.0}
-    assert "Self-Cascade tuned" not in methods  # upsamplers given for 2x only
+    assert methods["Self-Cascade tuned"].upsamplers == table  # a table per stage: the 4x run's 2x stage is tuned
+    assert "Self-Cascade tuned" not in {m.name for m in cascade_methods_for(4, (0.7,))}
 
 
 def test_enlarge_nearest_is_exactly_consistent():

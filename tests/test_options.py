@@ -48,11 +48,14 @@ def test_bad_option_values_are_refused_by_the_configs():
         recipes_for(["ug"], MethodOptions(theta=-1.0))
 
 
-def test_default_upsamplers_tune_plain_self_cascade_only_and_none_turns_them_off(tmp_path):
-    recipes = recipes_for(["self-cascade", "self-cascade+ug", "freescale"], default_upsamplers=str(tmp_path))
-    assert recipes["self-cascade"].upsamplers == str(tmp_path)
+def test_default_upsamplers_tune_plain_self_cascade_only_and_none_turns_them_off():
+    from hiresdiff.models import EMBEDDED_UPSAMPLERS_DIR
+
+    folder = str(EMBEDDED_UPSAMPLERS_DIR)  # a well-formed folder: recipes check the form of the ones they name
+    recipes = recipes_for(["self-cascade", "self-cascade+ug", "freescale"], default_upsamplers=folder)
+    assert recipes["self-cascade"].upsamplers == folder
     assert recipes["self-cascade+ug"].upsamplers is None and recipes["freescale"].upsamplers is None
-    given = recipes_for(["self-cascade+ug"], MethodOptions(upsamplers=str(tmp_path)))
-    assert given["self-cascade+ug"].upsamplers == str(tmp_path)
-    off = recipes_for(["self-cascade"], MethodOptions(upsamplers="none"), default_upsamplers=str(tmp_path))
+    given = recipes_for(["self-cascade+ug"], MethodOptions(upsamplers=folder))
+    assert given["self-cascade+ug"].upsamplers == folder
+    off = recipes_for(["self-cascade"], MethodOptions(upsamplers="none"), default_upsamplers=folder)
     assert off["self-cascade"].upsamplers is None
