@@ -10,11 +10,14 @@ unless told otherwise. Columns appear as they finish (the trained-size preview f
 from __future__ import annotations
 
 import queue
+import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from hiresdiff.methods.upsample_guidance import LATENT_ETA, PIXEL_ETA
 from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, recipes_for
 from hiresdiff.recipe import PRESETS
 
@@ -67,9 +70,11 @@ class Handlers:
         return self._pipe
 
     def compare(self, methods, scale, seed, steps, num_images, theta=None, strength=None, alpha=None, prompt=""
-                ) -> Iterator[tuple[list, str]]:
-        """Yield ``(gallery, status)`` after each column: gallery items are ``(PIL image, caption)``; the status
-        names the column and counts the columns done (the trained-size preview, then one per method)."""
+                ) -> Iterator[tuple[list, str, int]]:
+        """Yield ``(gallery, status, columns)`` after each column: gallery items are ``(PIL image, caption)`` in rows
+        of ``columns`` (one column per method, the trained-size preview first); the status names the column,
+        counts the columns done and, after the preview, says how long the rest will take (from the preview's
+        own time and each method's UNet work relative to it)."""
         methods = parse_methods(methods or [""])
         scale, seed, steps, num_images = int(scale), int(seed), int(steps), int(num_images)
         height, width = self.trained_size()
@@ -80,7 +85,7 @@ class Handlers:
             raise ValueError(f"images must be between 1 and 8; got {num_images}")
         if self.is_pipeline and not (prompt or "").strip():
             raise ValueError("prompt: this model is a text-to-image pipeline; write a prompt")
-        gallery: list = []
+        done_columns: list = []
         if self.is_pipeline:
             columns = self._pipeline_columns(recipes, height, width, scale, seed, steps, prompt)
         else:
@@ -88,11 +93,18 @@ class Handlers:
 
             columns = _streamed(lambda on_column: comparison(
                 self.model, scales=[scale], methods=methods, options=options, seed=seed, num_images=num_images,
-                steps=steps, progress=False, on_column=on_column))
+                steps=steps, progress=False, on_column=on_column), threading.Event())
+        start = time.perf_counter()
         for done, (label, images) in enumerate(columns, start=1):
-            gallery += [(image, f"{label} #{i + 1}") for i, image in enumerate(images)]
-            yield list(gallery), f"done: {label} ({done}/{len(recipes) + 1} columns)"
-        yield list(gallery), f"finished {len(methods)} methods at {scale}× (seed {seed})"
+            done_columns.append((label, images))
+            status = f"done: {label} ({done}/{len(recipes) + 1} columns)"
+            if done == 1:  # the preview's time, scaled by every method's work, before the methods start
+                default_eta = LATENT_ETA if self.is_pipeline else PIXEL_ETA
+                work = sum(relative_work(recipe, (height, width), (height * scale, width * scale), default_eta)
+                           for recipe in recipes.values())
+                status += f"; the {len(recipes)} methods will take about {work * (time.perf_counter() - start):.0f} s"
+            yield row_major(done_columns), status, len(done_columns)
+        yield row_major(done_columns), f"finished {len(methods)} methods at {scale}× (seed {seed})", len(done_columns)
 
     def _pipeline_columns(self, recipes, height, width, scale, seed, steps, prompt):
         """The plain call at the trained size (every cascade's first stage), then one image per method."""
@@ -121,38 +133,80 @@ class Handlers:
         self.check_size(*target_size(image.height, image.width, float(scale)))
         recipe = recipes_for(methods, default_upsamplers=shipped_upsamplers(self.model))[methods[0]]
         if self.is_pipeline:
-            out = upscale(self.pipeline(), image.convert("RGB"), scale=float(scale), recipe=recipe, prompt=prompt or "",
+            out = upscale(self.pipeline(), image, scale=float(scale), recipe=recipe, prompt=prompt or "",
                           steps=int(steps), seed=int(seed))[0]
         else:
             unet, scheduler = load_pixel_model(self.model or EMBEDDED_MODEL_DIR, DEFAULT_SCHEDULER)
             labels = None
             if unet.config.num_class_embeds is not None and class_label not in (None, ""):
                 labels = torch.tensor([int(class_label)])
-            out = upscale(unet, image_tensor(image.convert("RGB")), scale=float(scale), recipe=recipe,
+            out = upscale(unet, image_tensor(image), scale=float(scale), recipe=recipe,
                           scheduler=scheduler, steps=int(steps), seed=int(seed), class_labels=labels, progress=False)[0]
         return out, f"upscaled {image.width}x{image.height} → {out.width}x{out.height} with {methods[0]}"
 
 
-def _streamed(run) -> Iterator[tuple[str, list]]:
-    """Run ``run(on_column)`` in a thread and yield each ``(label, images)`` as it arrives; re-raise its error."""
+def row_major(columns: list) -> list:
+    """Gallery items ``(image, caption)`` of ``columns`` ``[(label, images), …]`` in rows, one column per method."""
+    rows = max(len(images) for _, images in columns)
+    return [(images[i], f"{label} #{i + 1}") for i in range(rows) for label, images in columns if i < len(images)]
+
+
+def relative_work(recipe, trained, target, default_eta: float) -> float:
+    """A recipe's UNet work for ``target`` relative to sampling the ``trained`` size once: Σ over its stages of
+    pixels × the share of the steps it runs × (1 + its UG calls' pixels × η, the share of steps they run; η
+    ``default_eta`` where the recipe leaves it to the model family); a cascade's stage 0 is the preview."""
+    stages = recipe.stages(tuple(trained), tuple(target))
+    pixels0 = trained[0] * trained[1]
+    work = 0.0
+    for stage in stages:
+        if stage.index == 0 and recipe.cascade is not None:
+            continue  # the trained-size preview itself
+        share = 1.0 if stage.index == 0 else recipe.cascade.strength
+        guided = sum((config.eta if config.eta is not None else default_eta) / 4 ** (level + 1)
+                     for level, config in enumerate(stage.ug_levels))
+        work += stage.size[0] * stage.size[1] / pixels0 * share * (1 + guided)
+    return work
+
+
+def _streamed(run, stop: threading.Event) -> Iterator[tuple[str, list]]:
+    """Run ``run(on_column)`` in a thread and yield each ``(label, images)`` as it arrives; re-raise its error.
+    Closing the generator (the page's Cancel) sets ``stop``: the thread ends at its next column."""
     items: queue.Queue = queue.Queue()
     done = object()
 
+    def on_column(label, images):
+        if stop.is_set():
+            raise KeyboardInterrupt("cancelled")
+        items.put((label, images))
+
     def target():
         try:
-            run(lambda label, images: items.put((label, images)))
+            run(on_column)
             items.put(done)
         except BaseException as error:  # handed to the caller's thread
             items.put(error)
 
     threading.Thread(target=target, daemon=True).start()
-    while True:
-        item = items.get()
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+FIELDS = {"method": "methods", "strength": "cascade strength", "theta": "UG θ", "alpha": "detail α", "eta": "UG η",
+          "steps": "steps", "scale": "scale", "num-images": "images", "upsamplers": "upsamplers",
+          "max-side": "this server's size cap", "max-pixels": "this server's size cap"}
+
+
+def web_words(message: str) -> str:
+    """A checker's message in the page's words: a command-line flag (``--strength``) becomes the field's label."""
+    return re.sub(r"--([a-z-]+)", lambda m: f"“{FIELDS[m.group(1)]}”" if m.group(1) in FIELDS else m.group(0), message)
 
 
 def optional_number(text, name: str) -> Optional[float]:
@@ -173,15 +227,16 @@ def build_app(handlers: Handlers):
     def compare(prompt, methods, scale, seed, steps, num_images, theta, strength, alpha):
         try:
             options = [optional_number(v, n) for v, n in ((theta, "θ"), (strength, "strength"), (alpha, "α"))]
-            yield from handlers.compare(methods, scale, seed, steps, num_images, *options, prompt=prompt)
+            for items, status, columns in handlers.compare(methods, scale, seed, steps, num_images, *options, prompt=prompt):
+                yield gr.Gallery(value=items, columns=columns), status  # one column per method
         except (ValueError, FileNotFoundError) as error:
-            yield [], f"Error: {error}"
+            yield [], f"Error: {web_words(str(error))}"
 
     def upscale(prompt, image, scale, method, seed, steps, class_label):
         try:
             return handlers.upscale(image, scale, method, seed, steps, class_label, prompt=prompt)
         except (ValueError, FileNotFoundError) as error:
-            return None, f"Error: {error}"
+            return None, f"Error: {web_words(str(error))}"
 
     with gr.Blocks(title="hiresdiff") as app:
         gr.Markdown("# hiresdiff: generate above the trained resolution\nEvery column from one seed; the first "
@@ -198,10 +253,14 @@ def build_app(handlers: Handlers):
                 theta = gr.Textbox("", label="UG θ", placeholder="1.0")
                 strength = gr.Textbox("", label="cascade strength", placeholder="0.7")
                 alpha = gr.Textbox("", label="detail α (also adds detail control to Self-Cascade)", placeholder="2 for FreeScale")
-            go = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Row():
+                go = gr.Button("Generate", variant="primary", elem_id="generate")
+                cancel = gr.Button("Cancel", elem_id="cancel")
             status = gr.Textbox(label="status", interactive=False, elem_id="status")
-            gallery = gr.Gallery(label="results", columns=4, elem_id="gallery")
-            go.click(compare, [prompt, methods, scale, seed, steps, num_images, theta, strength, alpha], [gallery, status])
+            gallery = gr.Gallery(label="results (a column per method)", columns=4, elem_id="gallery")
+            running = go.click(compare, [prompt, methods, scale, seed, steps, num_images, theta, strength, alpha],
+                               [gallery, status])
+            cancel.click(lambda: "cancelled", None, status, cancels=[running])  # sampling stops at its next column
         with gr.Tab("Upscale an image"):
             image = gr.Image(type="pil", label="image (the model's trained size)")
             with gr.Row():

@@ -1,6 +1,7 @@
 """The web UI: its handlers without a browser, then the page in headless Chromium."""
 
 import os
+import re
 import shutil
 import socket
 import time
@@ -17,17 +18,37 @@ from hiresdiff.ui import Handlers, build_app  # noqa: E402
 def test_compare_streams_the_trained_preview_first_then_each_method(tiny_pixel_model_dir):
     handlers = Handlers(model=str(tiny_pixel_model_dir), max_side=64)
     updates = list(handlers.compare(["naive,ug"], 2, 0, 2, 2))
-    assert [status for _, status in updates] == ["done: 8² trained (1/3 columns)", "done: 16² naive (2/3 columns)",
-                                                 "done: 16² ug θ=1 (3/3 columns)",
-                                                 "finished 2 methods at 2× (seed 0)"]
-    gallery = updates[-1][0]
-    assert len(gallery) == 6 and gallery[0][0].size == (8, 8) and gallery[-1][0].size == (16, 16)
-    assert gallery[-1][1] == "16² ug θ=1 #2"
+    statuses = [status for _, status, _ in updates]
+    assert re.fullmatch(r"done: 8² trained \(1/3 columns\); the 2 methods will take about \d+ s", statuses[0])
+    assert statuses[1:] == ["done: 16² naive (2/3 columns)", "done: 16² ug θ=1 (3/3 columns)",
+                            "finished 2 methods at 2× (seed 0)"]
+    assert [columns for _, _, columns in updates] == [1, 2, 3, 3]
+    gallery = updates[-1][0]  # rows of one image per method: one column per method
+    assert [caption for _, caption in gallery] == ["8² trained #1", "16² naive #1", "16² ug θ=1 #1",
+                                                   "8² trained #2", "16² naive #2", "16² ug θ=1 #2"]
+    assert gallery[0][0].size == (8, 8) and gallery[-1][0].size == (16, 16)
+
+
+def test_the_estimate_counts_each_methods_unet_work():
+    from hiresdiff.recipe import Recipe
+    from hiresdiff.ui import relative_work
+
+    assert relative_work(Recipe.naive(), (32, 32), (64, 64), 1.0) == 4.0  # 4× the pixels, every step
+    assert relative_work(Recipe.upsample_guidance(), (32, 32), (64, 64), 1.0) == 4.0 * (1 + 1 / 4)  # + a 32² call
+    assert relative_work(Recipe.upsample_guidance(), (32, 32), (64, 64), 0.6) == pytest.approx(4.0 * (1 + 0.6 / 4))
+    assert relative_work(Recipe.self_cascade(), (32, 32), (64, 64), 1.0) == pytest.approx(4 * 0.7)  # stage 0 = preview
+
+
+def test_messages_are_in_the_pages_words():
+    from hiresdiff.ui import web_words
+
+    assert web_words("--strength applies to cascades") == "“cascade strength” applies to cascades"
+    assert web_words("--method needs at least one of naive") == "“methods” needs at least one of naive"
 
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(methods=["naive", "magic"], scale=2), "'magic'"),
-    (dict(methods=[], scale=2), "--method needs"),
+    (dict(methods=[], scale=2), "--method needs"),  # the page shows it as “methods” needs (web_words)
     (dict(methods=["naive"], scale=16), "above this server's cap of 64"),
     (dict(methods=["naive"], scale=2, strength=0.5), "--strength applies to"),
 ])
@@ -106,6 +127,7 @@ def test_the_page_generates_a_comparison_and_shows_errors_in_a_real_browser(tiny
         browser.find_element(By.CSS_SELECTOR, "#generate").click()
         wait.until(lambda d: status(d).startswith("Error:"))
         assert "cap of" in status(browser) and "Traceback" not in browser.page_source
+        assert browser.find_elements(By.CSS_SELECTOR, "#cancel")  # a running comparison can be cancelled
         print(f"from page load: first image {first_image_seconds:.1f} s, finished comparison {finished_seconds:.1f} s")
     finally:
         app.close()
@@ -128,8 +150,32 @@ def test_handlers_on_a_pipeline_folder_use_the_prompt(tmp_path):
     with pytest.raises(ValueError, match="prompt"):
         next(handlers.compare(["naive"], 2, 0, 2, 1))
     updates = list(handlers.compare(["naive,self-cascade"], 2, 0, 2, 1, prompt="a red cat"))
-    assert [s for _, s in updates][:3] == ["done: 16x16 trained (1/3 columns)", "done: 32² naive (2/3 columns)",
-                                         "done: 32² self-cascade (3/3 columns)"]
+    statuses = [s for _, s, _ in updates]
+    assert statuses[0].startswith("done: 16x16 trained (1/3 columns); the 2 methods will take about")
+    assert statuses[1:3] == ["done: 32² naive (2/3 columns)", "done: 32² self-cascade (3/3 columns)"]
     assert updates[-1][0][-1][0].size == (32, 32)
     result, status = handlers.upscale(Image.new("RGB", (16, 16), "red"), 2, "freescale", 0, 2, prompt="a red cat")
     assert result.size == (32, 32) and "16x16 → 32x32" in status
+
+
+def test_cancelling_a_stream_stops_the_sampling_thread_at_its_next_column():
+    import threading
+
+    from hiresdiff.ui import _streamed
+
+    finished, stopped = threading.Event(), threading.Event()
+
+    def run(on_column):
+        try:
+            for k in range(100):
+                on_column(f"column {k}", [])
+                time.sleep(0.01)
+            finished.set()
+        except KeyboardInterrupt:
+            stopped.set()
+
+    stop = threading.Event()
+    stream = _streamed(run, stop)
+    assert next(stream)[0] == "column 0"
+    stream.close()  # what Gradio does to a cancelled event's generator
+    assert stop.is_set() and stopped.wait(5) and not finished.is_set()
