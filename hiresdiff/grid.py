@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -99,5 +100,8 @@ def check_writable(path, force: bool, formats=None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"{path}: cannot create its folder {folder}: {error.strerror or error}") from None
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{path}: its folder {folder} is not writable")
+    try:  # a real probe: permission bits say nothing to root, and some folders refuse files whatever they say
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{path}: its folder {folder} is not writable ({error.strerror or error})") from None

@@ -215,6 +215,8 @@ def test_out_takes_its_format_from_the_suffix_and_its_folder_is_checked_before_s
     blocked = run_cli(*base, "--steps", "500", "--out", str(tmp_path / "a_file" / "grid.png"))
     assert blocked.returncode == 2 and "cannot create its folder" in blocked.stderr
     assert len(blocked.stderr.strip().splitlines()) == 1  # refused at once: 500 steps were never sampled
+    read_only = run_cli(*base, "--steps", "500", "--out", "/sys/grid.png")  # sysfs takes no files, not even root's
+    assert read_only.returncode == 2 and "/sys is not writable" in read_only.stderr, read_only.stderr
 
 
 def test_upscale_refuses_a_file_that_is_no_image_in_one_line(tmp_path):
