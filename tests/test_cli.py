@@ -333,3 +333,15 @@ def test_upscaling_a_photo_far_above_the_trained_size_is_refused_at_once_with_th
     assert time.perf_counter() - start < 5
     assert done.returncode == 2 and "beyond 8× the model's trained size 32x32" in done.stderr
     assert "(32, 32), (64, 64), (128, 128)" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_pipeline_with_truncated_weights_is_one_line_naming_it(tmp_path):
+    from tiny_pipelines import saved
+
+    model = tmp_path / "sd15"
+    shutil.copytree(saved("sd15"), model)
+    weights = next((model / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:64])
+    done = run_cli("generate", "--model", str(model), "--prompt", "a cat", "--scale", "2", "--out", str(tmp_path / "x.png"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"hiresdiff: error: model '{model}' cannot be loaded")

@@ -76,7 +76,8 @@ def pipeline_config(model: str) -> dict:
 def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
                   needs_unet: bool = True, progress: bool = True):
     """``DiffusionPipeline.from_pretrained(model)`` on ``device`` (default :func:`pick_device`) in ``dtype``
-    (default :func:`pick_dtype`). A missing ``model`` is refused (``FileNotFoundError``, :func:`pipeline_config`);
+    (default :func:`pick_dtype`). A missing ``model`` is refused (``FileNotFoundError``, :func:`pipeline_config`),
+    one that does not load (a broken config, a truncated weights file) by a one-line ``ValueError`` naming it;
     with ``needs_unet`` a pipeline without a supported UNet is refused (``ValueError``) from its
     ``model_index.json``, before any weights load."""
     from diffusers import DiffusionPipeline
@@ -85,7 +86,11 @@ def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[t
     if needs_unet:
         check_model_index(model_index)
     device = check_device(device) if device else pick_device()
-    pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or pick_dtype(device)).to(device)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or pick_dtype(device)).to(device)
+    except Exception as error:  # a broken config or a truncated weights file: one line naming the model
+        raise ValueError(f"model {model!r} cannot be loaded ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None
     pipe.set_progress_bar_config(disable=not progress)
     return pipe
 
