@@ -464,3 +464,28 @@ def test_a_unet_that_already_carries_a_part_is_refused_and_keeps_it():
         pipeline_run(pipe, Recipe.preset("freescale+ug"))
     assert pipe.unet.forward is forward and pipe.unet._diffusers_hook.hooks == hooks  # the user's UG is still there
     remove_upsample_guidance(pipe)
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler", "dpm++_karras", "heun", "lcm"])
+def test_noise_levels_match_each_schedulers_own_definition(name):
+    """σ, ᾱ and log-SNR read off add_noise equal the scheduler's grid: its sigmas where it keeps them (σ form and
+    Karras), else ᾱ at the grid's timesteps; a_i·x₀ + b_i·ε is add_noise itself."""
+    from hiresdiff.integrations.noise_levels import NoiseLevels
+
+    scheduler = make_scheduler(name, load("sd15").scheduler.config)
+    levels = NoiseLevels.of(scheduler, STEPS)
+    grid = make_scheduler(name, scheduler.config)
+    grid.set_timesteps(STEPS)
+    assert torch.equal(levels.timesteps, grid.timesteps)
+    if getattr(grid, "sigmas", None) is not None:
+        expected = grid.sigmas[: len(grid.timesteps)].double()
+    else:
+        a = grid.alphas_cumprod[grid.timesteps.long()].double()
+        expected = ((1 - a) / a).sqrt()
+    assert torch.allclose(levels.sigma, expected, rtol=1e-5)
+    assert torch.allclose(levels.alpha_bar, 1 / (1 + expected ** 2), rtol=1e-5)
+    assert torch.allclose(levels.log_snr, -2 * expected.log(), rtol=1e-4, atol=1e-5)
+    x0, eps = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
+    if hasattr(grid, "set_begin_index"):
+        grid.set_begin_index(2)
+    assert torch.allclose(levels.noised(x0, eps, 2), grid.add_noise(x0, eps, grid.timesteps[2:3]), atol=1e-6)

@@ -2,9 +2,8 @@
 
 Schedulers keep their sample in different parametrisations: DDIM, DDPM, DPM-Solver, UniPC, DEIS, LCM and TCD
 in the VP form x = √ᾱ·x₀ + √(1−ᾱ)·ε, Euler, Heun, KDPM2, LMS and the EDM schedulers in the σ form
-x = x₀ + σ·ε (scaled by ``scale_model_input`` before the model sees it), flow matching in
-x = (1−s)·x₀ + s·ε. Every one of them says how it noises through its own ``add_noise`` (``scale_noise``
-for flow matching), which is linear in x₀ and ε. :class:`NoiseLevels` asks it once per grid step,
+x = x₀ + σ·ε (scaled by ``scale_model_input`` before the model sees it). Every one of them says how it noises
+through its own ``add_noise``, which is linear in x₀ and ε. :class:`NoiseLevels` asks it once per grid step,
 
     a_i = add_noise(1, 0, t_i),   b_i = add_noise(0, 1, t_i)   (with the scheduler's begin index at i),
 
@@ -42,16 +41,13 @@ class NoiseLevels:
         probe = fresh_copy(scheduler)
         probe.set_timesteps(steps)
         timesteps = probe.timesteps.detach().cpu()
-        noise_fn = probe.add_noise if hasattr(probe, "add_noise") else None
-        if noise_fn is None:  # flow matching: scale_noise(sample, timestep, noise)
-            noise_fn = lambda x0, eps, t: probe.scale_noise(x0, t, eps)  # noqa: E731
-        one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+        one, zero = torch.ones(1), torch.zeros(1)
         signal, noise = [], []
         for i, t in enumerate(timesteps):
-            if hasattr(probe, "set_begin_index"):
+            if hasattr(probe, "set_begin_index"):  # index-based schedulers read the step's σ by its position
                 probe.set_begin_index(i)
-            signal.append(float(noise_fn(one.float(), zero.float(), t.reshape(1))))
-            noise.append(float(noise_fn(zero.float(), one.float(), t.reshape(1))))
+            signal.append(float(probe.add_noise(one, zero, t.reshape(1))))
+            noise.append(float(probe.add_noise(zero, one, t.reshape(1))))
         return cls(timesteps, torch.tensor(signal, dtype=torch.float64), torch.tensor(noise, dtype=torch.float64),
                    scheduler.config.num_train_timesteps)
 
@@ -72,10 +68,6 @@ class NoiseLevels:
     def log_snr(self) -> torch.Tensor:
         """λ_i = log SNR = −2·log σ_i."""
         return -2 * torch.log(self.sigma)
-
-    def time_fraction(self, index: int) -> float:
-        """t_i / T: the grid's model time as a fraction of the training schedule (1 = pure noise)."""
-        return float(self.timesteps[index]) / self.num_train_timesteps
 
     def noised(self, x0: torch.Tensor, eps: torch.Tensor, index: int) -> torch.Tensor:
         """a_i·x₀ + b_i·ε in the scheduler's own form (float32 math, ``x0``'s dtype and device)."""
