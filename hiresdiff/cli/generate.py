@@ -260,12 +260,12 @@ def run_upscale(args) -> None:
     recipe = recipes_for(methods, method_options(args), shipped_upsamplers(args.model))[methods[0]]
     if args.prompt is None:
         from hiresdiff.integrations.pixel import load_pixel_model, pixel_model_config
+        from hiresdiff.integrations.unet_families import size_multiple, trained_size
         from hiresdiff.integrations.upscale import check_upscalable, likely_class_labels
         from hiresdiff.models import EMBEDDED_MODEL_DIR
 
         _, config = pixel_model_config(args.model or EMBEDDED_MODEL_DIR)  # sizes checked before the model loads
-        trained = config["sample_size"] if isinstance(config["sample_size"], (list, tuple)) else [config["sample_size"]] * 2
-        check_upscalable(trained, 2 ** (len(config["block_out_channels"]) - 1), recipe, pixels.shape[-2:],
+        check_upscalable(trained_size(config), size_multiple(config), recipe, pixels.shape[-2:],
                          target_size(image.height, image.width, args.scale))
         device, dtype = pixel_device_and_dtype(args)
         unet, scheduler = load_pixel_model(args.model or EMBEDDED_MODEL_DIR, args.scheduler or DEFAULT_SCHEDULER, device,

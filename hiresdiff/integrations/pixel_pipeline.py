@@ -19,6 +19,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
 from hiresdiff.core.noise import consistent_noise
+from hiresdiff.integrations.unet_families import trained_size
 
 OUTPUT_TYPES = ("latent", "pt", "np", "pil")
 
@@ -45,8 +46,8 @@ class PixelPipeline(DiffusionPipeline):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
         unet, scheduler = self.unet, self.scheduler
-        height = height or unet.config.sample_size
-        width = width or unet.config.sample_size
+        trained_h, trained_w = trained_size(unet)
+        height, width = height or trained_h, width or trained_w
         device, dtype = unet.device, unet.dtype
         generator = generator if generator is not None else torch.Generator("cpu")
         shape = (num_images_per_prompt, unet.config.in_channels, height, width)

@@ -49,14 +49,16 @@ def family_of(unet) -> UNetFamily:
 
 
 def trained_size(unet) -> tuple[int, int]:
-    """The (height, width) the UNet was trained at, in its own units (latents, or pixels for UNet2DModel)."""
-    size = unet.config.sample_size
+    """The (height, width) the UNet (or its config, a mapping) was trained at, in its own units (latents, or pixels
+    for UNet2DModel)."""
+    size = getattr(unet, "config", unet)["sample_size"]
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def size_multiple(unet) -> int:
-    """How much the UNet shrinks its input: 2 per down block that has a downsampler (2^(levels−1))."""
-    return 2 ** (len(unet.config.block_out_channels) - 1)
+    """How much the UNet (or its config, a mapping) shrinks its input: 2 per down block that has a downsampler
+    (2^(levels−1))."""
+    return 2 ** (len(getattr(unet, "config", unet)["block_out_channels"]) - 1)
 
 
 def _unsupported(pipeline: str, denoiser: str) -> ValueError:
