@@ -120,15 +120,24 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
     return columns, names
 
 
-def pipeline_comparison(pipe, prompt, *, height: int, width: int, recipes: dict, seed: int = 0, steps: int = 30,
-                        num_frames: Optional[int] = None, **pipeline_kwargs):
-    """One column per method on a loaded pipeline, from the same seed: ``(columns, labels)`` of PIL images (a
-    video's frames for video pipelines)."""
+def pipeline_comparison(pipe, prompt, *, sizes: Sequence[tuple], recipes: dict, seed: int = 0, steps: int = 30,
+                        num_frames: Optional[int] = None, include_trained: bool = True, **pipeline_kwargs):
+    """The pipeline's plain call at its trained size (if ``include_trained``: every cascade's stage 0), then one
+    column per (size, method) pair, all from the same seed: ``(columns, labels)`` of PIL images (a video's frames
+    for video pipelines)."""
     from hiresdiff.integrations.pipeline_driver import generate
+    from hiresdiff.integrations.unet_families import find_unet
 
     columns, labels = [], []
-    for method, recipe in recipes.items():
-        columns.append(generate(pipe, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps,
-                                num_frames=num_frames, **pipeline_kwargs))
-        labels.append(column_label(height, width, method, recipe))
+    if include_trained:
+        factor = getattr(pipe, "vae_scale_factor", 1)
+        h, w = (n * factor for n in trained_size(find_unet(pipe)[0]))
+        columns.append(generate(pipe, prompt, height=h, width=w, seed=seed, steps=steps, num_frames=num_frames,
+                                **pipeline_kwargs))
+        labels.append(f"{h}² trained" if h == w else f"{h}x{w} trained")
+    for height, width in sizes:
+        for method, recipe in recipes.items():
+            columns.append(generate(pipe, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps,
+                                    num_frames=num_frames, **pipeline_kwargs))
+            labels.append(column_label(height, width, method, recipe))
     return columns, labels

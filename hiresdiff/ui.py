@@ -22,18 +22,23 @@ from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, 
 from hiresdiff.recipe import PRESETS
 
 UI_METHODS = tuple(dict.fromkeys(COMPARISON_METHODS + PRESETS + ("freescale+ug",)))
+OWNED_MODELS = {"emoji32 (pixel, the embedded model)": None, "emoji-latent (text-to-image pipeline)": "emoji-latent"}
 DEFAULT_MAX_SIDE = 256  # the embedded model's 8×; a request above it is refused before any work
 
 
 @dataclass
 class Handlers:
     """The page's actions on ``model``: a pixel ``UNet2DModel`` folder (default the embedded model) or a
-    diffusers SD 1.x/2.x / SDXL pipeline folder or hub id (then the prompt is used, one image per method)."""
+    diffusers SD 1.x/2.x / SDXL pipeline folder, hub id or short name such as ``emoji-latent`` (then the prompt is
+    used, one image per method)."""
 
     model: Optional[str] = None
     max_side: int = DEFAULT_MAX_SIDE
 
     def __post_init__(self):
+        from hiresdiff.models import resolve_model
+
+        self.model = resolve_model(self.model)
         self._pipe = None
 
     @property
@@ -80,7 +85,9 @@ class Handlers:
         height, width = self.trained_size()
         self.check_size(height * scale, width * scale)
         options = MethodOptions(theta=theta, strength=strength, alpha=alpha)
-        recipes = recipes_for(methods, options)  # names and options checked before any model loads
+        from hiresdiff.models import shipped_upsamplers
+
+        recipes = recipes_for(methods, options, shipped_upsamplers(self.model))  # checked before any model loads
         if not 1 <= num_images <= 8:
             raise ValueError(f"images must be between 1 and 8; got {num_images}")
         if self.is_pipeline and not (prompt or "").strip():
@@ -220,28 +227,34 @@ def optional_number(text, name: str) -> Optional[float]:
         raise ValueError(f"{name} must be a number or empty; got {text!r}") from None
 
 
-def build_app(handlers: Handlers):
-    """The Gradio Blocks page over ``handlers``."""
+def build_app(handlers):
+    """The Gradio Blocks page over ``handlers``: one :class:`Handlers`, or ``{menu label: Handlers}`` offered in a
+    model menu (the prompt box shows for text-to-image pipelines, the class box for pixel models)."""
     import gradio as gr
 
-    def compare(prompt, methods, scale, seed, steps, num_images, theta, strength, alpha):
+    menu = handlers if isinstance(handlers, dict) else {"model": handlers}
+    first = next(iter(menu))
+
+    def compare(model, prompt, methods, scale, seed, steps, num_images, theta, strength, alpha):
         try:
             options = [optional_number(v, n) for v, n in ((theta, "θ"), (strength, "strength"), (alpha, "α"))]
-            for items, status, columns in handlers.compare(methods, scale, seed, steps, num_images, *options, prompt=prompt):
+            for items, status, columns in menu[model or first].compare(methods, scale, seed, steps, num_images, *options,
+                                                                       prompt=prompt):
                 yield gr.Gallery(value=items, columns=columns), status  # one column per method
         except (ValueError, FileNotFoundError) as error:
             yield [], f"Error: {web_words(str(error))}"
 
-    def upscale(prompt, image, scale, method, seed, steps, class_label):
+    def upscale(model, prompt, image, scale, method, seed, steps, class_label):
         try:
-            return handlers.upscale(image, scale, method, seed, steps, class_label, prompt=prompt)
+            return menu[model or first].upscale(image, scale, method, seed, steps, class_label, prompt=prompt)
         except (ValueError, FileNotFoundError) as error:
             return None, f"Error: {web_words(str(error))}"
 
     with gr.Blocks(title="hiresdiff") as app:
         gr.Markdown("# hiresdiff: generate above the trained resolution\nEvery column from one seed; the first "
                     "is the model's trained-size sample.")
-        prompt = gr.Textbox("", label="prompt (text-to-image pipelines)", visible=handlers.is_pipeline, elem_id="prompt")
+        model = gr.Dropdown(list(menu), value=first, label="model", visible=len(menu) > 1, elem_id="model")
+        prompt = gr.Textbox("", label="prompt (text-to-image pipelines)", visible=menu[first].is_pipeline, elem_id="prompt")
         with gr.Tab("Compare methods"):
             methods = gr.CheckboxGroup(list(UI_METHODS), value=["naive", "ug", "self-cascade+ug"], label="methods")
             with gr.Row():
@@ -258,7 +271,7 @@ def build_app(handlers: Handlers):
                 cancel = gr.Button("Cancel", elem_id="cancel")
             status = gr.Textbox(label="status", interactive=False, elem_id="status")
             gallery = gr.Gallery(label="results (a column per method)", columns=4, elem_id="gallery")
-            running = go.click(compare, [prompt, methods, scale, seed, steps, num_images, theta, strength, alpha],
+            running = go.click(compare, [model, prompt, methods, scale, seed, steps, num_images, theta, strength, alpha],
                                [gallery, status])
             cancel.click(lambda: "cancelled", None, status, cancels=[running])  # sampling stops at its next column
         with gr.Tab("Upscale an image"):
@@ -269,18 +282,23 @@ def build_app(handlers: Handlers):
                                         label="method")
                 up_seed = gr.Number(0, precision=0, label="seed")
                 up_steps = gr.Slider(2, 50, value=20, step=1, label="steps")
-                up_class = gr.Textbox("", label="class (empty: most likely)", visible=not handlers.is_pipeline)
+                up_class = gr.Textbox("", label="class (empty: most likely)", visible=not menu[first].is_pipeline)
             up_go = gr.Button("Upscale", variant="primary", elem_id="upscale")
             up_status = gr.Textbox(label="status", interactive=False, elem_id="upscale-status")
             result = gr.Image(type="pil", label="result", format="png")
-            up_go.click(upscale, [prompt, image, up_scale, up_method, up_seed, up_steps, up_class], [result, up_status])
+            up_go.click(upscale, [model, prompt, image, up_scale, up_method, up_seed, up_steps, up_class], [result, up_status])
+        model.change(lambda name: (gr.update(visible=menu[name].is_pipeline), gr.update(visible=not menu[name].is_pipeline)),
+                     model, [prompt, up_class])
     return app
 
 
 def launch(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 7860, max_side: int = DEFAULT_MAX_SIDE,
            block: bool = True):
-    """Build and serve the app, one request at a time."""
-    app = build_app(Handlers(model=model, max_side=max_side))
+    """Build and serve the app, one request at a time: on ``model``, or without one a menu of the owned models
+    (:data:`OWNED_MODELS`)."""
+    menu = ({label: Handlers(model=name, max_side=max_side) for label, name in OWNED_MODELS.items()} if model is None
+            else Handlers(model=model, max_side=max_side))
+    app = build_app(menu)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=False)
     return app

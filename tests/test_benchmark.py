@@ -8,7 +8,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from hiresdiff.data import emoji
-from hiresdiff.eval.benchmark import cascade_methods_for, enlarge, methods_for
+from hiresdiff.eval.benchmark import cascade_methods_for, enlarge, latent_methods_for, methods_for
 from hiresdiff.recipe import Recipe
 
 needs_font = pytest.mark.skipif(not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
@@ -51,6 +51,22 @@ def test_cascade_suite_has_every_preset_composition_and_ablation():
     assert {methods[f"FreeScale α={a}"].cascade.detail_alpha for a in (1, 3)} == {1.0, 3.0}
     assert methods["Self-Cascade tuned"].upsamplers == table  # a table per stage: the 4x run's 2x stage is tuned
     assert "Self-Cascade tuned" not in {m.name for m in cascade_methods_for(4, (0.7,))}
+
+
+def test_latent_suite_has_the_latent_questions():
+    from hiresdiff.models import EMBEDDED_UPSAMPLERS_DIR
+
+    table = {2: str(EMBEDDED_UPSAMPLERS_DIR)}  # any saved upsamplers: the suite only passes the table on
+    methods = {m.name: m for m in latent_methods_for(4, upsamplers=table)}
+    assert [methods[f"UG θ=1 η={e}"].recipe.ug.eta for e in (1, 0.6, 0.3)] == [1.0, 0.6, 0.3]
+    assert methods["FreeScale (RGB φ)"].recipe == Recipe.freescale()
+    assert methods["FreeScale latent φ"].recipe.cascade.space == "latent"
+    assert methods["Self-Cascade tuned"].recipe.upsamplers == table and methods["Self-Cascade"].recipe.upsamplers is None
+    assert methods["FreeScale+UG"].recipe.ug.eta == 0.6 and methods["Self-Cascade+UG"].recipe.cascade is not None
+    assert dict(methods["naive 4x CFG 1"].call) == {"guidance_scale": 1.0} and not methods["naive 4x"].call
+    tiled = [m for m in methods.values() if m.tiled_vae]
+    assert len(tiled) == 2 and all(m.same_as in methods and m.recipe == methods[m.same_as].recipe for m in tiled)
+    assert "Self-Cascade tuned" not in {m.name for m in latent_methods_for(2)}
 
 
 def test_enlarge_nearest_is_exactly_consistent():

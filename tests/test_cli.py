@@ -58,7 +58,7 @@ def test_a_missing_pipeline_folder_gets_one_line_naming_it(tmp_path, command):
     done = run_cli(*command, "--model", str(tmp_path / "missing"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [f"hiresdiff: error: model '{tmp_path / 'missing'}' is neither a "
-                                                "diffusers pipeline folder (with model_index.json) nor a hub id that "
+                                                "short name (emoji-latent), a diffusers pipeline folder (with model_index.json) nor a hub id that "
                                                 "can be downloaded or found in the Hugging Face cache"]
 
 
@@ -76,7 +76,7 @@ def test_generate_with_a_prompt_runs_a_pipeline_folder(tmp_path):
                    "--steps", "2", "--eta", "0.6", "--out", str(out))
     assert done.returncode == 0, done.stderr
     width, height = Image.open(out).size
-    assert width == 5 * 96 and height > 96  # the five default methods, one image each
+    assert width == 6 * 96 and height > 96  # the trained-size call, then the five default methods, one image each
     video = run_cli("generate", "--model", str(saved("animatediff")), "--prompt", "a cat", "--height", "32", "--width", "32",
                     "--num-frames", "4", "--factor", "2,1,1", "--method", "ug", "--steps", "2", "--out", str(tmp_path / "v.png"))
     assert video.returncode == 0, video.stderr
@@ -94,10 +94,12 @@ def test_generate_with_a_prompt_needs_a_model_and_takes_scale_like_the_embedded_
     scaled = run_cli("generate", "--model", str(saved("sd15")), "--prompt", "a cat", "--scale", "2", "--method",
                      "self-cascade", "--steps", "2", "--out", str(out))
     assert scaled.returncode == 0, scaled.stderr
-    assert Image.open(out).size[0] == 96  # one column of a 32² image (trained 16² × 2), cells at least 96 wide
-    two = run_cli("generate", "--model", str(saved("sd15")), "--prompt", "a cat", "--scale", "2", "4",
-                  "--out", str(tmp_path / "y.png"))
-    assert two.returncode == 2 and "--scale" in two.stderr
+    assert Image.open(out).size[0] == 2 * 96  # the trained 16², then a 32² column; cells at least 96 wide
+    two = run_cli("generate", "--model", str(saved("sd15")), "--prompt", "a cat", "--scale", "2", "4", "--method",
+                  "naive,freescale", "--steps", "2", "--out", str(tmp_path / "y.png"))
+    assert two.returncode == 0, two.stderr
+    assert "32² naive, 32² freescale, 64² naive, 64² freescale" in two.stdout.replace("16² trained, ", "")
+    assert Image.open(tmp_path / "y.png").size[0] == 5 * 96
 
 
 def test_generate_with_a_prompt_rejects_a_transformer_pipeline(tmp_path):
@@ -132,10 +134,10 @@ def test_every_method_runs_on_a_pipeline_folder(kind, tmp_path):
     done = run_cli("generate", "--model", str(saved(kind)), "--prompt", "a cat", "--height", "32", "--width", "32",
                    "--method", ALL_METHODS, "--steps", "2", *frames, "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert Image.open(out).size[0] == 6 * 96
+    assert Image.open(out).size[0] == 7 * 96  # the trained-size call, then the six methods
     if frames:
         gif = Image.open(out.with_suffix(".gif"))
-        assert gif.n_frames == 2 and gif.size[0] == 6 * 96
+        assert gif.n_frames == 2 and gif.size[0] == 7 * 96
 
 
 @pytest.mark.parametrize("args,message", [

@@ -51,7 +51,7 @@ def test_unet_less_model_is_rejected_before_any_weights_load(monkeypatch):
 
 def test_a_missing_pipeline_folder_is_refused_in_one_line_naming_it(tmp_path):
     missing = str(tmp_path / "no-such-pipeline")
-    with pytest.raises(FileNotFoundError, match="no-such-pipeline' is neither a diffusers pipeline folder") as caught:
+    with pytest.raises(FileNotFoundError, match="no-such-pipeline' is neither a short name .emoji-latent., a diffusers pipeline folder") as caught:
         generate_from_folder(missing, "a red cat", 32, 32, recipe=None, **ARGS)
     assert "\n" not in str(caught.value)
 

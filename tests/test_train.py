@@ -5,18 +5,7 @@ import pytest
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.models import train_emoji
-
-
-class ConstantUNet(torch.nn.Module):
-    """Predicts a fixed tensor, so the loss has a closed form."""
-
-    def __init__(self, value):
-        super().__init__()
-        self.value = value
-
-    def forward(self, x, t, class_labels=None):
-        return type("Out", (), {"sample": self.value.expand_as(x)})()
+from hiresdiff.models import train_emoji, training
 
 
 def test_v_loss_is_min_snr_weighted_v_mse():
@@ -24,7 +13,7 @@ def test_v_loss_is_min_snr_weighted_v_mse():
     x0 = torch.rand(4, 3, 8, 8) * 2 - 1
     pred = torch.randn(1, 3, 8, 8)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    loss = train_emoji.v_loss(ConstantUNet(pred), scheduler, x0, None, generator=g1)
+    loss = training.v_loss(lambda x_t, t: pred.expand_as(x_t), scheduler, x0, generator=g1)  # a closed form
     # independent computation with the same random draws
     t = torch.randint(0, 1000, (4,), generator=g2)
     noise = torch.randn(x0.shape, generator=g2)
@@ -39,12 +28,12 @@ def test_v_loss_is_min_snr_weighted_v_mse():
 def test_learning_rate_warms_up_holds_and_decays_to_the_final_value():
     args = train_emoji.add_arguments(argparse.ArgumentParser()).parse_args(
         ["--lr", "2e-4", "--warmup", "10", "--steps", "100", "--decay-steps", "20", "--lr-final", "4e-5"])
-    lr = [train_emoji.learning_rate(step, args) for step in range(100)]
+    lr = [training.learning_rate(step, args) for step in range(100)]
     assert lr[0] == pytest.approx(2e-5) and lr[9] == pytest.approx(2e-4) and lr[79] == pytest.approx(2e-4)
     assert lr[80] == pytest.approx(2e-4 - 1.6e-4 / 20) and lr[99] == pytest.approx(4e-5)
     assert all(a >= b for a, b in zip(lr[9:], lr[10:]))
     args.decay_steps = 0
-    assert train_emoji.learning_rate(99, args) == pytest.approx(2e-4)
+    assert training.learning_rate(99, args) == pytest.approx(2e-4)
 
 
 @pytest.mark.skipif(not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),

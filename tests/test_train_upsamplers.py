@@ -99,3 +99,29 @@ def test_a_later_stage_trains_from_pivots_at_the_previous_stage_size_and_records
     assert (16, 16) in seen and (8, 8) not in seen  # the pivot pass at the 2× stage's size, then the 32² call
     with pytest.raises(ValueError, match="later cascade stage"):
         train_feature_upsamplers(unet, scheduler, images(size=8), steps=1, progress=False)
+
+
+def test_a_text_conditioned_latent_unet_trains_on_given_pivots_and_prompt_states():
+    """Latent models: the pivots are given (the half-size images' latents, not block averages) and every image
+    brings its prompt's encoder states; the loss with zero upsamplers is the frozen UNet's own, with those states."""
+    import tiny_pipelines
+
+    unet, scheduler = tiny_pipelines.unet(), scheduler_for("ddpm")
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(4, 4, 32, 32, generator=g)
+    pivots = torch.randn(4, 4, 16, 16, generator=g)  # deliberately not downsample(latents, 2)
+    states = torch.randn(4, 77, unet.config.cross_attention_dim, generator=g)
+    t, noise = torch.tensor([50, 200, 400, 690]), torch.randn(latents.shape, generator=g)
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    with torch.no_grad():
+        plain = unet(a.sqrt() * latents + (1 - a).sqrt() * noise, t, encoder_hidden_states=states).sample
+        zero = upsampler_loss(unet, scheduler, FeatureUpsamplers.for_unet(unet), latents, t, noise,
+                              pivots=pivots, encoder_hidden_states=states)
+    assert zero.item() == pytest.approx(torch.nn.functional.mse_loss(
+        plain, prediction_target(latents, noise, a, scheduler.config.prediction_type)).item(), rel=1e-6)
+    trained, losses = train_feature_upsamplers(unet, scheduler, latents, steps=2, batch_size=2, progress=False,
+                                               pivots=pivots, encoder_hidden_states=states)
+    assert len(losses) == 2
+    with pytest.raises(ValueError, match="pivots"):
+        train_feature_upsamplers(unet, scheduler, latents, steps=1, progress=False, pivots=latents,
+                                 encoder_hidden_states=states)

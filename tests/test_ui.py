@@ -179,3 +179,17 @@ def test_cancelling_a_stream_stops_the_sampling_thread_at_its_next_column():
     assert next(stream)[0] == "column 0"
     stream.close()  # what Gradio does to a cancelled event's generator
     assert stop.is_set() and stopped.wait(5) and not finished.is_set()
+
+
+def test_without_a_model_the_page_offers_every_owned_model():
+    import gradio as gr
+
+    from hiresdiff.ui import OWNED_MODELS
+
+    menu = {label: Handlers(model=name, max_side=64) for label, name in OWNED_MODELS.items()}
+    assert [h.is_pipeline for h in menu.values()] == [False, True]
+    app = build_app(menu)
+    [dropdown] = [b for b in app.blocks.values() if isinstance(b, gr.Dropdown) and b.elem_id == "model"]
+    assert [value for _, value in dropdown.choices] == list(OWNED_MODELS) and dropdown.visible
+    single = build_app(Handlers(max_side=64))
+    assert not [b for b in single.blocks.values() if isinstance(b, gr.Dropdown) and b.elem_id == "model"][0].visible

@@ -2,7 +2,7 @@
 
 ``generate`` (the main job) and ``upscale`` are in :mod:`hiresdiff.cli.generate`, ``batch`` in
 :mod:`hiresdiff.cli.batch`; ``data``, ``train``,
-``train-upsamplers``, ``bench`` and ``ui`` in :mod:`hiresdiff.cli.tools`. Every bad option gets a one-line error
+``train-pipeline``, ``train-upsamplers``, ``bench`` and ``ui`` in :mod:`hiresdiff.cli.tools`. Every bad option gets a one-line error
 and exit status 2, before any model loads.
 """
 
@@ -27,6 +27,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     batch.add_batch_parser(sub)
     tools.add_data_parser(sub)
     tools.add_train_parser(sub, with_options=command in (None, "train"))
+    tools.add_train_pipeline_parser(sub, with_options=command in (None, "train-pipeline"))
     tools.add_train_upsamplers_parser(sub, with_options=command in (None, "train-upsamplers"))
     tools.add_bench_parser(sub)
     tools.add_ui_parser(sub)

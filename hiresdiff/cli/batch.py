@@ -17,7 +17,7 @@ from hiresdiff.integrations.schedulers import SCHEDULERS
 def add_batch_parser(sub) -> None:
     p = sub.add_parser("batch", help="generate every prompt of a file with one method (resumable; accelerate launch splits it)")
     p.add_argument("prompts", help="text file, one prompt per line (# starts a comment)")
-    p.add_argument("--model", required=True, help="diffusers pipeline folder or hub id (SD 1.x/2.x, SDXL)")
+    p.add_argument("--model", required=True, help="diffusers pipeline folder or hub id (SD 1.x/2.x, SDXL), or emoji-latent")
     p.add_argument("--method", "--recipe", dest="method", default="freescale", help="one preset or 'a+b' composition")
     p.add_argument("--height", type=int, required=True)
     p.add_argument("--width", type=int, required=True)

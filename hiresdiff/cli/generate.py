@@ -38,6 +38,16 @@ def check_run_numbers(args) -> None:
         raise ValueError(f"--guidance-scale must be a finite number; got {guidance}")
 
 
+def check_prompt(args) -> None:
+    """``ValueError`` for a blank ``--prompt``, or a pipeline ``--model`` (a folder or short name) without one."""
+    from hiresdiff.models import is_pipeline
+
+    if args.prompt is not None and not args.prompt.strip():
+        raise ValueError('--prompt is empty: a text-to-image pipeline needs a prompt, e.g. --prompt "cat face"')
+    if args.prompt is None and is_pipeline(args.model):
+        raise ValueError(f'--model {args.model} is a text-to-image pipeline: give --prompt, e.g. --prompt "cat face"')
+
+
 def parse_factor(text: str):
     """'2' → 2, '2,1,1' → (2, 1, 1)."""
     try:
@@ -96,10 +106,11 @@ def method_options(args):
 def add_generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="sample above the trained resolution with several methods; write one labelled grid")
     p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded 32² emoji model), "
+                   "emoji-latent (the owned 32² text-to-image pipeline, with --prompt), "
                    "or with --prompt a diffusers pipeline folder or hub id")
     add_method_options(p, list(COMPARISON_METHODS))
     p.add_argument("--scale", type=float, nargs="+", default=[DEFAULT_SCALE],
-                   help=f"target sizes as multiples of the trained size (default {DEFAULT_SCALE}; pipelines: one scale)")
+                   help=f"target sizes as multiples of the trained size (default {DEFAULT_SCALE})")
     p.add_argument("--height", type=int, default=None, help="target height in pixels (with --width; instead of --scale)")
     p.add_argument("--width", type=int, default=None, help="target width in pixels")
     p.add_argument("--num-images", type=int, default=None, help="rows of the grid (default: 3 on pixel models, 1 on pipelines)")
@@ -117,10 +128,9 @@ def check_size_args(args) -> None:
         raise ValueError("--height and --width go together")
     if args.height is not None:
         check_max_pixels(args.height, args.width, args.max_pixels)
-    if args.prompt is not None and args.height is None and len(args.scale) != 1:
-        raise ValueError(f"--scale: a pipeline makes one size; give one scale, or --height and --width; got {args.scale}")
     if args.prompt is not None and args.model is None:
         raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
+    check_prompt(args)
     if args.prompt is None and (args.num_frames is not None or args.factor is not None):
         raise ValueError("--num-frames and --factor need a video pipeline: --model with --prompt")
 
@@ -165,7 +175,7 @@ def pipeline_columns(args, methods, options):
 
     from hiresdiff.options import recipes_for
 
-    recipes = recipes_for(methods, options)
+    recipes = recipes_for(methods, options, shipped_upsamplers(args.model))
     if args.factor is not None:  # a frame factor for video pipelines: temporal UG
         recipes = {m: r if r.ug is None else dataclasses.replace(r, ug=dataclasses.replace(r.ug, factor=args.factor))
                    for m, r in recipes.items()}
@@ -174,16 +184,17 @@ def pipeline_columns(args, methods, options):
     from hiresdiff.integrations.unet_families import size_multiple, trained_size
 
     factor = getattr(pipe, "vae_scale_factor", 1)
-    height, width = args.height, args.width
-    if height is None:  # --scale: a multiple of the trained size in pixels
-        height, width = scaled_size(tuple(n * factor for n in trained_size(pipe.unet)), args.scale[0])
-    check_max_pixels(height, width, args.max_pixels)
-    if height % factor == 0 and width % factor == 0:  # every method can make the size, before the first samples
-        check_recipes_make(recipes, trained_size(pipe.unet), [(height // factor, width // factor)], size_multiple(pipe.unet))
-    configure_vae_tiling(pipe, height, width, None)
+    trained = trained_size(pipe.unet)
+    sizes = ([(args.height, args.width)] if args.height is not None  # --scale: multiples of the trained size in pixels
+             else [scaled_size(tuple(n * factor for n in trained), scale) for scale in args.scale])
+    for height, width in sizes:
+        check_max_pixels(height, width, args.max_pixels)
+    if all(h % factor == 0 and w % factor == 0 for h, w in sizes):  # every method can make the sizes, before sampling
+        check_recipes_make(recipes, trained, [(h // factor, w // factor) for h, w in sizes], size_multiple(pipe.unet))
+    configure_vae_tiling(pipe, *max(sizes, key=lambda hw: hw[0] * hw[1]), None)
     if args.num_images is not None:
         kwargs["num_images_per_prompt"] = args.num_images
-    return pipeline_comparison(pipe, args.prompt, height=height, width=width, recipes=recipes, seed=args.seed,
+    return pipeline_comparison(pipe, args.prompt, sizes=sizes, recipes=recipes, seed=args.seed,
                                steps=30 if args.steps is None else args.steps, num_frames=args.num_frames, **kwargs)
 
 
@@ -218,7 +229,7 @@ def add_upscale_parser(sub) -> None:
     p = sub.add_parser("upscale", help="upscale an existing image: it is the first stage of a cascade")
     p.add_argument("image", help="the image file (for the embedded model: 32x32, e.g. an emoji)")
     p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded model) or, "
-                   "with --prompt, a diffusers SD 1.x/2.x or SDXL pipeline folder or hub id")
+                   "with --prompt, emoji-latent or a diffusers SD 1.x/2.x or SDXL pipeline folder or hub id")
     add_method_options(p, ["self-cascade"])
     p.add_argument("--scale", type=float, default=2, help="output size / image size (default 2)")
     p.add_argument("--class", dest="class_label", type=int, default=None,
@@ -243,6 +254,7 @@ def run_upscale(args) -> None:
     check_run_numbers(args)
     if len(methods) != 1:
         raise ValueError(f"--method: upscale takes one method; got {', '.join(methods)}")
+    check_prompt(args)
     source = Path(args.image)
     if not source.is_file():
         raise FileNotFoundError(f"image {str(source)!r} does not exist")

@@ -1,4 +1,4 @@
-"""The tool commands: ``data`` (the emoji data set), ``train``, ``train-upsamplers``, ``bench`` and ``ui``."""
+"""The tool commands: ``data`` (the emoji data set), ``train``, ``train-pipeline``, ``train-upsamplers``, ``bench`` and ``ui``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,15 @@ def add_train_parser(sub, with_options: bool = True) -> None:
         train_emoji.add_arguments(p).set_defaults(run=train_emoji.train)
 
 
+def add_train_pipeline_parser(sub, with_options: bool = True) -> None:
+    """``train-pipeline`` (the emoji-latent pipeline); ``with_options`` as for :func:`add_train_parser`."""
+    p = sub.add_parser("train-pipeline", help="train (or resume) the emoji-latent text-to-image pipeline")
+    if with_options:
+        from hiresdiff.models import train_pipeline
+
+        train_pipeline.add_arguments(p).set_defaults(run=train_pipeline.train)
+
+
 def add_train_upsamplers_parser(sub, with_options: bool = True) -> None:
     """``train-upsamplers``; ``with_options`` as for :func:`add_train_parser`."""
     p = sub.add_parser("train-upsamplers", help="train Self-Cascade feature upsamplers for the embedded model (resumable)")
@@ -41,7 +50,8 @@ def add_train_upsamplers_parser(sub, with_options: bool = True) -> None:
 
 def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="the UG reproduction benchmark against held-out real emoji (writes benchmarks/results/)")
-    p.add_argument("--model", default=None, help="local 32² UNet2DModel folder (default: the embedded model)")
+    p.add_argument("--model", default=None, help="local 32² UNet2DModel folder (default: the embedded model), or with "
+                   "--suite latent a 32² text-to-image pipeline (emoji-latent or a folder)")
     p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
     p.add_argument("--num-images", type=int, default=None,
                    help="images per method at 2x; m-x above 2 uses num_images*4/m^2 (default 96; --quick: 8)")
@@ -51,8 +61,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--scale", type=int, nargs="+", default=None, help="scales to run (default: 2 4)")
     p.add_argument("--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID")
     p.add_argument("--out-dir", default="benchmarks/results")
-    p.add_argument("--suite", choices=("ug", "methods"), default="ug",
-                   help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and ablation")
+    p.add_argument("--suite", choices=("ug", "methods", "latent"), default="ug",
+                   help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and ablation; "
+                   "latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled VAE")
     p.add_argument("--upsamplers", nargs="+", default=None, metavar="SCALE=FOLDER",
                    help="trained feature upsamplers for the tuned Self-Cascade row, per cascade stage (its scale), "
                    "e.g. 2=hiresdiff/models/emoji32_upsamplers_64 (4× runs: also 4=… to reuse them at the 4× stage)")
@@ -79,7 +90,7 @@ def run_bench(args) -> None:
 
 def add_ui_parser(sub) -> None:
     p = sub.add_parser("ui", help="a web page to compare methods and upscale images (needs: pip install -e \".[ui]\")")
-    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded model), or a "
+    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded model), emoji-latent, or a "
                    "diffusers SD 1.x/2.x / SDXL pipeline folder or hub id")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)

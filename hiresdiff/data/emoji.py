@@ -149,11 +149,12 @@ def build(data_dir: Path | None = None, num_test: int = 480, seed: int = 0, limi
 
 @dataclass
 class EmojiData:
-    """One split at one resolution: images in [-1, 1], (N, 3, S, S) float32, and group labels."""
+    """One split at one resolution: images in [-1, 1], (N, 3, S, S) float32, group labels and the emoji's names."""
 
     images: torch.Tensor
     labels: torch.Tensor
     group_names: list[str]
+    names: list[str]  # CLDR short names from emoji-test.txt, e.g. "grinning face with big eyes"
 
 
 def load(resolution: int = 32, split: str = "train", path: Path | None = None) -> EmojiData:
@@ -169,6 +170,7 @@ def load(resolution: int = 32, split: str = "train", path: Path | None = None) -
         mask = {"train": ~f["is_test"], "test": f["is_test"], "all": np.ones_like(f["is_test"])}[split]
         pixels = torch.from_numpy(f[f"img{resolution}"][mask]).float()
         labels = torch.from_numpy(f["group"][mask]).long()
-        names = [str(n) for n in f["group_names"]]
+        group_names = [str(n) for n in f["group_names"]]
+        names = [str(n) for n in f["name"][mask]]
     images = pixels.permute(0, 3, 1, 2).contiguous() / 127.5 - 1.0
-    return EmojiData(images, labels, names)
+    return EmojiData(images, labels, group_names, names)

@@ -28,7 +28,6 @@ from hiresdiff.core.noise import lowres_noise
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, sample, to_pil
-from hiresdiff.integrations.unet_families import trained_size
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two
 from hiresdiff.recipe import Recipe
 
@@ -42,6 +41,9 @@ class Method:
     recipe: Optional[Recipe] = None  # None: enlarge the trained-size samples with ``resize``
     resize: Optional[str] = None  # "bicubic" or "nearest" when enlarging
     theta: Optional[float] = None  # θ for the UG sweep plot (0 = naive)
+    call: tuple = ()  # pipelines: extra call arguments as (name, value) pairs, e.g. (("guidance_scale", 1.0),)
+    tiled_vae: bool = False  # pipelines: decode with the tiled VAE
+    same_as: Optional[str] = None  # tiled VAE: the untiled method of the same seeds; their RMSE is reported
 
 
 def ug_method(name: str, scale: int, theta: float = 1.0, nested: bool = False, eta: float = 1.0, **ug) -> Method:
@@ -96,7 +98,30 @@ def cascade_methods_for(scale: int, strengths=(0.5, 0.7, 0.9), upsamplers=None, 
     return out
 
 
-SUITES = ("ug", "methods")
+def latent_methods_for(scale: int, upsamplers=None, etas=(1.0, 0.6, 0.3)) -> list[Method]:
+    """The latent-pipeline set at one scale: the baselines, UG at each η (the latent question: (θ, η) ≈ (1, 0.6)),
+    Self-Cascade tuning-free and tuned, FreeScale with RGB vs latent φ and its other ablations, the compositions,
+    CFG scale 1 against the pipeline's default, and the tiled VAE against the whole-image one."""
+    ug = UpsampleGuidanceConfig(eta=0.6)
+    out = baselines(scale) + [Method(f"UG θ=1 η={e:g}", scale, Recipe.upsample_guidance(eta=e), theta=1.0) for e in etas]
+    out += [Method("Self-Cascade", scale, Recipe.self_cascade())]
+    if upsamplers:
+        out += [Method("Self-Cascade tuned", scale, Recipe.self_cascade(upsamplers=upsamplers))]
+    out += [Method("FreeScale (RGB φ)", scale, Recipe.freescale()),
+            Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
+            Method("FreeScale without dilation", scale, Recipe.freescale(dilation=False)),
+            Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
+            Method("FreeScale without detail control", scale, Recipe.freescale(detail_alpha=None)),
+            Method("FreeScale+UG", scale, Recipe.freescale(ug=ug)),
+            Method("Self-Cascade+UG", scale, Recipe.self_cascade() + Recipe(ug=ug)),
+            Method(f"naive {scale}x CFG 1", scale, Recipe.naive(), call=(("guidance_scale", 1.0),)),
+            Method("FreeScale CFG 1", scale, Recipe.freescale(), call=(("guidance_scale", 1.0),)),
+            Method(f"naive {scale}x tiled VAE", scale, Recipe.naive(), tiled_vae=True, same_as=f"naive {scale}x"),
+            Method("FreeScale tiled VAE", scale, Recipe.freescale(), tiled_vae=True, same_as="FreeScale (RGB φ)")]
+    return out
+
+
+SUITES = ("ug", "methods", "latent")
 
 
 @dataclass
@@ -169,23 +194,77 @@ def score(images, real, trained, features, inception=None) -> dict:
     return out
 
 
+class PixelSampler:
+    """Samples of a pixel ``UNet2DModel`` from resolution-consistent noise drawn at the largest size ``big``: every
+    method of one seed starts from the same noise, reduced to its first stage's size."""
+
+    def __init__(self, settings: Settings, pick: torch.Tensor, test_labels: torch.Tensor, big: int):
+        self.unet, self.scheduler = load_pixel_model(settings.model or _embedded(), settings.scheduler)
+        self.settings, self.big = settings, big
+        self.labels = test_labels[pick] if self.unet.config.num_class_embeds else None
+        self.noise = initial_noise(len(pick), 3, big, big, settings.seed)
+
+    def sample(self, method: Optional[Method], res: int, count: int) -> torch.Tensor:
+        recipe = None if method is None else method.recipe
+        first = 32 if recipe is None else recipe.stages((32, 32), (res, res), 4)[0].size[0]
+        labels = None if self.labels is None else self.labels[:count]
+        return sample_batched(self.unet, self.scheduler, lowres_noise(self.noise[:count], self.big // first), labels, recipe,
+                              (res, res), self.settings.steps, self.settings.batch_size, self.settings.seed,
+                              (self.big, self.big))
+
+
+class PipelineSampler:
+    """Samples of a text-to-image pipeline through :func:`hiresdiff.generate`, the prompt of sample i being the name
+    of the held-out emoji it is compared with; batch i is seeded with ``seed + i``, so a cascade's first stage is
+    the trained-size sample of the same batch."""
+
+    def __init__(self, settings: Settings, pick: torch.Tensor, test_names: list[str]):
+        from hiresdiff.integrations.pipeline_loading import load_pipeline
+        from hiresdiff.integrations.schedulers import make_scheduler
+
+        self.pipe = load_pipeline(settings.model, device="cpu", progress=False)
+        self.pipe.scheduler = make_scheduler(settings.scheduler, self.pipe.scheduler.config)
+        self.settings, self.prompts = settings, [test_names[i] for i in pick.tolist()]
+
+    def sample(self, method: Optional[Method], res: int, count: int) -> torch.Tensor:
+        from hiresdiff.integrations.pipeline_driver import generate
+
+        s, parts = self.settings, []
+        if method is not None and method.tiled_vae:
+            self.pipe.vae.enable_tiling()
+        try:
+            for i in range(0, count, s.batch_size):
+                images = generate(self.pipe, self.prompts[i:min(i + s.batch_size, count)], height=res, width=res,
+                                  recipe=None if method is None else method.recipe, seed=s.seed + i, steps=s.steps,
+                                  output_type="pt", **dict(() if method is None else method.call))
+                parts.append(images * 2 - 1)
+        finally:
+            self.pipe.vae.disable_tiling()
+        return torch.cat(parts)
+
+
 def run(settings: Settings, progress: bool = True) -> dict:
-    """Sample every method, score it, and write the table, θ plot, grids and JSON to ``settings.out_dir``."""
+    """Sample every method, score it, and write the table, plot, grids and JSON to ``settings.out_dir``.
+
+    A pixel model (``settings.model`` a ``UNet2DModel`` folder, default the embedded one) runs the ``ug`` or
+    ``methods`` suite; a text-to-image pipeline (a folder or short name such as ``emoji-latent``) the ``latent`` one."""
     from tqdm.auto import tqdm
 
-    unet, scheduler = load_pixel_model(settings.model or _embedded(), settings.scheduler)
-    h, w = trained_size(unet)
-    if h != 32 or w != 32:
-        raise ValueError(f"the benchmark compares with 32² emoji ground truth; the model's trained size is {h}x{w}")
+    from hiresdiff.models import is_pipeline
+
+    pipeline = is_pipeline(settings.model)
+    if pipeline != (settings.suite == "latent"):
+        raise ValueError(f"suite {settings.suite!r} is for {'pixel models' if settings.suite != 'latent' else 'pipelines'}; "
+                         f"model {settings.model or 'embedded'!r} is {'a pipeline' if pipeline else 'a pixel model'}")
     data_path = settings.data
     test = {r: emoji.load(r, "test", data_path) for r in (32, *[32 * s for s in settings.scales])}
     train = {r: emoji.load(r, "train", data_path) for r in test}
     n = min(settings.num_images, len(test[32].images))
     gen = torch.Generator().manual_seed(settings.seed)
     pick = torch.randperm(len(test[32].images), generator=gen)[:n]
-    labels = test[32].labels[pick] if unet.config.num_class_embeds else None
     big = 32 * max(settings.scales)
-    noise = initial_noise(n, 3, big, big, settings.seed)
+    sampler = (PipelineSampler(settings, pick, test[32].names) if pipeline
+               else PixelSampler(settings, pick, test[32].labels, big))
     features = {r: metrics.RandomConvFeatures(resolution=r, seed=0) for r in test}
     inception = metrics.InceptionFeatures(settings.inception) if settings.inception else None
 
@@ -197,8 +276,10 @@ def run(settings: Settings, progress: bool = True) -> dict:
                                                             features[r], inception)
 
     start = time.time()
-    trained = sample_batched(unet, scheduler, lowres_noise(noise, big // 32), labels, None, (32, 32), settings.steps,
-                             settings.batch_size, settings.seed, (big, big))
+    trained = sampler.sample(None, 32, n)
+    if trained.shape[-2:] != (32, 32):
+        raise ValueError(f"the benchmark compares with 32² emoji ground truth; the model's trained size is "
+                         f"{tuple(trained.shape[-2:])}")
     results["timing"]["32|trained 1x"] = (time.time() - start) / n
     results["rows"]["32|trained 1x"] = score(trained, test[32].images, None, features[32], inception)
     grids = {32: {"trained 1x": trained[:settings.grid_rows]}}
@@ -206,23 +287,25 @@ def run(settings: Settings, progress: bool = True) -> dict:
         jobs = [m for s in settings.scales for m in methods_for(s, settings.thetas if s == 2 else settings.thetas_4x,
                                                                 settings.etas, ablations=s == 2,
                                                                 linear_thetas=settings.linear_thetas)]
-    else:
+    elif settings.suite == "methods":
         jobs = [m for s in settings.scales for m in cascade_methods_for(s, settings.strengths, settings.upsamplers)]
+    else:
+        jobs = [m for s in settings.scales for m in latent_methods_for(s, settings.upsamplers)]
+    made = {}
     for method in tqdm(jobs, desc="benchmark", disable=not progress):
         res = 32 * method.scale
         count = results["images"][str(res)]  # the first `count` seeds of the 32² set
         start = time.time()
-        if method.recipe is None:
-            images = enlarge(trained[:count], method.scale, method.resize)
-        else:
-            first = method.recipe.stages((32, 32), (res, res), 4)[0].size[0]
-            images = sample_batched(unet, scheduler, lowres_noise(noise[:count], big // first),
-                                    None if labels is None else labels[:count], method.recipe, (res, res),
-                                    settings.steps, settings.batch_size, settings.seed, (big, big))
+        images = enlarge(trained[:count], method.scale, method.resize) if method.recipe is None else \
+            sampler.sample(method, res, count)
         key = f"{res}|{method.name}"
+        made[key] = images
         results["timing"][key] = (time.time() - start) / count
         results["rows"][key] = {**score(images, test[res].images, trained[:count], features[res], inception),
                                 "θ": method.theta}
+        if method.same_as is not None:  # e.g. the tiled VAE's seams: RMSE to the whole-image decode, in [-1, 1] units
+            results["rows"][key]["RMSE vs untiled VAE"] = float(
+                ((images - made[f"{res}|{method.same_as}"]) ** 2).mean().sqrt())
         grids.setdefault(res, {})[method.name] = images[:settings.grid_rows]
     write_outputs(results, grids, trained[:settings.grid_rows], Path(settings.out_dir))
     return results
@@ -245,7 +328,7 @@ def write_outputs(results: dict, grids: dict, trained, out_dir: Path) -> None:
     if prefix == "ug":
         theta_plot(results, out_dir / "ug_theta_sweep.png")
     else:
-        quality_time_plot(results, out_dir / "methods_quality_time.png")
+        quality_time_plot(results, out_dir / f"{prefix}_quality_time.png")
     for res, columns in grids.items():
         if res == 32:
             continue

@@ -16,7 +16,7 @@ def markdown_table(results: dict) -> str:
     """One markdown table per resolution: a row per method, a column per metric, plus s/image."""
     s = results["settings"]
     title = "Upsample Guidance" if s.get("suite", "ug") == "ug" else "All methods"
-    lines = [f"# {title} benchmark (embedded emoji model)\n",
+    lines = [f"# {title} benchmark ({s.get('model') or 'embedded emoji model'})\n",
              f"Made by `{s['command'] or 'hiresdiff bench'}` — seed {s['seed']}, images per method: "
              + ", ".join(f"{n} at {r}²" for r, n in results["images"].items()) + ", "
              f"{s['steps']} {s['scheduler']} steps. Real images: held-out test split at each size. "
@@ -30,7 +30,7 @@ def markdown_table(results: dict) -> str:
         res, name = key.split("|", 1)
         by_res.setdefault(res, []).append((name, row))
     for res, rows in sorted(by_res.items(), key=lambda kv: int(kv[0])):
-        metrics = [k for k in rows[-1][1] if k != "θ"]
+        metrics = list(dict.fromkeys(k for _, row in rows for k in row if k != "θ"))
         lines.append(f"\n## {res}²\n")
         lines.append("| method | " + " | ".join(metrics) + " | s/image | ×naive |")
         lines.append("|---" * (len(metrics) + 3) + "|")

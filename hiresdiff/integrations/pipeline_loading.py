@@ -58,7 +58,7 @@ def configure_vae_tiling(pipe, height: int, width: int, vae_tiling: Optional[boo
 
 
 def pipeline_config(model: str) -> dict:
-    """The ``model_index.json`` of a pipeline folder or cached hub id.
+    """The ``model_index.json`` of a pipeline folder, cached hub id or short name (:data:`~hiresdiff.models.MODEL_NAMES`).
 
     Raises:
         FileNotFoundError: in one line naming ``model`` when it is neither a pipeline folder nor a hub id that
@@ -66,28 +66,33 @@ def pipeline_config(model: str) -> dict:
     """
     from diffusers import DiffusionPipeline
 
+    from hiresdiff.models import MODEL_NAMES, resolve_model
+
     try:
-        return DiffusionPipeline.load_config(model)
+        return DiffusionPipeline.load_config(resolve_model(model))
     except OSError:
-        raise FileNotFoundError(f"model {model!r} is neither a diffusers pipeline folder (with model_index.json) "
-                                "nor a hub id that can be downloaded or found in the Hugging Face cache") from None
+        raise FileNotFoundError(f"model {model!r} is neither a short name ({', '.join(MODEL_NAMES)}), a diffusers "
+                                "pipeline folder (with model_index.json) nor a hub id that can be downloaded or found "
+                                "in the Hugging Face cache") from None
 
 
 def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
                   needs_unet: bool = True, progress: bool = True):
-    """``DiffusionPipeline.from_pretrained(model)`` on ``device`` (default :func:`pick_device`) in ``dtype``
+    """``DiffusionPipeline.from_pretrained(model)`` (a folder, hub id or short name such as ``"emoji-latent"``) on ``device`` (default :func:`pick_device`) in ``dtype``
     (default :func:`pick_dtype`). A missing ``model`` is refused (``FileNotFoundError``, :func:`pipeline_config`),
     one that does not load (a broken config, a truncated weights file) by a one-line ``ValueError`` naming it;
     with ``needs_unet`` a pipeline without a supported UNet is refused (``ValueError``) from its
     ``model_index.json``, before any weights load."""
     from diffusers import DiffusionPipeline
 
+    from hiresdiff.models import resolve_model
+
     model_index = pipeline_config(model)
     if needs_unet:
         check_model_index(model_index)
     device = check_device(device) if device else pick_device()
     try:
-        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or pick_dtype(device)).to(device)
+        pipe = DiffusionPipeline.from_pretrained(resolve_model(model), torch_dtype=dtype or pick_dtype(device)).to(device)
     except Exception as error:  # a broken config or a truncated weights file: one line naming the model
         raise ValueError(f"model {model!r} cannot be loaded ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None

@@ -1,13 +1,32 @@
-"""The embedded default model (``emoji32/``), its Self-Cascade feature upsamplers, and the recipes that trained them."""
+"""The owned models: the embedded pixel model (``emoji32/``) with its Self-Cascade feature upsamplers, the
+``emoji-latent`` text-to-image pipeline (``emoji_latent/``), and the recipes that trained them."""
 
 from pathlib import Path
 from typing import Optional
 
 EMBEDDED_MODEL_DIR = Path(__file__).parent / "emoji32"
 EMBEDDED_UPSAMPLERS_DIR = Path(__file__).parent / "emoji32_upsamplers_64"  # 32² → 64², see its README.md
+EMOJI_LATENT_DIR = Path(__file__).parent / "emoji_latent"  # a StableDiffusionPipeline folder, see its README.md
+EMOJI_LATENT_UPSAMPLERS_DIR = Path(__file__).parent / "emoji_latent_upsamplers_64"  # its 2× stage
+MODEL_NAMES = {"emoji-latent": EMOJI_LATENT_DIR}  # short names --model takes
+
+
+def resolve_model(model: Optional[str]) -> Optional[str]:
+    """The folder of a short name of :data:`MODEL_NAMES`; any other ``model`` (a folder, a hub id) unchanged."""
+    return str(MODEL_NAMES[model]) if model in MODEL_NAMES else model
+
+
+def is_pipeline(model: Optional[str]) -> bool:
+    """Whether ``model`` (a short name or folder) is a local diffusers pipeline folder (has ``model_index.json``)."""
+    return model is not None and (Path(resolve_model(model)) / "model_index.json").is_file()
 
 
 def shipped_upsamplers(model) -> Optional[dict]:
     """The feature upsamplers a run on ``model`` uses for plain Self-Cascade by default: for the embedded model
-    (``model`` is ``None``) the shipped folder at its 2× stage (other stages run tuning-free), none for a user's model."""
-    return {2: str(EMBEDDED_UPSAMPLERS_DIR)} if model is None else None
+    (``model`` is ``None``) and emoji-latent the shipped folder at their 2× stage (other stages run tuning-free),
+    none for a user's model."""
+    if model is None:
+        return {2: str(EMBEDDED_UPSAMPLERS_DIR)}
+    if resolve_model(model) == str(EMOJI_LATENT_DIR) and EMOJI_LATENT_UPSAMPLERS_DIR.is_dir():
+        return {2: str(EMOJI_LATENT_UPSAMPLERS_DIR)}
+    return None

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import time
 from pathlib import Path
 
 import torch
 
 from hiresdiff.data import emoji
+from hiresdiff.models.training import drop_rows_after, learning_rate, new_ema, replace_folder, save_state, v_loss
 
 UNET_CONFIG = dict(
     sample_size=32,
@@ -34,7 +34,6 @@ UNET_CONFIG = dict(
 # "trailing" spacing makes few-step samplers start at t = T-1, where the cosine schedule is pure noise
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
                         timestep_spacing="trailing")
-MIN_SNR_GAMMA = 5.0
 
 
 def build_model_and_scheduler():
@@ -43,64 +42,17 @@ def build_model_and_scheduler():
     return UNet2DModel(**UNET_CONFIG), DDPMScheduler(**SCHEDULER_CONFIG)
 
 
-def v_loss(unet, scheduler, x0, labels, generator=None):
-    """Min-SNR-weighted v-prediction loss for one batch of clean images ``x0`` in [-1, 1]."""
-    b = x0.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
-    a = scheduler.alphas_cumprod[t].view(b, 1, 1, 1)
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-    v = a.sqrt() * noise - (1 - a).sqrt() * x0
-    snr = a / (1 - a)
-    weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        pred = unet(x_t, t, class_labels=labels).sample
-    return (weight * (pred.float() - v) ** 2).mean()
-
-
-def new_ema(unet, decay: float):
-    """EMA of ``unet``'s current weights, decay warming up as 1 - (1 + step)^-0.75 towards ``decay``."""
-    from diffusers.training_utils import EMAModel
-
-    return EMAModel(unet.parameters(), decay=decay, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
-
-
 def export(ema_unet, scheduler, out_dir: Path, step: int, wall: float) -> None:
     """Write the EMA weights (fp16 safetensors), the scheduler config and ``training.json`` atomically."""
     import copy
     import json
-    import shutil
 
-    out_dir = Path(out_dir)
-    tmp, old = out_dir.with_name(out_dir.name + ".tmp"), out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    copy.deepcopy(ema_unet).to(torch.float16).save_pretrained(tmp)
-    scheduler.save_pretrained(tmp)
-    (tmp / "training.json").write_text(json.dumps({"step": step, "wall_seconds": round(wall)}) + "\n")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    def write(folder: Path) -> None:
+        copy.deepcopy(ema_unet).to(torch.float16).save_pretrained(folder)
+        scheduler.save_pretrained(folder)
+        (folder / "training.json").write_text(json.dumps({"step": step, "wall_seconds": round(wall)}) + "\n")
 
-
-def learning_rate(step: int, args) -> float:
-    """Linear warm-up over ``args.warmup`` steps, then ``args.lr``; over the last ``args.decay_steps`` steps
-    before ``args.steps`` it falls linearly to ``args.lr_final`` (a function of the step alone, so resumable)."""
-    lr = args.lr * min(1.0, (step + 1) / args.warmup)
-    decay_start = args.steps - args.decay_steps
-    if args.decay_steps > 0 and step >= decay_start:
-        lr = args.lr + (args.lr_final - args.lr) * (step - decay_start + 1) / args.decay_steps
-    return lr
-
-
-def drop_rows_after(log_path: Path, step: int) -> None:
-    """Remove loss-log rows past ``step`` (logged by an interrupted run after its last saved state)."""
-    if log_path.exists():
-        rows = [row for row in csv.reader(log_path.read_text().splitlines()) if row and int(row[0]) <= step]
-        tmp = log_path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows(rows)
-        os.replace(tmp, log_path)
+    replace_folder(out_dir, write)
 
 
 def train(args) -> None:
@@ -112,7 +64,7 @@ def train(args) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     data = emoji.load(32, "train", args.data)
     unet, scheduler = build_model_and_scheduler()
-    ema = new_ema(unet, args.ema_decay)
+    ema = new_ema(unet.parameters(), args.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     step, wall = 0, 0.0
     state_path = run_dir / "state.pt"
@@ -131,7 +83,7 @@ def train(args) -> None:
 
         shipped = UNet2DModel.from_pretrained(args.init_from, torch_dtype=torch.float32)
         unet.load_state_dict(shipped.state_dict())
-        ema = new_ema(unet, args.ema_decay)
+        ema = new_ema(unet.parameters(), args.ema_decay)
         info = json.loads((Path(args.init_from) / "training.json").read_text())
         step, wall = info["step"], info["wall_seconds"]
         ema.optimization_step = step
@@ -146,7 +98,8 @@ def train(args) -> None:
         x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
-        loss = v_loss(unet, scheduler, x0, data.labels[idx])
+        labels = data.labels[idx]
+        loss = v_loss(lambda x_t, t: unet(x_t, t, class_labels=labels).sample, scheduler, x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -163,10 +116,8 @@ def train(args) -> None:
         if step % args.save_every == 0 or step == args.steps:
             wall += time.time() - t0
             t0 = time.time()
-            tmp = state_path.with_suffix(".tmp")
-            torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "step": step, "wall": wall, "rng": torch.get_rng_state(), "args": vars(args)}, tmp)
-            os.replace(tmp, state_path)
+            save_state(state_path, {"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                                    "step": step, "wall": wall, "rng": torch.get_rng_state(), "args": vars(args)})
             ema_unet, _ = build_model_and_scheduler()
             ema.copy_to(ema_unet.parameters())
             export(ema_unet, scheduler, run_dir / "ema", step, wall)

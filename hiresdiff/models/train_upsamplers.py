@@ -26,24 +26,29 @@ from hiresdiff.integrations.unet_families import trained_size
 
 
 def diffusion_loss(unet, scheduler, images: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                   class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """‖target − f(x_t, t)‖² for x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε, in the model's prediction type (mean over the batch)."""
+                   class_labels: Optional[torch.Tensor] = None,
+                   encoder_hidden_states: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """‖target − f(x_t, t)‖² for x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε, in the model's prediction type (mean over the batch);
+    ``images`` are pixels for a pixel UNet, latents (with the prompts' ``encoder_hidden_states``) for a text one."""
     alpha_bar = scheduler.alphas_cumprod.to(images)[t].view(-1, 1, 1, 1)
     x_t = alpha_bar.sqrt() * images + (1 - alpha_bar).sqrt() * noise
     target = prediction_target(images, noise, alpha_bar, scheduler.config.prediction_type)
     # fp32: bf16 autocast made this UNet's 64² forward 70x slower on this CPU (measured)
-    pred = unet(x_t, t, class_labels=class_labels).sample
+    condition = {"encoder_hidden_states": encoder_hidden_states} if encoder_hidden_states is not None else {}
+    pred = unet(x_t, t, class_labels=class_labels, **condition).sample
     return torch.nn.functional.mse_loss(pred.float(), target)
 
 
 def upsampler_loss(unet, scheduler, upsamplers: FeatureUpsamplers, images: torch.Tensor, t: torch.Tensor,
-                   noise: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Eq. 12 for one batch: :func:`diffusion_loss` of the frozen UNet with ``upsamplers`` fed by the
-    block-averaged pivots of ``images`` at the previous stage's size (half of ``images``')."""
-    pivot = downsample(images, 2)
+                   noise: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
+                   pivots: Optional[torch.Tensor] = None, encoder_hidden_states: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Eq. 12 for one batch: :func:`diffusion_loss` of the frozen UNet with ``upsamplers`` fed by the pivots
+    z_0^{r−1} at the previous stage's size (half of ``images``'): given (a latent model's: the latents of the
+    half-size images), or the block averages of ``images`` (pixels)."""
+    pivot = downsample(images, 2) if pivots is None else pivots
     attach_feature_upsamplers(unet, upsamplers, pivot, stage_size=images.shape[-2:])
     try:
-        return diffusion_loss(unet, scheduler, images, t, noise, class_labels)
+        return diffusion_loss(unet, scheduler, images, t, noise, class_labels, encoder_hidden_states)
     finally:
         detach_feature_upsamplers(unet)
 
@@ -52,8 +57,11 @@ def train_feature_upsamplers(unet, scheduler, images: torch.Tensor, *, steps: in
                              lr: float = 1e-4, strength: float = 0.7, seed: int = 0,
                              class_labels: Optional[torch.Tensor] = None,
                              upsamplers: Optional[FeatureUpsamplers] = None, state_path=None, save_every: int = 500,
-                             progress: bool = True):
-    """Train feature upsamplers for the frozen ``unet`` on ``images`` (N, 3, H, W) in [-1, 1] at the new size.
+                             progress: bool = True, pivots: Optional[torch.Tensor] = None,
+                             encoder_hidden_states: Optional[torch.Tensor] = None):
+    """Train feature upsamplers for the frozen ``unet`` on ``images`` (N, C, H, W) at the new size: pixels in
+    [-1, 1], or for a latent text-to-image UNet the scaled latents with their ``pivots`` (N, C, H/2, W/2: the latents
+    of the half-size images) and prompt embeddings ``encoder_hidden_states`` (N, L, D).
 
     Returns ``(upsamplers, losses)`` (one loss per step, from the first step of the run it resumes).
     ``upsamplers`` default to zero-initialised ones (:meth:`FeatureUpsamplers.for_unet`). With ``state_path``
@@ -68,6 +76,9 @@ def train_feature_upsamplers(unet, scheduler, images: torch.Tensor, *, steps: in
         raise ValueError(f"strength must lie in (0, 1]; got {strength!r}")
     if images.ndim != 4 or images.shape[1] != unet.config.in_channels or not torch.isfinite(images).all():
         raise ValueError(f"images must be finite (N, {unet.config.in_channels}, H, W); got shape {tuple(images.shape)}")
+    if pivots is not None and pivots.shape != (*images.shape[:2], images.shape[2] // 2, images.shape[3] // 2):
+        raise ValueError(f"pivots must be the previous stage's (half-size) images, shape {tuple(images.shape[:2])} + "
+                         f"{(images.shape[2] // 2, images.shape[3] // 2)}; got {tuple(pivots.shape)}")
     if (class_labels is None) != (unet.config.num_class_embeds is None):
         raise ValueError("class_labels must be given exactly when the UNet is class-conditional")
     scale = images.shape[-1] / trained_size(unet)[1]
@@ -98,7 +109,10 @@ def train_feature_upsamplers(unet, scheduler, images: torch.Tensor, *, steps: in
         t = torch.randint(1, k + 1, (len(idx),), generator=generator)  # uniform in (0, K]
         noise = torch.randn(images[idx].shape, generator=generator)  # drawn on the CPU: one seed, one run anywhere
         labels = None if class_labels is None else class_labels[idx].to(device)
-        loss = upsampler_loss(unet, scheduler, upsamplers, images[idx].to(device), t.to(device), noise.to(device), labels)
+        pivot = None if pivots is None else pivots[idx].to(device)
+        text = None if encoder_hidden_states is None else encoder_hidden_states[idx].to(device)
+        loss = upsampler_loss(unet, scheduler, upsamplers, images[idx].to(device), t.to(device), noise.to(device), labels,
+                              pivot, text)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -133,36 +147,69 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
     p.add_argument("--run-dir", default="runs/upsamplers", help="resumable state (outside git)")
-    p.add_argument("--out", default=None, help="save_pretrained folder (default: hiresdiff/models/emoji32_upsamplers_<res>)")
+    p.add_argument("--model", default=None, help="the frozen model: the embedded pixel model (default) or emoji-latent")
+    p.add_argument("--out", default=None, help="save_pretrained folder (default: hiresdiff/models/emoji32_upsamplers_<res>, "
+                   "for emoji-latent emoji_latent_upsamplers_<res>)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(run=run)
     return p
 
 
+@torch.no_grad()
+def latent_training_set(pipe, resolution: int, data_path=None) -> dict:
+    """A text-to-image pipeline's training set at the stage of ``resolution`` pixels: the scaled VAE latents (means) of
+    the training emoji at that size, their pivots (the latents of the half-size emoji) and their names' prompt
+    embeddings."""
+    from hiresdiff.data import emoji
+
+    def latents(size: int) -> torch.Tensor:
+        images = emoji.load(size, "train", data_path).images
+        return torch.cat([pipe.vae.encode(images[i:i + 128]).latent_dist.mean
+                          for i in range(0, len(images), 128)]) * pipe.vae.config.scaling_factor
+
+    names = emoji.load(resolution, "train", data_path).names
+    ids = pipe.tokenizer(names, padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+    return {"images": latents(resolution), "pivots": latents(resolution // 2),
+            "encoder_hidden_states": pipe.text_encoder(ids)[0]}
+
+
 def run(args) -> None:
     """``hiresdiff train-upsamplers``: train on the emoji training split at ``--resolution`` and save them."""
     import json
 
+    from diffusers import DDPMScheduler
+
     from hiresdiff.data import emoji
+    from hiresdiff.integrations.pipeline_loading import load_pipeline
     from hiresdiff.integrations.pixel import load_pixel_model
-    from hiresdiff.models import EMBEDDED_MODEL_DIR
+    from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline
 
     torch.set_num_threads(args.threads)
     if args.resolution not in (64, 128):
         raise ValueError(f"resolution must be 64 or 128; got {args.resolution}")
-    out = Path(args.out or EMBEDDED_MODEL_DIR.parent / f"emoji32_upsamplers_{args.resolution}")
+    latent = is_pipeline(args.model)
+    if args.model is not None and not latent:
+        raise ValueError(f"--model must be emoji-latent (or another 32² text-to-image pipeline folder); got {args.model!r}")
+    prefix = "emoji_latent" if latent else "emoji32"
+    out = Path(args.out or EMBEDDED_MODEL_DIR.parent / f"{prefix}_upsamplers_{args.resolution}")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
-    unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "ddpm")
-    data = emoji.load(args.resolution, "train", args.data)
-    run_dir = Path(args.run_dir) / str(args.resolution)
+    if latent:
+        pipe = load_pipeline(args.model, device="cpu", progress=False)
+        unet, scheduler = pipe.unet, DDPMScheduler.from_config(pipe.scheduler.config)
+        training_set = latent_training_set(pipe, args.resolution, args.data)
+    else:
+        unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "ddpm")
+        data = emoji.load(args.resolution, "train", args.data)
+        training_set = {"images": data.images, "class_labels": data.labels}
+    run_dir = Path(args.run_dir) / (f"{prefix}_{args.resolution}" if latent else str(args.resolution))
     upsamplers = FeatureUpsamplers.for_unet(unet, hidden_channels=args.hidden_channels, seed=args.seed,
-                                            scale=args.resolution // trained_size(unet)[1])
+                                            scale=training_set["images"].shape[-1] // trained_size(unet)[1])
     start = time.time()
     upsamplers, losses = train_feature_upsamplers(
-        unet, scheduler, data.images, steps=args.steps, batch_size=args.batch_size, lr=args.lr, strength=args.strength,
-        seed=args.seed, class_labels=data.labels, upsamplers=upsamplers, state_path=run_dir / "state.pt")
+        unet, scheduler, steps=args.steps, batch_size=args.batch_size, lr=args.lr, strength=args.strength,
+        seed=args.seed, upsamplers=upsamplers, state_path=run_dir / "state.pt", **training_set)
     upsamplers.save_pretrained(out)
     (out / "training.json").write_text(json.dumps({
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "strength": args.strength,
