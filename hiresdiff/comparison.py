@@ -121,23 +121,30 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
 
 
 def pipeline_comparison(pipe, prompt, *, sizes: Sequence[tuple], recipes: dict, seed: int = 0, steps: int = 30,
-                        num_frames: Optional[int] = None, include_trained: bool = True, **pipeline_kwargs):
+                        num_frames: Optional[int] = None, include_trained: bool = True,
+                        on_column: Optional[Callable[[str, list], None]] = None, **pipeline_kwargs):
     """The pipeline's plain call at its trained size (if ``include_trained``: every cascade's stage 0), then one
     column per (size, method) pair, all from the same seed: ``(columns, labels)`` of PIL images (a video's frames
-    for video pipelines)."""
+    for video pipelines); ``on_column(label, images)`` is called as each column finishes."""
     from hiresdiff.integrations.pipeline_driver import generate
     from hiresdiff.integrations.unet_families import find_unet
 
     columns, labels = [], []
+
+    def add(label, images):
+        columns.append(images)
+        labels.append(label)
+        if on_column is not None:
+            on_column(label, images)
+
     if include_trained:
         factor = getattr(pipe, "vae_scale_factor", 1)
         h, w = (n * factor for n in trained_size(find_unet(pipe)[0]))
-        columns.append(generate(pipe, prompt, height=h, width=w, seed=seed, steps=steps, num_frames=num_frames,
-                                **pipeline_kwargs))
-        labels.append(f"{h}² trained" if h == w else f"{h}x{w} trained")
+        add(f"{h}² trained" if h == w else f"{h}x{w} trained",
+            generate(pipe, prompt, height=h, width=w, seed=seed, steps=steps, num_frames=num_frames, **pipeline_kwargs))
     for height, width in sizes:
         for method, recipe in recipes.items():
-            columns.append(generate(pipe, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps,
-                                    num_frames=num_frames, **pipeline_kwargs))
-            labels.append(column_label(height, width, method, recipe))
+            add(column_label(height, width, method, recipe),
+                generate(pipe, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps,
+                         num_frames=num_frames, **pipeline_kwargs))
     return columns, labels

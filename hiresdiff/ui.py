@@ -94,7 +94,11 @@ class Handlers:
             raise ValueError("prompt: this model is a text-to-image pipeline; write a prompt")
         done_columns: list = []
         if self.is_pipeline:
-            columns = self._pipeline_columns(recipes, height, width, scale, seed, steps, prompt)
+            from hiresdiff.comparison import pipeline_comparison
+
+            columns = _streamed(lambda on_column: pipeline_comparison(
+                self.pipeline(), prompt, sizes=[(height * scale, width * scale)], recipes=recipes, seed=seed, steps=steps,
+                on_column=on_column), threading.Event())
         else:
             from hiresdiff.comparison import comparison
 
@@ -112,18 +116,6 @@ class Handlers:
                 status += f"; the {len(recipes)} methods will take about {work * (time.perf_counter() - start):.0f} s"
             yield row_major(done_columns), status, len(done_columns)
         yield row_major(done_columns), f"finished {len(methods)} methods at {scale}× (seed {seed})", len(done_columns)
-
-    def _pipeline_columns(self, recipes, height, width, scale, seed, steps, prompt):
-        """The plain call at the trained size (every cascade's first stage), then one image per method."""
-        from hiresdiff.comparison import column_label
-        from hiresdiff.integrations.pipeline_driver import generate
-
-        pipe = self.pipeline()
-        yield f"{height}x{width} trained", generate(pipe, prompt, height=height, width=width, seed=seed, steps=steps)
-        for method, recipe in recipes.items():
-            images = generate(pipe, prompt, height=height * scale, width=width * scale, recipe=recipe, seed=seed,
-                              steps=steps)
-            yield column_label(height * scale, width * scale, method, recipe), images
 
     def upscale(self, image, scale, method, seed, steps, class_label=None, prompt="") -> tuple:
         """``(result, status)`` for an uploaded PIL image."""

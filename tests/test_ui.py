@@ -151,7 +151,7 @@ def test_handlers_on_a_pipeline_folder_use_the_prompt(tmp_path):
         next(handlers.compare(["naive"], 2, 0, 2, 1))
     updates = list(handlers.compare(["naive,self-cascade"], 2, 0, 2, 1, prompt="a red cat"))
     statuses = [s for _, s, _ in updates]
-    assert statuses[0].startswith("done: 16x16 trained (1/3 columns); the 2 methods will take about")
+    assert statuses[0].startswith("done: 16² trained (1/3 columns); the 2 methods will take about")
     assert statuses[1:3] == ["done: 32² naive (2/3 columns)", "done: 32² self-cascade (3/3 columns)"]
     assert updates[-1][0][-1][0].size == (32, 32)
     result, status = handlers.upscale(Image.new("RGB", (16, 16), "red"), 2, "freescale", 0, 2, prompt="a red cat")

@@ -1,4 +1,7 @@
-"""The Upsample Guidance reproduction benchmark on the embedded emoji model (issue 4).
+"""The benchmarks against held-out real emoji: the Upsample Guidance reproduction and every method on the
+embedded pixel model (suites ``ug``, ``methods``), and every method on the emoji-latent text-to-image pipeline
+through :func:`hiresdiff.generate` (suite ``latent``: the prompt of each sample is the name of the held-out emoji
+it is compared with).
 
 Every method gets the same seeds, the same class labels and the same resolution-consistent noise
 (drawn at the largest size, reduced with √k·D), and is compared with held-out real emoji at the

@@ -8,6 +8,7 @@ and removes them again, even when the call fails.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -69,6 +70,8 @@ def pipeline_config(model: str) -> dict:
     from hiresdiff.models import MODEL_NAMES, resolve_model
 
     try:
+        if "/" not in str(model) and model not in MODEL_NAMES and not Path(model).exists():
+            raise OSError("neither a folder, a short name nor a hub id (owner/name)")  # asking the hub is pointless
         return DiffusionPipeline.load_config(resolve_model(model))
     except OSError:
         raise FileNotFoundError(f"model {model!r} is neither a short name ({', '.join(MODEL_NAMES)}), a diffusers "

@@ -16,7 +16,8 @@ MAX_LENGTH = 24  # the longest emoji name is 21 tokens with its start and end to
 
 
 def build_tokenizer(names: list[str], vocab_size: int = VOCAB_SIZE, max_length: int = MAX_LENGTH):
-    """A ``CLIPTokenizer`` whose BPE merges are learnt from ``names`` (deterministic for the same list)."""
+    """A ``CLIPTokenizer`` whose BPE merges are learnt from ``names``: the same tokens for the same list, but merges
+    learnt with equal counts may get their ids in another order, so a model goes with its saved tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
 
