@@ -5,7 +5,6 @@ import fnmatch
 import json
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +53,7 @@ def test_shipped_pipeline_loads_with_the_documented_components(pipe):
 
 def test_the_folders_are_package_data():
     """Every file of the shipped folders matches a package-data pattern, so a non-editable install carries them."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml with tomllib")
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hiresdiff.models"]
     models = EMOJI_LATENT_DIR.parent
     files = [f for folder in (EMOJI_LATENT_DIR, EMOJI_LATENT_UPSAMPLERS_DIR) for f in folder.rglob("*") if f.is_file()]
