@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.models.training import drop_rows_after, learning_rate, new_ema, replace_folder, save_state, v_loss
+from hiresdiff.models.training import (drop_rows_after, learning_rate, new_ema, replace_folder, save_state,
+                                       start_run, v_loss)
 
 UNET_CONFIG = dict(
     sample_size=32,
@@ -58,10 +59,7 @@ def export(ema_unet, scheduler, out_dir: Path, step: int, wall: float) -> None:
 def train(args) -> None:
     from tqdm.auto import tqdm
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = start_run(args)
     data = emoji.load(32, "train", args.data)
     unet, scheduler = build_model_and_scheduler()
     ema = new_ema(unet.parameters(), args.ema_decay)

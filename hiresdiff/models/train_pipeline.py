@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.models.training import drop_rows_after, learning_rate, new_ema, replace_folder, save_state, v_loss
+from hiresdiff.models.training import (drop_rows_after, learning_rate, new_ema, replace_folder, save_state,
+                                       start_run, v_loss)
 
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, latent_channels=4, sample_size=32, layers_per_block=1,
@@ -142,10 +143,15 @@ class Phase:
 
 
 @torch.no_grad()
+def latent_means(vae, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The (unscaled) means of the VAE's posteriors of ``images``, encoded in batches."""
+    return torch.cat([vae.encode(images[i:i + batch_size]).latent_dist.mean for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
 def latent_scale(vae, images: torch.Tensor) -> float:
     """1 / std of the VAE's latent means over ``images`` (SD's ``scaling_factor``)."""
-    means = torch.cat([vae.encode(images[i:i + 256]).latent_dist.mean for i in range(0, len(images), 256)])
-    return float(1 / means.std())
+    return float(1 / latent_means(vae, images).std())
 
 
 def train_vae(args, run_dir: Path, train: emoji.EmojiData):
@@ -244,10 +250,7 @@ def ship(run_dir: Path, out_dir: Path, train: emoji.EmojiData, test: emoji.Emoji
 
 
 def train(args) -> None:
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = start_run(args)
     train_split = emoji.load(32, "train", args.data)
     vae = train_vae(args, run_dir, train_split)
     train_unet(args, run_dir, train_split, vae)

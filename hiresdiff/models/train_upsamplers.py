@@ -162,11 +162,11 @@ def latent_training_set(pipe, resolution: int, data_path=None) -> dict:
     the training emoji at that size, their pivots (the latents of the half-size emoji) and their names' prompt
     embeddings."""
     from hiresdiff.data import emoji
+    from hiresdiff.models.train_pipeline import latent_means
 
     def latents(size: int) -> torch.Tensor:
         images = emoji.load(size, "train", data_path).images
-        return torch.cat([pipe.vae.encode(images[i:i + 128]).latent_dist.mean
-                          for i in range(0, len(images), 128)]) * pipe.vae.config.scaling_factor
+        return latent_means(pipe.vae, images, batch_size=128) * pipe.vae.config.scaling_factor
 
     names = emoji.load(resolution, "train", data_path).names
     ids = pipe.tokenizer(names, padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids

@@ -61,6 +61,15 @@ def drop_rows_after(log_path: Path, step: int) -> None:
         os.replace(tmp, log_path)
 
 
+def start_run(args) -> Path:
+    """Seed torch with ``args.seed``, use ``args.threads`` CPU threads, and create ``args.run_dir``; return it."""
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
 def save_state(path: Path, state: dict) -> None:
     """``torch.save`` through a temporary file, so an interrupted save keeps the previous state."""
     tmp = Path(path).with_suffix(".tmp")
