@@ -1,6 +1,7 @@
-"""Quality of the emoji-latent pipeline at its trained size (32²): the model card's numbers.
+"""Quality of an owned text-to-image pipeline at its trained size (32²): the model cards' numbers of emoji-latent
+and emoji-flux.
 
-    python benchmarks/latent_quality.py [--model emoji-latent] [--steps 20] [--guidance-scale 7.5 3 1]
+    python benchmarks/latent_quality.py [--model emoji-latent | emoji-flux] [--steps 20] [--guidance-scale 7.5 3 1]
 
 1. **VAE reconstruction** of the held-out test emoji at 32², 64² and 128² (encode → decode of the mean):
    RMSE in [-1, 1] units and PSNR.
@@ -14,7 +15,9 @@
    as many training prompts against the training images (what the model learnt), and for a shuffled pairing
    of the held-out set (a control that must give ≈ 0.5).
 
-Writes benchmarks/results/latent_quality.md and latent_samples_32.png (samples per Unicode group).
+Writes benchmarks/results/<name>_quality.md and <name>_samples_32.png (samples per Unicode group; name: "latent"
+for emoji-latent, "flux" for emoji-flux). A flow-matching pipeline samples with its own scheduler and gets its CFG
+as the call arguments hiresdiff gives it (an undistilled FLUX: ``true_cfg_scale``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from hiresdiff.core.resample import downsample
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.grid import save_image
-from hiresdiff.integrations.pipeline_loading import load_pipeline
+from hiresdiff.integrations.pipeline_loading import call_kwargs, load_pipeline
 from hiresdiff.integrations.schedulers import make_scheduler
 from hiresdiff.models import resolve_model
 
@@ -63,8 +66,8 @@ def sample(pipe, prompts: list[str], steps: int, guidance: float, seed: int, bat
     parts = []
     for i in range(0, len(prompts), batch):
         generator = torch.Generator().manual_seed(seed + i)
-        out = pipe(prompts[i:i + batch], height=32, width=32, num_inference_steps=steps, guidance_scale=guidance,
-                   generator=generator, output_type="pt").images
+        out = pipe(prompts[i:i + batch], height=32, width=32, num_inference_steps=steps, generator=generator,
+                   output_type="pt", **call_kwargs(pipe, guidance)).images
         parts.append(out * 2 - 1)
     return torch.cat(parts)
 
@@ -74,14 +77,17 @@ def main(argv=None) -> None:
     p.add_argument("--model", default="emoji-latent")
     p.add_argument("--data", default=None)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--scheduler", default="sde-dpm++")
+    p.add_argument("--scheduler", default=None, help="default: sde-dpm++, or a flow pipeline's own scheduler")
     p.add_argument("--guidance-scale", type=float, nargs="+", default=[7.5, 3.0, 1.0], help="CFG scales to measure")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
     command = " ".join(["python benchmarks/latent_quality.py", *(sys.argv[1:] if argv is None else argv)])
     pipe = load_pipeline(args.model, device="cpu", progress=False)
-    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    name = "latent" if args.model == "emoji-latent" else args.model.removeprefix("emoji-")
+    if args.scheduler is not None or getattr(pipe, "unet", None) is not None:
+        pipe.scheduler = make_scheduler(args.scheduler or "sde-dpm++", pipe.scheduler.config)
+    scheduler = type(pipe.scheduler).__name__
     test, train = emoji.load(32, "test", args.data), emoji.load(32, "train", args.data)
     n = len(test.images)
     gen = torch.Generator().manual_seed(args.seed)
@@ -90,11 +96,11 @@ def main(argv=None) -> None:
     floor = scores(train.images[train_pick], test.images, features)
     levels = [k for k in floor if k not in ("mean", "FD rand", "detail ×real")]
 
-    lines = ["# emoji-latent quality at 32²\n"]
+    lines = [f"# {args.model} quality at 32²\n"]
     info_path = Path(resolve_model(args.model)) / "training.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    lines.append(f"Made by `{command}`. Model: UNet step {info.get('step', '?')}, VAE step "
-                 f"{info.get('vae', {}).get('step', '?')}; {args.steps} {args.scheduler} steps, seed {args.seed}.\n")
+    lines.append(f"Made by `{command}`. Model: denoiser step {info.get('step', '?')}, VAE step "
+                 f"{info.get('vae', {}).get('step', '?')}; {args.steps} {scheduler} steps, seed {args.seed}.\n")
     lines += ["## VAE reconstruction (held-out test emoji, decode of the posterior mean)\n",
               "| size | RMSE ([-1, 1]) | PSNR dB |", "|---|---|---|"]
     for size in (32, 64, 128):
@@ -103,7 +109,7 @@ def main(argv=None) -> None:
     lines += [f"\n## Samples vs the {n} held-out test emoji (prompt: each test emoji's own name)\n",
               "| set | CFG | SWD " + " | SWD ".join(levels) + " | FD rand | detail ×real | own-prompt percentile | s/image |",
               "|---" * (len(levels) + 6) + "|",
-              f"| real train vs test (floor) | — | " + " | ".join(f"{floor[k]:.1f}" for k in levels)
+              "| real train vs test (floor) | — | " + " | ".join(f"{floor[k]:.1f}" for k in levels)
               + f" | {floor['FD rand']:.3f} | {floor['detail ×real']:.2f} | — | — |"]
     ratios, first = {}, None
     for guidance in args.guidance_scale:
@@ -129,8 +135,8 @@ def main(argv=None) -> None:
     lines.append(f"\nBest CFG scale by the worst ratio: {best:g} (worst {max(ratios[best].values()):.2f}×; the bar is 1.6×).")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latent_quality.md").write_text("\n".join(lines) + "\n")
-    save_image(group_grid(first, test.labels, test.group_names), out / "latent_samples_32.png", force=True)
+    (out / f"{name}_quality.md").write_text("\n".join(lines) + "\n")
+    save_image(group_grid(first, test.labels, test.group_names), out / f"{name}_samples_32.png", force=True)
     print("\n".join(lines))
 
 

@@ -7,10 +7,12 @@ Public API:
     downsample, upsample_nearest, lowres_noise  the operators D and U and consistent noise
     apply_upsample_guidance, remove_upsample_guidance
                                                 UG on a diffusers pipeline or UNet, exactly reversible
-    Recipe, CascadeConfig, DilationConfig, ScaleFusionConfig
+    Recipe, CascadeConfig, DilationConfig, ScaleFusionConfig, PositionConfig
                                                 the composition spine: which parts a run uses (presets
                                                 naive, ug, self-cascade, freescale and their compositions)
-    generate                                    any recipe on a diffusers pipeline (SD 1.x/2.x, SDXL, AnimateDiff)
+    flow_upsample_guidance                      UG for rectified flow (FLUX, SD3) on any velocity predictor
+    generate                                    any recipe on a diffusers pipeline (SD 1.x/2.x, SDXL, AnimateDiff,
+                                                FLUX.1, SD3/3.5)
     sample                                      any recipe on a pixel-space UNet2DModel and its scheduler
     upscale                                     an existing image through a cascade's later stages (pixel or pipeline)
     FeatureUpsamplers, train_feature_upsamplers Self-Cascade's trainable feature upsamplers
@@ -25,6 +27,8 @@ _LAZY = {  # loaded on first use, so that `import hiresdiff` (and the CLI's --he
     "DilationConfig": "hiresdiff.methods.freescale",
     "ScaleFusionConfig": "hiresdiff.methods.freescale",
     "CascadeConfig": "hiresdiff.methods.self_cascade",
+    "PositionConfig": "hiresdiff.methods.positions",
+    "flow_upsample_guidance": "hiresdiff.methods.upsample_guidance_flow",
     "UpsampleGuidanceConfig": "hiresdiff.methods.upsample_guidance",
     "guided_prediction": "hiresdiff.methods.upsample_guidance",
     "nested_guided_prediction": "hiresdiff.methods.upsample_guidance",
@@ -52,6 +56,7 @@ __all__ = [
     "CascadeConfig",
     "DilationConfig",
     "FeatureUpsamplers",
+    "PositionConfig",
     "Recipe",
     "ScaleFusionConfig",
     "UpsampleGuidanceConfig",
@@ -59,6 +64,7 @@ __all__ = [
     "remove_upsample_guidance",
     "sample",
     "downsample",
+    "flow_upsample_guidance",
     "generate",
     "guided_prediction",
     "lowres_noise",

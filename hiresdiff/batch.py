@@ -46,10 +46,12 @@ class BatchSettings:
     strength: Optional[float] = None
     alpha: Optional[float] = None
     upsamplers: Optional[str] = None
+    positions: Optional[str] = None  # added later: left out of the key while unset, so earlier outputs keep their names
 
     def key(self, job: Job) -> str:
         """A stable name for ``job``'s output: the first 16 hex digits of SHA-256 over the settings and the job."""
-        text = json.dumps({**asdict(self), "prompt": job.prompt, "seed": job.seed}, sort_keys=True)
+        settings = {k: v for k, v in asdict(self).items() if not (k == "positions" and v is None)}
+        text = json.dumps({**settings, "prompt": job.prompt, "seed": job.seed}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -104,7 +106,7 @@ def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe
         if not mine:
             return written
         pipe = pipe_loader(str(state.device))
-        kwargs = call_kwargs(settings.guidance_scale, settings.negative_prompt)
+        kwargs = call_kwargs(pipe, settings.guidance_scale, settings.negative_prompt)
         bar = tqdm(mine, desc=f"batch (process {state.process_index + 1}/{state.num_processes})", disable=not progress)
         for job in bar:
             key = settings.key(job)

@@ -16,7 +16,7 @@ import torch
 
 from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, check_max_pixels
 from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
-from hiresdiff.integrations.unet_families import size_multiple, trained_size
+from hiresdiff.integrations.denoisers import size_multiple, trained_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
 from hiresdiff.options import MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
@@ -127,7 +127,7 @@ def pipeline_comparison(pipe, prompt, *, sizes: Sequence[tuple], recipes: dict, 
     column per (size, method) pair, all from the same seed: ``(columns, labels)`` of PIL images (a video's frames
     for video pipelines); ``on_column(label, images)`` is called as each column finishes."""
     from hiresdiff.integrations.pipeline_driver import generate
-    from hiresdiff.integrations.unet_families import find_unet
+    from hiresdiff.integrations.denoisers import find_denoiser
 
     columns, labels = [], []
 
@@ -139,7 +139,7 @@ def pipeline_comparison(pipe, prompt, *, sizes: Sequence[tuple], recipes: dict, 
 
     if include_trained:
         factor = getattr(pipe, "vae_scale_factor", 1)
-        h, w = (n * factor for n in trained_size(find_unet(pipe)[0]))
+        h, w = (n * factor for n in trained_size(find_denoiser(pipe)[0], pipe))
         add(f"{h}² trained" if h == w else f"{h}x{w} trained",
             generate(pipe, prompt, height=h, width=w, seed=seed, steps=steps, num_frames=num_frames, **pipeline_kwargs))
     for height, width in sizes:

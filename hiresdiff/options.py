@@ -33,7 +33,8 @@ class MethodOptions:
     alpha: FreeScale's detail control α (also adds detail control to a Self-Cascade). upsamplers: a folder of
     trained feature upsamplers for cascades (``"none"``: the tuning-free cascade even where some are shipped).
     Shipped upsamplers tune the plain ``self-cascade`` method only: compositions run as benchmarked, tuning-free,
-    unless ``upsamplers`` names a folder.
+    unless ``upsamplers`` names a folder. positions: a flow transformer's position rescaling (``"pi"``, ``"ntk"``,
+    ``"yarn"``) for every method, over the dilation's early window where the method has one, else every step.
     """
 
     theta: Optional[float] = None
@@ -41,6 +42,7 @@ class MethodOptions:
     strength: Optional[float] = None
     alpha: Optional[float] = None
     upsamplers: Optional[str] = None
+    positions: Optional[str] = None
 
     def check_applies(self, recipes: Sequence[Recipe]) -> None:
         """``ValueError`` naming an option that none of ``recipes`` has a part for."""
@@ -66,6 +68,11 @@ class MethodOptions:
                 upsamplers = default_upsamplers  # plain Self-Cascade is tuned where upsamplers are shipped
             if upsamplers is not None:
                 changes["upsamplers"] = None if upsamplers == "none" else upsamplers
+        if self.positions is not None:
+            from hiresdiff.methods.positions import PositionConfig
+
+            until = recipe.dilation.until if recipe.dilation is not None else 1.0
+            changes["positions"] = PositionConfig(self.positions, until=until)
         return dataclasses.replace(recipe, **changes) if changes else recipe
 
 

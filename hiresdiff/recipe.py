@@ -7,12 +7,14 @@ list of :class:`Stage` s, each with the per-call modifications its scale calls f
 | ``ug``       | eq. 4 on every UNet call of a stage above the trained size           | Upsample Guidance |
 | ``dilation`` | down- and mid-block convs dilated by the stage's scale while t is early | FreeScale     |
 | ``fusion``   | self-attention = G(local windows) + (global − G(global))             | FreeScale        |
+| ``positions``| a transformer's position embedding rescaled (PI/NTK/YaRN)            | (transformers)   |
 | ``upsamplers`` | trained feature upsamplers added to skip features (needs a cascade) | tuned Self-Cascade |
 
 Without ``cascade`` a run is one stage at the target size. With it, stage 0 is the plain sample at the
 trained size and every later stage re-noises the upsampled previous result (:mod:`hiresdiff.methods.self_cascade`).
 At scale 1 every per-call part is the identity, so stage 0 is plain sampling bit for bit.
-The recipe is plain data: it imports no diffusers, and the drivers (``integrations.pixel.sample`` and
+On a flow transformer (FLUX, SD3) ``dilation`` is carried out as its analogue, position interpolation over the
+same early window, unless ``positions`` chooses another rescaling. The recipe is plain data: it imports no diffusers, and the drivers (``integrations.pixel.sample`` and
 ``hiresdiff.generate``) carry it out.
 """
 
@@ -26,6 +28,7 @@ from typing import Any, Optional, Sequence, Union
 
 from hiresdiff.defaults import PRESETS
 from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
+from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.self_cascade import CascadeConfig, check_size, stage_sizes
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, levels_for_scale
 
@@ -57,6 +60,8 @@ class Recipe:
             (``nested_ug``: ×2 nested for square power-of-two scales; a video factor's frame entry is kept), see
             :func:`hiresdiff.methods.upsample_guidance.levels_for_scale`.
         dilation, fusion: FreeScale's restrained dilated convolution and scale fusion.
+        positions: :class:`hiresdiff.methods.positions.PositionConfig` — a transformer's position embedding
+            rescaled above the trained size (on a transformer, ``dilation`` alone means PI over its window).
         upsamplers: trained :class:`hiresdiff.integrations.feature_upsamplers.FeatureUpsamplers` for the stage they
             were trained for (their ``scale``), or one set per stage as ``{scale: upsamplers}`` (e.g. ``{2: a, 4: b}``;
             stages without a set run tuning-free); each a :class:`FeatureUpsamplers` or a folder
@@ -67,13 +72,14 @@ class Recipe:
     ug: Optional[UpsampleGuidanceConfig] = None
     dilation: Optional[DilationConfig] = None
     fusion: Optional[ScaleFusionConfig] = None
+    positions: Optional[PositionConfig] = None
     upsamplers: Union[None, str, Path, Any] = None
     nested_ug: bool = True
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
         for attr, cls in (("cascade", CascadeConfig), ("ug", UpsampleGuidanceConfig), ("dilation", DilationConfig),
-                          ("fusion", ScaleFusionConfig)):
+                          ("fusion", ScaleFusionConfig), ("positions", PositionConfig)):
             value = getattr(self, attr)
             if value is not None and not isinstance(value, cls):
                 raise ValueError(f"{attr} must be a {cls.__name__} or None; got {type(value).__name__}")
@@ -149,7 +155,7 @@ class Recipe:
 
     def describe(self) -> str:
         """A short label naming the parts set."""
-        parts = [n for n in ("cascade", "ug", "dilation", "fusion", "upsamplers") if getattr(self, n) is not None]
+        parts = [n for n in ("cascade", "ug", "dilation", "fusion", "positions", "upsamplers") if getattr(self, n) is not None]
         return "+".join(parts) or "naive"
 
     # ---- the stage plan ------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, 
 from hiresdiff.recipe import PRESETS
 
 UI_METHODS = tuple(dict.fromkeys(COMPARISON_METHODS + PRESETS + ("freescale+ug",)))
-OWNED_MODELS = {"emoji32 (pixel, the embedded model)": None, "emoji-latent (text-to-image pipeline)": "emoji-latent"}
+OWNED_MODELS = {"emoji32 (pixel, the embedded model)": None, "emoji-latent (text-to-image pipeline)": "emoji-latent",
+                "emoji-flux (FLUX-architecture pipeline)": "emoji-flux"}
 DEFAULT_MAX_SIDE = 256  # the embedded model's 8×; a request above it is refused before any work
 
 
@@ -52,15 +53,20 @@ class Handlers:
 
     def trained_size(self) -> tuple[int, int]:
         """The model's trained size in pixels, from its configs (no weights loaded)."""
-        from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+        from diffusers import AutoencoderKL, UNet2DModel
 
+        from hiresdiff.integrations.denoisers import trained_size
         from hiresdiff.integrations.pipeline_loading import pipeline_config
-        from hiresdiff.models import EMBEDDED_MODEL_DIR
+        from hiresdiff.models import EMBEDDED_MODEL_DIR, model_settings, resolve_model
 
         if self.is_pipeline:
-            pipeline_config(self.model)
-            size = UNet2DConditionModel.load_config(self.model, subfolder="unet")["sample_size"]
-            factor = 2 ** (len(AutoencoderKL.load_config(self.model, subfolder="vae")["block_out_channels"]) - 1)
+            model_index, folder = pipeline_config(self.model), resolve_model(self.model)
+            settings = model_settings(self.model)
+            if "trained_size" in settings:  # what the pipeline cannot know (FLUX)
+                return settings["trained_size"], settings["trained_size"]
+            denoiser = "unet" if "unet" in model_index else "transformer"
+            size = trained_size(UNet2DModel.load_config(folder, subfolder=denoiser))[0]
+            factor = 2 ** (len(AutoencoderKL.load_config(folder, subfolder="vae")["block_out_channels"]) - 1)
         else:
             size, factor = UNet2DModel.load_config(self.model or EMBEDDED_MODEL_DIR)["sample_size"], 1
         height, width = (size, size) if isinstance(size, int) else size
@@ -95,10 +101,12 @@ class Handlers:
         done_columns: list = []
         if self.is_pipeline:
             from hiresdiff.comparison import pipeline_comparison
+            from hiresdiff.integrations.pipeline_loading import call_kwargs
 
+            pipe = self.pipeline()
             columns = _streamed(lambda on_column: pipeline_comparison(
-                self.pipeline(), prompt, sizes=[(height * scale, width * scale)], recipes=recipes, seed=seed, steps=steps,
-                on_column=on_column), threading.Event())
+                pipe, prompt, sizes=[(height * scale, width * scale)], recipes=recipes, seed=seed, steps=steps,
+                on_column=on_column, **call_kwargs(pipe)), threading.Event())
         else:
             from hiresdiff.comparison import comparison
 

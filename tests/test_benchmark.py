@@ -8,7 +8,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from hiresdiff.data import emoji
-from hiresdiff.eval.benchmark import cascade_methods_for, enlarge, latent_methods_for, methods_for
+from hiresdiff.eval.benchmark import cascade_methods_for, enlarge, flow_methods_for, latent_methods_for, methods_for
 from hiresdiff.recipe import Recipe
 
 needs_font = pytest.mark.skipif(not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
@@ -69,6 +69,21 @@ def test_latent_suite_has_the_latent_questions():
     assert "Self-Cascade tuned" not in {m.name for m in latent_methods_for(2)}
 
 
+def test_flow_suite_has_ug_the_position_rescalings_and_freescale_ablations():
+    from hiresdiff.methods.positions import PositionConfig
+
+    methods = {m.name: m for m in flow_methods_for(2)}
+    assert [methods[f"UG θ=1 η={e}"].recipe.ug.eta for e in (1, 0.6, 0.3)] == [1.0, 0.6, 0.3]
+    assert methods["naive 2x + NTK"].recipe.positions == PositionConfig("ntk")
+    assert methods["naive 2x + PI + entropy"].recipe.positions.attention_scaling == "entropy"
+    assert methods["FreeScale (RGB φ, PI)"].recipe == Recipe.freescale()
+    assert methods["FreeScale YaRN"].recipe.positions == PositionConfig("yarn", until=0.7)
+    assert methods["FreeScale without positions"].recipe.dilation is None
+    assert methods["FreeScale, stage shift"].recipe.cascade.flow_shift == "stage"
+    assert methods["Self-Cascade"].recipe.cascade.flow_shift == "trained"
+    assert not any(m.tiled_vae or (m.recipe is not None and m.recipe.upsamplers) for m in methods.values())
+
+
 def test_enlarge_nearest_is_exactly_consistent():
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     assert torch.equal(torch.nn.functional.avg_pool2d(enlarge(x, 2, "nearest"), 2), x)
@@ -104,3 +119,21 @@ def test_quick_benchmark_end_to_end(tmp_path):
     rows = json.loads((out / "methods_benchmark.json").read_text())["rows"]
     assert {"64|FreeScale", "64|Self-Cascade s=0.7", "64|FreeScale+UG"} <= set(rows)
     assert (out / "methods_quality_time.png").stat().st_size > 0 and "×naive" in (out / "methods_benchmark.md").read_text()
+
+
+@needs_font
+def test_quick_pipeline_benchmark_on_a_flux_folder(tmp_path):
+    """The pipeline suite on a FLUX folder: its own flow-matching scheduler, CFG as true_cfg_scale, the flow rows."""
+    from hiresdiff.eval.benchmark import Settings, run
+
+    from tiny_pipelines import saved
+
+    data = emoji.build(tmp_path / "data", limit=40, progress=False)
+    folder = tmp_path / "flux"
+    shutil.copytree(saved("flux"), folder)
+    (folder / "hiresdiff.json").write_text(json.dumps({"trained_size": 32, "call": {"max_sequence_length": 16}}))
+    results = run(Settings.quick(model=str(folder), data=str(data), suite="latent", num_images=2, grid_rows=1,
+                                 out_dir=str(tmp_path / "out")), progress=False)
+    assert results["settings"]["scheduler"] == "FlowMatchEulerDiscreteScheduler"
+    assert {"64|naive 2x + YaRN", "64|FreeScale (RGB φ, PI)", "64|UG θ=1 η=0.6", "64|FreeScale CFG 1"} <= set(results["rows"])
+    assert all(math.isfinite(row["FD rand"]) for row in results["rows"].values())

@@ -58,7 +58,7 @@ def test_a_missing_pipeline_folder_gets_one_line_naming_it(tmp_path, command):
     done = run_cli(*command, "--model", str(tmp_path / "missing"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [f"hiresdiff: error: model '{tmp_path / 'missing'}' is neither a "
-                                                "short name (emoji-latent), a diffusers pipeline folder (with model_index.json) nor a hub id that "
+                                                "short name (emoji-latent, emoji-flux), a diffusers pipeline folder (with model_index.json) nor a hub id that "
                                                 "can be downloaded or found in the Hugging Face cache"]
 
 

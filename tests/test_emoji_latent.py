@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from hiresdiff.models import (EMOJI_LATENT_DIR, EMOJI_LATENT_UPSAMPLERS_DIR, is_pipeline, resolve_model, shipped_upsamplers,
-                              train_pipeline, training)
+from hiresdiff.models import (EMOJI_FLUX_DIR, EMOJI_LATENT_DIR, EMOJI_LATENT_UPSAMPLERS_DIR, is_pipeline, resolve_model,
+                              shipped_upsamplers, train_pipeline, training)
 from hiresdiff.models.emoji_tokenizer import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,8 @@ def test_the_folders_are_package_data():
     tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml with tomllib")
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hiresdiff.models"]
     models = EMOJI_LATENT_DIR.parent
-    files = [f for folder in (EMOJI_LATENT_DIR, EMOJI_LATENT_UPSAMPLERS_DIR) for f in folder.rglob("*") if f.is_file()]
+    files = [f for folder in (EMOJI_LATENT_DIR, EMOJI_LATENT_UPSAMPLERS_DIR, EMOJI_FLUX_DIR) for f in folder.rglob("*")
+             if f.is_file()]
     assert len(files) > 10
     for f in files:
         assert any(fnmatch.fnmatch(str(f.relative_to(models)), p) for p in patterns), f
@@ -146,7 +147,7 @@ def test_a_unet_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
     def loss():  # the same t and noise every call: a fixed batch
         return training.v_loss(model, scheduler, x0, generator=torch.Generator().manual_seed(2))
 
-    phase = train_pipeline.Phase("unet", {"unet": unet, "text_encoder": text}, tmp_path, small_phase_args(), steps=3, lr=1e-3)
+    phase = training.Phase("unet", {"unet": unet, "text_encoder": text}, tmp_path, small_phase_args(), steps=3, lr=1e-3)
     before = loss().item()
     phase.run(loss, save_every=3, log_every=1, on_save=lambda: None)
     assert loss().item() < before and phase.step == 3
@@ -162,7 +163,7 @@ def test_a_vae_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
     def loss():
         return train_pipeline.vae_loss(vae, x, generator=torch.Generator().manual_seed(2))
 
-    phase = train_pipeline.Phase("vae", {"vae": vae}, tmp_path, small_phase_args(), steps=3, lr=1e-3)
+    phase = training.Phase("vae", {"vae": vae}, tmp_path, small_phase_args(), steps=3, lr=1e-3)
     before = loss().item()
     phase.run(loss, save_every=3, log_every=1, on_save=lambda: None)
     assert loss().item() < before

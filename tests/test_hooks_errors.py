@@ -34,8 +34,8 @@ def test_frame_count_not_divisible_names_num_frames():
 
 def test_pipeline_without_unet_is_rejected_saying_what_is_supported():
     pipe = load("dit")
-    with pytest.raises(ValueError, match=r"UNet2DConditionModel.*UNetMotionModel.*UNet2DModel; DiTPipeline has "
-                                         r"transformer"):
+    with pytest.raises(ValueError, match=r"UNet2DConditionModel.*UNetMotionModel.*UNet2DModel.*"
+                                         r"FluxTransformer2DModel.*SD3Transformer2DModel.*; DiTPipeline has transformer"):
         apply_upsample_guidance(pipe, UG)
     with pytest.raises(ValueError, match="got a DiTTransformer2DModel"):
         apply_upsample_guidance(pipe.transformer, UG, scheduler=pipe.scheduler)

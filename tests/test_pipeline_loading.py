@@ -51,7 +51,7 @@ def test_unet_less_model_is_rejected_before_any_weights_load(monkeypatch):
 
 def test_a_missing_pipeline_folder_is_refused_in_one_line_naming_it(tmp_path):
     missing = str(tmp_path / "no-such-pipeline")
-    with pytest.raises(FileNotFoundError, match="no-such-pipeline' is neither a short name .emoji-latent., a diffusers pipeline folder") as caught:
+    with pytest.raises(FileNotFoundError, match="no-such-pipeline' is neither a short name .emoji-latent, emoji-flux., a diffusers pipeline folder") as caught:
         generate_from_folder(missing, "a red cat", 32, 32, recipe=None, **ARGS)
     assert "\n" not in str(caught.value)
 
@@ -99,6 +99,26 @@ def test_vae_tiling_on_request_and_suggested_for_large_outputs():
     assert len(generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=UG_RECIPE, vae_tiling=True, **ARGS)) == 1
 
 
-def test_call_kwargs_pass_a_negative_prompt_only_when_given():
-    assert call_kwargs(5.0) == {"guidance_scale": 5.0}
-    assert call_kwargs(7.5, "blurry") == {"guidance_scale": 7.5, "negative_prompt": "blurry"}
+def test_call_kwargs_pass_a_negative_prompt_only_when_given_and_true_cfg_to_an_undistilled_flux():
+    sd15 = load("sd15")
+    assert call_kwargs(sd15, 5.0) == {"guidance_scale": 5.0}
+    assert call_kwargs(sd15, 7.5, "blurry") == {"guidance_scale": 7.5, "negative_prompt": "blurry"}
+    flux = load("flux")  # no guidance embedding: guidance_scale would do nothing, true CFG needs a negative prompt
+    assert call_kwargs(flux, 4.0) == {"true_cfg_scale": 4.0, "negative_prompt": ""}
+
+
+def test_a_folders_hiresdiff_json_sets_the_trained_size_and_call_defaults(tmp_path):
+    import json
+    import shutil
+
+    from hiresdiff.integrations.pipeline_loading import load_pipeline
+
+    folder = tmp_path / "flux"
+    shutil.copytree(saved("flux"), folder)
+    (folder / "hiresdiff.json").write_text(json.dumps({"trained_size": 16, "call": {"max_sequence_length": 16}}))
+    pipe = load_pipeline(str(folder), device="cpu", progress=False)
+    assert pipe.default_sample_size * pipe.vae_scale_factor == 16
+    assert call_kwargs(pipe, 3.0) == {"max_sequence_length": 16, "true_cfg_scale": 3.0, "negative_prompt": ""}
+    images = generate_from_folder(str(folder), "a red cat", 32, 32, recipe=Recipe.preset("freescale"), steps=2,
+                                  guidance_scale=3.0, device="cpu", progress=False)
+    assert images[0].size == (32, 32)

@@ -312,6 +312,18 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
     assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 3, 16, 16)
     blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})
     assert blended["latents"].device.type == "meta"
+    # a flow transformer's packed latents (FLUX), on the grid the restart computes for the stage
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from hiresdiff.integrations.flow_transformers import FluxLayout
+
+    flow = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=16)
+    call = {"generator": stage_generator(SEED, 1)}
+    restarted = _restart(flow, recipe, stage, torch.empty(2, 4, 8, 8, device="meta"), PixelCodec(), call, STEPS,
+                         FluxLayout(), 2, trained=(8, 8))
+    assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 64, 16)
+    blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})
+    assert blended["latents"].device.type == "meta" and blended["latents"].shape == (2, 64, 16)
 
 
 def test_class_detection_follows_the_models_device():

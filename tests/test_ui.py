@@ -187,7 +187,7 @@ def test_without_a_model_the_page_offers_every_owned_model():
     from hiresdiff.ui import OWNED_MODELS
 
     menu = {label: Handlers(model=name, max_side=64) for label, name in OWNED_MODELS.items()}
-    assert [h.is_pipeline for h in menu.values()] == [False, True]
+    assert [h.is_pipeline for h in menu.values()] == [False, True, True]
     app = build_app(menu)
     [dropdown] = [b for b in app.blocks.values() if isinstance(b, gr.Dropdown) and b.elem_id == "model"]
     assert [value for _, value in dropdown.choices] == list(OWNED_MODELS) and dropdown.visible

@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 TEXT_DIM = 32
-KINDS = ("sd15", "sd2v", "sdxl", "animatediff", "controlnet", "t2i_adapter", "pixel", "dit")
+KINDS = ("sd15", "sd2v", "sdxl", "animatediff", "controlnet", "t2i_adapter", "pixel", "dit", "flux", "sd3")
+T5_DIM = 64  # SD3 pads its two CLIP states (2 × TEXT_DIM) to T5's width
+FLOW_TRAINED_LATENT = 8  # the tiny flow pipelines' trained size: 16² pixels
 
 
 def tokenizer():
@@ -41,14 +43,70 @@ def text_encoder(with_projection: bool = False):
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
-def vae():
+def vae(**overrides):
     """A 2-level VAE: vae_scale_factor 2, 4 latent channels."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
     return AutoencoderKL(block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4,
                          down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         norm_num_groups=2)
+                         norm_num_groups=2, **overrides)
+
+
+def t5():
+    """A T5 encoder with an offline T5 tokenizer (every printable ASCII character is a piece)."""
+    from transformers import T5Config, T5EncoderModel
+
+    from hiresdiff.models.emoji_tokenizer import build_t5_tokenizer
+
+    words = ["a red cat", "a blue dog", "a green bird on a tree", "a cat face"]
+    t5_tokenizer = build_t5_tokenizer(words, alphabet="".join(chr(i) for i in range(33, 127)), vocab_size=200)
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(t5_tokenizer), d_model=T5_DIM, d_kv=8, d_ff=37, num_layers=1, num_heads=2,
+                      relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return T5EncoderModel(config), t5_tokenizer
+
+
+def flow_scheduler(**overrides):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(**overrides)
+
+
+def flux():
+    """A FluxPipeline: 1 dual-stream and 1 single-stream block, packed 2×2, trained size 16² pixels."""
+    import diffusers
+
+    text_encoder_2, tokenizer_2 = t5()
+    torch.manual_seed(0)
+    transformer = diffusers.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                                   attention_head_dim=8, num_attention_heads=2, joint_attention_dim=T5_DIM,
+                                                   pooled_projection_dim=TEXT_DIM, axes_dims_rope=(2, 2, 4))
+    pipe = diffusers.FluxPipeline(
+        scheduler=flow_scheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=16),
+        vae=vae(shift_factor=0.1), text_encoder=text_encoder(), tokenizer=tokenizer(), text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2, transformer=transformer)
+    pipe.default_sample_size = FLOW_TRAINED_LATENT
+    return pipe
+
+
+def sd3():
+    """A StableDiffusion3Pipeline: 2 joint blocks (the first with SD3.5's second, image-only attention), patch 2,
+    trained size 16² pixels, its position embedding reaching 32² latents (64² pixels)."""
+    import diffusers
+
+    text_encoder_3, tokenizer_3 = t5()
+    torch.manual_seed(0)
+    transformer = diffusers.SD3Transformer2DModel(sample_size=FLOW_TRAINED_LATENT, patch_size=2, in_channels=4,
+                                                  num_layers=2, attention_head_dim=8, num_attention_heads=2,
+                                                  joint_attention_dim=T5_DIM, caption_projection_dim=16,
+                                                  pooled_projection_dim=2 * TEXT_DIM, out_channels=4,
+                                                  pos_embed_max_size=16, dual_attention_layers=(0,), qk_norm="rms_norm")
+    return diffusers.StableDiffusion3Pipeline(
+        scheduler=flow_scheduler(shift=3.0), vae=vae(shift_factor=0.1), transformer=transformer,
+        text_encoder=text_encoder(with_projection=True), tokenizer=tokenizer(),
+        text_encoder_2=text_encoder(with_projection=True), tokenizer_2=tokenizer(),
+        text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3)
 
 
 def unet(**overrides):
@@ -123,6 +181,10 @@ def build(kind: str):
                                                       num_layers=1, attention_head_dim=4, num_attention_heads=2,
                                                       num_embeds_ada_norm=10)
         return diffusers.DiTPipeline(transformer=transformer, vae=common["vae"], scheduler=scheduler())
+    if kind == "flux":
+        return flux()
+    if kind == "sd3":
+        return sd3()
     if kind == "sdxl":
         sdxl_unet = unet(addition_embed_type="text_time", addition_time_embed_dim=4,
                          projection_class_embeddings_input_dim=6 * 4 + TEXT_DIM,
@@ -189,4 +251,6 @@ def load(kind: str):
 
     pipe = DiffusionPipeline.from_pretrained(saved(kind))
     pipe.set_progress_bar_config(disable=True)
+    if kind == "flux":  # FluxPipeline fixes default_sample_size = 128 (FLUX.1's) whatever the weights
+        pipe.default_sample_size = FLOW_TRAINED_LATENT
     return pipe

@@ -1,8 +1,8 @@
 """The ``hiresdiff`` command line, a thin layer over the Python API.
 
 ``generate`` (the main job) and ``upscale`` are in :mod:`hiresdiff.cli.generate`, ``batch`` in
-:mod:`hiresdiff.cli.batch`; ``data``, ``train``,
-``train-pipeline``, ``train-upsamplers``, ``bench`` and ``ui`` in :mod:`hiresdiff.cli.tools`. Every bad option gets a one-line error
+:mod:`hiresdiff.cli.batch`; ``data``, the training
+commands, ``bench`` and ``ui`` in :mod:`hiresdiff.cli.tools`. Every bad option gets a one-line error
 and exit status 2, before any model loads.
 """
 
@@ -26,9 +26,8 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     generate.add_upscale_parser(sub)
     batch.add_batch_parser(sub)
     tools.add_data_parser(sub)
-    tools.add_train_parser(sub, with_options=command in (None, "train"))
-    tools.add_train_pipeline_parser(sub, with_options=command in (None, "train-pipeline"))
-    tools.add_train_upsamplers_parser(sub, with_options=command in (None, "train-upsamplers"))
+    for training in tools.TRAINING_COMMANDS:
+        tools.add_training_parser(sub, training, with_options=command in (None, training))
     tools.add_bench_parser(sub)
     tools.add_ui_parser(sub)
     return parser

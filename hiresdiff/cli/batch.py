@@ -33,6 +33,7 @@ def add_batch_parser(sub) -> None:
 
 def run_batch_command(args) -> None:
     from hiresdiff.batch import BatchSettings, jobs_for, read_prompts, run_batch
+    from hiresdiff.integrations.pipeline_loading import recommended_guidance
     from hiresdiff.options import parse_methods, recipes_for
 
     methods = parse_methods([args.method])
@@ -44,7 +45,7 @@ def run_batch_command(args) -> None:
     recipe = recipes_for(methods, options)[methods[0]]
     jobs = jobs_for(read_prompts(args.prompts), args.seeds)
     settings = BatchSettings(model=args.model, method=methods[0], height=args.height, width=args.width, steps=args.steps,
-                             scheduler=args.scheduler, guidance_scale=args.guidance_scale,
+                             scheduler=args.scheduler, guidance_scale=recommended_guidance(args.model, args.guidance_scale),
                              negative_prompt=args.negative_prompt, **dataclasses.asdict(options))
 
     def pipe_loader(device):

@@ -69,7 +69,7 @@ def add_method_options(p: argparse.ArgumentParser, default_methods) -> None:
                    help=f"sampler (default {DEFAULT_SCHEDULER} for pixel models, the pipeline's own otherwise)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_max_pixels(p)
-    pipe = p.add_argument_group("diffusers pipelines (SD 1.x/2.x, SDXL, AnimateDiff): --model with --prompt")
+    pipe = p.add_argument_group("diffusers pipelines (SD 1.x/2.x, SDXL, AnimateDiff, FLUX.1, SD3): --model with --prompt")
     pipe.add_argument("--prompt", default=None, help="run the --model pipeline on this prompt")
     add_pipeline_options(pipe)
 
@@ -83,12 +83,15 @@ def add_part_options(p) -> None:
     p.add_argument("--alpha", type=float, default=None, help="cascades: FreeScale's detail control α (default 2 for freescale)")
     p.add_argument("--upsamplers", default=None, help="cascades: feature upsamplers folder for Self-Cascade "
                    "(default on the embedded model: the shipped ones; 'none': tuning-free)")
+    p.add_argument("--positions", choices=("pi", "ntk", "yarn"), default=None, help="flow transformers (FLUX, SD3): "
+                   "position rescaling above the trained size for every method (default: PI where a method dilates)")
 
 
 def add_pipeline_options(pipe) -> None:
     """Options passed to a diffusers pipeline's call and loading."""
     pipe.add_argument("--negative-prompt", default=None)
-    pipe.add_argument("--guidance-scale", type=float, default=7.5)
+    pipe.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the "
+                      "model's recommended scale, e.g. emoji-flux's 4, else 7.5)")
     pipe.add_argument("--device", default=None, help="cuda, mps or cpu (default: pipelines the best available, pixel "
                       "models the CPU)")
     pipe.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: pipelines fp16 on cuda and fp32 "
@@ -100,13 +103,13 @@ def method_options(args):
     from hiresdiff.options import MethodOptions
 
     return MethodOptions(theta=args.theta, eta=args.eta, strength=args.strength, alpha=args.alpha,
-                         upsamplers=args.upsamplers)
+                         upsamplers=args.upsamplers, positions=args.positions)
 
 
 def add_generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="sample above the trained resolution with several methods; write one labelled grid")
     p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded 32² emoji model), "
-                   "emoji-latent (the owned 32² text-to-image pipeline, with --prompt), "
+                   "emoji-latent or emoji-flux (the owned 32² text-to-image pipelines, with --prompt), "
                    "or with --prompt a diffusers pipeline folder or hub id")
     add_method_options(p, list(COMPARISON_METHODS))
     p.add_argument("--scale", type=float, nargs="+", default=[DEFAULT_SCALE],
@@ -181,16 +184,17 @@ def pipeline_columns(args, methods, options):
                    for m, r in recipes.items()}
     pipe, kwargs = load_cli_pipeline(args, needs_unet=any(r.describe() != "naive" for r in recipes.values()))
     from hiresdiff.comparison import check_recipes_make, scaled_size
-    from hiresdiff.integrations.unet_families import size_multiple, trained_size
+    from hiresdiff.integrations.denoisers import find_denoiser, size_multiple, trained_size
 
     factor = getattr(pipe, "vae_scale_factor", 1)
-    trained = trained_size(pipe.unet)
+    denoiser = find_denoiser(pipe)[0]
+    trained = trained_size(denoiser, pipe)
     sizes = ([(args.height, args.width)] if args.height is not None  # --scale: multiples of the trained size in pixels
              else [scaled_size(tuple(n * factor for n in trained), scale) for scale in args.scale])
     for height, width in sizes:
         check_max_pixels(height, width, args.max_pixels)
     if all(h % factor == 0 and w % factor == 0 for h, w in sizes):  # every method can make the sizes, before sampling
-        check_recipes_make(recipes, trained, [(h // factor, w // factor) for h, w in sizes], size_multiple(pipe.unet))
+        check_recipes_make(recipes, trained, [(h // factor, w // factor) for h, w in sizes], size_multiple(denoiser))
     configure_vae_tiling(pipe, *max(sizes, key=lambda hw: hw[0] * hw[1]), None)
     if args.num_images is not None:
         kwargs["num_images_per_prompt"] = args.num_images
@@ -222,7 +226,7 @@ def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True
     pipe = load_pipeline(args.model, device=args.device or device, dtype=dtype, needs_unet=needs_unet, progress=progress)
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-    return pipe, call_kwargs(args.guidance_scale, args.negative_prompt)
+    return pipe, call_kwargs(pipe, args.guidance_scale, args.negative_prompt)
 
 
 def add_upscale_parser(sub) -> None:
@@ -272,7 +276,7 @@ def run_upscale(args) -> None:
     recipe = recipes_for(methods, method_options(args), shipped_upsamplers(args.model))[methods[0]]
     if args.prompt is None:
         from hiresdiff.integrations.pixel import load_pixel_model, pixel_model_config
-        from hiresdiff.integrations.unet_families import size_multiple, trained_size
+        from hiresdiff.integrations.denoisers import size_multiple, trained_size
         from hiresdiff.integrations.upscale import check_upscalable, likely_class_labels
         from hiresdiff.models import EMBEDDED_MODEL_DIR
 

@@ -1,4 +1,5 @@
-"""The tool commands: ``data`` (the emoji data set), ``train``, ``train-pipeline``, ``train-upsamplers``, ``bench`` and ``ui``."""
+"""The tool commands: ``data`` (the emoji data set), the training commands (``train``, ``train-pipeline``,
+``train-flux``, ``train-upsamplers``), ``bench`` and ``ui``."""
 
 from __future__ import annotations
 
@@ -20,38 +21,30 @@ def run_data(args) -> None:
     print(f"wrote {build(args.data_dir, force=args.force)}")
 
 
-def add_train_parser(sub, with_options: bool = True) -> None:
-    """``train``; its options come from :mod:`hiresdiff.models.train_emoji`, which loads torch: ``with_options=False``
+TRAINING_COMMANDS = {  # command: (module of hiresdiff.models with add_arguments and train, help)
+    "train": ("train_emoji", "train (or resume) the embedded emoji model"),
+    "train-pipeline": ("train_pipeline", "train (or resume) the emoji-latent text-to-image pipeline"),
+    "train-flux": ("train_flux", "train (or resume) the emoji-flux FLUX-architecture pipeline"),
+    "train-upsamplers": ("train_upsamplers", "train Self-Cascade feature upsamplers for the embedded model (resumable)"),
+}
+
+
+def add_training_parser(sub, command: str, with_options: bool = True) -> None:
+    """One of :data:`TRAINING_COMMANDS`; its options come from its module, which loads torch: ``with_options=False``
     lists the command without them (for ``hiresdiff --help``)."""
-    p = sub.add_parser("train", help="train (or resume) the embedded emoji model")
+    module_name, help_text = TRAINING_COMMANDS[command]
+    p = sub.add_parser(command, help=help_text)
     if with_options:
-        from hiresdiff.models import train_emoji
+        import importlib
 
-        train_emoji.add_arguments(p).set_defaults(run=train_emoji.train)
-
-
-def add_train_pipeline_parser(sub, with_options: bool = True) -> None:
-    """``train-pipeline`` (the emoji-latent pipeline); ``with_options`` as for :func:`add_train_parser`."""
-    p = sub.add_parser("train-pipeline", help="train (or resume) the emoji-latent text-to-image pipeline")
-    if with_options:
-        from hiresdiff.models import train_pipeline
-
-        train_pipeline.add_arguments(p).set_defaults(run=train_pipeline.train)
-
-
-def add_train_upsamplers_parser(sub, with_options: bool = True) -> None:
-    """``train-upsamplers``; ``with_options`` as for :func:`add_train_parser`."""
-    p = sub.add_parser("train-upsamplers", help="train Self-Cascade feature upsamplers for the embedded model (resumable)")
-    if with_options:
-        from hiresdiff.models import train_upsamplers
-
-        train_upsamplers.add_arguments(p)
+        module = importlib.import_module(f"hiresdiff.models.{module_name}")
+        module.add_arguments(p).set_defaults(run=module.train)
 
 
 def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="the UG reproduction benchmark against held-out real emoji (writes benchmarks/results/)")
     p.add_argument("--model", default=None, help="local 32² UNet2DModel folder (default: the embedded model), or with "
-                   "--suite latent a 32² text-to-image pipeline (emoji-latent or a folder)")
+                   "--suite latent a 32² text-to-image pipeline (emoji-latent, emoji-flux or a folder)")
     p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
     p.add_argument("--num-images", type=int, default=None,
                    help="images per method at 2x; m-x above 2 uses num_images*4/m^2 (default 96; --quick: 8)")
@@ -63,7 +56,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out-dir", default="benchmarks/results")
     p.add_argument("--suite", choices=("ug", "methods", "latent"), default="ug",
                    help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and ablation; "
-                   "latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled VAE")
+                   "latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled VAE; on a "
+                   "flow transformer (emoji-flux) the position rescalings instead of the tuned cascade and tiled VAE")
     p.add_argument("--upsamplers", nargs="+", default=None, metavar="SCALE=FOLDER",
                    help="trained feature upsamplers for the tuned Self-Cascade row, per cascade stage (its scale), "
                    "e.g. 2=hiresdiff/models/emoji32_upsamplers_64 (4× runs: also 4=… to reuse them at the 4× stage)")

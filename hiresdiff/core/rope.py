@@ -46,8 +46,8 @@ def scaled_rope_frequencies(dim: int, scale: float, method: str, theta: float = 
         return omega
     if method == "pi":
         return omega / scale
-    if method == "ntk":
-        return rope_frequencies(dim, theta * scale ** (dim / (dim - 2)))
+    if method == "ntk":  # d = 2 has the one frequency ω_0 = θ^0 = 1, whatever the base: unchanged
+        return omega if dim == 2 else rope_frequencies(dim, theta * scale ** (dim / (dim - 2)))
     if not trained_length or trained_length <= 0:
         raise ValueError(f"yarn needs the axis' trained_length (positions at the trained size); got {trained_length!r}")
     turns = trained_length * omega / (2 * math.pi)  # r_i = L / λ_i

@@ -101,27 +101,54 @@ def cascade_methods_for(scale: int, strengths=(0.5, 0.7, 0.9), upsamplers=None, 
     return out
 
 
+def pipeline_rows(scale: int) -> list[Method]:
+    """The rows both pipeline suites share: FreeScale without fusion / detail control, the compositions with UG
+    (η 0.6), and CFG 1 for naive and FreeScale."""
+    ug = UpsampleGuidanceConfig(eta=0.6)
+    return [Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
+            Method("FreeScale without detail control", scale, Recipe.freescale(detail_alpha=None)),
+            Method("FreeScale+UG", scale, Recipe.freescale(ug=ug)),
+            Method("Self-Cascade+UG", scale, Recipe.self_cascade() + Recipe(ug=ug)),
+            Method(f"naive {scale}x CFG 1", scale, Recipe.naive(), call=(("guidance_scale", 1.0),)),
+            Method("FreeScale CFG 1", scale, Recipe.freescale(), call=(("guidance_scale", 1.0),))]
+
+
 def latent_methods_for(scale: int, upsamplers=None, etas=(1.0, 0.6, 0.3)) -> list[Method]:
     """The latent-pipeline set at one scale: the baselines, UG at each η (the latent question: (θ, η) ≈ (1, 0.6)),
     Self-Cascade tuning-free and tuned, FreeScale with RGB vs latent φ and its other ablations, the compositions,
     CFG scale 1 against the pipeline's default, and the tiled VAE against the whole-image one."""
-    ug = UpsampleGuidanceConfig(eta=0.6)
     out = baselines(scale) + [Method(f"UG θ=1 η={e:g}", scale, Recipe.upsample_guidance(eta=e), theta=1.0) for e in etas]
     out += [Method("Self-Cascade", scale, Recipe.self_cascade())]
     if upsamplers:
         out += [Method("Self-Cascade tuned", scale, Recipe.self_cascade(upsamplers=upsamplers))]
     out += [Method("FreeScale (RGB φ)", scale, Recipe.freescale()),
             Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
-            Method("FreeScale without dilation", scale, Recipe.freescale(dilation=False)),
-            Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
-            Method("FreeScale without detail control", scale, Recipe.freescale(detail_alpha=None)),
-            Method("FreeScale+UG", scale, Recipe.freescale(ug=ug)),
-            Method("Self-Cascade+UG", scale, Recipe.self_cascade() + Recipe(ug=ug)),
-            Method(f"naive {scale}x CFG 1", scale, Recipe.naive(), call=(("guidance_scale", 1.0),)),
-            Method("FreeScale CFG 1", scale, Recipe.freescale(), call=(("guidance_scale", 1.0),)),
-            Method(f"naive {scale}x tiled VAE", scale, Recipe.naive(), tiled_vae=True, same_as=f"naive {scale}x"),
+            Method("FreeScale without dilation", scale, Recipe.freescale(dilation=False))]
+    out += pipeline_rows(scale)
+    out += [Method(f"naive {scale}x tiled VAE", scale, Recipe.naive(), tiled_vae=True, same_as=f"naive {scale}x"),
             Method("FreeScale tiled VAE", scale, Recipe.freescale(), tiled_vae=True, same_as="FreeScale (RGB φ)")]
     return out
+
+
+def flow_methods_for(scale: int, etas=(1.0, 0.6, 0.3)) -> list[Method]:
+    """The flow-transformer set at one scale (FLUX, SD3): the baselines, UG for rectified flow at each η, each position
+    rescaling alone, Self-Cascade, FreeScale (its dilation is PI over the early window) with each rescaling, latent
+    φ, the stage-size shift instead of the trained size's, its other ablations, the compositions, and CFG 1."""
+    from hiresdiff.methods.positions import PositionConfig
+
+    out = baselines(scale) + [Method(f"UG θ=1 η={e:g}", scale, Recipe.upsample_guidance(eta=e), theta=1.0) for e in etas]
+    out += [Method(f"naive {scale}x + {label}", scale, Recipe(positions=PositionConfig(method, attention=attention)))
+            for label, method, attention in (("PI", "pi", None), ("NTK", "ntk", None), ("YaRN", "yarn", None),
+                                             ("PI + entropy", "pi", "entropy"))]
+    out += [Method("Self-Cascade", scale, Recipe.self_cascade()),
+            Method("FreeScale (RGB φ, PI)", scale, Recipe.freescale()),
+            Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
+            Method("FreeScale, stage shift", scale, Recipe.freescale(flow_shift="stage")),
+            Method("Self-Cascade, stage shift", scale, Recipe.self_cascade(flow_shift="stage")),
+            Method("FreeScale NTK", scale, Recipe.freescale() + Recipe(positions=PositionConfig("ntk", until=0.7))),
+            Method("FreeScale YaRN", scale, Recipe.freescale() + Recipe(positions=PositionConfig("yarn", until=0.7))),
+            Method("FreeScale without positions", scale, Recipe.freescale(dilation=False))]
+    return out + pipeline_rows(scale)
 
 
 SUITES = ("ug", "methods", "latent")
@@ -148,6 +175,7 @@ class Settings:
     suite: str = "ug"  # "ug": the UG reproduction rows; "methods": every preset, composition and ablation
     strengths: tuple = (0.5, 0.7, 0.9)
     upsamplers: Optional[dict] = None  # {stage scale: folder} of trained feature upsamplers for the tuned Self-Cascade
+    guidance_scale: Optional[float] = None  # pipelines' CFG (None: the model's recommended, else 7.5; an undistilled FLUX: true_cfg_scale)
 
     def __post_init__(self):
         if self.suite not in SUITES:
@@ -222,24 +250,32 @@ class PipelineSampler:
     the trained-size sample of the same batch."""
 
     def __init__(self, settings: Settings, pick: torch.Tensor, test_names: list[str]):
+        from hiresdiff.integrations.denoisers import family_of, find_denoiser
         from hiresdiff.integrations.pipeline_loading import load_pipeline
         from hiresdiff.integrations.schedulers import make_scheduler
 
         self.pipe = load_pipeline(settings.model, device="cpu", progress=False)
-        self.pipe.scheduler = make_scheduler(settings.scheduler, self.pipe.scheduler.config)
+        self.flow = family_of(find_denoiser(self.pipe)[0]).flow
+        if self.flow:  # flow-matching transformers sample with their own flow-matching scheduler
+            settings.scheduler = type(self.pipe.scheduler).__name__
+        else:
+            self.pipe.scheduler = make_scheduler(settings.scheduler, self.pipe.scheduler.config)
         self.settings, self.prompts = settings, [test_names[i] for i in pick.tolist()]
 
     def sample(self, method: Optional[Method], res: int, count: int) -> torch.Tensor:
         from hiresdiff.integrations.pipeline_driver import generate
+        from hiresdiff.integrations.pipeline_loading import call_kwargs
 
         s, parts = self.settings, []
+        call = dict(() if method is None else method.call)
+        call = {**call_kwargs(self.pipe, call.pop("guidance_scale", s.guidance_scale)), **call}
         if method is not None and method.tiled_vae:
             self.pipe.vae.enable_tiling()
         try:
             for i in range(0, count, s.batch_size):
                 images = generate(self.pipe, self.prompts[i:min(i + s.batch_size, count)], height=res, width=res,
                                   recipe=None if method is None else method.recipe, seed=s.seed + i, steps=s.steps,
-                                  output_type="pt", **dict(() if method is None else method.call))
+                                  output_type="pt", **call)
                 parts.append(images * 2 - 1)
         finally:
             self.pipe.vae.disable_tiling()
@@ -292,6 +328,8 @@ def run(settings: Settings, progress: bool = True) -> dict:
                                                                 linear_thetas=settings.linear_thetas)]
     elif settings.suite == "methods":
         jobs = [m for s in settings.scales for m in cascade_methods_for(s, settings.strengths, settings.upsamplers)]
+    elif sampler.flow:
+        jobs = [m for s in settings.scales for m in flow_methods_for(s)]
     else:
         jobs = [m for s in settings.scales for m in latent_methods_for(s, settings.upsamplers)]
     made = {}

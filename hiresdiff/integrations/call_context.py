@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from hiresdiff.integrations.hook_utils import UNetCallHook, attach, attached, detach
+from hiresdiff.integrations.hook_utils import DenoiserCallHook, attach, attached, detach
 
 CALL_CONTEXT_HOOK = "hiresdiff_call_context"
 
@@ -40,19 +40,26 @@ class UNetCall:
         return float(self.timestep.max()) / self.num_train_timesteps
 
 
-class CallContextHook(UNetCallHook):
-    """Records a :class:`UNetCall` while the UNet runs; holds the trained latent size and T."""
+class CallContextHook(DenoiserCallHook):
+    """Records a :class:`UNetCall` while the UNet (or flow transformer) runs; holds the trained latent size and T
+    (a flow transformer's time unit: σ·T is its ``timestep``, so t/T = σ)."""
 
-    def __init__(self, trained_size: Sequence[int], num_train_timesteps: int):
+    def __init__(self, trained_size: Sequence[int], num_train_timesteps: float, layout=None):
         super().__init__()
         self.trained_size = tuple(trained_size)
         self.num_train_timesteps = num_train_timesteps
+        self.layout = layout
         self.current: Optional[UNetCall] = None
 
     def new_forward(self, module, *args, **kwargs):
         arguments = self.arguments(module, args, kwargs)
-        sample, timestep = arguments["sample"], arguments["timestep"]
-        size = tuple(sample.shape[2:])
+        timestep = arguments["timestep"]
+        if self.layout is None:
+            sample = arguments["sample"]
+            size = tuple(sample.shape[2:])
+        else:
+            sample = arguments[self.layout.input_name]
+            size = self.layout.grid_size(arguments)
         h0, w0 = self.trained_size
         timestep = timestep if isinstance(timestep, torch.Tensor) else torch.tensor(timestep, device=sample.device)
         call = UNetCall(timestep.detach(), size, (size[-2] / h0, size[-1] / w0), self.num_train_timesteps)
@@ -63,9 +70,10 @@ class CallContextHook(UNetCallHook):
             self.current = outer
 
 
-def apply_call_context(unet, trained_size: Sequence[int], num_train_timesteps: int) -> CallContextHook:
-    """Attach the context hook to ``unet`` (trained latent size (h0, w0) and T of its schedule)."""
-    hook = CallContextHook(trained_size, num_train_timesteps)
+def apply_call_context(unet, trained_size: Sequence[int], num_train_timesteps: float, layout=None) -> CallContextHook:
+    """Attach the context hook to ``unet`` (trained latent size (h0, w0) and T of its schedule; a flow transformer's
+    ``layout`` says where its grid is, and T is then its time unit)."""
+    hook = CallContextHook(trained_size, num_train_timesteps, layout)
     attach(unet, hook, CALL_CONTEXT_HOOK)
     return hook
 

@@ -25,7 +25,7 @@ from diffusers.hooks import ModelHook
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 
-from hiresdiff.integrations.hook_utils import UNetCallHook, attach, detach
+from hiresdiff.integrations.hook_utils import DenoiserCallHook, attach, detach
 from hiresdiff.integrations.lowres_call import RESIDUALS
 
 UPSAMPLERS_HOOK = "hiresdiff_feature_upsamplers"
@@ -143,7 +143,7 @@ class _LevelHook(ModelHook):
         return added if self.is_mid else (added, (*output[1][:-1], added))
 
 
-class _PivotHook(UNetCallHook):
+class _PivotHook(DenoiserCallHook):
     """On the UNet: marks which calls get the upsamplers and computes the pivot features at the first such call."""
 
     def __init__(self, state: _State, pivot: torch.Tensor, stage_size: Sequence[int], threshold: float, context):

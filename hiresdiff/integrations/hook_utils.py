@@ -45,8 +45,8 @@ def detach(module: torch.nn.Module, name: str) -> None:
         del module._diffusers_hook
 
 
-class UNetCallHook(ModelHook):
-    """A hook on a UNet that reads its call's arguments by name (``sample``, ``timestep``, conditioning)."""
+class DenoiserCallHook(ModelHook):
+    """A hook on a UNet or transformer that reads its call's arguments by name (``sample``/``hidden_states``, ``timestep``, …)."""
 
     def initialize_hook(self, module):
         self.signature = inspect.signature(type(module).forward)

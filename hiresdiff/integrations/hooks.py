@@ -30,9 +30,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from hiresdiff.core.resample import axis_factors
-from hiresdiff.integrations.hook_utils import UNetCallHook, attach, attached, detach
+from hiresdiff.integrations.hook_utils import DenoiserCallHook, attach, attached, detach
 from hiresdiff.integrations.lowres_call import check_latent_size, check_time_ids, lowres_conditioning
-from hiresdiff.integrations.unet_families import UNetFamily, family_of, find_unet
+from hiresdiff.integrations.denoisers import DenoiserFamily, family_of, find_denoiser
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction, with_family_eta
 
 UPSAMPLE_GUIDANCE_HOOK = "upsample_guidance"
@@ -47,7 +47,7 @@ def scheduler_schedule(scheduler) -> tuple[torch.Tensor, str]:
     return torch.as_tensor(alphas_cumprod).cpu(), scheduler.config.prediction_type
 
 
-class UpsampleGuidanceHook(UNetCallHook):
+class UpsampleGuidanceHook(DenoiserCallHook):
     """Replaces a UNet's forward by eq. 4: its own call plus, where w_t ≠ 0, the trained-resolution call.
 
     Holds only settings: the guidance levels (one, or several nested ones, outermost first), where to find the
@@ -55,7 +55,7 @@ class UpsampleGuidanceHook(UNetCallHook):
     """
 
     def __init__(self, levels: Sequence[UpsampleGuidanceConfig], scheduler_source: Callable[[], Any],
-                 family: UNetFamily, time_ids: str, vae_scale_factor: Optional[int]):
+                 family: DenoiserFamily, time_ids: str, vae_scale_factor: Optional[int]):
         super().__init__()
         self.levels = list(levels)
         self.scheduler_source = scheduler_source
@@ -119,19 +119,27 @@ def apply_upsample_guidance(pipe_or_unet, config: Union[UpsampleGuidanceConfig, 
     >>> remove_upsample_guidance(pipe)
     ```
     """
-    unet, pipe = find_unet(pipe_or_unet)
+    unet, pipe = find_denoiser(pipe_or_unet)
     if attached(unet, UPSAMPLE_GUIDANCE_HOOK) is not None:
         raise ValueError("Upsample Guidance is already applied to this UNet; call remove_upsample_guidance first")
-    if scheduler is None and pipe is None:
-        raise ValueError("a bare UNet needs scheduler=: Upsample Guidance reads alphas_cumprod and prediction_type "
-                         "from the scheduler that samples with it")
-    scheduler_source = (lambda: scheduler) if scheduler is not None else (lambda: pipe.scheduler)
-    scheduler_schedule(scheduler_source())
     family = family_of(unet)
     levels = [config] if isinstance(config, UpsampleGuidanceConfig) else list(config)
     if not levels or not all(isinstance(c, UpsampleGuidanceConfig) for c in levels):
         raise ValueError(f"config must be an UpsampleGuidanceConfig or a non-empty sequence of them; got {config!r}")
     levels = [with_family_eta(level, latent=family.latent) for level in levels]
+    if family.flow:  # rectified flow: σ comes from the call itself, no scheduler is read
+        from hiresdiff.integrations.denoisers import size_multiple
+        from hiresdiff.integrations.flow_guidance import FlowUpsampleGuidanceHook
+
+        for level in levels:
+            axis_factors(level.factor, 4)  # (H, W) only: ValueError for a frame factor
+        attach(unet, FlowUpsampleGuidanceHook(levels, family, size_multiple(unet)), UPSAMPLE_GUIDANCE_HOOK)
+        return
+    if scheduler is None and pipe is None:
+        raise ValueError("a bare UNet needs scheduler=: Upsample Guidance reads alphas_cumprod and prediction_type "
+                         "from the scheduler that samples with it")
+    scheduler_source = (lambda: scheduler) if scheduler is not None else (lambda: pipe.scheduler)
+    scheduler_schedule(scheduler_source())
     for level in levels:
         if axis_factors(level.factor, 5)[0] > 1 and not family.video:
             raise ValueError(f"factor {level.factor!r} scales frames, but {type(unet).__name__} is an image UNet; "
@@ -147,5 +155,5 @@ def remove_upsample_guidance(pipe_or_unet) -> None:
     The UNet is restored exactly: its ``forward``, and the hook registry if this hook created it, are
     deleted again when no other hook remains. Attention processors and config are never touched.
     """
-    unet, _ = find_unet(pipe_or_unet)
+    unet, _ = find_denoiser(pipe_or_unet)
     detach(unet, UPSAMPLE_GUIDANCE_HOOK)

@@ -2,8 +2,9 @@
 
 Schedulers keep their sample in different parametrisations: DDIM, DDPM, DPM-Solver, UniPC, DEIS, LCM and TCD
 in the VP form x = √ᾱ·x₀ + √(1−ᾱ)·ε, Euler, Heun, KDPM2, LMS and the EDM schedulers in the σ form
-x = x₀ + σ·ε (scaled by ``scale_model_input`` before the model sees it). Every one of them says how it noises
-through its own ``add_noise``, which is linear in x₀ and ε. :class:`NoiseLevels` asks it once per grid step,
+x = x₀ + σ·ε (scaled by ``scale_model_input`` before the model sees it), the flow-matching ones (FLUX, SD3) in
+the rectified-flow form x = (1−σ)·x₀ + σ·ε. Every one of them says how it noises through its own ``add_noise``
+(flow matching: ``scale_noise``), which is linear in x₀ and ε. :class:`NoiseLevels` asks it once per grid step,
 
     a_i = add_noise(1, 0, t_i),   b_i = add_noise(0, 1, t_i)   (with the scheduler's begin index at i),
 
@@ -16,6 +17,7 @@ grids are σ directly), ᾱ_i = 1/(1 + σ_i²) and log-SNR λ_i = −2·log σ_i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -35,19 +37,26 @@ class NoiseLevels:
     num_train_timesteps: int
 
     @classmethod
-    def of(cls, scheduler, steps: int) -> "NoiseLevels":
-        """Read the levels of ``scheduler``'s grid for ``steps`` inference steps (a fresh copy is asked; the
-        scheduler itself is not touched)."""
+    def of(cls, scheduler, steps: int, grid: Optional[dict] = None) -> "NoiseLevels":
+        """Read the levels of ``scheduler``'s grid for ``steps`` inference steps, ``grid`` the further arguments of
+        its ``set_timesteps`` (a flow pipeline's ``sigmas`` and ``mu``); a fresh copy is asked, the scheduler itself
+        is not touched."""
         probe = fresh_copy(scheduler)
-        probe.set_timesteps(steps)
+        probe.set_timesteps(steps, **(grid or {}))
         timesteps = probe.timesteps.detach().cpu()
         one, zero = torch.ones(1), torch.zeros(1)
+
+        def noise_of(x0, eps, t):
+            if hasattr(probe, "add_noise"):
+                return float(probe.add_noise(x0, eps, t))
+            return float(probe.scale_noise(x0, t, eps))  # flow matching: (1 − σ)·x₀ + σ·ε
+
         signal, noise = [], []
         for i, t in enumerate(timesteps):
             if hasattr(probe, "set_begin_index"):  # index-based schedulers read the step's σ by its position
                 probe.set_begin_index(i)
-            signal.append(float(probe.add_noise(one, zero, t.reshape(1))))
-            noise.append(float(probe.add_noise(zero, one, t.reshape(1))))
+            signal.append(noise_of(one, zero, t.reshape(1)))
+            noise.append(noise_of(zero, one, t.reshape(1)))
         return cls(timesteps, torch.tensor(signal, dtype=torch.float64), torch.tensor(noise, dtype=torch.float64),
                    scheduler.config.num_train_timesteps)
 

@@ -1,4 +1,5 @@
-"""The one sampling core: any recipe on any diffusers pipeline, a pixel ``UNet2DModel`` being one more pipeline.
+"""The one sampling core: any recipe on any diffusers pipeline, a pixel ``UNet2DModel`` being one more pipeline, the
+flow-matching transformers of FLUX.1 and SD3/3.5 others (their differences: :mod:`hiresdiff.integrations.flow_transformers`).
 
 ``generate(pipe, …)`` runs the recipe's stages (:meth:`hiresdiff.recipe.Recipe.stages`) one after the other,
 each as one call of the pipeline itself, which brings everything it already does (prompt encoding, CFG,
@@ -47,8 +48,9 @@ import torch
 from hiresdiff.integrations.codecs import PixelCodec, VaeCodec, upsample_pivot
 from hiresdiff.integrations.noise_levels import NoiseLevels, fresh_copy
 from hiresdiff.integrations.restart import RestartedScheduler, stage_generator, stage_pipeline
-from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications
-from hiresdiff.integrations.unet_families import family_of, find_unet, size_multiple, trained_size
+from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications, transformer_positions
+from hiresdiff.integrations.denoisers import family_of, find_denoiser, size_multiple
+from hiresdiff.integrations.denoisers import trained_size as denoiser_trained_size
 from hiresdiff.methods.self_cascade import resize, restart_index
 from hiresdiff.recipe import Recipe, Stage, as_recipe, stages_after
 
@@ -59,12 +61,13 @@ FIRST_STAGE_ONLY = ("latents", "noise_size")  # arguments that describe stage 0'
 def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Recipe] = None, seed: int = 0,
              steps: int = 30, num_frames: Optional[int] = None, vae_tiling: Optional[bool] = None,
              on_stage: Optional[Callable[[Stage, Any], None]] = None, init_image: Optional[torch.Tensor] = None,
-             return_stages: bool = False, **pipeline_kwargs):
+             return_stages: bool = False, trained_size: Optional[int] = None, **pipeline_kwargs):
     """Generate ``height``×``width`` pixels with ``pipe`` and ``recipe``.
 
     Args:
         pipe: a loaded diffusers pipeline whose denoiser is a supported UNet (SD 1.x/2.x, SDXL, AnimateDiff,
-            their ControlNet, T2I-Adapter, IP-Adapter and LoRA variants), or a
+            their ControlNet, T2I-Adapter, IP-Adapter and LoRA variants) or flow-matching transformer
+            (``FluxPipeline``, ``StableDiffusion3Pipeline``), or a
             :class:`~hiresdiff.integrations.pixel_pipeline.PixelPipeline`.
         prompt: the prompt (also any other pipeline argument in ``pipeline_kwargs``: ``negative_prompt``,
             ``guidance_scale``, ``output_type``, ``callback_on_step_end``, ``image`` of a ControlNet, …;
@@ -78,7 +81,11 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         on_stage: called as ``on_stage(stage, latents)`` when a stage other than the last finishes.
         init_image: upscale this image (B, 3, h, w) in [-1, 1] instead of generating one: encoded by the VAE,
             it stands in for the result of the cascade's stage of its size, and only the later stages run.
-        return_stages: return every stage's output (``init_image``'s encoding first, if given), not only the last.
+        return_stages: return every stage's output (``init_image``'s encoding first, if given), not only the last;
+            the stages before the last as (B, C, h, w) latents (also FLUX's, which its pipeline packs).
+        trained_size: the square pixel size the model was trained at, when the pipeline does not know it (FLUX's
+            pipeline assumes ``default_sample_size·vae_scale_factor`` = 1024 whatever the weights). Default: the
+            denoiser's ``sample_size`` (FLUX: the pipeline's ``default_sample_size``) × the VAE factor.
 
     Returns:
         The last stage's output: a list of PIL images, or for a video pipeline the frames of the first video
@@ -91,7 +98,8 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
             for another UNet.
     """
     recipe = as_recipe(recipe) if recipe is not None else Recipe()
-    unet, _ = find_unet(pipe)
+    denoiser, _ = find_denoiser(pipe)
+    family = family_of(denoiser)
     parameters = inspect.signature(pipe.__call__).parameters
     missing = [name for name in PIPELINE_CONTRACT if name not in parameters]
     if missing:
@@ -100,28 +108,41 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     if recipe.cascade is not None and recipe.cascade.detail_alpha is not None and "callback_on_step_end" not in parameters:
         raise ValueError(f"recipe: detail control (detail_alpha) blends the latents through callback_on_step_end, which "
                          f"{type(pipe).__name__} does not take: use detail_alpha=None (e.g. Recipe.freescale(detail_alpha=None))")
-    if family_of(unet).video and recipe.cascade is not None and recipe.cascade.space == "rgb":
+    if family.flow and recipe.upsamplers is not None:
+        raise ValueError("upsamplers: Self-Cascade's feature upsamplers plug into UNet skip features; "
+                         f"{type(denoiser).__name__} is a transformer: use the tuning-free Self-Cascade (upsamplers=None)")
+    if not family.flow and recipe.positions is not None:
+        raise ValueError(f"positions: rescales a transformer's position embedding; {type(denoiser).__name__} has none "
+                         "(its analogue on a UNet is FreeScale's dilation): use positions=None")
+    if family.video and recipe.cascade is not None and recipe.cascade.space == "rgb":
         recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
     vae = getattr(pipe, "vae", None)
     scale_factor = getattr(pipe, "vae_scale_factor", 1) or 1
-    multiple = scale_factor * size_multiple(unet)
+    multiple = scale_factor * size_multiple(denoiser)
     for name, n in (("height", height), ("width", width)):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n % multiple:
-            raise ValueError(f"{name} must be a positive multiple of {multiple} (VAE factor {scale_factor} × the UNet's "
-                             f"downsampling factor {multiple // scale_factor}); got {n!r}")
+            raise ValueError(f"{name} must be a positive multiple of {multiple} (VAE factor {scale_factor} × the "
+                             f"{type(denoiser).__name__}'s size factor {multiple // scale_factor}); got {n!r}")
     check_steps(steps)
-    stages = recipe.stages(trained_size(unet), (height // scale_factor, width // scale_factor), size_multiple(unet))
+    trained = _trained_latent_size(denoiser, pipe, trained_size, scale_factor)
+    stages = recipe.stages(trained, (height // scale_factor, width // scale_factor), size_multiple(denoiser))
     if len(stages) > 1:
         stage_steps, strength = recipe.cascade.stage_steps(steps), recipe.cascade.strength
         if int(stage_steps * strength) < 1:
             raise ValueError(f"steps·strength must be at least 1, or the cascade's later stages run no step; got "
                              f"steps={stage_steps}, strength={strength} (steps·strength = {stage_steps * strength:g})")
+    reach = family.layout.position_reach(denoiser) if family.flow else 0
+    if reach and transformer_positions(recipe) is None and max(max(stage.size) for stage in stages) > reach:
+        raise ValueError(f"height and width: {type(denoiser).__name__}'s position embedding reaches {reach * scale_factor} pixels "
+                         f"per side (pos_embed_max_size {denoiser.config.pos_embed_max_size} patches); {height}x{width} needs it "
+                         "interpolated: use a recipe with positions=PositionConfig('pi'), or FreeScale (its restrained "
+                         "dilation is position interpolation on a transformer)")
     frame_factor = max((level.factor[0] for stage in stages for level in stage.ug_levels
                         if isinstance(level.factor, tuple) and len(level.factor) == 3), default=1)
     if num_frames is not None and num_frames % frame_factor:
         raise ValueError(f"num_frames={num_frames} is not divisible by the UG frame factor {frame_factor}: "
                          f"num_frames must be a multiple of {frame_factor}")
-    upsamplers = load_upsamplers(recipe.upsamplers, unet, stages) if recipe.upsamplers is not None else {}
+    upsamplers = load_upsamplers(recipe.upsamplers, denoiser, stages) if recipe.upsamplers is not None else {}
 
     common = dict(pipeline_kwargs, num_inference_steps=steps)
     first_only = {name: common.pop(name) for name in FIRST_STAGE_ONLY if common.get(name) is not None}
@@ -138,10 +159,11 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     output_type = common.pop("output_type", "pil")
     user_callback = common.pop("callback_on_step_end", None)
     codec = VaeCodec(vae, scale_factor, vae_tiling) if vae is not None else PixelCodec()
+    layout = family.layout
 
     results, latents = [], None
     if init_image is not None:
-        latents, stages = _encoded_image(init_image, unet, codec, stages, scale_factor)
+        latents, stages = _encoded_image(init_image, denoiser, codec, stages, scale_factor)
         results.append(latents)
     for stage in stages:
         last = stage is stages[-1]
@@ -155,12 +177,15 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
             scheduler = fresh_copy(pipe.scheduler)
             inner = scheduler
         else:
-            scheduler = _restart(pipe.scheduler, recipe, stage, latents, codec, call, steps)
+            scheduler = _restart(pipe.scheduler, recipe, stage, latents, codec, call, steps, layout, size_multiple(denoiser),
+                                 trained)
             inner = scheduler.inner
-        with stage_modifications(unet, recipe, stage, inner, upsamplers=upsamplers.get(int(max(stage.scale))), pivot=latents,
-                                 sdxl_time_ids=time_ids):
+        with stage_modifications(denoiser, recipe, stage, inner, upsamplers=upsamplers.get(int(max(stage.scale))), pivot=latents,
+                                 sdxl_time_ids=time_ids, trained_size=trained):
             output = stage_pipeline(pipe, scheduler)(**call)
         result = output.frames if hasattr(output, "frames") else output.images
+        if not last and layout is not None:
+            result = layout.to_grid(result, stage.size)
         results.append(result)
         if not last:
             latents = result
@@ -189,11 +214,11 @@ def check_steps(steps) -> None:
         raise ValueError(f"steps must be a positive int; got {steps!r}")
 
 
-def _encoded_image(image: torch.Tensor, unet, codec, stages: list, scale_factor: int):
+def _encoded_image(image: torch.Tensor, denoiser, codec, stages: list, scale_factor: int):
     """The model-space version of a user's ``image`` and the stages after the one it stands in for."""
-    if family_of(unet).video:
+    if family_of(denoiser).video:
         raise ValueError("init_image: upscaling takes images; video pipelines (AnimateDiff) are not supported")
-    channels = 3 if isinstance(codec, VaeCodec) else unet.config.in_channels
+    channels = 3 if isinstance(codec, VaeCodec) else denoiser.config.in_channels
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != channels or not torch.isfinite(image).all():
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"init_image must be a finite (B, {channels}, H, W) tensor in [-1, 1]; got {shape}")
@@ -201,37 +226,57 @@ def _encoded_image(image: torch.Tensor, unet, codec, stages: list, scale_factor:
     if h % scale_factor or w % scale_factor:
         raise ValueError(f"init_image size {h}x{w} must be a multiple of the VAE factor {scale_factor}")
     later = stages_after(stages, (h // scale_factor, w // scale_factor))
-    return codec.encode(image.clamp(-1, 1).to(device=unet.device, dtype=unet.dtype)), later
+    return codec.encode(image.clamp(-1, 1).to(device=denoiser.device, dtype=denoiser.dtype)), later
+
+
+def _trained_latent_size(denoiser, pipe, trained_size: Optional[int], scale_factor: int) -> tuple[int, int]:
+    """The trained size in the denoiser's units: ``trained_size`` pixels if given, else the denoiser's own."""
+    if trained_size is None:
+        return denoiser_trained_size(denoiser, pipe)
+    if not isinstance(trained_size, int) or isinstance(trained_size, bool) or trained_size < 1 or trained_size % scale_factor:
+        raise ValueError(f"trained_size must be a positive multiple of the VAE factor {scale_factor} (pixels); "
+                         f"got {trained_size!r}")
+    return (trained_size // scale_factor,) * 2
 
 
 def _restart(pipe_scheduler, recipe: Recipe, stage: Stage, previous: torch.Tensor, codec, call: dict,
-             steps: int) -> RestartedScheduler:
-    """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler."""
+             steps: int, layout=None, multiple: int = 1, trained=None) -> RestartedScheduler:
+    """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler.
+
+    A flow transformer's stage samples the grid its pipeline would choose at the stage's size (FLUX: μ from the
+    stage's token count) or, with ``cascade.flow_shift="trained"``, at the ``trained`` size; computed here
+    (``layout.timestep_arguments``) so that σ_K is known before the call, and imposed on the pipeline's
+    ``set_timesteps`` by the restarted scheduler."""
     cascade = recipe.cascade
     pivot = upsample_pivot(codec, previous, stage.size, cascade)
     eps = torch.randn(pivot.shape, generator=call["generator"]).to(pivot)  # drawn on the CPU, then moved
     stage_steps = cascade.stage_steps(steps)
-    scheduler = RestartedScheduler(pipe_scheduler, restart_index(stage_steps, cascade.strength))
+    shift_size = trained if cascade.flow_shift == "trained" else stage.size
+    grid = {} if layout is None else layout.timestep_arguments(
+        pipe_scheduler, stage_steps, (shift_size[0] // multiple) * (shift_size[1] // multiple))
+    scheduler = RestartedScheduler(pipe_scheduler, restart_index(stage_steps, cascade.strength), grid)
     scheduler.set_timesteps(stage_steps)  # init_noise_sigma of the grid the pipeline will set
-    levels = NoiseLevels.of(scheduler.inner, stage_steps)
-    call.update(num_inference_steps=stage_steps,
-                latents=levels.noised(pivot, eps, scheduler.begin) / scheduler.init_noise_sigma)
+    levels = NoiseLevels.of(scheduler.inner, stage_steps, grid)
+    start = levels.noised(pivot, eps, scheduler.begin) / getattr(scheduler.inner, "init_noise_sigma", 1.0)  # flow: 1
+    call.update(num_inference_steps=stage_steps, latents=start if layout is None else layout.from_grid(start))
     detail = stage_detail(cascade, codec.decode(previous) if callable(cascade.detail_alpha) else None, stage.size,
                           levels.num_train_timesteps)
     if detail is not None:
         call["callback_on_step_end"] = _detail_callback(detail, pivot, eps, levels, scheduler.begin,
-                                                        call.get("callback_on_step_end"))
+                                                        call.get("callback_on_step_end"), layout)
     return scheduler
 
 
-def _detail_callback(detail, pivot, eps, levels: NoiseLevels, begin: int, user_callback):
+def _detail_callback(detail, pivot, eps, levels: NoiseLevels, begin: int, user_callback, layout=None):
     """``callback_on_step_end`` blending the latents toward the pivot noised to the next grid step (same ε)."""
 
     def callback(pipe, i, t, callback_kwargs):
         index = begin + i + 1
         if index < len(levels):
             latents = callback_kwargs["latents"]
-            callback_kwargs["latents"] = detail(latents, levels.noised(pivot, eps, index), levels.timesteps[index])
+            grid = latents if layout is None else layout.to_grid(latents, pivot.shape[-2:])
+            blended = detail(grid, levels.noised(pivot, eps, index), levels.timesteps[index])
+            callback_kwargs["latents"] = blended if layout is None else layout.from_grid(blended)
         if user_callback is not None:
             callback_kwargs = {**callback_kwargs, **(user_callback(pipe, i, t, callback_kwargs) or {})}
         return callback_kwargs

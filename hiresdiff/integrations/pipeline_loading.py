@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from hiresdiff.integrations.pipeline_driver import generate
-from hiresdiff.integrations.unet_families import check_model_index
+from hiresdiff.integrations.denoisers import check_model_index
 from hiresdiff.recipe import Recipe
 
 TILING_SUGGESTED_PIXELS = 2048 * 2048
@@ -100,11 +100,25 @@ def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[t
         raise ValueError(f"model {model!r} cannot be loaded ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None
     pipe.set_progress_bar_config(disable=not progress)
+    apply_model_settings(pipe, model)
     return pipe
 
 
+def apply_model_settings(pipe, model: str) -> None:
+    """What a folder's ``hiresdiff.json`` says about its pipeline (:func:`hiresdiff.models.model_settings`): a FLUX
+    pipeline's ``default_sample_size`` is set from its ``trained_size`` (``FluxPipeline`` fixes 128 whatever the
+    weights), and its ``call`` arguments are kept as ``pipe.hiresdiff_call_defaults`` for :func:`call_kwargs`."""
+    from hiresdiff.models import model_settings
+
+    settings = model_settings(model)
+    if "trained_size" in settings and hasattr(pipe, "default_sample_size"):
+        pipe.default_sample_size = settings["trained_size"] // pipe.vae_scale_factor
+    if settings.get("call"):
+        pipe.hiresdiff_call_defaults = dict(settings["call"])
+
+
 def generate_from_folder(model: str, prompt: str, height: int, width: int, *, recipe: Optional[Recipe] = None,
-                         steps: int = 30, seed: int = 0, guidance_scale: float = 7.5, device: Optional[str] = None,
+                         steps: int = 30, seed: int = 0, guidance_scale: Optional[float] = None, device: Optional[str] = None,
                          dtype: Optional[torch.dtype] = None, num_frames: Optional[int] = None,
                          negative_prompt: Optional[str] = None, vae_tiling: Optional[bool] = None,
                          progress: bool = True) -> list:
@@ -113,7 +127,8 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
     Args:
         model: a diffusers pipeline folder or hub id (:func:`load_pipeline`).
         recipe: the method (:class:`~hiresdiff.recipe.Recipe`), or ``None`` for plain sampling at that size.
-        steps, seed, guidance_scale, negative_prompt: the pipeline's own arguments; the seed drives a CPU
+        steps, seed, guidance_scale, negative_prompt: the pipeline's own arguments (``guidance_scale`` ``None``: the
+            model folder's recommended one, else 7.5, :func:`call_kwargs`); the seed drives a CPU
             generator, so a seed gives the same noise on every device.
         device / dtype: default :func:`pick_device` / :func:`pick_dtype`.
         num_frames: frames of a video pipeline (AnimateDiff); leave ``None`` for images.
@@ -127,12 +142,36 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
     pipe = load_pipeline(model, device=device, dtype=dtype, needs_unet=recipe is not None, progress=progress)
     configure_vae_tiling(pipe, height, width, vae_tiling)
     return generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps, seed=seed,
-                    num_frames=num_frames, vae_tiling=vae_tiling, **call_kwargs(guidance_scale, negative_prompt))
+                    num_frames=num_frames, vae_tiling=vae_tiling, **call_kwargs(pipe, guidance_scale, negative_prompt))
 
 
-def call_kwargs(guidance_scale: float, negative_prompt: Optional[str] = None) -> dict:
-    """The pipeline call's guidance arguments; ``negative_prompt`` only when one is given."""
-    kwargs = dict(guidance_scale=guidance_scale)
+DEFAULT_GUIDANCE_SCALE = 7.5
+
+
+def recommended_guidance(model: str, guidance_scale: Optional[float] = None) -> float:
+    """``guidance_scale`` if given, else the model folder's recommended one (``hiresdiff.json``), else 7.5."""
+    from hiresdiff.models import model_settings
+
+    if guidance_scale is not None:
+        return guidance_scale
+    return model_settings(model).get("call", {}).get("guidance_scale", DEFAULT_GUIDANCE_SCALE)
+
+
+def call_kwargs(pipe, guidance_scale: Optional[float] = None, negative_prompt: Optional[str] = None) -> dict:
+    """The pipeline call's guidance arguments, and the call defaults its folder asks for (``hiresdiff.json``, read by
+    :func:`load_pipeline`; emoji-flux: ``max_sequence_length``). ``guidance_scale`` ``None``: the folder's
+    recommended ``guidance_scale``, else 7.5. ``negative_prompt`` only when one is given. A FLUX transformer without
+    a guidance embedding (not guidance-distilled) gets classifier-free guidance as ``true_cfg_scale`` with
+    ``negative_prompt`` (default ""): its ``guidance_scale`` would do nothing."""
+    kwargs = dict(getattr(pipe, "hiresdiff_call_defaults", {}))
+    if guidance_scale is None:
+        guidance_scale = kwargs.pop("guidance_scale", DEFAULT_GUIDANCE_SCALE)
+    kwargs.pop("guidance_scale", None)
+    transformer_config = getattr(getattr(pipe, "transformer", None), "config", {})
+    if "guidance_embeds" in transformer_config and not transformer_config["guidance_embeds"]:
+        kwargs.update(true_cfg_scale=guidance_scale, negative_prompt=negative_prompt if negative_prompt is not None else "")
+        return kwargs
+    kwargs["guidance_scale"] = guidance_scale
     if negative_prompt is not None:
         kwargs["negative_prompt"] = negative_prompt
     return kwargs

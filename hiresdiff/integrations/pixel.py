@@ -19,7 +19,7 @@ import torch
 
 from hiresdiff.core.noise import consistent_noise
 from hiresdiff.integrations.restart import stage_generator
-from hiresdiff.integrations.unet_families import size_multiple, trained_size
+from hiresdiff.integrations.denoisers import size_multiple, trained_size
 from hiresdiff.recipe import Recipe, as_recipe
 
 

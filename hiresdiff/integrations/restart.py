@@ -23,7 +23,9 @@ CPU and moved, so a seed gives the same image on every device, and the global RN
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
+from typing import Optional
 
 import torch
 
@@ -51,15 +53,24 @@ def restartable(scheduler):
 
 class RestartedScheduler:
     """A scheduler view that samples the grid of a fresh copy of ``scheduler`` from step ``restart_step`` on
-    (grid index ``begin`` = restart_step × the scheduler's order, as img2img: Heun's grid repeats timesteps)."""
+    (grid index ``begin`` = restart_step × the scheduler's order, as img2img: Heun's grid repeats timesteps).
 
-    def __init__(self, scheduler, restart_step: int):
+    ``grid``: arguments that every ``set_timesteps`` call gets in place of the pipeline's own (a flow pipeline's
+    ``sigmas`` and ``mu``: the stage's grid as the sampling core computed it). The view's ``set_timesteps`` has
+    the copy's signature, so pipelines that inspect it (``retrieve_timesteps``: does it take ``sigmas``?) see
+    the real scheduler's."""
+
+    def __init__(self, scheduler, restart_step: int, grid: Optional[dict] = None):
         self.inner = restartable(scheduler)
         self.begin = restart_step * self.inner.order
+        self.grid = dict(grid or {})
 
-    def set_timesteps(self, *args, **kwargs):
-        self.inner.set_timesteps(*args, **kwargs)
-        self.set_begin_index(0)
+        @functools.wraps(self.inner.set_timesteps)
+        def set_timesteps(*args, **kwargs):
+            self.inner.set_timesteps(*args, **{**kwargs, **self.grid})
+            self.set_begin_index(0)
+
+        self.set_timesteps = set_timesteps
 
     def set_begin_index(self, begin_index: int = 0):
         """Begin ``begin_index`` steps after the restart (pipelines say 0: the restart itself)."""

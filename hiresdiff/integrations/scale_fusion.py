@@ -163,10 +163,7 @@ class ScaleFusionAttnProcessor:
         window = tuple(min(w, g) for w, g in zip(downsampled_size(self.context.trained_size, level), grid))
         if window == grid:
             return global_out
-        t = float(call.timestep.max())
-        generator = torch.Generator().manual_seed(zlib.crc32(f"{self.config.seed}:{self.index}:{t!r}".encode()))
-        starts = tuple(window_starts(g, w, max(1, w // 2), w // 8 if self.config.jitter else 0, generator)
-                       for g, w in zip(grid, window))
+        starts = fusion_window_starts(self.config, self.index, call, grid, window)
         per_batch = self.config.windows_per_batch or max(1, (grid[0] * grid[1]) // (window[0] * window[1]))
         if is_standard(self.original):
             local_out = windowed_attention(attn, hidden_states, grid, window, starts, per_batch, temb)
@@ -176,6 +173,16 @@ class ScaleFusionAttnProcessor:
         if global_out.ndim == 4:
             return fuse(global_out, local_out, lambda x: gaussian_blur(x, kernel, sigma))
         return fuse(global_out, local_out, lambda x: gaussian_blur_tokens(x, grid, kernel, sigma))
+
+
+def fusion_window_starts(config: ScaleFusionConfig, index: int, call, grid: tuple[int, int],
+                         window: tuple[int, int]) -> tuple[list[int], list[int]]:
+    """The window starts (rows, columns) of layer ``index`` in ``call``: stride half a window, interior windows
+    jittered by up to window/8 from a generator seeded by (``config.seed``, ``index``, t)."""
+    t = float(call.timestep.max())
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{config.seed}:{index}:{t!r}".encode()))
+    return tuple(window_starts(g, w, max(1, w // 2), w // 8 if config.jitter else 0, generator)
+                 for g, w in zip(grid, window))
 
 
 def self_attentions(unet) -> dict[str, Attention]:

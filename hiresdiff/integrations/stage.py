@@ -1,4 +1,4 @@
-"""The per-call parts of a :class:`~hiresdiff.recipe.Recipe` on a UNet, for the duration of one stage.
+"""The per-call parts of a :class:`~hiresdiff.recipe.Recipe` on a UNet or flow transformer, for one stage.
 
 The sampling core (:mod:`hiresdiff.integrations.pipeline_driver`, for pixel models and pipelines alike) runs
 every stage inside :func:`stage_modifications`: it attaches, in this order, the call-context hook (innermost:
@@ -6,8 +6,11 @@ every real UNet call passes through it), dilated convs, fused self-attention, th
 Upsample Guidance (outermost: it calls the UNet again at the trained size, and those calls see their own
 context), each through diffusers' ``HookRegistry`` or as an attention processor, with its removal registered
 before it is attached; on exit they come off in reverse order, also when the stage raises or is interrupted.
-A UNet that already carries one of them is refused. A stage at the trained size gets nothing (but temporal
-UG): it is plain sampling bit for bit.
+A flow transformer (FLUX, SD3) gets the analogues: the call context, position rescaling on its position embedding
+(:mod:`hiresdiff.integrations.positions`; the recipe's ``positions``, or PI over the dilation's window), scale
+fusion on its joint attention (:mod:`hiresdiff.integrations.joint_fusion`) and UG for rectified flow
+(:mod:`hiresdiff.integrations.flow_guidance`). A denoiser that already carries one of them is refused. A stage at
+the trained size gets nothing (but temporal UG): it is plain sampling bit for bit.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ from hiresdiff.integrations.dilation import apply_dilation, remove_dilation
 from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
 from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance
 from hiresdiff.integrations.scale_fusion import apply_scale_fusion, remove_scale_fusion
-from hiresdiff.integrations.unet_families import trained_size
+from hiresdiff.integrations.denoisers import family_of
+from hiresdiff.integrations.denoisers import trained_size as denoiser_trained_size
+from hiresdiff.integrations.joint_fusion import apply_joint_fusion, remove_joint_fusion
+from hiresdiff.integrations.positions import apply_positions, remove_positions
 from hiresdiff.methods.freescale import blend_detail, check_detail_alpha, detail_weight, resize_alpha
+from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.self_cascade import CascadeConfig
 from hiresdiff.recipe import Recipe, Stage
 
@@ -85,41 +92,72 @@ def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Seque
 
 
 def check_unmodified(unet) -> None:
-    """``ValueError`` if ``unet`` already carries one of the per-call parts (applied by hand, or a run in progress
-    on it): a stage would otherwise remove it on exit."""
+    """``ValueError`` if ``unet`` (or a flow transformer) already carries one of the per-call parts (applied by hand,
+    or a run in progress on it): a stage would otherwise remove it on exit."""
     from hiresdiff.integrations.call_context import CALL_CONTEXT_HOOK
     from hiresdiff.integrations.dilation import DILATION_HOOK, dilated_convs
     from hiresdiff.integrations.feature_upsamplers import UPSAMPLERS_HOOK
     from hiresdiff.integrations.hook_utils import attached
     from hiresdiff.integrations.hooks import UPSAMPLE_GUIDANCE_HOOK
+    from hiresdiff.integrations.joint_fusion import JointFusionProcessor, joint_attentions
+    from hiresdiff.integrations.positions import POSITIONS_HOOK
     from hiresdiff.integrations.scale_fusion import ScaleFusionAttnProcessor, self_attentions
 
     present = [name for name in (CALL_CONTEXT_HOOK, UPSAMPLE_GUIDANCE_HOOK, UPSAMPLERS_HOOK) if attached(unet, name)]
-    if any(attached(conv, DILATION_HOOK) for conv in dilated_convs(unet).values()):
-        present.append("dilation")
-    if any(isinstance(attn.processor, ScaleFusionAttnProcessor) for attn in self_attentions(unet).values()):
-        present.append("scale fusion")
+    if family_of(unet).flow:
+        if attached(unet.pos_embed, POSITIONS_HOOK):
+            present.append("position rescaling")
+        if any(isinstance(attn.processor, JointFusionProcessor) for attn in joint_attentions(unet).values()):
+            present.append("scale fusion")
+    else:
+        if any(attached(conv, DILATION_HOOK) for conv in dilated_convs(unet).values()):
+            present.append("dilation")
+        if any(isinstance(attn.processor, ScaleFusionAttnProcessor) for attn in self_attentions(unet).values()):
+            present.append("scale fusion")
     if present:
-        raise ValueError(f"the UNet already carries {', '.join(present)}: remove them (remove_upsample_guidance, …) "
+        raise ValueError(f"the denoiser already carries {', '.join(present)}: remove them (remove_upsample_guidance, …) "
                          "before sampling with a recipe, which attaches its own parts for each stage")
+
+
+def transformer_positions(recipe: Recipe) -> Optional[PositionConfig]:
+    """The position rescaling a flow transformer runs for ``recipe``: its ``positions``, or for FreeScale's
+    restrained dilation its analogue, position interpolation over the same window."""
+    if recipe.positions is not None:
+        return recipe.positions
+    return PositionConfig("pi", until=recipe.dilation.until) if recipe.dilation is not None else None
 
 
 @contextmanager
 def stage_modifications(unet, recipe: Recipe, stage: Stage, scheduler, *, upsamplers=None,
-                        pivot: Optional[torch.Tensor] = None, sdxl_time_ids: str = "scale"):
-    """Within the block, ``unet`` runs ``stage`` of ``recipe``; afterwards it is exactly as before.
+                        pivot: Optional[torch.Tensor] = None, sdxl_time_ids: str = "scale",
+                        trained_size: Optional[Sequence[int]] = None):
+    """Within the block, ``unet`` (or a flow transformer) runs ``stage`` of ``recipe``; afterwards it is exactly as
+    before.
 
     Args:
         scheduler: the scheduler sampling the stage (UG reads ᾱ and the prediction type from it, dilation T).
         upsamplers: loaded :class:`~hiresdiff.integrations.feature_upsamplers.FeatureUpsamplers` (or ``None``).
         pivot: the previous stage's clean result at its own size, in the UNet's space (for the upsamplers).
         sdxl_time_ids: SDXL micro-conditioning of UG's low-resolution calls (see ``lowres_call``).
+        trained_size: the trained (h, w) in the denoiser's units (default: its own, :func:`denoisers.trained_size`).
     """
     check_unmodified(unet)
+    layout = family_of(unet).layout
+    trained = tuple(trained_size) if trained_size is not None else denoiser_trained_size(unet)
     with ExitStack() as undo:  # each part's removal is registered before it is attached (removal is a no-op if absent)
-        if stage.is_upscaled:
+        if stage.is_upscaled and layout is not None:
             undo.callback(remove_call_context, unet)
-            context = apply_call_context(unet, trained_size(unet), scheduler.config.num_train_timesteps)
+            context = apply_call_context(unet, trained, layout.time_unit, layout)
+            positions = transformer_positions(recipe)
+            if positions is not None:
+                undo.callback(remove_positions, unet)
+                apply_positions(unet, positions, context)
+            if recipe.fusion is not None:
+                undo.callback(remove_joint_fusion, unet)
+                apply_joint_fusion(unet, recipe.fusion, context)
+        elif stage.is_upscaled:
+            undo.callback(remove_call_context, unet)
+            context = apply_call_context(unet, trained, scheduler.config.num_train_timesteps)
             if recipe.dilation is not None:
                 undo.callback(remove_dilation, unet)
                 apply_dilation(unet, recipe.dilation, context)

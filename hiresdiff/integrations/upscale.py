@@ -19,7 +19,7 @@ from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
 from hiresdiff.defaults import MAX_UPSCALE
 from hiresdiff.integrations.pixel import sample, to_pil
-from hiresdiff.integrations.unet_families import size_multiple, trained_size
+from hiresdiff.integrations.denoisers import size_multiple, trained_size
 from hiresdiff.recipe import Recipe, as_recipe, stages_after
 
 DEFAULT_RECIPE = "self-cascade"

@@ -24,6 +24,7 @@ from hiresdiff.methods.freescale import check_detail_alpha
 
 UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
 SPACES = ("latent", "rgb")
+FLOW_SHIFTS = ("stage", "trained")
 
 Size = tuple[int, int]
 DetailAlpha = Union[None, float, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
@@ -109,6 +110,12 @@ class CascadeConfig:
             z ← (1−c)·z + c·z̃_t with z̃_t the upsampled pivot noised to t by the stage's ε and
             c = ((1 + cos(π(T−t)/T))/2)^α. α is a number, a map (H, W) at any resolution (resized to each
             stage) or a callable from the previous stage's decoded image (B, 3, H, W) in [-1, 1] to such a map.
+        flow_shift: a flow transformer with resolution-dependent shifting (FLUX's μ from the token count): the grid
+            of a later stage is shifted for the trained size (``"trained"``, default: the same σ grid as stage 0)
+            or for the stage's own size (``"stage"``, what its pipeline does at that size). Measured on emoji-flux
+            at 2× (``benchmarks/results/flux_2x``): the stage's shift puts σ_K near 1 (μ grows with the token
+            count), so the restart forgets the pivot and the cascade is no better than naive (FreeScale FD 1.08 vs
+            naive 1.12), while the trained size's grid keeps it (FD 0.278, at the real floor). Other models ignore it.
     """
 
     strength: float = 0.7
@@ -116,6 +123,7 @@ class CascadeConfig:
     space: str = "latent"
     steps: Optional[int] = None
     detail_alpha: DetailAlpha = None
+    flow_shift: str = "trained"
 
     def __post_init__(self):
         if not (isinstance(self.strength, (int, float)) and not isinstance(self.strength, bool)
@@ -128,6 +136,8 @@ class CascadeConfig:
         if self.steps is not None and (not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1):
             raise ValueError(f"steps must be a positive int or None; got {self.steps!r}")
         check_detail_alpha(self.detail_alpha)
+        if self.flow_shift not in FLOW_SHIFTS:
+            raise ValueError(f"flow_shift must be one of {FLOW_SHIFTS}; got {self.flow_shift!r}")
 
     def stage_steps(self, steps: int) -> int:
         """The full schedule length of a later stage."""

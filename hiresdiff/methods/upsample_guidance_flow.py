@@ -29,7 +29,7 @@ The weight w_t follows eq. 5 in flow time: θ·H(t − (1 − η)).
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -83,3 +83,19 @@ def flow_upsample_guidance(v_fn: VelocityFn, x: torch.Tensor, t, factor: Factor 
         return v_high
     x_low, tau = flow_lowres_input(x, t, factor)
     return flow_combine(v_high, (lowres_v_fn or v_fn)(x_low, tau), x, t, factor, weight)
+
+
+def nested_flow_upsample_guidance(v_fn: VelocityFn, x: torch.Tensor, t, configs: Sequence) -> torch.Tensor:
+    """UG-RF level by level, as :func:`hiresdiff.methods.upsample_guidance.nested_guided_prediction`: the trained-size
+    branch of ``configs[0]`` (an ``UpsampleGuidanceConfig``: ``factor``, w_t = ``weight(t, 1)`` in flow time) is
+    itself guided by ``configs[1]``, …; none is ``v_fn``. For 4× as ×2 twice the inner level runs at τ(t, 4) and
+    its own trained-size call at τ(τ, 4) = τ(t, 16), as for k = 16 directly."""
+    t = torch.as_tensor(t, dtype=torch.float32).expand(x.shape[0]).to(x.device)
+    if not configs:
+        return v_fn(x, t)
+
+    def lowres_v_fn(x_low, t_low):
+        return nested_flow_upsample_guidance(v_fn, x_low, t_low, configs[1:])
+
+    weight = configs[0].weight(t.cpu(), 1).to(x.device)
+    return flow_upsample_guidance(v_fn, x, t, configs[0].factor, weight, lowres_v_fn)

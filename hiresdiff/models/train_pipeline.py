@@ -20,16 +20,13 @@ The result is a ``StableDiffusionPipeline`` folder (``--run-dir``/pipeline) that
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.models.training import (drop_rows_after, learning_rate, new_ema, replace_folder, save_state,
-                                       start_run, v_loss)
+from hiresdiff.models.training import Phase, add_run_arguments, replace_folder, start_run, v_loss, write_shipped
 
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, latent_channels=4, sample_size=32, layers_per_block=1,
@@ -45,9 +42,10 @@ UNET_CONFIG = dict(
 TEXT_CONFIG = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
                    bos_token_id=0, eos_token_id=1, pad_token_id=1)
 # as the pixel model: cosine, v-prediction, "trailing" so few-step samplers start from pure noise; latents are not
-# bounded to [-1, 1], so samplers that could clip their x₀ estimate must not
+# bounded to [-1, 1], so samplers that could clip their x₀ estimate must not; steps_offset 1 (which "trailing"
+# ignores) because StableDiffusionPipeline warns about any other value
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
-                        timestep_spacing="trailing", clip_sample=False)
+                        timestep_spacing="trailing", clip_sample=False, steps_offset=1)
 KL_WEIGHT = 1e-6
 PROMPT_DROPOUT = 0.1
 
@@ -76,70 +74,6 @@ def text_unet_v(unet, text_encoder):
     def model(x_t, t):
         return unet(x_t, t, encoder_hidden_states=text_encoder(model.ids)[0]).sample
     return model
-
-
-class Phase:
-    """One resumable training phase: the model's parameters, their EMA and optimizer, the step and wall time, saved
-    atomically to ``state_path`` with a loss log beside it."""
-
-    def __init__(self, name: str, modules: dict, run_dir: Path, args, steps: int, lr: float):
-        self.name, self.modules, self.steps = name, modules, steps
-        self.params = [p for m in modules.values() for p in m.parameters()]
-        self.ema = new_ema(self.params, args.ema_decay)
-        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0)
-        self.schedule = argparse.Namespace(lr=lr, warmup=args.warmup, steps=steps, decay_steps=steps // 4, lr_final=lr / 10)
-        self.state_path, self.log_path = run_dir / f"{name}_state.pt", run_dir / f"{name}_loss.csv"
-        self.step, self.wall = 0, 0.0
-        if self.state_path.exists():
-            state = torch.load(self.state_path, weights_only=False)
-            for key, module in modules.items():
-                module.load_state_dict(state[key])
-            self.ema.load_state_dict(state["ema"])
-            self.opt.load_state_dict(state["opt"])
-            self.step, self.wall = state["step"], state["wall"]
-            torch.set_rng_state(state["rng"])
-            drop_rows_after(self.log_path, self.step)
-
-    @property
-    def done(self) -> bool:
-        return self.step >= self.steps
-
-    def run(self, loss_fn, save_every: int, log_every: int, on_save) -> None:
-        """Optimise ``loss_fn()`` until ``steps``; every ``save_every`` steps save the state and call ``on_save()``."""
-        from tqdm.auto import tqdm
-
-        with open(self.log_path, "a", newline="") as log:
-            writer, running, t0 = csv.writer(log), 0.0, time.time()
-            for _ in tqdm(range(self.step, self.steps), initial=self.step, total=self.steps, desc=f"training {self.name}"):
-                for group in self.opt.param_groups:
-                    group["lr"] = learning_rate(self.step, self.schedule)
-                loss = loss_fn()
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-                self.opt.step()
-                self.ema.step(self.params)
-                self.step += 1
-                running += loss.item()
-                if self.step % log_every == 0:
-                    writer.writerow([self.step, running / log_every, round(self.wall + time.time() - t0, 1)])
-                    log.flush()
-                    running = 0.0
-                if self.step % save_every == 0 or self.step == self.steps:
-                    self.wall += time.time() - t0
-                    t0 = time.time()
-                    save_state(self.state_path, {**{k: m.state_dict() for k, m in self.modules.items()},
-                                                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                                                 "step": self.step, "wall": self.wall, "rng": torch.get_rng_state()})
-                    on_save()
-
-    def ema_modules(self) -> dict:
-        """Deep copies of the modules holding the EMA weights."""
-        import copy
-
-        copies = {k: copy.deepcopy(m) for k, m in self.modules.items()}
-        self.ema.copy_to([p for m in copies.values() for p in m.parameters()])
-        return copies
 
 
 @torch.no_grad()
@@ -224,29 +158,16 @@ def ship(run_dir: Path, out_dir: Path, train: emoji.EmojiData, test: emoji.Emoji
     diffusers loads as fp32; the text encoder in fp32, as transformers keeps the stored dtype), the scheduler
     hiresdiff samples pixel models with (SDE-DPM-Solver++ over the training schedule), ``training.json``, and
     ``prompts.json`` (the emoji names of the training and held-out splits). A README.md already there is kept."""
-    import shutil
-
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
     from hiresdiff.defaults import DEFAULT_SCHEDULER
     from hiresdiff.integrations.schedulers import make_scheduler
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    pipe = StableDiffusionPipeline.from_pretrained(run_dir / "pipeline")
+    pipe = StableDiffusionPipeline.from_pretrained(Path(run_dir) / "pipeline")
     pipe.scheduler = make_scheduler(DEFAULT_SCHEDULER, DDPMScheduler(**SCHEDULER_CONFIG).config)
     pipe.unet.to(torch.float16)
     pipe.vae.to(torch.float16)
-    card = (out_dir / "README.md").read_text() if (out_dir / "README.md").exists() else None
-
-    def write(folder: Path) -> None:
-        pipe.save_pretrained(folder)
-        shutil.copy(run_dir / "pipeline" / "training.json", folder / "training.json")
-        prompts = {"train": sorted(set(train.names)), "test": sorted(set(test.names))}
-        (folder / "prompts.json").write_text(json.dumps(prompts, indent=0, ensure_ascii=False) + "\n")
-        if card is not None:
-            (folder / "README.md").write_text(card)
-
-    replace_folder(out_dir, write)
+    write_shipped(pipe, run_dir, out_dir, {"train": train.names, "test": test.names})
 
 
 def train(args) -> None:
@@ -259,23 +180,11 @@ def train(args) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--run-dir", default="runs/emoji-latent", help="states, loss logs and exported weights (outside git)")
-    p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
+    add_run_arguments(p, "emoji-latent")
     p.add_argument("--vae-steps", type=int, default=3000, help="optimizer steps of the VAE phase")
     p.add_argument("--vae-batch-size", type=int, default=16)
     p.add_argument("--vae-lr", type=float, default=5e-4)
     p.add_argument("--unet-steps", type=int, default=7000, help="optimizer steps of the UNet + text encoder phase")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the UNet phase (both phases: linear "
-                   "warm-up, then a linear fall to a tenth over the last quarter of their steps)")
-    p.add_argument("--warmup", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--ema-decay", type=float, default=0.999, help="upper bound of the warmed-up EMA decay")
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--log-every", type=int, default=50, help="steps per row of the loss logs (step, mean loss, wall s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
-    p.add_argument("--ship", default=None, metavar="FOLDER", help="when training is done, write the shipped pipeline "
-                   "there (e.g. hiresdiff/models/emoji_latent)")
     return p
 
 

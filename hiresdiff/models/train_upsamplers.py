@@ -22,7 +22,7 @@ import torch
 from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
 from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
-from hiresdiff.integrations.unet_families import trained_size
+from hiresdiff.integrations.denoisers import trained_size
 
 
 def diffusion_loss(unet, scheduler, images: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
@@ -152,7 +152,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "for emoji-latent emoji_latent_upsamplers_<res>)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.set_defaults(run=run)
     return p
 
 
@@ -174,7 +173,7 @@ def latent_training_set(pipe, resolution: int, data_path=None) -> dict:
             "encoder_hidden_states": pipe.text_encoder(ids)[0]}
 
 
-def run(args) -> None:
+def train(args) -> None:
     """``hiresdiff train-upsamplers``: train on the emoji training split at ``--resolution`` and save them."""
     import json
 

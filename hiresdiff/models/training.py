@@ -3,13 +3,16 @@ resumable state files and atomic export folders.
 
 The loss is the min-SNR-γ weighted v-prediction loss (Hang et al. 2023): for
 x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε the target is v = √ᾱ_t ε − √(1−ᾱ_t) x₀ and the weight is
-min(SNR_t, γ) / (SNR_t + 1) with SNR_t = ᾱ_t / (1 − ᾱ_t).
+min(SNR_t, γ) / (SNR_t + 1) with SNR_t = ᾱ_t / (1 − ᾱ_t). Flow-matching models (``emoji-flux``) use the
+rectified-flow loss instead (:func:`flow_loss`).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
+import time
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -32,6 +35,18 @@ def v_loss(model: Callable, scheduler, x0: torch.Tensor, generator=None, autocas
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         pred = model(x_t, t)
     return (weight * (pred.float() - v) ** 2).mean()
+
+
+def flow_loss(model: Callable, x0: torch.Tensor, generator=None, autocast: bool = True) -> torch.Tensor:
+    """Rectified-flow loss of ``model(x_t, t) -> v`` on one batch ``x0``: x_t = (1 − t)·x₀ + t·ε, target v = ε − x₀,
+    t = sigmoid(n) with n standard normal (logit-normal, SD3's training density; Esser et al. 2024, eq. 19)."""
+    b = x0.shape[0]
+    t = torch.sigmoid(torch.randn(b, generator=generator))
+    noise = torch.randn(x0.shape, generator=generator)
+    s = t.view(b, *[1] * (x0.ndim - 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        pred = model((1 - s) * x0 + s * noise, t)
+    return ((pred.float() - (noise - x0)) ** 2).mean()
 
 
 def new_ema(parameters, decay: float):
@@ -87,3 +102,105 @@ def replace_folder(out_dir: Path, write: Callable[[Path], None]) -> None:
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+class Phase:
+    """One resumable training phase: the model's parameters, their EMA and optimizer, the step and wall time, saved
+    atomically to ``state_path`` with a loss log beside it."""
+
+    def __init__(self, name: str, modules: dict, run_dir: Path, args, steps: int, lr: float):
+        self.name, self.modules, self.steps = name, modules, steps
+        self.params = [p for m in modules.values() for p in m.parameters()]
+        self.ema = new_ema(self.params, args.ema_decay)
+        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0)
+        self.schedule = argparse.Namespace(lr=lr, warmup=args.warmup, steps=steps, decay_steps=steps // 4, lr_final=lr / 10)
+        self.state_path, self.log_path = run_dir / f"{name}_state.pt", run_dir / f"{name}_loss.csv"
+        self.step, self.wall = 0, 0.0
+        if self.state_path.exists():
+            state = torch.load(self.state_path, weights_only=False)
+            for key, module in modules.items():
+                module.load_state_dict(state[key])
+            self.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["opt"])
+            self.step, self.wall = state["step"], state["wall"]
+            torch.set_rng_state(state["rng"])
+            drop_rows_after(self.log_path, self.step)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.steps
+
+    def run(self, loss_fn, save_every: int, log_every: int, on_save) -> None:
+        """Optimise ``loss_fn()`` until ``steps``; every ``save_every`` steps save the state and call ``on_save()``."""
+        from tqdm.auto import tqdm
+
+        with open(self.log_path, "a", newline="") as log:
+            writer, running, t0 = csv.writer(log), 0.0, time.time()
+            for _ in tqdm(range(self.step, self.steps), initial=self.step, total=self.steps, desc=f"training {self.name}"):
+                for group in self.opt.param_groups:
+                    group["lr"] = learning_rate(self.step, self.schedule)
+                loss = loss_fn()
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+                self.opt.step()
+                self.ema.step(self.params)
+                self.step += 1
+                running += loss.item()
+                if self.step % log_every == 0:
+                    writer.writerow([self.step, running / log_every, round(self.wall + time.time() - t0, 1)])
+                    log.flush()
+                    running = 0.0
+                if self.step % save_every == 0 or self.step == self.steps:
+                    self.wall += time.time() - t0
+                    t0 = time.time()
+                    save_state(self.state_path, {**{k: m.state_dict() for k, m in self.modules.items()},
+                                                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                                                 "step": self.step, "wall": self.wall, "rng": torch.get_rng_state()})
+                    on_save()
+
+    def ema_modules(self) -> dict:
+        """Deep copies of the modules holding the EMA weights."""
+        import copy
+
+        copies = {k: copy.deepcopy(m) for k, m in self.modules.items()}
+        self.ema.copy_to([p for m in copies.values() for p in m.parameters()])
+        return copies
+
+
+def write_shipped(pipe, run_dir: Path, out_dir: Path, names: dict, extra: dict | None = None) -> None:
+    """Replace ``out_dir`` by ``pipe.save_pretrained``, the run's ``training.json``, ``prompts.json`` (``names``: the
+    emoji names of the training and held-out splits) and ``extra`` files (name: text); a README.md (the model card)
+    already in ``out_dir`` is kept."""
+    import json
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    card = (out_dir / "README.md").read_text() if (out_dir / "README.md").exists() else None
+    files = {"prompts.json": json.dumps({k: sorted(set(v)) for k, v in names.items()}, indent=0, ensure_ascii=False) + "\n",
+             **(extra or {}), **({"README.md": card} if card is not None else {})}
+
+    def write(folder: Path) -> None:
+        pipe.save_pretrained(folder)
+        shutil.copy(run_dir / "pipeline" / "training.json", folder / "training.json")
+        for name, text in files.items():
+            (folder / name).write_text(text)
+
+    replace_folder(out_dir, write)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    """The options every pipeline recipe shares (run folder, data, schedule, batch, EMA, logging, threads, shipping)
+    for the owned model ``name`` (emoji-latent, emoji-flux)."""
+    p.add_argument("--run-dir", default=f"runs/{name}", help="states, loss logs and exported weights (outside git)")
+    p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the denoiser (linear warm-up, then a "
+                   "linear fall to a tenth over the last quarter of the steps)")
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--ema-decay", type=float, default=0.999, help="upper bound of the warmed-up EMA decay")
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=50, help="steps per row of the loss logs (step, mean loss, wall s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
+    p.add_argument("--ship", default=None, metavar="FOLDER", help="when training is done, write the shipped pipeline "
+                   f"there (e.g. hiresdiff/models/{name.replace('-', '_')})")

@@ -1,0 +1,71 @@
+"""Upsample Guidance on a flow-matching transformer (FLUX.1, SD3/3.5), as a named diffusers hook.
+
+Every transformer call becomes the guided velocity of :mod:`hiresdiff.methods.upsample_guidance_flow`,
+
+    ṽ = v + w_σ · U[ (v′ − (√k − 1)·D[x_σ]) / (σ + √k(1 − σ)) − D[v] ],   v′ = v(c·D[x_σ], τ) at the trained size,
+
+on the call's latent grid (FLUX's packed tokens are unpacked, guided and packed again; the low-resolution call
+gets the position ids of its own grid). σ is read from the call's ``timestep`` (FLUX: σ, SD3: σ·1000), never
+from a counter, so any flow-matching scheduler and CFG batch work (UG is linear in the prediction, so guiding
+both CFG halves equals guiding their combination). Everything else the transformer receives — text states,
+pooled projections, FLUX's guidance embedding, ``joint_attention_kwargs`` — is passed unchanged: conditioning
+does not depend on the resolution. ControlNet residuals on tokens are refused (they have no low-resolution
+counterpart without running the ControlNet again). The math runs in float32 and is cast back once.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from hiresdiff.core.resample import axis_factors
+from hiresdiff.integrations.denoisers import DenoiserFamily
+from hiresdiff.integrations.hook_utils import DenoiserCallHook
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.methods.upsample_guidance_flow import nested_flow_upsample_guidance
+
+CONTROLNET_ARGUMENTS = ("controlnet_block_samples", "controlnet_single_block_samples", "block_controlnet_hidden_states")
+
+
+def check_grid(size: Sequence[int], levels: Sequence[UpsampleGuidanceConfig], multiple: int) -> None:
+    """``ValueError`` naming height and width unless the latent grid ``size`` divides by every level's factor and the
+    transformer's own ``multiple`` (FLUX's packing, SD3's patch) at every level's size."""
+    h, w = size
+    for level in levels:
+        fh, fw = axis_factors(level.factor, 4)[-2:]
+        if h % (fh * multiple) or w % (fw * multiple):
+            raise ValueError(f"latent (height, width) {(h, w)} must be multiples of ({fh * multiple}, {fw * multiple}) for "
+                             f"Upsample Guidance by {(fh, fw)} on this transformer (its size multiple is {multiple})")
+        h, w = h // fh, w // fw
+
+
+class FlowUpsampleGuidanceHook(DenoiserCallHook):
+    """Replaces a flow transformer's forward by the guided velocity; holds only the levels and the family."""
+
+    def __init__(self, levels: Sequence[UpsampleGuidanceConfig], family: DenoiserFamily, multiple: int):
+        super().__init__()
+        self.levels, self.layout, self.family, self.multiple = list(levels), family.layout, family, multiple
+
+    def new_forward(self, module, *args, **kwargs):
+        arguments = self.arguments(module, args, kwargs)
+        present = [name for name in CONTROLNET_ARGUMENTS if arguments.get(name) is not None]
+        if present:
+            raise ValueError(f"Upsample Guidance on a transformer does not support ControlNet residuals ({', '.join(present)})")
+        layout = self.layout
+        x = layout.input_grid(arguments)
+        check_grid(x.shape[-2:], self.levels, self.multiple)
+        timestep = arguments["timestep"]
+        sigma = torch.as_tensor(timestep, dtype=torch.float32).expand(x.shape[0]) / layout.time_unit
+        if not torch.any(self.levels[0].weight(sigma.cpu(), 1) != 0):
+            return self.fn_ref.original_forward(*args, **kwargs)
+
+        def v_fn(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            call = layout.with_input(arguments, z.to(x.dtype))
+            call.update(timestep=(s * layout.time_unit).to(device=x.device, dtype=torch.as_tensor(timestep).dtype),
+                        return_dict=False)
+            return layout.to_grid(self.fn_ref.original_forward(**call)[0], z.shape[-2:]).float()
+
+        guided = nested_flow_upsample_guidance(v_fn, x.float(), sigma.to(x.device), self.levels)
+        output = layout.from_grid(guided.to(x.dtype))
+        return self.family.output_cls(sample=output) if arguments.get("return_dict", True) else (output,)

@@ -1,0 +1,132 @@
+"""What differs between the flow-matching transformers (FLUX.1, SD3/3.5) and the UNets, for the sampling core.
+
+Both predict the rectified-flow velocity v = ε − x₀ for x_t = (1 − σ)·x₀ + σ·ε and sample with
+``FlowMatchEulerDiscreteScheduler`` (or another flow-matching scheduler), whose ``timesteps`` are σ·1000. What
+differs, and what each :class:`TransformerLayout` answers:
+
+* **latents**: ``FluxPipeline`` packs 2×2 latent pixels into one token, (B, h/2·w/2, 4C), also for ``latents=``
+  and ``output_type="latent"``; SD3 keeps (B, C, h, w). The sampling core works on (B, C, h, w) grids
+  (:meth:`to_grid`, :meth:`from_grid`).
+* **the transformer's time**: FLUX's pipeline passes σ (timestep/1000), SD3's σ·1000 (:attr:`time_unit`).
+* **sizes**: a FLUX size must divide by 2 latent pixels (the packing), SD3's by its ``patch_size``
+  (:meth:`size_multiple`). The trained size: SD3's transformer says it (``sample_size``); FLUX's pipeline fixes
+  ``default_sample_size = 128`` whatever the weights (FLUX.1: 1024² pixels), so it is read from the pipeline
+  (a folder of ours sets it when loaded by name) and a caller may override it.
+* **the grid of a stage**: FLUX's pipeline samples σ on ``linspace(1, 1/N, N)`` shifted by μ from the token
+  count (``calculate_shift`` over the scheduler's ``base/max_image_seq_len`` and ``base/max_shift``); SD3's
+  shifts by μ only when its scheduler has ``use_dynamic_shifting`` (else by its static ``shift``).
+  :meth:`timestep_arguments` gives these ``set_timesteps`` arguments for a stage (its token count is
+  (h/m)·(w/m) with m = :meth:`size_multiple`), so that the sampling core
+  knows σ_K of a later stage before the call and hands the pipeline exactly that grid.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+
+def calculate_shift(image_seq_len: int, config: Mapping[str, Any], max_shift_default: float) -> float:
+    """FLUX's μ: linear in the token count between (base_image_seq_len, base_shift) and (max_image_seq_len,
+    max_shift), extrapolated beyond (the pipelines' defaults when the config lacks them: 256, 4096, 0.5)."""
+    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", max_shift_default)
+    slope = (max_shift - base_shift) / (max_len - base_len)
+    return image_seq_len * slope + base_shift - slope * base_len
+
+
+class FluxLayout:
+    """``FluxTransformer2DModel`` in ``FluxPipeline``: 2×2-packed latent tokens, time σ, position ids ``img_ids``."""
+
+    time_unit = 1.0
+    input_name = "hidden_states"
+
+    def size_multiple(self, config: Mapping[str, Any]) -> int:
+        return 2 * config.get("patch_size", 1)
+
+    def position_reach(self, transformer) -> int:
+        """Rotary positions extend to any size: 0 = no limit."""
+        return 0
+
+    def trained_size(self, transformer, pipe=None) -> tuple[int, int]:
+        if pipe is None or not getattr(pipe, "default_sample_size", None):
+            raise ValueError("a FLUX transformer's trained size is its pipeline's default_sample_size: pass the pipeline, "
+                             "or trained_size=")
+        return (pipe.default_sample_size, pipe.default_sample_size)
+
+    def to_grid(self, latents: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """Packed (B, h/2·w/2, 4C) → (B, C, h, w) for a latent ``size`` (h, w)."""
+        (h, w), (b, _, c) = size, latents.shape
+        return latents.view(b, h // 2, w // 2, c // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c // 4, h, w)
+
+    def from_grid(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) → packed (B, h/2·w/2, 4C)."""
+        b, c, h, w = z.shape
+        return z.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, h // 2 * (w // 2), c * 4)
+
+    def grid_size(self, arguments: Mapping[str, Any]) -> tuple[int, int]:
+        """The latent (h, w) of a transformer call, from its ``img_ids`` (row, column per token)."""
+        ids = arguments["img_ids"]
+        ids = ids[0] if ids.ndim == 3 else ids
+        return (int(ids[:, 1].max()) + 1) * 2, (int(ids[:, 2].max()) + 1) * 2
+
+    def input_grid(self, arguments: Mapping[str, Any]) -> torch.Tensor:
+        return self.to_grid(arguments["hidden_states"], self.grid_size(arguments))
+
+    def with_input(self, arguments: Mapping[str, Any], z: torch.Tensor) -> dict[str, Any]:
+        """``arguments`` for the grid ``z`` (B, C, h, w): its tokens and their position ids."""
+        ids = arguments["img_ids"]
+        h, w = z.shape[-2] // 2, z.shape[-1] // 2
+        rows = torch.arange(h, device=ids.device, dtype=ids.dtype)[:, None].expand(h, w)
+        cols = torch.arange(w, device=ids.device, dtype=ids.dtype)[None, :].expand(h, w)
+        img_ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(h * w, 3)
+        return {**arguments, "hidden_states": self.from_grid(z), "img_ids": img_ids}
+
+    def timestep_arguments(self, scheduler, steps: int, tokens: int) -> dict[str, Any]:
+        """What ``FluxPipeline`` passes to ``set_timesteps`` for ``steps`` steps over ``tokens`` image tokens."""
+        config = scheduler.config
+        arguments = {} if config.get("use_flow_sigmas") else {"sigmas": np.linspace(1.0, 1 / steps, steps)}
+        return {**arguments, "mu": calculate_shift(tokens, config, 1.15)}
+
+
+class SD3Layout:
+    """``SD3Transformer2DModel`` in ``StableDiffusion3Pipeline``: (B, C, h, w) latents, time σ·1000, patches of
+    ``patch_size`` with a learned absolute position embedding cropped from a ``pos_embed_max_size`` grid."""
+
+    time_unit = 1000.0
+    input_name = "hidden_states"
+
+    def size_multiple(self, config: Mapping[str, Any]) -> int:
+        return config["patch_size"]
+
+    def trained_size(self, transformer, pipe=None) -> tuple[int, int]:
+        size = transformer.config.sample_size
+        return (size, size)
+
+    def position_reach(self, transformer) -> int:
+        """The largest latent side the position embedding covers without interpolation (its grid × the patch)."""
+        config = transformer.config
+        return config.pos_embed_max_size * config.patch_size if config.get("pos_embed_max_size") else 0
+
+    def to_grid(self, latents: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        return latents
+
+    def from_grid(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def grid_size(self, arguments: Mapping[str, Any]) -> tuple[int, int]:
+        return tuple(arguments["hidden_states"].shape[-2:])
+
+    def input_grid(self, arguments: Mapping[str, Any]) -> torch.Tensor:
+        return arguments["hidden_states"]
+
+    def with_input(self, arguments: Mapping[str, Any], z: torch.Tensor) -> dict[str, Any]:
+        return {**arguments, "hidden_states": z}
+
+    def timestep_arguments(self, scheduler, steps: int, tokens: int) -> dict[str, Any]:
+        """What ``StableDiffusion3Pipeline`` passes to ``set_timesteps``: μ when the scheduler shifts dynamically."""
+        if not scheduler.config.get("use_dynamic_shifting"):
+            return {}
+        return {"mu": calculate_shift(tokens, scheduler.config, 1.16)}

@@ -1,0 +1,124 @@
+"""Position rescaling on a flow transformer's position embedding, as a diffusers hook (the transformer's analogue
+of the restrained dilation, :class:`hiresdiff.methods.positions.PositionConfig`).
+
+**FLUX** (``FluxPosEmbed``, 3 axes: text/index, row, column; θ = 10⁴): in a call at scale (s_h, s_w) above the
+trained size, the row and column axes get the frequencies of :func:`hiresdiff.core.rope.scaled_rope_frequencies`
+(PI, NTK or YaRN, trained lengths = the trained token grid), the first axis keeps its own; the returned
+(cos, sin) are multiplied by √(logit scale) — YaRN's temperature or the entropy scaling — which multiplies
+every rotated query and key by it, so every attention logit by the scale. Outside the active window, at
+scale ≤ 1 (UG's trained-size calls) and outside a transformer call, the embedding's own forward runs.
+
+**SD3** (``PatchEmbed`` with ``pos_embed_max_size``): the learned absolute embedding is a grid cropped at the
+centre; the trained size uses the central (h₀/p)×(w₀/p) crop. Position interpolation resamples that crop
+(bicubic) to the call's patch grid: every patch gets the embedding of its relative position in the trained
+image. Beyond the ``pos_embed_max_size`` grid the crop does not exist, so there it interpolates at every step.
+
+Nothing of the module is changed: removing the hook restores the embedding exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.hooks import ModelHook
+
+from hiresdiff.core.rope import entropy_logit_scale, scaled_rope_frequencies, yarn_attention_factor
+from hiresdiff.integrations.call_context import CallContextHook
+from hiresdiff.integrations.hook_utils import attach, detach
+from hiresdiff.methods.positions import PositionConfig
+
+POSITIONS_HOOK = "hiresdiff_positions"
+
+
+class RopeScalingHook(ModelHook):
+    """Rescaled rotary frequencies for FLUX's ``FluxPosEmbed`` in calls above the trained size."""
+
+    def __init__(self, config: PositionConfig, context: CallContextHook, trained_tokens: tuple[int, int]):
+        super().__init__()
+        self.config, self.context, self.trained_tokens = config, context, trained_tokens
+
+    def new_forward(self, module, ids: torch.Tensor):
+        call = self.context.current
+        if call is None or max(call.scale) <= 1 or not self.config.is_active(call.time_fraction()):
+            return self.fn_ref.original_forward(ids)
+        pos = ids.to(torch.float64)
+        cos, sin = [], []
+        for axis, dim in enumerate(module.axes_dim):
+            scale = max(1.0, call.scale[axis - 1]) if axis in (1, 2) else 1.0
+            method = self.config.method if scale > 1 else "none"
+            length = self.trained_tokens[axis - 1] if axis in (1, 2) else None
+            omega = scaled_rope_frequencies(dim, scale, method, theta=module.theta, trained_length=length)
+            angles = pos[:, axis, None] * omega.to(pos.device)[None, :]
+            cos.append(angles.cos().repeat_interleave(2, dim=1))
+            sin.append(angles.sin().repeat_interleave(2, dim=1))
+        logit = self.logit_scale(call)
+        amplitude = logit ** 0.5
+        return (torch.cat(cos, -1) * amplitude).float().to(ids.device), (torch.cat(sin, -1) * amplitude).float().to(ids.device)
+
+    def logit_scale(self, call) -> float:
+        scaling = self.config.attention_scaling
+        if scaling == "yarn":
+            return yarn_attention_factor(PositionConfig.mean_scale(call.scale)) ** 2
+        if scaling == "entropy":
+            h, w = call.size
+            return entropy_logit_scale((h // 2) * (w // 2), self.trained_tokens[0] * self.trained_tokens[1])
+        return 1.0
+
+
+class AbsolutePositionHook(ModelHook):
+    """SD3's ``PatchEmbed`` with its trained-size crop interpolated to the call's patch grid (position interpolation)."""
+
+    def __init__(self, config: PositionConfig, context: CallContextHook, trained_patches: tuple[int, int]):
+        super().__init__()
+        self.config, self.context, self.trained_patches = config, context, trained_patches
+
+    def new_forward(self, module, latent: torch.Tensor):
+        call = self.context.current
+        h, w = latent.shape[-2] // module.patch_size, latent.shape[-1] // module.patch_size
+        beyond = max(h, w) > module.pos_embed_max_size
+        if call is None or max(call.scale) <= 1 or not (beyond or self.config.is_active(call.time_fraction())):
+            return self.fn_ref.original_forward(latent)
+        tokens = module.proj(latent).flatten(2).transpose(1, 2)
+        if module.layer_norm:
+            tokens = module.norm(tokens)
+        return (tokens + interpolated_position_embedding(module, self.trained_patches, (h, w))).to(tokens.dtype)
+
+
+def interpolated_position_embedding(module, trained_patches: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """The central ``trained_patches`` crop of a ``PatchEmbed``'s embedding grid, resampled (bicubic) to ``grid``:
+    (1, h·w, D)."""
+    size, (h0, w0) = module.pos_embed_max_size, trained_patches
+    table = module.pos_embed.reshape(1, size, size, -1)
+    top, left = (size - h0) // 2, (size - w0) // 2
+    crop = table[:, top:top + h0, left:left + w0].permute(0, 3, 1, 2).float()
+    resized = F.interpolate(crop, size=grid, mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(module.pos_embed.dtype)
+
+
+def apply_positions(transformer, config: PositionConfig, context: CallContextHook) -> None:
+    """Hook ``transformer.pos_embed`` (FLUX's rotary or SD3's absolute embedding) to rescale it per ``config``."""
+    from diffusers.models.embeddings import PatchEmbed
+    from diffusers.models.transformers.transformer_flux import FluxPosEmbed
+
+    if not isinstance(config, PositionConfig):
+        raise ValueError(f"positions must be a PositionConfig; got a {type(config).__name__}")
+    embed = transformer.pos_embed
+    h0, w0 = context.trained_size
+    if isinstance(embed, FluxPosEmbed):
+        attach(embed, RopeScalingHook(config, context, (h0 // 2, w0 // 2)), POSITIONS_HOOK)
+    elif isinstance(embed, PatchEmbed) and embed.pos_embed_max_size:
+        if config.method != "pi" or config.attention_scaling != "none":
+            raise ValueError(f"positions: {type(transformer).__name__} has a learned absolute position embedding, which "
+                             "takes only method='pi' with attention='none' (got method="
+                             f"{config.method!r}, attention={config.attention_scaling!r})")
+        attach(embed, AbsolutePositionHook(config, context, (h0 // embed.patch_size, w0 // embed.patch_size)),
+               POSITIONS_HOOK)
+    else:
+        raise ValueError(f"positions: {type(transformer).__name__}'s position embedding {type(embed).__name__} is not "
+                         "supported (FLUX's FluxPosEmbed, SD3's PatchEmbed with pos_embed_max_size)")
+
+
+def remove_positions(transformer) -> None:
+    embed = getattr(transformer, "pos_embed", None)
+    if embed is not None:
+        detach(embed, POSITIONS_HOOK)
