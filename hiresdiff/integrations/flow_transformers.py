@@ -29,12 +29,13 @@ import torch
 
 
 def calculate_shift(image_seq_len: int, config: Mapping[str, Any], max_shift_default: float) -> float:
-    """FLUX's μ: linear in the token count between (base_image_seq_len, base_shift) and (max_image_seq_len,
-    max_shift), extrapolated beyond (the pipelines' defaults when the config lacks them: 256, 4096, 0.5)."""
-    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
-    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", max_shift_default)
-    slope = (max_shift - base_shift) / (max_len - base_len)
-    return image_seq_len * slope + base_shift - slope * base_len
+    """FLUX's μ by the pipelines' own ``calculate_shift``: linear in the token count between (base_image_seq_len,
+    base_shift) and (max_image_seq_len, max_shift), extrapolated beyond, with the pipelines' defaults where the
+    scheduler config lacks a value (256, 4096, 0.5, and ``max_shift_default``: FLUX 1.15, SD3 1.16)."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift as pipeline_shift
+
+    return pipeline_shift(image_seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                          config.get("base_shift", 0.5), config.get("max_shift", max_shift_default))
 
 
 class FluxLayout:
@@ -57,14 +58,16 @@ class FluxLayout:
         return (pipe.default_sample_size, pipe.default_sample_size)
 
     def to_grid(self, latents: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        """Packed (B, h/2·w/2, 4C) → (B, C, h, w) for a latent ``size`` (h, w)."""
-        (h, w), (b, _, c) = size, latents.shape
-        return latents.view(b, h // 2, w // 2, c // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c // 4, h, w)
+        """Packed (B, h/2·w/2, 4C) → (B, C, h, w) for a latent ``size`` (h, w): the pipeline's own unpacking."""
+        from diffusers import FluxPipeline
+
+        return FluxPipeline._unpack_latents(latents, size[0], size[1], vae_scale_factor=1)
 
     def from_grid(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) → packed (B, h/2·w/2, 4C)."""
-        b, c, h, w = z.shape
-        return z.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, h // 2 * (w // 2), c * 4)
+        """(B, C, h, w) → packed (B, h/2·w/2, 4C): the pipeline's own packing."""
+        from diffusers import FluxPipeline
+
+        return FluxPipeline._pack_latents(z, *z.shape)
 
     def grid_size(self, arguments: Mapping[str, Any]) -> tuple[int, int]:
         """The latent (h, w) of a transformer call, from its ``img_ids`` (row, column per token)."""
@@ -77,11 +80,10 @@ class FluxLayout:
 
     def with_input(self, arguments: Mapping[str, Any], z: torch.Tensor) -> dict[str, Any]:
         """``arguments`` for the grid ``z`` (B, C, h, w): its tokens and their position ids."""
+        from diffusers import FluxPipeline
+
         ids = arguments["img_ids"]
-        h, w = z.shape[-2] // 2, z.shape[-1] // 2
-        rows = torch.arange(h, device=ids.device, dtype=ids.dtype)[:, None].expand(h, w)
-        cols = torch.arange(w, device=ids.device, dtype=ids.dtype)[None, :].expand(h, w)
-        img_ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(h * w, 3)
+        img_ids = FluxPipeline._prepare_latent_image_ids(None, z.shape[-2] // 2, z.shape[-1] // 2, ids.device, ids.dtype)
         return {**arguments, "hidden_states": self.from_grid(z), "img_ids": img_ids}
 
     def timestep_arguments(self, scheduler, steps: int, tokens: int) -> dict[str, Any]:

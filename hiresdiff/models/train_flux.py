@@ -47,11 +47,10 @@ HIRESDIFF_SETTINGS = {"trained_size": 32, "call": {"max_sequence_length": T5_LEN
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) latents → FLUX's (B, h/2·w/2, 4C) tokens (``FluxPipeline._pack_latents``)."""
-    from diffusers import FluxPipeline
+    """(B, C, h, w) latents → FLUX's (B, h/2·w/2, 4C) tokens (the sampling core's FLUX layout)."""
+    from hiresdiff.integrations.flow_transformers import FluxLayout
 
-    b, c, h, w = latents.shape
-    return FluxPipeline._pack_latents(latents, b, c, h, w)
+    return FluxLayout().from_grid(latents)
 
 
 def flux_v(transformer, text_encoder, text_encoder_2):
