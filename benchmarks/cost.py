@@ -3,7 +3,7 @@
     python benchmarks/cost.py --arch sd15 --sizes 512 768 1024 --steps 4 --json benchmarks/results/cost_sd15_cpu.json
 
 For each recipe (naive at the target size, UG, Self-Cascade, FreeScale, FreeScale+UG) at each target
-size, one fresh process builds the pipeline (:func:`architectures.build_pipeline`, random weights:
+size, one fresh process builds the pipeline (:func:`hiresdiff.cost.architectures.build_pipeline`, random weights:
 cost only, DESIGN.md §8) and runs :func:`hiresdiff.generate` once, VAE decode included. It reports:
 
 * ``seconds``: wall time of the generate call (the build excluded);
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,41 +34,6 @@ from pathlib import Path
 
 PROMPT = "a photograph of an astronaut riding a horse"
 RECIPES = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")
-
-
-def memory_now(device: str) -> int:
-    """Bytes held now: resident set on CPU, allocated tensors on CUDA."""
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.memory_allocated()
-    return _proc_status("VmRSS")
-
-
-def reset_peak(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set (Linux)
-
-
-def peak(device: str) -> int:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-    return _proc_status("VmHWM")
-
-
-def _proc_status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
 
 
 def load(args):
@@ -81,8 +47,7 @@ def load(args):
         pipe = DiffusionPipeline.from_pretrained(args.pipeline_dir, torch_dtype=dtype).to(args.device)
         pipe.set_progress_bar_config(disable=True)
         return pipe
-    sys.path.insert(0, str(Path(__file__).parent))
-    from architectures import build_pipeline
+    from hiresdiff.cost.architectures import build_pipeline
 
     return build_pipeline(args.arch, device=args.device, dtype=dtype)
 
@@ -94,6 +59,7 @@ def measure_case(args) -> dict:
     import torch
 
     import hiresdiff
+    from hiresdiff.cost.measured import memory_now, peak, reset_peak
     from hiresdiff.recipe import Recipe
 
     torch.set_num_threads(args.threads)
@@ -121,7 +87,9 @@ def run_case(args, recipe: str, size: int) -> dict:
                "--num-frames", str(args.num_frames), "--arch", args.arch]
     if args.pipeline_dir:
         command += ["--pipeline-dir", args.pipeline_dir]
-    done = subprocess.run(command, capture_output=True, text=True)
+    from hiresdiff.cost.measured import CPU_MEASUREMENT_ENV
+
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **CPU_MEASUREMENT_ENV})
     if done.returncode != 0:
         raise RuntimeError(f"case {recipe} {size} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,32 +1,17 @@
-"""The real architectures of benchmarks/configs/ build and have the published sizes (benchmarks/architectures.py).
+"""The real architectures of hiresdiff/cost/configs/ build and have the published sizes (hiresdiff/cost/architectures.py).
 
 Everything here runs on the meta device (shapes only, no memory) except the tiny text encoders and one
-VAE: the full models are 0.08–2.6 B parameters. Published figures (sources in benchmarks/configs/README.md):
+VAE: the full models are 0.08–2.6 B parameters. Published figures (sources in hiresdiff/cost/configs/README.md):
 parameter totals, and the byte sizes of the published fp32 ``diffusion_pytorch_model.safetensors``
 files, which a model's state dict determines exactly (8-byte length + JSON header + 4 bytes a value).
 """
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_architectures():
-    if "architectures" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("architectures", ROOT / "benchmarks" / "architectures.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["architectures"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["architectures"]
-
-
-A = _load_architectures()
+from hiresdiff.cost import architectures as A
 
 PUBLISHED_PARAMETERS = {
     "sd15_unet": 859_520_964,  # "859.52 M"

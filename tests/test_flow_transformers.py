@@ -418,3 +418,13 @@ def test_the_cli_writes_a_grid_for_a_flux_folder(tmp_path):
     code = main(["generate", "--model", str(folder), "--prompt", PROMPT, "--method", "naive", "--positions", "yarn",
                  "--scale", "2", "--steps", "2", "--device", "cpu", "--out", str(out), "--force"])
     assert code == 0
+
+
+def test_a_diffusion_scheduler_is_refused_for_a_flow_model_before_sampling(capsys):
+    """--scheduler euler would build an ε-prediction EulerDiscreteScheduler from FLUX's flow config and sample
+    garbage without an error; it is refused in one line naming the option."""
+    from hiresdiff.integrations.schedulers import make_scheduler
+
+    for kind in KINDS:
+        with pytest.raises(ValueError, match="flow-matching .* --scheduler"):
+            make_scheduler("euler", load(kind).scheduler.config)

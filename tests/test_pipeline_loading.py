@@ -122,3 +122,19 @@ def test_a_folders_hiresdiff_json_sets_the_trained_size_and_call_defaults(tmp_pa
     images = generate_from_folder(str(folder), "a red cat", 32, 32, recipe=Recipe.preset("freescale"), steps=2,
                                   guidance_scale=3.0, device="cpu", progress=False)
     assert images[0].size == (32, 32)
+
+
+def test_recommended_guidance_is_the_given_scale_else_the_folders_else_7_5(tmp_path):
+    import json
+
+    from hiresdiff.integrations.pipeline_loading import recommended_guidance
+
+    with_settings, without = tmp_path / "with", tmp_path / "without"
+    for folder in (with_settings, without):
+        folder.mkdir()
+        (folder / "model_index.json").write_text("{}")
+    (with_settings / "hiresdiff.json").write_text(json.dumps({"call": {"guidance_scale": 4.0}}))
+    assert recommended_guidance(str(with_settings)) == 4.0
+    assert recommended_guidance(str(with_settings), 2.5) == 2.5 and recommended_guidance(str(with_settings), 0.0) == 0.0
+    assert recommended_guidance(str(without)) == 7.5 and recommended_guidance(None) == 7.5
+    assert recommended_guidance("emoji-flux") == 4.0  # the shipped flow model's card value

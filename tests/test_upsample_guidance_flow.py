@@ -111,3 +111,38 @@ def test_weight_zero_skips_the_trained_size_pass():
     x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
     assert torch.equal(flow_upsample_guidance(v_fn, x, 0.5, weight=0.0), gaussian_velocity(x, torch.tensor([0.5])))
     assert calls == [x.shape]
+
+
+def test_nested_guidance_at_4x_equals_two_guided_levels_computed_by_hand():
+    """4× as ×2 twice: the trained-size branch of the outer level is itself UG-RF-guided one level down. Computed
+    here step by step from the derivation (τ, c, the guided velocity), with a non-linear velocity so that no term
+    cancels, and half guidance at the outer level so that the weights are applied where they belong."""
+    from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+    from hiresdiff.methods.upsample_guidance_flow import nested_flow_upsample_guidance
+
+    def v_fn(x, t):
+        return torch.tanh(x) * t.view(-1, 1, 1, 1) + 0.1 * x ** 2 - 0.3
+
+    def down(x):
+        return F.avg_pool2d(x, 2)
+
+    def up(x):
+        return x.repeat_interleave(2, 2).repeat_interleave(2, 3)
+
+    def guided(v_high, v_low, x, t, w):  # ṽ = v + w·U[(v′ − (√k − 1)·D[x]) / (t + √k(1 − t)) − D[v]], √k = 2
+        tv = t.view(-1, 1, 1, 1)
+        return v_high + w * up((v_low - down(x)) / (tv + 2 * (1 - tv)) - down(v_high))
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 16, 16, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.3, 0.7, 0.95], dtype=torch.float64)
+    tau1 = t / (t + 2 * (1 - t))
+    x1 = down(x) / (1 - t + t / 2).view(-1, 1, 1, 1)
+    tau2 = tau1 / (tau1 + 2 * (1 - tau1))
+    x2 = down(x1) / (1 - tau1 + tau1 / 2).view(-1, 1, 1, 1)
+    inner = guided(v_fn(x1, tau1), v_fn(x2, tau2), x1, tau1, 1.0)
+    expected = guided(v_fn(x, t), inner, x, t, 0.5)
+
+    configs = [UpsampleGuidanceConfig(factor=2, theta=0.5, eta=1.0), UpsampleGuidanceConfig(factor=2, theta=1.0, eta=1.0)]
+    result = nested_flow_upsample_guidance(lambda xx, tt: v_fn(xx, tt.to(xx.dtype)), x, t.float(), configs)
+    assert torch.allclose(result, expected, atol=1e-5)

@@ -31,12 +31,17 @@ EDM_ONLY = ("edm-dpm++",)  # these need a model trained with EDM's preconditioni
 def make_scheduler(name: str, config):
     """A fresh scheduler of kind ``name`` (a key of ``SCHEDULERS``) sharing the training schedule in ``config``.
 
-    ``ValueError`` naming ``scheduler`` for an unknown name, or an EDM scheduler for a model whose schedule is not EDM's.
+    ``ValueError`` naming ``scheduler`` for an unknown name, an EDM scheduler for a model whose schedule is not EDM's,
+    or any of them for a flow-matching model (FLUX, SD3): these samplers are for diffusion schedules (ε, v or x₀
+    prediction) and would misread its velocity; it samples with its own flow-matching scheduler.
     """
     import diffusers
 
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}; got {name!r}")
+    if str(config.get("_class_name", "")).startswith("FlowMatch"):
+        raise ValueError(f"scheduler {name!r}: this model is flow-matching ({config['_class_name']}) and samples with its "
+                         "own scheduler; the --scheduler choices are for diffusion models: leave --scheduler out")
     if name in EDM_ONLY and "sigma_data" not in config:
         raise ValueError(f"scheduler {name!r} is for models trained with EDM's preconditioning (a scheduler config with "
                          f"sigma_data); this model's schedule is not: choose one of "

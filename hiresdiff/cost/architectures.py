@@ -17,7 +17,7 @@ merging a 2D UNet with the adapter, which would hold both UNets at once.
 Resident size in fp32: SD 1.5 pipeline ≈ 3.8 GB, SDXL ≈ 10.6 GB, AnimateDiff ≈ 7.4 GB (it keeps the
 adapter besides the merged UNet, as diffusers does); half that in fp16/bf16.
 
-    from architectures import build, build_pipeline, parameter_count   # run from benchmarks/
+    from hiresdiff.cost.architectures import build, build_pipeline, parameter_count
     parameter_count("sdxl_unet")               # 2_567_463_684, counted on the meta device
     unet = build("sd15_unet", device="cpu")    # random fp32 weights
     pipe = build_pipeline("sd15", device="cpu")
