@@ -133,7 +133,8 @@ def main() -> None:
             runs[(size, recipe)].append(run_case(args, recipe, size))
             finished = round_ == args.repeats - 1 and (size, recipe) == cases[-1]
             # after every case, so a long run that is stopped keeps what it measured
-            write_json_atomically({"command": command, "finished": finished, "rows": summarize(runs, args, name)}, out)
+            write_json_atomically({"command": command, "finished": finished, "memory_measurement": "mmap-threshold",
+                                   "rows": summarize(runs, args, name)}, out)
     write_report(summarize(runs, args, name), command, out)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -31,6 +32,10 @@ from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.self_cascade import CascadeConfig, check_size, stage_sizes
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, levels_for_scale
+
+#: The fast recipe's later stages: steps each, and the restart strength (measured, see :meth:`Recipe.fast`).
+FAST_STAGE_STEPS = 3
+FAST_STRENGTH = 0.3
 
 
 @dataclass(frozen=True)
@@ -125,11 +130,35 @@ class Recipe:
                    ug=ug, upsamplers=upsamplers)
 
     @classmethod
+    def fast(cls, stage_steps: int = FAST_STAGE_STEPS, strength: float = FAST_STRENGTH, target_steps: Optional[int] = None,
+             detail_alpha=2.0, dilation: bool = True, fusion: bool = False, stage_ratio: float = 2.0,
+             **cascade) -> "Recipe":
+        """Most steps at the trained size, few at every later stage (RectifiedHR's and FreCaS's idea: a refreshed
+        noise at each size, few steps where steps are expensive): FreeScale's cascade restarted at ``strength``
+        on a grid of ⌈k/strength⌉ steps, so that a later stage runs k of them — ``stage_steps`` in the stages
+        between, ``target_steps`` (default ``stage_steps``) at the target. Stage 0 runs the call's steps.
+
+        The defaults are the point measured best for its cost (``hiresdiff bench --suite fast``, README "Fast")."""
+        target_steps = stage_steps if target_steps is None else target_steps
+        for name, value in (("stage_steps", stage_steps), ("target_steps", target_steps)):
+            check_positive_int(value, name)
+        if not (isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0 < strength <= 1):
+            raise ValueError(f"strength must lie in (0, 1]; got {strength!r}")
+
+        def grid(k: int) -> int:
+            return math.ceil(k / strength - 1e-9)
+
+        return cls(cascade=CascadeConfig(strength=strength, steps=grid(stage_steps), target_steps=grid(target_steps),
+                                         space="rgb", detail_alpha=detail_alpha, stage_ratio=stage_ratio, **cascade),
+                   dilation=DilationConfig() if dilation else None, fusion=ScaleFusionConfig() if fusion else None,
+                   name="fast")
+
+    @classmethod
     def preset(cls, name: str) -> "Recipe":
         """A preset by name (``PRESETS``); ``"a+b"`` composes presets (``"freescale+ug"``)."""
         parts = [p.strip() for p in name.split("+")]
         builders = {"naive": cls.naive, "ug": cls.upsample_guidance, "self-cascade": cls.self_cascade,
-                    "freescale": cls.freescale}
+                    "freescale": cls.freescale, "fast": cls.fast}
         unknown = [p for p in parts if p not in builders]
         if unknown or not parts:
             raise ValueError(f"method must be one of {PRESETS} or a '+'-composition of them; got {name!r}")
@@ -164,13 +193,19 @@ class Recipe:
         ``multiple``. Raises ``ValueError`` (naming the parameter) before any model call for targets the
         recipe cannot make."""
         h0, w0 = trained
-        sizes = stage_sizes(trained, target, multiple) if self.cascade is not None else [check_size(target, multiple)]
+        sizes = (stage_sizes(trained, target, multiple, self.cascade.stage_ratio) if self.cascade is not None
+                 else [check_size(target, multiple)])
         out = []
         for index, (h, w) in enumerate(sizes):
             scale = (h / h0, w / w0)
             levels = levels_for_scale(self.ug, scale, self.nested_ug) if self.ug is not None and min(scale) >= 1 else []
             out.append(Stage(index, (h, w), scale, tuple(levels)))
         return out
+
+
+def check_positive_int(value, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def check_upsamplers_folder(folder: Path) -> None:

@@ -53,6 +53,18 @@ def test_cascade_suite_has_every_preset_composition_and_ablation():
     assert "Self-Cascade tuned" not in {m.name for m in cascade_methods_for(4, (0.7,))}
 
 
+def test_fast_suite_has_every_preset_and_the_design_space():
+    from hiresdiff.eval.benchmark import fast_methods_for
+
+    methods = {m.name: m.recipe for m in fast_methods_for(4)}
+    assert {"naive 4x", "nearest 1x->4x", "UG", "Self-Cascade", "FreeScale", "FreeScale+UG"} <= set(methods)
+    for k in (2, 3, 4):
+        for s in (0.3, 0.5):
+            assert methods[f"fast k={k} s={s:g}"] == Recipe.fast(stage_steps=k, strength=s)
+    assert methods["fast k=3 s=0.5 one jump"].cascade.stage_ratio == 4
+    assert methods["fast k=3 s=0.5 plain cascade"].dilation is None and methods["fast k=3 s=0.5 with fusion"].fusion
+
+
 def test_latent_suite_has_the_latent_questions():
     from hiresdiff.models import EMBEDDED_UPSAMPLERS_DIR
 
@@ -119,6 +131,13 @@ def test_quick_benchmark_end_to_end(tmp_path):
     rows = json.loads((out / "methods_benchmark.json").read_text())["rows"]
     assert {"64|FreeScale", "64|Self-Cascade s=0.7", "64|FreeScale+UG"} <= set(rows)
     assert (out / "methods_quality_time.png").stat().st_size > 0 and "×naive" in (out / "methods_benchmark.md").read_text()
+    done = subprocess.run([shutil.which("hiresdiff"), "bench", "--quick", "--suite", "fast", "--model", str(model),
+                           "--data", str(data), "--out-dir", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "fast_benchmark.json").read_text())
+    # --quick runs 2 steps: direct makes 2 at 64², fast k=2 as many plus stage 0's 2 at 32² (a quarter the pixels)
+    assert results["flops"]["64|naive 2x"] == 1.0 and 1.2 < results["flops"]["64|fast k=2 s=0.3"] < 1.5
+    assert (out / "fast_pareto.png").stat().st_size > 0 and "FLOPs ×direct" in (out / "fast_benchmark.md").read_text()
 
 
 @needs_font

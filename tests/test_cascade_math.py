@@ -131,3 +131,43 @@ def test_recipe_validates(kwargs, match):
         Recipe(**kwargs)
     with pytest.raises(ValueError, match="ug needs integer scales"):
         Recipe.preset("freescale+ug").stages((32, 32), (48, 48), 4)
+
+
+@pytest.mark.parametrize("ratio,target,expected", [
+    (4, (128, 128), [(32, 32), (128, 128)]),                   # one jump at 4x
+    (8, (128, 128), [(32, 32), (128, 128)]),                   # a ratio above the scale: one jump too
+    (3, (288, 288), [(32, 32), (96, 96), (288, 288)]),         # 9x by x3 stages
+    (2, (128, 128), [(32, 32), (64, 64), (128, 128)]),         # the default doubling
+])
+def test_stage_sizes_with_a_stage_ratio(ratio, target, expected):
+    assert stage_sizes((32, 32), target, 4, ratio) == expected
+    assert Recipe(cascade=CascadeConfig(stage_ratio=ratio)).stages((32, 32), target, 4)[-1].size == target
+
+
+@pytest.mark.parametrize("stage_steps,strength", [(2, 0.3), (3, 0.3), (4, 0.3), (2, 0.5), (3, 0.5), (4, 0.5), (5, 0.7),
+                                                  (1, 1.0), (7, 0.45)])
+def test_the_fast_recipe_runs_its_stage_steps_from_its_strength(stage_steps, strength):
+    """Closed form: a later stage's grid has ⌈k/s⌉ steps and runs the last int(⌈k/s⌉·s) = k of them, restarting at
+    a fraction of the schedule within one grid step of s."""
+    cascade = Recipe.fast(stage_steps=stage_steps, strength=strength, target_steps=stage_steps + 1).cascade
+    assert cascade.steps == math.ceil(stage_steps / strength - 1e-9)
+    for last, k in ((False, stage_steps), (True, stage_steps + 1)):
+        for steps in (1, 20, 50):  # the call's steps set stage 0 only
+            grid = cascade.stage_steps(steps, last)
+            ran = grid - restart_index(grid, cascade.strength)
+            assert ran == k and abs(ran / grid - strength) <= 1 / grid
+
+
+def test_the_fast_recipe_is_a_preset_that_composes_and_validates():
+    fast = Recipe.preset("fast")
+    assert fast == Recipe.fast() and fast.cascade.space == "rgb" and fast.dilation is not None and fast.fusion is None
+    assert [s.size for s in fast.stages((32, 32), (128, 128), 4)] == [(32, 32), (64, 64), (128, 128)]
+    composed = Recipe.preset("fast+ug")
+    assert composed.cascade == fast.cascade and composed.ug is not None
+    with pytest.raises(ValueError, match="cascade"):
+        Recipe.preset("fast+freescale")
+    assert Recipe.fast(stage_steps=4, target_steps=2).cascade.stage_steps(20, last=True) == 4  # ⌈2/0.5⌉
+    for bad, match in (({"stage_steps": 0}, "stage_steps"), ({"stage_steps": 2.5}, "stage_steps"), ({"target_steps": 0}, "target_steps"),
+                       ({"strength": 0}, "strength"), ({"strength": 1.5}, "strength"), ({"stage_ratio": 1}, "stage_ratio")):
+        with pytest.raises(ValueError, match=match):
+            Recipe.fast(**bad)

@@ -1,4 +1,4 @@
-"""benchmarks/cost.py: its memory probes and one real run on a tiny saved pipeline."""
+"""benchmarks/cost.py: the memory probes it uses (hiresdiff.cost.measured) and one real run on a tiny saved pipeline."""
 
 import ctypes
 import gc
@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from hiresdiff.cost import measured
 
-import cost  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def settle_heap() -> None:
@@ -28,11 +27,11 @@ def test_cpu_peak_is_reset_after_loading_and_sees_a_new_allocation():
     big = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
     del big
     settle_heap()
-    cost.reset_peak("cpu")
-    base = cost.peak("cpu")  # the peak right after the reset: the resident set now
-    assert base - cost.memory_now("cpu") < 16 * 2**20  # the earlier 64 MiB peak is forgotten
+    measured.reset_peak("cpu")
+    base = measured.peak("cpu")  # the peak right after the reset: the resident set now
+    assert base - measured.memory_now("cpu") < 16 * 2**20  # the earlier 64 MiB peak is forgotten
     block = np.ones(96 * 2**20 // 8)
-    grown = cost.peak("cpu") - base
+    grown = measured.peak("cpu") - base
     del block
     assert 90 * 2**20 < grown < 140 * 2**20
 
@@ -62,6 +61,9 @@ def test_cost_script_writes_rows_a_table_and_a_plot(tmp_path):
 
 
 def test_rows_so_far_are_medians_and_have_no_ratio_before_naive_ran():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cost
+
     args = SimpleNamespace(steps=2, device="cpu", dtype="fp32")
     run = lambda seconds: {"seconds": seconds, "working_bytes": 100, "loaded_bytes": 10}  # noqa: E731
     runs = {(64, "ug"): [run(3.0), run(5.0), run(4.5)], (64, "naive"): [], (32, "naive"): [run(2.0)],

@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_pipelines import load, saved
 
+import hiresdiff
 from hiresdiff.integrations import stage
 from hiresdiff.integrations.hooks import apply_upsample_guidance
 from hiresdiff.integrations.pipeline_loading import (call_kwargs, configure_vae_tiling, generate_from_folder, pick_device,
@@ -83,19 +84,29 @@ def test_device_and_dtype():
     assert pick_dtype("cuda") == pick_dtype("cuda:1") == torch.float16
 
 
-def test_vae_tiling_on_request_and_suggested_for_large_outputs():
+def test_vae_tiling_on_request_and_for_the_output_decode_above_2048_squared(monkeypatch):
+    """``vae_tiling=True`` tiles for good; ``None`` lets ``generate`` tile the output's decode itself above the φ codec's
+    threshold (here lowered to 16² pixels so that a tiny run crosses it), for that call only."""
+    from hiresdiff.integrations import pipeline_driver
+
     pipe = load("sd15")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        configure_vae_tiling(pipe, 1024, 1024, None)
-        configure_vae_tiling(pipe, 4096, 4096, False)
+    configure_vae_tiling(pipe, None)
+    configure_vae_tiling(pipe, False)
     assert not pipe.vae.use_tiling
-    with pytest.warns(UserWarning, match="vae_tiling=True"):
-        configure_vae_tiling(pipe, 2048, 2048, None)
-    configure_vae_tiling(pipe, 32, 32, True)
+    seen = []
+    decode = pipe.vae.decode
+    pipe.vae.decode = lambda *a, **k: (seen.append(pipe.vae.use_tiling), decode(*a, **k))[1]
+    monkeypatch.setattr(pipeline_driver, "TILE_ABOVE_PIXELS", 16 * 16)
+    hiresdiff.generate(pipe, "a red cat", height=32, width=32, steps=2, output_type="latent")
+    hiresdiff.generate(pipe, "a red cat", height=32, width=32, steps=2)
+    hiresdiff.generate(pipe, "a red cat", height=32, width=32, steps=2, vae_tiling=False)
+    hiresdiff.generate(pipe, "a red cat", height=16, width=16, steps=2)
+    assert seen == [True, False, False] and not pipe.vae.use_tiling
+    del pipe.vae.decode
+    configure_vae_tiling(pipe, True)
     assert pipe.vae.use_tiling
     with pytest.raises(ValueError, match="has no VAE"):
-        configure_vae_tiling(load("pixel"), 32, 32, True)
+        configure_vae_tiling(load("pixel"), True)
     assert len(generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=UG_RECIPE, vae_tiling=True, **ARGS)) == 1
 
 

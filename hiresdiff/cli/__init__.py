@@ -2,7 +2,7 @@
 
 ``generate`` (the main job) and ``upscale`` are in :mod:`hiresdiff.cli.generate`, ``batch`` in
 :mod:`hiresdiff.cli.batch`; ``data``, the training
-commands, ``bench`` and ``ui`` in :mod:`hiresdiff.cli.tools`. Every bad option gets a one-line error
+commands, ``bench`` and ``ui`` in :mod:`hiresdiff.cli.tools`; ``plan`` in :mod:`hiresdiff.cli.plan`. Every bad option gets a one-line error
 and exit status 2, before any model loads.
 """
 
@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Optional
 
-from hiresdiff.cli import batch, generate, tools
+from hiresdiff.cli import batch, generate, plan, tools
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     for training in tools.TRAINING_COMMANDS:
         tools.add_training_parser(sub, training, with_options=command in (None, training))
     tools.add_bench_parser(sub)
+    plan.add_plan_parser(sub)
     tools.add_ui_parser(sub)
     return parser
 

@@ -174,7 +174,6 @@ def run_generate(args) -> None:
 def pipeline_columns(args, methods, options):
     """Load the --model pipeline once and run every method on the prompt."""
     from hiresdiff.comparison import pipeline_comparison
-    from hiresdiff.integrations.pipeline_loading import configure_vae_tiling
 
     from hiresdiff.options import recipes_for
 
@@ -195,7 +194,6 @@ def pipeline_columns(args, methods, options):
         check_max_pixels(height, width, args.max_pixels)
     if all(h % factor == 0 and w % factor == 0 for h, w in sizes):  # every method can make the sizes, before sampling
         check_recipes_make(recipes, trained, [(h // factor, w // factor) for h, w in sizes], size_multiple(denoiser))
-    configure_vae_tiling(pipe, *max(sizes, key=lambda hw: hw[0] * hw[1]), None)
     if args.num_images is not None:
         kwargs["num_images_per_prompt"] = args.num_images
     return pipeline_comparison(pipe, args.prompt, sizes=sizes, recipes=recipes, seed=args.seed,

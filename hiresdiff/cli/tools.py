@@ -54,10 +54,11 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--scale", type=int, nargs="+", default=None, help="scales to run (default: 2 4)")
     p.add_argument("--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID")
     p.add_argument("--out-dir", default="benchmarks/results")
-    p.add_argument("--suite", choices=("ug", "methods", "latent"), default="ug",
+    p.add_argument("--suite", choices=("ug", "methods", "latent", "fast"), default="ug",
                    help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and ablation; "
                    "latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled VAE; on a "
-                   "flow transformer (emoji-flux) the position rescalings instead of the tuned cascade and tiled VAE")
+                   "flow transformer (emoji-flux) the position rescalings instead of the tuned cascade and tiled VAE; fast (any model): "
+                   "the fast recipe's design space against every preset, with FLOPs relative to direct sampling")
     p.add_argument("--upsamplers", nargs="+", default=None, metavar="SCALE=FOLDER",
                    help="trained feature upsamplers for the tuned Self-Cascade row, per cascade stage (its scale), "
                    "e.g. 2=hiresdiff/models/emoji32_upsamplers_64 (4× runs: also 4=… to reuse them at the 4× stage)")

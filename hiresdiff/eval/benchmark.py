@@ -151,7 +151,23 @@ def flow_methods_for(scale: int, etas=(1.0, 0.6, 0.3)) -> list[Method]:
     return out + pipeline_rows(scale)
 
 
-SUITES = ("ug", "methods", "latent")
+def fast_methods_for(scale: int) -> list[Method]:
+    """The fast recipe's design space at one scale, with every preset as the reference it must beat: the steps a
+    later stage runs (2, 3, 4) and its restart strength (0.3, 0.5), with FreeScale's detail control and dilation
+    (and without: a plain cascade; with fusion), and one jump from the trained size to the target (enlarge, then
+    refine in a few steps) instead of doubling."""
+    out = baselines(scale) + [Method("UG", scale, Recipe.upsample_guidance(), theta=1.0),
+                              Method("Self-Cascade", scale, Recipe.self_cascade()),
+                              Method("FreeScale", scale, Recipe.freescale()),
+                              Method("FreeScale+UG", scale, Recipe.freescale(ug=UpsampleGuidanceConfig()))]
+    out += [Method(f"fast k={k} s={s:g}", scale, Recipe.fast(stage_steps=k, strength=s)) for k in (2, 3, 4) for s in (0.3, 0.5)]
+    out += [Method("fast k=3 s=0.5 plain cascade", scale, Recipe.fast(3, 0.5, detail_alpha=None, dilation=False)),
+            Method("fast k=3 s=0.5 with fusion", scale, Recipe.fast(3, 0.5, fusion=True)),
+            Method("fast k=3 s=0.5 one jump", scale, Recipe.fast(3, 0.5, stage_ratio=scale))]
+    return out
+
+
+SUITES = ("ug", "methods", "latent", "fast")
 
 
 @dataclass
@@ -243,6 +259,15 @@ class PixelSampler:
                               (res, res), self.settings.steps, self.settings.batch_size, self.settings.seed,
                               (self.big, self.big))
 
+    def relative_flops(self, method: Method, res: int) -> float:
+        """The method's FLOPs over direct sampling's at ``res``² (counted on ``meta``)."""
+        from hiresdiff.cost.plan import relative_flops
+        from hiresdiff.integrations.pixel_pipeline import PixelPipeline
+
+        labels = {} if self.labels is None else {"class_labels": self.labels[:1]}
+        return relative_flops(PixelPipeline(self.unet, self.scheduler), method.recipe, res, res, self.settings.steps,
+                              output_type="latent", **labels)
+
 
 class PipelineSampler:
     """Samples of a text-to-image pipeline through :func:`hiresdiff.generate`, the prompt of sample i being the name
@@ -264,11 +289,8 @@ class PipelineSampler:
 
     def sample(self, method: Optional[Method], res: int, count: int) -> torch.Tensor:
         from hiresdiff.integrations.pipeline_driver import generate
-        from hiresdiff.integrations.pipeline_loading import call_kwargs
 
-        s, parts = self.settings, []
-        call = dict(() if method is None else method.call)
-        call = {**call_kwargs(self.pipe, call.pop("guidance_scale", s.guidance_scale)), **call}
+        s, parts, call = self.settings, [], self.call(method)
         if method is not None and method.tiled_vae:
             self.pipe.vae.enable_tiling()
         try:
@@ -281,6 +303,20 @@ class PipelineSampler:
             self.pipe.vae.disable_tiling()
         return torch.cat(parts)
 
+    def relative_flops(self, method: Method, res: int) -> float:
+        """The method's FLOPs over direct sampling's at ``res``² with the same call (counted on ``meta``)."""
+        from hiresdiff.cost.plan import relative_flops
+
+        return relative_flops(self.pipe, method.recipe, res, res, self.settings.steps, prompt=self.prompts[0],
+                              output_type="pt", **self.call(method))
+
+    def call(self, method: Optional[Method]) -> dict:
+        """The pipeline call's arguments for ``method``: CFG as the pipeline takes it, then the method's own."""
+        from hiresdiff.integrations.pipeline_loading import call_kwargs
+
+        call = dict(() if method is None else method.call)
+        return {**call_kwargs(self.pipe, call.pop("guidance_scale", self.settings.guidance_scale)), **call}
+
 
 def run(settings: Settings, progress: bool = True) -> dict:
     """Sample every method, score it, and write the table, plot, grids and JSON to ``settings.out_dir``.
@@ -292,7 +328,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
     from hiresdiff.models import is_pipeline
 
     pipeline = is_pipeline(settings.model)
-    if pipeline != (settings.suite == "latent"):
+    if settings.suite != "fast" and pipeline != (settings.suite == "latent"):
         raise ValueError(f"suite {settings.suite!r} is for {'pixel models' if settings.suite != 'latent' else 'pipelines'}; "
                          f"model {settings.model or 'embedded'!r} is {'a pipeline' if pipeline else 'a pixel model'}")
     data_path = settings.data
@@ -328,6 +364,9 @@ def run(settings: Settings, progress: bool = True) -> dict:
                                                                 linear_thetas=settings.linear_thetas)]
     elif settings.suite == "methods":
         jobs = [m for s in settings.scales for m in cascade_methods_for(s, settings.strengths, settings.upsamplers)]
+    elif settings.suite == "fast":
+        jobs = [m for s in settings.scales for m in fast_methods_for(s)]
+        results["flops"] = {}
     elif sampler.flow:
         jobs = [m for s in settings.scales for m in flow_methods_for(s)]
     else:
@@ -347,6 +386,8 @@ def run(settings: Settings, progress: bool = True) -> dict:
         if method.same_as is not None:  # e.g. the tiled VAE's seams: RMSE to the whole-image decode, in [-1, 1] units
             results["rows"][key]["RMSE vs untiled VAE"] = float(
                 ((images - made[f"{res}|{method.same_as}"]) ** 2).mean().sqrt())
+        if "flops" in results and method.recipe is not None:
+            results["flops"][key] = sampler.relative_flops(method, res)
         grids.setdefault(res, {})[method.name] = images[:settings.grid_rows]
     write_outputs(results, grids, trained[:settings.grid_rows], Path(settings.out_dir))
     return results
@@ -370,6 +411,8 @@ def write_outputs(results: dict, grids: dict, trained, out_dir: Path) -> None:
         theta_plot(results, out_dir / "ug_theta_sweep.png")
     else:
         quality_time_plot(results, out_dir / f"{prefix}_quality_time.png")
+    if "flops" in results:
+        quality_time_plot(results, out_dir / f"{prefix}_pareto.png", cost="flops")
     for res, columns in grids.items():
         if res == 32:
             continue

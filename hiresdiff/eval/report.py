@@ -32,13 +32,15 @@ def markdown_table(results: dict) -> str:
     for res, rows in sorted(by_res.items(), key=lambda kv: int(kv[0])):
         metrics = list(dict.fromkeys(k for _, row in rows for k in row if k != "θ"))
         lines.append(f"\n## {res}²\n")
-        lines.append("| method | " + " | ".join(metrics) + " | s/image | ×naive |")
-        lines.append("|---" * (len(metrics) + 3) + "|")
+        flops = results.get("flops")
+        lines.append("| method | " + " | ".join(metrics) + " | s/image | ×naive |" + (" FLOPs ×direct |" if flops else ""))
+        lines.append("|---" * (len(metrics) + 3 + bool(flops)) + "|")
         naive = results["timing"].get(f"{res}|naive {int(res) // 32}x")
         for name, row in rows:
             t = results["timing"].get(f"{res}|{name}")
             ratio = t / naive if t is not None and naive else None
-            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m)) for m in metrics) + f" | {_fmt(t)} | {_fmt(ratio)} |")
+            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m)) for m in metrics) + f" | {_fmt(t)} | {_fmt(ratio)} |"
+                         + (f" {_fmt(flops.get(f'{res}|{name}'))} |" if flops else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -74,8 +76,10 @@ def theta_plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def quality_time_plot(results: dict, path: Path) -> None:
-    """Quality (FD rand, SWD mean) against s/image relative to naive, one point per method and resolution."""
+def quality_time_plot(results: dict, path: Path, cost: str = "time") -> None:
+    """Quality (FD rand, SWD mean) against cost, one point per method and resolution: ``cost="time"`` s/image
+    relative to naive, ``"flops"`` the FLOPs relative to direct sampling (the fast suite's Pareto plot, with the
+    front of the points no other point beats on both)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,24 +90,37 @@ def quality_time_plot(results: dict, path: Path) -> None:
     resolutions = sorted({int(k.split("|")[0]) for k in results["rows"]} - {32})
     for ax, metric in zip(axes, panels):
         for i, res in enumerate(resolutions):
-            naive = results["timing"].get(f"{res}|naive {res // 32}x")
+            points = []
             for key, row in results["rows"].items():
                 name = key.split("|", 1)[1]
-                t = results["timing"].get(key)
-                if not key.startswith(f"{res}|") or t is None or not naive or "enlarge" in name or "->" in name:
+                x = _relative_cost(results, key, res, cost)
+                if not key.startswith(f"{res}|") or x is None or "->" in name:
                     continue
-                ax.scatter(t / naive, row[metric], color=f"C{i}", s=14)
-                ax.annotate(name, (t / naive, row[metric]), fontsize=5.5)
+                points.append((x, row[metric]))
+                ax.scatter(x, row[metric], color=f"C{i}", s=14)
+                ax.annotate(name, (x, row[metric]), fontsize=5.5)
+            if cost == "flops" and points:
+                front = [p for p in sorted(points) if not any(q[0] <= p[0] and q[1] < p[1] for q in points)]
+                ax.plot(*zip(*front), color=f"C{i}", linewidth=0.8, label=f"{res}² Pareto front")
             floor = results["rows"].get(f"{res}|real train vs test", {}).get(metric)
             if floor is not None:
                 ax.axhline(floor, color=f"C{i}", linestyle=":", linewidth=1, label=f"{res}² real floor")
             nearest = results["rows"].get(f"{res}|nearest 1x->{res // 32}x", {}).get(metric)
             if nearest is not None:
                 ax.axhline(nearest, color=f"C{i}", linestyle="--", linewidth=1, label=f"{res}² nearest 1×")
-        ax.set_xlabel("s/image ÷ naive at the same size")
+        ax.set_xlabel("s/image ÷ naive at the same size" if cost == "time" else "FLOPs ÷ direct sampling at the same size")
         ax.set_title(f"{metric} (lower is better)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"quality against time — {results['settings']['command'] or 'hiresdiff bench'}", fontsize=8)
+    fig.suptitle(f"quality against {'time' if cost == 'time' else 'FLOPs'} — {results['settings']['command'] or 'hiresdiff bench'}",
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def _relative_cost(results: dict, key: str, res: int, cost: str):
+    """A row's time over naive's at its size (``"time"``) or its FLOPs over direct sampling's (``"flops"``)."""
+    if cost == "flops":
+        return results.get("flops", {}).get(key)
+    naive, t = results["timing"].get(f"{res}|naive {res // 32}x"), results["timing"].get(key)
+    return t / naive if t is not None and naive else None

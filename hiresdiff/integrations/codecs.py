@@ -16,7 +16,9 @@ import torch
 
 from hiresdiff.methods.self_cascade import CascadeConfig, resize
 
-TILE_ABOVE_PIXELS = 2048 * 2048
+#: Tile the VAE above this many pixels: SDXL's whole-image decode (in fp32, its force_upcast) holds 12 GiB at 2048²
+#: (``hiresdiff plan``), its tiled decode a fraction of that; 1024², the trained size, stays whole.
+TILE_ABOVE_PIXELS = 1536 * 1536
 
 
 class PixelCodec:
@@ -34,7 +36,7 @@ class PixelCodec:
 class VaeCodec:
     """A diffusers ``AutoencoderKL``: z = (E(x).mode − shift)·scaling, x = D(z/scaling + shift).
 
-    ``tiling``: ``True`` always tiles, ``False`` never, ``None`` tiles images above 2048² pixels. The VAE's
+    ``tiling``: ``True`` always tiles, ``False`` never, ``None`` tiles images above 1536² pixels. The VAE's
     own tiling switch is restored afterwards, and so is its dtype.
     """
 

@@ -41,11 +41,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
+from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Optional
 
 import torch
 
-from hiresdiff.integrations.codecs import PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.integrations.chunked_feed_forward import chunked_feed_forward, one_sample_at_a_time
+from hiresdiff.integrations.codecs import TILE_ABOVE_PIXELS, PixelCodec, VaeCodec, upsample_pivot
 from hiresdiff.integrations.noise_levels import NoiseLevels, fresh_copy
 from hiresdiff.integrations.restart import RestartedScheduler, stage_generator, stage_pipeline
 from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications, transformer_positions
@@ -64,6 +67,9 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
              return_stages: bool = False, trained_size: Optional[int] = None, **pipeline_kwargs):
     """Generate ``height``×``width`` pixels with ``pipe`` and ``recipe``.
 
+    Before a run on a CUDA device, the working memory it needs is predicted on a meta twin of the pipeline
+    (:func:`hiresdiff.cost.plan.fit_warning`), and a warning says so when the device's free memory will not hold it.
+
     Args:
         pipe: a loaded diffusers pipeline whose denoiser is a supported UNet (SD 1.x/2.x, SDXL, AnimateDiff,
             their ControlNet, T2I-Adapter, IP-Adapter and LoRA variants) or flow-matching transformer
@@ -77,7 +83,7 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         steps: sampling steps of stage 0 (later stages: ``cascade.steps`` or these, of which they run
             the last ``int(steps·strength)``).
         num_frames: frames of a video pipeline (AnimateDiff).
-        vae_tiling: tile the VAE in the RGB cascade's φ: ``None`` above 2048² pixels.
+        vae_tiling: tile the VAE (the RGB cascade's φ and the output's decode): ``None`` above 1536² pixels.
         on_stage: called as ``on_stage(stage, latents)`` when a stage other than the last finishes.
         init_image: upscale this image (B, 3, h, w) in [-1, 1] instead of generating one: encoded by the VAE,
             it stands in for the result of the cascade's stage of its size, and only the later stages run.
@@ -126,8 +132,8 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     check_steps(steps)
     trained = _trained_latent_size(denoiser, pipe, trained_size, scale_factor)
     stages = recipe.stages(trained, (height // scale_factor, width // scale_factor), size_multiple(denoiser))
-    if len(stages) > 1:
-        stage_steps, strength = recipe.cascade.stage_steps(steps), recipe.cascade.strength
+    for stage in stages[1:]:
+        stage_steps, strength = recipe.cascade.stage_steps(steps, stage is stages[-1]), recipe.cascade.strength
         if int(stage_steps * strength) < 1:
             raise ValueError(f"steps·strength must be at least 1, or the cascade's later stages run no step; got "
                              f"steps={stage_steps}, strength={strength} (steps·strength = {stage_steps * strength:g})")
@@ -143,6 +149,16 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         raise ValueError(f"num_frames={num_frames} is not divisible by the UG frame factor {frame_factor}: "
                          f"num_frames must be a multiple of {frame_factor}")
     upsamplers = load_upsamplers(recipe.upsamplers, denoiser, stages) if recipe.upsamplers is not None else {}
+    free = free_device_memory(denoiser)
+    if free is not None and init_image is None:
+        from hiresdiff.cost.plan import fit_warning
+
+        plain = {name: value for name, value in pipeline_kwargs.items()
+                 if name != "output_type" and isinstance(value, (str, int, float, bool, type(None)))}
+        message = fit_warning(pipe, recipe, height, width, free, prompt=prompt, num_frames=num_frames,
+                              trained_size=trained_size, vae_tiling=vae_tiling, **plain)
+        if message:
+            warnings.warn(message, stacklevel=2)
 
     common = dict(pipeline_kwargs, num_inference_steps=steps)
     first_only = {name: common.pop(name) for name in FIRST_STAGE_ONLY if common.get(name) is not None}
@@ -177,11 +193,12 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
             scheduler = fresh_copy(pipe.scheduler)
             inner = scheduler
         else:
-            scheduler = _restart(pipe.scheduler, recipe, stage, latents, codec, call, steps, layout, size_multiple(denoiser),
-                                 trained)
+            scheduler = _restart(pipe.scheduler, recipe, stage, latents, codec, call, cascade_steps(recipe, steps, stage, stages),
+                                 layout, size_multiple(denoiser), trained)
             inner = scheduler.inner
         with stage_modifications(denoiser, recipe, stage, inner, upsamplers=upsamplers.get(int(max(stage.scale))), pivot=latents,
-                                 sdxl_time_ids=time_ids, trained_size=trained):
+                                 sdxl_time_ids=time_ids, trained_size=trained), \
+                memory_bounds(denoiser, vae, tile_vae=last and _tiles(vae, vae_tiling, pixels)):
             output = stage_pipeline(pipe, scheduler)(**call)
         result = output.frames if hasattr(output, "frames") else output.images
         if not last and layout is not None:
@@ -194,6 +211,39 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     if return_stages:
         return results
     return result[0] if hasattr(output, "frames") else result
+
+
+@contextmanager
+def memory_bounds(denoiser, vae, tile_vae: bool):
+    """What keeps a stage's memory linear in pixels beyond what the recipe does: every feed-forward layer runs on
+    bounded chunks of tokens, a large denoiser call one sample at a time (CFG's halves too;
+    :mod:`hiresdiff.integrations.chunked_feed_forward`), and ``tile_vae`` tiles the pipeline's own VAE decode for the
+    call (restored afterwards)."""
+    with ExitStack() as stack:
+        stack.enter_context(chunked_feed_forward(denoiser))
+        stack.enter_context(one_sample_at_a_time(denoiser))
+        if tile_vae and not getattr(vae, "use_tiling", False):
+            vae.enable_tiling()
+            stack.callback(vae.disable_tiling)
+        yield
+
+
+def _tiles(vae, vae_tiling: Optional[bool], pixels) -> bool:
+    """Whether the output decode of ``pixels`` (h, w) is tiled: as asked, else above 1536² (the φ codec's rule)."""
+    if vae is None or not hasattr(vae, "enable_tiling"):
+        return False
+    return vae_tiling if vae_tiling is not None else pixels[0] * pixels[1] > TILE_ABOVE_PIXELS
+
+
+def cascade_steps(recipe: Recipe, steps: int, stage: Stage, stages) -> int:
+    """The full schedule length of a later ``stage`` of a call of ``steps`` (it runs the last ``int(·strength)``)."""
+    return recipe.cascade.stage_steps(steps, last=stage is stages[-1])
+
+
+def free_device_memory(denoiser) -> Optional[int]:
+    """Bytes free on the denoiser's CUDA device (``None`` elsewhere: CPU memory is the system's to manage)."""
+    device = next(denoiser.parameters()).device
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
 
 
 def _at_size(arguments: dict, target, size) -> dict:
@@ -241,7 +291,8 @@ def _trained_latent_size(denoiser, pipe, trained_size: Optional[int], scale_fact
 
 def _restart(pipe_scheduler, recipe: Recipe, stage: Stage, previous: torch.Tensor, codec, call: dict,
              steps: int, layout=None, multiple: int = 1, trained=None) -> RestartedScheduler:
-    """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler.
+    """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler. ``steps``
+    is the stage's full schedule length (:func:`cascade_steps`), of which it runs the last ``int(steps·strength)``.
 
     A flow transformer's stage samples the grid its pipeline would choose at the stage's size (FLUX: μ from the
     stage's token count) or, with ``cascade.flow_shift="trained"``, at the ``trained`` size; computed here
@@ -250,15 +301,14 @@ def _restart(pipe_scheduler, recipe: Recipe, stage: Stage, previous: torch.Tenso
     cascade = recipe.cascade
     pivot = upsample_pivot(codec, previous, stage.size, cascade)
     eps = torch.randn(pivot.shape, generator=call["generator"]).to(pivot)  # drawn on the CPU, then moved
-    stage_steps = cascade.stage_steps(steps)
     shift_size = trained if cascade.flow_shift == "trained" else stage.size
     grid = {} if layout is None else layout.timestep_arguments(
-        pipe_scheduler, stage_steps, (shift_size[0] // multiple) * (shift_size[1] // multiple))
-    scheduler = RestartedScheduler(pipe_scheduler, restart_index(stage_steps, cascade.strength), grid)
-    scheduler.set_timesteps(stage_steps)  # init_noise_sigma of the grid the pipeline will set
-    levels = NoiseLevels.of(scheduler.inner, stage_steps, grid)
+        pipe_scheduler, steps, (shift_size[0] // multiple) * (shift_size[1] // multiple))
+    scheduler = RestartedScheduler(pipe_scheduler, restart_index(steps, cascade.strength), grid)
+    scheduler.set_timesteps(steps)  # init_noise_sigma of the grid the pipeline will set
+    levels = NoiseLevels.of(scheduler.inner, steps, grid)
     start = levels.noised(pivot, eps, scheduler.begin) / getattr(scheduler.inner, "init_noise_sigma", 1.0)  # flow: 1
-    call.update(num_inference_steps=stage_steps, latents=start if layout is None else layout.from_grid(start))
+    call.update(num_inference_steps=steps, latents=start if layout is None else layout.from_grid(start))
     detail = stage_detail(cascade, codec.decode(previous) if callable(cascade.detail_alpha) else None, stage.size,
                           levels.num_train_timesteps)
     if detail is not None:

@@ -17,9 +17,6 @@ from hiresdiff.integrations.pipeline_driver import generate
 from hiresdiff.integrations.denoisers import check_model_index
 from hiresdiff.recipe import Recipe
 
-TILING_SUGGESTED_PIXELS = 2048 * 2048
-
-
 def pick_device() -> str:
     """``"cuda"`` if available, else ``"mps"`` if available, else ``"cpu"``."""
     if torch.cuda.is_available():
@@ -47,15 +44,13 @@ def pick_dtype(device: str) -> torch.dtype:
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def configure_vae_tiling(pipe, height: int, width: int, vae_tiling: Optional[bool]) -> None:
-    """``True``: ``pipe.vae.enable_tiling()``; ``None``: warn when the output is large enough to need it."""
+def configure_vae_tiling(pipe, vae_tiling: Optional[bool]) -> None:
+    """``True``: ``pipe.vae.enable_tiling()`` for good (``ValueError`` for a pipeline without a VAE). Otherwise nothing:
+    :func:`~hiresdiff.integrations.pipeline_driver.generate` tiles outputs above 1536² pixels itself."""
     if vae_tiling:
         if getattr(pipe, "vae", None) is None:
             raise ValueError(f"vae_tiling=True, but {type(pipe).__name__} has no VAE")
         pipe.vae.enable_tiling()
-    elif vae_tiling is None and height * width >= TILING_SUGGESTED_PIXELS and getattr(pipe, "vae", None) is not None:
-        warnings.warn(f"decoding {height}x{width} with the whole-image VAE needs a lot of memory; "
-                      "pass vae_tiling=True (pipe.vae.enable_tiling()) if it runs out", stacklevel=3)
 
 
 def pipeline_config(model: str) -> dict:
@@ -132,7 +127,7 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
             generator, so a seed gives the same noise on every device.
         device / dtype: default :func:`pick_device` / :func:`pick_dtype`.
         num_frames: frames of a video pipeline (AnimateDiff); leave ``None`` for images.
-        vae_tiling: ``True`` tiles the VAE, ``False`` never, ``None`` warns for outputs of 2048² pixels and more.
+        vae_tiling: ``True`` tiles the VAE, ``False`` never, ``None`` above 1536² pixels.
         progress: show the pipeline's progress bar.
 
     Raises:
@@ -140,7 +135,7 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
             before sampling for sizes the recipe cannot make (see :func:`~hiresdiff.integrations.pipeline_driver.generate`).
     """
     pipe = load_pipeline(model, device=device, dtype=dtype, needs_unet=recipe is not None, progress=progress)
-    configure_vae_tiling(pipe, height, width, vae_tiling)
+    configure_vae_tiling(pipe, vae_tiling)
     return generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps, seed=seed,
                     num_frames=num_frames, vae_tiling=vae_tiling, **call_kwargs(pipe, guidance_scale, negative_prompt))
 

@@ -48,7 +48,7 @@ class PixelPipeline(DiffusionPipeline):
         unet, scheduler = self.unet, self.scheduler
         trained_h, trained_w = trained_size(unet)
         height, width = height or trained_h, width or trained_w
-        device, dtype = unet.device, unet.dtype
+        device, dtype = self._execution_device, unet.dtype  # as diffusers pipelines: also right when offloaded
         generator = generator if generator is not None else torch.Generator("cpu")
         shape = (num_images_per_prompt, unet.config.in_channels, height, width)
         if latents is None:

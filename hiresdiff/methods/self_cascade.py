@@ -30,11 +30,13 @@ Size = tuple[int, int]
 DetailAlpha = Union[None, float, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
-def stage_sizes(trained: Sequence[int], target: Sequence[int], multiple: int = 1) -> list[Size]:
+def stage_sizes(trained: Sequence[int], target: Sequence[int], multiple: int = 1, ratio: float = 2.0) -> list[Size]:
     """The (height, width) of every stage from the trained size to ``target``, first to last.
 
-    With s = max(H/h₀, W/w₀) and R = ⌈log₂ s⌉, stage r < R has size target·2^r/s rounded down to a
-    multiple of ``multiple`` (the model's size granularity); the last stage is the target. Stage 0
+    With s = max(H/h₀, W/w₀) and R = ⌈log_ρ s⌉ for the side ``ratio`` ρ between stages (2: Self-Cascade's and
+    FreeScale's doubling; ρ ≥ s: one jump from the trained size to the target), stage r < R has size
+    target·ρ^r/s rounded down to a multiple of ``multiple`` (the model's size granularity); the last stage is the
+    target. Stage 0
     is the trained size when the target has the trained aspect ratio; for another aspect ratio it is
     the largest size of the target's aspect that fits the trained size (no stretching between stages).
     ``ValueError`` names ``height``/``width`` for a target smaller than the trained size on both sides
@@ -45,10 +47,10 @@ def stage_sizes(trained: Sequence[int], target: Sequence[int], multiple: int = 1
     if s < 1:
         raise ValueError(f"height x width {height}x{width} is smaller than the trained size {h0}x{w0}: "
                          "a cascade only goes up")
-    stages = math.ceil(math.log2(s) - 1e-9)
+    stages = math.ceil(math.log(s) / math.log(ratio) - 1e-9) if s > 1 else 0
     sizes = []
     for r in range(stages):
-        shrink = s / 2 ** r
+        shrink = s / ratio ** r
         sizes.append((max(multiple, int(height / shrink) // multiple * multiple),
                       max(multiple, int(width / shrink) // multiple * multiple)))
     return sizes + [(height, width)]
@@ -106,10 +108,13 @@ class CascadeConfig:
             FreeScale's choice for images). Pixel models resize the image either way.
         steps: sampling steps of a later stage's full schedule (it runs ``int(steps·strength)`` of them);
             ``None`` takes the steps of the call.
+        target_steps: the same for the last stage, at the target, where a step costs most (``None``: ``steps``).
         detail_alpha: FreeScale's detail control (``None`` = off): before every UNet call of a later stage
             z ← (1−c)·z + c·z̃_t with z̃_t the upsampled pivot noised to t by the stage's ε and
             c = ((1 + cos(π(T−t)/T))/2)^α. α is a number, a map (H, W) at any resolution (resized to each
             stage) or a callable from the previous stage's decoded image (B, 3, H, W) in [-1, 1] to such a map.
+        stage_ratio: the side ratio between consecutive stages (> 1): 2 doubles the sides every stage (both papers);
+            a ratio at least the target's scale jumps from the trained size to the target in one stage.
         flow_shift: a flow transformer with resolution-dependent shifting (FLUX's μ from the token count): the grid
             of a later stage is shifted for the trained size (``"trained"``, default: the same σ grid as stage 0)
             or for the stage's own size (``"stage"``, what its pipeline does at that size). Measured on emoji-flux
@@ -122,7 +127,9 @@ class CascadeConfig:
     upsample: str = "bicubic"
     space: str = "latent"
     steps: Optional[int] = None
+    target_steps: Optional[int] = None
     detail_alpha: DetailAlpha = None
+    stage_ratio: float = 2.0
     flow_shift: str = "trained"
 
     def __post_init__(self):
@@ -133,12 +140,16 @@ class CascadeConfig:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}; got {self.upsample!r}")
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}; got {self.space!r}")
-        if self.steps is not None and (not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1):
-            raise ValueError(f"steps must be a positive int or None; got {self.steps!r}")
+        for name in ("steps", "target_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None; got {value!r}")
         check_detail_alpha(self.detail_alpha)
+        if not (isinstance(self.stage_ratio, (int, float)) and not isinstance(self.stage_ratio, bool) and self.stage_ratio > 1):
+            raise ValueError(f"stage_ratio must be a number above 1; got {self.stage_ratio!r}")
         if self.flow_shift not in FLOW_SHIFTS:
             raise ValueError(f"flow_shift must be one of {FLOW_SHIFTS}; got {self.flow_shift!r}")
 
-    def stage_steps(self, steps: int) -> int:
-        """The full schedule length of a later stage."""
-        return self.steps or steps
+    def stage_steps(self, steps: int, last: bool = False) -> int:
+        """The full schedule length of a later stage (``last``: the stage at the target) for a call of ``steps``."""
+        return (self.target_steps if last and self.target_steps else None) or self.steps or steps

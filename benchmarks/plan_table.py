@@ -1,0 +1,91 @@
+"""The plan's table: predicted peak memory and FLOPs relative to direct sampling, per architecture, size and method.
+
+    python benchmarks/plan_table.py --arch sdxl --sizes 1024 2048 4096 8192 --methods naive freescale fast ug
+
+Each row is :func:`hiresdiff.cost.plan.plan` (the real architecture on ``meta``, the whole run counted, fp16, the
+defaults of ``generate``: feed-forward chunks, the VAE tiled above 2048²); naive runs first at every size and its
+FLOPs are the direct sampling the others are divided by. At the trained size every cascade is plain sampling. Writes
+``benchmarks/results/plan_<arch>.md`` and ``.json`` (rewritten after every row, so a stopped run keeps its rows;
+a later run of the same settings replaces the rows of its sizes and keeps the others).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+GIB = 2**30
+
+
+def main() -> None:
+    from tqdm.auto import tqdm
+
+    from hiresdiff.batch import write_json_atomically
+    from hiresdiff.cost.architectures import build_pipeline
+    from hiresdiff.cost.plan import DTYPES, plan
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="sdxl", choices=("sd15", "sdxl"))
+    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    p.add_argument("--methods", nargs="+", default=["naive", "freescale", "fast", "ug"])
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--dtype", default="fp16", choices=tuple(DTYPES))
+    p.add_argument("--memory", type=float, default=24.0, help="GiB the 'fits' column is for")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    out = Path(args.out or f"benchmarks/results/plan_{args.arch}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/plan_table.py " + " ".join(sys.argv[1:])
+    pipe = build_pipeline(args.arch, device="meta", dtype=DTYPES[args.dtype])
+    rows, commands = [], [command]
+    if out.exists():  # rows of other sizes from an earlier run of the same settings are kept (and its command named)
+        earlier = json.loads(out.read_text())
+        if all(earlier.get(k) == v for k, v in (("arch", args.arch), ("steps", args.steps), ("dtype", args.dtype))):
+            rows = [r for r in earlier["rows"] if r["size"] not in args.sizes]
+            commands = [c for c in earlier.get("commands", [earlier.get("command")]) if c != command] + [command]
+    for size in tqdm(args.sizes, desc="sizes"):
+        direct = None
+        for method in ["naive"] + [m for m in args.methods if m != "naive"]:  # naive first: its FLOPs are direct's
+            start = time.perf_counter()
+            try:
+                result = plan(args.arch, size, method=method, steps=args.steps, dtype=args.dtype, pipe=pipe,
+                              direct_flops=direct)
+                direct = direct or result.flops
+            except ValueError as error:  # a method that cannot make the size (UG at non-integer scales)
+                rows.append({"size": size, "method": method, "error": str(error)})
+                continue
+            rows.append({"size": size, "method": method, "relative_flops": result.relative_flops,
+                         "tflops": result.flops / 1e12, "weights_gib": result.weights_bytes / GIB,
+                         "working_gib": result.working_bytes / GIB, "peak_gib": result.peak_bytes / GIB,
+                         "fits": result.fits(args.memory), "stages": [[s.size[0], s.steps] for s in result.stages],
+                         "seconds_to_plan": time.perf_counter() - start})
+            rows.sort(key=lambda r: r["size"])
+            write_json_atomically({"commands": commands, "arch": args.arch, "steps": args.steps, "dtype": args.dtype,
+                                   "memory_gib": args.memory, "rows": rows}, out)
+    write_markdown(json.loads(out.read_text()), out.with_suffix(".md"))
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE
+
+    lines = [f"# Predicted cost: {results['arch']}, {results['steps']} steps, {results['dtype']}\n",
+             f"Made by `{'` and `'.join(results['commands'])}` (no weights, no GPU: the architecture on `meta`, every stage, step, hook and "
+             f"VAE call of `hiresdiff.generate` counted). Peak = weights (UNet, VAE, text encoders) + working memory; "
+             f"fits = weights + working × {1 + ALLOCATOR_TOLERANCE:g} (allocator margin) ≤ {results['memory_gib']:g} GiB.\n",
+             "| size | method | stages (side × steps) | TFLOPs | FLOPs ×direct | working GiB | peak GiB | fits |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['size']}² | {r['method']} | not supported: {r['error'][:80]} | | | | | |")
+            continue
+        stages = " → ".join(f"{side}×{steps}" for side, steps in r["stages"])
+        lines.append(f"| {r['size']}² | {r['method']} | {stages} | {r['tflops']:.0f} | {r['relative_flops']:.2f} | "
+                     f"{r['working_gib']:.2f} | {r['peak_gib']:.2f} | {'yes' if r['fits'] else 'no'} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

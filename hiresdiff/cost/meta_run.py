@@ -1,0 +1,120 @@
+"""Run a real pipeline call with its models computing on the ``meta`` device (shapes only).
+
+A diffusers pipeline cannot run wholly on ``meta``: its schedulers index tables with timesteps (``.item()``).
+:func:`models_on_meta` keeps everything the pipeline does itself (tokenizing, scheduler steps, guidance, the
+cascade's restarts and detail blends) on the CPU, on real tensors of the real sizes, and runs only its models
+(denoiser, VAE, text encoders) on ``meta``: their inputs are moved there, and what they return comes back as
+zeros on the CPU of the same shape and dtype. Every hook, attention processor and dilated conv hiresdiff
+attaches to a stage runs inside the denoiser's call, so a recipe's real work at real sizes is executed, without
+the arithmetic. With :class:`hiresdiff.cost.counting.Counter` around it, that gives the FLOPs and working memory
+of a run of any size. :func:`meta_twin` makes such a pipeline from any loaded one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+
+import torch
+from diffusers.hooks import ModelHook
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from torch.utils._pytree import tree_map
+
+from hiresdiff.integrations.hook_utils import attach, detach
+
+HOOK = "hiresdiff_meta_execution"
+VAE_METHODS = ("encode", "decode")
+
+
+def to_meta(value):
+    return value.to("meta") if isinstance(value, torch.Tensor) else value
+
+
+def as_cpu_zeros(value):
+    """A ``meta`` result as zeros on the CPU (a VAE's latent distribution rebuilt from zero parameters)."""
+    if isinstance(value, DiagonalGaussianDistribution):
+        return DiagonalGaussianDistribution(as_cpu_zeros(value.parameters))
+    if isinstance(value, torch.Tensor) and value.device.type == "meta":
+        return torch.zeros(value.shape, dtype=value.dtype)
+    return value
+
+
+def _zeros(output):
+    return tree_map(as_cpu_zeros, output, is_leaf=lambda v: isinstance(v, DiagonalGaussianDistribution))
+
+
+def on_meta(function):
+    """``function`` with tensor arguments moved to ``meta`` and ``meta`` results returned as CPU zeros."""
+    def run(*args, **kwargs):
+        args, kwargs = tree_map(to_meta, (args, kwargs))
+        return _zeros(function(*args, **kwargs))
+    return run
+
+
+class MetaExecutionHook(ModelHook):
+    """The innermost hook on a model: its own forward runs on ``meta`` (see the module docstring)."""
+
+    def pre_forward(self, module, *args, **kwargs):
+        return tree_map(to_meta, (args, kwargs))
+
+    def post_forward(self, module, output):
+        return _zeros(output)
+
+
+def _models(pipe) -> dict[str, torch.nn.Module]:
+    return {name: c for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
+
+
+@contextmanager
+def models_on_meta(pipe):
+    """Within the block, ``pipe``'s models (all on ``meta``) compute there, and the pipeline creates its own
+    tensors on the CPU. The pipeline and its models are restored afterwards."""
+    models, cls = _models(pipe), type(pipe)
+    off_meta = [name for name, model in models.items() if any(p.device.type != "meta" for p in model.parameters())]
+    if off_meta:
+        raise ValueError(f"pipe: {', '.join(off_meta)} must be on the meta device (see meta_twin)")
+    patched, hooked = [], []
+    try:
+        for model in models.values():
+            if all(callable(getattr(model, name, None)) for name in VAE_METHODS):  # a VAE: its methods, not forward
+                for name in VAE_METHODS:
+                    setattr(model, name, on_meta(getattr(model, name)))
+                patched.append(model)
+            else:
+                attach(model, MetaExecutionHook(), HOOK)
+                hooked.append(model)
+        # the pipeline creates latents and noise on its execution device, which would be the models' (meta)
+        pipe.__class__ = type(cls.__name__, (cls,), {"_execution_device": property(lambda self: torch.device("cpu"))})
+        yield pipe
+    finally:
+        pipe.__class__ = cls
+        for model in patched:
+            for name in VAE_METHODS:
+                vars(model).pop(name, None)
+        for model in hooked:
+            detach(model, HOOK)
+
+
+#: What a loaded pipeline may carry besides its components and that changes a run: FLUX's trained size as
+#: ``hiresdiff.integrations.pipeline_loading`` sets it, and the call defaults of a model folder's hiresdiff.json.
+CARRIED_ATTRIBUTES = ("default_sample_size", "hiresdiff_call_defaults")
+
+
+def meta_twin(pipe):
+    """A pipeline of ``pipe``'s class whose models are built anew from their configs on ``meta`` (no weights, no
+    memory), in their dtypes; the scheduler, tokenizers and other parts are shared."""
+    parts = {}
+    for name, part in pipe.components.items():
+        if isinstance(part, torch.nn.Module):
+            with torch.device("meta"):
+                twin = type(part).from_config(part.config) if hasattr(type(part), "from_config") else type(part)(part.config)
+            part = torch.nn.Module.to(twin, dtype=part.dtype).eval().requires_grad_(False)
+        parts[name] = part
+    if "requires_safety_checker" in inspect.signature(type(pipe).__init__).parameters:
+        parts["requires_safety_checker"] = False  # the twin never makes an image to check
+    twin = type(pipe)(**parts)
+    twin.set_progress_bar_config(disable=True)
+    for name in CARRIED_ATTRIBUTES:
+        if name in vars(pipe):
+            setattr(twin, name, vars(pipe)[name])
+    return twin

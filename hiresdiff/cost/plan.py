@@ -1,0 +1,162 @@
+"""Predicted FLOPs and peak memory of a run at real scale, without weights or a GPU (``hiresdiff plan``).
+
+The real architecture (:mod:`hiresdiff.cost.architectures`: the published SD 1.5 / SDXL configs) is built on
+the ``meta`` device and :func:`hiresdiff.generate` runs the recipe through it (:mod:`hiresdiff.cost.meta_run`),
+every stage, step, hook and VAE call as a real run makes them, under :class:`hiresdiff.cost.counting.Counter`.
+That gives, per stage, the FLOPs and the most bytes of activations held at once; the prediction of a device's
+peak is the weights on it plus that working memory (the VAE and text encoders stay on the device, as in a
+pipeline moved there with ``pipe.to("cuda")``). Direct sampling (``naive`` at the target, same steps) is counted
+the same way, so ``relative_flops`` is the cost of the recipe as a fraction of direct's.
+
+The text encoders run once per prompt whatever the size; their weights count at their published sizes
+(:data:`TEXT_ENCODER_PARAMETERS`), their work at 77 tokens is negligible and left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from hiresdiff.cost import architectures
+from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE, Count, Counter
+from hiresdiff.cost.meta_run import meta_twin, models_on_meta
+
+PROMPT = "a photograph of an astronaut riding a horse"
+GIB = 2**30
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+#: Published parameter counts of the text encoders the architectures' tiny stand-ins replace: CLIP ViT-L/14's
+#: text tower (SD 1.5, SDXL's first) and OpenCLIP ViT-bigG/14's with its projection (SDXL's second).
+TEXT_ENCODER_PARAMETERS = {"sd15": 123_060_480, "sdxl": 123_060_480 + 694_659_840}
+PLAN_ARCHS = tuple(TEXT_ENCODER_PARAMETERS)
+
+
+@dataclass
+class StageCost:
+    """One stage: its output ``size`` in pixels, the denoiser ``steps`` it runs, and what it costs."""
+
+    index: int
+    size: tuple[int, int]
+    steps: int
+    flops: int
+    peak_bytes: int
+
+
+@dataclass
+class Plan:
+    """The prediction for one recipe at one size (see the module docstring)."""
+
+    arch: str
+    size: tuple[int, int]
+    method: str
+    dtype: str
+    steps: int
+    weights_bytes: int
+    stages: list[StageCost] = field(default_factory=list)
+    direct_flops: Optional[int] = None
+
+    @property
+    def flops(self) -> int:
+        return sum(stage.flops for stage in self.stages)
+
+    @property
+    def working_bytes(self) -> int:
+        return max(stage.peak_bytes for stage in self.stages)
+
+    @property
+    def peak_bytes(self) -> int:
+        """Predicted peak on the device: the weights plus the working memory."""
+        return self.weights_bytes + self.working_bytes
+
+    @property
+    def relative_flops(self) -> Optional[float]:
+        return None if not self.direct_flops else self.flops / self.direct_flops
+
+    def fits(self, memory_gib: float) -> bool:
+        """Whether the peak, with the allocator's margin (``ALLOCATOR_TOLERANCE``), fits ``memory_gib`` GiB."""
+        return self.weights_bytes + self.working_bytes * (1 + ALLOCATOR_TOLERANCE) <= memory_gib * GIB
+
+
+def check_arch(arch: str) -> str:
+    if arch not in PLAN_ARCHS:
+        raise ValueError(f"arch must be one of {PLAN_ARCHS}; got {arch!r}")
+    return arch
+
+
+def count_run(pipe, recipe, height: int, width: int, steps: int, prompt=None, **generate_kwargs) -> list[Count]:
+    """FLOPs and working memory of ``hiresdiff.generate(pipe, …)`` per stage; ``pipe``'s models on ``meta``
+    (:func:`~hiresdiff.cost.meta_run.meta_twin`, :func:`~hiresdiff.cost.architectures.build_pipeline`)."""
+    from hiresdiff.integrations.pipeline_driver import generate
+
+    parts = []
+    with torch.inference_mode(), models_on_meta(pipe), Counter() as counter:
+        generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps,
+                 on_stage=lambda stage, latents: parts.append(counter.split()), **generate_kwargs)
+        parts.append(counter.split())
+    return parts
+
+
+def relative_flops(pipe, recipe, height: int, width: int, steps: int, **generate_kwargs) -> float:
+    """FLOPs of ``recipe`` over those of direct sampling at the same size and steps, counted on a
+    :func:`~hiresdiff.cost.meta_run.meta_twin` of ``pipe`` (any loaded pipeline; nothing is computed)."""
+    twin = meta_twin(pipe)
+
+    def total(one) -> int:
+        return sum(part.flops for part in count_run(twin, one, height, width, steps, **generate_kwargs))
+
+    return total(recipe) / total(None)
+
+
+def predicted_working_bytes(pipe, recipe, height: int, width: int, **call) -> int:
+    """Working memory :func:`hiresdiff.generate` will need for ``recipe`` on ``pipe`` at ``height`` × ``width``,
+    counted on a meta twin with 2 steps: the peak is one step's (the first of a stage, where every early part is
+    on), so fewer steps give the same peak. ``call``: the call's plain arguments (prompt, guidance, frames)."""
+    return max(part.peak_bytes for part in count_run(meta_twin(pipe), recipe, height, width, 2, output_type="pt", **call))
+
+
+def fit_warning(pipe, recipe, height: int, width: int, free_bytes: int, **call) -> Optional[str]:
+    """A warning when the predicted working memory (with the allocator's margin) exceeds ``free_bytes``, else None."""
+    need = predicted_working_bytes(pipe, recipe, height, width, **call) * (1 + ALLOCATOR_TOLERANCE)
+    if need <= free_bytes:
+        return None
+    return (f"this run needs about {need / GIB:.1f} GiB of working memory (predicted, with a {100 * ALLOCATOR_TOLERANCE:.0f}% "
+            f"margin) and the device has {free_bytes / GIB:.1f} GiB free: it will likely run out of memory. Tile the VAE "
+            "(vae_tiling=True), choose a smaller size, or the fast recipe; `hiresdiff plan` shows the cost per stage")
+
+
+def plan(arch: str, height: int, width: Optional[int] = None, method: str = "freescale", steps: int = 30,
+         dtype: str = "fp16", pipe=None, progress: bool = False, direct_flops: Optional[int] = None,
+         **generate_kwargs) -> Plan:
+    """The :class:`Plan` of ``method`` (a preset name or a :class:`~hiresdiff.recipe.Recipe`) for ``arch`` at
+    ``height`` × ``width`` pixels with ``steps`` steps; ``generate_kwargs`` go to :func:`hiresdiff.generate`
+    (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline, to reuse; ``progress``: show its steps;
+    ``direct_flops``: direct sampling's FLOPs at this size and steps when already counted (a naive plan's ``flops``)."""
+    from hiresdiff.integrations.pipeline_driver import cascade_steps
+    from hiresdiff.recipe import as_recipe
+
+    width = height if width is None else width
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}; got {dtype!r}")
+    recipe = as_recipe(method)
+    pipe = pipe if pipe is not None else architectures.build_pipeline(check_arch(arch), device="meta", dtype=DTYPES[dtype])
+    pipe.set_progress_bar_config(disable=not progress, leave=False)
+    element = torch.finfo(DTYPES[dtype]).bits // 8
+    weights = sum(p.numel() for m in (pipe.unet, pipe.vae) for p in m.parameters()) + TEXT_ENCODER_PARAMETERS[arch]
+    result = Plan(arch, (height, width), recipe.name, dtype, steps, weights * element)
+    stages = recipe.stages(_trained(pipe), (height // 8, width // 8))
+    for stage, part in zip(stages, count_run(pipe, recipe, height, width, steps, PROMPT, output_type="pt", **generate_kwargs)):
+        ran = steps if stage.index == 0 else int(cascade_steps(recipe, steps, stage, stages) * recipe.cascade.strength)
+        result.stages.append(StageCost(stage.index, (stage.size[0] * 8, stage.size[1] * 8), ran, part.flops, part.peak_bytes))
+    if recipe.describe() == "naive":
+        direct_flops = result.flops
+    elif direct_flops is None:
+        direct_flops = sum(part.flops for part in count_run(pipe, None, height, width, steps, PROMPT, output_type="pt",
+                                                            **generate_kwargs))
+    result.direct_flops = direct_flops
+    return result
+
+
+def _trained(pipe) -> tuple[int, int]:
+    size = pipe.unet.config.sample_size
+    return (size, size)

@@ -1,0 +1,98 @@
+"""Bounded work per layer call, so that memory stops growing with the image: feed-forward layers over a bounded number
+of tokens at a time, and large denoiser calls one sample at a time (:class:`SplitBatchHook`).
+
+A transformer block's feed-forward widens every token 4× (GEGLU: 8× before its gate); at SDXL's 64²-token level
+of an 8192² image that is 262,144 tokens × 5,120 values × 2 (CFG) in fp16, 5.4 GB for one intermediate. The layer
+is position-wise, so running it on chunks of tokens and concatenating gives each token the same result (the same
+rows of the same matrix products) while holding one chunk's intermediates. diffusers' own
+``set_chunk_feed_forward`` needs the chunk to divide every layer's token count at every size; this hook takes any
+count (the last chunk is shorter). It hooks every diffusers ``FeedForward`` (UNet transformer blocks, motion
+modules, FLUX and SD3 blocks) and is removed exactly (:mod:`hiresdiff.integrations.hook_utils`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from diffusers.hooks import ModelHook
+from torch.utils._pytree import tree_map
+from diffusers.models.attention import FeedForward
+
+from hiresdiff.integrations.hook_utils import attach, detach
+
+CHUNK_HOOK = "hiresdiff_chunked_feed_forward"
+#: Tokens per chunk: at SDXL's widest feed-forward (1280 → 2 × 5120) one chunk's intermediates are 0.3 GB in fp16.
+CHUNK_TOKENS = 16384
+
+
+class ChunkedFeedForwardHook(ModelHook):
+    """Runs a ``FeedForward`` on at most ``tokens`` tokens (dim 1 of (B, N, C)) at a time."""
+
+    def __init__(self, tokens: int):
+        super().__init__()
+        self.tokens = tokens
+
+    def new_forward(self, module, hidden_states: torch.Tensor, *args, **kwargs):
+        forward = self.fn_ref.original_forward
+        if hidden_states.ndim != 3 or hidden_states.shape[1] <= self.tokens:
+            return forward(hidden_states, *args, **kwargs)
+        return torch.cat([forward(chunk, *args, **kwargs) for chunk in hidden_states.split(self.tokens, dim=1)], dim=1)
+
+
+@contextmanager
+def chunked_feed_forward(denoiser: torch.nn.Module, tokens: int = CHUNK_TOKENS):
+    """Within the block every ``FeedForward`` of ``denoiser`` runs in chunks of ``tokens`` tokens."""
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+        raise ValueError(f"tokens must be a positive int; got {tokens!r}")
+    layers = [m for m in denoiser.modules() if isinstance(m, FeedForward)]
+    attached = []
+    try:
+        for layer in layers:
+            attach(layer, ChunkedFeedForwardHook(tokens), CHUNK_HOOK)
+            attached.append(layer)
+        yield len(layers)
+    finally:
+        for layer in reversed(attached):
+            detach(layer, CHUNK_HOOK)
+
+
+SPLIT_HOOK = "hiresdiff_split_batch"
+#: A denoiser call whose input holds more values per sample than this (4 latent channels × 256², SDXL at 2048²) runs
+#: one sample at a time: its activations, CFG's two halves included, then exist for one sample only.
+SPLIT_ABOVE_VALUES = 4 * 256 * 256
+
+
+class SplitBatchHook(ModelHook):
+    """Calls the denoiser once per sample when the sample is large, and concatenates the outputs.
+
+    Every tensor argument whose first dimension is the batch size is cut along it (the sample, text states, pooled
+    projections, SDXL's added conditions, a per-sample timestep); the rest (FLUX's position ids, a scalar timestep)
+    is passed whole. Every layer treats samples independently, so the result is the same as one batched call."""
+
+    def new_forward(self, module, *args, **kwargs):
+        forward = self.fn_ref.original_forward
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        if first is None or first.shape[0] < 2 or first[0].numel() <= SPLIT_ABOVE_VALUES:
+            return forward(*args, **kwargs)
+        batch = first.shape[0]
+
+        def take(value, i):
+            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
+                return value[i:i + 1]
+            if isinstance(value, dict):
+                return {k: take(v, i) for k, v in value.items()}
+            return value
+
+        outputs = [forward(*[take(a, i) for a in args], **{k: take(v, i) for k, v in kwargs.items()}) for i in range(batch)]
+        return tree_map(lambda *parts: torch.cat(parts) if isinstance(parts[0], torch.Tensor) else parts[0], *outputs)
+
+
+@contextmanager
+def one_sample_at_a_time(denoiser: torch.nn.Module):
+    """Within the block, calls of ``denoiser`` on large samples run one sample at a time (:class:`SplitBatchHook`)."""
+    attach(denoiser, SplitBatchHook(), SPLIT_HOOK)
+    try:
+        yield
+    finally:
+        detach(denoiser, SPLIT_HOOK)

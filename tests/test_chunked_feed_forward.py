@@ -1,0 +1,83 @@
+"""Feed-forward layers in bounded chunks of tokens: the same output, a fraction of the memory, removed exactly."""
+
+import pytest
+import torch
+from diffusers.models.attention import FeedForward
+
+from hiresdiff.cost.counting import Counter
+from hiresdiff.integrations.chunked_feed_forward import chunked_feed_forward
+from hook_helpers import assert_same_snapshot, unet_snapshot
+from tiny_pipelines import load
+
+
+def test_chunks_give_every_token_the_same_result_and_the_hooks_come_off():
+    pipe = load("sd15")
+    unet = pipe.unet
+    before = unet_snapshot(unet)
+    g = torch.Generator().manual_seed(0)
+    sample, text = torch.randn(2, 4, 32, 32, generator=g), torch.randn(2, 16, 32, generator=g)
+    with torch.no_grad():
+        whole = unet(sample, 500, encoder_hidden_states=text).sample
+        with chunked_feed_forward(unet, tokens=7) as layers:  # 16² tokens at the attention level: 37 chunks, the last 4
+            chunked = unet(sample, 500, encoder_hidden_states=text).sample
+    assert layers > 0
+    assert torch.allclose(chunked, whole, atol=1e-6)
+    assert_same_snapshot(unet_snapshot(unet), before)
+    with pytest.raises(ValueError, match="tokens must be a positive int"):
+        with chunked_feed_forward(unet, tokens=0):
+            pass
+
+
+def test_a_chunked_feed_forward_holds_one_chunks_intermediates():
+    """GEGLU widens 32 channels to 2 × 128: 4,096 tokens hold 8 MiB of intermediates at once, 1,024-token chunks a
+    quarter of that (counted on meta); the output itself is the same size either way."""
+    layer = FeedForward(32, mult=4, activation_fn="geglu").to("meta")
+    x = torch.empty(2, 4096, 32, device="meta")
+
+    def peak(tokens=None) -> int:
+        with torch.inference_mode(), Counter() as counter:
+            if tokens is None:
+                layer(x)
+            else:
+                with chunked_feed_forward(layer, tokens=tokens):
+                    layer(x)
+        return counter.total.peak_bytes
+
+    whole, chunked = peak(), peak(1024)
+    output = 2 * 4096 * 32 * 4
+    assert whole >= 2 * 4096 * 256 * 4  # the widened projection alone
+    assert chunked - 2 * output < 0.3 * (whole - output)
+
+
+@pytest.mark.parametrize("kind", ["sdxl", "flux"])
+def test_large_calls_one_sample_at_a_time_equal_the_batched_call(kind, monkeypatch):
+    """With the threshold lowered so that the tiny models' calls count as large: a batched SDXL call (sample, text
+    states, added conditions) and a FLUX call (packed tokens, per-sample timestep and guidance, shared position ids)
+    give what one call per sample gives, concatenated."""
+    from hiresdiff.integrations import chunked_feed_forward as module
+    from hiresdiff.integrations.chunked_feed_forward import one_sample_at_a_time
+
+    monkeypatch.setattr(module, "SPLIT_ABOVE_VALUES", 0)
+    pipe = load(kind)
+    g = torch.Generator().manual_seed(0)
+    if kind == "sdxl":
+        denoiser = pipe.unet
+        kwargs = dict(sample=torch.randn(2, 4, 16, 16, generator=g), timestep=torch.tensor(500),
+                      encoder_hidden_states=torch.randn(2, 16, 64, generator=g),
+                      added_cond_kwargs={"text_embeds": torch.randn(2, 32, generator=g), "time_ids": torch.randn(2, 6, generator=g)})
+    else:
+        denoiser = pipe.transformer
+        kwargs = dict(hidden_states=torch.randn(2, 16, 16, generator=g), timestep=torch.tensor([0.5, 0.7]),
+                      guidance=torch.tensor([4.0, 4.0]) if denoiser.config.guidance_embeds else None,
+                      pooled_projections=torch.randn(2, 32, generator=g), encoder_hidden_states=torch.randn(2, 16, 64, generator=g),
+                      txt_ids=torch.zeros(16, 3), img_ids=torch.zeros(16, 3))
+    calls = []  # the batch each call of the denoiser's own forward sees, from its first layer
+    first_layer = denoiser.conv_in if kind == "sdxl" else denoiser.x_embedder
+    handle = first_layer.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    with torch.no_grad():
+        whole = denoiser(**kwargs, return_dict=False)[0]
+        with one_sample_at_a_time(denoiser):
+            split = denoiser(**kwargs, return_dict=False)[0]
+    handle.remove()
+    assert calls == [2, 1, 1] and not hasattr(denoiser, "_diffusers_hook")
+    assert torch.allclose(split, whole, atol=1e-5)
