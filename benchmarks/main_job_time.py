@@ -61,8 +61,8 @@ def main() -> None:
              f"| Python start-up | {statistics.median(bare):.2f} |",
              f"| imports (`{IMPORTS}`), start-up included | {statistics.median(imports):.2f} |",
              f"| loading the embedded model and its scheduler | {load:.2f} |"]
-    lines += [f"| column: {label} (the first includes the model load inside `comparison`) | {seconds:.2f} |"
-              for label, seconds in columns]
+    lines += [f"| column: {label}{' (with the model load inside `comparison`)' if i == 0 else ''} | {seconds:.2f} |"
+              for i, (label, seconds) in enumerate(columns)]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -166,7 +166,7 @@ def test_the_fast_recipe_is_a_preset_that_composes_and_validates():
     assert composed.cascade == fast.cascade and composed.ug is not None
     with pytest.raises(ValueError, match="cascade"):
         Recipe.preset("fast+freescale")
-    assert Recipe.fast(stage_steps=4, target_steps=2).cascade.stage_steps(20, last=True) == 4  # ⌈2/0.5⌉
+    assert Recipe.fast(stage_steps=4, strength=0.5, target_steps=2).cascade.stage_steps(20, last=True) == 4  # ⌈2/0.5⌉
     for bad, match in (({"stage_steps": 0}, "stage_steps"), ({"stage_steps": 2.5}, "stage_steps"), ({"target_steps": 0}, "target_steps"),
                        ({"strength": 0}, "strength"), ({"strength": 1.5}, "strength"), ({"stage_ratio": 1}, "stage_ratio")):
         with pytest.raises(ValueError, match=match):

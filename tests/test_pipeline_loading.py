@@ -1,7 +1,6 @@
 """generate_from_folder: the CLI's one call, on tiny pipelines saved to local folders."""
 
 import functools
-import warnings
 
 import diffusers
 import numpy as np

@@ -7,7 +7,6 @@ and removes them again, even when the call fails.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Optional
 
