@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence, Union
 from hiresdiff.defaults import PRESETS
 from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
 from hiresdiff.methods.positions import PositionConfig
-from hiresdiff.methods.self_cascade import CascadeConfig, check_size, stage_sizes
+from hiresdiff.methods.self_cascade import CascadeConfig, check_positive_int, check_size, check_strength, stage_sizes
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, levels_for_scale
 
 #: The fast recipe's later stages: steps each, and the restart strength (measured, see :meth:`Recipe.fast`).
@@ -142,8 +142,7 @@ class Recipe:
         target_steps = stage_steps if target_steps is None else target_steps
         for name, value in (("stage_steps", stage_steps), ("target_steps", target_steps)):
             check_positive_int(value, name)
-        if not (isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0 < strength <= 1):
-            raise ValueError(f"strength must lie in (0, 1]; got {strength!r}")
+        check_strength(strength)
 
         def grid(k: int) -> int:
             return math.ceil(k / strength - 1e-9)
@@ -201,11 +200,6 @@ class Recipe:
             levels = levels_for_scale(self.ug, scale, self.nested_ug) if self.ug is not None and min(scale) >= 1 else []
             out.append(Stage(index, (h, w), scale, tuple(levels)))
         return out
-
-
-def check_positive_int(value, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def check_upsamplers_folder(folder: Path) -> None:

@@ -86,7 +86,7 @@ def test_device_and_dtype():
 def test_vae_tiling_on_request_and_for_the_output_decode_above_2048_squared(monkeypatch):
     """``vae_tiling=True`` tiles for good; ``None`` lets ``generate`` tile the output's decode itself above the φ codec's
     threshold (here lowered to 16² pixels so that a tiny run crosses it), for that call only."""
-    from hiresdiff.integrations import pipeline_driver
+    from hiresdiff.integrations import codecs
 
     pipe = load("sd15")
     configure_vae_tiling(pipe, None)
@@ -95,7 +95,7 @@ def test_vae_tiling_on_request_and_for_the_output_decode_above_2048_squared(monk
     seen = []
     decode = pipe.vae.decode
     pipe.vae.decode = lambda *a, **k: (seen.append(pipe.vae.use_tiling), decode(*a, **k))[1]
-    monkeypatch.setattr(pipeline_driver, "TILE_ABOVE_PIXELS", 16 * 16)
+    monkeypatch.setattr(codecs, "TILE_ABOVE_PIXELS", 16 * 16)
     hiresdiff.generate(pipe, "a red cat", height=32, width=32, steps=2, output_type="latent")
     hiresdiff.generate(pipe, "a red cat", height=32, width=32, steps=2)
     hiresdiff.generate(pipe, "a red cat", height=32, width=32, steps=2, vae_tiling=False)

@@ -9,7 +9,7 @@ pipeline moved there with ``pipe.to("cuda")``). Direct sampling (``naive`` at th
 the same way, so ``relative_flops`` is the cost of the recipe as a fraction of direct's.
 
 The text encoders run once per prompt whatever the size; their weights count at their published sizes
-(:data:`TEXT_ENCODER_PARAMETERS`), their work at 77 tokens is negligible and left out.
+(:data:`TEXT_ENCODER_PARAMETERS`); their work, counted on the architectures' tiny stand-ins at 77 tokens, is negligible.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def plan(arch: str, height: int, width: Optional[int] = None, method: str = "fre
     ``height`` × ``width`` pixels with ``steps`` steps; ``generate_kwargs`` go to :func:`hiresdiff.generate`
     (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline, to reuse; ``progress``: show its steps;
     ``direct_flops``: direct sampling's FLOPs at this size and steps when already counted (a naive plan's ``flops``)."""
-    from hiresdiff.integrations.pipeline_driver import cascade_steps
+    from hiresdiff.integrations.denoisers import trained_size
     from hiresdiff.recipe import as_recipe
 
     width = height if width is None else width
@@ -144,10 +144,12 @@ def plan(arch: str, height: int, width: Optional[int] = None, method: str = "fre
     element = torch.finfo(DTYPES[dtype]).bits // 8
     weights = sum(p.numel() for m in (pipe.unet, pipe.vae) for p in m.parameters()) + TEXT_ENCODER_PARAMETERS[arch]
     result = Plan(arch, (height, width), recipe.name, dtype, steps, weights * element)
-    stages = recipe.stages(_trained(pipe), (height // 8, width // 8))
+    factor = pipe.vae_scale_factor
+    stages = recipe.stages(trained_size(pipe.unet, pipe), (height // factor, width // factor))
     for stage, part in zip(stages, count_run(pipe, recipe, height, width, steps, PROMPT, output_type="pt", **generate_kwargs)):
-        ran = steps if stage.index == 0 else int(cascade_steps(recipe, steps, stage, stages) * recipe.cascade.strength)
-        result.stages.append(StageCost(stage.index, (stage.size[0] * 8, stage.size[1] * 8), ran, part.flops, part.peak_bytes))
+        ran = steps if stage.index == 0 else int(recipe.cascade.stage_steps(steps, stage is stages[-1]) * recipe.cascade.strength)
+        result.stages.append(StageCost(stage.index, (stage.size[0] * factor, stage.size[1] * factor), ran, part.flops,
+                                       part.peak_bytes))
     if recipe.describe() == "naive":
         direct_flops = result.flops
     elif direct_flops is None:
@@ -155,8 +157,3 @@ def plan(arch: str, height: int, width: Optional[int] = None, method: str = "fre
                                                             **generate_kwargs))
     result.direct_flops = direct_flops
     return result
-
-
-def _trained(pipe) -> tuple[int, int]:
-    size = pipe.unet.config.sample_size
-    return (size, size)

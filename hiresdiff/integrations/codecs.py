@@ -21,6 +21,11 @@ from hiresdiff.methods.self_cascade import CascadeConfig, resize
 TILE_ABOVE_PIXELS = 1536 * 1536
 
 
+def tiles(tiling: Optional[bool], pixels: int) -> bool:
+    """Whether a VAE call on ``pixels`` pixels is tiled: as ``tiling`` says, or (``None``) above ``TILE_ABOVE_PIXELS``."""
+    return tiling if tiling is not None else pixels > TILE_ABOVE_PIXELS
+
+
 class PixelCodec:
     """The identity: a pixel-space model's samples are images."""
 
@@ -49,7 +54,7 @@ class VaeCodec:
     def _prepared(self, pixels: int):
         vae = self.vae
         tiling_was, dtype_was = getattr(vae, "use_tiling", False), vae.dtype
-        tile = self.tiling if self.tiling is not None else pixels > TILE_ABOVE_PIXELS
+        tile = tiles(self.tiling, pixels)
         try:
             if tile and not tiling_was:
                 vae.enable_tiling()

@@ -42,19 +42,18 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import warnings
-from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Optional
 
 import torch
 
-from hiresdiff.integrations.chunked_feed_forward import chunked_feed_forward, one_sample_at_a_time
-from hiresdiff.integrations.codecs import TILE_ABOVE_PIXELS, PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.integrations.memory_bounds import memory_bounds
+from hiresdiff.integrations.codecs import PixelCodec, VaeCodec, upsample_pivot
 from hiresdiff.integrations.noise_levels import NoiseLevels, fresh_copy
 from hiresdiff.integrations.restart import RestartedScheduler, stage_generator, stage_pipeline
 from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications, transformer_positions
 from hiresdiff.integrations.denoisers import family_of, find_denoiser, size_multiple
 from hiresdiff.integrations.denoisers import trained_size as denoiser_trained_size
-from hiresdiff.methods.self_cascade import resize, restart_index
+from hiresdiff.methods.self_cascade import check_positive_int, resize, restart_index
 from hiresdiff.recipe import Recipe, Stage, as_recipe, stages_after
 
 PIPELINE_CONTRACT = ("height", "width", "num_inference_steps", "generator", "latents", "output_type")
@@ -193,12 +192,12 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
             scheduler = fresh_copy(pipe.scheduler)
             inner = scheduler
         else:
-            scheduler = _restart(pipe.scheduler, recipe, stage, latents, codec, call, cascade_steps(recipe, steps, stage, stages),
-                                 layout, size_multiple(denoiser), trained)
+            scheduler = _restart(pipe.scheduler, recipe, stage, latents, codec, call,
+                                 recipe.cascade.stage_steps(steps, last), layout, size_multiple(denoiser), trained)
             inner = scheduler.inner
         with stage_modifications(denoiser, recipe, stage, inner, upsamplers=upsamplers.get(int(max(stage.scale))), pivot=latents,
                                  sdxl_time_ids=time_ids, trained_size=trained), \
-                memory_bounds(denoiser, vae, tile_vae=last and _tiles(vae, vae_tiling, pixels)):
+                memory_bounds(denoiser, vae if last else None, vae_tiling, pixels):
             output = stage_pipeline(pipe, scheduler)(**call)
         result = output.frames if hasattr(output, "frames") else output.images
         if not last and layout is not None:
@@ -211,33 +210,6 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     if return_stages:
         return results
     return result[0] if hasattr(output, "frames") else result
-
-
-@contextmanager
-def memory_bounds(denoiser, vae, tile_vae: bool):
-    """What keeps a stage's memory linear in pixels beyond what the recipe does: every feed-forward layer runs on
-    bounded chunks of tokens, a large denoiser call one sample at a time (CFG's halves too;
-    :mod:`hiresdiff.integrations.chunked_feed_forward`), and ``tile_vae`` tiles the pipeline's own VAE decode for the
-    call (restored afterwards)."""
-    with ExitStack() as stack:
-        stack.enter_context(chunked_feed_forward(denoiser))
-        stack.enter_context(one_sample_at_a_time(denoiser))
-        if tile_vae and not getattr(vae, "use_tiling", False):
-            vae.enable_tiling()
-            stack.callback(vae.disable_tiling)
-        yield
-
-
-def _tiles(vae, vae_tiling: Optional[bool], pixels) -> bool:
-    """Whether the output decode of ``pixels`` (h, w) is tiled: as asked, else above 1536² (the φ codec's rule)."""
-    if vae is None or not hasattr(vae, "enable_tiling"):
-        return False
-    return vae_tiling if vae_tiling is not None else pixels[0] * pixels[1] > TILE_ABOVE_PIXELS
-
-
-def cascade_steps(recipe: Recipe, steps: int, stage: Stage, stages) -> int:
-    """The full schedule length of a later ``stage`` of a call of ``steps`` (it runs the last ``int(·strength)``)."""
-    return recipe.cascade.stage_steps(steps, last=stage is stages[-1])
 
 
 def free_device_memory(denoiser) -> Optional[int]:
@@ -260,8 +232,7 @@ def _at_size(arguments: dict, target, size) -> dict:
 
 def check_steps(steps) -> None:
     """``ValueError`` naming ``steps`` unless it is a positive int."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    check_positive_int(steps, "steps")
 
 
 def _encoded_image(image: torch.Tensor, denoiser, codec, stages: list, scale_factor: int):
@@ -292,7 +263,7 @@ def _trained_latent_size(denoiser, pipe, trained_size: Optional[int], scale_fact
 def _restart(pipe_scheduler, recipe: Recipe, stage: Stage, previous: torch.Tensor, codec, call: dict,
              steps: int, layout=None, multiple: int = 1, trained=None) -> RestartedScheduler:
     """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler. ``steps``
-    is the stage's full schedule length (:func:`cascade_steps`), of which it runs the last ``int(steps·strength)``.
+    is the stage's full schedule length (``CascadeConfig.stage_steps``), of which it runs the last ``int(steps·strength)``.
 
     A flow transformer's stage samples the grid its pipeline would choose at the stage's size (FLUX: μ from the
     stage's token count) or, with ``cascade.flow_shift="trained"``, at the ``trained`` size; computed here

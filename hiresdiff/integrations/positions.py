@@ -30,12 +30,17 @@ from hiresdiff.methods.positions import PositionConfig
 POSITIONS_HOOK = "hiresdiff_positions"
 
 
-class RopeScalingHook(ModelHook):
-    """Rescaled rotary frequencies for FLUX's ``FluxPosEmbed`` in calls above the trained size."""
+class PositionHook(ModelHook):
+    """A hook on a transformer's position embedding: the recipe's ``config``, the denoiser's call ``context``, and the
+    ``trained`` (h, w) grid of the embedding (FLUX's RoPE: tokens; SD3's: patches)."""
 
-    def __init__(self, config: PositionConfig, context: CallContextHook, trained_tokens: tuple[int, int]):
+    def __init__(self, config: PositionConfig, context: CallContextHook, trained: tuple[int, int]):
         super().__init__()
-        self.config, self.context, self.trained_tokens = config, context, trained_tokens
+        self.config, self.context, self.trained = config, context, trained
+
+
+class RopeScalingHook(PositionHook):
+    """Rescaled rotary frequencies for FLUX's ``FluxPosEmbed`` in calls above the trained size."""
 
     def new_forward(self, module, ids: torch.Tensor):
         call = self.context.current
@@ -46,7 +51,7 @@ class RopeScalingHook(ModelHook):
         for axis, dim in enumerate(module.axes_dim):
             scale = max(1.0, call.scale[axis - 1]) if axis in (1, 2) else 1.0
             method = self.config.method if scale > 1 else "none"
-            length = self.trained_tokens[axis - 1] if axis in (1, 2) else None
+            length = self.trained[axis - 1] if axis in (1, 2) else None
             omega = scaled_rope_frequencies(dim, scale, method, theta=module.theta, trained_length=length)
             angles = pos[:, axis, None] * omega.to(pos.device)[None, :]
             cos.append(angles.cos().repeat_interleave(2, dim=1))
@@ -61,16 +66,12 @@ class RopeScalingHook(ModelHook):
             return yarn_attention_factor(PositionConfig.mean_scale(call.scale)) ** 2
         if scaling == "entropy":
             h, w = call.size
-            return entropy_logit_scale((h // 2) * (w // 2), self.trained_tokens[0] * self.trained_tokens[1])
+            return entropy_logit_scale((h // 2) * (w // 2), self.trained[0] * self.trained[1])
         return 1.0
 
 
-class AbsolutePositionHook(ModelHook):
+class AbsolutePositionHook(PositionHook):
     """SD3's ``PatchEmbed`` with its trained-size crop interpolated to the call's patch grid (position interpolation)."""
-
-    def __init__(self, config: PositionConfig, context: CallContextHook, trained_patches: tuple[int, int]):
-        super().__init__()
-        self.config, self.context, self.trained_patches = config, context, trained_patches
 
     def new_forward(self, module, latent: torch.Tensor):
         call = self.context.current
@@ -81,7 +82,7 @@ class AbsolutePositionHook(ModelHook):
         tokens = module.proj(latent).flatten(2).transpose(1, 2)
         if module.layer_norm:
             tokens = module.norm(tokens)
-        return (tokens + interpolated_position_embedding(module, self.trained_patches, (h, w))).to(tokens.dtype)
+        return (tokens + interpolated_position_embedding(module, self.trained, (h, w))).to(tokens.dtype)
 
 
 def interpolated_position_embedding(module, trained_patches: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:

@@ -67,6 +67,18 @@ def check_size(size: Sequence[int], multiple: int = 1) -> Size:
     return height, width
 
 
+def check_positive_int(value, name: str) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is a positive int."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+
+
+def check_strength(strength) -> None:
+    """``ValueError`` naming ``strength`` unless it lies in (0, 1]."""
+    if not (isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0 < strength <= 1):
+        raise ValueError(f"strength must lie in (0, 1]; got {strength!r}")
+
+
 def restart_index(steps: int, strength: float) -> int:
     """The index of the first step a later stage runs: K = strength·T on the grid of ``steps`` steps.
 
@@ -133,17 +145,14 @@ class CascadeConfig:
     flow_shift: str = "trained"
 
     def __post_init__(self):
-        if not (isinstance(self.strength, (int, float)) and not isinstance(self.strength, bool)
-                and 0 < self.strength <= 1):
-            raise ValueError(f"strength must lie in (0, 1]; got {self.strength!r}")
+        check_strength(self.strength)
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}; got {self.upsample!r}")
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}; got {self.space!r}")
         for name in ("steps", "target_steps"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None; got {value!r}")
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), name)
         check_detail_alpha(self.detail_alpha)
         if not (isinstance(self.stage_ratio, (int, float)) and not isinstance(self.stage_ratio, bool) and self.stage_ratio > 1):
             raise ValueError(f"stage_ratio must be a number above 1; got {self.stage_ratio!r}")
@@ -152,4 +161,4 @@ class CascadeConfig:
 
     def stage_steps(self, steps: int, last: bool = False) -> int:
         """The full schedule length of a later stage (``last``: the stage at the target) for a call of ``steps``."""
-        return (self.target_steps if last and self.target_steps else None) or self.steps or steps
+        return (last and self.target_steps) or self.steps or steps

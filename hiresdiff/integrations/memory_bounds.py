@@ -1,5 +1,6 @@
-"""Bounded work per layer call, so that memory stops growing with the image: feed-forward layers over a bounded number
-of tokens at a time, and large denoiser calls one sample at a time (:class:`SplitBatchHook`).
+"""What keeps a stage's memory linear in pixels beyond what its recipe does (:func:`memory_bounds`, entered by the
+sampling core around every stage): feed-forward layers over a bounded number of tokens at a time, large denoiser calls
+one sample at a time (:class:`SplitBatchHook`), and the output's VAE decode tiled above the φ codec's threshold.
 
 A transformer block's feed-forward widens every token 4× (GEGLU: 8× before its gate); at SDXL's 64²-token level
 of an 8192² image that is 262,144 tokens × 5,120 values × 2 (CFG) in fp16, 5.4 GB for one intermediate. The layer
@@ -12,13 +13,15 @@ modules, FLUX and SD3 blocks) and is removed exactly (:mod:`hiresdiff.integratio
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import Optional
 
 import torch
 from diffusers.hooks import ModelHook
 from torch.utils._pytree import tree_map
 from diffusers.models.attention import FeedForward
 
+from hiresdiff.integrations.codecs import tiles
 from hiresdiff.integrations.hook_utils import attach, detach
 
 CHUNK_HOOK = "hiresdiff_chunked_feed_forward"
@@ -96,3 +99,18 @@ def one_sample_at_a_time(denoiser: torch.nn.Module):
         yield
     finally:
         detach(denoiser, SPLIT_HOOK)
+
+
+@contextmanager
+def memory_bounds(denoiser: torch.nn.Module, vae=None, vae_tiling: Optional[bool] = None, pixels=(0, 0)):
+    """Within the block: every feed-forward layer of ``denoiser`` on bounded chunks of tokens, its large calls one
+    sample at a time (CFG's halves too), and ``vae`` (the stage that decodes its output passes it) tiled for a
+    (h, w) ``pixels`` output as the φ codec decides (:func:`hiresdiff.integrations.codecs.tiles`); restored after."""
+    with ExitStack() as stack:
+        stack.enter_context(chunked_feed_forward(denoiser))
+        stack.enter_context(one_sample_at_a_time(denoiser))
+        if (vae is not None and hasattr(vae, "enable_tiling") and not getattr(vae, "use_tiling", False)
+                and tiles(vae_tiling, pixels[0] * pixels[1])):
+            vae.enable_tiling()
+            stack.callback(vae.disable_tiling)
+        yield
