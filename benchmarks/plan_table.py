@@ -25,10 +25,10 @@ def main() -> None:
 
     from hiresdiff.batch import write_json_atomically
     from hiresdiff.cost.architectures import build_pipeline
-    from hiresdiff.cost.plan import DTYPES, plan
+    from hiresdiff.cost.plan import DTYPES, PLAN_ARCHS, plan
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="sdxl", choices=("sd15", "sdxl"))
+    p.add_argument("--arch", default="sdxl", choices=PLAN_ARCHS)
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
     p.add_argument("--methods", nargs="+", default=["naive", "freescale", "fast", "ug"])
     p.add_argument("--steps", type=int, default=30)

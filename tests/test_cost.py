@@ -186,6 +186,17 @@ def test_plan_of_sd15_prints_the_prediction_and_whether_it_fits(capsys):
     assert "does NOT fit in 1 GiB" in out and "x direct sampling" in out and "| 1 | 1024x1024 | 3 |" in out
 
 
+def test_plan_of_flux1_dev_counts_its_transformer_and_text_encoders():
+    """FLUX.1-dev in bf16: the weights are the transformer, VAE, CLIP-L and T5-XXL at their published parameter counts;
+    the fast recipe's stage at the target runs 3 transformer calls where direct sampling with 2 steps runs 2."""
+    from hiresdiff.cost.plan import TEXT_ENCODER_PARAMETERS
+
+    result = plan("flux1-dev", 2048, method="fast", steps=2, dtype="bf16")
+    assert [(s.size, s.steps) for s in result.stages] == [((1024, 1024), 2), ((2048, 2048), 3)]
+    assert result.weights_bytes == 2 * (11_901_408_320 + 83_819_683 + TEXT_ENCODER_PARAMETERS["flux1-dev"])
+    assert result.stages[1].flops / result.direct_flops == pytest.approx(3 / 2, rel=0.05)  # ± the VAE calls
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--arch", "sd99", "--size", "1024"], "arch must be one of"),
     (["--arch", "sdxl", "--size", "1000"], "--size must be multiples of 64"),

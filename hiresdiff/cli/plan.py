@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from hiresdiff.defaults import PRESETS
 
-SIZE_MULTIPLE = 64  # the SD 1.5 / SDXL UNets take latents divisible by 8: pixels by 64
+SIZE_MULTIPLE = 64  # the SD 1.5 / SDXL UNets take latents divisible by 8 (FLUX by 2): pixels by 64
 LARGEST = 16384
 
 
 def add_plan_parser(sub) -> None:
     p = sub.add_parser("plan", help="predict peak memory and FLOPs of a method on a real architecture (no weights, no GPU)")
-    p.add_argument("--arch", required=True, help="sd15 or sdxl (the published UNet and VAE; random weights on meta)")
+    p.add_argument("--arch", required=True, help="sd15, sdxl or flux1-dev (the published UNet or transformer and VAE; random weights on meta)")
     p.add_argument("--size", type=int, nargs="+", required=True, metavar="PIXELS",
                    help=f"output size: one number (square) or HEIGHT WIDTH; multiples of {SIZE_MULTIPLE}")
     p.add_argument("--method", default="freescale", help=f"one of {PRESETS}, 'fast' or a '+'-composition (default freescale)")

@@ -1,4 +1,4 @@
-"""The real SD 1.5, SDXL and AnimateDiff architectures with random weights — for cost measurement only.
+"""The real SD 1.5, SDXL, AnimateDiff and FLUX.1-dev architectures with random weights — for cost measurement only.
 
 The weights are random: nothing built here produces a meaningful image. Weights do not change FLOPs
 or memory, so these models measure the time and memory a method costs at real scale exactly
@@ -42,12 +42,18 @@ COMPONENTS = {
     "sdxl_unet": "stabilityai/stable-diffusion-xl-base-1.0 · unet/config.json",
     "sdxl_vae": "stabilityai/stable-diffusion-xl-base-1.0 · vae/config.json",
     "animatediff_motion_adapter_v1_5_2": "guoyww/animatediff-motion-adapter-v1-5-2 · config.json",
+    "flux1_dev_transformer": "black-forest-labs/FLUX.1-dev · transformer/config.json",
+    "flux1_dev_vae": "black-forest-labs/FLUX.1-dev · vae/config.json",
 }
 #: Scheduler configs (``configs/<name>.json``), also published; not models, so not in COMPONENTS.
 SCHEDULERS = {
     "sd15_scheduler": "runwayml/stable-diffusion-v1-5 · scheduler/scheduler_config.json",
     "sdxl_scheduler": "stabilityai/stable-diffusion-xl-base-1.0 · scheduler/scheduler_config.json",
+    "flux1_dev_scheduler": "black-forest-labs/FLUX.1-dev · scheduler/scheduler_config.json",
 }
+#: Configs stored as the published keys and values (read from copies of the files, see configs/README.md), not as
+#: their byte-exact text: the other files are verbatim.
+VALUES_ONLY = {"flux1_dev_transformer", "flux1_dev_vae", "flux1_dev_scheduler"}
 #: Components derived from published configs rather than stored: the UNetMotionModel that
 #: ``AnimateDiffPipeline`` makes of the SD 1.5 UNet and the motion adapter (``UNetMotionModel.from_unet2d``).
 DERIVED = {
@@ -59,6 +65,7 @@ ARCHS = {
     "sdxl": {"unet": "sdxl_unet", "vae": "sdxl_vae"},
     "animatediff": {"unet": "animatediff_unet", "vae": "sd15_vae",
                     "motion_adapter": "animatediff_motion_adapter_v1_5_2"},
+    "flux1-dev": {"transformer": "flux1_dev_transformer", "vae": "flux1_dev_vae"},
 }
 
 #: Published keys that the installed diffusers no longer takes; each holds the value that is now fixed
@@ -71,8 +78,10 @@ _RETIRED_KEYS = {
 
 # Tiny stand-in text encoders.
 TOKENS = 77  # the real CLIP prompt length: the UNet's cross-attention cost depends on it
+T5_TOKENS = 512  # FLUX.1-dev's T5 prompt length (FluxPipeline's max_sequence_length): its joint attention holds them
 TEXT_LAYERS = 1
 TEXT_INTERMEDIATE = 256
+PROMPT_WORDS = ["a photograph of an astronaut riding a horse"]  # the T5 stand-in's tokenizer learns its pieces
 
 
 def names() -> tuple[str, ...]:
@@ -187,13 +196,35 @@ def text_encoder(hidden_size: int, projection_dim: int | None = None, device="cp
     return model.to(dtype=dtype).eval().requires_grad_(False)
 
 
+def t5_encoder(hidden_size: int, device="cpu", dtype=torch.float32, seed: int = 0):
+    """A 1-layer T5 encoder of width ``hidden_size`` (one 64-wide head, feed-forward 256) and its tokenizer, which
+    spells printable ASCII: FLUX's stand-in for T5-XXL, whose output width the transformer's joint attention takes."""
+    from transformers import T5Config, T5EncoderModel
+
+    from hiresdiff.models.emoji_tokenizer import build_t5_tokenizer
+
+    t5_tokenizer = build_t5_tokenizer(PROMPT_WORDS, alphabet="".join(chr(i) for i in range(33, 127)), vocab_size=128)
+    config = T5Config(vocab_size=len(t5_tokenizer), d_model=hidden_size, d_kv=64, d_ff=TEXT_INTERMEDIATE, num_layers=TEXT_LAYERS,
+                      num_heads=1, feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    with _seeded(device, seed):
+        model = T5EncoderModel(config)
+    return model.to(dtype=dtype).eval().requires_grad_(False), t5_tokenizer
+
+
 def text_encoders(arch: str, device="cpu", dtype=torch.float32) -> dict:
-    """The tiny text encoders and tokenizers of ``arch``, sized to its UNet's conditioning inputs.
+    """The tiny text encoders and tokenizers of ``arch``, sized to its denoiser's conditioning inputs.
 
     SD 1.5 / AnimateDiff: one encoder of width 768 (= cross_attention_dim). SDXL: widths 768 and 1280
     (concatenated: cross_attention_dim 2048) and a pooled projection of 1280, so that the added
     embedding is 1280 + 6 time ids × addition_time_embed_dim 256 = 2816 = projection_class_embeddings_input_dim.
+    FLUX.1-dev: CLIP of width 768 (its pooled output = pooled_projection_dim) and T5 of width 4096
+    (= joint_attention_dim), prompts padded to 512 T5 tokens as FluxPipeline pads them.
     """
+    if arch == "flux1-dev":
+        transformer = load_config(ARCHS[arch]["transformer"])
+        t5, t5_tokenizer = t5_encoder(transformer["joint_attention_dim"], device=device, dtype=dtype, seed=1)
+        return {"text_encoder": text_encoder(transformer["pooled_projection_dim"], device=device, dtype=dtype),
+                "tokenizer": tokenizer(), "text_encoder_2": t5, "tokenizer_2": t5_tokenizer}
     unet = load_config(ARCHS[arch]["unet"])
     if arch == "sdxl":
         pooled = unet["projection_class_embeddings_input_dim"] - 6 * unet["addition_time_embed_dim"]
@@ -208,9 +239,12 @@ def text_encoders(arch: str, device="cpu", dtype=torch.float32) -> dict:
 def scheduler(arch: str):
     """SD 1.5: DDIM with the published SD 1.5 betas (scaled_linear 0.00085–0.012, 1000 steps, steps_offset 1).
     SDXL: EulerDiscrete with its published config. AnimateDiff: DDIM with linear betas, linspace spacing,
-    as the diffusers AnimateDiff documentation sets it."""
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+    as the diffusers AnimateDiff documentation sets it. FLUX.1-dev: FlowMatchEulerDiscrete with its published config
+    (resolution-dependent shift)."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
 
+    if arch == "flux1-dev":
+        return FlowMatchEulerDiscreteScheduler.from_config(load_config("flux1_dev_scheduler"))
     if arch == "sdxl":
         return EulerDiscreteScheduler.from_config(load_config("sdxl_scheduler"))
     if arch == "animatediff":
@@ -220,9 +254,9 @@ def scheduler(arch: str):
 
 
 def build_pipeline(arch: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """The ``arch`` pipeline (``sd15``, ``sdxl`` or ``animatediff``) with random weights on ``device``.
+    """The ``arch`` pipeline (``sd15``, ``sdxl``, ``animatediff`` or ``flux1-dev``) with random weights on ``device``.
 
-    Real UNet / VAE / motion adapter from the published configs, tiny text encoders (see the module
+    Real UNet or transformer / VAE / motion adapter from the published configs, tiny text encoders (see the module
     docstring), no safety checker, no watermarker. ``device="meta"`` assembles it without memory.
     """
     import diffusers
@@ -237,6 +271,8 @@ def build_pipeline(arch: str, device: str | torch.device = "cpu", dtype: torch.d
                                                  requires_safety_checker=False)
     elif arch == "sdxl":
         pipe = diffusers.StableDiffusionXLPipeline(**parts, add_watermarker=False)
+    elif arch == "flux1-dev":
+        pipe = diffusers.FluxPipeline(**parts)
     else:
         # Given the UNetMotionModel directly (random weights, like the rest), the pipeline skips merging a 2D
         # UNet with the adapter; it still holds the adapter, as a real AnimateDiff pipeline does.

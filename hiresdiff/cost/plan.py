@@ -1,6 +1,6 @@
 """Predicted FLOPs and peak memory of a run at real scale, without weights or a GPU (``hiresdiff plan``).
 
-The real architecture (:mod:`hiresdiff.cost.architectures`: the published SD 1.5 / SDXL configs) is built on
+The real architecture (:mod:`hiresdiff.cost.architectures`: the published SD 1.5 / SDXL / FLUX.1-dev configs) is built on
 the ``meta`` device and :func:`hiresdiff.generate` runs the recipe through it (:mod:`hiresdiff.cost.meta_run`),
 every stage, step, hook and VAE call as a real run makes them, under :class:`hiresdiff.cost.counting.Counter`.
 That gives, per stage, the FLOPs and the most bytes of activations held at once; the prediction of a device's
@@ -28,7 +28,8 @@ GIB = 2**30
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 #: Published parameter counts of the text encoders the architectures' tiny stand-ins replace: CLIP ViT-L/14's
 #: text tower (SD 1.5, SDXL's first) and OpenCLIP ViT-bigG/14's with its projection (SDXL's second).
-TEXT_ENCODER_PARAMETERS = {"sd15": 123_060_480, "sdxl": 123_060_480 + 694_659_840}
+#: FLUX.1-dev: CLIP ViT-L/14's text tower and the T5 v1.1 XXL encoder (24 layers of width 4096, 32128-token vocabulary).
+TEXT_ENCODER_PARAMETERS = {"sd15": 123_060_480, "sdxl": 123_060_480 + 694_659_840, "flux1-dev": 123_060_480 + 4_762_310_656}
 PLAN_ARCHS = tuple(TEXT_ENCODER_PARAMETERS)
 
 
@@ -132,7 +133,7 @@ def plan(arch: str, height: int, width: Optional[int] = None, method: str = "fre
     ``height`` × ``width`` pixels with ``steps`` steps; ``generate_kwargs`` go to :func:`hiresdiff.generate`
     (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline, to reuse; ``progress``: show its steps;
     ``direct_flops``: direct sampling's FLOPs at this size and steps when already counted (a naive plan's ``flops``)."""
-    from hiresdiff.integrations.denoisers import trained_size
+    from hiresdiff.integrations.denoisers import find_denoiser, trained_size
     from hiresdiff.recipe import as_recipe
 
     width = height if width is None else width
@@ -142,10 +143,11 @@ def plan(arch: str, height: int, width: Optional[int] = None, method: str = "fre
     pipe = pipe if pipe is not None else architectures.build_pipeline(check_arch(arch), device="meta", dtype=DTYPES[dtype])
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     element = torch.finfo(DTYPES[dtype]).bits // 8
-    weights = sum(p.numel() for m in (pipe.unet, pipe.vae) for p in m.parameters()) + TEXT_ENCODER_PARAMETERS[arch]
+    denoiser, _ = find_denoiser(pipe)
+    weights = sum(p.numel() for m in (denoiser, pipe.vae) for p in m.parameters()) + TEXT_ENCODER_PARAMETERS[arch]
     result = Plan(arch, (height, width), recipe.name, dtype, steps, weights * element)
     factor = pipe.vae_scale_factor
-    stages = recipe.stages(trained_size(pipe.unet, pipe), (height // factor, width // factor))
+    stages = recipe.stages(trained_size(denoiser, pipe), (height // factor, width // factor))
     for stage, part in zip(stages, count_run(pipe, recipe, height, width, steps, PROMPT, output_type="pt", **generate_kwargs)):
         ran = steps if stage.index == 0 else int(recipe.cascade.stage_steps(steps, stage is stages[-1]) * recipe.cascade.strength)
         result.stages.append(StageCost(stage.index, (stage.size[0] * factor, stage.size[1] * factor), ran, part.flops,
