@@ -73,7 +73,7 @@ def write_markdown(results: dict, path: Path) -> None:
 
     lines = [f"# Predicted cost: {results['arch']}, {results['steps']} steps, {results['dtype']}\n",
              f"Made by `{'` and `'.join(results['commands'])}` (no weights, no GPU: the architecture on `meta`, every stage, step, hook and "
-             f"VAE call of `hiresdiff.generate` counted). Peak = weights (UNet, VAE, text encoders) + working memory; "
+             f"VAE call of `hiresdiff.generate` counted). Peak = weights (UNet or transformer, VAE, text encoders) + working memory; "
              f"fits = weights + working × {1 + ALLOCATOR_TOLERANCE:g} (allocator margin) ≤ {results['memory_gib']:g} GiB.\n",
              "| size | method | stages (side × steps) | TFLOPs | FLOPs ×direct | working GiB | peak GiB | fits |",
              "|---|---|---|---|---|---|---|---|"]

@@ -82,3 +82,52 @@ def test_large_calls_one_sample_at_a_time_equal_the_batched_call(kind, monkeypat
     handle.remove()
     assert calls == [2, 1, 1] and not hasattr(denoiser, "_diffusers_hook")
     assert torch.allclose(split, whole, atol=1e-5)
+
+
+def test_flux_single_stream_blocks_run_in_chunks_with_the_same_output():
+    """FLUX's single-stream blocks have their MLP inline (no FeedForward): the block hook runs the attention on all
+    tokens and the rest in chunks — the same output as the unhooked transformer, with gradients on too (where it falls
+    back to the block's own forward), and the hooks come off."""
+    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
+
+    transformer = load("flux").transformer
+    g = torch.Generator().manual_seed(0)
+    kwargs = dict(hidden_states=torch.randn(2, 16, 16, generator=g), timestep=torch.tensor([0.5, 0.7]),
+                  guidance=torch.tensor([4.0, 4.0]) if transformer.config.guidance_embeds else None,
+                  pooled_projections=torch.randn(2, 32, generator=g), encoder_hidden_states=torch.randn(2, 16, 64, generator=g),
+                  txt_ids=torch.zeros(16, 3), img_ids=torch.randn(16, 3, generator=g))
+    singles = [m for m in transformer.modules() if isinstance(m, FluxSingleTransformerBlock)]
+    assert singles
+    with torch.no_grad():
+        whole = transformer(**kwargs, return_dict=False)[0]
+        with chunked_feed_forward(transformer, tokens=5) as layers:  # 32 tokens: chunks of 5, the last 2
+            assert all(hasattr(m, "_diffusers_hook") for m in singles)
+            chunked = transformer(**kwargs, return_dict=False)[0]
+    assert layers >= len(singles) + 1 and not any(hasattr(m, "_diffusers_hook") for m in singles)
+    assert torch.allclose(chunked, whole, atol=1e-6)
+    with chunked_feed_forward(transformer, tokens=5):
+        graded = transformer(**kwargs, return_dict=False)[0]
+    assert graded.requires_grad and torch.allclose(graded, whole, atol=1e-6)
+
+
+def test_a_chunked_flux_single_block_holds_a_fraction_of_its_mlp():
+    """A single-stream block of width 64 over 4,096 tokens: unchunked it holds the 256-wide MLP twice and the 320-wide
+    concatenation; in 512-token chunks its peak above the block's own inputs and outputs is under half (counted on meta)."""
+    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
+
+    block = FluxSingleTransformerBlock(64, 2, 32).to("meta")
+    image, text, temb = (torch.empty(1, 4096 - 16, 64, device="meta"), torch.empty(1, 16, 64, device="meta"),
+                         torch.empty(1, 64, device="meta"))
+
+    def peak(tokens=None) -> int:
+        with torch.inference_mode(), Counter() as counter:
+            if tokens is None:
+                block(image, text, temb)
+            else:
+                with chunked_feed_forward(block, tokens=tokens):
+                    block(image, text, temb)
+        return counter.total.peak_bytes
+
+    whole, chunked = peak(), peak(512)
+    assert whole >= 4096 * (2 * 256 + 320) * 4
+    assert chunked < 0.5 * whole
