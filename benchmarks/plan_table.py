@@ -54,14 +54,13 @@ def main() -> None:
                 result = plan(args.arch, size, method=method, steps=args.steps, dtype=args.dtype, pipe=pipe,
                               direct_flops=direct)
                 direct = direct or result.flops
+                rows.append({"size": size, "method": method, "relative_flops": result.relative_flops,
+                             "tflops": result.flops / 1e12, "weights_gib": result.weights_bytes / GIB,
+                             "working_gib": result.working_bytes / GIB, "peak_gib": result.peak_bytes / GIB,
+                             "fits": result.fits(args.memory), "stages": [[s.size[0], s.steps] for s in result.stages],
+                             "seconds_to_plan": time.perf_counter() - start})
             except ValueError as error:  # a method that cannot make the size (UG at non-integer scales)
                 rows.append({"size": size, "method": method, "error": str(error)})
-                continue
-            rows.append({"size": size, "method": method, "relative_flops": result.relative_flops,
-                         "tflops": result.flops / 1e12, "weights_gib": result.weights_bytes / GIB,
-                         "working_gib": result.working_bytes / GIB, "peak_gib": result.peak_bytes / GIB,
-                         "fits": result.fits(args.memory), "stages": [[s.size[0], s.steps] for s in result.stages],
-                         "seconds_to_plan": time.perf_counter() - start})
             rows.sort(key=lambda r: r["size"])
             write_json_atomically({"commands": commands, "arch": args.arch, "steps": args.steps, "dtype": args.dtype,
                                    "memory_gib": args.memory, "rows": rows}, out)

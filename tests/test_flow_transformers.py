@@ -93,6 +93,17 @@ def test_flux_trained_size_comes_from_the_pipeline_or_trained_size():
         run(pipe, "flux", "self-cascade", output_type="latent")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flux_call_size_is_exact_when_the_position_ids_are_not(dtype):
+    """FluxPipeline makes ``img_ids`` in the prompt's dtype; in bf16 row 511 of an 8192×6144 image reads 512 (integers
+    above 256 round to even), which made FreeScale's fusion refuse FLUX at 8192² in bf16. The size comes out exact."""
+    from diffusers import FluxPipeline
+
+    ids = FluxPipeline._prepare_latent_image_ids(None, 512, 384, "cpu", dtype)
+    assert FluxLayout().grid_size({"img_ids": ids}) == (1024, 768)
+    assert (int(ids[:, 1].max()) + 1) * 2 == (1026 if dtype == torch.bfloat16 else 1024)  # the largest id misleads
+
+
 # ---- a later stage against a loop written from the scheduler's own step ------------------------------------
 
 def independent_stage(pipe, kind: str, recipe: Recipe) -> torch.Tensor:

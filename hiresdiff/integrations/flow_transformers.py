@@ -70,10 +70,13 @@ class FluxLayout:
         return FluxPipeline._pack_latents(z, *z.shape)
 
     def grid_size(self, arguments: Mapping[str, Any]) -> tuple[int, int]:
-        """The latent (h, w) of a transformer call, from its ``img_ids`` (row, column per token)."""
+        """The latent (h, w) of a transformer call, from its ``img_ids`` (row, column per token, row by row): the
+        tokens of the first row are the width. Counted, not read from the largest id: FluxPipeline makes the ids in
+        the prompt's dtype, and bf16 holds integers exactly only up to 256 (at 8192² the last row's 511 reads 512)."""
         ids = arguments["img_ids"]
         ids = ids[0] if ids.ndim == 3 else ids
-        return (int(ids[:, 1].max()) + 1) * 2, (int(ids[:, 2].max()) + 1) * 2
+        width = int((ids[:, 1] == ids[0, 1]).sum())
+        return ids.shape[0] // width * 2, width * 2
 
     def input_grid(self, arguments: Mapping[str, Any]) -> torch.Tensor:
         return self.to_grid(arguments["hidden_states"], self.grid_size(arguments))
