@@ -4,18 +4,20 @@ The weights are random: nothing built here produces a meaningful image. Weights 
 or memory, so these models measure the time and memory a method costs at real scale exactly
 (DESIGN.md §8); the pixel emoji model measures quality.
 
-The component configs are the published ``config.json`` files, kept verbatim in ``configs/`` (sources
-in ``configs/README.md``). :func:`build_pipeline` assembles whole pipelines from them with tiny stand-in
+The component configs are the published ``config.json`` files, kept verbatim in ``configs/`` (FLUX.1-dev's as
+their published keys and values; sources in ``configs/README.md``). :func:`build_pipeline` assembles whole pipelines from them with tiny stand-in
 text encoders: one CLIP layer whose hidden sizes match the UNet's ``cross_attention_dim`` (and, for
 SDXL, a pooled projection that makes the added embedding ``projection_class_embeddings_input_dim``
 wide). The text encoder runs once per prompt and its cost does not depend on the output size, so it
 does not matter to the resolution methods; the prompt length stays the real 77 tokens, because the
 UNet's cross-attention cost depends on it. AnimateDiff's pipeline gets its ``UNetMotionModel``
 (``animatediff_unet``: the SD 1.5 UNet with the adapter's motion modules) built directly, instead of
-merging a 2D UNet with the adapter, which would hold both UNets at once.
+merging a 2D UNet with the adapter, which would hold both UNets at once. FLUX.1-dev gets a CLIP layer (its
+pooled output) and a one-layer T5 encoder of the transformer's ``joint_attention_dim``, with the real 512 T5 tokens.
 
 Resident size in fp32: SD 1.5 pipeline ≈ 3.8 GB, SDXL ≈ 10.6 GB, AnimateDiff ≈ 7.4 GB (it keeps the
-adapter besides the merged UNet, as diffusers does); half that in fp16/bf16.
+adapter besides the merged UNet, as diffusers does), FLUX.1-dev ≈ 48 GB (build it on ``meta``); half that in
+fp16/bf16.
 
     from hiresdiff.cost.architectures import build, build_pipeline, parameter_count
     parameter_count("sdxl_unet")               # 2_567_463_684, counted on the meta device
