@@ -169,7 +169,8 @@ def write_report(rows: list, command: str, out: Path) -> None:
 
     lines = [f"# Cost of every method: {rows[0]['arch']} on {rows[0]['device']} ({rows[0]['dtype']})\n",
              f"Made by `{command}`. Random weights (cost only); {rows[0]['steps']} steps at the target (cascades: "
-             "the same steps at the trained size, then the last int(0.7·steps) per later stage); VAE decode "
+             "the same steps at the trained size, then each later stage's restart: int(0.7·steps) for Self-Cascade and "
+             "FreeScale, 3 steps for the fast recipe whatever the call's steps); VAE decode "
              "included. Working memory: peak during the call minus memory held once the pipeline was loaded.\n",
              "| size | recipe | s/image | ×naive | working memory (GiB) |", "|---|---|---|---|---|"]
     for r in rows:
