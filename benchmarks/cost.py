@@ -32,7 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-PROMPT = "a photograph of an astronaut riding a horse"
 RECIPES = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")
 
 
@@ -59,6 +58,7 @@ def measure_case(args) -> dict:
     import torch
 
     import hiresdiff
+    from hiresdiff.cost.architectures import PROMPT
     from hiresdiff.cost.measured import memory_now, peak, reset_peak
     from hiresdiff.recipe import Recipe
 

@@ -53,7 +53,7 @@ def tiny_case(kind: str, recipe: str, dtype: torch.dtype, device: str) -> dict:
 
 
 def real_case(arch: str, size: int, recipe: str, steps: int, device: str, dtype: str) -> dict:
-    from hiresdiff.cost.architectures import build_pipeline
+    from hiresdiff.cost.architectures import PROMPT, build_pipeline
     from hiresdiff.cost.measured import peak, reset_peak
     from hiresdiff.cost.plan import DTYPES as PLAN_DTYPES, plan
     from hiresdiff.integrations.pipeline_driver import generate
@@ -65,8 +65,7 @@ def real_case(arch: str, size: int, recipe: str, steps: int, device: str, dtype:
     weights = torch.cuda.memory_allocated() if device.startswith("cuda") else 0
     reset_peak(device)
     start = time.perf_counter()
-    generate(pipe, "a photograph of an astronaut riding a horse", height=size, width=size, recipe=recipe, steps=steps,
-             output_type="pt")
+    generate(pipe, PROMPT, height=size, width=size, recipe=recipe, steps=steps, output_type="pt")
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

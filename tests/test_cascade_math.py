@@ -155,7 +155,7 @@ def test_the_fast_recipe_runs_its_stage_steps_from_its_strength(stage_steps, str
         for steps in (1, 20, 50):  # the call's steps set stage 0 only
             grid = cascade.stage_steps(steps, last)
             ran = grid - restart_index(grid, cascade.strength)
-            assert ran == k and abs(ran / grid - strength) <= 1 / grid
+            assert cascade.steps_run(steps, last) == ran == k and abs(ran / grid - strength) <= 1 / grid
 
 
 def test_the_fast_recipe_is_a_preset_that_composes_and_validates():

@@ -83,7 +83,7 @@ TOKENS = 77  # the real CLIP prompt length: the UNet's cross-attention cost depe
 T5_TOKENS = 512  # FLUX.1-dev's T5 prompt length (FluxPipeline's max_sequence_length): its joint attention holds them
 TEXT_LAYERS = 1
 TEXT_INTERMEDIATE = 256
-PROMPT_WORDS = ["a photograph of an astronaut riding a horse"]  # the T5 stand-in's tokenizer learns its pieces
+PROMPT = "a photograph of an astronaut riding a horse"  # the prompt of the cost runs; the T5 stand-in learns its pieces
 
 
 def names() -> tuple[str, ...]:
@@ -205,7 +205,7 @@ def t5_encoder(hidden_size: int, device="cpu", dtype=torch.float32, seed: int = 
 
     from hiresdiff.models.emoji_tokenizer import build_t5_tokenizer
 
-    t5_tokenizer = build_t5_tokenizer(PROMPT_WORDS, alphabet="".join(chr(i) for i in range(33, 127)), vocab_size=128)
+    t5_tokenizer = build_t5_tokenizer([PROMPT], alphabet="".join(chr(i) for i in range(33, 127)), vocab_size=128)
     config = T5Config(vocab_size=len(t5_tokenizer), d_model=hidden_size, d_kv=64, d_ff=TEXT_INTERMEDIATE, num_layers=TEXT_LAYERS,
                       num_heads=1, feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     with _seeded(device, seed):

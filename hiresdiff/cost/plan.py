@@ -9,7 +9,8 @@ pipeline moved there with ``pipe.to("cuda")``). Direct sampling (``naive`` at th
 the same way, so ``relative_flops`` is the cost of the recipe as a fraction of direct's.
 
 The text encoders run once per prompt whatever the size; their weights count at their published sizes
-(:data:`TEXT_ENCODER_PARAMETERS`); their work, counted on the architectures' tiny stand-ins at 77 tokens, is negligible.
+(:data:`TEXT_ENCODER_PARAMETERS`); their work, counted on the architectures' tiny stand-ins at the real prompt lengths
+(77 CLIP tokens; FLUX also 512 T5 tokens), is negligible.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from hiresdiff.cost import architectures
 from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE, Count, Counter
 from hiresdiff.cost.meta_run import meta_twin, models_on_meta
 
-PROMPT = "a photograph of an astronaut riding a horse"
 GIB = 2**30
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 #: Published parameter counts of the text encoders the architectures' tiny stand-ins replace: CLIP ViT-L/14's
@@ -148,14 +148,15 @@ def plan(arch: str, height: int, width: Optional[int] = None, method: str = "fre
     result = Plan(arch, (height, width), recipe.name, dtype, steps, weights * element)
     factor = pipe.vae_scale_factor
     stages = recipe.stages(trained_size(denoiser, pipe), (height // factor, width // factor))
-    for stage, part in zip(stages, count_run(pipe, recipe, height, width, steps, PROMPT, output_type="pt", **generate_kwargs)):
-        ran = steps if stage.index == 0 else int(recipe.cascade.stage_steps(steps, stage is stages[-1]) * recipe.cascade.strength)
+    parts = count_run(pipe, recipe, height, width, steps, architectures.PROMPT, output_type="pt", **generate_kwargs)
+    for stage, part in zip(stages, parts):
+        ran = steps if stage.index == 0 else recipe.cascade.steps_run(steps, stage is stages[-1])
         result.stages.append(StageCost(stage.index, (stage.size[0] * factor, stage.size[1] * factor), ran, part.flops,
                                        part.peak_bytes))
     if recipe.describe() == "naive":
         direct_flops = result.flops
     elif direct_flops is None:
-        direct_flops = sum(part.flops for part in count_run(pipe, None, height, width, steps, PROMPT, output_type="pt",
-                                                            **generate_kwargs))
+        direct = count_run(pipe, None, height, width, steps, architectures.PROMPT, output_type="pt", **generate_kwargs)
+        direct_flops = sum(part.flops for part in direct)
     result.direct_flops = direct_flops
     return result

@@ -133,7 +133,7 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     stages = recipe.stages(trained, (height // scale_factor, width // scale_factor), size_multiple(denoiser))
     for stage in stages[1:]:
         stage_steps, strength = recipe.cascade.stage_steps(steps, stage is stages[-1]), recipe.cascade.strength
-        if int(stage_steps * strength) < 1:
+        if recipe.cascade.steps_run(steps, stage is stages[-1]) < 1:
             raise ValueError(f"steps·strength must be at least 1, or the cascade's later stages run no step; got "
                              f"steps={stage_steps}, strength={strength} (steps·strength = {stage_steps * strength:g})")
     reach = family.layout.position_reach(denoiser) if family.flow else 0

@@ -162,3 +162,9 @@ class CascadeConfig:
     def stage_steps(self, steps: int, last: bool = False) -> int:
         """The full schedule length of a later stage (``last``: the stage at the target) for a call of ``steps``."""
         return (last and self.target_steps) or self.steps or steps
+
+    def steps_run(self, steps: int, last: bool = False) -> int:
+        """The steps a later stage runs for a call of ``steps``: the last int(T·strength) of its grid of T =
+        :meth:`stage_steps` (from :func:`restart_index`)."""
+        grid = self.stage_steps(steps, last)
+        return grid - restart_index(grid, self.strength)
