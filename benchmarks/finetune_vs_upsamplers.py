@@ -28,10 +28,10 @@ import torch
 
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
-from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers
-from hiresdiff.integrations.pixel import load_pixel_model, sample
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
+from hiresdiff.loading.pixel_model import load_pixel_model, sample
 from hiresdiff.models import EMBEDDED_MODEL_DIR
-from hiresdiff.models.train_upsamplers import diffusion_loss, upsampler_loss
+from hiresdiff.training.feature_upsamplers import diffusion_loss, upsampler_loss
 from hiresdiff.recipe import Recipe
 
 OUT = Path("benchmarks/results")

@@ -35,8 +35,8 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 def tiny_case(kind: str, recipe: str, dtype: torch.dtype, device: str) -> dict:
     import hiresdiff
-    from hiresdiff.integrations.denoisers import find_denoiser
-    from hiresdiff.integrations.pixel import sample
+    from hiresdiff.hooks.families import find_denoiser
+    from hiresdiff.loading.pixel_model import sample
     from tiny_pipelines import FLOW_TRAINED_LATENT, load
 
     pipe = load(kind).to(device, dtype)
@@ -56,7 +56,7 @@ def real_case(arch: str, size: int, recipe: str, steps: int, device: str, dtype:
     from hiresdiff.cost.architectures import PROMPT, build_pipeline
     from hiresdiff.cost.measured import peak, reset_peak
     from hiresdiff.cost.plan import DTYPES as PLAN_DTYPES, plan
-    from hiresdiff.integrations.pipeline_driver import generate
+    from hiresdiff.sampling.generate import generate
 
     predicted = plan(arch, size, method=recipe, steps=steps, dtype=dtype)
     pipe = build_pipeline(arch, device=device, dtype=PLAN_DTYPES[dtype])

@@ -34,8 +34,8 @@ from hiresdiff.core.resample import downsample
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.grid import save_image
-from hiresdiff.integrations.pipeline_loading import call_kwargs, load_pipeline
-from hiresdiff.integrations.schedulers import make_scheduler
+from hiresdiff.loading.pipelines import call_kwargs, load_pipeline
+from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.models import resolve_model
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -43,7 +43,7 @@ def main() -> None:
 
     from hiresdiff.comparison import comparison
     from hiresdiff.defaults import DEFAULT_SCHEDULER
-    from hiresdiff.integrations.pixel import load_pixel_model
+    from hiresdiff.loading.pixel_model import load_pixel_model
     from hiresdiff.models import EMBEDDED_MODEL_DIR
 
     start = time.perf_counter()

@@ -24,7 +24,7 @@ from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.eval.benchmark import sample_batched
 from hiresdiff.grid import labelled_grid, save_image
-from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, to_pil
+from hiresdiff.loading.pixel_model import initial_noise, load_pixel_model, to_pil
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 
 RESULTS = Path(__file__).parent / "results"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hiresdiff.integrations.pixel import load_pixel_model, sample
+from hiresdiff.loading.pixel_model import load_pixel_model, sample
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 from hiresdiff.recipe import Recipe
 

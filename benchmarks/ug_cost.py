@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from hiresdiff.integrations.pixel import load_pixel_model, sample
+from hiresdiff.loading.pixel_model import load_pixel_model, sample
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 from hiresdiff.recipe import Recipe
@@ -67,7 +67,7 @@ def sampling_ratio(unet, scheduler, scale: int, eta: float, args) -> tuple[float
 
 PEAK_SCRIPT = """
 import json, resource, sys, torch
-from hiresdiff.integrations.pixel import load_pixel_model, sample
+from hiresdiff.loading.pixel_model import load_pixel_model, sample
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.recipe import Recipe
 model, scale, ug, n, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "ug", int(sys.argv[4]), int(sys.argv[5])

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers
-from hiresdiff.integrations.pixel import load_pixel_model
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
+from hiresdiff.loading.pixel_model import load_pixel_model
 from hiresdiff.models import EMBEDDED_MODEL_DIR
-from hiresdiff.models.train_upsamplers import upsampler_loss
+from hiresdiff.training.feature_upsamplers import upsampler_loss
 
 
 @torch.no_grad()

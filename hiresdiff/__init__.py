@@ -34,13 +34,13 @@ _LAZY = {  # loaded on first use, so that `import hiresdiff` (and the CLI's --he
     "nested_guided_prediction": "hiresdiff.methods.upsample_guidance",
     "upsample_guidance": "hiresdiff.methods.upsample_guidance",
     "Recipe": "hiresdiff.recipe",
-    "apply_upsample_guidance": "hiresdiff.integrations.hooks",
-    "remove_upsample_guidance": "hiresdiff.integrations.hooks",
-    "generate": "hiresdiff.integrations.pipeline_driver",
-    "sample": "hiresdiff.integrations.pixel",
-    "upscale": "hiresdiff.integrations.upscale",
-    "FeatureUpsamplers": "hiresdiff.integrations.feature_upsamplers",
-    "train_feature_upsamplers": "hiresdiff.models.train_upsamplers",
+    "apply_upsample_guidance": "hiresdiff.unet.upsample_guidance",
+    "remove_upsample_guidance": "hiresdiff.unet.upsample_guidance",
+    "generate": "hiresdiff.sampling.generate",
+    "sample": "hiresdiff.loading.pixel_model",
+    "upscale": "hiresdiff.sampling.image_upscale",
+    "FeatureUpsamplers": "hiresdiff.unet.feature_upsamplers",
+    "train_feature_upsamplers": "hiresdiff.training.feature_upsamplers",
 }
 
 

@@ -93,8 +93,8 @@ def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe
     from tqdm.auto import tqdm
 
     from hiresdiff.grid import save_image
-    from hiresdiff.integrations.pipeline_driver import generate
-    from hiresdiff.integrations.pipeline_loading import call_kwargs
+    from hiresdiff.sampling.generate import generate
+    from hiresdiff.loading.pipelines import call_kwargs
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

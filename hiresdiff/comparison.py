@@ -4,7 +4,7 @@ The pixel-space comparison (the CLI's main job on the embedded model) draws one 
 noise at the largest size and block-averages it down, so row i shows the same sample in every column.
 The trained-size sample is made once: every cascade whose first stage is the trained size upscales it
 (``image=``), instead of sampling it again. The pipeline comparison calls
-:func:`hiresdiff.integrations.pipeline_driver.generate` once per method with the same seed.
+:func:`hiresdiff.sampling.generate.generate` once per method with the same seed.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, check_max_pixels
-from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
-from hiresdiff.integrations.denoisers import size_multiple, trained_size
+from hiresdiff.loading.pixel_model import load_pixel_model, sample, to_pil
+from hiresdiff.hooks.families import size_multiple, trained_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
 from hiresdiff.options import MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
@@ -126,8 +126,8 @@ def pipeline_comparison(pipe, prompt, *, sizes: Sequence[tuple], recipes: dict, 
     """The pipeline's plain call at its trained size (if ``include_trained``: every cascade's stage 0), then one
     column per (size, method) pair, all from the same seed: ``(columns, labels)`` of PIL images (a video's frames
     for video pipelines); ``on_column(label, images)`` is called as each column finishes."""
-    from hiresdiff.integrations.pipeline_driver import generate
-    from hiresdiff.integrations.denoisers import find_denoiser
+    from hiresdiff.sampling.generate import generate
+    from hiresdiff.hooks.families import find_denoiser
 
     columns, labels = [], []
 

@@ -67,7 +67,7 @@ class Recipe:
         dilation, fusion: FreeScale's restrained dilated convolution and scale fusion.
         positions: :class:`hiresdiff.methods.positions.PositionConfig` — a transformer's position embedding
             rescaled above the trained size (on a transformer, ``dilation`` alone means PI over its window).
-        upsamplers: trained :class:`hiresdiff.integrations.feature_upsamplers.FeatureUpsamplers` for the stage they
+        upsamplers: trained :class:`hiresdiff.unet.feature_upsamplers.FeatureUpsamplers` for the stage they
             were trained for (their ``scale``), or one set per stage as ``{scale: upsamplers}`` (e.g. ``{2: a, 4: b}``;
             stages without a set run tuning-free); each a :class:`FeatureUpsamplers` or a folder
             saved with ``save_pretrained``) for the tuned Self-Cascade; needs ``cascade``.

@@ -55,8 +55,8 @@ class Handlers:
         """The model's trained size in pixels, from its configs (no weights loaded)."""
         from diffusers import AutoencoderKL, UNet2DModel
 
-        from hiresdiff.integrations.denoisers import trained_size
-        from hiresdiff.integrations.pipeline_loading import pipeline_config
+        from hiresdiff.hooks.families import trained_size
+        from hiresdiff.loading.pipelines import pipeline_config
         from hiresdiff.models import EMBEDDED_MODEL_DIR, model_settings, resolve_model
 
         if self.is_pipeline:
@@ -74,7 +74,7 @@ class Handlers:
 
     def pipeline(self):
         """The pipeline, loaded on first use and kept."""
-        from hiresdiff.integrations.pipeline_loading import load_pipeline
+        from hiresdiff.loading.pipelines import load_pipeline
 
         if self._pipe is None:
             self._pipe = load_pipeline(self.model, progress=False)
@@ -101,7 +101,7 @@ class Handlers:
         done_columns: list = []
         if self.is_pipeline:
             from hiresdiff.comparison import pipeline_comparison
-            from hiresdiff.integrations.pipeline_loading import call_kwargs
+            from hiresdiff.loading.pipelines import call_kwargs
 
             pipe = self.pipeline()
             columns = _streamed(lambda on_column: pipeline_comparison(
@@ -130,8 +130,8 @@ class Handlers:
         import torch
 
         from hiresdiff.defaults import DEFAULT_SCHEDULER
-        from hiresdiff.integrations.pixel import load_pixel_model
-        from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
+        from hiresdiff.loading.pixel_model import load_pixel_model
+        from hiresdiff.sampling.image_upscale import image_tensor, target_size, upscale
         from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
 
         if image is None:

@@ -34,7 +34,7 @@ def emoji_samples():
     Stand-ins for real emoji where a test needs realistic images but not the data set, which needs Debian
     packages that only ``.ci/run`` installs: the upscaling tests run on a fresh machine too.
     """
-    from hiresdiff.integrations.pixel import load_pixel_model, sample
+    from hiresdiff.loading.pixel_model import load_pixel_model, sample
     from hiresdiff.models import EMBEDDED_MODEL_DIR
 
     unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "sde-dpm++")

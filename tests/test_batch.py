@@ -36,7 +36,7 @@ def test_prompts_file_skips_comments_and_blank_lines(tmp_path):
 
 
 def test_a_crashed_run_resumes_without_redoing_or_leaving_partial_outputs(tmp_path, monkeypatch):
-    import hiresdiff.integrations.pipeline_driver as driver
+    import hiresdiff.sampling.generate as driver
 
     jobs = jobs_for(["p1", "p2", "p3", "p4"], [0])
     real, calls = driver.generate, []

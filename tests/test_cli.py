@@ -155,7 +155,7 @@ def test_bad_options_and_combinations_fail_in_one_line_before_loading(tmp_path, 
 
 
 def test_upscale_writes_the_image_and_a_comparison_and_never_overwrites(tmp_path, emoji_samples):
-    from hiresdiff.integrations.pixel import to_pil
+    from hiresdiff.loading.pixel_model import to_pil
 
     source = tmp_path / "smile.png"
     to_pil(emoji_samples[0][:1])[0].save(source)
@@ -262,7 +262,7 @@ def test_help_answers_within_a_second_without_loading_torch():
 def test_outputs_above_max_pixels_are_refused_at_once(tmp_path, emoji_samples, args):
     import time
 
-    from hiresdiff.integrations.pixel import to_pil
+    from hiresdiff.loading.pixel_model import to_pil
 
     to_pil(emoji_samples[0][:1])[0].save(tmp_path / "in.png")
     args = [str(tmp_path / "in.png") if a == "IMAGE" else a for a in args]

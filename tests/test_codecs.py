@@ -2,7 +2,7 @@
 
 import torch
 
-from hiresdiff.integrations.codecs import PixelCodec, VaeCodec
+from hiresdiff.sampling.codecs import PixelCodec, VaeCodec
 
 from tiny_pipelines import load
 

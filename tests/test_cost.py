@@ -15,8 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE, Counter
 from hiresdiff.cost.meta_run import meta_twin, models_on_meta
 from hiresdiff.cost.plan import count_run, plan
-from hiresdiff.integrations.pixel_pipeline import PixelPipeline
-from hiresdiff.integrations.schedulers import make_scheduler
+from hiresdiff.loading.pixel_pipeline import PixelPipeline
+from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.recipe import Recipe
 from tiny_pipelines import load
 
@@ -109,8 +109,8 @@ MEASURE = r"""
 import gc, json, sys, torch
 from diffusers import DDIMScheduler, UNet2DModel
 from hiresdiff.cost.measured import memory_now, peak, reset_peak
-from hiresdiff.integrations.pipeline_driver import generate
-from hiresdiff.integrations.pixel_pipeline import PixelPipeline
+from hiresdiff.sampling.generate import generate
+from hiresdiff.loading.pixel_pipeline import PixelPipeline
 torch.set_num_threads(1)
 torch.manual_seed(0)
 unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
@@ -217,7 +217,7 @@ def test_generate_warns_before_a_run_that_will_not_fit_the_devices_free_memory(m
     is made a few bytes so that the warning must come (and none with plenty), before the first UNet call."""
     import hiresdiff
     from hiresdiff.cost.plan import fit_warning, predicted_working_bytes
-    from hiresdiff.integrations import pipeline_driver
+    from hiresdiff.sampling import generate as pipeline_driver
 
     pipe = load("sd15")
     need = predicted_working_bytes(pipe, Recipe.preset("fast"), 32, 32, prompt="a cat")

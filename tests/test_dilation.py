@@ -12,9 +12,9 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from hook_helpers import assert_same_snapshot, unet_snapshot
 from tiny_pipelines import TEXT_DIM, build, unet as tiny_sd_unet
 
-from hiresdiff.integrations.call_context import apply_call_context, remove_call_context
-from hiresdiff.integrations.dilation import DILATION_HOOK, apply_dilation, dilated_convs, remove_dilation
-from hiresdiff.integrations.hook_utils import attached
+from hiresdiff.hooks.call_context import apply_call_context, remove_call_context
+from hiresdiff.unet.dilation import DILATION_HOOK, apply_dilation, dilated_convs, remove_dilation
+from hiresdiff.hooks.base import attached
 from hiresdiff.methods.freescale import DilationConfig
 
 TRAINED = (8, 8)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from hiresdiff.comparison import comparison
-from hiresdiff.integrations.pixel import load_pixel_model, sample
+from hiresdiff.loading.pixel_model import load_pixel_model, sample
 from hiresdiff.models import EMBEDDED_MODEL_DIR, EMBEDDED_UPSAMPLERS_DIR, shipped_upsamplers
 from hiresdiff.options import MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from hiresdiff.models import EMOJI_FLUX_DIR, model_settings, resolve_model, train_flux
-from hiresdiff.models.training import flow_loss
+from hiresdiff.training.loop import flow_loss
 
 from test_emoji_latent import as_config, fake_cache
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    from hiresdiff.integrations.pipeline_loading import load_pipeline
+    from hiresdiff.loading.pipelines import load_pipeline
 
     return load_pipeline("emoji-flux", device="cpu", progress=False)
 
@@ -39,7 +39,7 @@ def test_shipped_pipeline_loads_by_short_name_with_its_trained_size_and_call_def
 
 def test_generation_is_deterministic_by_seed_and_hiresdiff_gives_the_plain_call(pipe):
     from hiresdiff import generate
-    from hiresdiff.integrations.pipeline_loading import call_kwargs
+    from hiresdiff.loading.pipelines import call_kwargs
 
     def run(seed):
         return pipe("cat face", height=32, width=32, num_inference_steps=3, output_type="pt", max_sequence_length=24,

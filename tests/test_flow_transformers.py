@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 import hiresdiff
-from hiresdiff.integrations.call_context import CallContextHook, UNetCall
-from hiresdiff.integrations.flow_transformers import FluxLayout
-from hiresdiff.integrations.joint_fusion import JointFusionProcessor
-from hiresdiff.integrations.restart import stage_generator
-from hiresdiff.integrations.stage import stage_modifications
+from hiresdiff.hooks.call_context import CallContextHook, UNetCall
+from hiresdiff.transformer.layouts import FluxLayout
+from hiresdiff.transformer.joint_fusion import JointFusionProcessor
+from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.sampling.stage_parts import stage_modifications
 from hiresdiff.methods.freescale import ScaleFusionConfig
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
@@ -434,7 +434,7 @@ def test_the_cli_writes_a_grid_for_a_flux_folder(tmp_path):
 def test_a_diffusion_scheduler_is_refused_for_a_flow_model_before_sampling(capsys):
     """--scheduler euler would build an ε-prediction EulerDiscreteScheduler from FLUX's flow config and sample
     garbage without an error; it is refused in one line naming the option."""
-    from hiresdiff.integrations.schedulers import make_scheduler
+    from hiresdiff.loading.schedulers import make_scheduler
 
     for kind in KINDS:
         with pytest.raises(ValueError, match="flow-matching .* --scheduler"):

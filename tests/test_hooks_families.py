@@ -9,8 +9,8 @@ from hook_helpers import (UNetCallRecorder, assert_same_snapshot, block_mean, ex
                           expected_tau, run, unet_snapshot)
 from tiny_pipelines import load
 
-from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance
-from hiresdiff.integrations.lowres_call import lowres_conditioning
+from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
+from hiresdiff.unet.lowres_call import lowres_conditioning
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 
 FAMILIES = ["sd15", "sd2v", "sdxl", "animatediff"]

@@ -6,7 +6,7 @@ import torch
 from diffusers.models.attention import FeedForward
 
 from hiresdiff.cost.counting import Counter
-from hiresdiff.integrations.memory_bounds import chunked_feed_forward
+from hiresdiff.sampling.memory_bounds import chunked_feed_forward
 from hook_helpers import assert_same_snapshot, unet_snapshot
 from tiny_pipelines import load
 
@@ -55,8 +55,8 @@ def test_large_calls_one_sample_at_a_time_equal_the_batched_call(kind, monkeypat
     """With the threshold lowered so that the tiny models' calls count as large: a batched SDXL call (sample, text
     states, added conditions) and a FLUX call (packed tokens, per-sample timestep and guidance, shared position ids)
     give what one call per sample gives, concatenated."""
-    from hiresdiff.integrations import memory_bounds as module
-    from hiresdiff.integrations.memory_bounds import one_sample_at_a_time
+    from hiresdiff.sampling import memory_bounds as module
+    from hiresdiff.sampling.memory_bounds import one_sample_at_a_time
 
     monkeypatch.setattr(module, "SPLIT_ABOVE_VALUES", 0)
     pipe = load(kind)

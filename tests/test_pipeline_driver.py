@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import hiresdiff
-from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers
-from hiresdiff.integrations.pixel_pipeline import PixelPipeline
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
+from hiresdiff.loading.pixel_pipeline import PixelPipeline
 from hiresdiff.methods.self_cascade import CascadeConfig
 from hiresdiff.recipe import Recipe
 

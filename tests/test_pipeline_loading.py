@@ -9,9 +9,9 @@ import torch
 from tiny_pipelines import load, saved
 
 import hiresdiff
-from hiresdiff.integrations import stage
-from hiresdiff.integrations.hooks import apply_upsample_guidance
-from hiresdiff.integrations.pipeline_loading import (call_kwargs, configure_vae_tiling, generate_from_folder, pick_device,
+from hiresdiff.sampling import stage_parts as stage
+from hiresdiff.unet.upsample_guidance import apply_upsample_guidance
+from hiresdiff.loading.pipelines import (call_kwargs, configure_vae_tiling, generate_from_folder, pick_device,
                                                      pick_dtype)
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.recipe import Recipe
@@ -86,7 +86,7 @@ def test_device_and_dtype():
 def test_vae_tiling_on_request_and_for_the_output_decode_above_2048_squared(monkeypatch):
     """``vae_tiling=True`` tiles for good; ``None`` lets ``generate`` tile the output's decode itself above the φ codec's
     threshold (here lowered to 16² pixels so that a tiny run crosses it), for that call only."""
-    from hiresdiff.integrations import codecs
+    from hiresdiff.sampling import codecs
 
     pipe = load("sd15")
     configure_vae_tiling(pipe, None)
@@ -121,7 +121,7 @@ def test_a_folders_hiresdiff_json_sets_the_trained_size_and_call_defaults(tmp_pa
     import json
     import shutil
 
-    from hiresdiff.integrations.pipeline_loading import load_pipeline
+    from hiresdiff.loading.pipelines import load_pipeline
 
     folder = tmp_path / "flux"
     shutil.copytree(saved("flux"), folder)
@@ -137,7 +137,7 @@ def test_a_folders_hiresdiff_json_sets_the_trained_size_and_call_defaults(tmp_pa
 def test_recommended_guidance_is_the_given_scale_else_the_folders_else_7_5(tmp_path):
     import json
 
-    from hiresdiff.integrations.pipeline_loading import recommended_guidance
+    from hiresdiff.loading.pipelines import recommended_guidance
 
     with_settings, without = tmp_path / "with", tmp_path / "without"
     for folder in (with_settings, without):

@@ -4,8 +4,8 @@ from diffusers import DDPMScheduler
 
 from hiresdiff import lowres_noise
 from hiresdiff.recipe import Recipe
-from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, sample, to_pil
-from hiresdiff.integrations.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
+from hiresdiff.loading.pixel_model import initial_noise, load_pixel_model, sample, to_pil
+from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 
 from conftest import tiny_pixel_unet
 

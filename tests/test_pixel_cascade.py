@@ -8,10 +8,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers
-from hiresdiff.integrations.pixel import load_pixel_model, sample
-from hiresdiff.integrations.restart import stage_generator
-from hiresdiff.integrations.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
+from hiresdiff.loading.pixel_model import load_pixel_model, sample
+from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.methods.self_cascade import CascadeConfig, pivot_noise_vp, resize, restart_index
 from hiresdiff.recipe import Recipe
 

@@ -1,4 +1,4 @@
-"""The one sampling core (``hiresdiff.generate``, also under ``hiresdiff.integrations.pixel.sample``) against
+"""The one sampling core (``hiresdiff.generate``, also under ``hiresdiff.loading.pixel_model.sample``) against
 independent computations: a step-by-step loop written here from the scheduler's own ``step``, the closed
 form of the restart's first UNet input, and the plain pipeline call; for every scheduler × preset × driver."""
 
@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 
 import hiresdiff
-from hiresdiff.integrations.codecs import PixelCodec, VaeCodec, upsample_pivot
-from hiresdiff.integrations.pixel import sample
-from hiresdiff.integrations.pixel_pipeline import PixelPipeline
-from hiresdiff.integrations.restart import stage_generator
-from hiresdiff.integrations.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
-from hiresdiff.integrations.stage import stage_modifications
+from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.loading.pixel_model import sample
+from hiresdiff.loading.pixel_pipeline import PixelPipeline
+from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
+from hiresdiff.sampling.stage_parts import stage_modifications
 from hiresdiff.recipe import Recipe
 
 from hook_helpers import PROMPT, assert_same_snapshot, unet_snapshot
@@ -301,7 +301,7 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
     """With the previous stage on the ``meta`` device, every tensor the restart makes (φ, ε, z_K, the blend) must
     be on it too: one created on the CPU and mixed in raises. (diffusers' schedulers cannot step on ``meta``:
     their ``set_timesteps`` copies sigmas to the CPU, so the loop itself is the pipeline's own device handling.)"""
-    from hiresdiff.integrations.pipeline_driver import _restart
+    from hiresdiff.sampling.generate import _restart
 
     scheduler = make_scheduler("euler", load("pixel").scheduler.config)
     recipe = Recipe(cascade=Recipe.freescale().cascade)
@@ -315,7 +315,7 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
     # a flow transformer's packed latents (FLUX), on the grid the restart computes for the stage
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from hiresdiff.integrations.flow_transformers import FluxLayout
+    from hiresdiff.transformer.layouts import FluxLayout
 
     flow = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=16)
     call = {"generator": stage_generator(SEED, 1)}
@@ -327,7 +327,7 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
 
 
 def test_class_detection_follows_the_models_device():
-    from hiresdiff.integrations.upscale import likely_class_labels
+    from hiresdiff.sampling.image_upscale import likely_class_labels
 
     from diffusers import UNet2DModel
 
@@ -360,7 +360,7 @@ def test_ug_eta_follows_the_model_family_pixel_every_step_latent_the_first_60_pe
 def test_ug_in_bf16_converts_in_float32():
     """bf16 v-prediction at t = 999: the hook's output equals eq. 4 computed in float64 from the bf16 UNet's
     own predictions, up to bf16 rounding of the result (the conversions in bf16 were 2.45 % off)."""
-    from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance
+    from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
     from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction
 
     pipe = load("sd2v")
@@ -466,7 +466,7 @@ def test_half_precision_runs_stay_within_the_stated_tolerance_of_fp32(kind, dtyp
 
 
 def test_a_unet_that_already_carries_a_part_is_refused_and_keeps_it():
-    from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance
+    from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
     from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 
     pipe = load("sd15")
@@ -482,7 +482,7 @@ def test_a_unet_that_already_carries_a_part_is_refused_and_keeps_it():
 def test_noise_levels_match_each_schedulers_own_definition(name):
     """σ, ᾱ and log-SNR read off add_noise equal the scheduler's grid: its sigmas where it keeps them (σ form and
     Karras), else ᾱ at the grid's timesteps; a_i·x₀ + b_i·ε is add_noise itself."""
-    from hiresdiff.integrations.noise_levels import NoiseLevels
+    from hiresdiff.sampling.noise_levels import NoiseLevels
 
     scheduler = make_scheduler(name, load("sd15").scheduler.config)
     levels = NoiseLevels.of(scheduler, STEPS)

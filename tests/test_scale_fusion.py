@@ -10,10 +10,10 @@ from test_dilation import KINDS, TRAINED, T, call, assert_same_full_snapshot, fu
 from test_freescale_math import numpy_gaussian
 from tiny_pipelines import load
 
-import hiresdiff.integrations.scale_fusion as scale_fusion
-from hiresdiff.integrations.call_context import CallContextHook, UNetCall, apply_call_context, remove_call_context
-from hiresdiff.integrations.dilation import apply_dilation, remove_dilation
-from hiresdiff.integrations.scale_fusion import (ScaleFusionAttnProcessor, apply_scale_fusion, remove_scale_fusion,
+import hiresdiff.unet.scale_fusion as scale_fusion
+from hiresdiff.hooks.call_context import CallContextHook, UNetCall, apply_call_context, remove_call_context
+from hiresdiff.unet.dilation import apply_dilation, remove_dilation
+from hiresdiff.unet.scale_fusion import (ScaleFusionAttnProcessor, apply_scale_fusion, remove_scale_fusion,
                                                  self_attentions, windowed_attention)
 from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
 

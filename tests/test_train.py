@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.models import train_emoji, training
+from hiresdiff.training import loop as training
+from hiresdiff.training import pixel_model as train_emoji
 
 
 def test_v_loss_is_min_snr_weighted_v_mse():

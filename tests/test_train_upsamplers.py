@@ -5,8 +5,8 @@ import torch
 
 from hiresdiff.cli import main
 from hiresdiff.core.prediction import prediction_target
-from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers
-from hiresdiff.models.train_upsamplers import train_feature_upsamplers, upsampler_loss
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
+from hiresdiff.training.feature_upsamplers import train_feature_upsamplers, upsampler_loss
 
 from test_pixel_cascade import attention_pixel_unet, scheduler_for
 

@@ -6,8 +6,8 @@ from PIL import Image
 
 import hiresdiff
 from hiresdiff.eval.metrics import paired_rmse
-from hiresdiff.integrations.pixel import load_pixel_model, sample, to_pil
-from hiresdiff.integrations.upscale import image_tensor, likely_class_labels, target_size
+from hiresdiff.loading.pixel_model import load_pixel_model, sample, to_pil
+from hiresdiff.sampling.image_upscale import image_tensor, likely_class_labels, target_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 from hiresdiff.recipe import Recipe, stages_after
 
@@ -111,7 +111,7 @@ def test_an_image_of_no_stage_size_is_refused_before_the_class_detector_runs(mon
     detector used to run on it first)."""
     import time
 
-    import hiresdiff.integrations.upscale as upscale_module
+    import hiresdiff.sampling.image_upscale as upscale_module
 
     unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "sde-dpm++")
     monkeypatch.setattr(upscale_module, "likely_class_labels", lambda *a, **k: pytest.fail("the class detector ran"))

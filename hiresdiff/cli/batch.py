@@ -11,7 +11,7 @@ import dataclasses
 from hiresdiff.cli.generate import (add_max_pixels, add_part_options, add_pipeline_options, check_run_numbers,
                                     load_cli_pipeline, method_options)
 from hiresdiff.defaults import check_max_pixels
-from hiresdiff.integrations.schedulers import SCHEDULERS
+from hiresdiff.loading.schedulers import SCHEDULERS
 
 
 def add_batch_parser(sub) -> None:
@@ -33,7 +33,7 @@ def add_batch_parser(sub) -> None:
 
 def run_batch_command(args) -> None:
     from hiresdiff.batch import BatchSettings, jobs_for, read_prompts, run_batch
-    from hiresdiff.integrations.pipeline_loading import recommended_guidance
+    from hiresdiff.loading.pipelines import recommended_guidance
     from hiresdiff.options import parse_methods, recipes_for
 
     methods = parse_methods([args.method])

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, MAX_PIXELS, PRESETS, check_max_pixels
-from hiresdiff.integrations.schedulers import SCHEDULERS
+from hiresdiff.loading.schedulers import SCHEDULERS
 from hiresdiff.models import shipped_upsamplers
 
 DEFAULT_OUT = "hiresdiff-grid.png"
@@ -183,7 +183,7 @@ def pipeline_columns(args, methods, options):
                    for m, r in recipes.items()}
     pipe, kwargs = load_cli_pipeline(args, needs_unet=any(r.describe() != "naive" for r in recipes.values()))
     from hiresdiff.comparison import check_recipes_make, scaled_size
-    from hiresdiff.integrations.denoisers import find_denoiser, size_multiple, trained_size
+    from hiresdiff.hooks.families import find_denoiser, size_multiple, trained_size
 
     factor = getattr(pipe, "vae_scale_factor", 1)
     denoiser = find_denoiser(pipe)[0]
@@ -204,7 +204,7 @@ def pixel_device_and_dtype(args):
     """(device, dtype) of a pixel model from --device and --dtype (default: the CPU in fp32), the device checked."""
     import torch
 
-    from hiresdiff.integrations.pipeline_loading import check_device
+    from hiresdiff.loading.pipelines import check_device
 
     device = check_device(args.device) if args.device else "cpu"
     return device, getattr(torch, DTYPES[args.dtype]) if args.dtype else None
@@ -215,8 +215,8 @@ def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True
     call's keyword arguments."""
     import torch
 
-    from hiresdiff.integrations.pipeline_loading import call_kwargs, load_pipeline
-    from hiresdiff.integrations.schedulers import make_scheduler
+    from hiresdiff.loading.pipelines import call_kwargs, load_pipeline
+    from hiresdiff.loading.schedulers import make_scheduler
 
     if args.model is None:
         raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
@@ -247,8 +247,8 @@ def run_upscale(args) -> None:
     from PIL import Image
 
     from hiresdiff.grid import IMAGE_FORMATS, check_writable, labelled_grid, save_image
-    from hiresdiff.integrations.pixel import to_pil
-    from hiresdiff.integrations.upscale import image_tensor, target_size, upscale
+    from hiresdiff.loading.pixel_model import to_pil
+    from hiresdiff.sampling.image_upscale import image_tensor, target_size, upscale
 
     from hiresdiff.options import parse_methods, recipes_for
 
@@ -273,9 +273,9 @@ def run_upscale(args) -> None:
         check_writable(path, args.force, IMAGE_FORMATS)
     recipe = recipes_for(methods, method_options(args), shipped_upsamplers(args.model))[methods[0]]
     if args.prompt is None:
-        from hiresdiff.integrations.pixel import load_pixel_model, pixel_model_config
-        from hiresdiff.integrations.denoisers import size_multiple, trained_size
-        from hiresdiff.integrations.upscale import check_upscalable, likely_class_labels
+        from hiresdiff.loading.pixel_model import load_pixel_model, pixel_model_config
+        from hiresdiff.hooks.families import size_multiple, trained_size
+        from hiresdiff.sampling.image_upscale import check_upscalable, likely_class_labels
         from hiresdiff.models import EMBEDDED_MODEL_DIR
 
         _, config = pixel_model_config(args.model or EMBEDDED_MODEL_DIR)  # sizes checked before the model loads

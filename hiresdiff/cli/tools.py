@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from hiresdiff.integrations.schedulers import SCHEDULERS
+from hiresdiff.loading.schedulers import SCHEDULERS
 
 
 def add_data_parser(sub) -> None:

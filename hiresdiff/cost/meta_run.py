@@ -20,7 +20,7 @@ from diffusers.hooks import ModelHook
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch.utils._pytree import tree_map
 
-from hiresdiff.integrations.hook_utils import attach, detach
+from hiresdiff.hooks.base import attach, detach
 
 HOOK = "hiresdiff_meta_execution"
 VAE_METHODS = ("encode", "decode")
@@ -96,7 +96,7 @@ def models_on_meta(pipe):
 
 
 #: What a loaded pipeline may carry besides its components and that changes a run: FLUX's trained size as
-#: ``hiresdiff.integrations.pipeline_loading`` sets it, and the call defaults of a model folder's hiresdiff.json.
+#: ``hiresdiff.loading.pipelines`` sets it, and the call defaults of a model folder's hiresdiff.json.
 CARRIED_ATTRIBUTES = ("default_sample_size", "hiresdiff_call_defaults")
 
 

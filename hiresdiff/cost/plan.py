@@ -88,7 +88,7 @@ def check_arch(arch: str) -> str:
 def count_run(pipe, recipe, height: int, width: int, steps: int, prompt=None, **generate_kwargs) -> list[Count]:
     """FLOPs and working memory of ``hiresdiff.generate(pipe, …)`` per stage; ``pipe``'s models on ``meta``
     (:func:`~hiresdiff.cost.meta_run.meta_twin`, :func:`~hiresdiff.cost.architectures.build_pipeline`)."""
-    from hiresdiff.integrations.pipeline_driver import generate
+    from hiresdiff.sampling.generate import generate
 
     parts = []
     with torch.inference_mode(), models_on_meta(pipe), Counter() as counter:
@@ -133,7 +133,7 @@ def plan(arch: str, height: int, width: Optional[int] = None, method: str = "fre
     ``height`` × ``width`` pixels with ``steps`` steps; ``generate_kwargs`` go to :func:`hiresdiff.generate`
     (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline, to reuse; ``progress``: show its steps;
     ``direct_flops``: direct sampling's FLOPs at this size and steps when already counted (a naive plan's ``flops``)."""
-    from hiresdiff.integrations.denoisers import find_denoiser, trained_size
+    from hiresdiff.hooks.families import find_denoiser, trained_size
     from hiresdiff.recipe import as_recipe
 
     width = height if width is None else width

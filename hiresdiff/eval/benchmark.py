@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from hiresdiff.core.noise import lowres_noise
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
-from hiresdiff.integrations.pixel import initial_noise, load_pixel_model, sample, to_pil
+from hiresdiff.loading.pixel_model import initial_noise, load_pixel_model, sample, to_pil
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two
 from hiresdiff.recipe import Recipe
 
@@ -262,7 +262,7 @@ class PixelSampler:
     def relative_flops(self, method: Method, res: int) -> float:
         """The method's FLOPs over direct sampling's at ``res``² (counted on ``meta``)."""
         from hiresdiff.cost.plan import relative_flops
-        from hiresdiff.integrations.pixel_pipeline import PixelPipeline
+        from hiresdiff.loading.pixel_pipeline import PixelPipeline
 
         labels = {} if self.labels is None else {"class_labels": self.labels[:1]}
         return relative_flops(PixelPipeline(self.unet, self.scheduler), method.recipe, res, res, self.settings.steps,
@@ -275,9 +275,9 @@ class PipelineSampler:
     the trained-size sample of the same batch."""
 
     def __init__(self, settings: Settings, pick: torch.Tensor, test_names: list[str]):
-        from hiresdiff.integrations.denoisers import family_of, find_denoiser
-        from hiresdiff.integrations.pipeline_loading import load_pipeline
-        from hiresdiff.integrations.schedulers import make_scheduler
+        from hiresdiff.hooks.families import family_of, find_denoiser
+        from hiresdiff.loading.pipelines import load_pipeline
+        from hiresdiff.loading.schedulers import make_scheduler
 
         self.pipe = load_pipeline(settings.model, device="cpu", progress=False)
         self.flow = family_of(find_denoiser(self.pipe)[0]).flow
@@ -288,7 +288,7 @@ class PipelineSampler:
         self.settings, self.prompts = settings, [test_names[i] for i in pick.tolist()]
 
     def sample(self, method: Optional[Method], res: int, count: int) -> torch.Tensor:
-        from hiresdiff.integrations.pipeline_driver import generate
+        from hiresdiff.sampling.generate import generate
 
         s, parts, call = self.settings, [], self.call(method)
         if method is not None and method.tiled_vae:
@@ -312,7 +312,7 @@ class PipelineSampler:
 
     def call(self, method: Optional[Method]) -> dict:
         """The pipeline call's arguments for ``method``: CFG as the pipeline takes it, then the method's own."""
-        from hiresdiff.integrations.pipeline_loading import call_kwargs
+        from hiresdiff.loading.pipelines import call_kwargs
 
         call = dict(() if method is None else method.call)
         return {**call_kwargs(self.pipe, call.pop("guidance_scale", self.settings.guidance_scale)), **call}

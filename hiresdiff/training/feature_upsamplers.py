@@ -21,8 +21,8 @@ import torch
 
 from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
-from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
-from hiresdiff.integrations.denoisers import trained_size
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
+from hiresdiff.hooks.families import trained_size
 
 
 def diffusion_loss(unet, scheduler, images: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
@@ -161,7 +161,7 @@ def latent_training_set(pipe, resolution: int, data_path=None) -> dict:
     the training emoji at that size, their pivots (the latents of the half-size emoji) and their names' prompt
     embeddings."""
     from hiresdiff.data import emoji
-    from hiresdiff.models.train_pipeline import latent_means
+    from hiresdiff.training.latent_model import latent_means
 
     def latents(size: int) -> torch.Tensor:
         images = emoji.load(size, "train", data_path).images
@@ -180,8 +180,8 @@ def train(args) -> None:
     from diffusers import DDPMScheduler
 
     from hiresdiff.data import emoji
-    from hiresdiff.integrations.pipeline_loading import load_pipeline
-    from hiresdiff.integrations.pixel import load_pixel_model
+    from hiresdiff.loading.pipelines import load_pipeline
+    from hiresdiff.loading.pixel_model import load_pixel_model
     from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline
 
     torch.set_num_threads(args.threads)

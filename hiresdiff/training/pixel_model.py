@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.models.training import (drop_rows_after, learning_rate, new_ema, replace_folder, save_state,
+from hiresdiff.training.loop import (drop_rows_after, learning_rate, new_ema, replace_folder, save_state,
                                        start_run, v_loss)
 
 UNET_CONFIG = dict(

@@ -1,26 +1,26 @@
 """The one sampling core: any recipe on any diffusers pipeline, a pixel ``UNet2DModel`` being one more pipeline, the
-flow-matching transformers of FLUX.1 and SD3/3.5 others (their differences: :mod:`hiresdiff.integrations.flow_transformers`).
+flow-matching transformers of FLUX.1 and SD3/3.5 others (their differences: :mod:`hiresdiff.transformer.layouts`).
 
 ``generate(pipe, …)`` runs the recipe's stages (:meth:`hiresdiff.recipe.Recipe.stages`) one after the other,
 each as one call of the pipeline itself, which brings everything it already does (prompt encoding, CFG,
 SDXL's added conditioning, ControlNet, IP-Adapter, AnimateDiff's motion modules, the VAE decode,
-``callback_on_step_end``). Pixel models run through :class:`~hiresdiff.integrations.pixel_pipeline.PixelPipeline`,
+``callback_on_step_end``). Pixel models run through :class:`~hiresdiff.loading.pixel_pipeline.PixelPipeline`,
 so the pixel path and the pipeline path are this same code. Per stage:
 
 * stage 0 is the plain call at the trained size (bit for bit ``pipe(…, generator=manual_seed(seed))``),
   ``output_type="latent"`` unless it is the last;
 * a later stage r upsamples the previous result (φ: resize, or VAE decode → resize → encode, see
-  :mod:`hiresdiff.integrations.codecs`), noises it to the restart step K of its own grid with one ε,
-  z_K = a_K·φ(z₀) + b_K·ε in the scheduler's own form (:class:`~hiresdiff.integrations.noise_levels.NoiseLevels`),
+  :mod:`hiresdiff.sampling.codecs`), noises it to the restart step K of its own grid with one ε,
+  z_K = a_K·φ(z₀) + b_K·ε in the scheduler's own form (:class:`~hiresdiff.sampling.noise_levels.NoiseLevels`),
   and hands it to the pipeline as ``latents`` with a scheduler that starts at K
-  (:mod:`hiresdiff.integrations.restart`: the img2img contract, the caller's scheduler never touched). The
+  (:mod:`hiresdiff.sampling.restart`: the img2img contract, the caller's scheduler never touched). The
   pipeline multiplies given latents by ``init_noise_sigma``, so they are passed divided by it;
-* ε and every per-step noise of stage r come from :func:`~hiresdiff.integrations.restart.stage_generator`
+* ε and every per-step noise of stage r come from :func:`~hiresdiff.sampling.restart.stage_generator`
   (seed, r), a CPU generator: the same seed gives the same result under any global RNG and on any device;
 * FreeScale's detail control blends the latents after each step through ``callback_on_step_end`` (chained
   before a user's own callback): blending after step i is blending before the UNet call of step i+1, and
   before the first call the blend is the identity (z̃_K = z_K: one ε per stage);
-* the per-call parts are attached for the stage by :func:`hiresdiff.integrations.stage.stage_modifications`
+* the per-call parts are attached for the stage by :func:`hiresdiff.sampling.stage_parts.stage_modifications`
   and removed in ``finally``. The pipeline object, its scheduler and its config are never changed, also
   after an exception or an interrupt: every stage runs on a shallow copy of the pipeline with a scheduler
   of its own.
@@ -46,13 +46,13 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from hiresdiff.integrations.memory_bounds import memory_bounds
-from hiresdiff.integrations.codecs import PixelCodec, VaeCodec, upsample_pivot
-from hiresdiff.integrations.noise_levels import NoiseLevels, fresh_copy
-from hiresdiff.integrations.restart import RestartedScheduler, stage_generator, stage_pipeline
-from hiresdiff.integrations.stage import load_upsamplers, stage_detail, stage_modifications, transformer_positions
-from hiresdiff.integrations.denoisers import family_of, find_denoiser, size_multiple
-from hiresdiff.integrations.denoisers import trained_size as denoiser_trained_size
+from hiresdiff.sampling.memory_bounds import memory_bounds
+from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.sampling.noise_levels import NoiseLevels, fresh_copy
+from hiresdiff.sampling.restart import RestartedScheduler, stage_generator, stage_pipeline
+from hiresdiff.sampling.stage_parts import load_upsamplers, stage_detail, stage_modifications, transformer_positions
+from hiresdiff.hooks.families import family_of, find_denoiser, size_multiple
+from hiresdiff.hooks.families import trained_size as denoiser_trained_size
 from hiresdiff.methods.self_cascade import check_positive_int, resize, restart_index
 from hiresdiff.recipe import Recipe, Stage, as_recipe, stages_after
 
@@ -73,12 +73,12 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         pipe: a loaded diffusers pipeline whose denoiser is a supported UNet (SD 1.x/2.x, SDXL, AnimateDiff,
             their ControlNet, T2I-Adapter, IP-Adapter and LoRA variants) or flow-matching transformer
             (``FluxPipeline``, ``StableDiffusion3Pipeline``), or a
-            :class:`~hiresdiff.integrations.pixel_pipeline.PixelPipeline`.
+            :class:`~hiresdiff.loading.pixel_pipeline.PixelPipeline`.
         prompt: the prompt (also any other pipeline argument in ``pipeline_kwargs``: ``negative_prompt``,
             ``guidance_scale``, ``output_type``, ``callback_on_step_end``, ``image`` of a ControlNet, …;
             ``latents`` and ``noise_size`` apply to stage 0 only).
         recipe: :class:`~hiresdiff.recipe.Recipe` or a preset name (``None``: the pipeline's plain call at that size).
-        seed: drives one CPU generator per stage (:func:`~hiresdiff.integrations.restart.stage_generator`).
+        seed: drives one CPU generator per stage (:func:`~hiresdiff.sampling.restart.stage_generator`).
         steps: sampling steps of stage 0 (later stages: ``cascade.steps`` or these, of which they run
             the last ``int(steps·strength)``).
         num_frames: frames of a video pipeline (AnimateDiff).

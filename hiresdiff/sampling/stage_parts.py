@@ -1,15 +1,15 @@
 """The per-call parts of a :class:`~hiresdiff.recipe.Recipe` on a UNet or flow transformer, for one stage.
 
-The sampling core (:mod:`hiresdiff.integrations.pipeline_driver`, for pixel models and pipelines alike) runs
+The sampling core (:mod:`hiresdiff.sampling.generate`, for pixel models and pipelines alike) runs
 every stage inside :func:`stage_modifications`: it attaches, in this order, the call-context hook (innermost:
 every real UNet call passes through it), dilated convs, fused self-attention, the feature upsamplers, and
 Upsample Guidance (outermost: it calls the UNet again at the trained size, and those calls see their own
 context), each through diffusers' ``HookRegistry`` or as an attention processor, with its removal registered
 before it is attached; on exit they come off in reverse order, also when the stage raises or is interrupted.
 A flow transformer (FLUX, SD3) gets the analogues: the call context, position rescaling on its position embedding
-(:mod:`hiresdiff.integrations.positions`; the recipe's ``positions``, or PI over the dilation's window), scale
-fusion on its joint attention (:mod:`hiresdiff.integrations.joint_fusion`) and UG for rectified flow
-(:mod:`hiresdiff.integrations.flow_guidance`). A denoiser that already carries one of them is refused. A stage at
+(:mod:`hiresdiff.transformer.position_scaling`; the recipe's ``positions``, or PI over the dilation's window), scale
+fusion on its joint attention (:mod:`hiresdiff.transformer.joint_fusion`) and UG for rectified flow
+(:mod:`hiresdiff.transformer.upsample_guidance`). A denoiser that already carries one of them is refused. A stage at
 the trained size gets nothing (but temporal UG): it is plain sampling bit for bit.
 """
 
@@ -21,15 +21,15 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from hiresdiff.integrations.call_context import apply_call_context, remove_call_context
-from hiresdiff.integrations.dilation import apply_dilation, remove_dilation
-from hiresdiff.integrations.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
-from hiresdiff.integrations.hooks import apply_upsample_guidance, remove_upsample_guidance
-from hiresdiff.integrations.scale_fusion import apply_scale_fusion, remove_scale_fusion
-from hiresdiff.integrations.denoisers import family_of
-from hiresdiff.integrations.denoisers import trained_size as denoiser_trained_size
-from hiresdiff.integrations.joint_fusion import apply_joint_fusion, remove_joint_fusion
-from hiresdiff.integrations.positions import apply_positions, remove_positions
+from hiresdiff.hooks.call_context import apply_call_context, remove_call_context
+from hiresdiff.unet.dilation import apply_dilation, remove_dilation
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
+from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
+from hiresdiff.unet.scale_fusion import apply_scale_fusion, remove_scale_fusion
+from hiresdiff.hooks.families import family_of
+from hiresdiff.hooks.families import trained_size as denoiser_trained_size
+from hiresdiff.transformer.joint_fusion import apply_joint_fusion, remove_joint_fusion
+from hiresdiff.transformer.position_scaling import apply_positions, remove_positions
 from hiresdiff.methods.freescale import blend_detail, check_detail_alpha, detail_weight, resize_alpha
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.self_cascade import CascadeConfig
@@ -94,14 +94,14 @@ def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Seque
 def check_unmodified(unet) -> None:
     """``ValueError`` if ``unet`` (or a flow transformer) already carries one of the per-call parts (applied by hand,
     or a run in progress on it): a stage would otherwise remove it on exit."""
-    from hiresdiff.integrations.call_context import CALL_CONTEXT_HOOK
-    from hiresdiff.integrations.dilation import DILATION_HOOK, dilated_convs
-    from hiresdiff.integrations.feature_upsamplers import UPSAMPLERS_HOOK
-    from hiresdiff.integrations.hook_utils import attached
-    from hiresdiff.integrations.hooks import UPSAMPLE_GUIDANCE_HOOK
-    from hiresdiff.integrations.joint_fusion import JointFusionProcessor, joint_attentions
-    from hiresdiff.integrations.positions import POSITIONS_HOOK
-    from hiresdiff.integrations.scale_fusion import ScaleFusionAttnProcessor, self_attentions
+    from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK
+    from hiresdiff.unet.dilation import DILATION_HOOK, dilated_convs
+    from hiresdiff.unet.feature_upsamplers import UPSAMPLERS_HOOK
+    from hiresdiff.hooks.base import attached
+    from hiresdiff.unet.upsample_guidance import UPSAMPLE_GUIDANCE_HOOK
+    from hiresdiff.transformer.joint_fusion import JointFusionProcessor, joint_attentions
+    from hiresdiff.transformer.position_scaling import POSITIONS_HOOK
+    from hiresdiff.unet.scale_fusion import ScaleFusionAttnProcessor, self_attentions
 
     present = [name for name in (CALL_CONTEXT_HOOK, UPSAMPLE_GUIDANCE_HOOK, UPSAMPLERS_HOOK) if attached(unet, name)]
     if family_of(unet).flow:
@@ -136,7 +136,7 @@ def stage_modifications(unet, recipe: Recipe, stage: Stage, scheduler, *, upsamp
 
     Args:
         scheduler: the scheduler sampling the stage (UG reads ᾱ and the prediction type from it, dilation T).
-        upsamplers: loaded :class:`~hiresdiff.integrations.feature_upsamplers.FeatureUpsamplers` (or ``None``).
+        upsamplers: loaded :class:`~hiresdiff.unet.feature_upsamplers.FeatureUpsamplers` (or ``None``).
         pivot: the previous stage's clean result at its own size, in the UNet's space (for the upsamplers).
         sdxl_time_ids: SDXL micro-conditioning of UG's low-resolution calls (see ``lowres_call``).
         trained_size: the trained (h, w) in the denoiser's units (default: its own, :func:`denoisers.trained_size`).

@@ -14,7 +14,7 @@ type; ``remove_upsample_guidance(pipe)`` puts the UNet back as it was. The hook
 * works on what the UNet receives: the pipeline's CFG batch (UG is linear, so guiding both CFG halves and
   then combining equals combining then guiding, as long as ``guidance_rescale`` is 0 — with it, UG is
   applied before the rescale) and schedulers' scaled inputs (x/√(σ²+1) is the VP x_t);
-* gives the low-res call the same conditioning, see :mod:`hiresdiff.integrations.lowres_call`;
+* gives the low-res call the same conditioning, see :mod:`hiresdiff.unet.lowres_call`;
 * skips the low-res call when w_t = 0 (eq. 5) and then calls the UNet with its arguments untouched;
 * reads ``alphas_cumprod`` and ``prediction_type`` from the scheduler at every call, so a pipeline's
   scheduler can be swapped after ``apply``; a bare UNet needs ``scheduler=``;
@@ -30,9 +30,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from hiresdiff.core.resample import axis_factors
-from hiresdiff.integrations.hook_utils import DenoiserCallHook, attach, attached, detach
-from hiresdiff.integrations.lowres_call import check_latent_size, check_time_ids, lowres_conditioning
-from hiresdiff.integrations.denoisers import DenoiserFamily, family_of, find_denoiser
+from hiresdiff.hooks.base import DenoiserCallHook, attach, attached, detach
+from hiresdiff.unet.lowres_call import check_latent_size, check_time_ids, lowres_conditioning
+from hiresdiff.hooks.families import DenoiserFamily, family_of, find_denoiser
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction, with_family_eta
 
 UPSAMPLE_GUIDANCE_HOOK = "upsample_guidance"
@@ -104,7 +104,7 @@ def apply_upsample_guidance(pipe_or_unet, config: Union[UpsampleGuidanceConfig, 
         scheduler: where ``alphas_cumprod`` and ``prediction_type`` come from. Default for a pipeline: its
             current ``scheduler``, read at every call. Required for a bare UNet.
         sdxl_time_ids: ``"scale"`` (default) or ``"keep"``: SDXL micro-conditioning of the low-res call,
-            see :mod:`hiresdiff.integrations.lowres_call`.
+            see :mod:`hiresdiff.unet.lowres_call`.
 
     Raises:
         ValueError: the pipeline has no supported UNet, a bare UNet comes without a scheduler, the
@@ -128,8 +128,8 @@ def apply_upsample_guidance(pipe_or_unet, config: Union[UpsampleGuidanceConfig, 
         raise ValueError(f"config must be an UpsampleGuidanceConfig or a non-empty sequence of them; got {config!r}")
     levels = [with_family_eta(level, latent=family.latent) for level in levels]
     if family.flow:  # rectified flow: σ comes from the call itself, no scheduler is read
-        from hiresdiff.integrations.denoisers import size_multiple
-        from hiresdiff.integrations.flow_guidance import FlowUpsampleGuidanceHook
+        from hiresdiff.hooks.families import size_multiple
+        from hiresdiff.transformer.upsample_guidance import FlowUpsampleGuidanceHook
 
         for level in levels:
             axis_factors(level.factor, 4)  # (H, W) only: ValueError for a frame factor

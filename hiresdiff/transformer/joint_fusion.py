@@ -4,7 +4,7 @@
 
 ``h_global`` is the layer's own processor on all tokens. ``h_local`` is the same processor called once per window
 of the trained token grid (stride half a window, interior windows jittered as in
-:mod:`hiresdiff.integrations.scale_fusion`), each call seeing every text token and the window's image tokens;
+:mod:`hiresdiff.unet.scale_fusion`), each call seeing every text token and the window's image tokens;
 the image outputs are averaged where windows overlap, the text outputs of the windows are dropped (text tokens
 keep their global output). FLUX's rotary embedding is sliced with the tokens, so every token keeps the rotation of
 its place in the whole image (RoPE is applied before windowing). Calling the layer's own processor makes the
@@ -24,8 +24,8 @@ from typing import Optional
 
 import torch
 
-from hiresdiff.integrations.call_context import CallContextHook
-from hiresdiff.integrations.scale_fusion import fusion_window_starts
+from hiresdiff.hooks.call_context import CallContextHook
+from hiresdiff.unet.scale_fusion import fusion_window_starts
 from hiresdiff.methods.freescale import ScaleFusionConfig, fuse, gaussian_blur_tokens
 
 
@@ -96,7 +96,7 @@ def joint_attentions(transformer) -> dict:
 
 def apply_joint_fusion(transformer, config: ScaleFusionConfig, context: CallContextHook) -> list[str]:
     """Wrap every joint attention of ``transformer`` in a :class:`JointFusionProcessor`; returns their paths."""
-    from hiresdiff.integrations.denoisers import size_multiple
+    from hiresdiff.hooks.families import size_multiple
 
     if not isinstance(config, ScaleFusionConfig):
         raise ValueError(f"fusion must be a ScaleFusionConfig; got a {type(config).__name__}")

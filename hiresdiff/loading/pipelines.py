@@ -1,7 +1,7 @@
 """Loading a diffusers pipeline by folder or hub id and running a recipe on it: the CLI's ``--model`` path.
 
 ``DiffusionPipeline.from_pretrained`` (a hub id or a local folder), on the best device and dtype, then
-:func:`hiresdiff.integrations.pipeline_driver.generate`, which attaches the recipe's parts for the call
+:func:`hiresdiff.sampling.generate.generate`, which attaches the recipe's parts for the call
 and removes them again, even when the call fails.
 """
 
@@ -12,8 +12,8 @@ from typing import Optional
 
 import torch
 
-from hiresdiff.integrations.pipeline_driver import generate
-from hiresdiff.integrations.denoisers import check_model_index
+from hiresdiff.sampling.generate import generate
+from hiresdiff.hooks.families import check_model_index
 from hiresdiff.recipe import Recipe
 
 def pick_device() -> str:
@@ -45,7 +45,7 @@ def pick_dtype(device: str) -> torch.dtype:
 
 def configure_vae_tiling(pipe, vae_tiling: Optional[bool]) -> None:
     """``True``: ``pipe.vae.enable_tiling()`` for good (``ValueError`` for a pipeline without a VAE). Otherwise nothing:
-    :func:`~hiresdiff.integrations.pipeline_driver.generate` tiles outputs above 1536² pixels itself."""
+    :func:`~hiresdiff.sampling.generate.generate` tiles outputs above 1536² pixels itself."""
     if vae_tiling:
         if getattr(pipe, "vae", None) is None:
             raise ValueError(f"vae_tiling=True, but {type(pipe).__name__} has no VAE")
@@ -131,7 +131,7 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
 
     Raises:
         ValueError: before any weights load when a recipe is asked for a pipeline without a supported UNet;
-            before sampling for sizes the recipe cannot make (see :func:`~hiresdiff.integrations.pipeline_driver.generate`).
+            before sampling for sizes the recipe cannot make (see :func:`~hiresdiff.sampling.generate.generate`).
     """
     pipe = load_pipeline(model, device=device, dtype=dtype, needs_unet=recipe is not None, progress=progress)
     configure_vae_tiling(pipe, vae_tiling)

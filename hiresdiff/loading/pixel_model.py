@@ -5,8 +5,8 @@ asked for and block-averaged down (``√k·D[noise]``, DESIGN.md §2), so the sa
 samples across resolutions. A stochastic scheduler that takes its per-step noise as an argument
 (``variance_noise``: SDE-DPM-Solver++) gets it the same way; DDPM and Euler a draw it from a seeded
 generator at the sample's own size, so their pairs share only the start.
-The UNet runs as one more diffusers pipeline (:class:`~hiresdiff.integrations.pixel_pipeline.PixelPipeline`)
-through the one sampling core, :func:`hiresdiff.integrations.pipeline_driver.generate`: the same stage
+The UNet runs as one more diffusers pipeline (:class:`~hiresdiff.loading.pixel_pipeline.PixelPipeline`)
+through the one sampling core, :func:`hiresdiff.sampling.generate.generate`: the same stage
 loop, restart and per-call parts as SD, SDXL and AnimateDiff pipelines, for every scheduler.
 """
 
@@ -18,8 +18,8 @@ from typing import Optional, Sequence, Union
 import torch
 
 from hiresdiff.core.noise import consistent_noise
-from hiresdiff.integrations.restart import stage_generator
-from hiresdiff.integrations.denoisers import size_multiple, trained_size
+from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.hooks.families import size_multiple, trained_size
 from hiresdiff.recipe import Recipe, as_recipe
 
 
@@ -52,7 +52,7 @@ def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim", device: st
     """
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from hiresdiff.integrations.schedulers import make_scheduler
+    from hiresdiff.loading.schedulers import make_scheduler
 
     path = Path(path)
     unet_dir, _ = pixel_model_config(path)
@@ -107,8 +107,8 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
            image: Optional[torch.Tensor] = None, progress: bool = True) -> Union[torch.Tensor, list[torch.Tensor]]:
     """Sample ``num_images`` images of ``height``×``width`` in [-1, 1] with ``recipe`` (``None``: plain sampling).
 
-    The pixel UNet runs as a :class:`~hiresdiff.integrations.pixel_pipeline.PixelPipeline` through the one
-    sampling core, :func:`hiresdiff.integrations.pipeline_driver.generate`: the first stage is plain sampling
+    The pixel UNet runs as a :class:`~hiresdiff.loading.pixel_pipeline.PixelPipeline` through the one
+    sampling core, :func:`hiresdiff.sampling.generate.generate`: the first stage is plain sampling
     of its size from the seed's noise (``noise`` (B, C, h, w) replaces that draw); every later stage resizes
     the previous result to its size, noises it to the restart step K with one draw ε and denoises K → 0 with
     the stage's per-call parts attached. ``return_stages=True`` returns every stage's result, the first being
@@ -122,8 +122,8 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
     of size (h, w) (the first stage when it has the trained size), and only the stages after it run;
     ``return_stages`` then starts with ``image``.
     """
-    from hiresdiff.integrations.pipeline_driver import check_steps, generate
-    from hiresdiff.integrations.pixel_pipeline import PixelPipeline
+    from hiresdiff.sampling.generate import check_steps, generate
+    from hiresdiff.loading.pixel_pipeline import PixelPipeline
 
     check_steps(steps)
     recipe = as_recipe(recipe) if recipe is not None else Recipe()

@@ -10,7 +10,7 @@ Two phases, each resumable from its own state file in ``--run-dir`` (outside git
    ``CLIPTextModel`` (both trained from scratch, jointly), on the VAE's latents of the training split, the
    prompt being the emoji's name (:mod:`hiresdiff.models.emoji_tokenizer`); 10 % of prompts are dropped
    to "" so that classifier-free guidance and negative prompts work. v-prediction with the cosine schedule,
-   min-SNR-5 weighting and an EMA, as the pixel model (:mod:`hiresdiff.models.training`).
+   min-SNR-5 weighting and an EMA, as the pixel model (:mod:`hiresdiff.training.loop`).
 
 The result is a ``StableDiffusionPipeline`` folder (``--run-dir``/pipeline) that
 ``StableDiffusionPipeline.from_pretrained`` loads; ``--ship FOLDER`` writes the shipped form of it
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.models.training import Phase, add_run_arguments, replace_folder, start_run, v_loss, write_shipped
+from hiresdiff.training.loop import Phase, add_run_arguments, replace_folder, start_run, v_loss, write_shipped
 
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, latent_channels=4, sample_size=32, layers_per_block=1,
@@ -161,7 +161,7 @@ def ship(run_dir: Path, out_dir: Path, train: emoji.EmojiData, test: emoji.Emoji
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
     from hiresdiff.defaults import DEFAULT_SCHEDULER
-    from hiresdiff.integrations.schedulers import make_scheduler
+    from hiresdiff.loading.schedulers import make_scheduler
 
     pipe = StableDiffusionPipeline.from_pretrained(Path(run_dir) / "pipeline")
     pipe.scheduler = make_scheduler(DEFAULT_SCHEDULER, DDPMScheduler(**SCHEDULER_CONFIG).config)

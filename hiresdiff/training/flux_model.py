@@ -11,7 +11,7 @@ dropped to "" so that true classifier-free guidance (``true_cfg_scale`` with ``n
 the transformer has no guidance embedding (it is not guidance-distilled).
 
 Loss: rectified flow, x_t = (1 − t)·x₀ + t·ε, the transformer predicts v = ε − x₀, t logit-normal (SD3's
-training density; :func:`hiresdiff.models.training.flow_loss`). The scheduler is FLUX's
+training density; :func:`hiresdiff.training.loop.flow_loss`). The scheduler is FLUX's
 ``FlowMatchEulerDiscreteScheduler`` with dynamic shifting, its sequence lengths scaled as FLUX.1's to the
 trained size: μ = 0.5 at a quarter of the trained token count, 1.15 at the trained 64 tokens (FLUX.1-dev:
 256 and 4096 tokens), extrapolated linearly above, as FLUX's pipeline does.
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.models.training import Phase, add_run_arguments, flow_loss, replace_folder, start_run, write_shipped
+from hiresdiff.training.loop import Phase, add_run_arguments, flow_loss, replace_folder, start_run, write_shipped
 
 T5_LENGTH = 24  # the longest emoji name is 22 T5 tokens with its </s>
 TRANSFORMER_CONFIG = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=5, attention_head_dim=32,
@@ -40,7 +40,7 @@ T5_CONFIG = dict(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4, rela
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
                         base_image_seq_len=16, max_image_seq_len=64)
 PROMPT_DROPOUT = 0.1
-# what hiresdiff's loader reads from the shipped folder (hiresdiff.integrations.pipeline_loading.apply_model_settings):
+# what hiresdiff's loader reads from the shipped folder (hiresdiff.loading.pipelines.apply_model_settings):
 # the trained size FluxPipeline cannot know, the prompt length the T5 encoder was trained with, and the CFG scale
 # that meets the quality bar (benchmarks/results/flux_quality.md: 4 — at 7.5 the FD is 1.7× the real floor)
 HIRESDIFF_SETTINGS = {"trained_size": 32, "call": {"max_sequence_length": T5_LENGTH, "guidance_scale": 4.0}}
@@ -48,7 +48,7 @@ HIRESDIFF_SETTINGS = {"trained_size": 32, "call": {"max_sequence_length": T5_LEN
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) latents → FLUX's (B, h/2·w/2, 4C) tokens (the sampling core's FLUX layout)."""
-    from hiresdiff.integrations.flow_transformers import FluxLayout
+    from hiresdiff.transformer.layouts import FluxLayout
 
     return FluxLayout().from_grid(latents)
 
@@ -98,7 +98,7 @@ def prompt_ids(tokenizer, names: list[str], length: int) -> torch.Tensor:
 def train(args) -> None:
     from diffusers import FluxPipeline
 
-    from hiresdiff.models.train_pipeline import encode_latents
+    from hiresdiff.training.latent_model import encode_latents
 
     run_dir = start_run(args)
     train_split = emoji.load(32, "train", args.data)

@@ -20,8 +20,8 @@ from typing import Sequence
 import torch
 
 from hiresdiff.core.resample import axis_factors
-from hiresdiff.integrations.denoisers import DenoiserFamily
-from hiresdiff.integrations.hook_utils import DenoiserCallHook
+from hiresdiff.hooks.families import DenoiserFamily
+from hiresdiff.hooks.base import DenoiserCallHook
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.methods.upsample_guidance_flow import nested_flow_upsample_guidance
 

@@ -25,8 +25,8 @@ from diffusers.hooks import ModelHook
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 
-from hiresdiff.integrations.hook_utils import DenoiserCallHook, attach, detach
-from hiresdiff.integrations.lowres_call import RESIDUALS
+from hiresdiff.hooks.base import DenoiserCallHook, attach, detach
+from hiresdiff.unet.lowres_call import RESIDUALS
 
 UPSAMPLERS_HOOK = "hiresdiff_feature_upsamplers"
 _BLOCK_HOOK = "hiresdiff_feature_upsampler"
@@ -196,7 +196,7 @@ def attach_feature_upsamplers(unet, upsamplers: FeatureUpsamplers, pivot: torch.
     """Add ``upsamplers`` to ``unet``'s calls at ``stage_size`` (default: twice the pivot's size).
 
     ``pivot`` is the previous stage's clean result in the UNet's space, (B, C, h, w) or (B, C, F, h, w);
-    ``context`` the stage's :class:`~hiresdiff.integrations.call_context.CallContextHook` (the pivot pass
+    ``context`` the stage's :class:`~hiresdiff.hooks.call_context.CallContextHook` (the pivot pass
     runs with it cleared, so dilation and fusion leave it alone).
     """
     upsamplers.check_fits(unet)

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from hiresdiff.integrations.hook_utils import DenoiserCallHook, attach, attached, detach
+from hiresdiff.hooks.base import DenoiserCallHook, attach, attached, detach
 
 CALL_CONTEXT_HOOK = "hiresdiff_call_context"
 

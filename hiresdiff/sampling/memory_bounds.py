@@ -8,7 +8,7 @@ is position-wise, so running it on chunks of tokens and concatenating gives each
 rows of the same matrix products) while holding one chunk's intermediates. diffusers' own
 ``set_chunk_feed_forward`` needs the chunk to divide every layer's token count at every size; this hook takes any
 count (the last chunk is shorter). It hooks every diffusers ``FeedForward`` (UNet transformer blocks, motion
-modules, FLUX's dual-stream and SD3's blocks) and is removed exactly (:mod:`hiresdiff.integrations.hook_utils`).
+modules, FLUX's dual-stream and SD3's blocks) and is removed exactly (:mod:`hiresdiff.hooks.base`).
 FLUX's single-stream blocks have no ``FeedForward``: their MLP (3072 → 12,288, concatenated with the attention
 output into 15,360 values a token before ``proj_out``) is inline, so :class:`ChunkedSingleBlockHook` runs the block
 with its position-wise part in chunks (a FLUX.1-dev call at 4096² in bf16: 6.5 GiB of working memory without it,
@@ -27,8 +27,8 @@ from torch.utils._pytree import tree_map
 from diffusers.models.attention import FeedForward
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
 
-from hiresdiff.integrations.codecs import tiles
-from hiresdiff.integrations.hook_utils import attach, detach
+from hiresdiff.sampling.codecs import tiles
+from hiresdiff.hooks.base import attach, detach
 
 CHUNK_HOOK = "hiresdiff_chunked_feed_forward"
 #: Tokens per chunk: at SDXL's widest feed-forward (1280 → 2 × 5120) one chunk's intermediates are 0.3 GB in fp16.
@@ -144,7 +144,7 @@ def one_sample_at_a_time(denoiser: torch.nn.Module):
 def memory_bounds(denoiser: torch.nn.Module, vae=None, vae_tiling: Optional[bool] = None, pixels=(0, 0)):
     """Within the block: every feed-forward layer of ``denoiser`` on bounded chunks of tokens, its large calls one
     sample at a time (CFG's halves too), and ``vae`` (the stage that decodes its output passes it) tiled for a
-    (h, w) ``pixels`` output as the φ codec decides (:func:`hiresdiff.integrations.codecs.tiles`); restored after."""
+    (h, w) ``pixels`` output as the φ codec decides (:func:`hiresdiff.sampling.codecs.tiles`); restored after."""
     with ExitStack() as stack:
         stack.enter_context(chunked_feed_forward(denoiser))
         stack.enter_context(one_sample_at_a_time(denoiser))

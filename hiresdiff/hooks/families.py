@@ -3,7 +3,7 @@
 One small per-architecture registry (DESIGN.md §4): the output class a denoiser returns with
 ``return_dict=True``, whether it is a video UNet, whose ``sample`` is (B, C, F, H, W) and whose
 ControlNet residuals arrive with frames folded into the batch, (B·F, C, h, w), and for the flow-matching
-transformers (FLUX.1, SD3/3.5) their :mod:`~hiresdiff.integrations.flow_transformers` layout (packed tokens,
+transformers (FLUX.1, SD3/3.5) their :mod:`~hiresdiff.transformer.layouts` layout (packed tokens,
 time unit, trained size, the pipeline's timestep grid). Pipelines are recognised by their ``unet`` or
 ``transformer`` component, never by name or path.
 """
@@ -44,7 +44,7 @@ def families() -> dict[type, DenoiserFamily]:
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
     from diffusers.models.unets.unet_motion_model import UNetMotionOutput
 
-    from hiresdiff.integrations.flow_transformers import FluxLayout, SD3Layout
+    from hiresdiff.transformer.layouts import FluxLayout, SD3Layout
 
     return {
         UNet2DConditionModel: DenoiserFamily(UNet2DConditionOutput, video=False),
@@ -66,7 +66,7 @@ def family_of(denoiser) -> DenoiserFamily:
 def _layout_of_config(config: Mapping[str, Any]):
     """The transformer layout a denoiser config describes (FLUX: ``axes_dims_rope``; SD3: ``pos_embed_max_size``),
     ``None`` for a UNet's."""
-    from hiresdiff.integrations.flow_transformers import FluxLayout, SD3Layout
+    from hiresdiff.transformer.layouts import FluxLayout, SD3Layout
 
     if "block_out_channels" in config:
         return None

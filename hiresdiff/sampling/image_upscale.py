@@ -4,7 +4,7 @@ The image stands in for the result of the cascade's stage of its size (the train
 only the later stages run: φ (resize, or VAE round trip), re-noise to the restart step K with one ε,
 denoise K → 0 at the larger size with the recipe's per-call parts — Self-Cascade's or FreeScale's later
 stages, with Upsample Guidance if the recipe composes it. Both drivers do the work
-(:func:`hiresdiff.integrations.pixel.sample` and :func:`hiresdiff.integrations.pipeline_driver.generate`
+(:func:`hiresdiff.loading.pixel_model.sample` and :func:`hiresdiff.sampling.generate.generate`
 with ``image=`` and ``init_image=``); this module turns a user's image into their input and picks the defaults.
 """
 
@@ -18,8 +18,8 @@ import torch
 from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
 from hiresdiff.defaults import MAX_UPSCALE
-from hiresdiff.integrations.pixel import sample, to_pil
-from hiresdiff.integrations.denoisers import size_multiple, trained_size
+from hiresdiff.loading.pixel_model import sample, to_pil
+from hiresdiff.hooks.families import size_multiple, trained_size
 from hiresdiff.recipe import Recipe, as_recipe, stages_after
 
 DEFAULT_RECIPE = "self-cascade"
@@ -184,7 +184,7 @@ def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: O
         out = sample(unet, scheduler, height=height, width=width, image=pixels.to(unet.device), seed=seed, steps=steps,
                      class_labels=class_labels, recipe=recipe, progress=progress)
         return to_pil(out)
-    from hiresdiff.integrations.pipeline_driver import generate
+    from hiresdiff.sampling.generate import generate
 
     if len(pixels) != 1:
         raise ValueError(f"image: a pipeline upscales one image at a time; got {len(pixels)}")

@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from hiresdiff.integrations.noise_levels import fresh_copy
+from hiresdiff.sampling.noise_levels import fresh_copy
 
 _STAGE_SEED_STRIDE = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): stage seeds of nearby seeds do not collide
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from diffusers.hooks import ModelHook
 
 from hiresdiff.core.rope import entropy_logit_scale, scaled_rope_frequencies, yarn_attention_factor
-from hiresdiff.integrations.call_context import CallContextHook
-from hiresdiff.integrations.hook_utils import attach, detach
+from hiresdiff.hooks.call_context import CallContextHook
+from hiresdiff.hooks.base import attach, detach
 from hiresdiff.methods.positions import PositionConfig
 
 POSITIONS_HOOK = "hiresdiff_positions"

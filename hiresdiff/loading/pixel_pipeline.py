@@ -1,7 +1,7 @@
 """A pixel-space ``UNet2DModel`` as one more diffusers pipeline, so that it runs through the same driver.
 
 :class:`PixelPipeline` keeps the contract of diffusers' text-to-image pipelines that the driver
-(:func:`hiresdiff.integrations.pipeline_driver.generate`) relies on, and nothing else: ``height``,
+(:func:`hiresdiff.sampling.generate.generate`) relies on, and nothing else: ``height``,
 ``width``, ``num_inference_steps``, ``num_images_per_prompt``, ``generator``, ``latents`` (multiplied by
 ``init_noise_sigma``), ``callback_on_step_end`` (it is given and may replace ``latents``) and ``output_type``; its loop is the diffusers loop
 (``set_timesteps`` → for t in ``timesteps``: ``scale_model_input`` → UNet → ``step``). It adds the UNet's
@@ -19,7 +19,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
 from hiresdiff.core.noise import consistent_noise
-from hiresdiff.integrations.denoisers import trained_size
+from hiresdiff.hooks.families import trained_size
 
 OUTPUT_TYPES = ("latent", "pt", "np", "pil")
 

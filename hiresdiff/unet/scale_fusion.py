@@ -48,8 +48,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from hiresdiff.integrations.call_context import CALL_CONTEXT_HOOK, CallContextHook
-from hiresdiff.integrations.hook_utils import attached
+from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK, CallContextHook
+from hiresdiff.hooks.base import attached
 from hiresdiff.methods.freescale import (ScaleFusionConfig, downsampled_size, fuse, gaussian_blur,
                                          gaussian_blur_tokens, token_level, window_starts)
 

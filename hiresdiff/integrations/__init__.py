@@ -1,1 +1,0 @@
-"""diffusers adapters: pixel-space sampling, and hooks on UNets of latent pipelines."""
