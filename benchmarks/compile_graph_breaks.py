@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tiny pipelines are built by the t
 
 from tiny_pipelines import load  # noqa: E402
 
-from hiresdiff.sampling.stage_parts import stage_modifications  # noqa: E402
 from hiresdiff.recipe import Recipe  # noqa: E402
+from hiresdiff.sampling.stage_parts import stage_modifications  # noqa: E402
 
 PRESETS = ("naive", "self-cascade", "ug", "freescale", "freescale+ug")
 COMMAND = "python benchmarks/compile_graph_breaks.py"

@@ -28,11 +28,11 @@ import torch
 
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
-from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 from hiresdiff.loading.pixel_model import load_pixel_model, sample
 from hiresdiff.models import EMBEDDED_MODEL_DIR
-from hiresdiff.training.feature_upsamplers import diffusion_loss, upsampler_loss
 from hiresdiff.recipe import Recipe
+from hiresdiff.training.feature_upsamplers import diffusion_loss, upsampler_loss
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 
 OUT = Path("benchmarks/results")
 

@@ -34,10 +34,11 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def tiny_case(kind: str, recipe: str, dtype: torch.dtype, device: str) -> dict:
-    import hiresdiff
-    from hiresdiff.hooks.families import find_denoiser
-    from hiresdiff.loading.pixel_model import sample
     from tiny_pipelines import FLOW_TRAINED_LATENT, load
+
+    import hiresdiff
+    from hiresdiff.denoisers.registry import find_denoiser
+    from hiresdiff.loading.pixel_model import sample
 
     pipe = load(kind).to(device, dtype)
     denoiser, _ = find_denoiser(pipe)
@@ -55,7 +56,8 @@ def tiny_case(kind: str, recipe: str, dtype: torch.dtype, device: str) -> dict:
 def real_case(arch: str, size: int, recipe: str, steps: int, device: str, dtype: str) -> dict:
     from hiresdiff.cost.architectures import PROMPT, build_pipeline
     from hiresdiff.cost.measured import peak, reset_peak
-    from hiresdiff.cost.plan import DTYPES as PLAN_DTYPES, plan
+    from hiresdiff.cost.plan import DTYPES as PLAN_DTYPES
+    from hiresdiff.cost.plan import plan
     from hiresdiff.sampling.generate import generate
 
     predicted = plan(arch, size, method=recipe, steps=steps, dtype=dtype)

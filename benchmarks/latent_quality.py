@@ -34,7 +34,7 @@ from hiresdiff.core.resample import downsample
 from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.grid import save_image
-from hiresdiff.loading.pipelines import call_kwargs, load_pipeline
+from hiresdiff.loading.pipelines import load_pipeline
 from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.models import resolve_model
 
@@ -62,12 +62,13 @@ def own_prompt_percentile(samples: torch.Tensor, real: torch.Tensor) -> float:
     return float(((d > own) & others).sum(1).float().div(len(a) - 1).mean())
 
 
-def sample(pipe, prompts: list[str], steps: int, guidance: float, seed: int, batch: int = 64) -> torch.Tensor:
+def sample(pipe, settings, prompts: list[str], steps: int, guidance: float, seed: int, batch: int = 64) -> torch.Tensor:
     parts = []
+    pipe_arguments = {k: v for k, v in settings.arguments(pipe, guidance).items() if k != "trained_size"}
     for i in range(0, len(prompts), batch):
         generator = torch.Generator().manual_seed(seed + i)
         out = pipe(prompts[i:i + batch], height=32, width=32, num_inference_steps=steps, generator=generator,
-                   output_type="pt", **call_kwargs(pipe, guidance)).images
+                   output_type="pt", **pipe_arguments).images
         parts.append(out * 2 - 1)
     return torch.cat(parts)
 
@@ -83,7 +84,7 @@ def main(argv=None) -> None:
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
     command = " ".join(["python benchmarks/latent_quality.py", *(sys.argv[1:] if argv is None else argv)])
-    pipe = load_pipeline(args.model, device="cpu", progress=False)
+    pipe, settings = load_pipeline(args.model, device="cpu", progress=False)
     name = "latent" if args.model == "emoji-latent" else args.model.removeprefix("emoji-")
     if args.scheduler is not None or getattr(pipe, "unet", None) is not None:
         pipe.scheduler = make_scheduler(args.scheduler or "sde-dpm++", pipe.scheduler.config)
@@ -114,7 +115,7 @@ def main(argv=None) -> None:
     ratios, first = {}, None
     for guidance in args.guidance_scale:
         start = time.time()
-        samples = sample(pipe, test.names, args.steps, guidance, args.seed)
+        samples = sample(pipe, settings, test.names, args.steps, guidance, args.seed)
         seconds = (time.time() - start) / n
         row = scores(samples, test.images, features)
         ratios[guidance] = {k: row[k] / floor[k] for k in (*levels, "FD rand")}
@@ -124,7 +125,7 @@ def main(argv=None) -> None:
         if first is None:
             first = samples
     default = args.guidance_scale[0]
-    seen = sample(pipe, [train.names[i] for i in train_pick.tolist()], args.steps, default, args.seed)
+    seen = sample(pipe, settings, [train.names[i] for i in train_pick.tolist()], args.steps, default, args.seed)
     shuffled = first[torch.randperm(n, generator=gen)]
     lines += ["\nOwn-prompt percentile (chance 0.5): held-out prompts in the table; "
               f"training prompts vs their training emoji at CFG {default:g}: {own_prompt_percentile(seen, train.images[train_pick]):.3f}; "

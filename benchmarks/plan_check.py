@@ -22,6 +22,7 @@ GIB = 2**30
 
 def main() -> None:
     from hiresdiff.cost.architectures import build_pipeline
+    from hiresdiff.cost.meta_run import as_meta_twin
     from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE
     from hiresdiff.cost.plan import DTYPES, plan
 
@@ -45,7 +46,7 @@ def main() -> None:
                 continue
             key = (row["arch"], row["dtype"])
             if key not in pipes:
-                pipes[key] = build_pipeline(row["arch"], device="meta", dtype=DTYPES[row["dtype"]])
+                pipes[key] = as_meta_twin(build_pipeline(row["arch"], device="meta", dtype=DTYPES[row["dtype"]]))
             predicted = plan(row["arch"], row["height"], row["width"], method=row["recipe"], steps=row["steps"],
                              dtype=row["dtype"], pipe=pipes[key])
             measured = row["working_bytes"] / GIB if memory_valid else None

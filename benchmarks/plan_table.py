@@ -25,6 +25,7 @@ def main() -> None:
 
     from hiresdiff.batch import write_json_atomically
     from hiresdiff.cost.architectures import build_pipeline
+    from hiresdiff.cost.meta_run import as_meta_twin
     from hiresdiff.cost.plan import DTYPES, PLAN_ARCHS, plan
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,7 +40,7 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/plan_{args.arch}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/plan_table.py " + " ".join(sys.argv[1:])
-    pipe = build_pipeline(args.arch, device="meta", dtype=DTYPES[args.dtype])
+    pipe = as_meta_twin(build_pipeline(args.arch, device="meta", dtype=DTYPES[args.dtype]))
     rows, commands = [], [command]
     if out.exists():  # rows of other sizes from an earlier run of the same settings are kept (and its command named)
         earlier = json.loads(out.read_text())

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from hook_helpers import UNetCallRecorder, guided_pairs, pipeline_inputs  # noqa: E402
 from tiny_pipelines import load  # noqa: E402
 
-from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance  # noqa: E402
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig  # noqa: E402
+from hiresdiff.sampling.family_parts import apply_upsample_guidance, remove_upsample_guidance  # noqa: E402
 
 FAMILIES = ("sd15", "sdxl", "animatediff")
 UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6)

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from hiresdiff.data import emoji
-from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 from hiresdiff.loading.pixel_model import load_pixel_model
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 from hiresdiff.training.feature_upsamplers import upsampler_loss
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 
 
 @torch.no_grad()

@@ -22,6 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+from tqdm.auto import tqdm
+
+from hiresdiff.grid import save_image
+from hiresdiff.sampling.generate import generate
+
 
 @dataclass(frozen=True)
 class Job:
@@ -84,18 +92,9 @@ def write_json_atomically(data: dict, path: Path) -> None:
 def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe_loader, progress: bool = True) -> list[str]:
     """Run this process's share of the pending ``jobs``; return the keys it wrote.
 
-    ``pipe_loader(device)`` loads the pipeline (only if this process has work); ``recipe`` is the method's
+    ``pipe_loader(device)`` loads the pipeline and returns it with its call's arguments (only if this process has work); ``recipe`` is the method's
     :class:`~hiresdiff.recipe.Recipe`.
     """
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-    from tqdm.auto import tqdm
-
-    from hiresdiff.grid import save_image
-    from hiresdiff.sampling.generate import generate
-    from hiresdiff.loading.pipelines import call_kwargs
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # cpu=True lets processes started by torchrun on a machine without GPUs form a gloo group (MULTI_CPU)
@@ -105,8 +104,7 @@ def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe
     with state.split_between_processes(todo) as mine:
         if not mine:
             return written
-        pipe = pipe_loader(str(state.device))
-        kwargs = call_kwargs(pipe, settings.guidance_scale, settings.negative_prompt)
+        pipe, kwargs = pipe_loader(str(state.device))
         bar = tqdm(mine, desc=f"batch (process {state.process_index + 1}/{state.num_processes})", disable=not progress)
         for job in bar:
             key = settings.key(job)

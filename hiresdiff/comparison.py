@@ -14,13 +14,14 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from hiresdiff.checks import is_real
 from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, check_max_pixels
+from hiresdiff.denoisers.registry import find_denoiser, size_multiple, trained_size
 from hiresdiff.loading.pixel_model import load_pixel_model, sample, to_pil
-from hiresdiff.hooks.families import size_multiple, trained_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
 from hiresdiff.options import MethodOptions, recipes_for
 from hiresdiff.recipe import Recipe
-
+from hiresdiff.sampling.generate import generate
 
 
 def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tensor]:
@@ -32,7 +33,7 @@ def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tens
 
 def check_scales(scales: Sequence[float]) -> None:
     for s in scales:
-        if not isinstance(s, (int, float)) or isinstance(s, bool) or not s > 1:
+        if not is_real(s) or not s > 1:
             raise ValueError(f"scale must be a number > 1 (1.5, 2, 3, …); got {s!r}")
 
 
@@ -126,9 +127,6 @@ def pipeline_comparison(pipe, prompt, *, sizes: Sequence[tuple], recipes: dict, 
     """The pipeline's plain call at its trained size (if ``include_trained``: every cascade's stage 0), then one
     column per (size, method) pair, all from the same seed: ``(columns, labels)`` of PIL images (a video's frames
     for video pipelines); ``on_column(label, images)`` is called as each column finishes."""
-    from hiresdiff.sampling.generate import generate
-    from hiresdiff.hooks.families import find_denoiser
-
     columns, labels = [], []
 
     def add(label, images):

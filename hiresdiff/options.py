@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from hiresdiff.defaults import COMPARISON_METHODS, PRESETS  # noqa: F401  (re-exported)
+from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.recipe import Recipe
 
 
@@ -69,8 +70,6 @@ class MethodOptions:
             if upsamplers is not None:
                 changes["upsamplers"] = None if upsamplers == "none" else upsamplers
         if self.positions is not None:
-            from hiresdiff.methods.positions import PositionConfig
-
             until = recipe.dilation.until if recipe.dilation is not None else 1.0
             changes["positions"] = PositionConfig(self.positions, until=until)
         return dataclasses.replace(recipe, **changes) if changes else recipe

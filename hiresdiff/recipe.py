@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from hiresdiff.checks import check_positive_int, check_strength, is_int
 from hiresdiff.defaults import PRESETS
 from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
 from hiresdiff.methods.positions import PositionConfig
-from hiresdiff.methods.self_cascade import CascadeConfig, check_positive_int, check_size, check_strength, stage_sizes
+from hiresdiff.methods.self_cascade import CascadeConfig, check_size, stage_sizes
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, levels_for_scale
 
 #: The fast recipe's later stages: steps each, and the restart strength (measured, see :meth:`Recipe.fast`).
@@ -92,7 +93,7 @@ class Recipe:
             raise ValueError("upsamplers need a cascade: Recipe(cascade=CascadeConfig(...), upsamplers=...)")
         sets = self.upsamplers.items() if isinstance(self.upsamplers, dict) else [(None, self.upsamplers)]
         for scale, one in sets:
-            if scale is not None and not (isinstance(scale, int) and not isinstance(scale, bool) and scale >= 2):
+            if scale is not None and not (is_int(scale) and scale >= 2):
                 raise ValueError(f"upsamplers: keys are the stages' integer scales (>= 2, e.g. {{2: ..., 4: ...}}); got {scale!r}")
             if isinstance(one, (str, Path)):
                 check_upsamplers_folder(Path(one))

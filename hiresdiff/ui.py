@@ -17,9 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+import torch
+from diffusers import AutoencoderKL, UNet2DModel
+
+from hiresdiff.comparison import comparison, pipeline_comparison
+from hiresdiff.defaults import DEFAULT_SCHEDULER
+from hiresdiff.denoisers.registry import trained_size
+from hiresdiff.loading.pipelines import load_pipeline, pipeline_config
+from hiresdiff.loading.pixel_model import load_pixel_model
 from hiresdiff.methods.upsample_guidance import LATENT_ETA, PIXEL_ETA
+from hiresdiff.models import EMBEDDED_MODEL_DIR, model_settings, resolve_model, shipped_upsamplers
 from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, recipes_for
 from hiresdiff.recipe import PRESETS
+from hiresdiff.sampling.image_upscale import image_tensor, target_size, upscale
 
 UI_METHODS = tuple(dict.fromkeys(COMPARISON_METHODS + PRESETS + ("freescale+ug",)))
 OWNED_MODELS = {"emoji32 (pixel, the embedded model)": None, "emoji-latent (text-to-image pipeline)": "emoji-latent",
@@ -37,8 +47,6 @@ class Handlers:
     max_side: int = DEFAULT_MAX_SIDE
 
     def __post_init__(self):
-        from hiresdiff.models import resolve_model
-
         self.model = resolve_model(self.model)
         self._pipe = None
 
@@ -53,17 +61,11 @@ class Handlers:
 
     def trained_size(self) -> tuple[int, int]:
         """The model's trained size in pixels, from its configs (no weights loaded)."""
-        from diffusers import AutoencoderKL, UNet2DModel
-
-        from hiresdiff.hooks.families import trained_size
-        from hiresdiff.loading.pipelines import pipeline_config
-        from hiresdiff.models import EMBEDDED_MODEL_DIR, model_settings, resolve_model
-
         if self.is_pipeline:
             model_index, folder = pipeline_config(self.model), resolve_model(self.model)
-            settings = model_settings(self.model)
-            if "trained_size" in settings:  # what the pipeline cannot know (FLUX)
-                return settings["trained_size"], settings["trained_size"]
+            trained = model_settings(self.model).trained_size
+            if trained is not None:  # what the pipeline cannot know (FLUX)
+                return trained, trained
             denoiser = "unet" if "unet" in model_index else "transformer"
             size = trained_size(UNet2DModel.load_config(folder, subfolder=denoiser))[0]
             factor = 2 ** (len(AutoencoderKL.load_config(folder, subfolder="vae")["block_out_channels"]) - 1)
@@ -73,9 +75,7 @@ class Handlers:
         return height * factor, width * factor
 
     def pipeline(self):
-        """The pipeline, loaded on first use and kept."""
-        from hiresdiff.loading.pipelines import load_pipeline
-
+        """The pipeline and its :class:`~hiresdiff.models.ModelSettings`, loaded on first use and kept."""
         if self._pipe is None:
             self._pipe = load_pipeline(self.model, progress=False)
         return self._pipe
@@ -91,7 +91,6 @@ class Handlers:
         height, width = self.trained_size()
         self.check_size(height * scale, width * scale)
         options = MethodOptions(theta=theta, strength=strength, alpha=alpha)
-        from hiresdiff.models import shipped_upsamplers
 
         recipes = recipes_for(methods, options, shipped_upsamplers(self.model))  # checked before any model loads
         if not 1 <= num_images <= 8:
@@ -100,16 +99,11 @@ class Handlers:
             raise ValueError("prompt: this model is a text-to-image pipeline; write a prompt")
         done_columns: list = []
         if self.is_pipeline:
-            from hiresdiff.comparison import pipeline_comparison
-            from hiresdiff.loading.pipelines import call_kwargs
-
-            pipe = self.pipeline()
+            pipe, settings = self.pipeline()
             columns = _streamed(lambda on_column: pipeline_comparison(
                 pipe, prompt, sizes=[(height * scale, width * scale)], recipes=recipes, seed=seed, steps=steps,
-                on_column=on_column, **call_kwargs(pipe)), threading.Event())
+                on_column=on_column, **settings.arguments(pipe)), threading.Event())
         else:
-            from hiresdiff.comparison import comparison
-
             columns = _streamed(lambda on_column: comparison(
                 self.model, scales=[scale], methods=methods, options=options, seed=seed, num_images=num_images,
                 steps=steps, progress=False, on_column=on_column), threading.Event())
@@ -127,20 +121,13 @@ class Handlers:
 
     def upscale(self, image, scale, method, seed, steps, class_label=None, prompt="") -> tuple:
         """``(result, status)`` for an uploaded PIL image."""
-        import torch
-
-        from hiresdiff.defaults import DEFAULT_SCHEDULER
-        from hiresdiff.loading.pixel_model import load_pixel_model
-        from hiresdiff.sampling.image_upscale import image_tensor, target_size, upscale
-        from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
-
         if image is None:
             raise ValueError("upload an image first")
         methods = parse_methods([method or ""])
         self.check_size(*target_size(image.height, image.width, float(scale)))
         recipe = recipes_for(methods, default_upsamplers=shipped_upsamplers(self.model))[methods[0]]
         if self.is_pipeline:
-            out = upscale(self.pipeline(), image, scale=float(scale), recipe=recipe, prompt=prompt or "",
+            out = upscale(self.pipeline()[0], image, scale=float(scale), recipe=recipe, prompt=prompt or "",
                           steps=int(steps), seed=int(seed))[0]
         else:
             unet, scheduler = load_pixel_model(self.model or EMBEDDED_MODEL_DIR, DEFAULT_SCHEDULER)

@@ -5,11 +5,10 @@ import shutil
 import subprocess
 
 import pytest
+from tiny_pipelines import load
 
 from hiresdiff.batch import BatchSettings, Job, jobs_for, pending, read_prompts, run_batch
 from hiresdiff.recipe import Recipe
-
-from tiny_pipelines import load
 
 SETTINGS = BatchSettings(model="tiny", method="self-cascade", height=32, width=32, steps=2)
 

@@ -143,9 +143,9 @@ def test_quick_benchmark_end_to_end(tmp_path):
 @needs_font
 def test_quick_pipeline_benchmark_on_a_flux_folder(tmp_path):
     """The pipeline suite on a FLUX folder: its own flow-matching scheduler, CFG as true_cfg_scale, the flow rows."""
-    from hiresdiff.eval.benchmark import Settings, run
-
     from tiny_pipelines import saved
+
+    from hiresdiff.eval.benchmark import Settings, run
 
     data = emoji.build(tmp_path / "data", limit=40, progress=False)
     folder = tmp_path / "flux"

@@ -6,7 +6,6 @@ import pytest
 from PIL import Image
 
 
-
 def run_cli(*args, cwd=None):
     exe = shutil.which("hiresdiff")
     assert exe, "the hiresdiff console script is not installed: run the README's install command"

@@ -1,10 +1,9 @@
 """The VAE codec of the RGB cascade: the latent convention, and tiling (its seams measured)."""
 
 import torch
+from tiny_pipelines import load
 
 from hiresdiff.sampling.codecs import PixelCodec, VaeCodec
-
-from tiny_pipelines import load
 
 
 def test_pixel_codec_is_the_identity():

@@ -10,6 +10,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from tiny_pipelines import load
 from torch.utils.flop_counter import FlopCounterMode
 
 from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE, Counter
@@ -18,7 +20,6 @@ from hiresdiff.cost.plan import count_run, plan
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
 from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.recipe import Recipe
-from tiny_pipelines import load
 
 
 def test_flops_of_a_conv_a_linear_and_attention_match_a_hand_count():
@@ -92,17 +93,22 @@ def test_a_meta_run_costs_its_stage_plans_calls_in_closed_form(recipe, stage_cal
     assert [part.flops for part in parts] == expected
 
 
-def test_a_meta_run_restores_the_pipeline_and_needs_meta_models():
+def test_a_meta_run_restores_the_twin_and_leaves_the_users_pipeline_alone():
     pipe = load("sd15")
+    before = {name: dict(vars(part)) for name, part in [("pipe", pipe), *pipe.components.items()] if hasattr(part, "__dict__")}
     twin = meta_twin(pipe)
-    assert type(twin) is type(pipe) and all(p.device.type == "meta" for p in twin.unet.parameters())
+    assert isinstance(twin, type(pipe)) and all(p.device.type == "meta" for p in twin.unet.parameters())
+    assert twin._execution_device == torch.device("cpu")  # its class says so: no class is swapped for a run
+    cls = type(twin)
     with models_on_meta(twin):
         assert twin._execution_device == torch.device("cpu")
-    assert type(twin) is type(pipe) and "decode" not in vars(twin.vae) and not hasattr(twin.unet, "_diffusers_hook")
+    assert type(twin) is cls and "decode" not in vars(twin.vae) and not hasattr(twin.unet, "_diffusers_hook")
     with pytest.raises(ValueError, match="meta device"):
         with models_on_meta(pipe):
             pass
-    assert "decode" not in vars(pipe.vae)
+    assert type(pipe) is StableDiffusionPipeline and "decode" not in vars(pipe.vae)
+    after = {name: dict(vars(part)) for name, part in [("pipe", pipe), *pipe.components.items()] if hasattr(part, "__dict__")}
+    assert after.keys() == before.keys() and all(after[name].keys() == before[name].keys() for name in before)
 
 
 MEASURE = r"""
@@ -212,32 +218,31 @@ def test_plan_refuses_bad_input_with_one_line(argv, match, capsys):
     assert match in err and len(err.strip().splitlines()) == 1
 
 
-def test_generate_warns_before_a_run_that_will_not_fit_the_devices_free_memory(monkeypatch):
-    """On CUDA, ``generate`` predicts the run's working memory on a meta twin first; here the device's free memory
-    is made a few bytes so that the warning must come (and none with plenty), before the first UNet call."""
+def test_memory_warning_is_asked_for_not_hidden_in_generate(monkeypatch):
+    """``memory_warning`` predicts the run's working memory on a meta twin and warns when the CUDA device's free memory
+    will not hold it (here made a few bytes; none with plenty; nothing off CUDA). ``generate`` itself never counts:
+    the meta twin's run is the caller's choice (the CLI asks before each pipeline run)."""
     import hiresdiff
-    from hiresdiff.cost.plan import fit_warning, predicted_working_bytes
-    from hiresdiff.sampling import generate as pipeline_driver
+    from hiresdiff.cost import plan as cost_plan
+    from hiresdiff.cost.plan import fit_warning, memory_warning, predicted_working_bytes
 
     pipe = load("sd15")
     need = predicted_working_bytes(pipe, Recipe.preset("fast"), 32, 32, prompt="a cat")
     assert need > 0
     assert fit_warning(pipe, "fast", 32, 32, int(2 * need), prompt="a cat") is None
     assert "will likely run out of memory" in fit_warning(pipe, "fast", 32, 32, int(need / 2), prompt="a cat")
-    calls = []
-    pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    assert memory_warning(pipe, "fast", 32, 32, prompt="a cat") is None  # a CPU device: nothing to predict against
+    monkeypatch.setattr(cost_plan, "free_device_memory", lambda denoiser: 1)
+    assert "will likely run out of memory" in memory_warning(pipe, "fast", 32, 32, prompt="a cat", output_type="pt",
+                                                             callback_on_step_end=lambda *a: {})
+    monkeypatch.setattr(cost_plan, "free_device_memory", lambda denoiser: 2**40)
+    assert memory_warning(pipe, "fast", 32, 32, prompt="a cat") is None
 
-    def almost_nothing_free(denoiser):  # as on a full CUDA device; the prediction's own run is on meta (None)
-        if next(denoiser.parameters()).device.type == "meta":
-            return None
-        assert not calls, "the memory check must come before the first UNet call"
-        return 1
+    def no_counting(*args, **kwargs):
+        raise AssertionError("generate must not count a meta run unasked")
 
-    monkeypatch.setattr(pipeline_driver, "free_device_memory", almost_nothing_free)
-    with pytest.warns(UserWarning, match="will likely run out of memory"):
-        hiresdiff.generate(pipe, "a cat", height=32, width=32, recipe="fast", steps=2, output_type="latent")
-    monkeypatch.setattr(pipeline_driver, "free_device_memory",
-                        lambda denoiser: None if next(denoiser.parameters()).device.type == "meta" else 2**40)
+    monkeypatch.setattr(cost_plan, "count_run", no_counting)
+    monkeypatch.setattr(cost_plan, "free_device_memory", lambda denoiser: 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         hiresdiff.generate(pipe, "a cat", height=32, width=32, recipe="fast", steps=2, output_type="latent")

@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel, UNet2DModel
 from hook_helpers import assert_same_snapshot, unet_snapshot
-from tiny_pipelines import TEXT_DIM, build, unet as tiny_sd_unet
+from tiny_pipelines import TEXT_DIM, build
+from tiny_pipelines import unet as tiny_sd_unet
 
-from hiresdiff.hooks.call_context import apply_call_context, remove_call_context
-from hiresdiff.unet.dilation import DILATION_HOOK, apply_dilation, dilated_convs, remove_dilation
 from hiresdiff.hooks.base import attached
+from hiresdiff.hooks.call_context import apply_call_context, remove_call_context
 from hiresdiff.methods.freescale import DilationConfig
+from hiresdiff.unet.dilation import DILATION_HOOK, apply_dilation, dilated_convs, remove_dilation
 
 TRAINED = (8, 8)
 T = 1000

@@ -7,18 +7,18 @@ import shutil
 
 import pytest
 import torch
-
-from hiresdiff.models import EMOJI_FLUX_DIR, model_settings, resolve_model, train_flux
-from hiresdiff.training.loop import flow_loss
-
 from test_emoji_latent import as_config, fake_cache
+
+from hiresdiff.models import EMOJI_FLUX_DIR, model_settings, resolve_model
+from hiresdiff.training import flux_model as train_flux
+from hiresdiff.training.loop import flow_loss
 
 
 @pytest.fixture(scope="module")
 def pipe():
     from hiresdiff.loading.pipelines import load_pipeline
 
-    return load_pipeline("emoji-flux", device="cpu", progress=False)
+    return load_pipeline("emoji-flux", device="cpu", progress=False)[0]
 
 
 def test_shipped_pipeline_loads_by_short_name_with_its_trained_size_and_call_defaults(pipe):
@@ -28,8 +28,9 @@ def test_shipped_pipeline_loads_by_short_name_with_its_trained_size_and_call_def
     config = pipe.transformer.config
     assert {k: config[k] for k in train_flux.TRANSFORMER_CONFIG} == {k: as_config(v) for k, v in
                                                                     train_flux.TRANSFORMER_CONFIG.items()}
-    assert pipe.default_sample_size * pipe.vae_scale_factor == 32 == model_settings("emoji-flux")["trained_size"]
-    assert pipe.hiresdiff_call_defaults == {"max_sequence_length": 24, "guidance_scale": 4.0}
+    settings = model_settings("emoji-flux")
+    assert pipe.default_sample_size * pipe.vae_scale_factor == 32 == settings.trained_size
+    assert settings.call == {"max_sequence_length": 24, "guidance_scale": 4.0}
     assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) and pipe.scheduler.config.use_dynamic_shifting
     assert pipe.transformer.dtype == torch.float32 and pipe.vae.config.shift_factor == 0.0
     size = sum(f.stat().st_size for f in EMOJI_FLUX_DIR.rglob("*") if f.is_file())
@@ -39,7 +40,6 @@ def test_shipped_pipeline_loads_by_short_name_with_its_trained_size_and_call_def
 
 def test_generation_is_deterministic_by_seed_and_hiresdiff_gives_the_plain_call(pipe):
     from hiresdiff import generate
-    from hiresdiff.loading.pipelines import call_kwargs
 
     def run(seed):
         return pipe("cat face", height=32, width=32, num_inference_steps=3, output_type="pt", max_sequence_length=24,
@@ -48,7 +48,7 @@ def test_generation_is_deterministic_by_seed_and_hiresdiff_gives_the_plain_call(
     a, b, c = run(0), run(0), run(1)
     assert a.shape == (1, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(generate(pipe, "cat face", height=32, width=32, steps=3, seed=0, output_type="pt",
-                                **call_kwargs(pipe)), a)
+                                **model_settings("emoji-flux").arguments(pipe)), a)
 
 
 def test_the_t5_tokenizer_encodes_every_emoji_name_without_unknown_pieces(pipe):

@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from hiresdiff.models import (EMOJI_FLUX_DIR, EMOJI_LATENT_DIR, EMOJI_LATENT_UPSAMPLERS_DIR, is_pipeline, resolve_model,
-                              shipped_upsamplers, train_pipeline, training)
+from hiresdiff.models import (
+    EMOJI_FLUX_DIR,
+    EMOJI_LATENT_DIR,
+    EMOJI_LATENT_UPSAMPLERS_DIR,
+    is_pipeline,
+    resolve_model,
+    shipped_upsamplers,
+)
+from hiresdiff.training import latent_model as train_pipeline
+from hiresdiff.training import loop as training
 from hiresdiff.models.emoji_tokenizer import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

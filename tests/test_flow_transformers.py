@@ -10,22 +10,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hook_helpers import PROMPT, assert_same_snapshot, unet_snapshot
+from test_sampling_core import assert_same_state, state_of
+from tiny_pipelines import load
 
 import hiresdiff
+from hiresdiff.denoisers.layouts import FluxLayout
 from hiresdiff.hooks.call_context import CallContextHook, UNetCall
-from hiresdiff.transformer.layouts import FluxLayout
-from hiresdiff.transformer.joint_fusion import JointFusionProcessor
-from hiresdiff.sampling.restart import stage_generator
-from hiresdiff.sampling.stage_parts import stage_modifications
 from hiresdiff.methods.freescale import ScaleFusionConfig
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.models import EMBEDDED_UPSAMPLERS_DIR
 from hiresdiff.recipe import Recipe
-
-from hook_helpers import PROMPT, assert_same_snapshot, unet_snapshot
-from test_sampling_core import assert_same_state, state_of
-from tiny_pipelines import load
+from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.sampling.stage_parts import stage_modifications
+from hiresdiff.transformer.joint_fusion import JointFusionProcessor
 
 PRESETS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")
 KINDS = ("flux", "sd3")
@@ -414,9 +413,9 @@ def test_the_cli_writes_a_grid_for_a_flux_folder(tmp_path):
     import shutil
 
     from PIL import Image
+    from tiny_pipelines import saved
 
     from hiresdiff.cli import main
-    from tiny_pipelines import saved
 
     folder = tmp_path / "flux"
     shutil.copytree(saved("flux"), folder)

@@ -8,10 +8,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hiresdiff.methods.freescale import (DilationConfig, ScaleFusionConfig, blend_detail, check_detail_alpha,
-                                         detail_alpha_map, detail_weight, dilated_padding, downsampled_size, fuse,
-                                         gaussian_blur, gaussian_blur_tokens, gaussian_kernel_2d, resize_alpha,
-                                         token_level, window_starts)
+from hiresdiff.methods.freescale import (
+    DilationConfig,
+    ScaleFusionConfig,
+    blend_detail,
+    check_detail_alpha,
+    detail_alpha_map,
+    detail_weight,
+    dilated_padding,
+    downsampled_size,
+    fuse,
+    gaussian_blur,
+    gaussian_blur_tokens,
+    gaussian_kernel_2d,
+    resize_alpha,
+    token_level,
+    window_starts,
+)
 
 T = 1000
 

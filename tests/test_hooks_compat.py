@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from hook_helpers import UNetCallRecorder, expected_lowres_sample, expected_tau, guided_pairs, run
 from tiny_pipelines import TEXT_DIM, ip_adapter_state_dict, load
 
-from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.sampling.family_parts import apply_upsample_guidance, remove_upsample_guidance
 
 UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6)
 SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler", "euler_a": "EulerAncestralDiscreteScheduler",

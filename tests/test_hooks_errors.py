@@ -6,9 +6,9 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from hook_helpers import UNetCallRecorder, assert_same_snapshot, run, unet_snapshot
 from tiny_pipelines import TEXT_DIM, load
 
-from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
-from hiresdiff.unet.lowres_call import lowres_conditioning
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.sampling.family_parts import apply_upsample_guidance, remove_upsample_guidance
+from hiresdiff.unet.lowres_call import lowres_conditioning
 
 UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6)
 

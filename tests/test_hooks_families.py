@@ -5,13 +5,20 @@ import math
 
 import pytest
 import torch
-from hook_helpers import (UNetCallRecorder, assert_same_snapshot, block_mean, expected_lowres_sample,
-                          expected_tau, run, unet_snapshot)
+from hook_helpers import (
+    UNetCallRecorder,
+    assert_same_snapshot,
+    block_mean,
+    expected_lowres_sample,
+    expected_tau,
+    run,
+    unet_snapshot,
+)
 from tiny_pipelines import load
 
-from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
-from hiresdiff.unet.lowres_call import lowres_conditioning
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.sampling.family_parts import apply_upsample_guidance, remove_upsample_guidance
+from hiresdiff.unet.lowres_call import lowres_conditioning
 
 FAMILIES = ["sd15", "sd2v", "sdxl", "animatediff"]
 UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6)  # DDIM, 2 steps: t = 501 guided, t = 1 not

@@ -4,11 +4,11 @@ same output for a fraction of the memory, and come off exactly."""
 import pytest
 import torch
 from diffusers.models.attention import FeedForward
+from hook_helpers import assert_same_snapshot, unet_snapshot
+from tiny_pipelines import load
 
 from hiresdiff.cost.counting import Counter
 from hiresdiff.sampling.memory_bounds import chunked_feed_forward
-from hook_helpers import assert_same_snapshot, unet_snapshot
-from tiny_pipelines import load
 
 
 def test_chunks_give_every_token_the_same_result_and_the_hooks_come_off():

@@ -2,15 +2,14 @@
 
 import pytest
 import torch
+from hook_helpers import PROMPT, assert_same_snapshot, unet_snapshot
+from tiny_pipelines import load
 
 import hiresdiff
-from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
 from hiresdiff.methods.self_cascade import CascadeConfig
 from hiresdiff.recipe import Recipe
-
-from hook_helpers import PROMPT, assert_same_snapshot, unet_snapshot
-from tiny_pipelines import load
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 
 # tiny pipelines: VAE factor 2, UNet factor 2, trained latent size 8 → 16 pixels trained, 32 = 2x, 64 = 4x
 KW = dict(steps=4, seed=0, output_type="np")

@@ -9,12 +9,12 @@ import torch
 from tiny_pipelines import load, saved
 
 import hiresdiff
-from hiresdiff.sampling import stage_parts as stage
-from hiresdiff.unet.upsample_guidance import apply_upsample_guidance
-from hiresdiff.loading.pipelines import (call_kwargs, configure_vae_tiling, generate_from_folder, pick_device,
-                                                     pick_dtype)
+from hiresdiff.loading.pipelines import configure_vae_tiling, generate_from_folder, pick_device, pick_dtype
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+from hiresdiff.models import ModelSettings, model_settings
 from hiresdiff.recipe import Recipe
+from hiresdiff.sampling import stage_parts as stage
+from hiresdiff.sampling.family_parts import apply_upsample_guidance
 
 UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6)
 UG_RECIPE = Recipe(ug=UG)
@@ -109,12 +109,14 @@ def test_vae_tiling_on_request_and_for_the_output_decode_above_2048_squared(monk
     assert len(generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=UG_RECIPE, vae_tiling=True, **ARGS)) == 1
 
 
-def test_call_kwargs_pass_a_negative_prompt_only_when_given_and_true_cfg_to_an_undistilled_flux():
-    sd15 = load("sd15")
-    assert call_kwargs(sd15, 5.0) == {"guidance_scale": 5.0}
-    assert call_kwargs(sd15, 7.5, "blurry") == {"guidance_scale": 7.5, "negative_prompt": "blurry"}
+def test_settings_arguments_pass_a_negative_prompt_only_when_given_and_true_cfg_to_an_undistilled_flux():
+    sd15, none = load("sd15"), ModelSettings()
+    assert none.arguments(sd15, 5.0) == {"guidance_scale": 5.0}
+    assert none.arguments(sd15, 7.5, "blurry") == {"guidance_scale": 7.5, "negative_prompt": "blurry"}
+    assert none.arguments(sd15) == {"guidance_scale": 7.5}
     flux = load("flux")  # no guidance embedding: guidance_scale would do nothing, true CFG needs a negative prompt
-    assert call_kwargs(flux, 4.0) == {"true_cfg_scale": 4.0, "negative_prompt": ""}
+    assert none.arguments(flux, 4.0) == {"true_cfg_scale": 4.0, "negative_prompt": ""}
+    assert ModelSettings(trained_size=16).arguments(sd15, 5.0) == {"guidance_scale": 5.0, "trained_size": 16}
 
 
 def test_a_folders_hiresdiff_json_sets_the_trained_size_and_call_defaults(tmp_path):
@@ -126,9 +128,12 @@ def test_a_folders_hiresdiff_json_sets_the_trained_size_and_call_defaults(tmp_pa
     folder = tmp_path / "flux"
     shutil.copytree(saved("flux"), folder)
     (folder / "hiresdiff.json").write_text(json.dumps({"trained_size": 16, "call": {"max_sequence_length": 16}}))
-    pipe = load_pipeline(str(folder), device="cpu", progress=False)
-    assert pipe.default_sample_size * pipe.vae_scale_factor == 16
-    assert call_kwargs(pipe, 3.0) == {"max_sequence_length": 16, "true_cfg_scale": 3.0, "negative_prompt": ""}
+    pipe, settings = load_pipeline(str(folder), device="cpu", progress=False)
+    assert settings == ModelSettings(trained_size=16, call={"max_sequence_length": 16})
+    assert pipe.default_sample_size * pipe.vae_scale_factor == 16  # the pipeline's own setting, made true
+    assert not [name for name in vars(pipe) if "hiresdiff" in name]  # nothing of hiresdiff's is kept on the pipeline
+    assert settings.arguments(pipe, 3.0) == {"max_sequence_length": 16, "true_cfg_scale": 3.0, "negative_prompt": "",
+                                             "trained_size": 16}
     images = generate_from_folder(str(folder), "a red cat", 32, 32, recipe=Recipe.preset("freescale"), steps=2,
                                   guidance_scale=3.0, device="cpu", progress=False)
     assert images[0].size == (32, 32)
@@ -137,7 +142,8 @@ def test_a_folders_hiresdiff_json_sets_the_trained_size_and_call_defaults(tmp_pa
 def test_recommended_guidance_is_the_given_scale_else_the_folders_else_7_5(tmp_path):
     import json
 
-    from hiresdiff.loading.pipelines import recommended_guidance
+    def recommended_guidance(model, scale=None):
+        return model_settings(model).guidance_scale(scale)
 
     with_settings, without = tmp_path / "with", tmp_path / "without"
     for folder in (with_settings, without):

@@ -1,13 +1,12 @@
 import pytest
 import torch
+from conftest import tiny_pixel_unet
 from diffusers import DDPMScheduler
 
 from hiresdiff import lowres_noise
-from hiresdiff.recipe import Recipe
 from hiresdiff.loading.pixel_model import initial_noise, load_pixel_model, sample, to_pil
 from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
-
-from conftest import tiny_pixel_unet
+from hiresdiff.recipe import Recipe
 
 
 class CallSizes:

@@ -7,16 +7,15 @@ from collections import Counter
 import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from hook_helpers import assert_same_snapshot, unet_snapshot
+from test_pixel import CallSizes
 
-from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 from hiresdiff.loading.pixel_model import load_pixel_model, sample
-from hiresdiff.sampling.restart import stage_generator
 from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.methods.self_cascade import CascadeConfig, pivot_noise_vp, resize, restart_index
 from hiresdiff.recipe import Recipe
-
-from hook_helpers import assert_same_snapshot, unet_snapshot
-from test_pixel import CallSizes
+from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 
 
 def attention_pixel_unet():

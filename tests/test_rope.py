@@ -5,8 +5,13 @@ import math
 import pytest
 import torch
 
-from hiresdiff.core.rope import (ROPE_SCALINGS, entropy_logit_scale, rope_frequencies, scaled_rope_frequencies,
-                                 yarn_attention_factor)
+from hiresdiff.core.rope import (
+    ROPE_SCALINGS,
+    entropy_logit_scale,
+    rope_frequencies,
+    scaled_rope_frequencies,
+    yarn_attention_factor,
+)
 
 
 def test_frequencies_are_theta_to_the_minus_2i_over_d():

@@ -9,19 +9,18 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-
-import hiresdiff
-from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
-from hiresdiff.loading.pixel_model import sample
-from hiresdiff.loading.pixel_pipeline import PixelPipeline
-from hiresdiff.sampling.restart import stage_generator
-from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
-from hiresdiff.sampling.stage_parts import stage_modifications
-from hiresdiff.recipe import Recipe
-
 from hook_helpers import PROMPT, assert_same_snapshot, unet_snapshot
 from test_pixel_cascade import attention_pixel_unet
 from tiny_pipelines import load
+
+import hiresdiff
+from hiresdiff.loading.pixel_model import sample
+from hiresdiff.loading.pixel_pipeline import PixelPipeline
+from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
+from hiresdiff.recipe import Recipe
+from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.sampling.stage_parts import stage_modifications
 
 PRESETS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")
 VP_SCHEDULERS = sorted(set(SCHEDULERS) - set(EDM_ONLY))
@@ -301,25 +300,28 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
     """With the previous stage on the ``meta`` device, every tensor the restart makes (φ, ε, z_K, the blend) must
     be on it too: one created on the CPU and mixed in raises. (diffusers' schedulers cannot step on ``meta``:
     their ``set_timesteps`` copies sigmas to the CPU, so the loop itself is the pipeline's own device handling.)"""
+    from hiresdiff.methods.self_cascade import restart_index
     from hiresdiff.sampling.generate import _restart
+    from hiresdiff.sampling.run_plan import StagePlan
 
     scheduler = make_scheduler("euler", load("pixel").scheduler.config)
     recipe = Recipe(cascade=Recipe.freescale().cascade)
     stage = recipe.stages((8, 8), (16, 16))[1]
+    planned = StagePlan(stage, (16, 16), STEPS, restart_index(STEPS, recipe.cascade.strength))
     previous = torch.empty(2, 3, 8, 8, device="meta")
     call = {"generator": stage_generator(SEED, 1)}
-    restarted = _restart(scheduler, recipe, stage, previous, PixelCodec(), call, STEPS)
+    restarted = _restart(scheduler, recipe, planned, previous, PixelCodec(), call)
     assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 3, 16, 16)
     blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})
     assert blended["latents"].device.type == "meta"
     # a flow transformer's packed latents (FLUX), on the grid the restart computes for the stage
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from hiresdiff.transformer.layouts import FluxLayout
+    from hiresdiff.denoisers.layouts import FluxLayout
 
     flow = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=16)
     call = {"generator": stage_generator(SEED, 1)}
-    restarted = _restart(flow, recipe, stage, torch.empty(2, 4, 8, 8, device="meta"), PixelCodec(), call, STEPS,
+    restarted = _restart(flow, recipe, planned, torch.empty(2, 4, 8, 8, device="meta"), PixelCodec(), call,
                          FluxLayout(), 2, trained=(8, 8))
     assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 64, 16)
     blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})
@@ -327,9 +329,9 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
 
 
 def test_class_detection_follows_the_models_device():
-    from hiresdiff.sampling.image_upscale import likely_class_labels
-
     from diffusers import UNet2DModel
+
+    from hiresdiff.sampling.image_upscale import likely_class_labels
 
     torch.manual_seed(0)
     conditional = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
@@ -360,8 +362,8 @@ def test_ug_eta_follows_the_model_family_pixel_every_step_latent_the_first_60_pe
 def test_ug_in_bf16_converts_in_float32():
     """bf16 v-prediction at t = 999: the hook's output equals eq. 4 computed in float64 from the bf16 UNet's
     own predictions, up to bf16 rounding of the result (the conversions in bf16 were 2.45 % off)."""
-    from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
     from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction
+    from hiresdiff.sampling.family_parts import apply_upsample_guidance, remove_upsample_guidance
 
     pipe = load("sd2v")
     unet = pipe.unet.to(torch.bfloat16)
@@ -466,8 +468,8 @@ def test_half_precision_runs_stay_within_the_stated_tolerance_of_fp32(kind, dtyp
 
 
 def test_a_unet_that_already_carries_a_part_is_refused_and_keeps_it():
-    from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
     from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
+    from hiresdiff.sampling.family_parts import apply_upsample_guidance, remove_upsample_guidance
 
     pipe = load("sd15")
     apply_upsample_guidance(pipe, UpsampleGuidanceConfig(factor=2, eta=1.0))

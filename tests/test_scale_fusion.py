@@ -6,16 +6,21 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 from hook_helpers import run
-from test_dilation import KINDS, TRAINED, T, call, assert_same_full_snapshot, full_snapshot, make_unet
+from test_dilation import KINDS, TRAINED, T, assert_same_full_snapshot, call, full_snapshot, make_unet
 from test_freescale_math import numpy_gaussian
 from tiny_pipelines import load
 
 import hiresdiff.unet.scale_fusion as scale_fusion
 from hiresdiff.hooks.call_context import CallContextHook, UNetCall, apply_call_context, remove_call_context
-from hiresdiff.unet.dilation import apply_dilation, remove_dilation
-from hiresdiff.unet.scale_fusion import (ScaleFusionAttnProcessor, apply_scale_fusion, remove_scale_fusion,
-                                                 self_attentions, windowed_attention)
 from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
+from hiresdiff.unet.dilation import apply_dilation, remove_dilation
+from hiresdiff.unet.scale_fusion import (
+    ScaleFusionAttnProcessor,
+    apply_scale_fusion,
+    remove_scale_fusion,
+    self_attentions,
+    windowed_attention,
+)
 
 LEVEL1_ATTN1 = "down_blocks.1.attentions.0.transformer_blocks.0.attn1"  # tiny SD UNet: 16 channels, level 1
 

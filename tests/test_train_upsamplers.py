@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from test_pixel_cascade import attention_pixel_unet, scheduler_for
 
 from hiresdiff.cli import main
 from hiresdiff.core.prediction import prediction_target
-from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 from hiresdiff.training.feature_upsamplers import train_feature_upsamplers, upsampler_loss
-
-from test_pixel_cascade import attention_pixel_unet, scheduler_for
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 
 
 def images(n=4, size=16):

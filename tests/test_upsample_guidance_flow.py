@@ -6,8 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hiresdiff.methods.upsample_guidance_flow import (flow_input_scale, flow_lowres_input, flow_upsample_guidance,
-                                                      matched_flow_time)
+from hiresdiff.methods.upsample_guidance_flow import (
+    flow_input_scale,
+    flow_lowres_input,
+    flow_upsample_guidance,
+    matched_flow_time,
+)
 
 S2 = 0.5  # variance of the Gaussian data
 

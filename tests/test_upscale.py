@@ -2,18 +2,17 @@
 
 import pytest
 import torch
+from conftest import tiny_pixel_unet
+from hook_helpers import PROMPT
 from PIL import Image
+from tiny_pipelines import load
 
 import hiresdiff
 from hiresdiff.eval.metrics import paired_rmse
 from hiresdiff.loading.pixel_model import load_pixel_model, sample, to_pil
-from hiresdiff.sampling.image_upscale import image_tensor, likely_class_labels, target_size
 from hiresdiff.models import EMBEDDED_MODEL_DIR
 from hiresdiff.recipe import Recipe, stages_after
-
-from conftest import tiny_pixel_unet
-from hook_helpers import PROMPT
-from tiny_pipelines import load
+from hiresdiff.sampling.image_upscale import image_tensor, likely_class_labels, target_size
 
 
 def test_stages_after_an_image_skip_the_stages_up_to_its_size():

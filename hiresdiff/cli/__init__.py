@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Optional
 
+from hiresdiff.checks import first_line
 from hiresdiff.cli import batch, generate, plan, tools
 
 
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
             return 130
         if debug:
             raise
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         if isinstance(error, (ValueError, OSError)):  # a bad input or a file problem
             print(f"hiresdiff: error: {message}", file=sys.stderr)
             return 2

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from hiresdiff.cli.generate import (add_max_pixels, add_part_options, add_pipeline_options, check_run_numbers,
-                                    load_cli_pipeline, method_options)
+from hiresdiff.cli.generate import (
+    add_max_pixels,
+    add_part_options,
+    add_pipeline_options,
+    check_run_numbers,
+    load_cli_pipeline,
+    method_options,
+)
 from hiresdiff.defaults import check_max_pixels
 from hiresdiff.loading.schedulers import SCHEDULERS
 
@@ -33,7 +39,7 @@ def add_batch_parser(sub) -> None:
 
 def run_batch_command(args) -> None:
     from hiresdiff.batch import BatchSettings, jobs_for, read_prompts, run_batch
-    from hiresdiff.loading.pipelines import recommended_guidance
+    from hiresdiff.models import model_settings
     from hiresdiff.options import parse_methods, recipes_for
 
     methods = parse_methods([args.method])
@@ -45,11 +51,11 @@ def run_batch_command(args) -> None:
     recipe = recipes_for(methods, options)[methods[0]]
     jobs = jobs_for(read_prompts(args.prompts), args.seeds)
     settings = BatchSettings(model=args.model, method=methods[0], height=args.height, width=args.width, steps=args.steps,
-                             scheduler=args.scheduler, guidance_scale=recommended_guidance(args.model, args.guidance_scale),
+                             scheduler=args.scheduler, guidance_scale=model_settings(args.model).guidance_scale(args.guidance_scale),
                              negative_prompt=args.negative_prompt, **dataclasses.asdict(options))
 
     def pipe_loader(device):
-        return load_cli_pipeline(args, needs_unet=True, device=device, progress=False)[0]
+        return load_cli_pipeline(args, needs_unet=True, device=device, progress=False)
 
     written = run_batch(settings, jobs, args.out_dir, recipe=recipe, pipe_loader=pipe_loader)
     print(f"wrote {len(written)} of {len(jobs)} outputs to {args.out_dir} (the others were done already or by other processes)")

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
-from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, MAX_PIXELS, PRESETS, check_max_pixels
+from hiresdiff.defaults import (
+    COMPARISON_METHODS,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    MAX_PIXELS,
+    PRESETS,
+    check_max_pixels,
+)
 from hiresdiff.loading.schedulers import SCHEDULERS
 from hiresdiff.models import shipped_upsamplers
 
@@ -174,7 +182,6 @@ def run_generate(args) -> None:
 def pipeline_columns(args, methods, options):
     """Load the --model pipeline once and run every method on the prompt."""
     from hiresdiff.comparison import pipeline_comparison
-
     from hiresdiff.options import recipes_for
 
     recipes = recipes_for(methods, options, shipped_upsamplers(args.model))
@@ -183,7 +190,7 @@ def pipeline_columns(args, methods, options):
                    for m, r in recipes.items()}
     pipe, kwargs = load_cli_pipeline(args, needs_unet=any(r.describe() != "naive" for r in recipes.values()))
     from hiresdiff.comparison import check_recipes_make, scaled_size
-    from hiresdiff.hooks.families import find_denoiser, size_multiple, trained_size
+    from hiresdiff.denoisers.registry import find_denoiser, size_multiple, trained_size
 
     factor = getattr(pipe, "vae_scale_factor", 1)
     denoiser = find_denoiser(pipe)[0]
@@ -196,8 +203,20 @@ def pipeline_columns(args, methods, options):
         check_recipes_make(recipes, trained, [(h // factor, w // factor) for h, w in sizes], size_multiple(denoiser))
     if args.num_images is not None:
         kwargs["num_images_per_prompt"] = args.num_images
+    warn_if_too_large(pipe, args, recipes, sizes, kwargs)
     return pipeline_comparison(pipe, args.prompt, sizes=sizes, recipes=recipes, seed=args.seed,
                                steps=30 if args.steps is None else args.steps, num_frames=args.num_frames, **kwargs)
+
+
+def warn_if_too_large(pipe, args, recipes: dict, sizes, kwargs: dict) -> None:
+    """On a CUDA device, say on stderr which runs will likely not fit its free memory (predicted on a meta twin)."""
+    from hiresdiff.cost.plan import memory_warning
+
+    for height, width in sizes:
+        for method, recipe in recipes.items():
+            message = memory_warning(pipe, recipe, height, width, prompt=args.prompt, num_frames=args.num_frames, **kwargs)
+            if message:
+                print(f"hiresdiff: warning: {method} at {height}x{width}: {message}", file=sys.stderr)
 
 
 def pixel_device_and_dtype(args):
@@ -215,16 +234,17 @@ def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True
     call's keyword arguments."""
     import torch
 
-    from hiresdiff.loading.pipelines import call_kwargs, load_pipeline
+    from hiresdiff.loading.pipelines import load_pipeline
     from hiresdiff.loading.schedulers import make_scheduler
 
     if args.model is None:
         raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
     dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
-    pipe = load_pipeline(args.model, device=args.device or device, dtype=dtype, needs_unet=needs_unet, progress=progress)
+    pipe, settings = load_pipeline(args.model, device=args.device or device, dtype=dtype, needs_unet=needs_unet,
+                                   progress=progress)
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-    return pipe, call_kwargs(pipe, args.guidance_scale, args.negative_prompt)
+    return pipe, settings.arguments(pipe, args.guidance_scale, args.negative_prompt)
 
 
 def add_upscale_parser(sub) -> None:
@@ -248,9 +268,8 @@ def run_upscale(args) -> None:
 
     from hiresdiff.grid import IMAGE_FORMATS, check_writable, labelled_grid, save_image
     from hiresdiff.loading.pixel_model import to_pil
-    from hiresdiff.sampling.image_upscale import image_tensor, target_size, upscale
-
     from hiresdiff.options import parse_methods, recipes_for
+    from hiresdiff.sampling.image_upscale import image_tensor, target_size, upscale
 
     methods = parse_methods(args.method)
     check_run_numbers(args)
@@ -273,10 +292,10 @@ def run_upscale(args) -> None:
         check_writable(path, args.force, IMAGE_FORMATS)
     recipe = recipes_for(methods, method_options(args), shipped_upsamplers(args.model))[methods[0]]
     if args.prompt is None:
+        from hiresdiff.denoisers.registry import size_multiple, trained_size
         from hiresdiff.loading.pixel_model import load_pixel_model, pixel_model_config
-        from hiresdiff.hooks.families import size_multiple, trained_size
-        from hiresdiff.sampling.image_upscale import check_upscalable, likely_class_labels
         from hiresdiff.models import EMBEDDED_MODEL_DIR
+        from hiresdiff.sampling.image_upscale import check_upscalable, likely_class_labels
 
         _, config = pixel_model_config(args.model or EMBEDDED_MODEL_DIR)  # sizes checked before the model loads
         check_upscalable(trained_size(config), size_multiple(config), recipe, pixels.shape[-2:],

@@ -13,6 +13,8 @@ from typing import Sequence, Union
 
 import torch
 
+from hiresdiff.checks import is_int
+
 Factor = Union[int, Sequence[int]]
 
 
@@ -24,9 +26,9 @@ def axis_factors(factor: Factor, ndim: int) -> tuple[int, ...]:
     """
     if ndim not in (4, 5):
         raise ValueError(f"expected an image (B, C, H, W) or a video (B, C, F, H, W); got a tensor with {ndim} dims")
-    if isinstance(factor, (int,)) and not isinstance(factor, bool):
+    if is_int(factor):
         factors: tuple = (factor, factor)
-    elif isinstance(factor, (tuple, list)) and all(isinstance(f, int) and not isinstance(f, bool) for f in factor):
+    elif isinstance(factor, (tuple, list)) and all(is_int(f) for f in factor):
         factors = tuple(factor)
     else:
         raise ValueError(f"factor must be a positive int or a tuple of positive ints; got {factor!r}")

@@ -33,7 +33,19 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+import diffusers
 import torch
+from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, UNetMotionModel
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+)
+
+from hiresdiff.models.emoji_tokenizer import build_t5_tokenizer
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -104,8 +116,6 @@ def load_config(name: str) -> dict:
 @lru_cache(maxsize=None)
 def _motion_unet_config() -> str:
     """The UNetMotionModel config that AnimateDiffPipeline derives from the SD 1.5 UNet and the adapter (as JSON)."""
-    from diffusers import UNetMotionModel
-
     with torch.device("meta"):
         unet = UNetMotionModel.from_unet2d(build("sd15_unet"), build("animatediff_motion_adapter_v1_5_2"),
                                            load_weights=False)
@@ -113,8 +123,6 @@ def _motion_unet_config() -> str:
 
 
 def model_class(name: str):
-    import diffusers
-
     return getattr(diffusers, load_config(name)["_class_name"])
 
 
@@ -173,8 +181,6 @@ def parameter_count(name: str) -> int:
 
 def tokenizer():
     """A CLIP tokenizer with one token per printable ASCII character (no merges), padding to 77 tokens."""
-    from transformers import CLIPTokenizer
-
     chars = [chr(i) for i in range(33, 127)]
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for c in chars + [c + "</w>" for c in chars]:
@@ -185,8 +191,6 @@ def tokenizer():
 def text_encoder(hidden_size: int, projection_dim: int | None = None, device="cpu", dtype=torch.float32,
                  seed: int = 0):
     """A 1-layer CLIP text model of width ``hidden_size``; with a text projection of ``projection_dim`` if given."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
     vocab_size = len(tokenizer().get_vocab())
     config = CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=TEXT_INTERMEDIATE,
                             num_hidden_layers=TEXT_LAYERS, num_attention_heads=hidden_size // 64,
@@ -201,10 +205,6 @@ def text_encoder(hidden_size: int, projection_dim: int | None = None, device="cp
 def t5_encoder(hidden_size: int, device="cpu", dtype=torch.float32, seed: int = 0):
     """A 1-layer T5 encoder of width ``hidden_size`` (one 64-wide head, feed-forward 256) and its tokenizer, which
     spells printable ASCII: FLUX's stand-in for T5-XXL, whose output width the transformer's joint attention takes."""
-    from transformers import T5Config, T5EncoderModel
-
-    from hiresdiff.models.emoji_tokenizer import build_t5_tokenizer
-
     t5_tokenizer = build_t5_tokenizer([PROMPT], alphabet="".join(chr(i) for i in range(33, 127)), vocab_size=128)
     config = T5Config(vocab_size=len(t5_tokenizer), d_model=hidden_size, d_kv=64, d_ff=TEXT_INTERMEDIATE, num_layers=TEXT_LAYERS,
                       num_heads=1, feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
@@ -243,8 +243,6 @@ def scheduler(arch: str):
     SDXL: EulerDiscrete with its published config. AnimateDiff: DDIM with linear betas, linspace spacing,
     as the diffusers AnimateDiff documentation sets it. FLUX.1-dev: FlowMatchEulerDiscrete with its published config
     (resolution-dependent shift)."""
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
-
     if arch == "flux1-dev":
         return FlowMatchEulerDiscreteScheduler.from_config(load_config("flux1_dev_scheduler"))
     if arch == "sdxl":
@@ -261,8 +259,6 @@ def build_pipeline(arch: str, device: str | torch.device = "cpu", dtype: torch.d
     Real UNet or transformer / VAE / motion adapter from the published configs, tiny text encoders (see the module
     docstring), no safety checker, no watermarker. ``device="meta"`` assembles it without memory.
     """
-    import diffusers
-
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {sorted(ARCHS)}; got {arch!r}")
     parts = {role: build(name, device=device, dtype=dtype) for role, name in ARCHS[arch].items()}

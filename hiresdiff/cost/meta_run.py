@@ -12,6 +12,7 @@ of a run of any size. :func:`meta_twin` makes such a pipeline from any loaded on
 
 from __future__ import annotations
 
+import functools
 import inspect
 from contextlib import contextmanager
 
@@ -65,14 +66,23 @@ def _models(pipe) -> dict[str, torch.nn.Module]:
     return {name: c for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
 
 
+@functools.cache
+def cpu_executing(cls: type) -> type:
+    """A subclass of the pipeline class ``cls`` that creates its own tensors (latents, noise) on the CPU although its
+    models are on ``meta``; a meta twin is built of it, so no pipeline's class is ever swapped."""
+    return type(cls.__name__, (cls,), {"_execution_device": property(lambda self: torch.device("cpu"))})
+
+
 @contextmanager
 def models_on_meta(pipe):
-    """Within the block, ``pipe``'s models (all on ``meta``) compute there, and the pipeline creates its own
-    tensors on the CPU. The pipeline and its models are restored afterwards."""
-    models, cls = _models(pipe), type(pipe)
+    """Within the block, the models of ``pipe`` (a :func:`meta_twin`) compute on ``meta`` and return CPU zeros. Its
+    models are restored afterwards."""
+    models = _models(pipe)
     off_meta = [name for name, model in models.items() if any(p.device.type != "meta" for p in model.parameters())]
     if off_meta:
         raise ValueError(f"pipe: {', '.join(off_meta)} must be on the meta device (see meta_twin)")
+    if as_meta_twin(pipe) is not pipe:
+        raise ValueError("pipe: counting runs on a meta twin (meta_twin(pipe)), whose pipeline executes on the CPU")
     patched, hooked = [], []
     try:
         for model in models.values():
@@ -83,11 +93,8 @@ def models_on_meta(pipe):
             else:
                 attach(model, MetaExecutionHook(), HOOK)
                 hooked.append(model)
-        # the pipeline creates latents and noise on its execution device, which would be the models' (meta)
-        pipe.__class__ = type(cls.__name__, (cls,), {"_execution_device": property(lambda self: torch.device("cpu"))})
         yield pipe
     finally:
-        pipe.__class__ = cls
         for model in patched:
             for name in VAE_METHODS:
                 vars(model).pop(name, None)
@@ -95,14 +102,20 @@ def models_on_meta(pipe):
             detach(model, HOOK)
 
 
-#: What a loaded pipeline may carry besides its components and that changes a run: FLUX's trained size as
-#: ``hiresdiff.loading.pipelines`` sets it, and the call defaults of a model folder's hiresdiff.json.
-CARRIED_ATTRIBUTES = ("default_sample_size", "hiresdiff_call_defaults")
+#: What a loaded pipeline may carry besides its components and that changes a run: FLUX's trained size, as
+#: ``hiresdiff.loading.pipelines`` sets it from a model folder's hiresdiff.json.
+CARRIED_ATTRIBUTES = ("default_sample_size",)
+
+
+def as_meta_twin(pipe):
+    """``pipe`` if it is a :func:`meta_twin` already, else its twin."""
+    return pipe if type(pipe) is cpu_executing(type(pipe).__mro__[1]) else meta_twin(pipe)
 
 
 def meta_twin(pipe):
-    """A pipeline of ``pipe``'s class whose models are built anew from their configs on ``meta`` (no weights, no
-    memory), in their dtypes; the scheduler, tokenizers and other parts are shared."""
+    """A pipeline of ``pipe``'s class (:func:`cpu_executing`) whose models are built anew from their configs on
+    ``meta`` (no weights, no memory), in their dtypes; the scheduler, tokenizers and other parts are shared. ``pipe``
+    itself is only read."""
     parts = {}
     for name, part in pipe.components.items():
         if isinstance(part, torch.nn.Module):
@@ -112,7 +125,7 @@ def meta_twin(pipe):
         parts[name] = part
     if "requires_safety_checker" in inspect.signature(type(pipe).__init__).parameters:
         parts["requires_safety_checker"] = False  # the twin never makes an image to check
-    twin = type(pipe)(**parts)
+    twin = cpu_executing(type(pipe))(**parts)
     twin.set_progress_bar_config(disable=True)
     for name in CARRIED_ATTRIBUTES:
         if name in vars(pipe):

@@ -22,7 +22,11 @@ import torch
 
 from hiresdiff.cost import architectures
 from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE, Count, Counter
-from hiresdiff.cost.meta_run import meta_twin, models_on_meta
+from hiresdiff.cost.meta_run import as_meta_twin, meta_twin, models_on_meta
+from hiresdiff.denoisers.registry import find_denoiser
+from hiresdiff.recipe import as_recipe
+from hiresdiff.sampling.generate import generate
+from hiresdiff.sampling.run_plan import plan_run
 
 GIB = 2**30
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -88,8 +92,6 @@ def check_arch(arch: str) -> str:
 def count_run(pipe, recipe, height: int, width: int, steps: int, prompt=None, **generate_kwargs) -> list[Count]:
     """FLOPs and working memory of ``hiresdiff.generate(pipe, …)`` per stage; ``pipe``'s models on ``meta``
     (:func:`~hiresdiff.cost.meta_run.meta_twin`, :func:`~hiresdiff.cost.architectures.build_pipeline`)."""
-    from hiresdiff.sampling.generate import generate
-
     parts = []
     with torch.inference_mode(), models_on_meta(pipe), Counter() as counter:
         generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps,
@@ -126,33 +128,47 @@ def fit_warning(pipe, recipe, height: int, width: int, free_bytes: int, **call) 
             "(vae_tiling=True), choose a smaller size, or the fast recipe; `hiresdiff plan` shows the cost per stage")
 
 
+def free_device_memory(denoiser) -> Optional[int]:
+    """Bytes free on the denoiser's CUDA device (``None`` elsewhere: CPU memory is the system's to manage)."""
+    device = next(denoiser.parameters()).device
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+
+
+def memory_warning(pipe, recipe, height: int, width: int, **call) -> Optional[str]:
+    """:func:`fit_warning` against the free memory of the CUDA device ``pipe``'s denoiser is on (``None`` on other
+    devices): what to ask before a run that may not fit. It counts the run on a meta twin (a few seconds), which is
+    why :func:`hiresdiff.generate` never does it unasked; the CLI does before every pipeline run on CUDA."""
+    free = free_device_memory(find_denoiser(pipe)[0])
+    if free is None:
+        return None
+    plain = {name: value for name, value in call.items()  # what a meta twin's run needs of the call
+             if name != "output_type" and isinstance(value, (str, int, float, bool, type(None)))}
+    return fit_warning(pipe, as_recipe(recipe) if recipe is not None else None, height, width, free, **plain)
+
+
 def plan(arch: str, height: int, width: Optional[int] = None, method: str = "freescale", steps: int = 30,
          dtype: str = "fp16", pipe=None, progress: bool = False, direct_flops: Optional[int] = None,
          **generate_kwargs) -> Plan:
     """The :class:`Plan` of ``method`` (a preset name or a :class:`~hiresdiff.recipe.Recipe`) for ``arch`` at
     ``height`` × ``width`` pixels with ``steps`` steps; ``generate_kwargs`` go to :func:`hiresdiff.generate`
-    (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline, to reuse; ``progress``: show its steps;
+    (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline (a meta twin, :func:`~hiresdiff.cost.meta_run.as_meta_twin`), to reuse; ``progress``: show its steps;
     ``direct_flops``: direct sampling's FLOPs at this size and steps when already counted (a naive plan's ``flops``)."""
-    from hiresdiff.hooks.families import find_denoiser, trained_size
-    from hiresdiff.recipe import as_recipe
-
     width = height if width is None else width
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}; got {dtype!r}")
     recipe = as_recipe(method)
-    pipe = pipe if pipe is not None else architectures.build_pipeline(check_arch(arch), device="meta", dtype=DTYPES[dtype])
+    if pipe is None:
+        pipe = architectures.build_pipeline(check_arch(arch), device="meta", dtype=DTYPES[dtype])
+    pipe = as_meta_twin(pipe)
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     element = torch.finfo(DTYPES[dtype]).bits // 8
     denoiser, _ = find_denoiser(pipe)
     weights = sum(p.numel() for m in (denoiser, pipe.vae) for p in m.parameters()) + TEXT_ENCODER_PARAMETERS[arch]
     result = Plan(arch, (height, width), recipe.name, dtype, steps, weights * element)
-    factor = pipe.vae_scale_factor
-    stages = recipe.stages(trained_size(denoiser, pipe), (height // factor, width // factor))
+    planned = plan_run(pipe, architectures.PROMPT, height=height, width=width, recipe=recipe, steps=steps)
     parts = count_run(pipe, recipe, height, width, steps, architectures.PROMPT, output_type="pt", **generate_kwargs)
-    for stage, part in zip(stages, parts):
-        ran = steps if stage.index == 0 else recipe.cascade.steps_run(steps, stage is stages[-1])
-        result.stages.append(StageCost(stage.index, (stage.size[0] * factor, stage.size[1] * factor), ran, part.flops,
-                                       part.peak_bytes))
+    for stage, part in zip(planned.stages, parts):
+        result.stages.append(StageCost(stage.index, stage.pixels, stage.steps_run, part.flops, part.peak_bytes))
     if recipe.describe() == "naive":
         direct_flops = result.flops
     elif direct_flops is None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
 
 from hiresdiff.core.resample import downsample
 
@@ -60,8 +62,6 @@ def read_emoji_list(path: Path = EMOJI_TEST_PATH) -> list[EmojiEntry]:
 
 def render_emoji(text: str, font) -> np.ndarray:
     """One emoji drawn on white, centred in a 128² RGB uint8 array (shrunk to fit if wider)."""
-    from PIL import Image, ImageDraw
-
     left, top, right, bottom = font.getbbox(text)
     glyph = Image.new("RGBA", (right - left, bottom - top), (255, 255, 255, 0))
     ImageDraw.Draw(glyph).text((-left, -top), text, font=font, embedded_color=True)
@@ -78,8 +78,6 @@ def render_emoji(text: str, font) -> np.ndarray:
 
 
 def load_font():
-    from PIL import ImageFont
-
     if not FONT_PATH.exists():
         raise FileNotFoundError(
             f"{FONT_PATH} not found: install the Debian package 'fonts-noto-color-emoji' (apt-get install -y fonts-noto-color-emoji)"
@@ -89,8 +87,6 @@ def load_font():
 
 def render_dataset(entries: list[EmojiEntry], progress: bool = True) -> tuple[np.ndarray, list[EmojiEntry]]:
     """Render ``entries``, dropping blank renders and exact duplicates; returns (N, 128, 128, 3) uint8."""
-    from tqdm.auto import tqdm
-
     font = load_font()
     images, kept, seen = [], [], set()
     for entry in tqdm(entries, desc="rendering emoji", disable=not progress):

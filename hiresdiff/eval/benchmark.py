@@ -26,13 +26,24 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from hiresdiff.core.noise import lowres_noise
+from hiresdiff.cost.plan import relative_flops
 from hiresdiff.data import emoji
+from hiresdiff.denoisers.registry import family_of, find_denoiser
 from hiresdiff.eval import metrics
+from hiresdiff.eval.report import markdown_table, quality_time_plot, theta_plot
+from hiresdiff.grid import labelled_grid, save_image
+from hiresdiff.loading.pipelines import load_pipeline
 from hiresdiff.loading.pixel_model import initial_noise, load_pixel_model, sample, to_pil
+from hiresdiff.loading.pixel_pipeline import PixelPipeline
+from hiresdiff.loading.schedulers import make_scheduler
+from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two
+from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline
 from hiresdiff.recipe import Recipe
+from hiresdiff.sampling.generate import generate
 
 
 @dataclass(frozen=True)
@@ -134,8 +145,6 @@ def flow_methods_for(scale: int, etas=(1.0, 0.6, 0.3)) -> list[Method]:
     """The flow-transformer set at one scale (FLUX, SD3): the baselines, UG for rectified flow at each η, each position
     rescaling alone, Self-Cascade, FreeScale (its dilation is PI over the early window) with each rescaling, latent
     φ, the stage-size shift instead of the trained size's, its other ablations, the compositions, and CFG 1."""
-    from hiresdiff.methods.positions import PositionConfig
-
     out = baselines(scale) + [Method(f"UG θ=1 η={e:g}", scale, Recipe.upsample_guidance(eta=e), theta=1.0) for e in etas]
     out += [Method(f"naive {scale}x + {label}", scale, Recipe(positions=PositionConfig(method, attention=attention)))
             for label, method, attention in (("PI", "pi", None), ("NTK", "ntk", None), ("YaRN", "yarn", None),
@@ -261,9 +270,6 @@ class PixelSampler:
 
     def relative_flops(self, method: Method, res: int) -> float:
         """The method's FLOPs over direct sampling's at ``res``² (counted on ``meta``)."""
-        from hiresdiff.cost.plan import relative_flops
-        from hiresdiff.loading.pixel_pipeline import PixelPipeline
-
         labels = {} if self.labels is None else {"class_labels": self.labels[:1]}
         return relative_flops(PixelPipeline(self.unet, self.scheduler), method.recipe, res, res, self.settings.steps,
                               output_type="latent", **labels)
@@ -275,11 +281,7 @@ class PipelineSampler:
     the trained-size sample of the same batch."""
 
     def __init__(self, settings: Settings, pick: torch.Tensor, test_names: list[str]):
-        from hiresdiff.hooks.families import family_of, find_denoiser
-        from hiresdiff.loading.pipelines import load_pipeline
-        from hiresdiff.loading.schedulers import make_scheduler
-
-        self.pipe = load_pipeline(settings.model, device="cpu", progress=False)
+        self.pipe, self.model_settings = load_pipeline(settings.model, device="cpu", progress=False)
         self.flow = family_of(find_denoiser(self.pipe)[0]).flow
         if self.flow:  # flow-matching transformers sample with their own flow-matching scheduler
             settings.scheduler = type(self.pipe.scheduler).__name__
@@ -288,8 +290,6 @@ class PipelineSampler:
         self.settings, self.prompts = settings, [test_names[i] for i in pick.tolist()]
 
     def sample(self, method: Optional[Method], res: int, count: int) -> torch.Tensor:
-        from hiresdiff.sampling.generate import generate
-
         s, parts, call = self.settings, [], self.call(method)
         if method is not None and method.tiled_vae:
             self.pipe.vae.enable_tiling()
@@ -305,17 +305,14 @@ class PipelineSampler:
 
     def relative_flops(self, method: Method, res: int) -> float:
         """The method's FLOPs over direct sampling's at ``res``² with the same call (counted on ``meta``)."""
-        from hiresdiff.cost.plan import relative_flops
-
         return relative_flops(self.pipe, method.recipe, res, res, self.settings.steps, prompt=self.prompts[0],
                               output_type="pt", **self.call(method))
 
     def call(self, method: Optional[Method]) -> dict:
         """The pipeline call's arguments for ``method``: CFG as the pipeline takes it, then the method's own."""
-        from hiresdiff.loading.pipelines import call_kwargs
-
         call = dict(() if method is None else method.call)
-        return {**call_kwargs(self.pipe, call.pop("guidance_scale", self.settings.guidance_scale)), **call}
+        guidance = call.pop("guidance_scale", self.settings.guidance_scale)
+        return {**self.model_settings.arguments(self.pipe, guidance), **call}
 
 
 def run(settings: Settings, progress: bool = True) -> dict:
@@ -323,10 +320,6 @@ def run(settings: Settings, progress: bool = True) -> dict:
 
     A pixel model (``settings.model`` a ``UNet2DModel`` folder, default the embedded one) runs the ``ug`` or
     ``methods`` suite; a text-to-image pipeline (a folder or short name such as ``emoji-latent``) the ``latent`` one."""
-    from tqdm.auto import tqdm
-
-    from hiresdiff.models import is_pipeline
-
     pipeline = is_pipeline(settings.model)
     if settings.suite != "fast" and pipeline != (settings.suite == "latent"):
         raise ValueError(f"suite {settings.suite!r} is for {'pixel models' if settings.suite != 'latent' else 'pipelines'}; "
@@ -394,15 +387,10 @@ def run(settings: Settings, progress: bool = True) -> dict:
 
 
 def _embedded():
-    from hiresdiff.models import EMBEDDED_MODEL_DIR
-
     return EMBEDDED_MODEL_DIR
 
 
 def write_outputs(results: dict, grids: dict, trained, out_dir: Path) -> None:
-    from hiresdiff.eval.report import markdown_table, quality_time_plot, theta_plot
-    from hiresdiff.grid import labelled_grid, save_image
-
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = results["settings"]["suite"]
     (out_dir / f"{prefix}_benchmark.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")

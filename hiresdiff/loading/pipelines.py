@@ -8,13 +8,17 @@ and removes them again, even when the call fails.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+from diffusers import DiffusionPipeline
 
-from hiresdiff.sampling.generate import generate
-from hiresdiff.hooks.families import check_model_index
+from hiresdiff.checks import cannot_load
+from hiresdiff.denoisers.registry import check_model_index
+from hiresdiff.models import MODEL_NAMES, ModelSettings, model_settings, resolve_model
 from hiresdiff.recipe import Recipe
+from hiresdiff.sampling.generate import generate
+
 
 def pick_device() -> str:
     """``"cuda"`` if available, else ``"mps"`` if available, else ``"cpu"``."""
@@ -59,10 +63,6 @@ def pipeline_config(model: str) -> dict:
         FileNotFoundError: in one line naming ``model`` when it is neither a pipeline folder nor a hub id that
             can be fetched or found in the Hugging Face cache (diffusers' own message spans several lines).
     """
-    from diffusers import DiffusionPipeline
-
-    from hiresdiff.models import MODEL_NAMES, resolve_model
-
     try:
         if "/" not in str(model) and model not in MODEL_NAMES and not Path(model).exists():
             raise OSError("neither a folder, a short name nor a hub id (owner/name)")  # asking the hub is pointless
@@ -74,41 +74,29 @@ def pipeline_config(model: str) -> dict:
 
 
 def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
-                  needs_unet: bool = True, progress: bool = True):
-    """``DiffusionPipeline.from_pretrained(model)`` (a folder, hub id or short name such as ``"emoji-latent"``) on ``device`` (default :func:`pick_device`) in ``dtype``
-    (default :func:`pick_dtype`). A missing ``model`` is refused (``FileNotFoundError``, :func:`pipeline_config`),
-    one that does not load (a broken config, a truncated weights file) by a one-line ``ValueError`` naming it;
-    with ``needs_unet`` a pipeline without a supported UNet is refused (``ValueError``) from its
-    ``model_index.json``, before any weights load."""
-    from diffusers import DiffusionPipeline
+                  needs_unet: bool = True, progress: bool = True) -> tuple[Any, ModelSettings]:
+    """``DiffusionPipeline.from_pretrained(model)`` (a folder, hub id or short name such as ``"emoji-latent"``) on
+    ``device`` (default :func:`pick_device`) in ``dtype`` (default :func:`pick_dtype`), and its
+    :class:`~hiresdiff.models.ModelSettings` (pass ``settings.arguments(pipe)`` to :func:`hiresdiff.generate`).
 
-    from hiresdiff.models import resolve_model
-
+    A missing ``model`` is refused (``FileNotFoundError``, :func:`pipeline_config`), one that does not load (a broken
+    config, a truncated weights file) by a one-line ``ValueError`` naming it; with ``needs_unet`` a pipeline without
+    a supported UNet is refused (``ValueError``) from its ``model_index.json``, before any weights load. A FLUX
+    pipeline's ``default_sample_size`` (its own setting, which ``FluxPipeline`` fixes at 128 whatever the weights) is
+    set from the settings' ``trained_size``, so that its plain call makes the size its weights know."""
     model_index = pipeline_config(model)
     if needs_unet:
         check_model_index(model_index)
     device = check_device(device) if device else pick_device()
     try:
-        pipe = DiffusionPipeline.from_pretrained(resolve_model(model), torch_dtype=dtype or pick_dtype(device)).to(device)
+        pipe = DiffusionPipeline.from_pretrained(resolve_model(model), dtype=dtype or pick_dtype(device)).to(device)
     except Exception as error:  # a broken config or a truncated weights file: one line naming the model
-        raise ValueError(f"model {model!r} cannot be loaded ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None
+        raise cannot_load("model", model, error) from None
     pipe.set_progress_bar_config(disable=not progress)
-    apply_model_settings(pipe, model)
-    return pipe
-
-
-def apply_model_settings(pipe, model: str) -> None:
-    """What a folder's ``hiresdiff.json`` says about its pipeline (:func:`hiresdiff.models.model_settings`): a FLUX
-    pipeline's ``default_sample_size`` is set from its ``trained_size`` (``FluxPipeline`` fixes 128 whatever the
-    weights), and its ``call`` arguments are kept as ``pipe.hiresdiff_call_defaults`` for :func:`call_kwargs`."""
-    from hiresdiff.models import model_settings
-
     settings = model_settings(model)
-    if "trained_size" in settings and hasattr(pipe, "default_sample_size"):
-        pipe.default_sample_size = settings["trained_size"] // pipe.vae_scale_factor
-    if settings.get("call"):
-        pipe.hiresdiff_call_defaults = dict(settings["call"])
+    if settings.trained_size is not None and hasattr(pipe, "default_sample_size"):
+        pipe.default_sample_size = settings.trained_size // pipe.vae_scale_factor
+    return pipe, settings
 
 
 def generate_from_folder(model: str, prompt: str, height: int, width: int, *, recipe: Optional[Recipe] = None,
@@ -122,7 +110,7 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
         model: a diffusers pipeline folder or hub id (:func:`load_pipeline`).
         recipe: the method (:class:`~hiresdiff.recipe.Recipe`), or ``None`` for plain sampling at that size.
         steps, seed, guidance_scale, negative_prompt: the pipeline's own arguments (``guidance_scale`` ``None``: the
-            model folder's recommended one, else 7.5, :func:`call_kwargs`); the seed drives a CPU
+            model folder's recommended one, else 7.5, :meth:`~hiresdiff.models.ModelSettings.arguments`); the seed drives a CPU
             generator, so a seed gives the same noise on every device.
         device / dtype: default :func:`pick_device` / :func:`pick_dtype`.
         num_frames: frames of a video pipeline (AnimateDiff); leave ``None`` for images.
@@ -133,39 +121,7 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
         ValueError: before any weights load when a recipe is asked for a pipeline without a supported UNet;
             before sampling for sizes the recipe cannot make (see :func:`~hiresdiff.sampling.generate.generate`).
     """
-    pipe = load_pipeline(model, device=device, dtype=dtype, needs_unet=recipe is not None, progress=progress)
+    pipe, settings = load_pipeline(model, device=device, dtype=dtype, needs_unet=recipe is not None, progress=progress)
     configure_vae_tiling(pipe, vae_tiling)
     return generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps, seed=seed,
-                    num_frames=num_frames, vae_tiling=vae_tiling, **call_kwargs(pipe, guidance_scale, negative_prompt))
-
-
-DEFAULT_GUIDANCE_SCALE = 7.5
-
-
-def recommended_guidance(model: str, guidance_scale: Optional[float] = None) -> float:
-    """``guidance_scale`` if given, else the model folder's recommended one (``hiresdiff.json``), else 7.5."""
-    from hiresdiff.models import model_settings
-
-    if guidance_scale is not None:
-        return guidance_scale
-    return model_settings(model).get("call", {}).get("guidance_scale", DEFAULT_GUIDANCE_SCALE)
-
-
-def call_kwargs(pipe, guidance_scale: Optional[float] = None, negative_prompt: Optional[str] = None) -> dict:
-    """The pipeline call's guidance arguments, and the call defaults its folder asks for (``hiresdiff.json``, read by
-    :func:`load_pipeline`; emoji-flux: ``max_sequence_length``). ``guidance_scale`` ``None``: the folder's
-    recommended ``guidance_scale``, else 7.5. ``negative_prompt`` only when one is given. A FLUX transformer without
-    a guidance embedding (not guidance-distilled) gets classifier-free guidance as ``true_cfg_scale`` with
-    ``negative_prompt`` (default ""): its ``guidance_scale`` would do nothing."""
-    kwargs = dict(getattr(pipe, "hiresdiff_call_defaults", {}))
-    if guidance_scale is None:
-        guidance_scale = kwargs.pop("guidance_scale", DEFAULT_GUIDANCE_SCALE)
-    kwargs.pop("guidance_scale", None)
-    transformer_config = getattr(getattr(pipe, "transformer", None), "config", {})
-    if "guidance_embeds" in transformer_config and not transformer_config["guidance_embeds"]:
-        kwargs.update(true_cfg_scale=guidance_scale, negative_prompt=negative_prompt if negative_prompt is not None else "")
-        return kwargs
-    kwargs["guidance_scale"] = guidance_scale
-    if negative_prompt is not None:
-        kwargs["negative_prompt"] = negative_prompt
-    return kwargs
+                    num_frames=num_frames, vae_tiling=vae_tiling, **settings.arguments(pipe, guidance_scale, negative_prompt))

@@ -12,22 +12,28 @@ loop, restart and per-call parts as SD, SDXL and AnimateDiff pipelines, for ever
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from PIL import Image
 
+from hiresdiff.checks import cannot_load
 from hiresdiff.core.noise import consistent_noise
-from hiresdiff.sampling.restart import stage_generator
-from hiresdiff.hooks.families import size_multiple, trained_size
+from hiresdiff.denoisers.registry import size_multiple, trained_size
+from hiresdiff.loading.pixel_pipeline import PixelPipeline
+from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.recipe import Recipe, as_recipe
+from hiresdiff.sampling.generate import generate
+from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.sampling.run_plan import check_steps
 
 
 def pixel_model_config(path: Union[str, Path]) -> tuple[Path, dict]:
     """(the UNet's folder, its config) of a local ``UNet2DModel`` folder (or a pipeline folder with ``unet/``), read
     as JSON without loading diffusers; ``FileNotFoundError`` / ``ValueError`` naming the path otherwise."""
-    import json
-
     path = Path(path)
     unet_dir = path / "unet" if (path / "unet" / "config.json").exists() else path
     if not (unet_dir / "config.json").exists():
@@ -50,17 +56,12 @@ def load_pixel_model(path: Union[str, Path], scheduler: str = "ddim", device: st
     The training schedule is read from ``scheduler_config.json`` in the folder (or its ``scheduler/``
     subfolder); without one, diffusers' DDPM defaults are used.
     """
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    from hiresdiff.loading.schedulers import make_scheduler
-
     path = Path(path)
     unet_dir, _ = pixel_model_config(path)
     try:
         unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=dtype).to(device).eval()
     except Exception as error:  # a truncated or foreign weights file: one line naming the folder, not a traceback
-        raise ValueError(f"model path {str(path)!r}: its UNet cannot be loaded ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None
+        raise cannot_load("model path", path, error) from None
     for folder in (unet_dir, path, path / "scheduler"):
         if (folder / "scheduler_config.json").exists():
             base = DDPMScheduler.load_config(folder)
@@ -122,9 +123,6 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
     of size (h, w) (the first stage when it has the trained size), and only the stages after it run;
     ``return_stages`` then starts with ``image``.
     """
-    from hiresdiff.sampling.generate import check_steps, generate
-    from hiresdiff.loading.pixel_pipeline import PixelPipeline
-
     check_steps(steps)
     recipe = as_recipe(recipe) if recipe is not None else Recipe()
     first = recipe.stages(trained_size(unet), (height, width), size_multiple(unet))[0]
@@ -141,7 +139,5 @@ def sample(unet, scheduler, *, height: int, width: int, num_images: int = 1, see
 
 def to_pil(images: torch.Tensor):
     """(B, 3, H, W) tensors in [-1, 1] → list of PIL RGB images."""
-    from PIL import Image
-
     arr = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arr]

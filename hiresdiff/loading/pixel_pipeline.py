@@ -19,7 +19,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
 from hiresdiff.core.noise import consistent_noise
-from hiresdiff.hooks.families import trained_size
+from hiresdiff.denoisers.registry import trained_size
 
 OUTPUT_TYPES = ("latent", "pt", "np", "pil")
 

@@ -24,18 +24,16 @@
 from __future__ import annotations
 
 import math
-import numbers
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from hiresdiff.checks import is_int, is_real
+
 NON_INTEGER_SCALES = ("round",)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 # --- detail control -------------------------------------------------------------------------------------
@@ -45,7 +43,7 @@ def check_detail_alpha(alpha) -> None:
     allowed = "None, a number >= 0, a tensor map (H, W) >= 0 or a callable from an image to such a map"
     if alpha is None or (callable(alpha) and not isinstance(alpha, torch.Tensor)):
         return
-    if _is_number(alpha):
+    if is_real(alpha):
         if not (math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"detail_alpha must be {allowed}; got {alpha!r}")
         return
@@ -63,11 +61,11 @@ def detail_weight(t, num_train_timesteps: int, alpha) -> torch.Tensor:
     ``alpha`` is a number (returns a 0-dim tensor) or a map (H, W) (returns a map of the same shape).
     """
     check_detail_alpha(alpha)
-    if not (_is_number(alpha) or isinstance(alpha, torch.Tensor)):
+    if not (is_real(alpha) or isinstance(alpha, torch.Tensor)):
         raise ValueError(f"detail_alpha must be a number or a map (H, W) here; got {alpha!r}")
     if isinstance(t, torch.Tensor) and t.numel() == 1:
         t = float(t)
-    if not _is_number(t):
+    if not is_real(t):
         raise ValueError(f"t must be a number or a one-element tensor; got {t!r}")
     base = (1 + math.cos(math.pi * (num_train_timesteps - t) / num_train_timesteps)) / 2
     if isinstance(alpha, torch.Tensor):
@@ -96,7 +94,7 @@ def detail_alpha_map(mask: torch.Tensor, foreground: float = 3.0, background: fl
     if not ((mask >= 0) & (mask <= 1)).all():
         raise ValueError("mask must be a tensor (H, W) with values in [0, 1]; got values outside [0, 1] or NaN")
     for name, value in (("foreground", foreground), ("background", background)):
-        if not (_is_number(value) and math.isfinite(value) and value >= 0):
+        if not (is_real(value) and math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     mask = mask.float() if not mask.is_floating_point() else mask
     return mask * foreground + (1 - mask) * background
@@ -128,7 +126,7 @@ class DilationConfig:
     non_integer: str = "round"
 
     def __post_init__(self):
-        if not (_is_number(self.until) and 0 <= self.until <= 1):
+        if not (is_real(self.until) and 0 <= self.until <= 1):
             raise ValueError(f"until must be a number in [0, 1]; got {self.until!r}")
         if self.non_integer not in NON_INTEGER_SCALES:
             raise ValueError(f"non_integer must be one of {NON_INTEGER_SCALES}; got {self.non_integer!r}")
@@ -173,16 +171,16 @@ class ScaleFusionConfig:
     windows_per_batch: Optional[int] = None
 
     def __post_init__(self):
-        if not (_is_number(self.sigma) and math.isfinite(self.sigma) and self.sigma > 0):
+        if not (is_real(self.sigma) and math.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"sigma must be a finite number > 0; got {self.sigma!r}")
         if self.kernel is not None:
             check_kernel(self.kernel)
         if not isinstance(self.jitter, bool):
             raise ValueError(f"jitter must be True or False; got {self.jitter!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+        if not is_int(self.seed):
             raise ValueError(f"seed must be an int; got {self.seed!r}")
         if self.windows_per_batch is not None and not (
-                isinstance(self.windows_per_batch, int) and not isinstance(self.windows_per_batch, bool)
+                is_int(self.windows_per_batch)
                 and self.windows_per_batch >= 1):
             raise ValueError(f"windows_per_batch must be a positive int or None; got {self.windows_per_batch!r}")
 
@@ -195,14 +193,14 @@ class ScaleFusionConfig:
 
 def check_kernel(kernel: int) -> None:
     """``ValueError`` naming ``kernel`` unless it is an odd positive int (a Gaussian with a centre tap)."""
-    if not (isinstance(kernel, int) and not isinstance(kernel, bool) and kernel >= 1 and kernel % 2 == 1):
+    if not (is_int(kernel) and kernel >= 1 and kernel % 2 == 1):
         raise ValueError(f"kernel must be an odd positive int; got {kernel!r}")
 
 
 def gaussian_kernel_2d(size: int, sigma: float) -> torch.Tensor:
     """The (size, size) Gaussian exp(−r²/2σ²) centred on the middle tap, normalised to sum 1 (float64)."""
     check_kernel(size)
-    if not (_is_number(sigma) and math.isfinite(sigma) and sigma > 0):
+    if not (is_real(sigma) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
@@ -275,3 +273,14 @@ def token_level(size: Sequence[int], tokens: int) -> int:
     if h * w != tokens:
         raise ValueError(f"{tokens} tokens are not a downsampled grid of the call's size {tuple(size)}")
     return level
+
+
+def fusion_window_starts(config: ScaleFusionConfig, index: int, call, grid: tuple[int, int],
+                         window: tuple[int, int]) -> tuple[list[int], list[int]]:
+    """The window starts (rows, columns) of attention layer ``index`` in a denoiser ``call`` (its ``timestep``): stride
+    half a window, interior windows jittered by up to window/8 from a generator seeded by (``config.seed``, ``index``,
+    t), so every family's fusion draws the same windows for the same call."""
+    t = float(call.timestep.max())
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{config.seed}:{index}:{t!r}".encode()))
+    return tuple(window_starts(g, w, max(1, w // 2), w // 8 if config.jitter else 0, generator)
+                 for g, w in zip(grid, window))

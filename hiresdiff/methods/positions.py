@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from hiresdiff.checks import is_real
 from hiresdiff.core.rope import ROPE_SCALINGS
 
 ATTENTION_SCALINGS = ("none", "yarn", "entropy")
@@ -39,7 +40,7 @@ class PositionConfig:
     def __post_init__(self):
         if self.method not in ROPE_SCALINGS[1:]:
             raise ValueError(f"positions method must be one of {ROPE_SCALINGS[1:]}; got {self.method!r}")
-        if not (isinstance(self.until, (int, float)) and not isinstance(self.until, bool) and 0 <= self.until <= 1):
+        if not (is_real(self.until) and 0 <= self.until <= 1):
             raise ValueError(f"positions until must be a number in [0, 1]; got {self.until!r}")
         if self.attention is not None and self.attention not in ATTENTION_SCALINGS:
             raise ValueError(f"positions attention must be one of {ATTENTION_SCALINGS} or None; got {self.attention!r}")

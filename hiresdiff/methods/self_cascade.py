@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from hiresdiff.checks import check_positive_int, check_strength, is_real
 from hiresdiff.methods.freescale import check_detail_alpha
 
 UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
@@ -60,23 +61,10 @@ def check_size(size: Sequence[int], multiple: int = 1) -> Size:
     """``size`` as (height, width); ``ValueError`` naming height/width unless positive ints divisible by ``multiple``."""
     height, width = tuple(size)
     for name, n in (("height", height), ("width", width)):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"{name} must be a positive int; got {n!r}")
+        check_positive_int(n, name)
         if n % multiple:
             raise ValueError(f"{name}={n} is not divisible by {multiple}, the model's size multiple")
     return height, width
-
-
-def check_positive_int(value, name: str) -> None:
-    """``ValueError`` naming ``name`` unless ``value`` is a positive int."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-
-
-def check_strength(strength) -> None:
-    """``ValueError`` naming ``strength`` unless it lies in (0, 1]."""
-    if not (isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0 < strength <= 1):
-        raise ValueError(f"strength must lie in (0, 1]; got {strength!r}")
 
 
 def restart_index(steps: int, strength: float) -> int:
@@ -154,7 +142,7 @@ class CascadeConfig:
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)
         check_detail_alpha(self.detail_alpha)
-        if not (isinstance(self.stage_ratio, (int, float)) and not isinstance(self.stage_ratio, bool) and self.stage_ratio > 1):
+        if not (is_real(self.stage_ratio) and self.stage_ratio > 1):
             raise ValueError(f"stage_ratio must be a number above 1; got {self.stage_ratio!r}")
         if self.flow_shift not in FLOW_SHIFTS:
             raise ValueError(f"flow_shift must be one of {FLOW_SHIFTS}; got {self.flow_shift!r}")

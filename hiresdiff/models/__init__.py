@@ -2,8 +2,10 @@
 ``emoji-latent`` text-to-image pipeline (``emoji_latent/``), the ``emoji-flux`` FLUX-architecture pipeline
 (``emoji_flux/``), and the recipes that trained them."""
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 EMBEDDED_MODEL_DIR = Path(__file__).parent / "emoji32"
 EMBEDDED_UPSAMPLERS_DIR = Path(__file__).parent / "emoji32_upsamplers_64"  # 32² → 64², see its README.md
@@ -18,13 +20,52 @@ def resolve_model(model: Optional[str]) -> Optional[str]:
     return str(MODEL_NAMES[model]) if model in MODEL_NAMES else model
 
 
-def model_settings(model: Optional[str]) -> dict:
-    """What a pipeline folder's ``hiresdiff.json`` says about it (``{}`` without one): ``trained_size`` (pixels, for
-    pipelines that cannot know it, such as FLUX's) and ``call`` (arguments its calls need); emoji-flux ships one."""
-    import json
+DEFAULT_GUIDANCE_SCALE = 7.5
 
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What hiresdiff knows about a model beyond its pipeline: a folder's ``hiresdiff.json`` (emoji-flux ships one).
+
+    Attributes:
+        trained_size: the square pixel size the weights were trained at, for pipelines that cannot know it (FLUX's
+            pipeline assumes 1024 whatever the weights); ``None``: the denoiser's own ``sample_size``.
+        call: arguments its pipeline calls need (``guidance_scale`` recommended for it, ``max_sequence_length``, …).
+    """
+
+    trained_size: Optional[int] = None
+    call: dict = field(default_factory=dict)
+
+    def guidance_scale(self, guidance_scale: Optional[float] = None) -> float:
+        """``guidance_scale`` if given, else the recommended one, else 7.5."""
+        return guidance_scale if guidance_scale is not None else self.call.get("guidance_scale", DEFAULT_GUIDANCE_SCALE)
+
+    def arguments(self, pipe, guidance_scale: Optional[float] = None, negative_prompt: Optional[str] = None) -> dict:
+        """The keyword arguments of :func:`hiresdiff.generate` for ``pipe`` under these settings: the call defaults,
+        the guidance (:meth:`guidance_scale`; a FLUX transformer without a guidance embedding, not guidance-distilled,
+        gets classifier-free guidance as ``true_cfg_scale`` with ``negative_prompt``, default "", since its
+        ``guidance_scale`` would do nothing), ``negative_prompt`` when one is given, and ``trained_size`` when known."""
+        kwargs: dict[str, Any] = {name: value for name, value in self.call.items() if name != "guidance_scale"}
+        scale = self.guidance_scale(guidance_scale)
+        transformer_config = getattr(getattr(pipe, "transformer", None), "config", {})
+        if "guidance_embeds" in transformer_config and not transformer_config["guidance_embeds"]:
+            kwargs.update(true_cfg_scale=scale, negative_prompt=negative_prompt if negative_prompt is not None else "")
+        else:
+            kwargs["guidance_scale"] = scale
+            if negative_prompt is not None:
+                kwargs["negative_prompt"] = negative_prompt
+        if self.trained_size is not None:
+            kwargs["trained_size"] = self.trained_size
+        return kwargs
+
+
+def model_settings(model: Optional[str]) -> ModelSettings:
+    """The :class:`ModelSettings` of a short name or folder (empty ones without a ``hiresdiff.json``)."""
     path = Path(resolve_model(model)) / "hiresdiff.json" if model is not None else None
-    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    if path is None or not path.is_file():
+        return ModelSettings()
+    saved = json.loads(path.read_text())
+    return ModelSettings(trained_size=saved.get("trained_size"), call=dict(saved.get("call", {})))
 
 
 def is_pipeline(model: Optional[str]) -> bool:

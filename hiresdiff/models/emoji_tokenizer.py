@@ -10,6 +10,10 @@ word ends in gets ``<|endoftext|>``, CLIP's unknown token). Saved, it is an ordi
 from __future__ import annotations
 
 import json
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import CLIPTokenizer
+from tokenizers import Tokenizer, models, trainers
+from transformers import T5Tokenizer
 
 VOCAB_SIZE = 2000
 MAX_LENGTH = 24  # the longest emoji name is 21 tokens with its start and end tokens
@@ -18,9 +22,6 @@ MAX_LENGTH = 24  # the longest emoji name is 21 tokens with its start and end to
 def build_tokenizer(names: list[str], vocab_size: int = VOCAB_SIZE, max_length: int = MAX_LENGTH):
     """A ``CLIPTokenizer`` whose BPE merges are learnt from ``names``: the same tokens for the same list, but merges
     learnt with equal counts may get their ids in another order, so a model goes with its saved tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import CLIPTokenizer
-
     clip = CLIPTokenizer()  # empty vocabulary: only its normaliser and pre-tokeniser are used
     bpe = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="</w>"))
     bpe.normalizer, bpe.pre_tokenizer = clip.backend_tokenizer.normalizer, clip.backend_tokenizer.pre_tokenizer
@@ -37,9 +38,6 @@ def build_t5_tokenizer(names: list[str], alphabet: str = "", vocab_size: int = V
     """A ``T5Tokenizer`` in T5's own shape (Unigram over whitespace-split words with ``▁`` marking word starts;
     ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2; no extra ids) learnt from ``names``; ``alphabet`` adds characters to those
     of ``names`` so that text using them encodes without ``<unk>``."""
-    from tokenizers import Tokenizer, models, trainers
-    from transformers import T5Tokenizer
-
     t5 = T5Tokenizer(extra_ids=0)  # only its pre-tokeniser and decoder are used
     unigram = Tokenizer(models.Unigram())
     unigram.pre_tokenizer, unigram.decoder = t5.backend_tokenizer.pre_tokenizer, t5.backend_tokenizer.decoder

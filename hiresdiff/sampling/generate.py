@@ -1,5 +1,5 @@
 """The one sampling core: any recipe on any diffusers pipeline, a pixel ``UNet2DModel`` being one more pipeline, the
-flow-matching transformers of FLUX.1 and SD3/3.5 others (their differences: :mod:`hiresdiff.transformer.layouts`).
+flow-matching transformers of FLUX.1 and SD3/3.5 others (their differences: :mod:`hiresdiff.denoisers.layouts`).
 
 ``generate(pipe, …)`` runs the recipe's stages (:meth:`hiresdiff.recipe.Recipe.stages`) one after the other,
 each as one call of the pipeline itself, which brings everything it already does (prompt encoding, CFG,
@@ -39,35 +39,29 @@ already those of the trained grid). Without a cascade the pipeline's defaults ap
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import warnings
 from typing import Any, Callable, Optional
 
 import torch
 
-from hiresdiff.sampling.memory_bounds import memory_bounds
+from hiresdiff.denoisers.registry import find_denoiser, size_multiple
+from hiresdiff.methods.self_cascade import resize
+from hiresdiff.recipe import Recipe, Stage
 from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.sampling.memory_bounds import memory_bounds
 from hiresdiff.sampling.noise_levels import NoiseLevels, fresh_copy
 from hiresdiff.sampling.restart import RestartedScheduler, stage_generator, stage_pipeline
-from hiresdiff.sampling.stage_parts import load_upsamplers, stage_detail, stage_modifications, transformer_positions
-from hiresdiff.hooks.families import family_of, find_denoiser, size_multiple
-from hiresdiff.hooks.families import trained_size as denoiser_trained_size
-from hiresdiff.methods.self_cascade import check_positive_int, resize, restart_index
-from hiresdiff.recipe import Recipe, Stage, as_recipe, stages_after
-
-PIPELINE_CONTRACT = ("height", "width", "num_inference_steps", "generator", "latents", "output_type")
-FIRST_STAGE_ONLY = ("latents", "noise_size")  # arguments that describe stage 0's start, not every stage's
+from hiresdiff.sampling.run_plan import RunPlan, StagePlan, plan_run
+from hiresdiff.sampling.stage_parts import load_upsamplers, stage_detail, stage_modifications
 
 
 def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Recipe] = None, seed: int = 0,
              steps: int = 30, num_frames: Optional[int] = None, vae_tiling: Optional[bool] = None,
              on_stage: Optional[Callable[[Stage, Any], None]] = None, init_image: Optional[torch.Tensor] = None,
              return_stages: bool = False, trained_size: Optional[int] = None, **pipeline_kwargs):
-    """Generate ``height``×``width`` pixels with ``pipe`` and ``recipe``.
+    """Generate ``height``×``width`` pixels with ``pipe`` and ``recipe``: :func:`~hiresdiff.sampling.run_plan.plan_run`
+    validates the call into a plan before any model call, then :func:`run` executes it stage by stage.
 
-    Before a run on a CUDA device, the working memory it needs is predicted on a meta twin of the pipeline
-    (:func:`hiresdiff.cost.plan.fit_warning`), and a warning says so when the device's free memory will not hold it.
+    To know beforehand whether a CUDA device holds the run, ask :func:`hiresdiff.cost.plan.fit_warning` (the CLI does).
 
     Args:
         pipe: a loaded diffusers pipeline whose denoiser is a supported UNet (SD 1.x/2.x, SDXL, AnimateDiff,
@@ -90,114 +84,54 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
             the stages before the last as (B, C, h, w) latents (also FLUX's, which its pipeline packs).
         trained_size: the square pixel size the model was trained at, when the pipeline does not know it (FLUX's
             pipeline assumes ``default_sample_size·vae_scale_factor`` = 1024 whatever the weights). Default: the
-            denoiser's ``sample_size`` (FLUX: the pipeline's ``default_sample_size``) × the VAE factor.
+            denoiser's ``sample_size`` (FLUX: the pipeline's ``default_sample_size``) × the VAE factor;
+            :meth:`hiresdiff.models.ModelSettings.arguments` passes a shipped model's.
 
     Returns:
         The last stage's output: a list of PIL images, or for a video pipeline the frames of the first video
         (``output_type`` as passed, default ``"pil"``); with ``return_stages`` a list of every stage's.
 
     Raises:
-        ValueError: before any UNet call, for an unsupported pipeline, sizes that do not fit the model
-            (not divisible by the VAE factor × the UNet's factor, smaller than trained for a cascade, non-integer
-            UG scales), a cascade whose later stages would run no step (steps·strength < 1), upsamplers built
-            for another UNet.
+        ValueError: before any denoiser call, for everything :func:`~hiresdiff.sampling.run_plan.plan_run` refuses
+            and for upsamplers built for another UNet.
     """
-    recipe = as_recipe(recipe) if recipe is not None else Recipe()
+    plan = plan_run(pipe, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps,
+                    num_frames=num_frames, init_image=init_image, trained_size=trained_size, **pipeline_kwargs)
+    return run(pipe, plan, vae_tiling=vae_tiling, on_stage=on_stage, init_image=init_image, return_stages=return_stages)
+
+
+def run(pipe, plan: RunPlan, *, vae_tiling: Optional[bool] = None, on_stage: Optional[Callable[[Stage, Any], None]] = None,
+        init_image: Optional[torch.Tensor] = None, return_stages: bool = False):
+    """Execute a :class:`~hiresdiff.sampling.run_plan.RunPlan` of ``pipe`` (arguments as :func:`generate`'s)."""
+    recipe = plan.recipe
     denoiser, _ = find_denoiser(pipe)
-    family = family_of(denoiser)
-    parameters = inspect.signature(pipe.__call__).parameters
-    missing = [name for name in PIPELINE_CONTRACT if name not in parameters]
-    if missing:
-        raise ValueError(f"pipe: {type(pipe).__name__} takes no {', '.join(missing)}; hiresdiff needs pipelines that take "
-                         f"{', '.join(PIPELINE_CONTRACT)} (for a pixel UNet2DModel: PixelPipeline(unet, scheduler))")
-    if recipe.cascade is not None and recipe.cascade.detail_alpha is not None and "callback_on_step_end" not in parameters:
-        raise ValueError(f"recipe: detail control (detail_alpha) blends the latents through callback_on_step_end, which "
-                         f"{type(pipe).__name__} does not take: use detail_alpha=None (e.g. Recipe.freescale(detail_alpha=None))")
-    if family.flow and recipe.upsamplers is not None:
-        raise ValueError("upsamplers: Self-Cascade's feature upsamplers plug into UNet skip features; "
-                         f"{type(denoiser).__name__} is a transformer: use the tuning-free Self-Cascade (upsamplers=None)")
-    if not family.flow and recipe.positions is not None:
-        raise ValueError(f"positions: rescales a transformer's position embedding; {type(denoiser).__name__} has none "
-                         "(its analogue on a UNet is FreeScale's dilation): use positions=None")
-    if family.video and recipe.cascade is not None and recipe.cascade.space == "rgb":
-        recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
+    upsamplers = load_upsamplers(recipe.upsamplers, denoiser, [s.stage for s in plan.stages]) if recipe.upsamplers is not None else {}
     vae = getattr(pipe, "vae", None)
-    scale_factor = getattr(pipe, "vae_scale_factor", 1) or 1
-    multiple = scale_factor * size_multiple(denoiser)
-    for name, n in (("height", height), ("width", width)):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n % multiple:
-            raise ValueError(f"{name} must be a positive multiple of {multiple} (VAE factor {scale_factor} × the "
-                             f"{type(denoiser).__name__}'s size factor {multiple // scale_factor}); got {n!r}")
-    check_steps(steps)
-    trained = _trained_latent_size(denoiser, pipe, trained_size, scale_factor)
-    stages = recipe.stages(trained, (height // scale_factor, width // scale_factor), size_multiple(denoiser))
-    for stage in stages[1:]:
-        stage_steps, strength = recipe.cascade.stage_steps(steps, stage is stages[-1]), recipe.cascade.strength
-        if recipe.cascade.steps_run(steps, stage is stages[-1]) < 1:
-            raise ValueError(f"steps·strength must be at least 1, or the cascade's later stages run no step; got "
-                             f"steps={stage_steps}, strength={strength} (steps·strength = {stage_steps * strength:g})")
-    reach = family.layout.position_reach(denoiser) if family.flow else 0
-    if reach and transformer_positions(recipe) is None and max(max(stage.size) for stage in stages) > reach:
-        raise ValueError(f"height and width: {type(denoiser).__name__}'s position embedding reaches {reach * scale_factor} pixels "
-                         f"per side (pos_embed_max_size {denoiser.config.pos_embed_max_size} patches); {height}x{width} needs it "
-                         "interpolated: use a recipe with positions=PositionConfig('pi'), or FreeScale (its restrained "
-                         "dilation is position interpolation on a transformer)")
-    frame_factor = max((level.factor[0] for stage in stages for level in stage.ug_levels
-                        if isinstance(level.factor, tuple) and len(level.factor) == 3), default=1)
-    if num_frames is not None and num_frames % frame_factor:
-        raise ValueError(f"num_frames={num_frames} is not divisible by the UG frame factor {frame_factor}: "
-                         f"num_frames must be a multiple of {frame_factor}")
-    upsamplers = load_upsamplers(recipe.upsamplers, denoiser, stages) if recipe.upsamplers is not None else {}
-    free = free_device_memory(denoiser)
-    if free is not None and init_image is None:
-        from hiresdiff.cost.plan import fit_warning
-
-        plain = {name: value for name, value in pipeline_kwargs.items()
-                 if name != "output_type" and isinstance(value, (str, int, float, bool, type(None)))}
-        message = fit_warning(pipe, recipe, height, width, free, prompt=prompt, num_frames=num_frames,
-                              trained_size=trained_size, vae_tiling=vae_tiling, **plain)
-        if message:
-            warnings.warn(message, stacklevel=2)
-
-    common = dict(pipeline_kwargs, num_inference_steps=steps)
-    first_only = {name: common.pop(name) for name in FIRST_STAGE_ONLY if common.get(name) is not None}
-    if prompt is not None:
-        common["prompt"] = prompt
-    if num_frames is not None:
-        common["num_frames"] = num_frames
-    time_ids = "scale"
-    if recipe.cascade is not None and "original_size" in parameters:
-        base = (stages[0].size[0] * scale_factor, stages[0].size[1] * scale_factor)
-        common.setdefault("original_size", base)
-        common.setdefault("target_size", base)
-        time_ids = "keep"
-    output_type = common.pop("output_type", "pil")
-    user_callback = common.pop("callback_on_step_end", None)
-    codec = VaeCodec(vae, scale_factor, vae_tiling) if vae is not None else PixelCodec()
-    layout = family.layout
+    codec = VaeCodec(vae, plan.scale_factor, vae_tiling) if vae is not None else PixelCodec()
+    layout = plan.family.layout
 
     results, latents = [], None
     if init_image is not None:
-        latents, stages = _encoded_image(init_image, denoiser, codec, stages, scale_factor)
+        latents = codec.encode(init_image.clamp(-1, 1).to(device=denoiser.device, dtype=denoiser.dtype))
         results.append(latents)
-    for stage in stages:
-        last = stage is stages[-1]
-        pixels = (stage.size[0] * scale_factor, stage.size[1] * scale_factor)
-        call = dict(_at_size(common, (height, width), pixels), height=pixels[0], width=pixels[1],
-                    output_type=output_type if last else "latent", generator=stage_generator(seed, stage.index))
-        if user_callback is not None:
-            call["callback_on_step_end"] = user_callback
+    for planned in plan.stages:
+        stage, last = planned.stage, planned is plan.stages[-1]
+        call = dict(_at_size(plan.call, (plan.height, plan.width), planned.pixels), height=planned.pixels[0],
+                    width=planned.pixels[1], output_type=plan.output_type if last else "latent",
+                    generator=stage_generator(plan.seed, stage.index))
+        if plan.user_callback is not None:
+            call["callback_on_step_end"] = plan.user_callback
         if stage.index == 0:
-            call.update(first_only)
+            call.update(plan.first_only)
             scheduler = fresh_copy(pipe.scheduler)
             inner = scheduler
         else:
-            scheduler = _restart(pipe.scheduler, recipe, stage, latents, codec, call,
-                                 recipe.cascade.stage_steps(steps, last), layout, size_multiple(denoiser), trained)
+            scheduler = _restart(pipe.scheduler, recipe, planned, latents, codec, call, layout,
+                                 size_multiple(denoiser), plan.trained)
             inner = scheduler.inner
-        with stage_modifications(denoiser, recipe, stage, inner, upsamplers=upsamplers.get(int(max(stage.scale))), pivot=latents,
-                                 sdxl_time_ids=time_ids, trained_size=trained), \
-                memory_bounds(denoiser, vae if last else None, vae_tiling, pixels):
+        with stage_modifications(denoiser, recipe, stage, inner, upsamplers=upsamplers.get(int(max(stage.scale))),
+                                 pivot=latents, sdxl_time_ids=plan.time_ids, trained_size=plan.trained), \
+                memory_bounds(denoiser, vae if last else None, vae_tiling, planned.pixels):
             output = stage_pipeline(pipe, scheduler)(**call)
         result = output.frames if hasattr(output, "frames") else output.images
         if not last and layout is not None:
@@ -212,12 +146,6 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
     return result[0] if hasattr(output, "frames") else result
 
 
-def free_device_memory(denoiser) -> Optional[int]:
-    """Bytes free on the denoiser's CUDA device (``None`` elsewhere: CPU memory is the system's to manage)."""
-    device = next(denoiser.parameters()).device
-    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-
-
 def _at_size(arguments: dict, target, size) -> dict:
     """``arguments`` with every image tensor (B, C, H, W) of the target's pixel size (a ControlNet's or an adapter's
     conditioning image, also in a list) resized to ``size``, the stage's: conditioning follows the stage."""
@@ -230,52 +158,22 @@ def _at_size(arguments: dict, target, size) -> dict:
             for name, value in arguments.items()}
 
 
-def check_steps(steps) -> None:
-    """``ValueError`` naming ``steps`` unless it is a positive int."""
-    check_positive_int(steps, "steps")
-
-
-def _encoded_image(image: torch.Tensor, denoiser, codec, stages: list, scale_factor: int):
-    """The model-space version of a user's ``image`` and the stages after the one it stands in for."""
-    if family_of(denoiser).video:
-        raise ValueError("init_image: upscaling takes images; video pipelines (AnimateDiff) are not supported")
-    channels = 3 if isinstance(codec, VaeCodec) else denoiser.config.in_channels
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != channels or not torch.isfinite(image).all():
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"init_image must be a finite (B, {channels}, H, W) tensor in [-1, 1]; got {shape}")
-    h, w = image.shape[-2:]
-    if h % scale_factor or w % scale_factor:
-        raise ValueError(f"init_image size {h}x{w} must be a multiple of the VAE factor {scale_factor}")
-    later = stages_after(stages, (h // scale_factor, w // scale_factor))
-    return codec.encode(image.clamp(-1, 1).to(device=denoiser.device, dtype=denoiser.dtype)), later
-
-
-def _trained_latent_size(denoiser, pipe, trained_size: Optional[int], scale_factor: int) -> tuple[int, int]:
-    """The trained size in the denoiser's units: ``trained_size`` pixels if given, else the denoiser's own."""
-    if trained_size is None:
-        return denoiser_trained_size(denoiser, pipe)
-    if not isinstance(trained_size, int) or isinstance(trained_size, bool) or trained_size < 1 or trained_size % scale_factor:
-        raise ValueError(f"trained_size must be a positive multiple of the VAE factor {scale_factor} (pixels); "
-                         f"got {trained_size!r}")
-    return (trained_size // scale_factor,) * 2
-
-
-def _restart(pipe_scheduler, recipe: Recipe, stage: Stage, previous: torch.Tensor, codec, call: dict,
-             steps: int, layout=None, multiple: int = 1, trained=None) -> RestartedScheduler:
-    """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler. ``steps``
-    is the stage's full schedule length (``CascadeConfig.stage_steps``), of which it runs the last ``int(steps·strength)``.
+def _restart(pipe_scheduler, recipe: Recipe, planned: StagePlan, previous: torch.Tensor, codec, call: dict,
+             layout=None, multiple: int = 1, trained=None) -> RestartedScheduler:
+    """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler. The stage
+    runs its plan's schedule of ``planned.steps`` from the restart index ``planned.restart``.
 
     A flow transformer's stage samples the grid its pipeline would choose at the stage's size (FLUX: μ from the
     stage's token count) or, with ``cascade.flow_shift="trained"``, at the ``trained`` size; computed here
     (``layout.timestep_arguments``) so that σ_K is known before the call, and imposed on the pipeline's
     ``set_timesteps`` by the restarted scheduler."""
-    cascade = recipe.cascade
+    cascade, stage, steps = recipe.cascade, planned.stage, planned.steps
     pivot = upsample_pivot(codec, previous, stage.size, cascade)
     eps = torch.randn(pivot.shape, generator=call["generator"]).to(pivot)  # drawn on the CPU, then moved
     shift_size = trained if cascade.flow_shift == "trained" else stage.size
     grid = {} if layout is None else layout.timestep_arguments(
         pipe_scheduler, steps, (shift_size[0] // multiple) * (shift_size[1] // multiple))
-    scheduler = RestartedScheduler(pipe_scheduler, restart_index(steps, cascade.strength), grid)
+    scheduler = RestartedScheduler(pipe_scheduler, planned.restart, grid)
     scheduler.set_timesteps(steps)  # init_noise_sigma of the grid the pipeline will set
     levels = NoiseLevels.of(scheduler.inner, steps, grid)
     start = levels.noised(pivot, eps, scheduler.begin) / getattr(scheduler.inner, "init_noise_sigma", 1.0)  # flow: 1

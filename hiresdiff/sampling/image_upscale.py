@@ -14,13 +14,16 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 
+from hiresdiff.checks import is_real
 from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
 from hiresdiff.defaults import MAX_UPSCALE
+from hiresdiff.denoisers.registry import size_multiple, trained_size
 from hiresdiff.loading.pixel_model import sample, to_pil
-from hiresdiff.hooks.families import size_multiple, trained_size
 from hiresdiff.recipe import Recipe, as_recipe, stages_after
+from hiresdiff.sampling.generate import generate
 
 DEFAULT_RECIPE = "self-cascade"
 
@@ -29,8 +32,6 @@ def rgb_array(image) -> np.ndarray:
     """A PIL image as (H, W, 3) float32 in [0, 1], as a user has it: transparency composited on white (the
     background the embedded model knows), 16- and 32-bit modes scaled by their range, grayscale and palette
     images converted."""
-    from PIL import Image
-
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNGs: their full range, not clipped at 255
         gray = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode.startswith("I;16") else 2.0 ** 31 - 1)
         return np.repeat(gray.clip(0, 1)[..., None], 3, axis=-1)
@@ -55,8 +56,6 @@ def image_tensor(image) -> torch.Tensor:
 
     ``ValueError`` naming ``image`` for another type, shape or range.
     """
-    from PIL import Image
-
     if isinstance(image, torch.Tensor):
         x = image.float() if image.ndim == 4 else image.float().unsqueeze(0)
         if x.ndim != 4 or x.shape[1] != 3:
@@ -97,7 +96,7 @@ def _unit_range(array: np.ndarray) -> np.ndarray:
 def target_size(height: int, width: int, scale: Union[float, Sequence[float]]) -> tuple[int, int]:
     """(height·s_h, width·s_w); ``ValueError`` naming ``scale`` unless it is > 1 and gives whole pixels."""
     def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+        return is_real(v)
 
     if number(scale):
         sh = sw = scale
@@ -184,7 +183,6 @@ def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: O
         out = sample(unet, scheduler, height=height, width=width, image=pixels.to(unet.device), seed=seed, steps=steps,
                      class_labels=class_labels, recipe=recipe, progress=progress)
         return to_pil(out)
-    from hiresdiff.sampling.generate import generate
 
     if len(pixels) != 1:
         raise ValueError(f"image: a pipeline upscales one image at a time; got {len(pixels)}")

@@ -23,12 +23,13 @@ from typing import Optional
 
 import torch
 from diffusers.hooks import ModelHook
-from torch.utils._pytree import tree_map
 from diffusers.models.attention import FeedForward
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
+from torch.utils._pytree import tree_map
 
-from hiresdiff.sampling.codecs import tiles
+from hiresdiff.checks import is_int
 from hiresdiff.hooks.base import attach, detach
+from hiresdiff.sampling.codecs import tiles
 
 CHUNK_HOOK = "hiresdiff_chunked_feed_forward"
 #: Tokens per chunk: at SDXL's widest feed-forward (1280 → 2 × 5120) one chunk's intermediates are 0.3 GB in fp16.
@@ -84,7 +85,7 @@ class ChunkedSingleBlockHook(ModelHook):
 def chunked_feed_forward(denoiser: torch.nn.Module, tokens: int = CHUNK_TOKENS):
     """Within the block every ``FeedForward`` of ``denoiser`` (and FLUX's single-stream blocks) runs in chunks of
     ``tokens`` tokens."""
-    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+    if not is_int(tokens) or tokens < 1:
         raise ValueError(f"tokens must be a positive int; got {tokens!r}")
     hooks = {FeedForward: ChunkedFeedForwardHook, FluxSingleTransformerBlock: ChunkedSingleBlockHook}
     layers = [(m, hook) for m in denoiser.modules() for cls, hook in hooks.items() if isinstance(m, cls)]

@@ -28,6 +28,7 @@ import warnings
 from typing import Optional
 
 import torch
+from diffusers import DDIMScheduler, PNDMScheduler
 
 from hiresdiff.sampling.noise_levels import fresh_copy
 
@@ -42,8 +43,6 @@ def stage_generator(seed: int, stage_index: int) -> torch.Generator:
 
 def restartable(scheduler):
     """A fresh scheduler that can start mid-grid: a copy of ``scheduler``, or DDIM in place of PNDM (warned)."""
-    from diffusers import DDIMScheduler, PNDMScheduler
-
     if isinstance(scheduler, PNDMScheduler):
         warnings.warn("PNDM cannot restart mid-schedule (its PLMS warm-up counts calls): the cascade's later stages "
                       "sample with DDIM on the same training schedule", stacklevel=3)

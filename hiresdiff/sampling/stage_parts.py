@@ -1,16 +1,14 @@
 """The per-call parts of a :class:`~hiresdiff.recipe.Recipe` on a UNet or flow transformer, for one stage.
 
-The sampling core (:mod:`hiresdiff.sampling.generate`, for pixel models and pipelines alike) runs
-every stage inside :func:`stage_modifications`: it attaches, in this order, the call-context hook (innermost:
-every real UNet call passes through it), dilated convs, fused self-attention, the feature upsamplers, and
-Upsample Guidance (outermost: it calls the UNet again at the trained size, and those calls see their own
-context), each through diffusers' ``HookRegistry`` or as an attention processor, with its removal registered
-before it is attached; on exit they come off in reverse order, also when the stage raises or is interrupted.
-A flow transformer (FLUX, SD3) gets the analogues: the call context, position rescaling on its position embedding
-(:mod:`hiresdiff.transformer.position_scaling`; the recipe's ``positions``, or PI over the dilation's window), scale
-fusion on its joint attention (:mod:`hiresdiff.transformer.joint_fusion`) and UG for rectified flow
-(:mod:`hiresdiff.transformer.upsample_guidance`). A denoiser that already carries one of them is refused. A stage at
-the trained size gets nothing (but temporal UG): it is plain sampling bit for bit.
+The sampling core (:mod:`hiresdiff.sampling.generate`, for pixel models and pipelines alike) runs every stage inside
+:func:`stage_modifications`: it attaches, in this order, the call-context hook (innermost: every real denoiser call
+passes through it), the family's own parts (its adapter, :func:`~hiresdiff.sampling.family_parts.parts_of`: on a UNet
+dilated convs, fused self-attention and the feature upsamplers; on a flow transformer position rescaling and scale
+fusion on its joint attention) and Upsample Guidance (outermost: it calls the denoiser again at the trained size, and
+those calls see their own context), each through diffusers' ``HookRegistry`` or as an attention processor, with its
+removal registered before it is attached; on exit they come off in reverse order, also when the stage raises or is
+interrupted. A denoiser that already carries one of them is refused. A stage at the trained size gets nothing (but
+temporal UG): it is plain sampling bit for bit.
 """
 
 from __future__ import annotations
@@ -21,19 +19,21 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from hiresdiff.hooks.call_context import apply_call_context, remove_call_context
-from hiresdiff.unet.dilation import apply_dilation, remove_dilation
-from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
-from hiresdiff.unet.upsample_guidance import apply_upsample_guidance, remove_upsample_guidance
-from hiresdiff.unet.scale_fusion import apply_scale_fusion, remove_scale_fusion
-from hiresdiff.hooks.families import family_of
-from hiresdiff.hooks.families import trained_size as denoiser_trained_size
-from hiresdiff.transformer.joint_fusion import apply_joint_fusion, remove_joint_fusion
-from hiresdiff.transformer.position_scaling import apply_positions, remove_positions
+from hiresdiff.checks import cannot_load
+from hiresdiff.denoisers.registry import family_of
+from hiresdiff.denoisers.registry import trained_size as denoiser_trained_size
+from hiresdiff.hooks.base import attached
+from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK, remove_call_context
 from hiresdiff.methods.freescale import blend_detail, check_detail_alpha, detail_weight, resize_alpha
-from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.self_cascade import CascadeConfig
 from hiresdiff.recipe import Recipe, Stage
+from hiresdiff.sampling.family_parts import (
+    UPSAMPLE_GUIDANCE_HOOK,
+    apply_upsample_guidance,
+    parts_of,
+    remove_upsample_guidance,
+)
+from hiresdiff.unet.feature_upsamplers import UPSAMPLERS_HOOK, FeatureUpsamplers
 
 
 def load_upsamplers(upsamplers, unet, stages: Sequence[Stage]) -> dict[int, FeatureUpsamplers]:
@@ -55,8 +55,7 @@ def load_upsamplers(upsamplers, unet, stages: Sequence[Stage]) -> dict[int, Feat
             try:
                 one = FeatureUpsamplers.from_pretrained(one)
             except Exception as error:  # a truncated weights file: one line naming the folder
-                raise ValueError(f"upsamplers {str(one)!r} cannot be loaded ({type(error).__name__}: "
-                                 f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None
+                raise cannot_load("upsamplers", one, error) from None
         if not isinstance(one, FeatureUpsamplers):
             raise ValueError(f"upsamplers must be FeatureUpsamplers or a folder they were saved to; got {type(one).__name__}")
         one.check_fits(unet)
@@ -91,40 +90,14 @@ def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Seque
     return blend
 
 
-def check_unmodified(unet) -> None:
-    """``ValueError`` if ``unet`` (or a flow transformer) already carries one of the per-call parts (applied by hand,
-    or a run in progress on it): a stage would otherwise remove it on exit."""
-    from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK
-    from hiresdiff.unet.dilation import DILATION_HOOK, dilated_convs
-    from hiresdiff.unet.feature_upsamplers import UPSAMPLERS_HOOK
-    from hiresdiff.hooks.base import attached
-    from hiresdiff.unet.upsample_guidance import UPSAMPLE_GUIDANCE_HOOK
-    from hiresdiff.transformer.joint_fusion import JointFusionProcessor, joint_attentions
-    from hiresdiff.transformer.position_scaling import POSITIONS_HOOK
-    from hiresdiff.unet.scale_fusion import ScaleFusionAttnProcessor, self_attentions
-
-    present = [name for name in (CALL_CONTEXT_HOOK, UPSAMPLE_GUIDANCE_HOOK, UPSAMPLERS_HOOK) if attached(unet, name)]
-    if family_of(unet).flow:
-        if attached(unet.pos_embed, POSITIONS_HOOK):
-            present.append("position rescaling")
-        if any(isinstance(attn.processor, JointFusionProcessor) for attn in joint_attentions(unet).values()):
-            present.append("scale fusion")
-    else:
-        if any(attached(conv, DILATION_HOOK) for conv in dilated_convs(unet).values()):
-            present.append("dilation")
-        if any(isinstance(attn.processor, ScaleFusionAttnProcessor) for attn in self_attentions(unet).values()):
-            present.append("scale fusion")
+def check_unmodified(denoiser) -> None:
+    """``ValueError`` if ``denoiser`` already carries one of the per-call parts (applied by hand, or a run in progress on
+    it): a stage would otherwise remove it on exit."""
+    present = [name for name in (CALL_CONTEXT_HOOK, UPSAMPLE_GUIDANCE_HOOK, UPSAMPLERS_HOOK) if attached(denoiser, name)]
+    present += parts_of(family_of(denoiser)).present(denoiser)
     if present:
         raise ValueError(f"the denoiser already carries {', '.join(present)}: remove them (remove_upsample_guidance, …) "
                          "before sampling with a recipe, which attaches its own parts for each stage")
-
-
-def transformer_positions(recipe: Recipe) -> Optional[PositionConfig]:
-    """The position rescaling a flow transformer runs for ``recipe``: its ``positions``, or for FreeScale's
-    restrained dilation its analogue, position interpolation over the same window."""
-    if recipe.positions is not None:
-        return recipe.positions
-    return PositionConfig("pi", until=recipe.dilation.until) if recipe.dilation is not None else None
 
 
 @contextmanager
@@ -142,31 +115,14 @@ def stage_modifications(unet, recipe: Recipe, stage: Stage, scheduler, *, upsamp
         trained_size: the trained (h, w) in the denoiser's units (default: its own, :func:`denoisers.trained_size`).
     """
     check_unmodified(unet)
-    layout = family_of(unet).layout
+    family = family_of(unet)
+    parts = parts_of(family)
     trained = tuple(trained_size) if trained_size is not None else denoiser_trained_size(unet)
     with ExitStack() as undo:  # each part's removal is registered before it is attached (removal is a no-op if absent)
-        if stage.is_upscaled and layout is not None:
+        if stage.is_upscaled:
             undo.callback(remove_call_context, unet)
-            context = apply_call_context(unet, trained, layout.time_unit, layout)
-            positions = transformer_positions(recipe)
-            if positions is not None:
-                undo.callback(remove_positions, unet)
-                apply_positions(unet, positions, context)
-            if recipe.fusion is not None:
-                undo.callback(remove_joint_fusion, unet)
-                apply_joint_fusion(unet, recipe.fusion, context)
-        elif stage.is_upscaled:
-            undo.callback(remove_call_context, unet)
-            context = apply_call_context(unet, trained, scheduler.config.num_train_timesteps)
-            if recipe.dilation is not None:
-                undo.callback(remove_dilation, unet)
-                apply_dilation(unet, recipe.dilation, context)
-            if recipe.fusion is not None:
-                undo.callback(remove_scale_fusion, unet)
-                apply_scale_fusion(unet, recipe.fusion, context)
-            if upsamplers is not None and pivot is not None:
-                undo.callback(detach_feature_upsamplers, unet)
-                attach_feature_upsamplers(unet, upsamplers, pivot, context, stage.size)
+            context = parts.call_context(unet, family, trained, scheduler)
+            parts.attach(undo, unet, recipe, stage, context, upsamplers=upsamplers, pivot=pivot)
         if stage.ug_levels:  # also at spatial scale 1 for temporal UG
             undo.callback(remove_upsample_guidance, unet)
             apply_upsample_guidance(unet, stage.ug_levels, scheduler=scheduler, sdxl_time_ids=sdxl_time_ids)

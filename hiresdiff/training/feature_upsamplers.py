@@ -12,17 +12,25 @@ step, the losses and the random state; it is written atomically every ``save_eve
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
 from typing import Optional
 
 import torch
+from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
 
 from hiresdiff.core.prediction import prediction_target
 from hiresdiff.core.resample import downsample
+from hiresdiff.data import emoji
+from hiresdiff.denoisers.registry import trained_size
+from hiresdiff.loading.pipelines import load_pipeline
+from hiresdiff.loading.pixel_model import load_pixel_model
+from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline
+from hiresdiff.training.latent_model import latent_means
 from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers, attach_feature_upsamplers, detach_feature_upsamplers
-from hiresdiff.hooks.families import trained_size
 
 
 def diffusion_loss(unet, scheduler, images: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
@@ -68,8 +76,6 @@ def train_feature_upsamplers(unet, scheduler, images: torch.Tensor, *, steps: in
     an existing state is resumed (into upsamplers built with the same settings) and the state is saved every
     ``save_every`` steps and at the end. Raises ``ValueError`` before training for bad arguments.
     """
-    from tqdm.auto import tqdm
-
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive int; got {steps!r}")
     if not 0 < strength <= 1:
@@ -160,9 +166,6 @@ def latent_training_set(pipe, resolution: int, data_path=None) -> dict:
     """A text-to-image pipeline's training set at the stage of ``resolution`` pixels: the scaled VAE latents (means) of
     the training emoji at that size, their pivots (the latents of the half-size emoji) and their names' prompt
     embeddings."""
-    from hiresdiff.data import emoji
-    from hiresdiff.training.latent_model import latent_means
-
     def latents(size: int) -> torch.Tensor:
         images = emoji.load(size, "train", data_path).images
         return latent_means(pipe.vae, images, batch_size=128) * pipe.vae.config.scaling_factor
@@ -175,15 +178,6 @@ def latent_training_set(pipe, resolution: int, data_path=None) -> dict:
 
 def train(args) -> None:
     """``hiresdiff train-upsamplers``: train on the emoji training split at ``--resolution`` and save them."""
-    import json
-
-    from diffusers import DDPMScheduler
-
-    from hiresdiff.data import emoji
-    from hiresdiff.loading.pipelines import load_pipeline
-    from hiresdiff.loading.pixel_model import load_pixel_model
-    from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline
-
     torch.set_num_threads(args.threads)
     if args.resolution not in (64, 128):
         raise ValueError(f"resolution must be 64 or 128; got {args.resolution}")
@@ -195,7 +189,7 @@ def train(args) -> None:
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
     if latent:
-        pipe = load_pipeline(args.model, device="cpu", progress=False)
+        pipe, _ = load_pipeline(args.model, device="cpu", progress=False)
         unet, scheduler = pipe.unet, DDPMScheduler.from_config(pipe.scheduler.config)
         training_set = latent_training_set(pipe, args.resolution, args.data)
     else:

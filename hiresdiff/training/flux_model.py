@@ -26,8 +26,14 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from transformers import CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
 from hiresdiff.data import emoji
+from hiresdiff.denoisers.layouts import FluxLayout
+from hiresdiff.models import EMOJI_LATENT_DIR
+from hiresdiff.models.emoji_tokenizer import build_t5_tokenizer
+from hiresdiff.training.latent_model import encode_latents
 from hiresdiff.training.loop import Phase, add_run_arguments, flow_loss, replace_folder, start_run, write_shipped
 
 T5_LENGTH = 24  # the longest emoji name is 22 T5 tokens with its </s>
@@ -48,15 +54,11 @@ HIRESDIFF_SETTINGS = {"trained_size": 32, "call": {"max_sequence_length": T5_LEN
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) latents → FLUX's (B, h/2·w/2, 4C) tokens (the sampling core's FLUX layout)."""
-    from hiresdiff.transformer.layouts import FluxLayout
-
     return FluxLayout().from_grid(latents)
 
 
 def flux_v(transformer, text_encoder, text_encoder_2):
     """``model(x_t, t)`` on packed latents for :func:`flow_loss`, prompts set as ``model.clip_ids``/``model.t5_ids``."""
-    from diffusers import FluxPipeline
-
     def model(x_t, t):
         grid = int(x_t.shape[1] ** 0.5)
         img_ids = FluxPipeline._prepare_latent_image_ids(len(x_t), grid, grid, x_t.device, x_t.dtype)
@@ -69,12 +71,6 @@ def flux_v(transformer, text_encoder, text_encoder_2):
 def components(args, train: emoji.EmojiData) -> dict:
     """The untrained pipeline parts: emoji-latent's VAE and CLIP text encoder and tokenizer, a new T5 encoder with an
     offline tokenizer, a new transformer and FLUX's scheduler."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
-
-    from hiresdiff.models import EMOJI_LATENT_DIR
-    from hiresdiff.models.emoji_tokenizer import build_t5_tokenizer
-
     source = Path(args.latent_pipeline or EMOJI_LATENT_DIR)
     vae = AutoencoderKL.from_pretrained(source / "vae", torch_dtype=torch.float32)
     vae.register_to_config(shift_factor=0.0)  # FluxPipeline adds shift_factor when decoding
@@ -96,10 +92,6 @@ def prompt_ids(tokenizer, names: list[str], length: int) -> torch.Tensor:
 
 
 def train(args) -> None:
-    from diffusers import FluxPipeline
-
-    from hiresdiff.training.latent_model import encode_latents
-
     run_dir = start_run(args)
     train_split = emoji.load(32, "train", args.data)
     parts = components(args, train_split)
@@ -134,8 +126,6 @@ def ship(run_dir: Path, out_dir: Path, train: emoji.EmojiData, test: emoji.Emoji
     """Write the shipped pipeline to ``out_dir``: the EMA weights of ``run_dir``/pipeline (transformer and VAE in fp16,
     which diffusers loads as fp32), ``training.json``, ``prompts.json`` and ``hiresdiff.json``
     (:data:`HIRESDIFF_SETTINGS`); a README.md already there is kept."""
-    from diffusers import FluxPipeline
-
     pipe = FluxPipeline.from_pretrained(Path(run_dir) / "pipeline")
     pipe.transformer.to(torch.float16)
     pipe.vae.to(torch.float16)

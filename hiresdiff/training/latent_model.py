@@ -24,8 +24,13 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from hiresdiff.data import emoji
+from hiresdiff.defaults import DEFAULT_SCHEDULER
+from hiresdiff.loading.schedulers import make_scheduler
+from hiresdiff.models.emoji_tokenizer import build_tokenizer
 from hiresdiff.training.loop import Phase, add_run_arguments, replace_folder, start_run, v_loss, write_shipped
 
 VAE_CONFIG = dict(
@@ -89,8 +94,6 @@ def latent_scale(vae, images: torch.Tensor) -> float:
 
 
 def train_vae(args, run_dir: Path, train: emoji.EmojiData):
-    from diffusers import AutoencoderKL
-
     vae = AutoencoderKL(**VAE_CONFIG)
     phase = Phase("vae", {"vae": vae}, run_dir, args, args.vae_steps, args.vae_lr)
     sets = [train.images] + [emoji.load(size, "train", args.data).images for size in (64, 128)]
@@ -118,11 +121,6 @@ def encode_latents(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def train_unet(args, run_dir: Path, train: emoji.EmojiData, vae) -> None:
-    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from hiresdiff.models.emoji_tokenizer import build_tokenizer
-
     tokenizer = build_tokenizer(train.names)
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
                                                 **TEXT_CONFIG))
@@ -158,11 +156,6 @@ def ship(run_dir: Path, out_dir: Path, train: emoji.EmojiData, test: emoji.Emoji
     diffusers loads as fp32; the text encoder in fp32, as transformers keeps the stored dtype), the scheduler
     hiresdiff samples pixel models with (SDE-DPM-Solver++ over the training schedule), ``training.json``, and
     ``prompts.json`` (the emoji names of the training and held-out splits). A README.md already there is kept."""
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
-
-    from hiresdiff.defaults import DEFAULT_SCHEDULER
-    from hiresdiff.loading.schedulers import make_scheduler
-
     pipe = StableDiffusionPipeline.from_pretrained(Path(run_dir) / "pipeline")
     pipe.scheduler = make_scheduler(DEFAULT_SCHEDULER, DDPMScheduler(**SCHEDULER_CONFIG).config)
     pipe.unet.to(torch.float16)

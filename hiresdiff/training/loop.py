@@ -10,14 +10,18 @@ rectified-flow loss instead (:func:`flow_loss`).
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import json
 import os
-import time
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
 
 MIN_SNR_GAMMA = 5.0
 
@@ -51,8 +55,6 @@ def flow_loss(model: Callable, x0: torch.Tensor, generator=None, autocast: bool 
 
 def new_ema(parameters, decay: float):
     """EMA of ``parameters``, decay warming up as 1 - (1 + step)^-0.75 towards ``decay``."""
-    from diffusers.training_utils import EMAModel
-
     return EMAModel(parameters, decay=decay, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
 
 
@@ -132,8 +134,6 @@ class Phase:
 
     def run(self, loss_fn, save_every: int, log_every: int, on_save) -> None:
         """Optimise ``loss_fn()`` until ``steps``; every ``save_every`` steps save the state and call ``on_save()``."""
-        from tqdm.auto import tqdm
-
         with open(self.log_path, "a", newline="") as log:
             writer, running, t0 = csv.writer(log), 0.0, time.time()
             for _ in tqdm(range(self.step, self.steps), initial=self.step, total=self.steps, desc=f"training {self.name}"):
@@ -161,8 +161,6 @@ class Phase:
 
     def ema_modules(self) -> dict:
         """Deep copies of the modules holding the EMA weights."""
-        import copy
-
         copies = {k: copy.deepcopy(m) for k, m in self.modules.items()}
         self.ema.copy_to([p for m in copies.values() for p in m.parameters()])
         return copies
@@ -172,8 +170,6 @@ def write_shipped(pipe, run_dir: Path, out_dir: Path, names: dict, extra: dict |
     """Replace ``out_dir`` by ``pipe.save_pretrained``, the run's ``training.json``, ``prompts.json`` (``names``: the
     emoji names of the training and held-out splits) and ``extra`` files (name: text); a README.md (the model card)
     already in ``out_dir`` is kept."""
-    import json
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     card = (out_dir / "README.md").read_text() if (out_dir / "README.md").exists() else None
     files = {"prompts.json": json.dumps({k: sorted(set(v)) for k, v in names.items()}, indent=0, ensure_ascii=False) + "\n",

@@ -12,15 +12,26 @@ outside git; the EMA weights are exported in diffusers format (fp16) with the sc
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import json
 import time
 from pathlib import Path
 
 import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from tqdm.auto import tqdm
 
 from hiresdiff.data import emoji
-from hiresdiff.training.loop import (drop_rows_after, learning_rate, new_ema, replace_folder, save_state,
-                                       start_run, v_loss)
+from hiresdiff.training.loop import (
+    drop_rows_after,
+    learning_rate,
+    new_ema,
+    replace_folder,
+    save_state,
+    start_run,
+    v_loss,
+)
 
 UNET_CONFIG = dict(
     sample_size=32,
@@ -38,16 +49,11 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_
 
 
 def build_model_and_scheduler():
-    from diffusers import DDPMScheduler, UNet2DModel
-
     return UNet2DModel(**UNET_CONFIG), DDPMScheduler(**SCHEDULER_CONFIG)
 
 
 def export(ema_unet, scheduler, out_dir: Path, step: int, wall: float) -> None:
     """Write the EMA weights (fp16 safetensors), the scheduler config and ``training.json`` atomically."""
-    import copy
-    import json
-
     def write(folder: Path) -> None:
         copy.deepcopy(ema_unet).to(torch.float16).save_pretrained(folder)
         scheduler.save_pretrained(folder)
@@ -57,8 +63,6 @@ def export(ema_unet, scheduler, out_dir: Path, step: int, wall: float) -> None:
 
 
 def train(args) -> None:
-    from tqdm.auto import tqdm
-
     run_dir = start_run(args)
     data = emoji.load(32, "train", args.data)
     unet, scheduler = build_model_and_scheduler()
@@ -75,9 +79,7 @@ def train(args) -> None:
         torch.set_rng_state(state["rng"])
         drop_rows_after(run_dir / "loss.csv", step)
     elif args.init_from:  # e.g. the shipped weights, when the optimizer state is not on this machine
-        import json
 
-        from diffusers import UNet2DModel
 
         shipped = UNet2DModel.from_pretrained(args.init_from, torch_dtype=torch.float32)
         unet.load_state_dict(shipped.state_dict())

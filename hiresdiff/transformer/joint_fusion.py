@@ -23,10 +23,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from diffusers.models.attention import AttentionModuleMixin
+from diffusers.models.attention_processor import Attention
 
+from hiresdiff.denoisers.registry import size_multiple
 from hiresdiff.hooks.call_context import CallContextHook
-from hiresdiff.unet.scale_fusion import fusion_window_starts
-from hiresdiff.methods.freescale import ScaleFusionConfig, fuse, gaussian_blur_tokens
+from hiresdiff.methods.freescale import ScaleFusionConfig, fuse, fusion_window_starts, gaussian_blur_tokens
 
 
 def _sliced_rope(rope, text: int, index: torch.Tensor):
@@ -87,17 +89,12 @@ class JointFusionProcessor:
 def joint_attentions(transformer) -> dict:
     """The attention layers :func:`apply_joint_fusion` wraps, by module path: every attention inside the
     transformer's blocks (FLUX: ``transformer_blocks`` and ``single_transformer_blocks``; SD3: ``transformer_blocks``)."""
-    from diffusers.models.attention import AttentionModuleMixin
-    from diffusers.models.attention_processor import Attention
-
     return {name: module for name, module in transformer.named_modules()
             if isinstance(module, (Attention, AttentionModuleMixin)) and "transformer_blocks" in name}
 
 
 def apply_joint_fusion(transformer, config: ScaleFusionConfig, context: CallContextHook) -> list[str]:
     """Wrap every joint attention of ``transformer`` in a :class:`JointFusionProcessor`; returns their paths."""
-    from hiresdiff.hooks.families import size_multiple
-
     if not isinstance(config, ScaleFusionConfig):
         raise ValueError(f"fusion must be a ScaleFusionConfig; got a {type(config).__name__}")
     layers = joint_attentions(transformer)

@@ -21,10 +21,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers.hooks import ModelHook
+from diffusers.models.embeddings import PatchEmbed
+from diffusers.models.transformers.transformer_flux import FluxPosEmbed
 
 from hiresdiff.core.rope import entropy_logit_scale, scaled_rope_frequencies, yarn_attention_factor
-from hiresdiff.hooks.call_context import CallContextHook
 from hiresdiff.hooks.base import attach, detach
+from hiresdiff.hooks.call_context import CallContextHook
 from hiresdiff.methods.positions import PositionConfig
 
 POSITIONS_HOOK = "hiresdiff_positions"
@@ -98,9 +100,6 @@ def interpolated_position_embedding(module, trained_patches: tuple[int, int], gr
 
 def apply_positions(transformer, config: PositionConfig, context: CallContextHook) -> None:
     """Hook ``transformer.pos_embed`` (FLUX's rotary or SD3's absolute embedding) to rescale it per ``config``."""
-    from diffusers.models.embeddings import PatchEmbed
-    from diffusers.models.transformers.transformer_flux import FluxPosEmbed
-
     if not isinstance(config, PositionConfig):
         raise ValueError(f"positions must be a PositionConfig; got a {type(config).__name__}")
     embed = transformer.pos_embed

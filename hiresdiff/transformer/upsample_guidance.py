@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from hiresdiff.core.resample import axis_factors
-from hiresdiff.hooks.families import DenoiserFamily
+from hiresdiff.denoisers.registry import DenoiserFamily
 from hiresdiff.hooks.base import DenoiserCallHook
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.methods.upsample_guidance_flow import nested_flow_upsample_guidance

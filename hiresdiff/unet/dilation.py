@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.hooks import ModelHook
 
-from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK, CallContextHook
 from hiresdiff.hooks.base import attach, attached, detach
+from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK, CallContextHook
 from hiresdiff.methods.freescale import DilationConfig, dilated_padding
 
 DILATION_HOOK = "hiresdiff_dilation"

@@ -41,17 +41,23 @@ back (``UNet2DModel`` has no ``attn_processors``/``set_attn_processor``, so proc
 
 from __future__ import annotations
 
-import zlib
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
-from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK, CallContextHook
 from hiresdiff.hooks.base import attached
-from hiresdiff.methods.freescale import (ScaleFusionConfig, downsampled_size, fuse, gaussian_blur,
-                                         gaussian_blur_tokens, token_level, window_starts)
+from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK, CallContextHook
+from hiresdiff.methods.freescale import (
+    ScaleFusionConfig,
+    downsampled_size,
+    fuse,
+    fusion_window_starts,
+    gaussian_blur,
+    gaussian_blur_tokens,
+    token_level,
+)
 
 
 def windowed_attention(attn: Attention, hidden_states: torch.Tensor, grid: tuple[int, int],
@@ -124,8 +130,6 @@ def windows_by_processor(processor, attn: Attention, hidden_states: torch.Tensor
 
 def is_standard(processor) -> bool:
     """Whether ``processor`` is diffusers' plain attention, which :func:`windowed_attention` reproduces exactly."""
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
     return type(processor) in (AttnProcessor2_0, AttnProcessor)
 
 
@@ -173,16 +177,6 @@ class ScaleFusionAttnProcessor:
         if global_out.ndim == 4:
             return fuse(global_out, local_out, lambda x: gaussian_blur(x, kernel, sigma))
         return fuse(global_out, local_out, lambda x: gaussian_blur_tokens(x, grid, kernel, sigma))
-
-
-def fusion_window_starts(config: ScaleFusionConfig, index: int, call, grid: tuple[int, int],
-                         window: tuple[int, int]) -> tuple[list[int], list[int]]:
-    """The window starts (rows, columns) of layer ``index`` in ``call``: stride half a window, interior windows
-    jittered by up to window/8 from a generator seeded by (``config.seed``, ``index``, t)."""
-    t = float(call.timestep.max())
-    generator = torch.Generator().manual_seed(zlib.crc32(f"{config.seed}:{index}:{t!r}".encode()))
-    return tuple(window_starts(g, w, max(1, w // 2), w // 8 if config.jitter else 0, generator)
-                 for g, w in zip(grid, window))
 
 
 def self_attentions(unet) -> dict[str, Attention]:

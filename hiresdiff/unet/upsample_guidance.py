@@ -1,4 +1,5 @@
-"""Upsample Guidance on a diffusers pipeline's UNet, as a named diffusers hook.
+"""Upsample Guidance on a UNet, as a diffusers hook (attached by
+:func:`hiresdiff.sampling.family_parts.apply_upsample_guidance`, through the UNet adapter :mod:`hiresdiff.unet.parts`).
 
 ``apply_upsample_guidance(pipe, UpsampleGuidanceConfig(...))`` turns every UNet call of the pipeline into
 eq. 4 of the paper,
@@ -25,17 +26,15 @@ For large outputs the VAE decode, not UG, dominates memory: call ``pipe.vae.enab
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 from hiresdiff.core.resample import axis_factors
-from hiresdiff.hooks.base import DenoiserCallHook, attach, attached, detach
-from hiresdiff.unet.lowres_call import check_latent_size, check_time_ids, lowres_conditioning
-from hiresdiff.hooks.families import DenoiserFamily, family_of, find_denoiser
-from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction, with_family_eta
-
-UPSAMPLE_GUIDANCE_HOOK = "upsample_guidance"
+from hiresdiff.denoisers.registry import DenoiserFamily
+from hiresdiff.hooks.base import DenoiserCallHook
+from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction
+from hiresdiff.unet.lowres_call import check_latent_size, lowres_conditioning
 
 
 def scheduler_schedule(scheduler) -> tuple[torch.Tensor, str]:
@@ -87,73 +86,3 @@ class UpsampleGuidanceHook(DenoiserCallHook):
         guided = nested_guided_prediction(unet_fn, sample.float(), timestep, alphas_cumprod, self.levels,
                                           prediction_type).to(sample.dtype)
         return self.family.output_cls(sample=guided) if arguments.get("return_dict", True) else (guided,)
-
-
-def apply_upsample_guidance(pipe_or_unet, config: Union[UpsampleGuidanceConfig, Sequence[UpsampleGuidanceConfig]],
-                            scheduler=None, *,
-                            sdxl_time_ids: str = "scale") -> None:
-    r"""Apply Upsample Guidance (eq. 4–5) to every UNet call of a pipeline, or of a bare UNet.
-
-    Args:
-        pipe_or_unet: a diffusers pipeline with a ``unet`` (SD 1.x/2.x, SDXL, AnimateDiff, their img2img,
-            ControlNet and IP-Adapter variants, LoRA-loaded or not; a pixel ``UNet2DModel`` pipeline) or
-            such a UNet itself.
-        config: the UG settings. ``factor`` is int m (H, W) or a tuple per trailing axis; on AnimateDiff
-            (2, 1, 1) is temporal UG (more frames) and (2, 2, 2) both. A sequence of configs nests them
-            (:func:`hiresdiff.methods.upsample_guidance.nested_guided_prediction`; 4× as ×2 twice).
-        scheduler: where ``alphas_cumprod`` and ``prediction_type`` come from. Default for a pipeline: its
-            current ``scheduler``, read at every call. Required for a bare UNet.
-        sdxl_time_ids: ``"scale"`` (default) or ``"keep"``: SDXL micro-conditioning of the low-res call,
-            see :mod:`hiresdiff.unet.lowres_call`.
-
-    Raises:
-        ValueError: the pipeline has no supported UNet, a bare UNet comes without a scheduler, the
-            scheduler is not DDPM-family, a frame factor is given for an image UNet, or UG is already applied.
-
-    Example:
-
-    ```python
-    >>> pipe = StableDiffusionPipeline.from_pretrained(...)
-    >>> apply_upsample_guidance(pipe, UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6))
-    >>> image = pipe("a cat", height=1024, width=1024).images[0]
-    >>> remove_upsample_guidance(pipe)
-    ```
-    """
-    unet, pipe = find_denoiser(pipe_or_unet)
-    if attached(unet, UPSAMPLE_GUIDANCE_HOOK) is not None:
-        raise ValueError("Upsample Guidance is already applied to this UNet; call remove_upsample_guidance first")
-    family = family_of(unet)
-    levels = [config] if isinstance(config, UpsampleGuidanceConfig) else list(config)
-    if not levels or not all(isinstance(c, UpsampleGuidanceConfig) for c in levels):
-        raise ValueError(f"config must be an UpsampleGuidanceConfig or a non-empty sequence of them; got {config!r}")
-    levels = [with_family_eta(level, latent=family.latent) for level in levels]
-    if family.flow:  # rectified flow: σ comes from the call itself, no scheduler is read
-        from hiresdiff.hooks.families import size_multiple
-        from hiresdiff.transformer.upsample_guidance import FlowUpsampleGuidanceHook
-
-        for level in levels:
-            axis_factors(level.factor, 4)  # (H, W) only: ValueError for a frame factor
-        attach(unet, FlowUpsampleGuidanceHook(levels, family, size_multiple(unet)), UPSAMPLE_GUIDANCE_HOOK)
-        return
-    if scheduler is None and pipe is None:
-        raise ValueError("a bare UNet needs scheduler=: Upsample Guidance reads alphas_cumprod and prediction_type "
-                         "from the scheduler that samples with it")
-    scheduler_source = (lambda: scheduler) if scheduler is not None else (lambda: pipe.scheduler)
-    scheduler_schedule(scheduler_source())
-    for level in levels:
-        if axis_factors(level.factor, 5)[0] > 1 and not family.video:
-            raise ValueError(f"factor {level.factor!r} scales frames, but {type(unet).__name__} is an image UNet; "
-                             "temporal Upsample Guidance needs a video UNet (AnimateDiff's UNetMotionModel)")
-    check_time_ids(sdxl_time_ids)
-    hook = UpsampleGuidanceHook(levels, scheduler_source, family, sdxl_time_ids, getattr(pipe, "vae_scale_factor", None))
-    attach(unet, hook, UPSAMPLE_GUIDANCE_HOOK)
-
-
-def remove_upsample_guidance(pipe_or_unet) -> None:
-    """Remove Upsample Guidance from a pipeline's UNet (or a bare UNet); a no-op if it is not applied.
-
-    The UNet is restored exactly: its ``forward``, and the hook registry if this hook created it, are
-    deleted again when no other hook remains. Attention processors and config are never touched.
-    """
-    unet, _ = find_denoiser(pipe_or_unet)
-    detach(unet, UPSAMPLE_GUIDANCE_HOOK)

@@ -7,6 +7,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from hiresdiff.checks import check_int
+
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
 # Values may exceed [-1, 1] by float rounding only.
@@ -55,6 +57,4 @@ def _check_features(f: ArrayLike, name: str) -> torch.Tensor:
 
 
 def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
+    return check_int(value, name, minimum)

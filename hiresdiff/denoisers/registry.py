@@ -3,7 +3,7 @@
 One small per-architecture registry (DESIGN.md §4): the output class a denoiser returns with
 ``return_dict=True``, whether it is a video UNet, whose ``sample`` is (B, C, F, H, W) and whose
 ControlNet residuals arrive with frames folded into the batch, (B·F, C, h, w), and for the flow-matching
-transformers (FLUX.1, SD3/3.5) their :mod:`~hiresdiff.transformer.layouts` layout (packed tokens,
+transformers (FLUX.1, SD3/3.5) their :mod:`~hiresdiff.denoisers.layouts` layout (packed tokens,
 time unit, trained size, the pipeline's timestep grid). Pipelines are recognised by their ``unet`` or
 ``transformer`` component, never by name or path.
 """
@@ -13,6 +13,15 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
+
+import torch
+from diffusers import FluxTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel, UNet2DModel, UNetMotionModel
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.unets.unet_2d import UNet2DOutput
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+from diffusers.models.unets.unet_motion_model import UNetMotionOutput
+
+from hiresdiff.denoisers.layouts import FluxLayout, SD3Layout
 
 SUPPORTED = ("pipelines whose denoiser is a UNet: SD 1.x/2.x and SDXL (UNet2DConditionModel), "
              "AnimateDiff (UNetMotionModel) and pixel-space UNet2DModel, or a flow-matching transformer: "
@@ -37,15 +46,6 @@ class DenoiserFamily:
 @functools.cache
 def families() -> dict[type, DenoiserFamily]:
     """Denoiser class → :class:`DenoiserFamily` for every supported denoiser."""
-    from diffusers import (FluxTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel, UNet2DModel,
-                           UNetMotionModel)
-    from diffusers.models.modeling_outputs import Transformer2DModelOutput
-    from diffusers.models.unets.unet_2d import UNet2DOutput
-    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-    from diffusers.models.unets.unet_motion_model import UNetMotionOutput
-
-    from hiresdiff.transformer.layouts import FluxLayout, SD3Layout
-
     return {
         UNet2DConditionModel: DenoiserFamily(UNet2DConditionOutput, video=False),
         UNetMotionModel: DenoiserFamily(UNetMotionOutput, video=True),
@@ -66,8 +66,6 @@ def family_of(denoiser) -> DenoiserFamily:
 def _layout_of_config(config: Mapping[str, Any]):
     """The transformer layout a denoiser config describes (FLUX: ``axes_dims_rope``; SD3: ``pos_embed_max_size``),
     ``None`` for a UNet's."""
-    from hiresdiff.transformer.layouts import FluxLayout, SD3Layout
-
     if "block_out_channels" in config:
         return None
     if "axes_dims_rope" in config:
@@ -106,8 +104,6 @@ def find_denoiser(pipe_or_denoiser) -> tuple[Any, Optional[Any]]:
     """(denoiser, pipeline) for a pipeline with a supported ``unet`` or ``transformer``, (denoiser, None) for a bare
     supported one; a ``torch.compile``d denoiser gives the module it compiles (hooks on it are traced into the
     compiled calls)."""
-    import torch
-
     if isinstance(pipe_or_denoiser, torch.nn.Module):
         denoiser = getattr(pipe_or_denoiser, "_orig_mod", pipe_or_denoiser)
         family_of(denoiser)

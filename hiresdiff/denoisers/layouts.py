@@ -26,14 +26,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from diffusers import FluxPipeline
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift as pipeline_shift
 
 
 def calculate_shift(image_seq_len: int, config: Mapping[str, Any], max_shift_default: float) -> float:
     """FLUX's μ by the pipelines' own ``calculate_shift``: linear in the token count between (base_image_seq_len,
     base_shift) and (max_image_seq_len, max_shift), extrapolated beyond, with the pipelines' defaults where the
     scheduler config lacks a value (256, 4096, 0.5, and ``max_shift_default``: FLUX 1.15, SD3 1.16)."""
-    from diffusers.pipelines.flux.pipeline_flux import calculate_shift as pipeline_shift
-
     return pipeline_shift(image_seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
                           config.get("base_shift", 0.5), config.get("max_shift", max_shift_default))
 
@@ -59,14 +59,10 @@ class FluxLayout:
 
     def to_grid(self, latents: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Packed (B, h/2·w/2, 4C) → (B, C, h, w) for a latent ``size`` (h, w): the pipeline's own unpacking."""
-        from diffusers import FluxPipeline
-
         return FluxPipeline._unpack_latents(latents, size[0], size[1], vae_scale_factor=1)
 
     def from_grid(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) → packed (B, h/2·w/2, 4C): the pipeline's own packing."""
-        from diffusers import FluxPipeline
-
         return FluxPipeline._pack_latents(z, *z.shape)
 
     def grid_size(self, arguments: Mapping[str, Any]) -> tuple[int, int]:
@@ -83,8 +79,6 @@ class FluxLayout:
 
     def with_input(self, arguments: Mapping[str, Any], z: torch.Tensor) -> dict[str, Any]:
         """``arguments`` for the grid ``z`` (B, C, h, w): its tokens and their position ids."""
-        from diffusers import FluxPipeline
-
         ids = arguments["img_ids"]
         img_ids = FluxPipeline._prepare_latent_image_ids(None, z.shape[-2] // 2, z.shape[-1] // 2, ids.device, ids.dtype)
         return {**arguments, "hidden_states": self.from_grid(z), "img_ids": img_ids}

@@ -1,0 +1,211 @@
+"""The plan of one :func:`~hiresdiff.sampling.generate.generate` call: everything the stage loop will do, built from the
+call and validated before any model call.
+
+:func:`plan_run` reads the pipeline's signature and its denoiser's config (never its weights) and returns a
+:class:`RunPlan`: the recipe as it will run (a video's RGB cascade made latent), the stages with their sizes, the
+steps each runs and its restart index, the micro-conditioning policy and the arguments every stage's call shares.
+Every bad input is refused here by a ``ValueError`` naming the parameter, so a run that starts can finish. The cost
+model (:mod:`hiresdiff.cost.plan`) reads the same plan for its per-stage table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from hiresdiff.checks import check_positive_int, is_int
+from hiresdiff.denoisers.registry import DenoiserFamily, family_of, find_denoiser, size_multiple
+from hiresdiff.denoisers.registry import trained_size as denoiser_trained_size
+from hiresdiff.methods.self_cascade import restart_index
+from hiresdiff.recipe import Recipe, Stage, as_recipe, stages_after
+from hiresdiff.transformer.parts import transformer_positions
+
+PIPELINE_CONTRACT = ("height", "width", "num_inference_steps", "generator", "latents", "output_type")
+FIRST_STAGE_ONLY = ("latents", "noise_size")  # arguments that describe stage 0's start, not every stage's
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage as it will run: the recipe's ``stage``, its size in ``pixels``, the length ``steps`` of its schedule
+    and the step ``restart`` it starts at (0 for stage 0; later stages run ``steps − restart`` steps,
+    :meth:`~hiresdiff.methods.self_cascade.CascadeConfig.steps_run`)."""
+
+    stage: Stage
+    pixels: tuple[int, int]
+    steps: int
+    restart: int = 0
+
+    @property
+    def steps_run(self) -> int:
+        return self.steps - self.restart
+
+    @property
+    def index(self) -> int:
+        return self.stage.index
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated :func:`~hiresdiff.sampling.generate.generate` call (see the module docstring).
+
+    ``stages`` are those that run: after an ``init_image`` only the later ones. ``trained`` is the trained size in the
+    denoiser's units. ``call`` holds the arguments every stage's pipeline call shares, ``first_only`` those of stage 0
+    alone (``latents``, ``noise_size``). ``time_ids`` is SDXL's micro-conditioning of UG's low-resolution calls:
+    ``"keep"`` in a cascade (every stage is told the trained size), else ``"scale"``.
+    """
+
+    recipe: Recipe
+    family: DenoiserFamily
+    height: int
+    width: int
+    scale_factor: int
+    multiple: int
+    trained: tuple[int, int]
+    stages: tuple[StagePlan, ...]
+    seed: int
+    steps: int
+    output_type: Any = "pil"
+    time_ids: str = "scale"
+    call: dict = field(default_factory=dict)
+    first_only: dict = field(default_factory=dict)
+    user_callback: Optional[Callable] = None
+    init_size: Optional[tuple[int, int]] = None  # the init_image's size in the denoiser's units, when one is given
+
+
+def check_steps(steps) -> None:
+    """``ValueError`` naming ``steps`` unless it is a positive int."""
+    check_positive_int(steps, "steps")
+
+
+def plan_run(pipe, prompt=None, *, height: int, width: int, recipe=None, seed: int = 0, steps: int = 30,
+             num_frames: Optional[int] = None, init_image: Optional[torch.Tensor] = None,
+             trained_size: Optional[int] = None, **pipeline_kwargs) -> RunPlan:
+    """The :class:`RunPlan` of ``generate(pipe, prompt, height=…, …)`` (the same arguments, see there), validated.
+
+    Raises:
+        ValueError: for an unsupported pipeline, sizes that do not fit the model (not divisible by the VAE factor ×
+            the denoiser's factor, smaller than trained for a cascade, non-integer UG scales, beyond an SD3
+            position table without rescaling), a cascade whose later stages would run no step (steps·strength < 1),
+            parts the denoiser cannot take, frames not divisible by temporal UG's factor, a malformed
+            ``init_image``.
+    """
+    recipe = as_recipe(recipe) if recipe is not None else Recipe()
+    denoiser, _ = find_denoiser(pipe)
+    family = family_of(denoiser)
+    parameters = inspect.signature(pipe.__call__).parameters
+    _check_pipeline(pipe, parameters, recipe, family, denoiser)
+    if family.video and recipe.cascade is not None and recipe.cascade.space == "rgb":
+        recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
+    scale_factor = getattr(pipe, "vae_scale_factor", 1) or 1
+    multiple = scale_factor * size_multiple(denoiser)
+    for name, n in (("height", height), ("width", width)):
+        if not is_int(n) or n < 1 or n % multiple:
+            raise ValueError(f"{name} must be a positive multiple of {multiple} (VAE factor {scale_factor} × the "
+                             f"{type(denoiser).__name__}'s size factor {multiple // scale_factor}); got {n!r}")
+    check_steps(steps)
+    trained = _trained_latent_size(denoiser, pipe, trained_size, scale_factor)
+    stages = recipe.stages(trained, (height // scale_factor, width // scale_factor), size_multiple(denoiser))
+    planned = [_stage_plan(recipe, stage, stage is stages[-1], steps, scale_factor) for stage in stages]
+    _check_positions(denoiser, family, recipe, stages, scale_factor, height, width)
+    _check_frames(stages, num_frames)
+    init_size = None
+    if init_image is not None:
+        init_size = _check_init_image(init_image, denoiser, family, pipe, scale_factor)
+        later = stages_after(stages, init_size)
+        planned = planned[len(stages) - len(later):]
+
+    call = dict(pipeline_kwargs, num_inference_steps=steps)
+    first_only = {name: call.pop(name) for name in FIRST_STAGE_ONLY if call.get(name) is not None}
+    if prompt is not None:
+        call["prompt"] = prompt
+    if num_frames is not None:
+        call["num_frames"] = num_frames
+    time_ids = "scale"
+    if recipe.cascade is not None and "original_size" in parameters:
+        base = (stages[0].size[0] * scale_factor, stages[0].size[1] * scale_factor)
+        call.setdefault("original_size", base)
+        call.setdefault("target_size", base)
+        time_ids = "keep"
+    output_type = call.pop("output_type", "pil")
+    user_callback = call.pop("callback_on_step_end", None)
+    return RunPlan(recipe, family, height, width, scale_factor, multiple, trained, tuple(planned), seed, steps,
+                   output_type, time_ids, call, first_only, user_callback, init_size)
+
+
+def _stage_plan(recipe: Recipe, stage: Stage, last: bool, steps: int, scale_factor: int) -> StagePlan:
+    """One stage's plan; ``ValueError`` when a later stage would run no step."""
+    pixels = (stage.size[0] * scale_factor, stage.size[1] * scale_factor)
+    if stage.index == 0:
+        return StagePlan(stage, pixels, steps)
+    cascade = recipe.cascade
+    grid = cascade.stage_steps(steps, last)
+    if cascade.steps_run(steps, last) < 1:
+        raise ValueError(f"steps·strength must be at least 1, or the cascade's later stages run no step; got "
+                         f"steps={grid}, strength={cascade.strength} (steps·strength = {grid * cascade.strength:g})")
+    return StagePlan(stage, pixels, grid, restart_index(grid, cascade.strength))
+
+
+def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, denoiser) -> None:
+    """``ValueError`` for a pipeline that lacks the call arguments the core needs, or parts its denoiser cannot take."""
+    missing = [name for name in PIPELINE_CONTRACT if name not in parameters]
+    if missing:
+        raise ValueError(f"pipe: {type(pipe).__name__} takes no {', '.join(missing)}; hiresdiff needs pipelines that take "
+                         f"{', '.join(PIPELINE_CONTRACT)} (for a pixel UNet2DModel: PixelPipeline(unet, scheduler))")
+    if recipe.cascade is not None and recipe.cascade.detail_alpha is not None and "callback_on_step_end" not in parameters:
+        raise ValueError(f"recipe: detail control (detail_alpha) blends the latents through callback_on_step_end, which "
+                         f"{type(pipe).__name__} does not take: use detail_alpha=None (e.g. Recipe.freescale(detail_alpha=None))")
+    if family.flow and recipe.upsamplers is not None:
+        raise ValueError("upsamplers: Self-Cascade's feature upsamplers plug into UNet skip features; "
+                         f"{type(denoiser).__name__} is a transformer: use the tuning-free Self-Cascade (upsamplers=None)")
+    if not family.flow and recipe.positions is not None:
+        raise ValueError(f"positions: rescales a transformer's position embedding; {type(denoiser).__name__} has none "
+                         "(its analogue on a UNet is FreeScale's dilation): use positions=None")
+
+
+def _check_positions(denoiser, family: DenoiserFamily, recipe: Recipe, stages, scale_factor: int, height: int,
+                     width: int) -> None:
+    """``ValueError`` when a stage is larger than a transformer's position table reaches and nothing rescales it."""
+    reach = family.layout.position_reach(denoiser) if family.flow else 0
+    if reach and transformer_positions(recipe) is None and max(max(stage.size) for stage in stages) > reach:
+        raise ValueError(f"height and width: {type(denoiser).__name__}'s position embedding reaches {reach * scale_factor} pixels "
+                         f"per side (pos_embed_max_size {denoiser.config.pos_embed_max_size} patches); {height}x{width} needs it "
+                         "interpolated: use a recipe with positions=PositionConfig('pi'), or FreeScale (its restrained "
+                         "dilation is position interpolation on a transformer)")
+
+
+def _check_frames(stages, num_frames: Optional[int]) -> None:
+    """``ValueError`` when ``num_frames`` does not divide by temporal UG's frame factor."""
+    frame_factor = max((level.factor[0] for stage in stages for level in stage.ug_levels
+                        if isinstance(level.factor, tuple) and len(level.factor) == 3), default=1)
+    if num_frames is not None and num_frames % frame_factor:
+        raise ValueError(f"num_frames={num_frames} is not divisible by the UG frame factor {frame_factor}: "
+                         f"num_frames must be a multiple of {frame_factor}")
+
+
+def _check_init_image(image, denoiser, family: DenoiserFamily, pipe, scale_factor: int) -> tuple[int, int]:
+    """The size of a user's ``init_image`` in the denoiser's units; ``ValueError`` unless it is a finite image tensor
+    of the codec's channels whose size divides by the VAE factor."""
+    if family.video:
+        raise ValueError("init_image: upscaling takes images; video pipelines (AnimateDiff) are not supported")
+    channels = 3 if getattr(pipe, "vae", None) is not None else denoiser.config.in_channels
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != channels or not torch.isfinite(image).all():
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"init_image must be a finite (B, {channels}, H, W) tensor in [-1, 1]; got {shape}")
+    h, w = image.shape[-2:]
+    if h % scale_factor or w % scale_factor:
+        raise ValueError(f"init_image size {h}x{w} must be a multiple of the VAE factor {scale_factor}")
+    return h // scale_factor, w // scale_factor
+
+
+def _trained_latent_size(denoiser, pipe, trained_size: Optional[int], scale_factor: int) -> tuple[int, int]:
+    """The trained size in the denoiser's units: ``trained_size`` pixels if given, else the denoiser's own."""
+    if trained_size is None:
+        return denoiser_trained_size(denoiser, pipe)
+    if not is_int(trained_size) or trained_size < 1 or trained_size % scale_factor:
+        raise ValueError(f"trained_size must be a positive multiple of the VAE factor {scale_factor} (pixels); "
+                         f"got {trained_size!r}")
+    return (trained_size // scale_factor,) * 2
