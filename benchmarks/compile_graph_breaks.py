@@ -45,10 +45,11 @@ def main() -> None:
         rows.append(f"| {preset} | {explained.graph_count} | {explained.graph_break_count} | {top} |")
         print(rows[-1])
     out = ROOT / "benchmarks" / "results" / "compile_graph_breaks.md"
-    out.write_text("# Graph breaks of one compiled UNet call in a 2× stage, per recipe\n\n"
-                   f"Made by `{COMMAND}` (torch {torch.__version__}).\n\n"
-                   "| recipe | graphs | graph breaks | most frequent reasons |\n|---|---|---|---|\n"
-                   + "\n".join(rows) + "\n")
+    out.write_text(
+        "# Graph breaks of one compiled UNet call in a 2× stage, per recipe\n\n"
+        f"Made by `{COMMAND}` (torch {torch.__version__}).\n\n"
+        "| recipe | graphs | graph breaks | most frequent reasons |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
     print(f"wrote {out}")
 
 

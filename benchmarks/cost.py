@@ -4,7 +4,8 @@
 
 For each recipe (naive at the target size, UG, Self-Cascade, FreeScale, FreeScale+UG) at each target
 size, one fresh process builds the pipeline (:func:`hiresdiff.cost.architectures.build_pipeline`, random weights:
-cost only, DESIGN.md §8) and runs :func:`hiresdiff.generate` once, VAE decode included. It reports:
+cost only, docs/architecture.md, "Counting cost without weights") and runs :func:`hiresdiff.generate` once, VAE decode
+included. It reports:
 
 * ``seconds``: wall time of the generate call (the build excluded);
 * ``working_bytes``: peak memory of the call minus the memory held once the pipeline is loaded. CPU:
@@ -70,8 +71,17 @@ def measure_case(args) -> dict:
     loaded = memory_now(args.device)
     start = time.perf_counter()
     try:
-        hiresdiff.generate(pipe, PROMPT, height=args.size, width=args.size, recipe=Recipe.preset(args.recipe),
-                           steps=args.steps, seed=0, output_type="np", **frames)
+        hiresdiff.generate(
+            pipe,
+            PROMPT,
+            height=args.size,
+            width=args.size,
+            recipe=Recipe.preset(args.recipe),
+            steps=args.steps,
+            seed=0,
+            output_type="np",
+            **frames,
+        )
     except ValueError as error:  # refused before any UNet call: the recipe cannot make this size
         return {"error": str(error)}
     if args.device.startswith("cuda"):
@@ -82,9 +92,27 @@ def measure_case(args) -> dict:
 
 def run_case(args, recipe: str, size: int) -> dict:
     """``measure_case`` in a fresh process (so peaks and allocator caches never carry over)."""
-    command = [sys.executable, __file__, "--case", "--recipe", recipe, "--size", str(size), "--steps", str(args.steps),
-               "--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads),
-               "--num-frames", str(args.num_frames), "--arch", args.arch]
+    command = [
+        sys.executable,
+        __file__,
+        "--case",
+        "--recipe",
+        recipe,
+        "--size",
+        str(size),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--threads",
+        str(args.threads),
+        "--num-frames",
+        str(args.num_frames),
+        "--arch",
+        args.arch,
+    ]
     if args.pipeline_dir:
         command += ["--pipeline-dir", args.pipeline_dir]
     from hiresdiff.cost.measured import CPU_MEASUREMENT_ENV
@@ -133,8 +161,15 @@ def main() -> None:
             runs[(size, recipe)].append(run_case(args, recipe, size))
             finished = round_ == args.repeats - 1 and (size, recipe) == cases[-1]
             # after every case, so a long run that is stopped keeps what it measured
-            write_json_atomically({"command": command, "finished": finished, "memory_measurement": "mmap-threshold",
-                                   "rows": summarize(runs, args, name)}, out)
+            write_json_atomically(
+                {
+                    "command": command,
+                    "finished": finished,
+                    "memory_measurement": "mmap-threshold",
+                    "rows": summarize(runs, args, name),
+                },
+                out,
+            )
     write_report(summarize(runs, args, name), command, out)
 
 
@@ -147,16 +182,26 @@ def summarize(runs: dict, args, name: str) -> list:
             continue
         done = [r for r in measured if "error" not in r]
         naive = [r["seconds"] for r in runs[(size, "naive")] if "error" not in r]
-        row = {"arch": name, "recipe": recipe, "height": size, "width": size, "steps": args.steps, "device": args.device,
-               "dtype": args.dtype}
+        row = {
+            "arch": name,
+            "recipe": recipe,
+            "height": size,
+            "width": size,
+            "steps": args.steps,
+            "device": args.device,
+            "dtype": args.dtype,
+        }
         if not done:
             row["error"] = measured[0]["error"]
         else:
             seconds = statistics.median(r["seconds"] for r in done)
-            row.update(seconds=round(seconds, 2),
-                       ratio_to_naive=round(seconds / statistics.median(naive), 3) if naive else None,
-                       working_bytes=int(statistics.median(r["working_bytes"] for r in done)),
-                       loaded_bytes=int(statistics.median(r["loaded_bytes"] for r in done)), repeats=len(done))
+            row.update(
+                seconds=round(seconds, 2),
+                ratio_to_naive=round(seconds / statistics.median(naive), 3) if naive else None,
+                working_bytes=int(statistics.median(r["working_bytes"] for r in done)),
+                loaded_bytes=int(statistics.median(r["loaded_bytes"] for r in done)),
+                repeats=len(done),
+            )
         rows.append(row)
     return rows
 
@@ -167,24 +212,31 @@ def write_report(rows: list, command: str, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = [f"# Cost of every method: {rows[0]['arch']} on {rows[0]['device']} ({rows[0]['dtype']})\n",
-             f"Made by `{command}`. Random weights (cost only); {rows[0]['steps']} steps at the target (cascades: "
-             "the same steps at the trained size, then each later stage's restart: int(0.7·steps) for Self-Cascade and "
-             "FreeScale, 3 steps for the fast recipe whatever the call's steps); VAE decode "
-             "included. Working memory: peak during the call minus memory held once the pipeline was loaded.\n",
-             "| size | recipe | s/image | ×naive | working memory (GiB) |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Cost of every method: {rows[0]['arch']} on {rows[0]['device']} ({rows[0]['dtype']})\n",
+        f"Made by `{command}`. Random weights (cost only); {rows[0]['steps']} steps at the target (cascades: "
+        "the same steps at the trained size, then each later stage's restart: int(0.7·steps) for Self-Cascade and "
+        "FreeScale, 3 steps for the fast recipe whatever the call's steps); VAE decode "
+        "included. Working memory: peak during the call minus memory held once the pipeline was loaded.\n",
+        "| size | recipe | s/image | ×naive | working memory (GiB) |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['height']}² | {r['recipe']} | — | — | not supported: {r['error']} |")
         else:
             ratio = "—" if r["ratio_to_naive"] is None else f"{r['ratio_to_naive']:.2f}"  # naive failed at that size
-            lines.append(f"| {r['height']}² | {r['recipe']} | {r['seconds']:.1f} | {ratio} | "
-                         f"{r['working_bytes'] / 2**30:.2f} |")
+            lines.append(
+                f"| {r['height']}² | {r['recipe']} | {r['seconds']:.1f} | {ratio} | {r['working_bytes'] / 2**30:.2f} |"
+            )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
-        pts = [(r["height"] * r["width"] / 1e6, r["working_bytes"] / 2**30) for r in rows
-               if r["recipe"] == recipe and "error" not in r]
+        pts = [
+            (r["height"] * r["width"] / 1e6, r["working_bytes"] / 2**30)
+            for r in rows
+            if r["recipe"] == recipe and "error" not in r
+        ]
         if pts:
             ax.plot(*zip(*pts), "o-", label=recipe)
     ax.set_xlabel("output megapixels")

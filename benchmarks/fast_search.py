@@ -36,10 +36,14 @@ def candidates():
     rows.update({f"k=3 s=0.5 α {a:g}": fast(3, 0.5, detail_alpha=a) for a in (1.0, 4.0)})
     rows.update({f"k=3 s={s:g} with fusion": fast(3, s, fusion=True) for s in (0.3, 0.5)})
     rows.update({"k=3 s=0.3 φ nearest with fusion": fast(3, 0.3, upsample="nearest", fusion=True)})
-    rows.update({"k=3 s=0.5 no detail control": fast(3, 0.5, detail_alpha=None),
-                 "k=3 s=0.5 no dilation": fast(3, 0.5, dilation=False),
-                 "k=2 then 4 at the target, s=0.5": fast(2, 0.5, target_steps=4),
-                 "k=1 then 4 at the target, s=0.3": fast(1, 0.3, target_steps=4)})
+    rows.update(
+        {
+            "k=3 s=0.5 no detail control": fast(3, 0.5, detail_alpha=None),
+            "k=3 s=0.5 no dilation": fast(3, 0.5, dilation=False),
+            "k=2 then 4 at the target, s=0.5": fast(2, 0.5, target_steps=4),
+            "k=1 then 4 at the target, s=0.3": fast(1, 0.3, target_steps=4),
+        }
+    )
     return [Method(name, 4, recipe) for name, recipe in rows.items()]
 
 
@@ -72,8 +76,14 @@ def main() -> None:
     out = Path(args.out_dir) / f"search_4x_seed{args.seed}_{n}images.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/fast_search.py " + shlex.join(sys.argv[1:])
-    results = {"commands": [command], "num_images": n, "seed": args.seed, "steps": settings.steps,
-               "scheduler": settings.scheduler, "rows": {}}
+    results = {
+        "commands": [command],
+        "num_images": n,
+        "seed": args.seed,
+        "steps": settings.steps,
+        "scheduler": settings.scheduler,
+        "rows": {},
+    }
     if out.exists():  # rows of an earlier run with the same images are kept (a later --only run adds to them)
         earlier = json.loads(out.read_text())
         results["rows"] = earlier["rows"]
@@ -83,22 +93,31 @@ def main() -> None:
         images = sampler.sample(method, 128, n)
         seconds = (time.perf_counter() - start) / n
         scores = benchmark.score(images, test[128].images, trained, features)
-        results["rows"][method.name] = {**scores, "FLOPs ×direct": sampler.relative_flops(method, 128), "s/image": seconds}
+        results["rows"][method.name] = {
+            **scores,
+            "FLOPs ×direct": sampler.relative_flops(method, 128),
+            "s/image": seconds,
+        }
         print(method.name, {k: round(v, 3) for k, v in results["rows"][method.name].items()}, flush=True)
         write_json_atomically(results, out)
     write_markdown(results, out.with_suffix(".md"))
 
 
 def write_markdown(results: dict, path: Path) -> None:
-    lines = [f"# The fast recipe at 4× on the pixel model: seed {results['seed']}, {results['num_images']} images at 128²\n",
-             f"Made by `{'` and `'.join(results['commands'])}` ({results['steps']} {results['scheduler']} steps at the trained size; "
-             "metrics as in `hiresdiff bench`; FLOPs counted on `meta`, relative to direct sampling at 128²; s/image is "
-             "wall time on a machine that may have been shared, not a measurement).\n",
-             "| row | FD rand | SWD mean | SWD 128 | detail ×real | paired RMSE | FLOPs ×direct | s/image |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# The fast recipe at 4× on the pixel model: seed {results['seed']}, {results['num_images']} images at 128²\n",
+        f"Made by `{'` and `'.join(results['commands'])}` "
+        f"({results['steps']} {results['scheduler']} steps at the trained size; "
+        "metrics as in `hiresdiff bench`; FLOPs counted on `meta`, relative to direct sampling at 128²; s/image is "
+        "wall time on a machine that may have been shared, not a measurement).\n",
+        "| row | FD rand | SWD mean | SWD 128 | detail ×real | paired RMSE | FLOPs ×direct | s/image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results["rows"].items():
-        lines.append(f"| {name} | {r['FD rand']:.3f} | {r['SWD mean']:.1f} | {r['SWD 128']:.1f} | {r['detail ×real']:.2f} | "
-                     f"{r['paired RMSE']:.3f} | {r['FLOPs ×direct']:.3f} | {r['s/image']:.2f} |")
+        lines.append(
+            f"| {name} | {r['FD rand']:.3f} | {r['SWD mean']:.1f} | {r['SWD 128']:.1f} | {r['detail ×real']:.2f} | "
+            f"{r['paired RMSE']:.3f} | {r['FLOPs ×direct']:.3f} | {r['s/image']:.2f} |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 

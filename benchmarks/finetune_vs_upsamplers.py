@@ -68,19 +68,38 @@ def evaluate(arm: Arm, scheduler, sampler, test, pivots, labels, features, args)
     arm.train(False)
     gen = torch.Generator().manual_seed(1234)  # the same held-out draws at every evaluation, for both arms
     k = int(args.strength * scheduler.config.num_train_timesteps)
-    images, test_labels = test.images[:args.loss_images], test.labels[:args.loss_images]
+    images, test_labels = test.images[: args.loss_images], test.labels[: args.loss_images]
     total = 0.0
     for i in range(0, len(images), args.batch_size):
-        x = images[i:i + args.batch_size]
+        x = images[i : i + args.batch_size]
         t = torch.randint(1, k + 1, (len(x),), generator=gen)
         noise = torch.randn(x.shape, generator=gen)
-        total += arm.loss(scheduler, x, t, noise, test_labels[i:i + args.batch_size]).item() * len(x)
-    upscaled = torch.cat([sample(arm.unet, sampler, height=64, width=64, steps=args.sample_steps, seed=args.seed + i,
-                                 recipe=arm.recipe(), image=pivots[i:i + 8], class_labels=labels[i:i + 8], progress=False)
-                          for i in range(0, len(pivots), 8)])
+        total += arm.loss(scheduler, x, t, noise, test_labels[i : i + args.batch_size]).item() * len(x)
+    upscaled = torch.cat(
+        [
+            sample(
+                arm.unet,
+                sampler,
+                height=64,
+                width=64,
+                steps=args.sample_steps,
+                seed=args.seed + i,
+                recipe=arm.recipe(),
+                image=pivots[i : i + 8],
+                class_labels=labels[i : i + 8],
+                progress=False,
+            )
+            for i in range(0, len(pivots), 8)
+        ]
+    )
     swd = metrics.sliced_wasserstein(upscaled, test.images)
-    row = {"train_seconds": round(arm.wall, 1), "steps": arm.steps, "held_out_loss": total / len(images),
-           "FD rand": metrics.frechet_distance(features(upscaled), features(test.images)), "SWD mean": swd["mean"]}
+    row = {
+        "train_seconds": round(arm.wall, 1),
+        "steps": arm.steps,
+        "held_out_loss": total / len(images),
+        "FD rand": metrics.frechet_distance(features(upscaled), features(test.images)),
+        "SWD mean": swd["mean"],
+    }
     arm.evals.append(row)
     arm.train(True)
     return row
@@ -106,14 +125,22 @@ def equal_quality_ratio(fast: list, slow: list, key: str) -> str:
     best = min(fast, key=lambda r: r[key])
     reached = next((r for r in slow if r[key] <= best[key]), None)
     if reached is None:
-        return f"not reached by full fine-tuning within {slow[-1]['train_seconds']:.0f} s (ratio > {slow[-1]['train_seconds'] / max(best['train_seconds'], 1):.1f}×)"
-    return f"{reached['train_seconds'] / max(best['train_seconds'], 1):.2f}× ({reached['train_seconds']:.0f} s vs {best['train_seconds']:.0f} s)"
+        return (
+            f"not reached by full fine-tuning within {slow[-1]['train_seconds']:.0f} s "
+            f"(ratio > {slow[-1]['train_seconds'] / max(best['train_seconds'], 1):.1f}×)"
+        )
+    return (
+        f"{reached['train_seconds'] / max(best['train_seconds'], 1):.2f}× "
+        f"({reached['train_seconds']:.0f} s vs {best['train_seconds']:.0f} s)"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=1500, help="training seconds per arm")
-    p.add_argument("--evals", type=int, default=5, help="evaluations per arm, log-spaced in training time (plus one at 0)")
+    p.add_argument(
+        "--evals", type=int, default=5, help="evaluations per arm, log-spaced in training time (plus one at 0)"
+    )
     p.add_argument("--chunk", type=float, default=30, help="seconds per alternating training chunk")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--strength", type=float, default=0.7)
@@ -131,10 +158,23 @@ def main() -> None:
     _, sampler = load_pixel_model(EMBEDDED_MODEL_DIR, "sde-dpm++")
     base.requires_grad_(False)
     train, test = emoji.load(64, "train"), emoji.load(64, "test")
-    labels = test.labels[:args.fd_images]
-    pivots = torch.cat([sample(base, sampler, height=32, width=32, num_images=len(labels[i:i + 8]), seed=args.seed + i,
-                               steps=args.sample_steps, class_labels=labels[i:i + 8], progress=False)
-                        for i in range(0, len(labels), 8)])
+    labels = test.labels[: args.fd_images]
+    pivots = torch.cat(
+        [
+            sample(
+                base,
+                sampler,
+                height=32,
+                width=32,
+                num_images=len(labels[i : i + 8]),
+                seed=args.seed + i,
+                steps=args.sample_steps,
+                class_labels=labels[i : i + 8],
+                progress=False,
+            )
+            for i in range(0, len(labels), 8)
+        ]
+    )
     features = metrics.RandomConvFeatures(resolution=64, seed=0)
     arms = [Arm("upsamplers", base, 5e-4), Arm("full fine-tune", base, 1e-4)]
     k = int(args.strength * scheduler.config.num_train_timesteps)
@@ -153,10 +193,16 @@ def main() -> None:
 
     command = "python benchmarks/finetune_vs_upsamplers.py " + " ".join(sys.argv[1:])
     rows = {a.name: a.evals for a in arms}
-    result = {"command": command, "args": vars(args), "rows": rows,
-              "parameters": {"upsamplers": sum(q.numel() for q in arms[0].upsamplers.parameters()),
-                             "full fine-tune": sum(q.numel() for q in base.parameters())},
-              "seconds_per_step": {a.name: a.wall / max(a.steps, 1) for a in arms}}
+    result = {
+        "command": command,
+        "args": vars(args),
+        "rows": rows,
+        "parameters": {
+            "upsamplers": sum(q.numel() for q in arms[0].upsamplers.parameters()),
+            "full fine-tune": sum(q.numel() for q in base.parameters()),
+        },
+        "seconds_per_step": {a.name: a.wall / max(a.steps, 1) for a in arms},
+    }
     up, ft = rows["upsamplers"], rows["full fine-tune"]
     result["equal_quality"] = {key: equal_quality_ratio(up, ft, key) for key in ("held_out_loss", "FD rand")}
     out = Path(args.out)
@@ -171,18 +217,29 @@ def write_report(result: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = ["# Feature upsamplers vs full fine-tuning (32² → 64², embedded model)\n",
-             f"Made by `{result['command']}` (one process, arms alternating in chunks). "
-             f"Trainable parameters: upsamplers {result['parameters']['upsamplers']:,}, full fine-tune "
-             f"{result['parameters']['full fine-tune']:,}. Seconds per training step: "
-             + ", ".join(f"{k} {v:.2f}" for k, v in result["seconds_per_step"].items()) + ". "
-             "Held-out loss: eq. 12 on the 64² test split (v-prediction MSE, t ∈ (0, K]); FD rand / SWD: the 2× "
-             "Self-Cascade stage over the frozen model's 32² samples against the 64² test images.\n",
-             "| arm | train s | steps | held-out loss | FD rand | SWD mean |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Feature upsamplers vs full fine-tuning (32² → 64², embedded model)\n",
+        f"Made by `{result['command']}` (one process, arms alternating in chunks). "
+        f"Trainable parameters: upsamplers {result['parameters']['upsamplers']:,}, full fine-tune "
+        f"{result['parameters']['full fine-tune']:,}. Seconds per training step: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in result["seconds_per_step"].items())
+        + ". "
+        "Held-out loss: eq. 12 on the 64² test split (v-prediction MSE, t ∈ (0, K]); FD rand / SWD: the 2× "
+        "Self-Cascade stage over the frozen model's 32² samples against the 64² test images.\n",
+        "| arm | train s | steps | held-out loss | FD rand | SWD mean |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, rows in result["rows"].items():
-        lines += [f"| {name} | {r['train_seconds']:.0f} | {r['steps']} | {r['held_out_loss']:.5f} | {r['FD rand']:.3f} | "
-                  f"{r['SWD mean']:.1f} |" for r in rows]
-    lines += ["", "Training time full fine-tuning needs to reach the upsamplers' best, over the upsamplers' time to it:", ""]
+        lines += [
+            f"| {name} | {r['train_seconds']:.0f} | {r['steps']} | {r['held_out_loss']:.5f} | {r['FD rand']:.3f} | "
+            f"{r['SWD mean']:.1f} |"
+            for r in rows
+        ]
+    lines += [
+        "",
+        "Training time full fine-tuning needs to reach the upsamplers' best, over the upsamplers' time to it:",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in result["equal_quality"].items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))

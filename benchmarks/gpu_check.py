@@ -47,7 +47,9 @@ def tiny_case(kind: str, recipe: str, dtype: torch.dtype, device: str) -> dict:
     else:
         size = 2 * (FLOW_TRAINED_LATENT * 2 if kind in ("flux", "sd3") else 16)
         frames = {"num_frames": 2} if kind == "animatediff" else {}
-        out = hiresdiff.generate(pipe, "a cat", height=size, width=size, recipe=recipe, steps=3, output_type="pt", **frames)
+        out = hiresdiff.generate(
+            pipe, "a cat", height=size, width=size, recipe=recipe, steps=3, output_type="pt", **frames
+        )
         out = out if isinstance(out, torch.Tensor) else torch.as_tensor(out)
     on_device = all(p.device.type == torch.device(device).type and p.dtype == dtype for p in denoiser.parameters())
     return {"ok": bool(torch.isfinite(out.float()).all()) and on_device, "shape": list(out.shape)}
@@ -75,16 +77,22 @@ def real_case(arch: str, size: int, recipe: str, steps: int, device: str, dtype:
     del pipe
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    return {"seconds": seconds, "predicted_working_gib": predicted.working_bytes / 2**30,
-            "measured_working_gib": None if measured_working is None else measured_working / 2**30,
-            "predicted_peak_gib": predicted.peak_bytes / 2**30, "flops_ratio": predicted.relative_flops}
+    return {
+        "seconds": seconds,
+        "predicted_working_gib": predicted.working_bytes / 2**30,
+        "measured_working_gib": None if measured_working is None else measured_working / 2**30,
+        "predicted_peak_gib": predicted.peak_bytes / 2**30,
+        "flops_ratio": predicted.relative_flops,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--minutes", type=float, default=7.0)
-    p.add_argument("--sizes", type=int, nargs="*", default=None, help="SDXL sizes (default 1024 2048 4096; --quick: none)")
+    p.add_argument(
+        "--sizes", type=int, nargs="*", default=None, help="SDXL sizes (default 1024 2048 4096; --quick: none)"
+    )
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="tiny sizes and one dtype: check the script itself (CPU)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_check.md"))
@@ -95,7 +103,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
     results = {"command": command, "device": device_name, "tiny": [], "real": []}
     dtypes = ["bf16"] if args.quick else list(DTYPES)
-    for kind in (TINY_KINDS[:1] if args.quick else TINY_KINDS):
+    for kind in TINY_KINDS[:1] if args.quick else TINY_KINDS:
         for dtype in dtypes:
             for recipe in RECIPES:
                 if time.time() > deadline:
@@ -103,8 +111,11 @@ def main() -> None:
                 try:
                     row = tiny_case(kind, recipe, DTYPES[dtype], args.device)
                 except Exception as error:  # recorded, the check goes on
-                    row = {"ok": False, "error": f"{type(error).__name__}: {error}"[:300],
-                           "trace": traceback.format_exc()[-1500:]}
+                    row = {
+                        "ok": False,
+                        "error": f"{type(error).__name__}: {error}"[:300],
+                        "trace": traceback.format_exc()[-1500:],
+                    }
                 results["tiny"].append({"kind": kind, "dtype": dtype, "recipe": recipe, **row})
                 print(json.dumps(results["tiny"][-1])[:300], flush=True)
                 write(results, Path(args.out))  # after every case: a run that is stopped keeps what it measured
@@ -113,7 +124,9 @@ def main() -> None:
             if time.time() > deadline:
                 break
             try:
-                row = real_case("sdxl", size, recipe, args.steps, args.device, "fp16" if args.device != "cpu" else "fp32")
+                row = real_case(
+                    "sdxl", size, recipe, args.steps, args.device, "fp16" if args.device != "cpu" else "fp32"
+                )
             except Exception as error:
                 row = {"error": f"{type(error).__name__}: {error}"[:300]}
             results["real"].append({"arch": "sdxl", "size": size, "recipe": recipe, **row})
@@ -125,19 +138,30 @@ def write(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     ok = sum(r["ok"] for r in results["tiny"])
-    lines = [f"# GPU check on {results['device']}\n", f"Made by `{results['command']}`.\n",
-             f"Tiny pipelines: {ok} of {len(results['tiny'])} runs finite, shaped and on the device in their dtype.\n"]
-    lines += [f"- FAILED {r['kind']} {r['dtype']} {r['recipe']}: {r.get('error', 'not finite or moved')}"
-              for r in results["tiny"] if not r["ok"]]
-    lines += ["\n| arch | size | recipe | s/image | FLOPs ×direct (plan) | working GiB measured | predicted | peak GiB predicted |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check on {results['device']}\n",
+        f"Made by `{results['command']}`.\n",
+        f"Tiny pipelines: {ok} of {len(results['tiny'])} runs finite, shaped and on the device in their dtype.\n",
+    ]
+    lines += [
+        f"- FAILED {r['kind']} {r['dtype']} {r['recipe']}: {r.get('error', 'not finite or moved')}"
+        for r in results["tiny"]
+        if not r["ok"]
+    ]
+    lines += [
+        "\n| arch | size | recipe | s/image | FLOPs ×direct (plan) | "
+        "working GiB measured | predicted | peak GiB predicted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results["real"]:
         if "error" in r:
             lines.append(f"| {r['arch']} | {r['size']}² | {r['recipe']} | {r['error']} | | | | |")
             continue
         measured = "—" if r["measured_working_gib"] is None else f"{r['measured_working_gib']:.2f}"
-        lines.append(f"| {r['arch']} | {r['size']}² | {r['recipe']} | {r['seconds']:.1f} | {r['flops_ratio']:.2f} | "
-                     f"{measured} | {r['predicted_working_gib']:.2f} | {r['predicted_peak_gib']:.2f} |")
+        lines.append(
+            f"| {r['arch']} | {r['size']}² | {r['recipe']} | {r['seconds']:.1f} | {r['flops_ratio']:.2f} | "
+            f"{measured} | {r['predicted_working_gib']:.2f} | {r['predicted_peak_gib']:.2f} |"
+        )
     out.write_text("\n".join(lines) + "\n")
 
 

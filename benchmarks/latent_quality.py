@@ -47,10 +47,14 @@ RESULTS = Path(__file__).parent / "results"
 @torch.no_grad()
 def reconstruction(vae, images: torch.Tensor) -> tuple[float, float]:
     """(RMSE, PSNR in dB for the [-1, 1] range) of decode(mean of encode(images))."""
-    out = torch.cat([vae.decode(vae.encode(images[i:i + 64]).latent_dist.mean).sample.clamp(-1, 1)
-                     for i in range(0, len(images), 64)])
+    out = torch.cat(
+        [
+            vae.decode(vae.encode(images[i : i + 64]).latent_dist.mean).sample.clamp(-1, 1)
+            for i in range(0, len(images), 64)
+        ]
+    )
     mse = float(((out - images) ** 2).mean())
-    return mse ** 0.5, 10 * torch.log10(torch.tensor(4.0 / mse)).item()
+    return mse**0.5, 10 * torch.log10(torch.tensor(4.0 / mse)).item()
 
 
 def own_prompt_percentile(samples: torch.Tensor, real: torch.Tensor) -> float:
@@ -67,8 +71,15 @@ def sample(pipe, settings, prompts: list[str], steps: int, guidance: float, seed
     pipe_arguments = {k: v for k, v in settings.arguments(pipe, guidance).items() if k != "trained_size"}
     for i in range(0, len(prompts), batch):
         generator = torch.Generator().manual_seed(seed + i)
-        out = pipe(prompts[i:i + batch], height=32, width=32, num_inference_steps=steps, generator=generator,
-                   output_type="pt", **pipe_arguments).images
+        out = pipe(
+            prompts[i : i + batch],
+            height=32,
+            width=32,
+            num_inference_steps=steps,
+            generator=generator,
+            output_type="pt",
+            **pipe_arguments,
+        ).images
         parts.append(out * 2 - 1)
     return torch.cat(parts)
 
@@ -100,18 +111,26 @@ def main(argv=None) -> None:
     lines = [f"# {args.model} quality at 32²\n"]
     info_path = Path(resolve_model(args.model)) / "training.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    lines.append(f"Made by `{command}`. Model: denoiser step {info.get('step', '?')}, VAE step "
-                 f"{info.get('vae', {}).get('step', '?')}; {args.steps} {scheduler} steps, seed {args.seed}.\n")
-    lines += ["## VAE reconstruction (held-out test emoji, decode of the posterior mean)\n",
-              "| size | RMSE ([-1, 1]) | PSNR dB |", "|---|---|---|"]
+    lines.append(
+        f"Made by `{command}`. Model: denoiser step {info.get('step', '?')}, VAE step "
+        f"{info.get('vae', {}).get('step', '?')}; {args.steps} {scheduler} steps, seed {args.seed}.\n"
+    )
+    lines += [
+        "## VAE reconstruction (held-out test emoji, decode of the posterior mean)\n",
+        "| size | RMSE ([-1, 1]) | PSNR dB |",
+        "|---|---|---|",
+    ]
     for size in (32, 64, 128):
         rmse, psnr = reconstruction(pipe.vae, emoji.load(size, "test", args.data).images)
         lines.append(f"| {size}² | {rmse:.4f} | {psnr:.1f} |")
-    lines += [f"\n## Samples vs the {n} held-out test emoji (prompt: each test emoji's own name)\n",
-              "| set | CFG | SWD " + " | SWD ".join(levels) + " | FD rand | detail ×real | own-prompt percentile | s/image |",
-              "|---" * (len(levels) + 6) + "|",
-              "| real train vs test (floor) | — | " + " | ".join(f"{floor[k]:.1f}" for k in levels)
-              + f" | {floor['FD rand']:.3f} | {floor['detail ×real']:.2f} | — | — |"]
+    lines += [
+        f"\n## Samples vs the {n} held-out test emoji (prompt: each test emoji's own name)\n",
+        "| set | CFG | SWD " + " | SWD ".join(levels) + " | FD rand | detail ×real | own-prompt percentile | s/image |",
+        "|---" * (len(levels) + 6) + "|",
+        "| real train vs test (floor) | — | "
+        + " | ".join(f"{floor[k]:.1f}" for k in levels)
+        + f" | {floor['FD rand']:.3f} | {floor['detail ×real']:.2f} | — | — |",
+    ]
     ratios, first = {}, None
     for guidance in args.guidance_scale:
         start = time.time()
@@ -119,21 +138,30 @@ def main(argv=None) -> None:
         seconds = (time.time() - start) / n
         row = scores(samples, test.images, features)
         ratios[guidance] = {k: row[k] / floor[k] for k in (*levels, "FD rand")}
-        lines.append(f"| model, held-out prompts | {guidance:g} | " + " | ".join(f"{row[k]:.1f}" for k in levels)
-                     + f" | {row['FD rand']:.3f} | {row['detail ×real']:.2f} | "
-                     f"{own_prompt_percentile(samples, test.images):.3f} | {seconds:.3f} |")
+        lines.append(
+            f"| model, held-out prompts | {guidance:g} | "
+            + " | ".join(f"{row[k]:.1f}" for k in levels)
+            + f" | {row['FD rand']:.3f} | {row['detail ×real']:.2f} | "
+            f"{own_prompt_percentile(samples, test.images):.3f} | {seconds:.3f} |"
+        )
         if first is None:
             first = samples
     default = args.guidance_scale[0]
     seen = sample(pipe, settings, [train.names[i] for i in train_pick.tolist()], args.steps, default, args.seed)
     shuffled = first[torch.randperm(n, generator=gen)]
-    lines += ["\nOwn-prompt percentile (chance 0.5): held-out prompts in the table; "
-              f"training prompts vs their training emoji at CFG {default:g}: {own_prompt_percentile(seen, train.images[train_pick]):.3f}; "
-              f"control, held-out samples paired with a shuffled test set: {own_prompt_percentile(shuffled, test.images):.3f}.\n",
-              "Ratio model/floor (SWD per level and FD): " + "; ".join(
-                  f"CFG {g:g}: " + ", ".join(f"{k} {v:.2f}×" for k, v in r.items()) for g, r in ratios.items())]
+    lines += [
+        "\nOwn-prompt percentile (chance 0.5): held-out prompts in the table; "
+        f"training prompts vs their training emoji at CFG {default:g}: "
+        f"{own_prompt_percentile(seen, train.images[train_pick]):.3f}; "
+        "control, held-out samples paired with a shuffled test set: "
+        f"{own_prompt_percentile(shuffled, test.images):.3f}.\n",
+        "Ratio model/floor (SWD per level and FD): "
+        + "; ".join(f"CFG {g:g}: " + ", ".join(f"{k} {v:.2f}×" for k, v in r.items()) for g, r in ratios.items()),
+    ]
     best = min(ratios, key=lambda g: max(ratios[g].values()))
-    lines.append(f"\nBest CFG scale by the worst ratio: {best:g} (worst {max(ratios[best].values()):.2f}×; the bar is 1.6×).")
+    lines.append(
+        f"\nBest CFG scale by the worst ratio: {best:g} (worst {max(ratios[best].values()):.2f}×; the bar is 1.6×)."
+    )
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}_quality.md").write_text("\n".join(lines) + "\n")

@@ -35,7 +35,9 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         grid = str(Path(tmp) / "grid.png")
-        totals = [wall([sys.executable, "-m", "hiresdiff", "generate", "--force", "--out", grid]) for _ in range(args.repeats)]
+        totals = [
+            wall([sys.executable, "-m", "hiresdiff", "generate", "--force", "--out", grid]) for _ in range(args.repeats)
+        ]
     imports = [wall([sys.executable, "-c", IMPORTS]) for _ in range(args.repeats)]
     bare = [wall([sys.executable, "-c", "pass"]) for _ in range(args.repeats)]
 
@@ -53,16 +55,21 @@ def main() -> None:
     comparison(progress=False, on_column=lambda label, images: marks.append((label, time.perf_counter())))
     columns = [(label, t - marks[i][1]) for i, (label, t) in enumerate(marks[1:])]
 
-    lines = ["# Where the main job's time goes\n", f"Made by `python benchmarks/main_job_time.py "
-             f"{' '.join(sys.argv[1:])}` ({args.repeats} runs each; medians).\n",
-             "| part | seconds |", "|---|---|",
-             f"| `hiresdiff generate --force`, end to end | {statistics.median(totals):.1f} "
-             f"(runs: {', '.join(f'{t:.1f}' for t in totals)}) |",
-             f"| Python start-up | {statistics.median(bare):.2f} |",
-             f"| imports (`{IMPORTS}`), start-up included | {statistics.median(imports):.2f} |",
-             f"| loading the embedded model and its scheduler | {load:.2f} |"]
-    lines += [f"| column: {label}{' (with the model load inside `comparison`)' if i == 0 else ''} | {seconds:.2f} |"
-              for i, (label, seconds) in enumerate(columns)]
+    lines = [
+        "# Where the main job's time goes\n",
+        f"Made by `python benchmarks/main_job_time.py {' '.join(sys.argv[1:])}` ({args.repeats} runs each; medians).\n",
+        "| part | seconds |",
+        "|---|---|",
+        f"| `hiresdiff generate --force`, end to end | {statistics.median(totals):.1f} "
+        f"(runs: {', '.join(f'{t:.1f}' for t in totals)}) |",
+        f"| Python start-up | {statistics.median(bare):.2f} |",
+        f"| imports (`{IMPORTS}`), start-up included | {statistics.median(imports):.2f} |",
+        f"| loading the embedded model and its scheduler | {load:.2f} |",
+    ]
+    lines += [
+        f"| column: {label}{' (with the model load inside `comparison`)' if i == 0 else ''} | {seconds:.2f} |"
+        for i, (label, seconds) in enumerate(columns)
+    ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

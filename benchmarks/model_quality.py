@@ -61,7 +61,9 @@ def main(argv=None) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     labels = test.labels[torch.randperm(len(test.images), generator=gen)[:n]] if unet.config.num_class_embeds else None
     start = time.time()
-    samples = sample_batched(unet, scheduler, initial_noise(n, 3, 32, 32, args.seed), labels, None, args.steps, 64, args.seed)
+    samples = sample_batched(
+        unet, scheduler, initial_noise(n, 3, 32, 32, args.seed), labels, None, args.steps, 64, args.seed
+    )
     seconds = time.time() - start
     features = metrics.RandomConvFeatures(resolution=32, seed=0)
     real = scores(train.images[torch.randperm(len(train.images), generator=gen)[:n]], test.images, features)
@@ -71,20 +73,34 @@ def main(argv=None) -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     levels = [k for k in model if k not in ("mean", "FD rand", "detail ×real")]
-    lines = ["# Embedded model quality at 32²\n",
-             f"Made by `{command}`: {n} samples ({args.steps} {args.scheduler} steps, seed {args.seed}, "
-             f"{seconds / n:.3f} s/image) vs the {len(test.images)} held-out test emoji; floor = {n} train emoji vs the same test set. "
-             f"Model: training step {info.get('step', '?')}, {info.get('wall_seconds', 0) / 3600:.1f} h of training. "
-             "detail ×real = energy of the finest Laplacian band relative to the test emoji (> 1 grainy, < 1 blurry).\n",
-             "| set | SWD " + " | SWD ".join(levels) + " | FD rand | detail ×real |", "|---" * (len(levels) + 3) + "|"]
+    lines = [
+        "# Embedded model quality at 32²\n",
+        f"Made by `{command}`: {n} samples ({args.steps} {args.scheduler} steps, seed {args.seed}, "
+        f"{seconds / n:.3f} s/image) vs the {len(test.images)} held-out test emoji; "
+        f"floor = {n} train emoji vs the same test set. "
+        f"Model: training step {info.get('step', '?')}, {info.get('wall_seconds', 0) / 3600:.1f} h of training. "
+        "detail ×real = energy of the finest Laplacian band relative to the test emoji (> 1 grainy, < 1 blurry).\n",
+        "| set | SWD " + " | SWD ".join(levels) + " | FD rand | detail ×real |",
+        "|---" * (len(levels) + 3) + "|",
+    ]
     for label, row in (("real train vs test (floor)", real), ("model vs test", model)):
-        lines.append(f"| {label} | " + " | ".join(f"{row[k]:.1f}" for k in levels)
-                     + f" | {row['FD rand']:.3f} | {row['detail ×real']:.2f} |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{row[k]:.1f}" for k in levels)
+            + f" | {row['FD rand']:.3f} | {row['detail ×real']:.2f} |"
+        )
     ratio = {k: model[k] / real[k] for k in levels}
-    lines.append("\nRatio model/floor per SWD level: " + ", ".join(f"{k}: {v:.2f}×" for k, v in ratio.items())
-                 + (" — meets the 2× bar." if max(ratio.values()) <= 2 else " — does not meet the 2× bar yet."))
+    lines.append(
+        "\nRatio model/floor per SWD level: "
+        + ", ".join(f"{k}: {v:.2f}×" for k, v in ratio.items())
+        + (" — meets the 2× bar." if max(ratio.values()) <= 2 else " — does not meet the 2× bar yet.")
+    )
     (out / "model_quality.md").write_text("\n".join(lines) + "\n")
-    grid = group_grid(samples, labels, test.group_names) if labels is not None else labelled_grid([to_pil(samples[:8])], ["samples"], 96)
+    grid = (
+        group_grid(samples, labels, test.group_names)
+        if labels is not None
+        else labelled_grid([to_pil(samples[:8])], ["samples"], 96)
+    )
     save_image(grid, out / "model_samples_32.png", force=True)
     print("\n".join(lines))
 

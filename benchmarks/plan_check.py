@@ -22,21 +22,24 @@ GIB = 2**30
 
 def main() -> None:
     from hiresdiff.cost.architectures import build_pipeline
-    from hiresdiff.cost.meta_run import as_meta_twin
     from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE
+    from hiresdiff.cost.meta_run import as_meta_twin
     from hiresdiff.cost.plan import DTYPES, plan
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("measured", nargs="+", help="JSON files written by benchmarks/cost.py")
     p.add_argument("--out", default="benchmarks/results/plan_check.md")
     args = p.parse_args()
-    lines = ["# The plan against measured runs (real SD 1.5, random weights, CPU)\n",
-             f"Made by `python benchmarks/plan_check.py {' '.join(args.measured)}`. FLOPs ×direct: the plan's "
-             "FLOPs over direct sampling's; time ×naive: the measured ratio. Working memory: predicted (live tensors) "
-             f"and measured (peak resident set minus the loaded pipeline); the stated tolerance is "
-             f"±{100 * ALLOCATOR_TOLERANCE:.0f} %.\n",
-             "| source | size | recipe | steps | FLOPs ×direct | time ×naive | working GiB predicted | measured | measured ÷ predicted |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# The plan against measured runs (real SD 1.5, random weights, CPU)\n",
+        f"Made by `python benchmarks/plan_check.py {' '.join(args.measured)}`. FLOPs ×direct: the plan's "
+        "FLOPs over direct sampling's; time ×naive: the measured ratio. Working memory: predicted (live tensors) "
+        f"and measured (peak resident set minus the loaded pipeline); the stated tolerance is "
+        f"±{100 * ALLOCATOR_TOLERANCE:.0f} %.\n",
+        "| source | size | recipe | steps | FLOPs ×direct | time ×naive | "
+        "working GiB predicted | measured | measured ÷ predicted |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     pipes = {}
     for source in args.measured:
         data = json.loads(Path(source).read_text())
@@ -47,13 +50,22 @@ def main() -> None:
             key = (row["arch"], row["dtype"])
             if key not in pipes:
                 pipes[key] = as_meta_twin(build_pipeline(row["arch"], device="meta", dtype=DTYPES[row["dtype"]]))
-            predicted = plan(row["arch"], row["height"], row["width"], method=row["recipe"], steps=row["steps"],
-                             dtype=row["dtype"], pipe=pipes[key])
+            predicted = plan(
+                row["arch"],
+                row["height"],
+                row["width"],
+                method=row["recipe"],
+                steps=row["steps"],
+                dtype=row["dtype"],
+                pipe=pipes[key],
+            )
             measured = row["working_bytes"] / GIB if memory_valid else None
             working = predicted.working_bytes / GIB
-            lines.append(f"| {Path(source).name} | {row['height']}² | {row['recipe']} | {row['steps']} | "
-                         f"{predicted.relative_flops:.2f} | {row['ratio_to_naive']:.2f} | {working:.2f} | "
-                         + (f"{measured:.2f} | {measured / working:.2f} |" if measured is not None else "— | — |"))
+            lines.append(
+                f"| {Path(source).name} | {row['height']}² | {row['recipe']} | {row['steps']} | "
+                f"{predicted.relative_flops:.2f} | {row['ratio_to_naive']:.2f} | {working:.2f} | "
+                + (f"{measured:.2f} | {measured / working:.2f} |" if measured is not None else "— | — |")
+            )
             print(lines[-1], flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

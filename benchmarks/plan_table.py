@@ -52,38 +52,63 @@ def main() -> None:
         for method in ["naive"] + [m for m in args.methods if m != "naive"]:  # naive first: its FLOPs are direct's
             start = time.perf_counter()
             try:
-                result = plan(args.arch, size, method=method, steps=args.steps, dtype=args.dtype, pipe=pipe,
-                              direct_flops=direct)
+                result = plan(
+                    args.arch, size, method=method, steps=args.steps, dtype=args.dtype, pipe=pipe, direct_flops=direct
+                )
                 direct = direct or result.flops
-                rows.append({"size": size, "method": method, "relative_flops": result.relative_flops,
-                             "tflops": result.flops / 1e12, "weights_gib": result.weights_bytes / GIB,
-                             "working_gib": result.working_bytes / GIB, "peak_gib": result.peak_bytes / GIB,
-                             "fits": result.fits(args.memory), "stages": [[s.size[0], s.steps] for s in result.stages],
-                             "seconds_to_plan": time.perf_counter() - start})
+                rows.append(
+                    {
+                        "size": size,
+                        "method": method,
+                        "relative_flops": result.relative_flops,
+                        "tflops": result.flops / 1e12,
+                        "weights_gib": result.weights_bytes / GIB,
+                        "working_gib": result.working_bytes / GIB,
+                        "peak_gib": result.peak_bytes / GIB,
+                        "fits": result.fits(args.memory),
+                        "stages": [[s.size[0], s.steps] for s in result.stages],
+                        "seconds_to_plan": time.perf_counter() - start,
+                    }
+                )
             except ValueError as error:  # a method that cannot make the size (UG at non-integer scales)
                 rows.append({"size": size, "method": method, "error": str(error)})
             rows.sort(key=lambda r: r["size"])
-            write_json_atomically({"commands": commands, "arch": args.arch, "steps": args.steps, "dtype": args.dtype,
-                                   "memory_gib": args.memory, "rows": rows}, out)
+            write_json_atomically(
+                {
+                    "commands": commands,
+                    "arch": args.arch,
+                    "steps": args.steps,
+                    "dtype": args.dtype,
+                    "memory_gib": args.memory,
+                    "rows": rows,
+                },
+                out,
+            )
     write_markdown(json.loads(out.read_text()), out.with_suffix(".md"))
 
 
 def write_markdown(results: dict, path: Path) -> None:
     from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE
 
-    lines = [f"# Predicted cost: {results['arch']}, {results['steps']} steps, {results['dtype']}\n",
-             f"Made by `{'` and `'.join(results['commands'])}` (no weights, no GPU: the architecture on `meta`, every stage, step, hook and "
-             f"VAE call of `hiresdiff.generate` counted). Peak = weights (UNet or transformer, VAE, text encoders) + working memory; "
-             f"fits = weights + working × {1 + ALLOCATOR_TOLERANCE:g} (allocator margin) ≤ {results['memory_gib']:g} GiB.\n",
-             "| size | method | stages (side × steps) | TFLOPs | FLOPs ×direct | working GiB | peak GiB | fits |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Predicted cost: {results['arch']}, {results['steps']} steps, {results['dtype']}\n",
+        f"Made by `{'` and `'.join(results['commands'])}` "
+        "(no weights, no GPU: the architecture on `meta`, every stage, step, hook and "
+        f"VAE call of `hiresdiff.generate` counted). "
+        "Peak = weights (UNet or transformer, VAE, text encoders) + working memory; "
+        f"fits = weights + working × {1 + ALLOCATOR_TOLERANCE:g} (allocator margin) ≤ {results['memory_gib']:g} GiB.\n",
+        "| size | method | stages (side × steps) | TFLOPs | FLOPs ×direct | working GiB | peak GiB | fits |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results["rows"]:
         if "error" in r:
             lines.append(f"| {r['size']}² | {r['method']} | not supported: {r['error'][:80]} | | | | | |")
             continue
         stages = " → ".join(f"{side}×{steps}" for side, steps in r["stages"])
-        lines.append(f"| {r['size']}² | {r['method']} | {stages} | {r['tflops']:.0f} | {r['relative_flops']:.2f} | "
-                     f"{r['working_gib']:.2f} | {r['peak_gib']:.2f} | {'yes' if r['fits'] else 'no'} |")
+        lines.append(
+            f"| {r['size']}² | {r['method']} | {stages} | {r['tflops']:.0f} | {r['relative_flops']:.2f} | "
+            f"{r['working_gib']:.2f} | {r['peak_gib']:.2f} | {'yes' if r['fits'] else 'no'} |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -38,15 +38,28 @@ def main() -> None:
     for repeat in range(args.repeats + 1):  # repeat 0 warms up and is dropped
         for method in METHODS:
             start = time.perf_counter()
-            sample(unet, scheduler, height=size, width=size, num_images=args.num_images, seed=repeat, steps=args.steps,
-                   class_labels=labels, recipe=Recipe.preset(method), progress=False)
+            sample(
+                unet,
+                scheduler,
+                height=size,
+                width=size,
+                num_images=args.num_images,
+                seed=repeat,
+                steps=args.steps,
+                class_labels=labels,
+                recipe=Recipe.preset(method),
+                progress=False,
+            )
             if repeat:
                 times[method].append((time.perf_counter() - start) / args.num_images)
-    lines = [f"# Time per image relative to naive at {size}² (embedded model)\n",
-             f"Made by `python benchmarks/recipe_time.py {' '.join(sys.argv[1:])}`: {args.num_images} images per run, "
-             f"{args.steps} SDE-DPM-Solver++ steps (later cascade stages run 70 % of them), {args.repeats} interleaved "
-             f"repeats, torch threads {torch.get_num_threads()}.\n", "| method | s/image (median) | ×naive (median) |",
-             "|---|---|---|"]
+    lines = [
+        f"# Time per image relative to naive at {size}² (embedded model)\n",
+        f"Made by `python benchmarks/recipe_time.py {' '.join(sys.argv[1:])}`: {args.num_images} images per run, "
+        f"{args.steps} SDE-DPM-Solver++ steps (later cascade stages run 70 % of them), {args.repeats} interleaved "
+        f"repeats, torch threads {torch.get_num_threads()}.\n",
+        "| method | s/image (median) | ×naive (median) |",
+        "|---|---|---|",
+    ]
     for method in METHODS:
         ratios = [t / n for t, n in zip(times[method], times["naive"])]
         lines.append(f"| {method} | {statistics.median(times[method]):.3f} | {statistics.median(ratios):.2f} |")

@@ -53,7 +53,14 @@ def unet_call_ratio(unet, scale: int, num_images: int, repeats: int) -> float:
 def sampling_ratio(unet, scheduler, scale: int, eta: float, args) -> tuple[float, float]:
     """Median naive time and median UG/naive ratio over interleaved runs."""
     labels = torch.zeros(args.num_images, dtype=torch.long) if unet.config.num_class_embeds else None
-    kw = dict(height=32 * scale, width=32 * scale, num_images=args.num_images, steps=args.steps, class_labels=labels, progress=False)
+    kw = dict(
+        height=32 * scale,
+        width=32 * scale,
+        num_images=args.num_images,
+        steps=args.steps,
+        class_labels=labels,
+        progress=False,
+    )
     ug = Recipe(ug=UpsampleGuidanceConfig(theta=1.0, eta=eta), nested_ug=False)  # one level of factor `scale`
     naive_times, ratios = [], []
     for i in range(args.repeats + 1):
@@ -74,15 +81,20 @@ model, scale, ug, n, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "ug",
 unet, scheduler = load_pixel_model(model, "dpm++")
 labels = torch.zeros(n, dtype=torch.long) if unet.config.num_class_embeds else None
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-sample(unet, scheduler, height=32 * scale, width=32 * scale, num_images=n, steps=steps, class_labels=labels, progress=False,
+sample(unet, scheduler, height=32 * scale, width=32 * scale, num_images=n, steps=steps, class_labels=labels, \
+progress=False,
        recipe=Recipe(ug=UpsampleGuidanceConfig(), nested_ug=False) if ug else None)
 print(json.dumps({"before_kib": before, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
 
 def peak_memory(model: str, scale: int, method: str, args) -> dict:
-    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, model, str(scale), method, str(args.num_images), str(args.steps)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, model, str(scale), method, str(args.num_images), str(args.steps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -96,18 +108,25 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     unet, scheduler = load_pixel_model(args.model, "dpm++")
     command = "python benchmarks/ug_cost.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    lines = ["# Cost of Upsample Guidance (pixel model)\n",
-             f"Made by `{command}` on {torch.get_num_threads()} CPU threads; batch {args.num_images}, {args.steps} DPM-Solver++ "
-             f"steps, medians of {args.repeats} interleaved runs. Overhead = UG/naive − 1; bound = η·(low-res call / high-res call).\n",
-             "| size | k | η | naive s/run | UG/naive | overhead | low/high call | bound η·low/high | peak RSS naive MiB | peak RSS UG MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Cost of Upsample Guidance (pixel model)\n",
+        f"Made by `{command}` on {torch.get_num_threads()} CPU threads; "
+        f"batch {args.num_images}, {args.steps} DPM-Solver++ "
+        f"steps, medians of {args.repeats} interleaved runs. "
+        "Overhead = UG/naive − 1; bound = η·(low-res call / high-res call).\n",
+        "| size | k | η | naive s/run | UG/naive | overhead | low/high call | bound η·low/high | "
+        "peak RSS naive MiB | peak RSS UG MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for scale in (2, 4):
         call = unet_call_ratio(unet, scale, args.num_images, args.repeats)
         mem = {m: peak_memory(args.model, scale, m, args)["peak_kib"] / 1024 for m in ("naive", "ug")}
         for eta in (1.0, 0.6):
             naive_s, ratio = sampling_ratio(unet, scheduler, scale, eta, args)
-            lines.append(f"| {32 * scale}² | {scale * scale} | {eta:g} | {naive_s:.2f} | {ratio:.3f} | {ratio - 1:+.1%} | "
-                         f"{call:.3f} | {eta * call:.1%} | {mem['naive']:.0f} | {mem['ug']:.0f} |")
+            lines.append(
+                f"| {32 * scale}² | {scale * scale} | {eta:g} | {naive_s:.2f} | {ratio:.3f} | {ratio - 1:+.1%} | "
+                f"{call:.3f} | {eta * call:.1%} | {mem['naive']:.0f} | {mem['ug']:.0f} |"
+            )
             print(lines[-1], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

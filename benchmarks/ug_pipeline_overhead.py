@@ -59,8 +59,10 @@ def pipeline_times(pipe, inputs: dict, runs: int) -> dict[str, float]:
             if config is not None:
                 remove_upsample_guidance(pipe)
     quartiles = statistics.quantiles(times["plain"], n=4)
-    return {**{mode: statistics.median(values) for mode, values in times.items()},
-            "spread": (quartiles[2] - quartiles[0]) / statistics.median(times["plain"])}
+    return {
+        **{mode: statistics.median(values) for mode, values in times.items()},
+        "spread": (quartiles[2] - quartiles[0]) / statistics.median(times["plain"]),
+    }
 
 
 @torch.no_grad()
@@ -106,9 +108,11 @@ def markdown(rows: list[dict], command: str, runs: int, steps: int) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['kind']} | {r['size']}² | {r['plain']:.3f} | {r['ug']:.3f} | {r['overhead']:+.1%} "
-                     f"| {r['hook_only']:+.1%} | {r['ratio']:.2f} | {r['eta_eff']:.2f} | {r['bound']:.1%} "
-                     f"| {r['ideal']:.1%} | {r['share']:.0%} | {r['spread']:.1%} |")
+        lines.append(
+            f"| {r['kind']} | {r['size']}² | {r['plain']:.3f} | {r['ug']:.3f} | {r['overhead']:+.1%} "
+            f"| {r['hook_only']:+.1%} | {r['ratio']:.2f} | {r['eta_eff']:.2f} | {r['bound']:.1%} "
+            f"| {r['ideal']:.1%} | {r['share']:.0%} | {r['spread']:.1%} |"
+        )
     lines += [
         "",
         "* UG overhead = UG time / plain time − 1 for the whole pipeline call (text encoders, UNet, VAE decode).",

@@ -27,10 +27,10 @@ def held_out_loss(unet, scheduler, upsamplers, images, labels, strength: float, 
     k = int(strength * scheduler.config.num_train_timesteps)
     total = 0.0
     for i in range(0, len(images), batch):
-        x = images[i:i + batch]
+        x = images[i : i + batch]
         t = torch.randint(1, k + 1, (len(x),), generator=generator)
         noise = torch.randn(x.shape, generator=generator)
-        total += upsampler_loss(unet, scheduler, upsamplers, x, t, noise, labels[i:i + batch]).item() * len(x)
+        total += upsampler_loss(unet, scheduler, upsamplers, x, t, noise, labels[i : i + batch]).item() * len(x)
     return total / len(images)
 
 
@@ -44,17 +44,20 @@ def main() -> None:
     args = p.parse_args()
     unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "ddpm")
     data = emoji.load(args.resolution, "test")
-    images, labels = data.images[:args.num_images], data.labels[:args.num_images]
+    images, labels = data.images[: args.num_images], data.labels[: args.num_images]
     trained = FeatureUpsamplers.from_pretrained(args.upsamplers)
     zero = FeatureUpsamplers.for_unet(unet, hidden_channels=trained.config.hidden_channels)
     rows = []
     for seed in range(args.repeats):
         rows.append([held_out_loss(unet, scheduler, u, images, labels, args.strength, seed) for u in (zero, trained)])
     out = Path("benchmarks/results") / f"upsampler_loss_{args.resolution}.md"
-    lines = [f"# Held-out loss of the feature upsamplers at {args.resolution}²\n",
-             f"Made by `python benchmarks/upsampler_loss.py {' '.join(sys.argv[1:])}`: {len(images)} test images, "
-             f"t uniform in (0, {args.strength:g}·T], v-prediction MSE (eq. 12), same draws for both rows.\n",
-             "| draw | zero upsamplers (tuning-free) | trained | change |", "|---|---|---|---|"]
+    lines = [
+        f"# Held-out loss of the feature upsamplers at {args.resolution}²\n",
+        f"Made by `python benchmarks/upsampler_loss.py {' '.join(sys.argv[1:])}`: {len(images)} test images, "
+        f"t uniform in (0, {args.strength:g}·T], v-prediction MSE (eq. 12), same draws for both rows.\n",
+        "| draw | zero upsamplers (tuning-free) | trained | change |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {i} | {z:.5f} | {t:.5f} | {100 * (t - z) / z:+.1f} % |" for i, (z, t) in enumerate(rows)]
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())

@@ -18,6 +18,20 @@ Public API:
     FeatureUpsamplers, train_feature_upsamplers Self-Cascade's trainable feature upsamplers
 """
 
+import logging
+
+
+class _NoTorchvisionFallbackNotice(logging.Filter):
+    """transformers says, once per image processor the diffusers pipelines import, that without torchvision it falls
+    back to the PIL one; hiresdiff never uses image processors (torchvision is not a dependency), so the notice is noise
+    on every run. Only that message is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionFallbackNotice())
+
 _LAZY = {  # loaded on first use, so that `import hiresdiff` (and the CLI's --help) does not load torch or diffusers
     "lowres_noise": "hiresdiff.core.noise",
     "downsample": "hiresdiff.core.resample",
@@ -38,7 +52,7 @@ _LAZY = {  # loaded on first use, so that `import hiresdiff` (and the CLI's --he
     "remove_upsample_guidance": "hiresdiff.sampling.family_parts",
     "generate": "hiresdiff.sampling.generate",
     "sample": "hiresdiff.loading.pixel_model",
-    "upscale": "hiresdiff.sampling.image_upscale",
+    "upscale": "hiresdiff.upscale",
     "FeatureUpsamplers": "hiresdiff.unet.feature_upsamplers",
     "train_feature_upsamplers": "hiresdiff.training.feature_upsamplers",
 }

@@ -2,7 +2,8 @@
 
 One output per (prompt, seed): ``<key>.png`` and ``<key>.json`` (settings and timings), where the key
 is a stable hash of the prompt, the seed and every setting that changes the image (model, method and its
-options θ, η, strength, α and upsamplers, size, steps, scheduler, guidance). Outputs that exist are skipped, so a killed run resumes where it
+options θ, η, strength, α and upsamplers, size, steps, scheduler, guidance).
+Outputs that exist are skipped, so a killed run resumes where it
 stopped; files are written atomically (the PNG, then its log, each via a temporary file and a rename),
 so a partial output is never left behind under its final name.
 
@@ -89,10 +90,13 @@ def write_json_atomically(data: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe_loader, progress: bool = True) -> list[str]:
+def run_batch(
+    settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe_loader, progress: bool = True
+) -> list[str]:
     """Run this process's share of the pending ``jobs``; return the keys it wrote.
 
-    ``pipe_loader(device)`` loads the pipeline and returns it with its call's arguments (only if this process has work); ``recipe`` is the method's
+    ``pipe_loader(device)`` loads the pipeline and returns it with its call's arguments (only if this process has work);
+    ``recipe`` is the method's
     :class:`~hiresdiff.recipe.Recipe`.
     """
     out_dir = Path(out_dir)
@@ -109,13 +113,30 @@ def run_batch(settings: BatchSettings, jobs: list[Job], out_dir, *, recipe, pipe
         for job in bar:
             key = settings.key(job)
             start = time.perf_counter()
-            image = generate(pipe, job.prompt, height=settings.height, width=settings.width, recipe=recipe,
-                             seed=job.seed, steps=settings.steps, **kwargs)[0]
+            image = generate(
+                pipe,
+                job.prompt,
+                height=settings.height,
+                width=settings.width,
+                recipe=recipe,
+                seed=job.seed,
+                steps=settings.steps,
+                **kwargs,
+            )[0]
             seconds = time.perf_counter() - start
             save_image(image, out_dir / f"{key}.png", force=True)  # a png without its log is an interrupted job
-            write_json_atomically({**asdict(settings), "prompt": job.prompt, "seed": job.seed, "file": f"{key}.png",
-                                   "seconds": round(seconds, 3), "process": state.process_index,
-                                   "num_processes": state.num_processes, "device": str(state.device)},
-                                  out_dir / f"{key}.json")
+            write_json_atomically(
+                {
+                    **asdict(settings),
+                    "prompt": job.prompt,
+                    "seed": job.seed,
+                    "file": f"{key}.png",
+                    "seconds": round(seconds, 3),
+                    "process": state.process_index,
+                    "num_processes": state.num_processes,
+                    "device": str(state.device),
+                },
+                out_dir / f"{key}.json",
+            )
             written.append(key)
     return written

@@ -1,4 +1,5 @@
-"""The argument checks every layer shares, one place for each rule: a bad input is refused by a ``ValueError`` that names
+"""The argument checks every layer shares, one place for each rule:
+a bad input is refused by a ``ValueError`` that names
 the parameter and the allowed values, before any heavy work. Pure Python: the math packages use it too."""
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ The trained-size sample is made once: every cascade whose first stage is the tra
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 
-from hiresdiff.checks import is_real
+from hiresdiff.checks import check_positive_int, is_real
 from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, check_max_pixels
 from hiresdiff.denoisers.registry import find_denoiser, size_multiple, trained_size
 from hiresdiff.loading.pixel_model import load_pixel_model, sample, to_pil
@@ -65,12 +66,24 @@ def column_label(height: int, width: int, method: str, recipe: Recipe) -> str:
     return " ".join([size, method, *options])
 
 
-def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] = (2,),
-               size: Optional[Sequence[int]] = None, methods: Sequence[str] = COMPARISON_METHODS,
-               options: MethodOptions = MethodOptions(), seed: int = 0, num_images: int = 3,
-               steps: int = DEFAULT_STEPS, scheduler: str = DEFAULT_SCHEDULER, include_trained: bool = True,
-               progress: bool = True, on_column: Optional[Callable[[str, list], None]] = None,
-               max_pixels: Optional[int] = None, device: str = "cpu", dtype: Optional[torch.dtype] = None):
+def comparison(
+    model: Union[str, Path, None] = None,
+    *,
+    scales: Sequence[float] = (2,),
+    size: Optional[Sequence[int]] = None,
+    methods: Sequence[str] = COMPARISON_METHODS,
+    options: MethodOptions = MethodOptions(),
+    seed: int = 0,
+    num_images: int = 3,
+    steps: int = DEFAULT_STEPS,
+    scheduler: str = DEFAULT_SCHEDULER,
+    include_trained: bool = True,
+    progress: bool = True,
+    on_column: Optional[Callable[[str, list], None]] = None,
+    max_pixels: Optional[int] = None,
+    device: str = "cpu",
+    dtype: Optional[torch.dtype] = None,
+):
     """Sample the trained size (if ``include_trained``) and every (size, method) pair from the same noise.
 
     Returns ``(columns, labels)``: ``columns[j]`` is a list of ``num_images`` PIL images.
@@ -83,8 +96,7 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
     recipes = recipes_for(methods, options, shipped_upsamplers(model))
     if size is None:
         check_scales(scales)
-    if not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be a positive int; got {num_images!r}")
+    check_positive_int(num_images, "num_images")
     unet, sched = load_pixel_model(model or EMBEDDED_MODEL_DIR, scheduler, device, dtype or torch.float32)
     h, w = trained_size(unet)
     sizes = [tuple(size)] if size is not None else [scaled_size((h, w), s) for s in scales]
@@ -94,8 +106,12 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
     check_recipes_make(recipes, (h, w), sizes, size_multiple(unet))
     # the first column is the image the cascades start from: the trained size, or for another aspect ratio the
     # largest size of that aspect inside it (the cascades' stage 0)
-    starts = {recipe.stages((h, w), target, size_multiple(unet))[0].size
-              for recipe in recipes.values() if recipe.cascade is not None for target in sizes}
+    starts = {
+        recipe.stages((h, w), target, size_multiple(unet))[0].size
+        for recipe in recipes.values()
+        if recipe.cascade is not None
+        for target in sizes
+    }
     base = starts.pop() if len(starts) == 1 else (h, w)
     largest = (max(s[0] for s in sizes), max(s[1] for s in sizes))
     noise_size = largest if largest[0] % base[0] == 0 and largest[1] % base[1] == 0 else None
@@ -115,15 +131,29 @@ def comparison(model: Union[str, Path, None] = None, *, scales: Sequence[float] 
     for target in sizes:
         for method, recipe in recipes.items():
             first = recipe.stages((h, w), target, size_multiple(unet))[0].size
-            start = dict(image=trained) if recipe.cascade is not None and tuple(first) == base else dict(noise_size=noise_size)
+            start = (
+                dict(image=trained)
+                if recipe.cascade is not None and tuple(first) == base
+                else dict(noise_size=noise_size)
+            )
             images = sample(unet, sched, height=target[0], width=target[1], recipe=recipe, **start, **common)
             add(column_label(*target, method, recipe), images)
     return columns, names
 
 
-def pipeline_comparison(pipe, prompt, *, sizes: Sequence[tuple], recipes: dict, seed: int = 0, steps: int = 30,
-                        num_frames: Optional[int] = None, include_trained: bool = True,
-                        on_column: Optional[Callable[[str, list], None]] = None, **pipeline_kwargs):
+def pipeline_comparison(
+    pipe,
+    prompt,
+    *,
+    sizes: Sequence[tuple],
+    recipes: dict,
+    seed: int = 0,
+    steps: int = 30,
+    num_frames: Optional[int] = None,
+    include_trained: bool = True,
+    on_column: Optional[Callable[[str, list], None]] = None,
+    **pipeline_kwargs,
+):
     """The pipeline's plain call at its trained size (if ``include_trained``: every cascade's stage 0), then one
     column per (size, method) pair, all from the same seed: ``(columns, labels)`` of PIL images (a video's frames
     for video pipelines); ``on_column(label, images)`` is called as each column finishes."""
@@ -138,11 +168,24 @@ def pipeline_comparison(pipe, prompt, *, sizes: Sequence[tuple], recipes: dict, 
     if include_trained:
         factor = getattr(pipe, "vae_scale_factor", 1)
         h, w = (n * factor for n in trained_size(find_denoiser(pipe)[0], pipe))
-        add(f"{h}² trained" if h == w else f"{h}x{w} trained",
-            generate(pipe, prompt, height=h, width=w, seed=seed, steps=steps, num_frames=num_frames, **pipeline_kwargs))
+        add(
+            f"{h}² trained" if h == w else f"{h}x{w} trained",
+            generate(pipe, prompt, height=h, width=w, seed=seed, steps=steps, num_frames=num_frames, **pipeline_kwargs),
+        )
     for height, width in sizes:
         for method, recipe in recipes.items():
-            add(column_label(height, width, method, recipe),
-                generate(pipe, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps,
-                         num_frames=num_frames, **pipeline_kwargs))
+            add(
+                column_label(height, width, method, recipe),
+                generate(
+                    pipe,
+                    prompt,
+                    height=height,
+                    width=width,
+                    recipe=recipe,
+                    seed=seed,
+                    steps=steps,
+                    num_frames=num_frames,
+                    **pipeline_kwargs,
+                ),
+            )
     return columns, labels

@@ -14,5 +14,7 @@ MAX_UPSCALE = 8  # upscaling stops at this many times the model's trained size p
 def check_max_pixels(height: int, width: int, max_pixels: int) -> None:
     """``ValueError`` naming the size and ``--max-pixels`` for an output above the cap (before any model runs)."""
     if height * width > max_pixels:
-        raise ValueError(f"the output {height}x{width} has {height * width:,} pixels, above --max-pixels {max_pixels:,}: "
-                         "choose a smaller size, or raise --max-pixels if this machine has the memory and time")
+        raise ValueError(
+            f"the output {height}x{width} has {height * width:,} pixels, above --max-pixels {max_pixels:,}: "
+            "choose a smaller size, or raise --max-pixels if this machine has the memory and time"
+        )

@@ -8,8 +8,9 @@ none of the chosen methods has that part, so a flag is never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 from hiresdiff.defaults import COMPARISON_METHODS, PRESETS  # noqa: F401  (re-exported)
 from hiresdiff.methods.positions import PositionConfig
@@ -48,8 +49,13 @@ class MethodOptions:
     def check_applies(self, recipes: Sequence[Recipe]) -> None:
         """``ValueError`` naming an option that none of ``recipes`` has a part for."""
         has = {"ug": any(r.ug is not None for r in recipes), "cascade": any(r.cascade is not None for r in recipes)}
-        for option, part in (("theta", "ug"), ("eta", "ug"), ("strength", "cascade"), ("alpha", "cascade"),
-                             ("upsamplers", "cascade")):
+        for option, part in (
+            ("theta", "ug"),
+            ("eta", "ug"),
+            ("strength", "cascade"),
+            ("alpha", "cascade"),
+            ("upsamplers", "cascade"),
+        ):
             if getattr(self, option) is not None and not has[part]:
                 names = ", ".join(r.name for r in recipes)
                 kind = "Upsample Guidance (ug, …+ug)" if part == "ug" else "a cascade (self-cascade, freescale)"
@@ -75,8 +81,9 @@ class MethodOptions:
         return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
-def recipes_for(methods: Sequence[str], options: MethodOptions = MethodOptions(),
-                default_upsamplers: Optional[str] = None) -> dict[str, Recipe]:
+def recipes_for(
+    methods: Sequence[str], options: MethodOptions = MethodOptions(), default_upsamplers: Optional[str] = None
+) -> dict[str, Recipe]:
     """{method: recipe} with ``options`` applied; every name and option is checked before anything loads."""
     presets = {m: Recipe.preset(m) for m in methods}
     options.check_applies(list(presets.values()))

@@ -1,4 +1,5 @@
-"""The composition spine (DESIGN.md §7): a :class:`Recipe` is a set of optional parts, and a run is a
+"""The composition spine (docs/architecture.md, "Recipes, stages and the composition spine"):
+a :class:`Recipe` is a set of optional parts, and a run is a
 list of :class:`Stage` s, each with the per-call modifications its scale calls for.
 
 | part         | what it does                                                        | preset           |
@@ -14,7 +15,8 @@ Without ``cascade`` a run is one stage at the target size. With it, stage 0 is t
 trained size and every later stage re-noises the upsampled previous result (:mod:`hiresdiff.methods.self_cascade`).
 At scale 1 every per-call part is the identity, so stage 0 is plain sampling bit for bit.
 On a flow transformer (FLUX, SD3) ``dilation`` is carried out as its analogue, position interpolation over the
-same early window, unless ``positions`` chooses another rescaling. The recipe is plain data: it imports no diffusers, and the drivers (``integrations.pixel.sample`` and
+same early window, unless ``positions`` chooses another rescaling.
+The recipe is plain data: it imports no diffusers, and the drivers (``integrations.pixel.sample`` and
 ``hiresdiff.generate``) carry it out.
 """
 
@@ -23,9 +25,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 from hiresdiff.checks import check_positive_int, check_strength, is_int
 from hiresdiff.defaults import PRESETS
@@ -84,8 +87,13 @@ class Recipe:
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
-        for attr, cls in (("cascade", CascadeConfig), ("ug", UpsampleGuidanceConfig), ("dilation", DilationConfig),
-                          ("fusion", ScaleFusionConfig), ("positions", PositionConfig)):
+        for attr, cls in (
+            ("cascade", CascadeConfig),
+            ("ug", UpsampleGuidanceConfig),
+            ("dilation", DilationConfig),
+            ("fusion", ScaleFusionConfig),
+            ("positions", PositionConfig),
+        ):
             value = getattr(self, attr)
             if value is not None and not isinstance(value, cls):
                 raise ValueError(f"{attr} must be a {cls.__name__} or None; got {type(value).__name__}")
@@ -94,7 +102,9 @@ class Recipe:
         sets = self.upsamplers.items() if isinstance(self.upsamplers, dict) else [(None, self.upsamplers)]
         for scale, one in sets:
             if scale is not None and not (is_int(scale) and scale >= 2):
-                raise ValueError(f"upsamplers: keys are the stages' integer scales (>= 2, e.g. {{2: ..., 4: ...}}); got {scale!r}")
+                raise ValueError(
+                    f"upsamplers: keys are the stages' integer scales (>= 2, e.g. {{2: ..., 4: ...}}); got {scale!r}"
+                )
             if isinstance(one, (str, Path)):
                 check_upsamplers_folder(Path(one))
         if not self.name:
@@ -102,38 +112,63 @@ class Recipe:
 
     # ---- presets -------------------------------------------------------------------------------
     @classmethod
-    def naive(cls) -> "Recipe":
+    def naive(cls) -> Recipe:
         """Plain sampling at the target size."""
         return cls(name="naive")
 
     @classmethod
-    def upsample_guidance(cls, theta: float = 1.0, eta: Optional[float] = None, schedule="step", nested: bool = True,
-                          **ug) -> "Recipe":
+    def upsample_guidance(
+        cls, theta: float = 1.0, eta: Optional[float] = None, schedule="step", nested: bool = True, **ug
+    ) -> Recipe:
         """UG at the target size (Hwang et al.): θ≈1; η by default the model family's, 1.0 for pixel models and
         0.6 for latent ones (the paper's settings)."""
-        return cls(ug=UpsampleGuidanceConfig(theta=theta, eta=eta, schedule=schedule, **ug), nested_ug=nested,
-                   name="ug")
+        return cls(
+            ug=UpsampleGuidanceConfig(theta=theta, eta=eta, schedule=schedule, **ug), nested_ug=nested, name="ug"
+        )
 
     @classmethod
-    def self_cascade(cls, strength: float = 0.7, upsample: str = "bicubic", upsamplers=None, **cascade) -> "Recipe":
+    def self_cascade(cls, strength: float = 0.7, upsample: str = "bicubic", upsamplers=None, **cascade) -> Recipe:
         """Self-Cascade: latent-space pivot replacement (tuning-free), with trained ``upsamplers`` the tuned version."""
-        return cls(cascade=CascadeConfig(strength=strength, upsample=upsample, space="latent", **cascade),
-                   upsamplers=upsamplers, name="self-cascade" + ("+upsamplers" if upsamplers is not None else ""))
+        return cls(
+            cascade=CascadeConfig(strength=strength, upsample=upsample, space="latent", **cascade),
+            upsamplers=upsamplers,
+            name="self-cascade" + ("+upsamplers" if upsamplers is not None else ""),
+        )
 
     @classmethod
-    def freescale(cls, detail_alpha=2.0, strength: float = 0.7, dilation: bool = True, fusion: bool = True,
-                  space: str = "rgb", ug: Optional[UpsampleGuidanceConfig] = None, upsamplers=None,
-                  **cascade) -> "Recipe":
+    def freescale(
+        cls,
+        detail_alpha=2.0,
+        strength: float = 0.7,
+        dilation: bool = True,
+        fusion: bool = True,
+        space: str = "rgb",
+        ug: Optional[UpsampleGuidanceConfig] = None,
+        upsamplers=None,
+        **cascade,
+    ) -> Recipe:
         """FreeScale: RGB-space cascade with detail control, restrained dilation and scale fusion (each switchable);
         ``ug=`` composes it with Upsample Guidance, ``upsamplers=`` with Self-Cascade's upsamplers."""
-        return cls(cascade=CascadeConfig(strength=strength, space=space, detail_alpha=detail_alpha, **cascade),
-                   dilation=DilationConfig() if dilation else None, fusion=ScaleFusionConfig() if fusion else None,
-                   ug=ug, upsamplers=upsamplers)
+        return cls(
+            cascade=CascadeConfig(strength=strength, space=space, detail_alpha=detail_alpha, **cascade),
+            dilation=DilationConfig() if dilation else None,
+            fusion=ScaleFusionConfig() if fusion else None,
+            ug=ug,
+            upsamplers=upsamplers,
+        )
 
     @classmethod
-    def fast(cls, stage_steps: int = FAST_STAGE_STEPS, strength: float = FAST_STRENGTH, target_steps: Optional[int] = None,
-             detail_alpha=2.0, dilation: bool = True, fusion: bool = False, stage_ratio: float = 2.0,
-             **cascade) -> "Recipe":
+    def fast(
+        cls,
+        stage_steps: int = FAST_STAGE_STEPS,
+        strength: float = FAST_STRENGTH,
+        target_steps: Optional[int] = None,
+        detail_alpha=2.0,
+        dilation: bool = True,
+        fusion: bool = False,
+        stage_ratio: float = 2.0,
+        **cascade,
+    ) -> Recipe:
         """Most steps at the trained size, few at every later stage (RectifiedHR's and FreCaS's idea: a refreshed
         noise at each size, few steps where steps are expensive): FreeScale's cascade restarted at ``strength``
         on a grid of ⌈k/strength⌉ steps, so that a later stage runs k of them — ``stage_steps`` in the stages
@@ -148,17 +183,32 @@ class Recipe:
         def grid(k: int) -> int:
             return math.ceil(k / strength - 1e-9)
 
-        return cls(cascade=CascadeConfig(strength=strength, steps=grid(stage_steps), target_steps=grid(target_steps),
-                                         space="rgb", detail_alpha=detail_alpha, stage_ratio=stage_ratio, **cascade),
-                   dilation=DilationConfig() if dilation else None, fusion=ScaleFusionConfig() if fusion else None,
-                   name="fast")
+        return cls(
+            cascade=CascadeConfig(
+                strength=strength,
+                steps=grid(stage_steps),
+                target_steps=grid(target_steps),
+                space="rgb",
+                detail_alpha=detail_alpha,
+                stage_ratio=stage_ratio,
+                **cascade,
+            ),
+            dilation=DilationConfig() if dilation else None,
+            fusion=ScaleFusionConfig() if fusion else None,
+            name="fast",
+        )
 
     @classmethod
-    def preset(cls, name: str) -> "Recipe":
+    def preset(cls, name: str) -> Recipe:
         """A preset by name (``PRESETS``); ``"a+b"`` composes presets (``"freescale+ug"``)."""
         parts = [p.strip() for p in name.split("+")]
-        builders = {"naive": cls.naive, "ug": cls.upsample_guidance, "self-cascade": cls.self_cascade,
-                    "freescale": cls.freescale, "fast": cls.fast}
+        builders = {
+            "naive": cls.naive,
+            "ug": cls.upsample_guidance,
+            "self-cascade": cls.self_cascade,
+            "freescale": cls.freescale,
+            "fast": cls.fast,
+        }
         unknown = [p for p in parts if p not in builders]
         if unknown or not parts:
             raise ValueError(f"method must be one of {PRESETS} or a '+'-composition of them; got {name!r}")
@@ -170,7 +220,7 @@ class Recipe:
             recipe = recipe + builders[part]()
         return dataclasses.replace(recipe, name=name)
 
-    def __add__(self, other: "Recipe") -> "Recipe":
+    def __add__(self, other: Recipe) -> Recipe:
         """The parts set in either recipe; a part set in both must be equal (``ValueError`` names it)."""
         merged = {}
         for f in dataclasses.fields(self):
@@ -184,7 +234,11 @@ class Recipe:
 
     def describe(self) -> str:
         """A short label naming the parts set."""
-        parts = [n for n in ("cascade", "ug", "dilation", "fusion", "positions", "upsamplers") if getattr(self, n) is not None]
+        parts = [
+            n
+            for n in ("cascade", "ug", "dilation", "fusion", "positions", "upsamplers")
+            if getattr(self, n) is not None
+        ]
         return "+".join(parts) or "naive"
 
     # ---- the stage plan ------------------------------------------------------------------------
@@ -193,8 +247,11 @@ class Recipe:
         ``multiple``. Raises ``ValueError`` (naming the parameter) before any model call for targets the
         recipe cannot make."""
         h0, w0 = trained
-        sizes = (stage_sizes(trained, target, multiple, self.cascade.stage_ratio) if self.cascade is not None
-                 else [check_size(target, multiple)])
+        sizes = (
+            stage_sizes(trained, target, multiple, self.cascade.stage_ratio)
+            if self.cascade is not None
+            else [check_size(target, multiple)]
+        )
         out = []
         for index, (h, w) in enumerate(sizes):
             scale = (h / h0, w / w0)
@@ -220,7 +277,8 @@ def check_upsamplers_folder(folder: Path) -> None:
 
 
 def as_recipe(recipe) -> Recipe:
-    """A :class:`Recipe`, or a preset name (``"freescale+ug"``) made into one; ``ValueError`` naming ``recipe`` otherwise."""
+    """A :class:`Recipe`, or a preset name (``"freescale+ug"``) made into one; ``ValueError`` naming ``recipe``
+    otherwise."""
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, str):
@@ -236,7 +294,8 @@ def stages_after(stages: Sequence[Stage], size: Sequence[int]) -> list[Stage]:
     """
     below = [tuple(s.size) for s in stages[:-1]]
     if tuple(size) not in below:
-        raise ValueError(f"image size {tuple(size)} must be one of the cascade's stage sizes below the target, {below} "
-                         "(in the model's units; a recipe without a cascade has none): resize it to the trained size")
-    return list(stages[below.index(tuple(size)) + 1:])
-
+        raise ValueError(
+            f"image size {tuple(size)} must be one of the cascade's stage sizes below the target, {below} "
+            "(in the model's units; a recipe without a cascade has none): resize it to the trained size"
+        )
+    return list(stages[below.index(tuple(size)) + 1 :])

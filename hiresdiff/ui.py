@@ -13,9 +13,10 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 from diffusers import AutoencoderKL, UNet2DModel
@@ -29,11 +30,14 @@ from hiresdiff.methods.upsample_guidance import LATENT_ETA, PIXEL_ETA
 from hiresdiff.models import EMBEDDED_MODEL_DIR, model_settings, resolve_model, shipped_upsamplers
 from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, recipes_for
 from hiresdiff.recipe import PRESETS
-from hiresdiff.sampling.image_upscale import image_tensor, target_size, upscale
+from hiresdiff.upscale import image_tensor, target_size, upscale
 
 UI_METHODS = tuple(dict.fromkeys(COMPARISON_METHODS + PRESETS + ("freescale+ug",)))
-OWNED_MODELS = {"emoji32 (pixel, the embedded model)": None, "emoji-latent (text-to-image pipeline)": "emoji-latent",
-                "emoji-flux (FLUX-architecture pipeline)": "emoji-flux"}
+OWNED_MODELS = {
+    "emoji32 (pixel, the embedded model)": None,
+    "emoji-latent (text-to-image pipeline)": "emoji-latent",
+    "emoji-flux (FLUX-architecture pipeline)": "emoji-flux",
+}
 DEFAULT_MAX_SIDE = 256  # the embedded model's 8×; a request above it is refused before any work
 
 
@@ -56,8 +60,10 @@ class Handlers:
 
     def check_size(self, height: int, width: int) -> None:
         if max(height, width) > self.max_side:
-            raise ValueError(f"size {height}x{width} is above this server's cap of {self.max_side} pixels per side "
-                             "(hiresdiff ui --max-side)")
+            raise ValueError(
+                f"size {height}x{width} is above this server's cap of {self.max_side} pixels per side "
+                "(hiresdiff ui --max-side)"
+            )
 
     def trained_size(self) -> tuple[int, int]:
         """The model's trained size in pixels, from its configs (no weights loaded)."""
@@ -80,8 +86,9 @@ class Handlers:
             self._pipe = load_pipeline(self.model, progress=False)
         return self._pipe
 
-    def compare(self, methods, scale, seed, steps, num_images, theta=None, strength=None, alpha=None, prompt=""
-                ) -> Iterator[tuple[list, str, int]]:
+    def compare(
+        self, methods, scale, seed, steps, num_images, theta=None, strength=None, alpha=None, prompt=""
+    ) -> Iterator[tuple[list, str, int]]:
         """Yield ``(gallery, status, columns)`` after each column: gallery items are ``(PIL image, caption)`` in rows
         of ``columns`` (one column per method, the trained-size preview first); the status names the column,
         counts the columns done and, after the preview, says how long the rest will take (from the preview's
@@ -100,21 +107,44 @@ class Handlers:
         done_columns: list = []
         if self.is_pipeline:
             pipe, settings = self.pipeline()
-            columns = _streamed(lambda on_column: pipeline_comparison(
-                pipe, prompt, sizes=[(height * scale, width * scale)], recipes=recipes, seed=seed, steps=steps,
-                on_column=on_column, **settings.arguments(pipe)), threading.Event())
+            columns = _streamed(
+                lambda on_column: pipeline_comparison(
+                    pipe,
+                    prompt,
+                    sizes=[(height * scale, width * scale)],
+                    recipes=recipes,
+                    seed=seed,
+                    steps=steps,
+                    on_column=on_column,
+                    **settings.arguments(pipe),
+                ),
+                threading.Event(),
+            )
         else:
-            columns = _streamed(lambda on_column: comparison(
-                self.model, scales=[scale], methods=methods, options=options, seed=seed, num_images=num_images,
-                steps=steps, progress=False, on_column=on_column), threading.Event())
+            columns = _streamed(
+                lambda on_column: comparison(
+                    self.model,
+                    scales=[scale],
+                    methods=methods,
+                    options=options,
+                    seed=seed,
+                    num_images=num_images,
+                    steps=steps,
+                    progress=False,
+                    on_column=on_column,
+                ),
+                threading.Event(),
+            )
         start = time.perf_counter()
         for done, (label, images) in enumerate(columns, start=1):
             done_columns.append((label, images))
             status = f"done: {label} ({done}/{len(recipes) + 1} columns)"
             if done == 1:  # the preview's time, scaled by every method's work, before the methods start
                 default_eta = LATENT_ETA if self.is_pipeline else PIXEL_ETA
-                work = sum(relative_work(recipe, (height, width), (height * scale, width * scale), default_eta)
-                           for recipe in recipes.values())
+                work = sum(
+                    relative_work(recipe, (height, width), (height * scale, width * scale), default_eta)
+                    for recipe in recipes.values()
+                )
                 status += f"; the {len(recipes)} methods will take about {work * (time.perf_counter() - start):.0f} s"
             yield row_major(done_columns), status, len(done_columns)
         yield row_major(done_columns), f"finished {len(methods)} methods at {scale}× (seed {seed})", len(done_columns)
@@ -127,15 +157,31 @@ class Handlers:
         self.check_size(*target_size(image.height, image.width, float(scale)))
         recipe = recipes_for(methods, default_upsamplers=shipped_upsamplers(self.model))[methods[0]]
         if self.is_pipeline:
-            out = upscale(self.pipeline()[0], image, scale=float(scale), recipe=recipe, prompt=prompt or "",
-                          steps=int(steps), seed=int(seed))[0]
+            out = upscale(
+                self.pipeline()[0],
+                image,
+                scale=float(scale),
+                recipe=recipe,
+                prompt=prompt or "",
+                steps=int(steps),
+                seed=int(seed),
+            )[0]
         else:
             unet, scheduler = load_pixel_model(self.model or EMBEDDED_MODEL_DIR, DEFAULT_SCHEDULER)
             labels = None
             if unet.config.num_class_embeds is not None and class_label not in (None, ""):
                 labels = torch.tensor([int(class_label)])
-            out = upscale(unet, image_tensor(image), scale=float(scale), recipe=recipe,
-                          scheduler=scheduler, steps=int(steps), seed=int(seed), class_labels=labels, progress=False)[0]
+            out = upscale(
+                unet,
+                image_tensor(image),
+                scale=float(scale),
+                recipe=recipe,
+                scheduler=scheduler,
+                steps=int(steps),
+                seed=int(seed),
+                class_labels=labels,
+                progress=False,
+            )[0]
         return out, f"upscaled {image.width}x{image.height} → {out.width}x{out.height} with {methods[0]}"
 
 
@@ -156,8 +202,10 @@ def relative_work(recipe, trained, target, default_eta: float) -> float:
         if stage.index == 0 and recipe.cascade is not None:
             continue  # the trained-size preview itself
         share = 1.0 if stage.index == 0 else recipe.cascade.strength
-        guided = sum((config.eta if config.eta is not None else default_eta) / 4 ** (level + 1)
-                     for level, config in enumerate(stage.ug_levels))
+        guided = sum(
+            (config.eta if config.eta is not None else default_eta) / 4 ** (level + 1)
+            for level, config in enumerate(stage.ug_levels)
+        )
         work += stage.size[0] * stage.size[1] / pixels0 * share * (1 + guided)
     return work
 
@@ -193,9 +241,19 @@ def _streamed(run, stop: threading.Event) -> Iterator[tuple[str, list]]:
         stop.set()
 
 
-FIELDS = {"method": "methods", "strength": "cascade strength", "theta": "UG θ", "alpha": "detail α", "eta": "UG η",
-          "steps": "steps", "scale": "scale", "num-images": "images", "upsamplers": "upsamplers",
-          "max-side": "this server's size cap", "max-pixels": "this server's size cap"}
+FIELDS = {
+    "method": "methods",
+    "strength": "cascade strength",
+    "theta": "UG θ",
+    "alpha": "detail α",
+    "eta": "UG η",
+    "steps": "steps",
+    "scale": "scale",
+    "num-images": "images",
+    "upsamplers": "upsamplers",
+    "max-side": "this server's size cap",
+    "max-pixels": "this server's size cap",
+}
 
 
 def web_words(message: str) -> str:
@@ -225,8 +283,9 @@ def build_app(handlers):
     def compare(model, prompt, methods, scale, seed, steps, num_images, theta, strength, alpha):
         try:
             options = [optional_number(v, n) for v, n in ((theta, "θ"), (strength, "strength"), (alpha, "α"))]
-            for items, status, columns in menu[model or first].compare(methods, scale, seed, steps, num_images, *options,
-                                                                       prompt=prompt):
+            for items, status, columns in menu[model or first].compare(
+                methods, scale, seed, steps, num_images, *options, prompt=prompt
+            ):
                 yield gr.Gallery(value=items, columns=columns), status  # one column per method
         except (ValueError, FileNotFoundError) as error:
             yield [], f"Error: {web_words(str(error))}"
@@ -238,10 +297,14 @@ def build_app(handlers):
             return None, f"Error: {web_words(str(error))}"
 
     with gr.Blocks(title="hiresdiff") as app:
-        gr.Markdown("# hiresdiff: generate above the trained resolution\nEvery column from one seed; the first "
-                    "is the model's trained-size sample.")
+        gr.Markdown(
+            "# hiresdiff: generate above the trained resolution\nEvery column from one seed; the first "
+            "is the model's trained-size sample."
+        )
         model = gr.Dropdown(list(menu), value=first, label="model", visible=len(menu) > 1, elem_id="model")
-        prompt = gr.Textbox("", label="prompt (text-to-image pipelines)", visible=menu[first].is_pipeline, elem_id="prompt")
+        prompt = gr.Textbox(
+            "", label="prompt (text-to-image pipelines)", visible=menu[first].is_pipeline, elem_id="prompt"
+        )
         with gr.Tab("Compare methods"):
             methods = gr.CheckboxGroup(list(UI_METHODS), value=["naive", "ug", "self-cascade+ug"], label="methods")
             with gr.Row():
@@ -252,39 +315,58 @@ def build_app(handlers):
             with gr.Row():  # empty: the preset's value; like the CLI's flags, a value needs a method with that part
                 theta = gr.Textbox("", label="UG θ", placeholder="1.0")
                 strength = gr.Textbox("", label="cascade strength", placeholder="0.7")
-                alpha = gr.Textbox("", label="detail α (also adds detail control to Self-Cascade)", placeholder="2 for FreeScale")
+                alpha = gr.Textbox(
+                    "", label="detail α (also adds detail control to Self-Cascade)", placeholder="2 for FreeScale"
+                )
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel = gr.Button("Cancel", elem_id="cancel")
             status = gr.Textbox(label="status", interactive=False, elem_id="status")
             gallery = gr.Gallery(label="results (a column per method)", columns=4, elem_id="gallery")
-            running = go.click(compare, [model, prompt, methods, scale, seed, steps, num_images, theta, strength, alpha],
-                               [gallery, status])
+            running = go.click(
+                compare,
+                [model, prompt, methods, scale, seed, steps, num_images, theta, strength, alpha],
+                [gallery, status],
+            )
             cancel.click(lambda: "cancelled", None, status, cancels=[running])  # sampling stops at its next column
         with gr.Tab("Upscale an image"):
             image = gr.Image(type="pil", label="image (the model's trained size)")
             with gr.Row():
                 up_scale = gr.Slider(2, 4, value=2, step=1, label="scale")
-                up_method = gr.Dropdown([m for m in UI_METHODS if m not in ("naive", "ug")], value="self-cascade",
-                                        label="method")
+                up_method = gr.Dropdown(
+                    [m for m in UI_METHODS if m not in ("naive", "ug")], value="self-cascade", label="method"
+                )
                 up_seed = gr.Number(0, precision=0, label="seed")
                 up_steps = gr.Slider(2, 50, value=20, step=1, label="steps")
                 up_class = gr.Textbox("", label="class (empty: most likely)", visible=not menu[first].is_pipeline)
             up_go = gr.Button("Upscale", variant="primary", elem_id="upscale")
             up_status = gr.Textbox(label="status", interactive=False, elem_id="upscale-status")
             result = gr.Image(type="pil", label="result", format="png")
-            up_go.click(upscale, [model, prompt, image, up_scale, up_method, up_seed, up_steps, up_class], [result, up_status])
-        model.change(lambda name: (gr.update(visible=menu[name].is_pipeline), gr.update(visible=not menu[name].is_pipeline)),
-                     model, [prompt, up_class])
+            up_go.click(
+                upscale, [model, prompt, image, up_scale, up_method, up_seed, up_steps, up_class], [result, up_status]
+            )
+        model.change(
+            lambda name: (gr.update(visible=menu[name].is_pipeline), gr.update(visible=not menu[name].is_pipeline)),
+            model,
+            [prompt, up_class],
+        )
     return app
 
 
-def launch(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 7860, max_side: int = DEFAULT_MAX_SIDE,
-           block: bool = True):
+def launch(
+    model: Optional[str] = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    max_side: int = DEFAULT_MAX_SIDE,
+    block: bool = True,
+):
     """Build and serve the app, one request at a time: on ``model``, or without one a menu of the owned models
     (:data:`OWNED_MODELS`)."""
-    menu = ({label: Handlers(model=name, max_side=max_side) for label, name in OWNED_MODELS.items()} if model is None
-            else Handlers(model=model, max_side=max_side))
+    menu = (
+        {label: Handlers(model=name, max_side=max_side) for label, name in OWNED_MODELS.items()}
+        if model is None
+        else Handlers(model=model, max_side=max_side)
+    )
     app = build_app(menu)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=False)

@@ -100,8 +100,9 @@ def expected_tau(alphas_cumprod: torch.Tensor, t: float, k: int) -> float:
     return float(np.interp(-(np.interp(t, steps, lam) + math.log(k)), -lam, steps))
 
 
-def expected_lowres_sample(sample: torch.Tensor, alphas_cumprod: torch.Tensor, t: float,
-                           factors: tuple[int, ...]) -> torch.Tensor:
+def expected_lowres_sample(
+    sample: torch.Tensor, alphas_cumprod: torch.Tensor, t: float, factors: tuple[int, ...]
+) -> torch.Tensor:
     """D[x_t]/√P with P = ᾱ_t + (1 − ᾱ_t)/k; ᾱ at a real t interpolated in log-SNR."""
     steps, lam = _log_snr(alphas_cumprod)
     a = 1 / (1 + math.exp(-np.interp(t, steps, lam)))

@@ -1,4 +1,5 @@
-"""The real architectures of hiresdiff/cost/configs/ build and have the published sizes (hiresdiff/cost/architectures.py).
+"""The real architectures of hiresdiff/cost/configs/ build and have the published sizes
+(hiresdiff/cost/architectures.py).
 
 Everything here runs on the meta device (shapes only, no memory) except the tiny text encoders and one
 VAE: the full models are 0.08–2.6 B parameters. Published figures (sources in hiresdiff/cost/configs/README.md):
@@ -80,7 +81,8 @@ def test_motion_adapter_v2_has_the_mid_block_its_published_size_needs():
     assert round(fp32_safetensors_bytes(v2) / 1e9, 2) == 1.82
     with torch.device("meta"):
         v1 = type(A.build("animatediff_motion_adapter_v1_5_2"))(
-            **{**kwargs, "use_motion_mid_block": False, "motion_max_seq_length": 24}).state_dict()
+            **{**kwargs, "use_motion_mid_block": False, "motion_max_seq_length": 24}
+        ).state_dict()
     assert round(fp32_safetensors_bytes(v1) / 1e9, 2) == 1.67
 
 
@@ -97,8 +99,11 @@ def test_only_retired_keys_of_the_published_configs_are_dropped(monkeypatch):
     for name in A.COMPONENTS:
         config = A.load_config(name)
         dropped = {k for k in config if not k.startswith("_")} - set(A.init_kwargs(name))
-        expected = {"motion_activation_fn", "motion_attention_bias", "motion_cross_attention_dim"} \
-            if config["_class_name"] == "MotionAdapter" else set()
+        expected = (
+            {"motion_activation_fn", "motion_attention_bias", "motion_cross_attention_dim"}
+            if config["_class_name"] == "MotionAdapter"
+            else set()
+        )
         assert dropped == expected, name
     bad = {**A.load_config("sd15_vae"), "not_a_vae_argument": 1}
     monkeypatch.setattr(A, "load_config", lambda name: bad)
@@ -107,9 +112,15 @@ def test_only_retired_keys_of_the_published_configs_are_dropped(monkeypatch):
 
 
 # The sizes the Hugging Face Hub shows for the published files.
-PUBLISHED_CONFIG_SIZES = {"sd15_unet": "743 Bytes", "sd15_vae": "547 Bytes", "sd15_scheduler": "308 Bytes",
-                          "sdxl_unet": "1.68 kB", "sdxl_vae": "642 Bytes", "sdxl_scheduler": "479 Bytes",
-                          "animatediff_motion_adapter_v1_5_2": "455 Bytes"}
+PUBLISHED_CONFIG_SIZES = {
+    "sd15_unet": "743 Bytes",
+    "sd15_vae": "547 Bytes",
+    "sd15_scheduler": "308 Bytes",
+    "sdxl_unet": "1.68 kB",
+    "sdxl_vae": "642 Bytes",
+    "sdxl_scheduler": "479 Bytes",
+    "animatediff_motion_adapter_v1_5_2": "455 Bytes",
+}
 
 
 def test_config_files_are_the_published_text_to_the_byte():
@@ -122,8 +133,9 @@ def test_config_files_are_the_published_text_to_the_byte():
 def _encode(arch: str):
     """Prompt embeddings of the tiny text encoders, as the pipelines compute them (penultimate layer for SDXL)."""
     parts = A.text_encoders(arch)
-    ids = parts["tokenizer"]("a red fox", padding="max_length", max_length=A.TOKENS, truncation=True,
-                             return_tensors="pt").input_ids
+    ids = parts["tokenizer"](
+        "a red fox", padding="max_length", max_length=A.TOKENS, truncation=True, return_tensors="pt"
+    ).input_ids
     assert ids.shape == (1, 77)
     with torch.no_grad():
         if arch != "sdxl":
@@ -159,11 +171,14 @@ def test_tiny_text_encoders_condition_the_real_unet(arch):
     assert out.shape == sample.shape
 
 
-@pytest.mark.parametrize("arch, pipeline, unet, scheduler", [
-    ("sd15", "StableDiffusionPipeline", "UNet2DConditionModel", "DDIMScheduler"),
-    ("sdxl", "StableDiffusionXLPipeline", "UNet2DConditionModel", "EulerDiscreteScheduler"),
-    ("animatediff", "AnimateDiffPipeline", "UNetMotionModel", "DDIMScheduler"),
-])
+@pytest.mark.parametrize(
+    "arch, pipeline, unet, scheduler",
+    [
+        ("sd15", "StableDiffusionPipeline", "UNet2DConditionModel", "DDIMScheduler"),
+        ("sdxl", "StableDiffusionXLPipeline", "UNet2DConditionModel", "EulerDiscreteScheduler"),
+        ("animatediff", "AnimateDiffPipeline", "UNetMotionModel", "DDIMScheduler"),
+    ],
+)
 def test_build_pipeline_assembles_on_meta(arch, pipeline, unet, scheduler):
     pipe = A.build_pipeline(arch, device="meta")
     assert (type(pipe).__name__, type(pipe.unet).__name__, type(pipe.scheduler).__name__) == (pipeline, unet, scheduler)
@@ -194,10 +209,15 @@ def test_flux1_dev_pipeline_assembles_on_meta_and_its_stand_ins_condition_the_tr
         prompt, pooled, text_ids = encoder.encode_prompt("a red fox", prompt_2=None, device="cpu")
     assert prompt.shape == (1, A.T5_TOKENS, 4096) and pooled.shape == (1, 768)
     tokens = 64  # 16² latents packed 2×2
-    out = pipe.transformer(torch.empty(1, tokens, 64, device="meta"), encoder_hidden_states=prompt.to("meta"),
-                           pooled_projections=pooled.to("meta"), timestep=torch.ones(1, device="meta"),
-                           img_ids=torch.zeros(tokens, 3, device="meta"), txt_ids=text_ids.to("meta"),
-                           guidance=torch.ones(1, device="meta")).sample
+    out = pipe.transformer(
+        torch.empty(1, tokens, 64, device="meta"),
+        encoder_hidden_states=prompt.to("meta"),
+        pooled_projections=pooled.to("meta"),
+        timestep=torch.ones(1, device="meta"),
+        img_ids=torch.zeros(tokens, 3, device="meta"),
+        txt_ids=text_ids.to("meta"),
+        guidance=torch.ones(1, device="meta"),
+    ).sample
     assert out.shape == (1, tokens, 64)
 
 

@@ -11,8 +11,10 @@ from hiresdiff.data import emoji
 from hiresdiff.eval.benchmark import cascade_methods_for, enlarge, flow_methods_for, latent_methods_for, methods_for
 from hiresdiff.recipe import Recipe
 
-needs_font = pytest.mark.skipif(not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
-                                reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)")
+needs_font = pytest.mark.skipif(
+    not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
+    reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)",
+)
 
 
 def test_methods_cover_naive_enlargements_sweep_and_ablations():
@@ -23,7 +25,11 @@ def test_methods_cover_naive_enlargements_sweep_and_ablations():
     plain = [c for c in ug.values() if c.eta == 1 and c.schedule == "step" and c.adjust_time and c.adjust_power]
     assert sorted(c.theta for c in plain) == [0.5, 1.0]
     assert [c.eta for c in ug.values() if c.eta != 1] == [0.3]
-    assert {(c.adjust_time, c.adjust_power) for n, c in ug.items() if "without" in n} == {(False, True), (True, False), (False, False)}
+    assert {(c.adjust_time, c.adjust_power) for n, c in ug.items() if "without" in n} == {
+        (False, True),
+        (True, False),
+        (False, False),
+    }
     assert [c.theta for c in ug.values() if c.schedule == "linear"] == [1.0]
     stage = methods_for(2, (1.0,), ())[3].recipe.stages((32, 32), (64, 64), 4)[-1]
     assert [c.factor for c in stage.ug_levels] == [(2, 2)]
@@ -73,7 +79,9 @@ def test_latent_suite_has_the_latent_questions():
     assert [methods[f"UG θ=1 η={e}"].recipe.ug.eta for e in (1, 0.6, 0.3)] == [1.0, 0.6, 0.3]
     assert methods["FreeScale (RGB φ)"].recipe == Recipe.freescale()
     assert methods["FreeScale latent φ"].recipe.cascade.space == "latent"
-    assert methods["Self-Cascade tuned"].recipe.upsamplers == table and methods["Self-Cascade"].recipe.upsamplers is None
+    assert (
+        methods["Self-Cascade tuned"].recipe.upsamplers == table and methods["Self-Cascade"].recipe.upsamplers is None
+    )
     assert methods["FreeScale+UG"].recipe.ug.eta == 0.6 and methods["Self-Cascade+UG"].recipe.cascade is not None
     assert dict(methods["naive 4x CFG 1"].call) == {"guidance_scale": 1.0} and not methods["naive 4x"].call
     tiled = [m for m in methods.values() if m.tiled_vae]
@@ -107,32 +115,93 @@ def test_quick_benchmark_end_to_end(tmp_path):
     data = emoji.build(tmp_path / "data", limit=40, progress=False)
     model = tmp_path / "model"
     torch.manual_seed(0)
-    UNet2DModel(sample_size=32, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                num_class_embeds=9).save_pretrained(model)
+    UNet2DModel(
+        sample_size=32,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        num_class_embeds=9,
+    ).save_pretrained(model)
     DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction").save_pretrained(model)
     out = tmp_path / "results"
-    done = subprocess.run([shutil.which("hiresdiff"), "bench", "--quick", "--model", str(model), "--data", str(data),
-                           "--out-dir", str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            shutil.which("hiresdiff"),
+            "bench",
+            "--quick",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     for name in ("ug_benchmark.md", "ug_benchmark.json", "ug_theta_sweep.png", "ug_grid_64.png"):
         assert (out / name).stat().st_size > 0
     results = json.loads((out / "ug_benchmark.json").read_text())
     rows = results["rows"]
-    assert {"32|real train vs test", "64|real train vs test", "32|trained 1x", "64|naive 2x", "64|UG θ=1",
-            "64|bicubic 1x->2x", "64|UG θ=1 without τ"} <= set(rows)
+    assert {
+        "32|real train vs test",
+        "64|real train vs test",
+        "32|trained 1x",
+        "64|naive 2x",
+        "64|UG θ=1",
+        "64|bicubic 1x->2x",
+        "64|UG θ=1 without τ",
+    } <= set(rows)
     assert rows["64|nearest 1x->2x"]["paired RMSE"] == 0.0  # D[nearest enlargement] is the trained sample itself
     assert all(math.isfinite(rows[k]["SWD mean"]) and rows[k]["FD rand"] >= 0 for k in rows)
     table = (out / "ug_benchmark.md").read_text()
     assert "hiresdiff bench --quick" in table and "| UG θ=1 |" in table
-    done = subprocess.run([shutil.which("hiresdiff"), "bench", "--quick", "--suite", "methods", "--model", str(model),
-                           "--data", str(data), "--out-dir", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            shutil.which("hiresdiff"),
+            "bench",
+            "--quick",
+            "--suite",
+            "methods",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     rows = json.loads((out / "methods_benchmark.json").read_text())["rows"]
     assert {"64|FreeScale", "64|Self-Cascade s=0.7", "64|FreeScale+UG"} <= set(rows)
-    assert (out / "methods_quality_time.png").stat().st_size > 0 and "×naive" in (out / "methods_benchmark.md").read_text()
-    done = subprocess.run([shutil.which("hiresdiff"), "bench", "--quick", "--suite", "fast", "--model", str(model),
-                           "--data", str(data), "--out-dir", str(out)], capture_output=True, text=True, timeout=600)
+    assert (out / "methods_quality_time.png").stat().st_size > 0 and "×naive" in (
+        out / "methods_benchmark.md"
+    ).read_text()
+    done = subprocess.run(
+        [
+            shutil.which("hiresdiff"),
+            "bench",
+            "--quick",
+            "--suite",
+            "fast",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     results = json.loads((out / "fast_benchmark.json").read_text())
     # --quick runs 2 steps: direct makes 2 at 64², fast k=2 as many plus stage 0's 2 at 32² (a quarter the pixels)
@@ -151,8 +220,14 @@ def test_quick_pipeline_benchmark_on_a_flux_folder(tmp_path):
     folder = tmp_path / "flux"
     shutil.copytree(saved("flux"), folder)
     (folder / "hiresdiff.json").write_text(json.dumps({"trained_size": 32, "call": {"max_sequence_length": 16}}))
-    results = run(Settings.quick(model=str(folder), data=str(data), suite="latent", num_images=2, grid_rows=1,
-                                 out_dir=str(tmp_path / "out")), progress=False)
+    results = run(
+        Settings.quick(
+            model=str(folder), data=str(data), suite="latent", num_images=2, grid_rows=1, out_dir=str(tmp_path / "out")
+        ),
+        progress=False,
+    )
     assert results["settings"]["scheduler"] == "FlowMatchEulerDiscreteScheduler"
-    assert {"64|naive 2x + YaRN", "64|FreeScale (RGB φ, PI)", "64|UG θ=1 η=0.6", "64|FreeScale CFG 1"} <= set(results["rows"])
+    assert {"64|naive 2x + YaRN", "64|FreeScale (RGB φ, PI)", "64|UG θ=1 η=0.6", "64|FreeScale CFG 1"} <= set(
+        results["rows"]
+    )
     assert all(math.isfinite(row["FD rand"]) for row in results["rows"].values())

@@ -12,15 +12,18 @@ from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, levels_f
 from hiresdiff.recipe import Recipe
 
 
-@pytest.mark.parametrize("trained,target,multiple,expected", [
-    ((32, 32), (64, 64), 4, [(32, 32), (64, 64)]),                        # 2x
-    ((32, 32), (96, 96), 4, [(32, 32), (64, 64), (96, 96)]),              # 3x: ×2 until the last, target last
-    ((32, 32), (128, 128), 4, [(32, 32), (64, 64), (128, 128)]),          # 4x
-    ((32, 32), (48, 48), 4, [(32, 32), (48, 48)]),                        # 1.5x
-    ((32, 32), (32, 32), 4, [(32, 32)]),                                  # 1x: one stage
-    ((128, 128), (192, 128), 8, [(128, 80), (192, 128)]),                 # non-square: target aspect, fits trained
-    ((64, 64), (256, 128), 8, [(64, 32), (128, 64), (256, 128)]),
-])
+@pytest.mark.parametrize(
+    "trained,target,multiple,expected",
+    [
+        ((32, 32), (64, 64), 4, [(32, 32), (64, 64)]),  # 2x
+        ((32, 32), (96, 96), 4, [(32, 32), (64, 64), (96, 96)]),  # 3x: ×2 until the last, target last
+        ((32, 32), (128, 128), 4, [(32, 32), (64, 64), (128, 128)]),  # 4x
+        ((32, 32), (48, 48), 4, [(32, 32), (48, 48)]),  # 1.5x
+        ((32, 32), (32, 32), 4, [(32, 32)]),  # 1x: one stage
+        ((128, 128), (192, 128), 8, [(128, 80), (192, 128)]),  # non-square: target aspect, fits trained
+        ((64, 64), (256, 128), 8, [(64, 32), (128, 64), (256, 128)]),
+    ],
+)
 def test_stage_sizes(trained, target, multiple, expected):
     sizes = stage_sizes(trained, target, multiple)
     assert sizes == expected
@@ -29,8 +32,10 @@ def test_stage_sizes(trained, target, multiple, expected):
     assert all(h <= trained[0] and w <= trained[1] for h, w in sizes[:1])
 
 
-@pytest.mark.parametrize("target,match", [((16, 16), "smaller than the trained size"), ((66, 64), "height=66"),
-                                          ((64, 0), "width must be a positive int")])
+@pytest.mark.parametrize(
+    "target,match",
+    [((16, 16), "smaller than the trained size"), ((66, 64), "height=66"), ((64, 0), "width must be a positive int")],
+)
 def test_stage_sizes_rejects_bad_targets(target, match):
     with pytest.raises(ValueError, match=match):
         stage_sizes((32, 32), target, 4)
@@ -61,14 +66,22 @@ def test_resize_modes_and_videos():
 def test_pivot_noise_closed_form():
     x0, eps = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4)
     a = 0.3
-    assert torch.allclose(pivot_noise_vp(x0, eps, a), a ** 0.5 * x0 + (1 - a) ** 0.5 * eps)
+    assert torch.allclose(pivot_noise_vp(x0, eps, a), a**0.5 * x0 + (1 - a) ** 0.5 * eps)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(strength=0.0), "strength"), (dict(strength=1.5), "strength"), (dict(upsample="area"), "upsample"),
-    (dict(space="pixel"), "space"), (dict(steps=0), "steps"), (dict(detail_alpha=-1.0), "detail_alpha"),
-    (dict(detail_alpha=float("nan")), "detail_alpha"), (dict(detail_alpha=torch.ones(1, 4, 4)), "detail_alpha"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(strength=0.0), "strength"),
+        (dict(strength=1.5), "strength"),
+        (dict(upsample="area"), "upsample"),
+        (dict(space="pixel"), "space"),
+        (dict(steps=0), "steps"),
+        (dict(detail_alpha=-1.0), "detail_alpha"),
+        (dict(detail_alpha=float("nan")), "detail_alpha"),
+        (dict(detail_alpha=torch.ones(1, 4, 4)), "detail_alpha"),
+    ],
+)
 def test_cascade_config_validates(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CascadeConfig(**kwargs)
@@ -121,11 +134,14 @@ def test_recipe_composition_parses_like_the_presets():
         Recipe.preset("freescale+self-cascade")
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(upsamplers="x"), "upsamplers need a cascade"),
-    (dict(cascade=CascadeConfig(), upsamplers="/no/such/folder"), "not a folder"),
-    (dict(cascade="rgb"), "cascade must be a CascadeConfig"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(upsamplers="x"), "upsamplers need a cascade"),
+        (dict(cascade=CascadeConfig(), upsamplers="/no/such/folder"), "not a folder"),
+        (dict(cascade="rgb"), "cascade must be a CascadeConfig"),
+    ],
+)
 def test_recipe_validates(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Recipe(**kwargs)
@@ -133,19 +149,23 @@ def test_recipe_validates(kwargs, match):
         Recipe.preset("freescale+ug").stages((32, 32), (48, 48), 4)
 
 
-@pytest.mark.parametrize("ratio,target,expected", [
-    (4, (128, 128), [(32, 32), (128, 128)]),                   # one jump at 4x
-    (8, (128, 128), [(32, 32), (128, 128)]),                   # a ratio above the scale: one jump too
-    (3, (288, 288), [(32, 32), (96, 96), (288, 288)]),         # 9x by x3 stages
-    (2, (128, 128), [(32, 32), (64, 64), (128, 128)]),         # the default doubling
-])
+@pytest.mark.parametrize(
+    "ratio,target,expected",
+    [
+        (4, (128, 128), [(32, 32), (128, 128)]),  # one jump at 4x
+        (8, (128, 128), [(32, 32), (128, 128)]),  # a ratio above the scale: one jump too
+        (3, (288, 288), [(32, 32), (96, 96), (288, 288)]),  # 9x by x3 stages
+        (2, (128, 128), [(32, 32), (64, 64), (128, 128)]),  # the default doubling
+    ],
+)
 def test_stage_sizes_with_a_stage_ratio(ratio, target, expected):
     assert stage_sizes((32, 32), target, 4, ratio) == expected
     assert Recipe(cascade=CascadeConfig(stage_ratio=ratio)).stages((32, 32), target, 4)[-1].size == target
 
 
-@pytest.mark.parametrize("stage_steps,strength", [(2, 0.3), (3, 0.3), (4, 0.3), (2, 0.5), (3, 0.5), (4, 0.5), (5, 0.7),
-                                                  (1, 1.0), (7, 0.45)])
+@pytest.mark.parametrize(
+    "stage_steps,strength", [(2, 0.3), (3, 0.3), (4, 0.3), (2, 0.5), (3, 0.5), (4, 0.5), (5, 0.7), (1, 1.0), (7, 0.45)]
+)
 def test_the_fast_recipe_runs_its_stage_steps_from_its_strength(stage_steps, strength):
     """Closed form: a later stage's grid has ⌈k/s⌉ steps and runs the last int(⌈k/s⌉·s) = k of them, restarting at
     a fraction of the schedule within one grid step of s."""
@@ -167,7 +187,13 @@ def test_the_fast_recipe_is_a_preset_that_composes_and_validates():
     with pytest.raises(ValueError, match="cascade"):
         Recipe.preset("fast+freescale")
     assert Recipe.fast(stage_steps=4, strength=0.5, target_steps=2).cascade.stage_steps(20, last=True) == 4  # ⌈2/0.5⌉
-    for bad, match in (({"stage_steps": 0}, "stage_steps"), ({"stage_steps": 2.5}, "stage_steps"), ({"target_steps": 0}, "target_steps"),
-                       ({"strength": 0}, "strength"), ({"strength": 1.5}, "strength"), ({"stage_ratio": 1}, "stage_ratio")):
+    for bad, match in (
+        ({"stage_steps": 0}, "stage_steps"),
+        ({"stage_steps": 2.5}, "stage_steps"),
+        ({"target_steps": 0}, "target_steps"),
+        ({"strength": 0}, "strength"),
+        ({"strength": 1.5}, "strength"),
+        ({"stage_ratio": 1}, "stage_ratio"),
+    ):
         with pytest.raises(ValueError, match=match):
             Recipe.fast(**bad)

@@ -73,15 +73,20 @@ def _call_flops(unet, size: int, batch: int = 1) -> int:
     return flops.get_total_flops()
 
 
-@pytest.mark.parametrize("recipe,stage_calls", [
-    (None, lambda steps, k: [{64: steps}]),
-    (Recipe.fast(stage_steps=2, strength=0.5), lambda steps, k: [{16: steps}, {32: k}, {64: k}]),
-    (Recipe.fast(stage_steps=3, strength=0.3, stage_ratio=4), lambda steps, k: [{16: steps}, {64: k}]),
-    (Recipe.fast(stage_steps=3, strength=0.5, target_steps=1), lambda steps, k: [{16: steps}, {32: k}, {64: 1}]),
-    (Recipe.self_cascade(strength=0.5), lambda steps, k: [{16: steps}, {32: k}, {64: k}]),
-    (Recipe(ug=Recipe.upsample_guidance().ug, nested_ug=False),  # pixel UG: a trained-size call every step
-     lambda steps, k: [{64: steps, 16: steps}]),
-])
+@pytest.mark.parametrize(
+    "recipe,stage_calls",
+    [
+        (None, lambda steps, k: [{64: steps}]),
+        (Recipe.fast(stage_steps=2, strength=0.5), lambda steps, k: [{16: steps}, {32: k}, {64: k}]),
+        (Recipe.fast(stage_steps=3, strength=0.3, stage_ratio=4), lambda steps, k: [{16: steps}, {64: k}]),
+        (Recipe.fast(stage_steps=3, strength=0.5, target_steps=1), lambda steps, k: [{16: steps}, {32: k}, {64: 1}]),
+        (Recipe.self_cascade(strength=0.5), lambda steps, k: [{16: steps}, {32: k}, {64: k}]),
+        (
+            Recipe(ug=Recipe.upsample_guidance().ug, nested_ug=False),  # pixel UG: a trained-size call every step
+            lambda steps, k: [{64: steps, 16: steps}],
+        ),
+    ],
+)
 def test_a_meta_run_costs_its_stage_plans_calls_in_closed_form(recipe, stage_calls):
     """Counted through a whole run on a meta twin, each stage costs (calls it makes) × (FLOPs of one direct UNet call
     at that size): the stage plan, the steps each stage runs and UG's extra trained-size call, in closed form."""
@@ -95,7 +100,9 @@ def test_a_meta_run_costs_its_stage_plans_calls_in_closed_form(recipe, stage_cal
 
 def test_a_meta_run_restores_the_twin_and_leaves_the_users_pipeline_alone():
     pipe = load("sd15")
-    before = {name: dict(vars(part)) for name, part in [("pipe", pipe), *pipe.components.items()] if hasattr(part, "__dict__")}
+    before = {
+        name: dict(vars(part)) for name, part in [("pipe", pipe), *pipe.components.items()] if hasattr(part, "__dict__")
+    }
     twin = meta_twin(pipe)
     assert isinstance(twin, type(pipe)) and all(p.device.type == "meta" for p in twin.unet.parameters())
     assert twin._execution_device == torch.device("cpu")  # its class says so: no class is swapped for a run
@@ -107,7 +114,9 @@ def test_a_meta_run_restores_the_twin_and_leaves_the_users_pipeline_alone():
         with models_on_meta(pipe):
             pass
     assert type(pipe) is StableDiffusionPipeline and "decode" not in vars(pipe.vae)
-    after = {name: dict(vars(part)) for name, part in [("pipe", pipe), *pipe.components.items()] if hasattr(part, "__dict__")}
+    after = {
+        name: dict(vars(part)) for name, part in [("pipe", pipe), *pipe.components.items()] if hasattr(part, "__dict__")
+    }
     assert after.keys() == before.keys() and all(after[name].keys() == before[name].keys() for name in before)
 
 
@@ -142,12 +151,18 @@ print(json.dumps({"measured": measured, "predicted": max(p.peak_bytes for p in p
 def test_the_predicted_working_memory_is_within_its_tolerance_of_a_measured_cpu_run():
     """A UNet whose activations are tens of MB (32 channels at 256², batch 4), in a fresh process: the peak resident
     memory of the real run lies within the allocator margin of the live-tensor count (measured: 1.09×, the rest
-    being the CPU kernels' workspaces; the real SD 1.5 measured 1.29×, benchmarks/results/plan_check.md). glibc keeps freed blocks in the resident set unless its mmap threshold is
+    being the CPU kernels' workspaces; the real SD 1.5 measured 1.29×, benchmarks/results/plan_check.md).
+    glibc keeps freed blocks in the resident set unless its mmap threshold is
     fixed (:data:`hiresdiff.cost.measured.CPU_MEASUREMENT_ENV`; without it 1.3–1.6×, varying run to run)."""
     from hiresdiff.cost.measured import CPU_MEASUREMENT_ENV
 
-    done = subprocess.run([sys.executable, "-c", MEASURE, "256", "4"], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **CPU_MEASUREMENT_ENV})
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, "256", "4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **CPU_MEASUREMENT_ENV},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     numbers = json.loads(done.stdout.strip().splitlines()[-1])
     predicted, measured = numbers["predicted"], numbers["measured"]
@@ -186,8 +201,7 @@ def test_plan_of_sd15_prints_the_prediction_and_whether_it_fits(capsys):
     result = plan("sd15", 1024, method="fast", steps=10)
     assert [s.size for s in result.stages] == [(512, 512), (1024, 1024)]
     assert 0 < result.relative_flops < 1 and result.peak_bytes > result.weights_bytes > 1.9e9  # fp16 UNet+VAE+CLIP
-    assert main(["plan", "--arch", "sd15", "--size", "1024", "--method", "fast", "--steps", "10", "--memory",
-                 "1"]) == 0
+    assert main(["plan", "--arch", "sd15", "--size", "1024", "--method", "fast", "--steps", "10", "--memory", "1"]) == 0
     out = capsys.readouterr().out
     assert "does NOT fit in 1 GiB" in out and "x direct sampling" in out and "| 1 | 1024x1024 | 3 |" in out
 
@@ -203,13 +217,16 @@ def test_plan_of_flux1_dev_counts_its_transformer_and_text_encoders():
     assert result.stages[1].flops / result.direct_flops == pytest.approx(3 / 2, rel=0.05)  # ± the VAE calls
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["--arch", "sd99", "--size", "1024"], "arch must be one of"),
-    (["--arch", "sdxl", "--size", "1000"], "--size must be multiples of 64"),
-    (["--arch", "sdxl", "--size", "32768"], "--size must be multiples of 64"),
-    (["--arch", "sdxl", "--size", "1024", "--method", "freescal"], "method must be one of"),
-    (["--arch", "sdxl", "--size", "1024", "--dtype", "fp8"], "--dtype must be one of"),
-])
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--arch", "sd99", "--size", "1024"], "arch must be one of"),
+        (["--arch", "sdxl", "--size", "1000"], "--size must be multiples of 64"),
+        (["--arch", "sdxl", "--size", "32768"], "--size must be multiples of 64"),
+        (["--arch", "sdxl", "--size", "1024", "--method", "freescal"], "method must be one of"),
+        (["--arch", "sdxl", "--size", "1024", "--dtype", "fp8"], "--dtype must be one of"),
+    ],
+)
 def test_plan_refuses_bad_input_with_one_line(argv, match, capsys):
     from hiresdiff.cli import main
 
@@ -233,8 +250,9 @@ def test_memory_warning_is_asked_for_not_hidden_in_generate(monkeypatch):
     assert "will likely run out of memory" in fit_warning(pipe, "fast", 32, 32, int(need / 2), prompt="a cat")
     assert memory_warning(pipe, "fast", 32, 32, prompt="a cat") is None  # a CPU device: nothing to predict against
     monkeypatch.setattr(cost_plan, "free_device_memory", lambda denoiser: 1)
-    assert "will likely run out of memory" in memory_warning(pipe, "fast", 32, 32, prompt="a cat", output_type="pt",
-                                                             callback_on_step_end=lambda *a: {})
+    assert "will likely run out of memory" in memory_warning(
+        pipe, "fast", 32, 32, prompt="a cat", output_type="pt", callback_on_step_end=lambda *a: {}
+    )
     monkeypatch.setattr(cost_plan, "free_device_memory", lambda denoiser: 2**40)
     assert memory_warning(pipe, "fast", 32, 32, prompt="a cat") is None
 

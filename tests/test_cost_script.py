@@ -42,9 +42,29 @@ def test_cost_script_writes_rows_a_table_and_a_plot(tmp_path):
     folder = tmp_path / "tiny_sd15"
     load("sd15").save_pretrained(folder)
     out = tmp_path / "cost.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cost.py"), "--pipeline-dir", str(folder),
-                           "--sizes", "24", "32", "--recipes", "naive", "ug", "--steps", "2", "--threads", "1",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "cost.py"),
+            "--pipeline-dir",
+            str(folder),
+            "--sizes",
+            "24",
+            "32",
+            "--recipes",
+            "naive",
+            "ug",
+            "--steps",
+            "2",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
     assert data["finished"] is True
@@ -66,8 +86,13 @@ def test_rows_so_far_are_medians_and_have_no_ratio_before_naive_ran():
 
     args = SimpleNamespace(steps=2, device="cpu", dtype="fp32")
     run = lambda seconds: {"seconds": seconds, "working_bytes": 100, "loaded_bytes": 10}  # noqa: E731
-    runs = {(64, "ug"): [run(3.0), run(5.0), run(4.5)], (64, "naive"): [], (32, "naive"): [run(2.0)],
-            (32, "ug"): [run(3.0)], (32, "freescale"): [{"error": "no"}]}
+    runs = {
+        (64, "ug"): [run(3.0), run(5.0), run(4.5)],
+        (64, "naive"): [],
+        (32, "naive"): [run(2.0)],
+        (32, "ug"): [run(3.0)],
+        (32, "freescale"): [{"error": "no"}],
+    }
     rows = {(r["height"], r["recipe"]): r for r in cost.summarize(runs, args, "tiny")}
     assert set(rows) == {(64, "ug"), (32, "naive"), (32, "ug"), (32, "freescale")}  # nothing for a case not yet run
     assert rows[(64, "ug")]["seconds"] == 4.5 and rows[(64, "ug")]["ratio_to_naive"] is None

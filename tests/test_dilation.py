@@ -26,17 +26,26 @@ KINDS = ("sd15", "sd15_4_levels", "sdxl", "animatediff", "pixel")
 def pixel_attention_unet() -> UNet2DModel:
     """A 3-level pixel UNet2DModel (32, 64, 64)-style, with attention at the two lower levels and the mid block."""
     torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16, 16), layers_per_block=1,
-                       norm_num_groups=4, attention_head_dim=4,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")).eval()
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        attention_head_dim=4,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    ).eval()
 
 
 def sd15_four_level_unet() -> UNet2DConditionModel:
     """SD 1.5's block layout (3 cross-attention down levels, a plain deepest level) with tiny channels."""
-    return tiny_sd_unet(block_out_channels=(8, 8, 16, 16),
-                        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    return tiny_sd_unet(
+        block_out_channels=(8, 8, 16, 16),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
 
 
 def make_unet(kind: str):
@@ -54,15 +63,21 @@ def unet_inputs(kind: str, unet, size, batch: int = 1, seed: int = 0) -> tuple[t
     channels = unet.config.in_channels
     if kind == "animatediff":
         frames = 2
-        return (torch.randn(batch, channels, frames, *size, generator=g),
-                {"encoder_hidden_states": torch.randn(batch * frames, 16, TEXT_DIM, generator=g)})
+        return (
+            torch.randn(batch, channels, frames, *size, generator=g),
+            {"encoder_hidden_states": torch.randn(batch * frames, 16, TEXT_DIM, generator=g)},
+        )
     sample = torch.randn(batch, channels, *size, generator=g)
     if kind == "pixel":
         return sample, {}
     if kind == "sdxl":
-        return sample, {"encoder_hidden_states": torch.randn(batch, 16, 2 * TEXT_DIM, generator=g),
-                        "added_cond_kwargs": {"text_embeds": torch.randn(batch, TEXT_DIM, generator=g),
-                                              "time_ids": torch.randn(batch, 6, generator=g)}}
+        return sample, {
+            "encoder_hidden_states": torch.randn(batch, 16, 2 * TEXT_DIM, generator=g),
+            "added_cond_kwargs": {
+                "text_embeds": torch.randn(batch, TEXT_DIM, generator=g),
+                "time_ids": torch.randn(batch, 6, generator=g),
+            },
+        }
     return sample, {"encoder_hidden_states": torch.randn(batch, 16, TEXT_DIM, generator=g)}
 
 
@@ -75,11 +90,25 @@ def call(kind: str, unet, size, t: float, **kwargs) -> torch.Tensor:
 def full_snapshot(unet) -> dict:
     """Every module's instance attributes (``forward``, hook registries), conv settings and processors, and the
     UNet's config and weights (``unet_snapshot`` too where the UNet lists its attention processors)."""
-    modules = {name: (sorted(vars(m)), getattr(m, "dilation", None), getattr(m, "padding", None),
-                      id(getattr(m, "processor", None))) for name, m in unet.named_modules()}
-    return {"modules": modules, "unet": unet_snapshot(unet) if hasattr(unet, "attn_processors") else {
-        "forward": unet.forward.__func__, "config": dict(unet.config),
-        "weights": {k: v.clone() for k, v in unet.state_dict().items()}}}
+    modules = {
+        name: (
+            sorted(vars(m)),
+            getattr(m, "dilation", None),
+            getattr(m, "padding", None),
+            id(getattr(m, "processor", None)),
+        )
+        for name, m in unet.named_modules()
+    }
+    return {
+        "modules": modules,
+        "unet": unet_snapshot(unet)
+        if hasattr(unet, "attn_processors")
+        else {
+            "forward": unet.forward.__func__,
+            "config": dict(unet.config),
+            "weights": {k: v.clone() for k, v in unet.state_dict().items()},
+        },
+    }
 
 
 def assert_same_full_snapshot(a: dict, b: dict) -> None:
@@ -93,11 +122,17 @@ def assert_same_full_snapshot(a: dict, b: dict) -> None:
 
 EXPECTED_CONVS = {
     "sd15": ["down_blocks.0.downsamplers.0.conv", "down_blocks.1.resnets.0.conv1", "down_blocks.1.resnets.0.conv2"],
-    "sd15_4_levels": ["down_blocks.2.downsamplers.0.conv", "down_blocks.3.resnets.0.conv1",
-                      "down_blocks.3.resnets.0.conv2"],
+    "sd15_4_levels": [
+        "down_blocks.2.downsamplers.0.conv",
+        "down_blocks.3.resnets.0.conv1",
+        "down_blocks.3.resnets.0.conv2",
+    ],
     "sdxl": ["down_blocks.0.downsamplers.0.conv", "down_blocks.1.resnets.0.conv1", "down_blocks.1.resnets.0.conv2"],
-    "animatediff": ["down_blocks.0.downsamplers.0.conv", "down_blocks.1.resnets.0.conv1",
-                    "down_blocks.1.resnets.0.conv2"],
+    "animatediff": [
+        "down_blocks.0.downsamplers.0.conv",
+        "down_blocks.1.resnets.0.conv1",
+        "down_blocks.1.resnets.0.conv2",
+    ],
     "pixel": ["down_blocks.1.downsamplers.0.conv", "down_blocks.2.resnets.0.conv1", "down_blocks.2.resnets.0.conv2"],
 }
 MID_CONVS = [f"mid_block.resnets.{i}.conv{j}" for i in (0, 1) for j in (1, 2)]
@@ -127,6 +162,7 @@ def test_each_dilated_conv_equals_an_independent_dilated_conv(kind, scale):
     def record(name):
         def hook(module, args, out):
             records.setdefault(name, (args[0], out))  # the first call of each conv
+
         return hook
 
     for name, module in unet.named_modules():
@@ -141,8 +177,9 @@ def test_each_dilated_conv_equals_an_independent_dilated_conv(kind, scale):
         plain = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         if name in selected:
             k_h, k_w = conv.kernel_size
-            expected = F.conv2d(x, conv.weight, conv.bias, conv.stride, (d_h * (k_h // 2), d_w * (k_w // 2)),
-                                (d_h, d_w), conv.groups)
+            expected = F.conv2d(
+                x, conv.weight, conv.bias, conv.stride, (d_h * (k_h // 2), d_w * (k_w // 2)), (d_h, d_w), conv.groups
+            )
             assert out.shape == plain.shape
             assert torch.equal(out, expected), name
             assert not torch.allclose(out, plain)

@@ -26,12 +26,28 @@ def test_shipped_weights_load_in_diffusers_format():
     assert (EMBEDDED_MODEL_DIR / "README.md").exists()
 
 
-@pytest.mark.parametrize("size,recipe", [(32, None), (64, Recipe.upsample_guidance(nested=False)),
-                                         (128, Recipe.upsample_guidance(nested=False)), (128, Recipe.freescale())])
+@pytest.mark.parametrize(
+    "size,recipe",
+    [
+        (32, None),
+        (64, Recipe.upsample_guidance(nested=False)),
+        (128, Recipe.upsample_guidance(nested=False)),
+        (128, Recipe.freescale()),
+    ],
+)
 def test_shipped_model_samples_finite_images_of_the_right_size(size, recipe):
     unet, scheduler = load_pixel_model(EMBEDDED_MODEL_DIR, "dpm++")
-    x = sample(unet, scheduler, height=size, width=size, num_images=1, steps=2, recipe=recipe,
-               class_labels=torch.tensor([3]), progress=False)
+    x = sample(
+        unet,
+        scheduler,
+        height=size,
+        width=size,
+        num_images=1,
+        steps=2,
+        recipe=recipe,
+        class_labels=torch.tensor([3]),
+        progress=False,
+    )
     assert x.shape == (1, 3, size, size) and torch.isfinite(x).all() and x.std() > 0.01
 
 
@@ -54,8 +70,17 @@ def test_comparison_columns_are_paired_and_cascades_upscale_the_trained_column()
     trained = torch.tensor(np.stack([np.asarray(im) for im in columns[0]])).permute(0, 3, 1, 2).float() / 127.5 - 1
     recipe = recipes_for(["self-cascade"], default_upsamplers=str(EMBEDDED_UPSAMPLERS_DIR))["self-cascade"]
     labels_ = torch.randint(9, (2,), generator=torch.Generator().manual_seed(0))
-    again = sample(unet, scheduler, height=64, width=64, steps=3, recipe=recipe, class_labels=labels_, progress=False,
-                   image=trained)  # the cascade column is the trained column upscaled (up to 8-bit rounding)
+    again = sample(
+        unet,
+        scheduler,
+        height=64,
+        width=64,
+        steps=3,
+        recipe=recipe,
+        class_labels=labels_,
+        progress=False,
+        image=trained,
+    )  # the cascade column is the trained column upscaled (up to 8-bit rounding)
     got = torch.tensor(np.asarray(columns[2][1])).permute(2, 0, 1).float() / 127.5 - 1
     assert (got - again[1]).abs().mean() < 0.02
     rerun, _ = comparison(methods=["naive", "self-cascade"], num_images=2, steps=3, progress=False)
@@ -65,8 +90,13 @@ def test_comparison_columns_are_paired_and_cascades_upscale_the_trained_column()
 def test_main_job_without_arguments_writes_the_grid(tmp_path):
     exe = shutil.which("hiresdiff")
     assert exe, "the hiresdiff console script is not installed: run the README's install command"
-    done = subprocess.run([exe, "generate", "--steps", "2", "--num-images", "1"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [exe, "generate", "--steps", "2", "--num-images", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     width, height = Image.open(tmp_path / "hiresdiff-grid.png").size
     assert width == 6 * 96 and 96 < height < 96 + 60  # 32² trained, then 64²: naive, UG, Self-Cascade, FreeScale, SC+UG
@@ -90,8 +120,9 @@ def test_a_non_square_comparison_shows_the_image_the_cascades_start_from(monkeyp
         return out
 
     monkeypatch.setattr(comparison_module, "sample", recording_sample)
-    columns, labels = comparison(size=(64, 128), methods=["naive", "self-cascade", "freescale"], num_images=1, steps=2,
-                                 progress=False)
+    columns, labels = comparison(
+        size=(64, 128), methods=["naive", "self-cascade", "freescale"], num_images=1, steps=2, progress=False
+    )
     assert labels[0] == "16x32 trained" and columns[0][0].size == (32, 16)  # stage 0 of 64x128: 16x32, not 32²
     trained = calls[0][1]
     cascades = [kwargs for kwargs, _ in calls[1:] if kwargs.get("recipe") is not None and kwargs["recipe"].cascade]

@@ -19,9 +19,9 @@ from hiresdiff.models import (
     resolve_model,
     shipped_upsamplers,
 )
+from hiresdiff.models.emoji_tokenizer import build_tokenizer
 from hiresdiff.training import latent_model as train_pipeline
 from hiresdiff.training import loop as training
-from hiresdiff.models.emoji_tokenizer import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,10 +62,16 @@ def test_shipped_pipeline_loads_with_the_documented_components(pipe):
 def test_the_folders_are_package_data():
     """Every file of the shipped folders matches a package-data pattern, so a non-editable install carries them."""
     tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml with tomllib")
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hiresdiff.models"]
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "hiresdiff.models"
+    ]
     models = EMOJI_LATENT_DIR.parent
-    files = [f for folder in (EMOJI_LATENT_DIR, EMOJI_LATENT_UPSAMPLERS_DIR, EMOJI_FLUX_DIR) for f in folder.rglob("*")
-             if f.is_file()]
+    files = [
+        f
+        for folder in (EMOJI_LATENT_DIR, EMOJI_LATENT_UPSAMPLERS_DIR, EMOJI_FLUX_DIR)
+        for f in folder.rglob("*")
+        if f.is_file()
+    ]
     assert len(files) > 10
     for f in files:
         assert any(fnmatch.fnmatch(str(f.relative_to(models)), p) for p in patterns), f
@@ -73,7 +79,11 @@ def test_the_folders_are_package_data():
 
 def test_short_name_resolves_to_the_shipped_folder_and_its_upsamplers():
     assert resolve_model("emoji-latent") == str(EMOJI_LATENT_DIR) and is_pipeline("emoji-latent")
-    assert shipped_upsamplers("emoji-latent") == shipped_upsamplers(str(EMOJI_LATENT_DIR)) == {2: str(EMOJI_LATENT_UPSAMPLERS_DIR)}
+    assert (
+        shipped_upsamplers("emoji-latent")
+        == shipped_upsamplers(str(EMOJI_LATENT_DIR))
+        == {2: str(EMOJI_LATENT_UPSAMPLERS_DIR)}
+    )
     assert resolve_model("some/hub-id") == "some/hub-id" and not is_pipeline(None)
 
 
@@ -101,8 +111,14 @@ def test_generation_at_the_trained_size_is_deterministic_by_seed(pipe):
     from hiresdiff import generate
 
     def run(seed):
-        return pipe("cat face", height=32, width=32, num_inference_steps=4, output_type="pt",
-                    generator=torch.Generator().manual_seed(seed)).images
+        return pipe(
+            "cat face",
+            height=32,
+            width=32,
+            num_inference_steps=4,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(seed),
+        ).images
 
     a, b, c = run(0), run(0), run(1)
     assert a.shape == (1, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
@@ -111,14 +127,22 @@ def test_generation_at_the_trained_size_is_deterministic_by_seed(pipe):
 
 def test_cfg_and_negative_prompts_change_the_image(pipe):
     def run(**kwargs):
-        return pipe("red apple", height=32, width=32, num_inference_steps=4, output_type="pt",
-                    generator=torch.Generator().manual_seed(0), **kwargs).images
+        return pipe(
+            "red apple",
+            height=32,
+            width=32,
+            num_inference_steps=4,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+            **kwargs,
+        ).images
 
     plain, no_cfg, negative = run(), run(guidance_scale=1.0), run(negative_prompt="green apple")
     assert (plain - no_cfg).abs().mean() > 1e-3 and (plain - negative).abs().mean() > 1e-3
 
 
 # ---- the training recipe, on a small fake data cache (no Debian packages needed) ----
+
 
 def fake_cache(path: Path, n: int = 12) -> Path:
     """A data cache in ``hiresdiff data``'s format: smooth random colour images, names of a few words."""
@@ -130,8 +154,17 @@ def fake_cache(path: Path, n: int = 12) -> Path:
     to_np = lambda x: (x * 255).permute(0, 2, 3, 1).numpy()  # noqa: E731
     words = ["cat", "dog", "red", "face", "heart", "flag"]
     names = [f"{words[i % 6]} {words[(i * 5 + 1) % 6]}" for i in range(n)]
-    np.savez(path, img128=to_np(img128), img64=to_np(img64), img32=to_np(img32), is_test=np.arange(n) % 4 == 0,
-             group=np.arange(n) % 3, group_names=np.array(["a", "b", "c"]), text=np.array(["x"] * n), name=np.array(names))
+    np.savez(
+        path,
+        img128=to_np(img128),
+        img64=to_np(img64),
+        img32=to_np(img32),
+        is_test=np.arange(n) % 4 == 0,
+        group=np.arange(n) % 3,
+        group_names=np.array(["a", "b", "c"]),
+        text=np.array(["x"] * n),
+        name=np.array(names),
+    )
     return path
 
 
@@ -145,9 +178,15 @@ def test_a_unet_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer(["cat face", "red heart"])
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
-                                        **train_pipeline.TEXT_CONFIG))
-    unet, scheduler = UNet2DConditionModel(**train_pipeline.UNET_CONFIG), DDPMScheduler(**train_pipeline.SCHEDULER_CONFIG)
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length, **train_pipeline.TEXT_CONFIG
+        )
+    )
+    unet, scheduler = (
+        UNet2DConditionModel(**train_pipeline.UNET_CONFIG),
+        DDPMScheduler(**train_pipeline.SCHEDULER_CONFIG),
+    )
     model = train_pipeline.text_unet_v(unet, text)
     model.ids = tokenizer(["cat face", "red heart"] * 2, padding="max_length", return_tensors="pt").input_ids
     x0 = torch.randn(4, 4, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -179,12 +218,28 @@ def test_a_vae_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
 
 def test_training_resumes_exactly_from_its_checkpoints_and_ships(tmp_path):
     data = fake_cache(tmp_path / "cache.npz")
-    common = ["--data", str(data), "--batch-size", "2", "--vae-batch-size", "2", "--save-every", "1", "--log-every", "1",
-              "--threads", "1", "--vae-steps", "2"]
+    common = [
+        "--data",
+        str(data),
+        "--batch-size",
+        "2",
+        "--vae-batch-size",
+        "2",
+        "--save-every",
+        "1",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+        "--vae-steps",
+        "2",
+    ]
     train_pipeline.main(common + ["--run-dir", str(tmp_path / "a"), "--unet-steps", "2"])
     with open(tmp_path / "a" / "unet_loss.csv", "a") as log:  # an interrupted run logged a step after its last save
         log.write("3,99.0,1.0\n")
-    train_pipeline.main(common + ["--run-dir", str(tmp_path / "a"), "--unet-steps", "3", "--ship", str(tmp_path / "shipped")])
+    train_pipeline.main(
+        common + ["--run-dir", str(tmp_path / "a"), "--unet-steps", "3", "--ship", str(tmp_path / "shipped")]
+    )
     train_pipeline.main(common + ["--run-dir", str(tmp_path / "b"), "--unet-steps", "3"])
     resumed, straight = (torch.load(tmp_path / r / "unet_state.pt", weights_only=False) for r in "ab")
     assert resumed["step"] == straight["step"] == 3
@@ -201,6 +256,7 @@ def test_training_resumes_exactly_from_its_checkpoints_and_ships(tmp_path):
 
 # ---- the command line ----
 
+
 def run_cli(*args, cwd):
     return subprocess.run([shutil.which("hiresdiff"), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
@@ -208,20 +264,35 @@ def run_cli(*args, cwd):
 def test_generate_with_the_short_name_writes_a_grid(tmp_path):
     from PIL import Image
 
-    done = run_cli("generate", "--model", "emoji-latent", "--prompt", "cat face", "--method", "naive,freescale+ug",
-                   "--steps", "3", "--out", "grid.png", cwd=tmp_path)
+    done = run_cli(
+        "generate",
+        "--model",
+        "emoji-latent",
+        "--prompt",
+        "cat face",
+        "--method",
+        "naive,freescale+ug",
+        "--steps",
+        "3",
+        "--out",
+        "grid.png",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "freescale+ug" in done.stdout and "naive" in done.stdout
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.width > 2 * 96
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--model", "no-such-model", "--prompt", "cat face"], ["no-such-model", "emoji-latent"]),
-    (["--model", "{folder}", "--prompt", "cat face"], ["{folder}"]),
-    (["--model", "emoji-latent", "--prompt", "  "], ["--prompt"]),
-    (["--model", "emoji-latent"], ["--model emoji-latent", "--prompt"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--model", "no-such-model", "--prompt", "cat face"], ["no-such-model", "emoji-latent"]),
+        (["--model", "{folder}", "--prompt", "cat face"], ["{folder}"]),
+        (["--model", "emoji-latent", "--prompt", "  "], ["--prompt"]),
+        (["--model", "emoji-latent"], ["--model emoji-latent", "--prompt"]),
+    ],
+)
 def test_bad_model_or_prompt_is_one_line_naming_it(tmp_path, args, words):
     folder = tmp_path / "not-a-pipeline"
     folder.mkdir()

@@ -41,8 +41,9 @@ def warmed(kind):
 
 
 def run(pipe, kind, recipe, height=32, width=32, **kw):
-    return hiresdiff.generate(pipe, PROMPT, height=height, width=width, recipe=recipe, seed=SEED, steps=STEPS,
-                              **{**CALL[kind], **kw})
+    return hiresdiff.generate(
+        pipe, PROMPT, height=height, width=width, recipe=recipe, seed=SEED, steps=STEPS, **{**CALL[kind], **kw}
+    )
 
 
 def unpack(latents, size):
@@ -60,6 +61,7 @@ def pack(z):
 
 # ---- every preset, the trained-size stage, the state afterwards ---------------------------------------------
 
+
 @pytest.mark.parametrize("size", [(32, 32), (32, 64)], ids=["square", "non-square"])
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("kind", KINDS)
@@ -76,8 +78,15 @@ def test_every_preset_runs_and_leaves_pipeline_scheduler_and_transformer_unchang
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_trained_size_stage_is_the_plain_call_bit_for_bit(kind):
     pipe = load(kind)
-    plain = pipe(PROMPT, height=16, width=16, num_inference_steps=STEPS, output_type="latent",
-                 generator=torch.Generator().manual_seed(SEED), **CALL[kind]).images
+    plain = pipe(
+        PROMPT,
+        height=16,
+        width=16,
+        num_inference_steps=STEPS,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(SEED),
+        **CALL[kind],
+    ).images
     assert torch.equal(run(pipe, kind, None, 16, 16, output_type="latent"), plain)
     stages = run(pipe, kind, "freescale", output_type="latent", return_stages=True)
     assert torch.equal(stages[0], unpack(plain, 8) if kind == "flux" else plain)
@@ -105,6 +114,7 @@ def test_flux_call_size_is_exact_when_the_position_ids_are_not(dtype):
 
 # ---- a later stage against a loop written from the scheduler's own step ------------------------------------
 
+
 def independent_stage(pipe, kind: str, recipe: Recipe) -> torch.Tensor:
     """Stage 1 of a 2× cascade by hand: the plain call, φ, z_K = (1−σ_K)·φ + σ_K·ε on the stage's own grid (FLUX: μ
     from its 64 tokens — or the trained size's 16 with ``flow_shift="trained"`` — by the linear formula of the FLUX
@@ -112,16 +122,24 @@ def independent_stage(pipe, kind: str, recipe: Recipe) -> torch.Tensor:
     ``step``, FreeScale's blend before every later call."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    plain = pipe(PROMPT, height=16, width=16, num_inference_steps=STEPS, output_type="latent",
-                 generator=torch.Generator().manual_seed(SEED), **CALL[kind]).images
+    plain = pipe(
+        PROMPT,
+        height=16,
+        width=16,
+        num_inference_steps=STEPS,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(SEED),
+        **CALL[kind],
+    ).images
     z0 = unpack(plain, 8) if kind == "flux" else plain
     cascade, vae = recipe.cascade, pipe.vae
     sf, shift = vae.config.scaling_factor, vae.config.shift_factor
     if cascade.space == "latent":
         pivot = F.interpolate(z0, size=(16, 16), mode="bicubic", align_corners=False, antialias=True)
     else:
-        image = F.interpolate(vae.decode(z0 / sf + shift).sample, size=(32, 32), mode="bicubic", align_corners=False,
-                              antialias=True).clamp(-1, 1)
+        image = F.interpolate(
+            vae.decode(z0 / sf + shift).sample, size=(32, 32), mode="bicubic", align_corners=False, antialias=True
+        ).clamp(-1, 1)
         pivot = (vae.encode(image).latent_dist.mode() - shift) * sf
     eps = torch.randn(pivot.shape, generator=stage_generator(SEED, 1))
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
@@ -153,12 +171,24 @@ def independent_stage(pipe, kind: str, recipe: Recipe) -> torch.Tensor:
                 c = ((1 + math.cos(math.pi * (1000 - float(t)) / 1000)) / 2) ** cascade.detail_alpha
                 x = (1 - c) * x + c * noised(i)
             if kind == "flux":
-                v = unpack(pipe.transformer(pack(x), timestep=(t / 1000).expand(1), pooled_projections=pooled,
-                                            encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=ids).sample, 16)
+                v = unpack(
+                    pipe.transformer(
+                        pack(x),
+                        timestep=(t / 1000).expand(1),
+                        pooled_projections=pooled,
+                        encoder_hidden_states=embeds,
+                        txt_ids=text_ids,
+                        img_ids=ids,
+                    ).sample,
+                    16,
+                )
             else:
-                uncond, cond = pipe.transformer(torch.cat([x, x]), timestep=t.expand(2),
-                                                encoder_hidden_states=torch.cat([negative, embeds]),
-                                                pooled_projections=torch.cat([negative_pooled, pooled])).sample.chunk(2)
+                uncond, cond = pipe.transformer(
+                    torch.cat([x, x]),
+                    timestep=t.expand(2),
+                    encoder_hidden_states=torch.cat([negative, embeds]),
+                    pooled_projections=torch.cat([negative_pooled, pooled]),
+                ).sample.chunk(2)
                 v = uncond + GUIDANCE * (cond - uncond)
             x = scheduler.step(v, t, x).prev_sample
     return x
@@ -202,18 +232,27 @@ def test_an_interrupt_mid_stage_leaves_everything_unchanged(kind, error):
 
 # ---- Upsample Guidance for rectified flow on the transformer ------------------------------------------------
 
+
 def transformer_call(pipe, kind, z, sigma):
     """The transformer's velocity on the grid ``z`` (B, C, h, w) at noise level σ, conditioned on PROMPT."""
     if kind == "flux":
         embeds, pooled, text_ids = pipe.encode_prompt(PROMPT, None, max_sequence_length=16)
         ids = FluxLayout().with_input({"img_ids": torch.zeros(1, 3)}, z)["img_ids"]
-        out = pipe.transformer(pack(z), timestep=torch.tensor([sigma]), pooled_projections=pooled,
-                               encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=ids).sample
+        out = pipe.transformer(
+            pack(z),
+            timestep=torch.tensor([sigma]),
+            pooled_projections=pooled,
+            encoder_hidden_states=embeds,
+            txt_ids=text_ids,
+            img_ids=ids,
+        ).sample
         return unpack(out, z.shape[-1])
-    embeds, _, pooled, _ = pipe.encode_prompt(PROMPT, None, None, do_classifier_free_guidance=False,
-                                              max_sequence_length=16)
-    return pipe.transformer(z, timestep=torch.tensor([sigma * 1000]), encoder_hidden_states=embeds,
-                            pooled_projections=pooled).sample
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        PROMPT, None, None, do_classifier_free_guidance=False, max_sequence_length=16
+    )
+    return pipe.transformer(
+        z, timestep=torch.tensor([sigma * 1000]), encoder_hidden_states=embeds, pooled_projections=pooled
+    ).sample
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -243,6 +282,7 @@ def test_ug_on_the_transformer_equals_the_guided_velocity_computed_by_hand(kind)
 
 
 # ---- position rescaling against closed forms -----------------------------------------------------------------
+
 
 def captured_rope(pipe, positions, size=16):
     """FLUX's (cos, sin) in one transformer call on a ``size``² latent grid under ``positions`` (None: none)."""
@@ -282,21 +322,25 @@ def test_flux_rope_rescalings_have_their_closed_forms(method):
     if method == "pi":  # the angle of every spatial frequency halved at 2x
         expected = rope_closed_form(ids, axes, theta, [(theta, 1), (theta, 2), (theta, 2)])
     elif method == "ntk":  # the base raised to θ·s^(d/(d−2)) per axis
-        expected = rope_closed_form(ids, axes, theta, [(theta, 1)] + [(theta * 2 ** (d / (d - 2)) if d > 2 else theta, 1)
-                                                                   for d in axes[1:]])
+        expected = rope_closed_form(
+            ids, axes, theta, [(theta, 1)] + [(theta * 2 ** (d / (d - 2)) if d > 2 else theta, 1) for d in axes[1:]]
+        )
     else:  # these tiny axes (d = 2, 4) turn < 1 time over 4 trained tokens: all interpolated; logits × (0.1 ln 2 + 1)²
         expected = rope_closed_form(ids, axes, theta, [(theta, 1), (theta, 2), (theta, 2)], 0.1 * math.log(2) + 1)
     assert torch.allclose(cos, expected[0].float(), atol=1e-6) and torch.allclose(sin, expected[1].float(), atol=1e-6)
     trained = captured_rope(pipe, PositionConfig(method), size=8)  # identity at the trained size
-    own = embed(torch.cat([text_ids, FluxLayout().with_input({"img_ids": torch.zeros(1, 3)},
-                                                              torch.zeros(1, 4, 8, 8))["img_ids"]]))
+    own = embed(
+        torch.cat(
+            [text_ids, FluxLayout().with_input({"img_ids": torch.zeros(1, 3)}, torch.zeros(1, 4, 8, 8))["img_ids"]]
+        )
+    )
     assert all(torch.equal(a, b) for a, b in zip(trained, own))
 
 
 def test_flux_entropy_scaling_multiplies_the_logits_by_log_n_over_log_n_trained():
     pipe = load("flux")
     cos, sin = captured_rope(pipe, PositionConfig("pi", attention="entropy"))
-    assert torch.allclose(cos ** 2 + sin ** 2, torch.full_like(cos, math.log(64) / math.log(16)), atol=1e-6)
+    assert torch.allclose(cos**2 + sin**2, torch.full_like(cos, math.log(64) / math.log(16)), atol=1e-6)
 
 
 def test_sd3_position_interpolation_resamples_the_trained_crop_and_is_needed_beyond_its_grid():
@@ -313,7 +357,9 @@ def test_sd3_position_interpolation_resamples_the_trained_crop_and_is_needed_bey
         handle.remove()
     latent, out = seen[0]
     grid = embed.pos_embed.reshape(1, 16, 16, -1)[:, 6:10, 6:10].permute(0, 3, 1, 2)  # the central 4² crop
-    table = F.interpolate(grid, size=(24, 24), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 576, -1)
+    table = (
+        F.interpolate(grid, size=(24, 24), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 576, -1)
+    )
     assert torch.allclose(out, embed.proj(latent).flatten(2).transpose(1, 2) + table, atol=1e-6)
     with pytest.raises(ValueError, match=r"height and width.*pos_embed_max_size 16 patches.*96x96"):
         run(pipe, "sd3", None, 96, 96)
@@ -322,6 +368,7 @@ def test_sd3_position_interpolation_resamples_the_trained_crop_and_is_needed_bey
 
 
 # ---- scale fusion on joint attention ------------------------------------------------------------------------
+
 
 def fusion_context(trained, size):
     context = CallContextHook(trained, 1.0, FluxLayout())
@@ -340,11 +387,12 @@ def masked_local_attention(attn, processor, hidden, encoder, rope, grid, window,
         for x in range(0, grid[1] - window[1] + 1, window[1] // 2):
             inside = torch.zeros(text + n_img, dtype=torch.bool)
             inside[:text] = True
-            index = positions[y:y + window[0], x:x + window[1]].reshape(-1)
+            index = positions[y : y + window[0], x : x + window[1]].reshape(-1)
             inside[text + index] = True
             mask = (inside[:, None] & inside[None, :]) | torch.eye(text + n_img, dtype=torch.bool)
-            out = processor(attn, hidden, encoder_hidden_states=encoder, image_rotary_emb=rope,
-                            attention_mask=mask[None, None])
+            out = processor(
+                attn, hidden, encoder_hidden_states=encoder, image_rotary_emb=rope, attention_mask=mask[None, None]
+            )
             image = out[:, text:] if single else out[0]
             total[:, index] += image[:, index]
             count[index] += 1
@@ -360,13 +408,18 @@ def test_joint_fusion_local_branch_equals_masked_attention_and_is_the_identity_a
     dim, text = transformer.inner_dim, 5
     g = torch.Generator().manual_seed(0)
     image, encoder = torch.randn(1, 64, dim, generator=g), torch.randn(1, text, dim, generator=g)
-    ids = torch.cat([torch.zeros(text, 3), FluxLayout().with_input({"img_ids": torch.zeros(1, 3)},
-                                                                    torch.zeros(1, 4, 16, 16))["img_ids"]])
+    ids = torch.cat(
+        [
+            torch.zeros(text, 3),
+            FluxLayout().with_input({"img_ids": torch.zeros(1, 3)}, torch.zeros(1, 4, 16, 16))["img_ids"],
+        ]
+    )
     rope = transformer.pos_embed(ids)
     hidden, enc = (image, encoder) if block == "dual" else (torch.cat([encoder, image], 1), None)
     config = ScaleFusionConfig(kernel=1, jitter=False)  # G = identity: the fusion is the local branch itself
     fused = JointFusionProcessor(attn.processor, config, fusion_context((8, 8), (16, 16)), 0, 2)(
-        attn, hidden, encoder_hidden_states=enc, image_rotary_emb=rope)
+        attn, hidden, encoder_hidden_states=enc, image_rotary_emb=rope
+    )
     local = fused[0] if block == "dual" else fused[:, text:]
     reference = masked_local_attention(attn, attn.processor, hidden, enc, rope, (8, 8), (4, 4), text, block == "single")
     assert torch.allclose(local, reference, atol=1e-5), float((local - reference).abs().max())
@@ -380,12 +433,16 @@ def test_joint_fusion_local_branch_equals_masked_attention_and_is_the_identity_a
 
 # ---- bad input before any transformer call ------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,kwargs,message", [
-    ("flux", dict(height=30, width=32), r"height must be a positive multiple of 4"),
-    ("sd3", dict(height=32, width=34), r"width must be a positive multiple of 4"),
-    ("flux", dict(height=24, width=24, recipe="ug"), r"factor|integer"),
-    ("flux", dict(height=32, width=32, recipe="freescale", trained_size=15), r"trained_size"),
-])
+
+@pytest.mark.parametrize(
+    "kind,kwargs,message",
+    [
+        ("flux", dict(height=30, width=32), r"height must be a positive multiple of 4"),
+        ("sd3", dict(height=32, width=34), r"width must be a positive multiple of 4"),
+        ("flux", dict(height=24, width=24, recipe="ug"), r"factor|integer"),
+        ("flux", dict(height=32, width=32, recipe="freescale", trained_size=15), r"trained_size"),
+    ],
+)
 def test_bad_input_is_refused_before_any_transformer_call(kind, kwargs, message):
     pipe = load(kind)
     calls = []
@@ -400,10 +457,18 @@ def test_bad_input_is_refused_before_any_transformer_call(kind, kwargs, message)
 
 def test_positions_on_a_unet_and_upsamplers_on_a_transformer_are_refused():
     with pytest.raises(ValueError, match="positions: rescales a transformer"):
-        hiresdiff.generate(load("sd15"), PROMPT, height=32, width=32, steps=2, recipe=Recipe(positions=PositionConfig()))
+        hiresdiff.generate(
+            load("sd15"), PROMPT, height=32, width=32, steps=2, recipe=Recipe(positions=PositionConfig())
+        )
     with pytest.raises(ValueError, match="upsamplers: .*transformer"):
-        hiresdiff.generate(load("flux"), PROMPT, height=32, width=32, steps=2,
-                           recipe=Recipe.self_cascade(upsamplers=EMBEDDED_UPSAMPLERS_DIR))
+        hiresdiff.generate(
+            load("flux"),
+            PROMPT,
+            height=32,
+            width=32,
+            steps=2,
+            recipe=Recipe.self_cascade(upsamplers=EMBEDDED_UPSAMPLERS_DIR),
+        )
 
 
 def test_the_cli_writes_a_grid_for_a_flux_folder(tmp_path):
@@ -421,12 +486,52 @@ def test_the_cli_writes_a_grid_for_a_flux_folder(tmp_path):
     shutil.copytree(saved("flux"), folder)
     (folder / "hiresdiff.json").write_text(json.dumps({"trained_size": 16, "call": {"max_sequence_length": 16}}))
     out = tmp_path / "grid.png"
-    code = main(["generate", "--model", str(folder), "--prompt", PROMPT, "--method", "naive", "ug", "self-cascade",
-                 "freescale", "--scale", "2", "--steps", "2", "--device", "cpu", "--out", str(out)])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(folder),
+            "--prompt",
+            PROMPT,
+            "--method",
+            "naive",
+            "ug",
+            "self-cascade",
+            "freescale",
+            "--scale",
+            "2",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and out.exists()
     assert Image.open(out).width >= 5 * 32  # the trained column and four methods, 32 px each
-    code = main(["generate", "--model", str(folder), "--prompt", PROMPT, "--method", "naive", "--positions", "yarn",
-                 "--scale", "2", "--steps", "2", "--device", "cpu", "--out", str(out), "--force"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(folder),
+            "--prompt",
+            PROMPT,
+            "--method",
+            "naive",
+            "--positions",
+            "yarn",
+            "--scale",
+            "2",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--force",
+        ]
+    )
     assert code == 0
 
 

@@ -92,8 +92,21 @@ def test_check_detail_alpha_accepts(alpha):
     check_detail_alpha(alpha)
 
 
-@pytest.mark.parametrize("alpha", [-0.5, float("nan"), float("inf"), True, "2", [2.0], torch.ones(4),
-                                   torch.ones(1, 4, 4), torch.tensor([[1.0, -1.0]]), torch.tensor([[float("nan")]])])
+@pytest.mark.parametrize(
+    "alpha",
+    [
+        -0.5,
+        float("nan"),
+        float("inf"),
+        True,
+        "2",
+        [2.0],
+        torch.ones(4),
+        torch.ones(1, 4, 4),
+        torch.tensor([[1.0, -1.0]]),
+        torch.tensor([[float("nan")]]),
+    ],
+)
 def test_check_detail_alpha_rejects_naming_the_parameter(alpha):
     with pytest.raises(ValueError, match="detail_alpha must be"):
         check_detail_alpha(alpha)
@@ -141,15 +154,21 @@ def test_scale_fusion_config_validation_and_kernel():
     assert ScaleFusionConfig().kernel_for((1.0, 1.0)) == 1
     assert ScaleFusionConfig().kernel_for((1.5, 1.0)) == 3
     assert ScaleFusionConfig(kernel=5).kernel_for((2.0, 2.0)) == 5
-    for kwargs, name in [({"sigma": 0}, "sigma"), ({"sigma": float("nan")}, "sigma"), ({"kernel": 4}, "kernel"),
-                         ({"kernel": 0}, "kernel"), ({"jitter": 1}, "jitter"), ({"seed": 1.5}, "seed"),
-                         ({"windows_per_batch": 0}, "windows_per_batch")]:
+    for kwargs, name in [
+        ({"sigma": 0}, "sigma"),
+        ({"sigma": float("nan")}, "sigma"),
+        ({"kernel": 4}, "kernel"),
+        ({"kernel": 0}, "kernel"),
+        ({"jitter": 1}, "jitter"),
+        ({"seed": 1.5}, "seed"),
+        ({"windows_per_batch": 0}, "windows_per_batch"),
+    ]:
         with pytest.raises(ValueError, match=f"{name} must be"):
             ScaleFusionConfig(**kwargs)
 
 
 def numpy_gaussian(size, sigma):
-    g = np.array([math.exp(-((i - (size - 1) / 2) ** 2) / (2 * sigma ** 2)) for i in range(size)])
+    g = np.array([math.exp(-((i - (size - 1) / 2) ** 2) / (2 * sigma**2)) for i in range(size)])
     return np.outer(g, g) / np.outer(g, g).sum()
 
 
@@ -172,7 +191,7 @@ def test_blur_of_a_delta_is_the_kernel(size):
     blurred = gaussian_blur(x, size, 1.0)
     r = size // 2
     expected = torch.zeros_like(x)
-    expected[:, :, 5 - r:5 + r + 1, 6 - r:6 + r + 1] = torch.from_numpy(numpy_gaussian(size, 1.0))
+    expected[:, :, 5 - r : 5 + r + 1, 6 - r : 6 + r + 1] = torch.from_numpy(numpy_gaussian(size, 1.0))
     assert torch.allclose(blurred, expected, atol=1e-14)
     constant = torch.full((1, 2, 4, 3), 0.7, dtype=torch.float64)  # replicate padding keeps constants, any grid size
     assert torch.allclose(gaussian_blur(constant, 9, 1.0), constant, atol=1e-14)
@@ -206,7 +225,7 @@ def test_window_starts_cover_the_axis_with_half_window_stride(length, window):
     assert 0 < starts[-1] - starts[-2] <= stride if len(starts) > 1 else True
     covered = torch.zeros(length, dtype=torch.bool)
     for s in starts:
-        covered[s:s + window] = True
+        covered[s : s + window] = True
     assert covered.all()
 
 
@@ -220,7 +239,7 @@ def test_jittered_windows_are_seeded_stay_inside_and_cover():
         assert all(abs(s - n) <= 2 for s, n in zip(starts, nominal))
         covered = torch.zeros(64, dtype=torch.bool)
         for s in starts:
-            covered[s:s + 16] = True
+            covered[s : s + 16] = True
         assert covered.all()
         seen.add(tuple(starts))
     assert len(seen) > 1

@@ -12,9 +12,15 @@ from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.sampling.family_parts import apply_upsample_guidance, remove_upsample_guidance
 
 UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6)
-SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler", "euler_a": "EulerAncestralDiscreteScheduler",
-              "dpm++": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler", "lcm": "LCMScheduler",
-              "heun": "HeunDiscreteScheduler"}
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "lcm": "LCMScheduler",
+    "heun": "HeunDiscreteScheduler",
+}
 
 
 def check_plain_zero_guided(pipe, config=UG, **overrides):
@@ -95,13 +101,18 @@ def test_controlnet_residuals_are_block_averaged_for_the_lowres_call():
 
 def test_animatediff_controlnet_residuals_are_block_averaged_in_frames_and_space():
     video, controlnet = load("animatediff"), load("controlnet").controlnet
-    pipe = diffusers.AnimateDiffControlNetPipeline(controlnet=controlnet, **{
-        name: video.components[name] for name in ("vae", "text_encoder", "tokenizer", "unet", "motion_adapter",
-                                                  "scheduler")})
+    pipe = diffusers.AnimateDiffControlNetPipeline(
+        controlnet=controlnet,
+        **{
+            name: video.components[name]
+            for name in ("vae", "text_encoder", "tokenizer", "unet", "motion_adapter", "scheduler")
+        },
+    )
     pipe.set_progress_bar_config(disable=True)
     frames = list(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(6)))
-    calls = check_plain_zero_guided(pipe, UpsampleGuidanceConfig(factor=(2, 2, 2), theta=1.0, eta=0.6),
-                                    conditioning_frames=frames, num_frames=4)
+    calls = check_plain_zero_guided(
+        pipe, UpsampleGuidanceConfig(factor=(2, 2, 2), theta=1.0, eta=0.6), conditioning_frames=frames, num_frames=4
+    )
     high, low = guided_pairs(calls)[0]
     for h, lo in zip(high["down_block_additional_residuals"], low["down_block_additional_residuals"]):
         video_residual = h.unflatten(0, (-1, 4)).transpose(1, 2)  # (B·F, C, h, w) -> (B, C, F, h, w)
@@ -122,8 +133,9 @@ def test_lora_loaded_unet(tmp_path):
     from peft.utils import get_peft_model_state_dict
 
     source = load("sd15")
-    source.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                       init_lora_weights=False))
+    source.unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    )
     lora_layers = get_peft_model_state_dict(source.unet)
     diffusers.StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=lora_layers)
     pipe = load("sd15")

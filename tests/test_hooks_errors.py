@@ -17,8 +17,11 @@ def test_latent_size_not_divisible_fails_before_the_unet_runs():
     pipe = load("sd15")  # 32x32 pixels, VAE scale factor 2: a 16x16 latent, not divisible by 3
     with UNetCallRecorder(pipe.unet) as recorder:
         apply_upsample_guidance(pipe, UpsampleGuidanceConfig(factor=3))
-        with pytest.raises(ValueError, match=r"latent \(height, width\) \(16, 16\) is not divisible by the factor "
-                                             r"\(3, 3\).*height and width must be multiples of 6 and 6 pixels"):
+        with pytest.raises(
+            ValueError,
+            match=r"latent \(height, width\) \(16, 16\) is not divisible by the factor "
+            r"\(3, 3\).*height and width must be multiples of 6 and 6 pixels",
+        ):
             run(pipe)
         remove_upsample_guidance(pipe)
     assert recorder.calls == []
@@ -34,8 +37,11 @@ def test_frame_count_not_divisible_names_num_frames():
 
 def test_pipeline_without_unet_is_rejected_saying_what_is_supported():
     pipe = load("dit")
-    with pytest.raises(ValueError, match=r"UNet2DConditionModel.*UNetMotionModel.*UNet2DModel.*"
-                                         r"FluxTransformer2DModel.*SD3Transformer2DModel.*; DiTPipeline has transformer"):
+    with pytest.raises(
+        ValueError,
+        match=r"UNet2DConditionModel.*UNetMotionModel.*UNet2DModel.*"
+        r"FluxTransformer2DModel.*SD3Transformer2DModel.*; DiTPipeline has transformer",
+    ):
         apply_upsample_guidance(pipe, UG)
     with pytest.raises(ValueError, match="got a DiTTransformer2DModel"):
         apply_upsample_guidance(pipe.transformer, UG, scheduler=pipe.scheduler)

@@ -139,8 +139,11 @@ def test_sdxl_time_id_choices_give_different_images():
     assert not torch.equal(*outputs)
 
 
-@pytest.mark.parametrize("factor, low_shape", [((2, 1, 1), (2, 16, 16)), ((2, 2, 2), (2, 8, 8)), (2, (4, 8, 8))],
-                         ids=["temporal", "spatio-temporal", "spatial"])
+@pytest.mark.parametrize(
+    "factor, low_shape",
+    [((2, 1, 1), (2, 16, 16)), ((2, 2, 2), (2, 8, 8)), (2, (4, 8, 8))],
+    ids=["temporal", "spatio-temporal", "spatial"],
+)
 def test_animatediff_factors_keep_frame_count(factor, low_shape):
     pipe = load("animatediff")
     plain = run(pipe, num_frames=4)

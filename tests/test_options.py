@@ -10,9 +10,16 @@ from hiresdiff.recipe import Recipe
 
 
 def test_comma_lists_and_compositions_parse_to_the_python_presets():
-    assert parse_methods(["naive,ug", "freescale+ug", " self-cascade "]) == ["naive", "ug", "freescale+ug", "self-cascade"]
+    assert parse_methods(["naive,ug", "freescale+ug", " self-cascade "]) == [
+        "naive",
+        "ug",
+        "freescale+ug",
+        "self-cascade",
+    ]
     recipes = recipes_for(["freescale+ug", "self-cascade+ug"])
-    assert recipes["freescale+ug"] == dataclasses.replace(Recipe.freescale(ug=UpsampleGuidanceConfig()), name="freescale+ug")
+    assert recipes["freescale+ug"] == dataclasses.replace(
+        Recipe.freescale(ug=UpsampleGuidanceConfig()), name="freescale+ug"
+    )
     assert recipes["self-cascade+ug"].cascade == Recipe.self_cascade().cascade
     assert recipes["self-cascade+ug"].ug == Recipe.upsample_guidance().ug
 
@@ -34,8 +41,16 @@ def test_options_set_the_parts_each_method_has():
     assert fs.dilation == Recipe.freescale().dilation and fs.fusion == Recipe.freescale().fusion
 
 
-@pytest.mark.parametrize("option,methods", [("theta", ["naive", "self-cascade"]), ("eta", ["freescale"]),
-                                            ("strength", ["naive", "ug"]), ("alpha", ["ug"]), ("upsamplers", ["naive"])])
+@pytest.mark.parametrize(
+    "option,methods",
+    [
+        ("theta", ["naive", "self-cascade"]),
+        ("eta", ["freescale"]),
+        ("strength", ["naive", "ug"]),
+        ("alpha", ["ug"]),
+        ("upsamplers", ["naive"]),
+    ],
+)
 def test_an_option_no_method_uses_is_refused_by_name(option, methods):
     with pytest.raises(ValueError, match=f"--{option} applies to"):
         recipes_for(methods, MethodOptions(**{option: 1.0 if option != "upsamplers" else "x"}))

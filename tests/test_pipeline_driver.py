@@ -17,14 +17,19 @@ KW = dict(steps=4, seed=0, output_type="np")
 
 def run(pipe, recipe, size=32, **kw):
     frames = {"num_frames": 2} if "motion_adapter" in pipe.components else {}
-    return torch.as_tensor(hiresdiff.generate(pipe, PROMPT, height=size, width=size, recipe=recipe, **frames,
-                                              **{**KW, **kw}))
+    return torch.as_tensor(
+        hiresdiff.generate(pipe, PROMPT, height=size, width=size, recipe=recipe, **frames, **{**KW, **kw})
+    )
 
 
 def pipeline_state(pipe) -> dict:
-    return {"unet": unet_snapshot(pipe.unet), "scheduler_vars": sorted(vars(pipe.scheduler)),
-            "scheduler_config": dict(pipe.scheduler.config), "vae_tiling": getattr(pipe.vae, "use_tiling", None),
-            "vae_dtype": pipe.vae.dtype}
+    return {
+        "unet": unet_snapshot(pipe.unet),
+        "scheduler_vars": sorted(vars(pipe.scheduler)),
+        "scheduler_config": dict(pipe.scheduler.config),
+        "vae_tiling": getattr(pipe.vae, "use_tiling", None),
+        "vae_dtype": pipe.vae.dtype,
+    }
 
 
 def assert_same_state(a, b):
@@ -70,10 +75,23 @@ def test_an_exception_in_the_second_stage_leaves_the_pipeline_unchanged(kind):
 def test_first_stage_is_the_plain_call_at_the_trained_size():
     pipe = load("sd15")
     stages = []
-    hiresdiff.generate(pipe, PROMPT, height=64, width=64, recipe=Recipe.self_cascade(),
-                       on_stage=lambda stage, latents: stages.append(latents), **KW)
-    plain = pipe(PROMPT, height=16, width=16, num_inference_steps=4, output_type="latent",
-                 generator=torch.Generator().manual_seed(0)).images
+    hiresdiff.generate(
+        pipe,
+        PROMPT,
+        height=64,
+        width=64,
+        recipe=Recipe.self_cascade(),
+        on_stage=lambda stage, latents: stages.append(latents),
+        **KW,
+    )
+    plain = pipe(
+        PROMPT,
+        height=16,
+        width=16,
+        num_inference_steps=4,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert [s.shape[-1] for s in stages] == [8, 16]
     assert torch.equal(stages[0], plain)
 
@@ -83,8 +101,15 @@ def test_later_stages_start_at_k_from_the_noised_pivot():
     seen = []
     handle = pipe.unet.conv_in.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-1]))
     try:
-        hiresdiff.generate(pipe, PROMPT, height=32, width=32, recipe=Recipe.self_cascade(strength=0.5),
-                           guidance_scale=1.0, **{**KW, "steps": 10})
+        hiresdiff.generate(
+            pipe,
+            PROMPT,
+            height=32,
+            width=32,
+            recipe=Recipe.self_cascade(strength=0.5),
+            guidance_scale=1.0,
+            **{**KW, "steps": 10},
+        )
     finally:
         handle.remove()
     assert seen.count(8) == 10 and seen.count(16) == 5
@@ -93,8 +118,9 @@ def test_later_stages_start_at_k_from_the_noised_pivot():
 def test_sdxl_stages_are_told_the_trained_size_unless_the_caller_says_otherwise():
     pipe = load("sdxl")
     ids = []
-    handle = pipe.unet.register_forward_pre_hook(lambda m, a, k: ids.append(k["added_cond_kwargs"]["time_ids"].clone()),
-                                                 with_kwargs=True)
+    handle = pipe.unet.register_forward_pre_hook(
+        lambda m, a, k: ids.append(k["added_cond_kwargs"]["time_ids"].clone()), with_kwargs=True
+    )
     try:
         run(pipe, Recipe.self_cascade())
         assert all(torch.equal(i[0], torch.tensor([16.0, 16, 0, 0, 16, 16])) for i in ids)
@@ -121,12 +147,15 @@ def test_rgb_and_latent_cascades_differ_and_detail_control_acts():
     assert not torch.equal(latent, rgb) and not torch.equal(rgb, detail)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(height=30, width=32), "height must be a positive multiple of 4"),
-    (dict(height=8, width=8, recipe=Recipe.self_cascade()), "smaller than the trained size"),
-    (dict(height=40, width=40, recipe=Recipe.upsample_guidance()), "ug needs integer scales"),
-    (dict(height=32, width=32, steps=0), "steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(height=30, width=32), "height must be a positive multiple of 4"),
+        (dict(height=8, width=8, recipe=Recipe.self_cascade()), "smaller than the trained size"),
+        (dict(height=40, width=40, recipe=Recipe.upsample_guidance()), "ug needs integer scales"),
+        (dict(height=32, width=32, steps=0), "steps"),
+    ],
+)
 def test_bad_input_fails_before_any_unet_call(kwargs, match):
     pipe = load("sd15")
     seen = []
@@ -144,13 +173,23 @@ def test_pixel_pipelines_resize_under_rgb_space_and_upsamplers_must_fit():
     with pytest.raises(ValueError, match="DDPMPipeline takes no height, width.*PixelPipeline"):
         hiresdiff.generate(pipe, height=32, width=32, recipe=Recipe.freescale(), steps=2)
     pixel = PixelPipeline(pipe.unet, pipe.scheduler)
-    rgb, latent = (hiresdiff.generate(pixel, height=32, width=32, steps=2, output_type="latent",
-                                      recipe=Recipe.freescale(space=space)) for space in ("rgb", "latent"))
+    rgb, latent = (
+        hiresdiff.generate(
+            pixel, height=32, width=32, steps=2, output_type="latent", recipe=Recipe.freescale(space=space)
+        )
+        for space in ("rgb", "latent")
+    )
     assert torch.equal(rgb, latent)
     sd = load("sd15")
     with pytest.raises(ValueError, match="upsamplers were built for another UNet"):
-        hiresdiff.generate(sd, PROMPT, height=32, width=32, steps=2,
-                           recipe=Recipe.self_cascade(upsamplers=FeatureUpsamplers.for_unet(pipe.unet)))
+        hiresdiff.generate(
+            sd,
+            PROMPT,
+            height=32,
+            width=32,
+            steps=2,
+            recipe=Recipe.self_cascade(upsamplers=FeatureUpsamplers.for_unet(pipe.unet)),
+        )
 
 
 def test_videos_use_latent_phi_even_when_rgb_is_asked_for():

@@ -26,8 +26,14 @@ def test_images_with_ug_equal_applying_by_hand_and_differ_from_plain():
     guided = generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=UG_RECIPE, **ARGS)
     pipe = load("sd15")
     apply_upsample_guidance(pipe, UG)
-    by_hand = pipe("a red cat", height=32, width=32, num_inference_steps=2, guidance_scale=5.0,
-                   generator=torch.Generator().manual_seed(0)).images
+    by_hand = pipe(
+        "a red cat",
+        height=32,
+        width=32,
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert len(guided) == len(plain) == 1 and guided[0].size == (32, 32)
     assert np.array_equal(np.asarray(guided[0]), np.asarray(by_hand[0]))
     assert not np.array_equal(np.asarray(guided[0]), np.asarray(plain[0]))
@@ -35,8 +41,15 @@ def test_images_with_ug_equal_applying_by_hand_and_differ_from_plain():
 
 @pytest.mark.parametrize("factor", [(2, 1, 1), (2, 2, 2)], ids=["temporal", "spatio-temporal"])
 def test_video_returns_all_frames(factor):
-    frames = generate_from_folder(str(saved("animatediff")), "a red cat", 32, 32, num_frames=4,
-                                  recipe=Recipe(ug=UpsampleGuidanceConfig(factor=factor, theta=1.0, eta=0.6)), **ARGS)
+    frames = generate_from_folder(
+        str(saved("animatediff")),
+        "a red cat",
+        32,
+        32,
+        num_frames=4,
+        recipe=Recipe(ug=UpsampleGuidanceConfig(factor=factor, theta=1.0, eta=0.6)),
+        **ARGS,
+    )
     assert len(frames) == 4 and all(frame.size == (32, 32) for frame in frames)
 
 
@@ -51,7 +64,10 @@ def test_unet_less_model_is_rejected_before_any_weights_load(monkeypatch):
 
 def test_a_missing_pipeline_folder_is_refused_in_one_line_naming_it(tmp_path):
     missing = str(tmp_path / "no-such-pipeline")
-    with pytest.raises(FileNotFoundError, match="no-such-pipeline' is neither a short name .emoji-latent, emoji-flux., a diffusers pipeline folder") as caught:
+    with pytest.raises(
+        FileNotFoundError,
+        match="no-such-pipeline' is neither a short name .emoji-latent, emoji-flux., a diffusers pipeline folder",
+    ) as caught:
         generate_from_folder(missing, "a red cat", 32, 32, recipe=None, **ARGS)
     assert "\n" not in str(caught.value)
 
@@ -65,15 +81,24 @@ def test_indivisible_size_is_rejected_before_sampling(monkeypatch):
     with pytest.raises(ValueError, match="ug needs integer scales"):
         generate_from_folder(str(saved("sd15")), "a red cat", 24, 24, recipe=UG_RECIPE, **ARGS)
     with pytest.raises(ValueError, match="num_frames must be a multiple of 2"):
-        generate_from_folder(str(saved("animatediff")), "a red cat", 32, 32, num_frames=3,
-                             recipe=Recipe(ug=UpsampleGuidanceConfig(factor=(2, 1, 1))), **ARGS)
+        generate_from_folder(
+            str(saved("animatediff")),
+            "a red cat",
+            32,
+            32,
+            num_frames=3,
+            recipe=Recipe(ug=UpsampleGuidanceConfig(factor=(2, 1, 1))),
+            **ARGS,
+        )
 
 
 def test_ug_is_removed_when_the_pipeline_fails(monkeypatch):
     removed = []
     monkeypatch.setattr(stage, "remove_upsample_guidance", lambda unet: removed.append(unet))
     with pytest.raises(ValueError):
-        generate_from_folder(str(saved("sd15")), None, 32, 32, recipe=UG_RECIPE, **ARGS)  # no prompt: the pipeline raises
+        generate_from_folder(
+            str(saved("sd15")), None, 32, 32, recipe=UG_RECIPE, **ARGS
+        )  # no prompt: the pipeline raises
     assert len(removed) == 1
 
 
@@ -84,7 +109,8 @@ def test_device_and_dtype():
 
 
 def test_vae_tiling_on_request_and_for_the_output_decode_above_2048_squared(monkeypatch):
-    """``vae_tiling=True`` tiles for good; ``None`` lets ``generate`` tile the output's decode itself above the φ codec's
+    """``vae_tiling=True`` tiles for good; ``None`` lets ``generate`` tile the output's decode itself
+    above the φ codec's
     threshold (here lowered to 16² pixels so that a tiny run crosses it), for that call only."""
     from hiresdiff.sampling import codecs
 
@@ -106,7 +132,10 @@ def test_vae_tiling_on_request_and_for_the_output_decode_above_2048_squared(monk
     assert pipe.vae.use_tiling
     with pytest.raises(ValueError, match="has no VAE"):
         configure_vae_tiling(load("pixel"), True)
-    assert len(generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=UG_RECIPE, vae_tiling=True, **ARGS)) == 1
+    assert (
+        len(generate_from_folder(str(saved("sd15")), "a red cat", 32, 32, recipe=UG_RECIPE, vae_tiling=True, **ARGS))
+        == 1
+    )
 
 
 def test_settings_arguments_pass_a_negative_prompt_only_when_given_and_true_cfg_to_an_undistilled_flux():
@@ -132,10 +161,23 @@ def test_a_folders_hiresdiff_json_sets_the_trained_size_and_call_defaults(tmp_pa
     assert settings == ModelSettings(trained_size=16, call={"max_sequence_length": 16})
     assert pipe.default_sample_size * pipe.vae_scale_factor == 16  # the pipeline's own setting, made true
     assert not [name for name in vars(pipe) if "hiresdiff" in name]  # nothing of hiresdiff's is kept on the pipeline
-    assert settings.arguments(pipe, 3.0) == {"max_sequence_length": 16, "true_cfg_scale": 3.0, "negative_prompt": "",
-                                             "trained_size": 16}
-    images = generate_from_folder(str(folder), "a red cat", 32, 32, recipe=Recipe.preset("freescale"), steps=2,
-                                  guidance_scale=3.0, device="cpu", progress=False)
+    assert settings.arguments(pipe, 3.0) == {
+        "max_sequence_length": 16,
+        "true_cfg_scale": 3.0,
+        "negative_prompt": "",
+        "trained_size": 16,
+    }
+    images = generate_from_folder(
+        str(folder),
+        "a red cat",
+        32,
+        32,
+        recipe=Recipe.preset("freescale"),
+        steps=2,
+        guidance_scale=3.0,
+        device="cpu",
+        progress=False,
+    )
     assert images[0].size == (32, 32)
 
 
@@ -154,3 +196,35 @@ def test_recommended_guidance_is_the_given_scale_else_the_folders_else_7_5(tmp_p
     assert recommended_guidance(str(with_settings), 2.5) == 2.5 and recommended_guidance(str(with_settings), 0.0) == 0.0
     assert recommended_guidance(str(without)) == 7.5 and recommended_guidance(None) == 7.5
     assert recommended_guidance("emoji-flux") == 4.0  # the shipped flow model's card value
+
+
+def test_a_hub_id_without_network_fails_at_once_from_the_cache(monkeypatch):
+    """A hub id on a machine where the hub cannot be reached is looked up in the Hugging Face cache alone (no request,
+    so no minutes of retries) and refused in one line that says why; with network the hub is asked as usual."""
+    from diffusers import DiffusionPipeline
+
+    from hiresdiff.loading import pipelines
+
+    asked = []
+
+    def load_config(name, **kwargs):
+        asked.append(kwargs.get("local_files_only", False))
+        raise OSError("not found")
+
+    monkeypatch.setattr(DiffusionPipeline, "load_config", load_config)
+    monkeypatch.setattr(pipelines, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache and the hub cannot be reached"):
+        pipelines.load_pipeline("someone/some-model")
+    monkeypatch.setattr(pipelines, "hub_reachable", lambda timeout=3.0: True)
+    with pytest.raises(FileNotFoundError, match="hub id that can be downloaded"):
+        pipelines.load_pipeline("someone/some-model")
+    assert asked == [True, False]
+
+
+def test_offline_mode_means_the_hub_is_not_reachable(monkeypatch):
+    import huggingface_hub
+
+    from hiresdiff.loading.pipelines import hub_reachable
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert hub_reachable() is False

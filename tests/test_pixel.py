@@ -16,7 +16,9 @@ class CallSizes:
         self.unet, self.sizes = unet, []
 
     def __enter__(self):
-        self.handle = self.unet.conv_in.register_forward_pre_hook(lambda m, a: self.sizes.append(tuple(a[0].shape[-2:])))
+        self.handle = self.unet.conv_in.register_forward_pre_hook(
+            lambda m, a: self.sizes.append(tuple(a[0].shape[-2:]))
+        )
         return self
 
     def __exit__(self, *exc):
@@ -50,11 +52,27 @@ def test_theta_zero_equals_naive_and_lowres_calls_follow_the_weight(tiny_pixel_m
 def test_nested_levels_call_every_size(tiny_pixel_model_dir):
     unet, scheduler = load_pixel_model(tiny_pixel_model_dir, "ddim")
     with CallSizes(unet) as calls:
-        out = sample(unet, scheduler, height=32, width=32, num_images=1, steps=3,
-                     recipe=Recipe.upsample_guidance(), progress=False)
+        out = sample(
+            unet,
+            scheduler,
+            height=32,
+            width=32,
+            num_images=1,
+            steps=3,
+            recipe=Recipe.upsample_guidance(),
+            progress=False,
+        )
     assert calls.sizes == [(32, 32), (16, 16), (8, 8)] * 3 and torch.isfinite(out).all()
-    one = sample(unet, scheduler, height=32, width=32, num_images=1, steps=3,
-                 recipe=Recipe.upsample_guidance(nested=False), progress=False)
+    one = sample(
+        unet,
+        scheduler,
+        height=32,
+        width=32,
+        num_images=1,
+        steps=3,
+        recipe=Recipe.upsample_guidance(nested=False),
+        progress=False,
+    )
     assert not torch.equal(out, one)
 
 
@@ -112,16 +130,19 @@ def exploding(unet):
     return unet
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(height=15, width=16), "height=15 is not divisible by 2"),
-    (dict(height=16, width=18, recipe=Recipe.upsample_guidance()), "ug needs integer scales"),
-    (dict(height=17, width=16, recipe=Recipe.self_cascade()), "height=17 is not divisible by 2"),
-    (dict(height=20, width=20, recipe=Recipe.upsample_guidance(nested=False)), "ug needs integer scales"),
-    (dict(height=4, width=4, recipe=Recipe.self_cascade()), "smaller than the trained size"),
-    (dict(height=16, width=16, noise=torch.zeros(1, 3, 8, 8)), "noise must have shape"),
-    (dict(height=16, width=16, steps=0), "steps"),
-    (dict(height=16, width=16, noise=torch.full((1, 3, 16, 16), float("nan"))), "NaN"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(height=15, width=16), "height=15 is not divisible by 2"),
+        (dict(height=16, width=18, recipe=Recipe.upsample_guidance()), "ug needs integer scales"),
+        (dict(height=17, width=16, recipe=Recipe.self_cascade()), "height=17 is not divisible by 2"),
+        (dict(height=20, width=20, recipe=Recipe.upsample_guidance(nested=False)), "ug needs integer scales"),
+        (dict(height=4, width=4, recipe=Recipe.self_cascade()), "smaller than the trained size"),
+        (dict(height=16, width=16, noise=torch.zeros(1, 3, 8, 8)), "noise must have shape"),
+        (dict(height=16, width=16, steps=0), "steps"),
+        (dict(height=16, width=16, noise=torch.full((1, 3, 16, 16), float("nan"))), "NaN"),
+    ],
+)
 def test_bad_input_fails_before_any_unet_call(tiny_pixel_model_dir, kwargs, match):
     unet, scheduler = load_pixel_model(tiny_pixel_model_dir)
     with pytest.raises(ValueError, match=match):

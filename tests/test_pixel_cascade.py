@@ -21,14 +21,26 @@ from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 def attention_pixel_unet():
     """A tiny pixel UNet2DModel with self-attention at its deeper level (like the embedded model)."""
     torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
-                       norm_num_groups=4, attention_head_dim=4, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D")).eval()
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        attention_head_dim=4,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    ).eval()
 
 
 def scheduler_for(name: str):
-    return make_scheduler(name, DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
-                                              timestep_spacing="trailing").config)
+    return make_scheduler(
+        name,
+        DDPMScheduler(
+            beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", timestep_spacing="trailing"
+        ).config,
+    )
 
 
 KW = dict(num_images=2, seed=1, steps=5, progress=False)
@@ -41,15 +53,22 @@ def test_first_stage_is_plain_sampling_bit_for_bit(recipe):
     assert [tuple(s.shape[-2:]) for s in stages] == [(8, 8), (16, 16), (32, 32)]
     plain = sample(unet, scheduler, height=8, width=8, noise_size=(32, 32), **KW)
     assert torch.equal(stages[0], plain)
-    assert torch.equal(sample(unet, scheduler, height=32, width=32, recipe=recipe, noise_size=(32, 32), **KW), stages[-1])
+    assert torch.equal(
+        sample(unet, scheduler, height=32, width=32, recipe=recipe, noise_size=(32, 32), **KW), stages[-1]
+    )
 
 
-KDPM2_A_NAN = pytest.mark.xfail(strict=True, reason="diffusers' KDPM2 ancestral makes NaN timesteps on squaredcos_cap_v2 "
-                                "with trailing spacing (sigma_max 2e4): its plain sampling is NaN too")
+KDPM2_A_NAN = pytest.mark.xfail(
+    strict=True,
+    reason="diffusers' KDPM2 ancestral makes NaN timesteps on squaredcos_cap_v2 "
+    "with trailing spacing (sigma_max 2e4): its plain sampling is NaN too",
+)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=KDPM2_A_NAN) if n == "kdpm2_a" else n
-                                  for n in sorted(set(SCHEDULERS) - set(EDM_ONLY))])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=KDPM2_A_NAN) if n == "kdpm2_a" else n for n in sorted(set(SCHEDULERS) - set(EDM_ONLY))],
+)
 def test_every_scheduler_restarts_at_k_and_calls_the_unet_the_expected_number_of_times(name):
     unet, scheduler = attention_pixel_unet(), scheduler_for(name)
     recipe = Recipe.self_cascade(strength=0.6)
@@ -85,8 +104,12 @@ def test_pivot_noising_equals_the_closed_form_and_alpha_zero_pins_every_input():
 
 def test_detail_control_changes_the_result_and_a_large_alpha_approaches_none():
     unet, scheduler = attention_pixel_unet(), scheduler_for("ddim")
-    run = lambda alpha: sample(unet, scheduler, height=16, width=16,  # noqa: E731
-                               recipe=Recipe(cascade=CascadeConfig(detail_alpha=alpha)), **KW)
+
+    def run(alpha):
+        return sample(
+            unet, scheduler, height=16, width=16, recipe=Recipe(cascade=CascadeConfig(detail_alpha=alpha)), **KW
+        )
+
     off, on = run(None), run(2.0)
     assert not torch.equal(off, on)
     assert (run(400.0) - off).abs().max() < (on - off).abs().max()
@@ -133,11 +156,23 @@ def test_unet_is_unchanged_after_a_run_and_after_a_failure_mid_stage(recipe):
 def test_upsamplers_that_do_not_fit_are_rejected_before_any_unet_call():
     unet, scheduler = attention_pixel_unet(), scheduler_for("ddim")
     torch.manual_seed(0)
-    other = UNet2DModel(sample_size=8, block_out_channels=(8, 8), norm_num_groups=4, layers_per_block=1,
-                        down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+    other = UNet2DModel(
+        sample_size=8,
+        block_out_channels=(8, 8),
+        norm_num_groups=4,
+        layers_per_block=1,
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+    )
     with CallSizes(unet) as calls, pytest.raises(ValueError, match="upsamplers were built for another UNet"):
-        sample(unet, scheduler, height=16, width=16,
-               recipe=Recipe.self_cascade(upsamplers=FeatureUpsamplers.for_unet(other)), **KW)
+        sample(
+            unet,
+            scheduler,
+            height=16,
+            width=16,
+            recipe=Recipe.self_cascade(upsamplers=FeatureUpsamplers.for_unet(other)),
+            **KW,
+        )
     assert calls.sizes == []
 
 
@@ -168,7 +203,9 @@ def test_upsamplers_serve_the_stage_they_were_trained_for_and_a_table_serves_one
         torch.nn.init.normal_(one.levels[0].proj_out.weight)
     plain = Counter(pivot_sizes(unet, scheduler, None))
 
-    def extra_calls(upsamplers):  # by size: the pivot pass of a stage with upsamplers is one more call at its pivot's size
+    def extra_calls(
+        upsamplers,
+    ):  # by size: the pivot pass of a stage with upsamplers is one more call at its pivot's size
         return dict(Counter(pivot_sizes(unet, scheduler, upsamplers)) - plain)
 
     assert extra_calls(at_2) == {8: 1}  # the 2× set on the 16² stage only

@@ -25,7 +25,10 @@ def test_upsample_nearest_matches_interpolate():
     assert torch.equal(upsample_nearest(vid, (2, 1, 3)), F.interpolate(vid, scale_factor=(2, 1, 3), mode="nearest"))
 
 
-@pytest.mark.parametrize("shape,factor", [((2, 3, 12, 18), 3), ((2, 3, 8, 12), (2, 4)), ((1, 2, 4, 6, 6), (2, 3, 3)), ((1, 2, 4, 6, 6), (2, 1, 1))])
+@pytest.mark.parametrize(
+    "shape,factor",
+    [((2, 3, 12, 18), 3), ((2, 3, 8, 12), (2, 4)), ((1, 2, 4, 6, 6), (2, 3, 3)), ((1, 2, 4, 6, 6), (2, 1, 1))],
+)
 def test_du_identity_and_ud_orthogonal_projection(shape, factor):
     x, y = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
     low = downsample(x, factor)

@@ -58,9 +58,14 @@ def test_attention_factors():
     assert entropy_logit_scale(100, 4096) == 1.0
 
 
-@pytest.mark.parametrize("kwargs,name", [(dict(dim=7, scale=2.0, method="pi"), "dim"),
-                                         (dict(dim=8, scale=0.5, method="pi"), "rope scale"),
-                                         (dict(dim=8, scale=2.0, method="dype"), "rope scaling")])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(dim=7, scale=2.0, method="pi"), "dim"),
+        (dict(dim=8, scale=0.5, method="pi"), "rope scale"),
+        (dict(dim=8, scale=2.0, method="dype"), "rope scaling"),
+    ],
+)
 def test_bad_arguments_name_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
         scaled_rope_frequencies(**kwargs)

@@ -29,15 +29,38 @@ STEPS, SEED, GUIDANCE = 6, 3, 3.0  # tiny pipelines: trained latent 8 (16 px); 3
 
 # ---- the two drivers on one footing ------------------------------------------------------------------------
 
+
 def pipeline_run(pipe, recipe, **kw):
     """Every stage's latents of a 2× run on a tiny SD pipeline."""
-    return hiresdiff.generate(pipe, PROMPT, height=32, width=32, recipe=recipe, seed=SEED, steps=STEPS,
-                              guidance_scale=GUIDANCE, output_type="latent", return_stages=True, **kw)
+    return hiresdiff.generate(
+        pipe,
+        PROMPT,
+        height=32,
+        width=32,
+        recipe=recipe,
+        seed=SEED,
+        steps=STEPS,
+        guidance_scale=GUIDANCE,
+        output_type="latent",
+        return_stages=True,
+        **kw,
+    )
 
 
 def pixel_run(pipe, recipe, **kw):
-    return sample(pipe.unet, pipe.scheduler, height=16, width=16, recipe=recipe, seed=SEED, steps=STEPS, num_images=2,
-                  return_stages=True, progress=False, **kw)
+    return sample(
+        pipe.unet,
+        pipe.scheduler,
+        height=16,
+        width=16,
+        recipe=recipe,
+        seed=SEED,
+        steps=STEPS,
+        num_images=2,
+        return_stages=True,
+        progress=False,
+        **kw,
+    )
 
 
 def driver(kind: str, scheduler_name: str):
@@ -55,10 +78,22 @@ def driver(kind: str, scheduler_name: str):
 def plain_call(kind: str, pipe):
     """Stage 0 computed without hiresdiff: the pipeline's own call at the trained size."""
     if kind == "pipeline":
-        return pipe(PROMPT, height=16, width=16, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
-                    output_type="latent", generator=torch.Generator().manual_seed(SEED)).images
-    return pipe(height=8, width=8, num_inference_steps=STEPS, num_images_per_prompt=2,
-                generator=torch.Generator().manual_seed(SEED)).images
+        return pipe(
+            PROMPT,
+            height=16,
+            width=16,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(SEED),
+        ).images
+    return pipe(
+        height=8,
+        width=8,
+        num_inference_steps=STEPS,
+        num_images_per_prompt=2,
+        generator=torch.Generator().manual_seed(SEED),
+    ).images
 
 
 def state_of(obj) -> dict:
@@ -83,16 +118,19 @@ def expected_first_input(scheduler_name: str, config, pivot, eps, strength: floa
     grid = make_scheduler(scheduler_name, config)
     if scheduler_name == "pndm":
         from diffusers import DDIMScheduler
+
         grid = DDIMScheduler.from_config(config)
     grid.set_timesteps(STEPS)
     begin = (STEPS - int(STEPS * strength)) * grid.order
     t = grid.timesteps[begin]
-    if hasattr(grid, "sigmas") and grid.sigmas is not None:  # σ grids (Euler, Heun, KDPM2, LMS, DPM-Solver, UniPC, DEIS)
+    if (
+        hasattr(grid, "sigmas") and grid.sigmas is not None
+    ):  # σ grids (Euler, Heun, KDPM2, LMS, DPM-Solver, UniPC, DEIS)
         sigma = float(grid.sigmas[begin])
     else:  # ᾱ-indexed (DDIM, DDPM, LCM, TCD)
         a = float(grid.alphas_cumprod[int(t)])
         sigma = math.sqrt((1 - a) / a)
-    return t, (pivot.double() + sigma * eps.double()) / math.sqrt(1 + sigma ** 2)
+    return t, (pivot.double() + sigma * eps.double()) / math.sqrt(1 + sigma**2)
 
 
 class FirstCall:
@@ -107,6 +145,7 @@ class FirstCall:
             timestep = args[1] if len(args) > 1 else kwargs["timestep"]
             if self.seen is None and sample_.shape[-1] == self.size:
                 self.seen = (sample_.clone(), torch.as_tensor(timestep).clone())
+
         self.handle = self.unet.register_forward_pre_hook(record, with_kwargs=True)
         return self
 
@@ -137,8 +176,9 @@ def test_every_scheduler_and_preset_on_both_drivers(kind, name, preset):
     out = stages[-1]
     kdpm2_a_nan = kind == "pixel" and name == KDPM2_A  # diffusers' own KDPM2 a is NaN on this pixel schedule
     assert kdpm2_a_nan or torch.isfinite(out).all()
-    assert all(torch.equal(a, b) or (kdpm2_a_nan and a.isnan().all()) for a, b in zip(stages, again)), \
+    assert all(torch.equal(a, b) or (kdpm2_a_nan and a.isnan().all()) for a, b in zip(stages, again)), (
         "the same seed must give the same output under any global RNG"
+    )
     assert_same_state(state_of(pipe.scheduler), scheduler_before)
     assert_same_state(state_of(pipe), pipe_before)
     assert_same_snapshot(unet_snapshot(pipe.unet), unet_before)
@@ -183,18 +223,28 @@ def test_an_interrupt_mid_stage_leaves_pipeline_scheduler_and_unet_unchanged(nam
 
 # ---- later stages against a loop written from the scheduler's own step -------------------------------------
 
+
 def independent_cascade(pipe, name: str, recipe: Recipe, sdxl: bool) -> torch.Tensor:
     """Stage 1 of a 2× cascade by hand: the plain stage-0 call, φ, z_K from the scheduler's add_noise at grid
     index K·order, then scale_model_input → UNet (CFG) → step, with FreeScale's blend before every later call."""
     ids = dict(original_size=(16, 16), target_size=(16, 16)) if sdxl else {}
-    z0 = pipe(PROMPT, height=16, width=16, num_inference_steps=STEPS, guidance_scale=GUIDANCE, output_type="latent",
-              generator=torch.Generator().manual_seed(SEED), **ids).images
+    z0 = pipe(
+        PROMPT,
+        height=16,
+        width=16,
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(SEED),
+        **ids,
+    ).images
     cascade, vae, sf = recipe.cascade, pipe.vae, pipe.vae.config.scaling_factor
     if cascade.space == "latent":
         pivot = F.interpolate(z0, size=(16, 16), mode="bicubic", align_corners=False, antialias=True)
     else:
-        image = F.interpolate(vae.decode(z0 / sf).sample, size=(32, 32), mode="bicubic", align_corners=False,
-                              antialias=True).clamp(-1, 1)
+        image = F.interpolate(
+            vae.decode(z0 / sf).sample, size=(32, 32), mode="bicubic", align_corners=False, antialias=True
+        ).clamp(-1, 1)
         pivot = vae.encode(image).latent_dist.mode() * sf
     eps = torch.randn(pivot.shape, generator=stage_generator(SEED, 1))
     scheduler, noiser = (make_scheduler(name, pipe.scheduler.config) for _ in range(2))
@@ -208,12 +258,14 @@ def independent_cascade(pipe, name: str, recipe: Recipe, sdxl: bool) -> torch.Te
     def noised(i):
         if hasattr(noiser, "set_begin_index"):
             noiser.set_begin_index(begin + i)
-        return noiser.add_noise(pivot, eps, timesteps[i:i + 1])
+        return noiser.add_noise(pivot, eps, timesteps[i : i + 1])
 
     if sdxl:
         embeds, negative, pooled, negative_pooled = pipe.encode_prompt(PROMPT, device="cpu")
-        added = {"text_embeds": torch.cat([negative_pooled, pooled]),
-                 "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]] * 2)}
+        added = {
+            "text_embeds": torch.cat([negative_pooled, pooled]),
+            "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]] * 2),
+        }
     else:
         embeds, negative = pipe.encode_prompt(PROMPT, "cpu", 1, True)
         added = None
@@ -227,7 +279,9 @@ def independent_cascade(pipe, name: str, recipe: Recipe, sdxl: bool) -> torch.Te
                 c = ((1 + math.cos(math.pi * (T - float(t)) / T)) / 2) ** cascade.detail_alpha
                 x = (1 - c) * x + c * noised(i)
             model_input = scheduler.scale_model_input(torch.cat([x, x]), t)
-            uncond, cond = pipe.unet(model_input, t, encoder_hidden_states=context, added_cond_kwargs=added).sample.chunk(2)
+            uncond, cond = pipe.unet(
+                model_input, t, encoder_hidden_states=context, added_cond_kwargs=added
+            ).sample.chunk(2)
             x = scheduler.step(uncond + GUIDANCE * (cond - uncond), t, x).prev_sample
     return x
 
@@ -239,23 +293,35 @@ def test_later_stages_equal_a_loop_written_from_the_schedulers_own_step(kind, na
     pipe = load(kind)
     pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
     recipe = Recipe.preset(preset)
-    ours = hiresdiff.generate(pipe, PROMPT, height=32, width=32, recipe=recipe, seed=SEED, steps=STEPS,
-                              guidance_scale=GUIDANCE, output_type="latent")
+    ours = hiresdiff.generate(
+        pipe,
+        PROMPT,
+        height=32,
+        width=32,
+        recipe=recipe,
+        seed=SEED,
+        steps=STEPS,
+        guidance_scale=GUIDANCE,
+        output_type="latent",
+    )
     reference = independent_cascade(pipe, name, recipe, sdxl=kind == "sdxl")
     assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-5), float((ours - reference).abs().max())
 
 
 # ---- the rest of the contract ------------------------------------------------------------------------------
 
+
 def test_pixel_and_pipeline_paths_are_the_same_code_and_agree():
     unet, scheduler = attention_pixel_unet(), make_scheduler("dpm++", load("pixel").scheduler.config)
     recipe = Recipe.preset("freescale+ug")
-    by_sample = sample(unet, scheduler, height=16, width=16, recipe=recipe, seed=SEED, steps=STEPS, num_images=2,
-                       progress=False)
+    by_sample = sample(
+        unet, scheduler, height=16, width=16, recipe=recipe, seed=SEED, steps=STEPS, num_images=2, progress=False
+    )
     pipe = PixelPipeline(unet, scheduler)
     pipe.set_progress_bar_config(disable=True)
-    by_generate = hiresdiff.generate(pipe, height=16, width=16, recipe=recipe, seed=SEED, steps=STEPS,
-                                     num_images_per_prompt=2, output_type="latent")
+    by_generate = hiresdiff.generate(
+        pipe, height=16, width=16, recipe=recipe, seed=SEED, steps=STEPS, num_images_per_prompt=2, output_type="latent"
+    )
     assert torch.equal(by_sample, by_generate)
 
 
@@ -267,9 +333,18 @@ def test_pndm_restarts_as_ddim_on_the_same_schedule_with_a_warning():
     stage0 = run(pipe, Recipe.self_cascade())[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = hiresdiff.generate(ddim, PROMPT, height=32, width=32, recipe=Recipe.self_cascade(), seed=SEED,
-                                       steps=STEPS, guidance_scale=GUIDANCE, output_type="latent",
-                                       init_image=ddim.vae.decode(stage0 / ddim.vae.config.scaling_factor).sample)
+        reference = hiresdiff.generate(
+            ddim,
+            PROMPT,
+            height=32,
+            width=32,
+            recipe=Recipe.self_cascade(),
+            seed=SEED,
+            steps=STEPS,
+            guidance_scale=GUIDANCE,
+            output_type="latent",
+            init_image=ddim.vae.decode(stage0 / ddim.vae.config.scaling_factor).sample,
+        )
     assert torch.isfinite(ours).all() and ours.shape == reference.shape
 
 
@@ -321,8 +396,17 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
 
     flow = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=16)
     call = {"generator": stage_generator(SEED, 1)}
-    restarted = _restart(flow, recipe, planned, torch.empty(2, 4, 8, 8, device="meta"), PixelCodec(), call,
-                         FluxLayout(), 2, trained=(8, 8))
+    restarted = _restart(
+        flow,
+        recipe,
+        planned,
+        torch.empty(2, 4, 8, 8, device="meta"),
+        PixelCodec(),
+        call,
+        FluxLayout(),
+        2,
+        trained=(8, 8),
+    )
     assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 64, 16)
     blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})
     assert blended["latents"].device.type == "meta" and blended["latents"].shape == (2, 64, 16)
@@ -331,12 +415,20 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
 def test_class_detection_follows_the_models_device():
     from diffusers import UNet2DModel
 
-    from hiresdiff.sampling.image_upscale import likely_class_labels
+    from hiresdiff.upscale import likely_class_labels
 
     torch.manual_seed(0)
-    conditional = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
-                              norm_num_groups=4, num_class_embeds=3, down_block_types=("DownBlock2D",) * 2,
-                              up_block_types=("UpBlock2D",) * 2).to("meta")
+    conditional = UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        num_class_embeds=3,
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+    ).to("meta")
     labels = likely_class_labels(conditional, load("pixel").scheduler, torch.rand(2, 3, 8, 8), draws=2)
     assert labels.shape == (2,)
 
@@ -372,11 +464,13 @@ def test_ug_in_bf16_converts_in_float32():
     context = torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
     t = torch.tensor([999])
     with torch.no_grad():
+
         def model(x_in, t_in):
             return unet(x_in.to(torch.bfloat16), t_in, encoder_hidden_states=context).sample.double()
 
-        reference = nested_guided_prediction(model, x.double(), t, pipe.scheduler.alphas_cumprod, [config],
-                                             "v_prediction")
+        reference = nested_guided_prediction(
+            model, x.double(), t, pipe.scheduler.alphas_cumprod, [config], "v_prediction"
+        )
         apply_upsample_guidance(unet, config, scheduler=pipe.scheduler)
         try:
             ours = unet(x.to(torch.bfloat16), t, encoder_hidden_states=context).sample
@@ -399,8 +493,14 @@ def variant(kind: str):
     if kind == "lora":
         from peft import LoraConfig
 
-        pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
-                                         target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]))
+        pipe.unet.add_adapter(
+            LoraConfig(
+                r=2,
+                lora_alpha=2,
+                init_lora_weights=False,
+                target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"],
+            )
+        )
         return pipe, {"cross_attention_kwargs": {"scale": 0.5}}
     pipe.load_ip_adapter(ip_adapter_state_dict(pipe.unet), subfolder="", weight_name="", image_encoder_folder=None)
     return pipe, {"ip_adapter_image_embeds": [torch.randn(2, 1, TEXT_DIM, generator=torch.Generator().manual_seed(5))]}
@@ -424,8 +524,13 @@ def test_controlnet_adapter_lora_and_ip_adapter_pipelines_run_every_recipe(kind,
         if kind == "lora":
             other_pipe, other = load("sd15"), kwargs
         else:
-            other_pipe, other = pipe, {name: ([torch.zeros_like(v[0])] if isinstance(v, list) else torch.zeros_like(v))
-                                       for name, v in kwargs.items()}
+            other_pipe, other = (
+                pipe,
+                {
+                    name: ([torch.zeros_like(v[0])] if isinstance(v, list) else torch.zeros_like(v))
+                    for name, v in kwargs.items()
+                },
+            )
         other_stages = pipeline_run(other_pipe, Recipe.preset(preset), **other)
         assert not torch.equal(other_stages[-1], stages[-1])
 
@@ -497,7 +602,7 @@ def test_noise_levels_match_each_schedulers_own_definition(name):
         a = grid.alphas_cumprod[grid.timesteps.long()].double()
         expected = ((1 - a) / a).sqrt()
     assert torch.allclose(levels.sigma, expected, rtol=1e-5)
-    assert torch.allclose(levels.alpha_bar, 1 / (1 + expected ** 2), rtol=1e-5)
+    assert torch.allclose(levels.alpha_bar, 1 / (1 + expected**2), rtol=1e-5)
     assert torch.allclose(levels.log_snr, -2 * expected.log(), rtol=1e-4, atol=1e-5)
     x0, eps = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
     if hasattr(grid, "set_begin_index"):

@@ -37,9 +37,15 @@ def test_only_spatial_self_attention_is_replaced(kind):
     assert names == list(self_attentions(unet))
     assert names and not any("attn2" in n or "motion_modules" in n for n in names)
     if kind == "pixel":
-        assert names == ["down_blocks.1.attentions.0", "down_blocks.2.attentions.0", "up_blocks.0.attentions.0",
-                         "up_blocks.0.attentions.1", "up_blocks.1.attentions.0", "up_blocks.1.attentions.1",
-                         "mid_block.attentions.0"]
+        assert names == [
+            "down_blocks.1.attentions.0",
+            "down_blocks.2.attentions.0",
+            "up_blocks.0.attentions.0",
+            "up_blocks.0.attentions.1",
+            "up_blocks.1.attentions.0",
+            "up_blocks.1.attentions.1",
+            "mid_block.attentions.0",
+        ]
     else:
         assert all(n.endswith("attn1") for n in names)
         assert any("motion_modules" in n for n in before) == (kind == "animatediff")
@@ -60,9 +66,9 @@ def crop_average_reference(attn, hidden, grid, window, starts):
     total, count = torch.zeros_like(tokens), torch.zeros(gh, gw, 1)
     for y in starts[0]:
         for x in starts[1]:
-            crop = tokens[:, y:y + wh, x:x + ww].reshape(b, wh * ww, c)
-            total[:, y:y + wh, x:x + ww] += AttnProcessor2_0()(attn, crop).reshape(b, wh, ww, c)
-            count[y:y + wh, x:x + ww] += 1
+            crop = tokens[:, y : y + wh, x : x + ww].reshape(b, wh * ww, c)
+            total[:, y : y + wh, x : x + ww] += AttnProcessor2_0()(attn, crop).reshape(b, wh, ww, c)
+            count[y : y + wh, x : x + ww] += 1
     return (total / count).reshape(b, gh * gw, c)
 
 
@@ -76,8 +82,9 @@ def test_windowed_attention_equals_cropping_and_averaging():
         assert torch.allclose(out, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind,name,shape", [("sd15", LEVEL1_ATTN1, (2, 8 * 6, 16)),
-                                             ("pixel", "down_blocks.1.attentions.0", (2, 16, 8, 6))])
+@pytest.mark.parametrize(
+    "kind,name,shape", [("sd15", LEVEL1_ATTN1, (2, 8 * 6, 16)), ("pixel", "down_blocks.1.attentions.0", (2, 16, 8, 6))]
+)
 def test_one_window_covering_the_grid_is_the_layer_attention(kind, name, shape):
     attn = make_unet(kind).get_submodule(name)  # pixel: 4-D input, group_norm and residual connection
     hidden = torch.randn(shape)
@@ -125,8 +132,10 @@ def test_fused_output_is_blurred_local_plus_high_pass_global():
     local = crop_average_reference(attn, hidden, (8, 12), (4, 4), ([0, 2, 4], [0, 2, 4, 6, 8]))
     expected = reference_blur(local, (8, 12), 5) + global_out - reference_blur(global_out, (8, 12), 5)  # 2*3 - 1
     assert torch.allclose(processor(attn, hidden), expected, atol=1e-5)
-    assert torch.equal(processor(attn, hidden, attention_mask=torch.zeros(2, 1, 96)),
-                       AttnProcessor2_0()(attn, hidden, attention_mask=torch.zeros(2, 1, 96)))  # masks: global only
+    assert torch.equal(
+        processor(attn, hidden, attention_mask=torch.zeros(2, 1, 96)),
+        AttnProcessor2_0()(attn, hidden, attention_mask=torch.zeros(2, 1, 96)),
+    )  # masks: global only
     context.current = None  # outside a UNet call
     assert torch.equal(processor(attn, hidden), global_out)
 

@@ -28,7 +28,8 @@ def test_v_loss_is_min_snr_weighted_v_mse():
 
 def test_learning_rate_warms_up_holds_and_decays_to_the_final_value():
     args = train_emoji.add_arguments(argparse.ArgumentParser()).parse_args(
-        ["--lr", "2e-4", "--warmup", "10", "--steps", "100", "--decay-steps", "20", "--lr-final", "4e-5"])
+        ["--lr", "2e-4", "--warmup", "10", "--steps", "100", "--decay-steps", "20", "--lr-final", "4e-5"]
+    )
     lr = [training.learning_rate(step, args) for step in range(100)]
     assert lr[0] == pytest.approx(2e-5) and lr[9] == pytest.approx(2e-4) and lr[79] == pytest.approx(2e-4)
     assert lr[80] == pytest.approx(2e-4 - 1.6e-4 / 20) and lr[99] == pytest.approx(4e-5)
@@ -37,12 +38,27 @@ def test_learning_rate_warms_up_holds_and_decays_to_the_final_value():
     assert training.learning_rate(99, args) == pytest.approx(2e-4)
 
 
-@pytest.mark.skipif(not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
-                    reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)")
+@pytest.mark.skipif(
+    not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
+    reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)",
+)
 def test_training_resumes_exports_and_restarts_from_shipped_weights(tmp_path):
     data = emoji.build(tmp_path / "data", limit=40, progress=False)
     run = tmp_path / "run"
-    args = ["--data", str(data), "--run-dir", str(run), "--batch-size", "2", "--save-every", "2", "--log-every", "1", "--threads", "1"]
+    args = [
+        "--data",
+        str(data),
+        "--run-dir",
+        str(run),
+        "--batch-size",
+        "2",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+    ]
     train_emoji.main(args + ["--steps", "2"])
     with open(run / "loss.csv", "a") as log:  # an interrupted run logged step 3 after its last saved state
         log.write("3,99.0,1.0\n")
@@ -55,6 +71,22 @@ def test_training_resumes_exports_and_restarts_from_shipped_weights(tmp_path):
     for name in ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json"):
         assert (exported / name).exists()
     fresh = tmp_path / "fresh"
-    train_emoji.main(["--data", str(data), "--run-dir", str(fresh), "--batch-size", "2", "--save-every", "1",
-                      "--threads", "1", "--steps", "4", "--init-from", str(exported)])
+    train_emoji.main(
+        [
+            "--data",
+            str(data),
+            "--run-dir",
+            str(fresh),
+            "--batch-size",
+            "2",
+            "--save-every",
+            "1",
+            "--threads",
+            "1",
+            "--steps",
+            "4",
+            "--init-from",
+            str(exported),
+        ]
+    )
     assert torch.load(fresh / "state.pt", weights_only=False)["step"] == 4

@@ -58,20 +58,26 @@ def test_resuming_gives_the_same_weights_as_training_straight_through(tmp_path):
     unet, scheduler, x = attention_pixel_unet(), scheduler_for("ddpm"), images()
     straight, losses = train_feature_upsamplers(unet, scheduler, x, steps=4, batch_size=2, lr=1e-3, progress=False)
     state = tmp_path / "state.pt"
-    train_feature_upsamplers(unet, scheduler, x, steps=2, batch_size=2, lr=1e-3, state_path=state, save_every=1,
-                             progress=False)
-    resumed, resumed_losses = train_feature_upsamplers(unet, scheduler, x, steps=4, batch_size=2, lr=1e-3,
-                                                       state_path=state, progress=False)
+    train_feature_upsamplers(
+        unet, scheduler, x, steps=2, batch_size=2, lr=1e-3, state_path=state, save_every=1, progress=False
+    )
+    resumed, resumed_losses = train_feature_upsamplers(
+        unet, scheduler, x, steps=4, batch_size=2, lr=1e-3, state_path=state, progress=False
+    )
     assert resumed_losses == losses
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(steps=0), "steps"), (dict(strength=0.0), "strength"),
-    (dict(images=torch.full((2, 3, 16, 16), float("nan"))), "images must be finite"),
-    (dict(class_labels=torch.zeros(4, dtype=torch.long)), "class_labels"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(steps=0), "steps"),
+        (dict(strength=0.0), "strength"),
+        (dict(images=torch.full((2, 3, 16, 16), float("nan"))), "images must be finite"),
+        (dict(class_labels=torch.zeros(4, dtype=torch.long)), "class_labels"),
+    ],
+)
 def test_bad_arguments_fail_before_training(kwargs, match):
     unet, scheduler = attention_pixel_unet(), scheduler_for("ddpm")
     args = {**dict(images=images(), steps=2), **kwargs}
@@ -114,13 +120,27 @@ def test_a_text_conditioned_latent_unet_trains_on_given_pivots_and_prompt_states
     a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     with torch.no_grad():
         plain = unet(a.sqrt() * latents + (1 - a).sqrt() * noise, t, encoder_hidden_states=states).sample
-        zero = upsampler_loss(unet, scheduler, FeatureUpsamplers.for_unet(unet), latents, t, noise,
-                              pivots=pivots, encoder_hidden_states=states)
-    assert zero.item() == pytest.approx(torch.nn.functional.mse_loss(
-        plain, prediction_target(latents, noise, a, scheduler.config.prediction_type)).item(), rel=1e-6)
-    trained, losses = train_feature_upsamplers(unet, scheduler, latents, steps=2, batch_size=2, progress=False,
-                                               pivots=pivots, encoder_hidden_states=states)
+        zero = upsampler_loss(
+            unet,
+            scheduler,
+            FeatureUpsamplers.for_unet(unet),
+            latents,
+            t,
+            noise,
+            pivots=pivots,
+            encoder_hidden_states=states,
+        )
+    assert zero.item() == pytest.approx(
+        torch.nn.functional.mse_loss(
+            plain, prediction_target(latents, noise, a, scheduler.config.prediction_type)
+        ).item(),
+        rel=1e-6,
+    )
+    trained, losses = train_feature_upsamplers(
+        unet, scheduler, latents, steps=2, batch_size=2, progress=False, pivots=pivots, encoder_hidden_states=states
+    )
     assert len(losses) == 2
     with pytest.raises(ValueError, match="pivots"):
-        train_feature_upsamplers(unet, scheduler, latents, steps=1, progress=False, pivots=latents,
-                                 encoder_hidden_states=states)
+        train_feature_upsamplers(
+            unet, scheduler, latents, steps=1, progress=False, pivots=latents, encoder_hidden_states=states
+        )

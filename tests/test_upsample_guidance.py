@@ -66,7 +66,9 @@ def test_guided_eps_equals_hand_computation_with_exact_gaussian_denoiser(factor,
     c = lambda ab: (1 - ab).sqrt() / (ab * S2 + 1 - ab)  # noqa: E731
     eps_high = c(a) * x
     eps_low = c(a_tau) * F.avg_pool2d(x, (fh, fw)) / P.sqrt()
-    guide = F.interpolate(eps_low / math.sqrt(k) - F.avg_pool2d(eps_high, (fh, fw)), scale_factor=(fh, fw), mode="nearest")
+    guide = F.interpolate(
+        eps_low / math.sqrt(k) - F.avg_pool2d(eps_high, (fh, fw)), scale_factor=(fh, fw), mode="nearest"
+    )
     expected = eps_high + w * guide
     got = upsample_guidance(gaussian_eps, x, t, AC, factor=factor, weight=w)
     assert got.shape == shape
@@ -128,7 +130,9 @@ def test_weight_schedules():
     step = UpsampleGuidanceConfig(theta=1.5, eta=0.6).weight(t, 1000)
     assert torch.equal(step, torch.tensor([0.0, 0.0, 1.5, 1.5]))  # θ·H(t − (1−η)T)
     assert torch.equal(UpsampleGuidanceConfig(theta=1.5, eta=0.0).weight(t, 1000), torch.zeros(4))
-    assert torch.equal(UpsampleGuidanceConfig(theta=2.0, eta=0.1, schedule="constant").weight(t, 1000), torch.full((4,), 2.0))
+    assert torch.equal(
+        UpsampleGuidanceConfig(theta=2.0, eta=0.1, schedule="constant").weight(t, 1000), torch.full((4,), 2.0)
+    )
     assert torch.allclose(UpsampleGuidanceConfig(schedule=lambda t: t / 1000).weight(t, 1000), t / 1000)
     # linear: θ at t = T, 0 at and below (1−η)T = 400
     linear = UpsampleGuidanceConfig(theta=1.5, eta=0.6, schedule="linear").weight(t, 1000)
@@ -155,11 +159,21 @@ def test_guided_prediction_skips_lowres_when_weight_is_zero_for_the_step():
     assert len(rec.calls) == 1 and torch.equal(out, gaussian_eps(x, torch.full((2,), 100.0)))
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(factor=1), "factor"), (dict(factor=0), "factor"), (dict(factor=1.5), "factor"), (dict(factor=(2, 2, 2, 2)), "factor"),
-    (dict(theta=-0.1), "theta"), (dict(theta=float("nan")), "theta"), (dict(eta=1.2), "eta"), (dict(eta=-0.1), "eta"),
-    (dict(schedule="cosine"), "schedule"), (dict(prediction_type="x0"), "prediction_type"),
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(factor=1), "factor"),
+        (dict(factor=0), "factor"),
+        (dict(factor=1.5), "factor"),
+        (dict(factor=(2, 2, 2, 2)), "factor"),
+        (dict(theta=-0.1), "theta"),
+        (dict(theta=float("nan")), "theta"),
+        (dict(eta=1.2), "eta"),
+        (dict(eta=-0.1), "eta"),
+        (dict(schedule="cosine"), "schedule"),
+        (dict(prediction_type="x0"), "prediction_type"),
+    ],
+)
 def test_config_rejects_bad_values_naming_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
         UpsampleGuidanceConfig(**kwargs)
@@ -188,7 +202,9 @@ def test_nested_guidance_reduces_to_one_level_and_to_the_model():
     x, t = torch.randn(2, 3, 16, 16), torch.full((2,), 700.0)
     outer = UpsampleGuidanceConfig(factor=2, theta=1.2, eta=1.0)
     one = guided_prediction(gaussian_eps, x, t, AC, outer)
-    assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, [outer, UpsampleGuidanceConfig(theta=0.0, eta=1.0)]), one)
+    assert torch.equal(
+        nested_guided_prediction(gaussian_eps, x, t, AC, [outer, UpsampleGuidanceConfig(theta=0.0, eta=1.0)]), one
+    )
     assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, [outer]), one)
     assert torch.equal(nested_guided_prediction(gaussian_eps, x, t, AC, []), gaussian_eps(x, t))
 

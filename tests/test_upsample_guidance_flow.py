@@ -19,14 +19,14 @@ S2 = 0.5  # variance of the Gaussian data
 def gaussian_velocity(x, t, s2=S2):
     """Exact E[ε − x₀ | x_t] for x₀ ~ N(0, s2·I): (t − (1 − t)s2)·x_t / ((1 − t)²s2 + t²)."""
     t = t.to(x.dtype).view(-1, *[1] * (x.ndim - 1))
-    return (t - (1 - t) * s2) * x / ((1 - t) ** 2 * s2 + t ** 2)
+    return (t - (1 - t) * s2) * x / ((1 - t) ** 2 * s2 + t**2)
 
 
 def block_constant_velocity(x, t, m):
     """Exact E[ε − x₀ | x_t] for block-constant data x₀ = U[z], z ~ N(0, S2·I) at 1/m the size: only D[x_t]
     carries information on z, with E[z | x_t] = (1 − t)S2·D[x_t] / ((1 − t)²S2 + t²/m²)."""
     tt = t.to(x.dtype).view(-1, 1, 1, 1)
-    z_hat = (1 - tt) * S2 * F.avg_pool2d(x, m) / ((1 - tt) ** 2 * S2 + tt ** 2 / m**2)
+    z_hat = (1 - tt) * S2 * F.avg_pool2d(x, m) / ((1 - tt) ** 2 * S2 + tt**2 / m**2)
     x0_hat = F.interpolate(z_hat, scale_factor=m, mode="nearest")
     eps_hat = (x - (1 - tt) * x0_hat) / tt
     return eps_hat - x0_hat
@@ -45,8 +45,14 @@ def test_tau_and_c_have_the_closed_forms_of_the_issue():
 def test_lowres_input_is_a_clean_flow_sample_at_tau(factor, shape):
     """x₀ = U[z] is block-constant, so c·D[x_t] = (1 − τ)·z + τ·(√k·D[ε]) exactly, √k·D[ε] a unit normal."""
     g = torch.Generator().manual_seed(0)
-    low_shape = (*shape[:2], *[n // f for n, f in zip(shape[2:], factor if isinstance(factor, tuple) else (factor,) * 2)])
-    z, eps = torch.randn(low_shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+    low_shape = (
+        *shape[:2],
+        *[n // f for n, f in zip(shape[2:], factor if isinstance(factor, tuple) else (factor,) * 2)],
+    )
+    z, eps = (
+        torch.randn(low_shape, generator=g, dtype=torch.float64),
+        torch.randn(shape, generator=g, dtype=torch.float64),
+    )
     scale = factor if isinstance(factor, tuple) else (factor, factor)
     up = z
     for axis, f in enumerate(scale):
@@ -87,19 +93,36 @@ def test_exact_models_of_consistent_data_need_no_guidance():
     for t in (0.05, 0.4, 0.8):
         tt = torch.full((2,), t, dtype=torch.float32).double()  # the times the models are called with (float32)
         v = block_constant_velocity(x, tt, m)
-        got = flow_upsample_guidance(lambda y, s: block_constant_velocity(y, s.double(), m), x, tt, factor=m, weight=1.7,
-                                     lowres_v_fn=lambda y, s: gaussian_velocity(y, s.double()))
+        got = flow_upsample_guidance(
+            lambda y, s: block_constant_velocity(y, s.double(), m),
+            x,
+            tt,
+            factor=m,
+            weight=1.7,
+            lowres_v_fn=lambda y, s: gaussian_velocity(y, s.double()),
+        )
         assert torch.allclose(got, v, atol=1e-5)
-        assert not torch.allclose(flow_upsample_guidance(  # a model of other data is corrected: the test can fail
-            lambda y, s: gaussian_velocity(y, s.double()), x, tt, factor=m, weight=1.7,
-            lowres_v_fn=lambda y, s: gaussian_velocity(y, s.double())), gaussian_velocity(x, tt), atol=1e-3)
+        assert not torch.allclose(
+            flow_upsample_guidance(  # a model of other data is corrected: the test can fail
+                lambda y, s: gaussian_velocity(y, s.double()),
+                x,
+                tt,
+                factor=m,
+                weight=1.7,
+                lowres_v_fn=lambda y, s: gaussian_velocity(y, s.double()),
+            ),
+            gaussian_velocity(x, tt),
+            atol=1e-3,
+        )
 
 
 def test_at_weight_one_the_clean_estimate_takes_the_trained_size_low_frequencies():
     m, t = 2, torch.tensor([0.3, 0.7], dtype=torch.float64)
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     wrong = lambda y, s: gaussian_velocity(y, s.double(), s2=2.0)  # noqa: E731  (a target-size model of other data)
-    got = flow_upsample_guidance(wrong, x, t, factor=m, weight=1.0, lowres_v_fn=lambda y, s: gaussian_velocity(y, s.double()))
+    got = flow_upsample_guidance(
+        wrong, x, t, factor=m, weight=1.0, lowres_v_fn=lambda y, s: gaussian_velocity(y, s.double())
+    )
     x_low, tau = flow_lowres_input(x, t, m)
     x0_low = x_low - tau.double().view(-1, 1, 1, 1) * gaussian_velocity(x_low, tau.double())
     assert torch.allclose(F.avg_pool2d(x - t.view(-1, 1, 1, 1) * got, m), x0_low, atol=1e-6)
@@ -125,7 +148,7 @@ def test_nested_guidance_at_4x_equals_two_guided_levels_computed_by_hand():
     from hiresdiff.methods.upsample_guidance_flow import nested_flow_upsample_guidance
 
     def v_fn(x, t):
-        return torch.tanh(x) * t.view(-1, 1, 1, 1) + 0.1 * x ** 2 - 0.3
+        return torch.tanh(x) * t.view(-1, 1, 1, 1) + 0.1 * x**2 - 0.3
 
     def down(x):
         return F.avg_pool2d(x, 2)
@@ -147,6 +170,9 @@ def test_nested_guidance_at_4x_equals_two_guided_levels_computed_by_hand():
     inner = guided(v_fn(x1, tau1), v_fn(x2, tau2), x1, tau1, 1.0)
     expected = guided(v_fn(x, t), inner, x, t, 0.5)
 
-    configs = [UpsampleGuidanceConfig(factor=2, theta=0.5, eta=1.0), UpsampleGuidanceConfig(factor=2, theta=1.0, eta=1.0)]
+    configs = [
+        UpsampleGuidanceConfig(factor=2, theta=0.5, eta=1.0),
+        UpsampleGuidanceConfig(factor=2, theta=1.0, eta=1.0),
+    ]
     result = nested_flow_upsample_guidance(lambda xx, tt: v_fn(xx, tt.to(xx.dtype)), x, t.float(), configs)
     assert torch.allclose(result, expected, atol=1e-5)

@@ -37,9 +37,18 @@ def text_encoder(with_projection: bool = False):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(0)
-    config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=TEXT_DIM,
-                            intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                            vocab_size=1000, projection_dim=TEXT_DIM, max_position_embeddings=16)
+    config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=TEXT_DIM,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=1000,
+        projection_dim=TEXT_DIM,
+        max_position_embeddings=16,
+    )
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
@@ -48,9 +57,16 @@ def vae(**overrides):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4,
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         norm_num_groups=2, **overrides)
+    return AutoencoderKL(
+        block_out_channels=(4, 8),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=2,
+        **overrides,
+    )
 
 
 def t5():
@@ -62,8 +78,18 @@ def t5():
     words = ["a red cat", "a blue dog", "a green bird on a tree", "a cat face"]
     t5_tokenizer = build_t5_tokenizer(words, alphabet="".join(chr(i) for i in range(33, 127)), vocab_size=200)
     torch.manual_seed(0)
-    config = T5Config(vocab_size=len(t5_tokenizer), d_model=T5_DIM, d_kv=8, d_ff=37, num_layers=1, num_heads=2,
-                      relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        vocab_size=len(t5_tokenizer),
+        d_model=T5_DIM,
+        d_kv=8,
+        d_ff=37,
+        num_layers=1,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     return T5EncoderModel(config), t5_tokenizer
 
 
@@ -79,13 +105,26 @@ def flux():
 
     text_encoder_2, tokenizer_2 = t5()
     torch.manual_seed(0)
-    transformer = diffusers.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-                                                   attention_head_dim=8, num_attention_heads=2, joint_attention_dim=T5_DIM,
-                                                   pooled_projection_dim=TEXT_DIM, axes_dims_rope=(2, 2, 4))
+    transformer = diffusers.FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=T5_DIM,
+        pooled_projection_dim=TEXT_DIM,
+        axes_dims_rope=(2, 2, 4),
+    )
     pipe = diffusers.FluxPipeline(
         scheduler=flow_scheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=16),
-        vae=vae(shift_factor=0.1), text_encoder=text_encoder(), tokenizer=tokenizer(), text_encoder_2=text_encoder_2,
-        tokenizer_2=tokenizer_2, transformer=transformer)
+        vae=vae(shift_factor=0.1),
+        text_encoder=text_encoder(),
+        tokenizer=tokenizer(),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
     pipe.default_sample_size = FLOW_TRAINED_LATENT
     return pipe
 
@@ -97,16 +136,32 @@ def sd3():
 
     text_encoder_3, tokenizer_3 = t5()
     torch.manual_seed(0)
-    transformer = diffusers.SD3Transformer2DModel(sample_size=FLOW_TRAINED_LATENT, patch_size=2, in_channels=4,
-                                                  num_layers=2, attention_head_dim=8, num_attention_heads=2,
-                                                  joint_attention_dim=T5_DIM, caption_projection_dim=16,
-                                                  pooled_projection_dim=2 * TEXT_DIM, out_channels=4,
-                                                  pos_embed_max_size=16, dual_attention_layers=(0,), qk_norm="rms_norm")
+    transformer = diffusers.SD3Transformer2DModel(
+        sample_size=FLOW_TRAINED_LATENT,
+        patch_size=2,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=T5_DIM,
+        caption_projection_dim=16,
+        pooled_projection_dim=2 * TEXT_DIM,
+        out_channels=4,
+        pos_embed_max_size=16,
+        dual_attention_layers=(0,),
+        qk_norm="rms_norm",
+    )
     return diffusers.StableDiffusion3Pipeline(
-        scheduler=flow_scheduler(shift=3.0), vae=vae(shift_factor=0.1), transformer=transformer,
-        text_encoder=text_encoder(with_projection=True), tokenizer=tokenizer(),
-        text_encoder_2=text_encoder(with_projection=True), tokenizer_2=tokenizer(),
-        text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3)
+        scheduler=flow_scheduler(shift=3.0),
+        vae=vae(shift_factor=0.1),
+        transformer=transformer,
+        text_encoder=text_encoder(with_projection=True),
+        tokenizer=tokenizer(),
+        text_encoder_2=text_encoder(with_projection=True),
+        tokenizer_2=tokenizer(),
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3,
+    )
 
 
 def unet(**overrides):
@@ -114,10 +169,18 @@ def unet(**overrides):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    config = dict(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                  cross_attention_dim=TEXT_DIM, attention_head_dim=2, norm_num_groups=4)
+    config = dict(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
     config.update(overrides)
     return UNet2DConditionModel(**config)
 
@@ -125,8 +188,14 @@ def unet(**overrides):
 def scheduler(**overrides):
     from diffusers import DDIMScheduler
 
-    config = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                  set_alpha_to_one=False, steps_offset=1)
+    config = dict(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     config.update(overrides)
     return DDIMScheduler(**config)
 
@@ -144,62 +213,113 @@ def build(kind: str):
     """A freshly initialised pipeline of ``kind`` (one of ``KINDS``)."""
     import diffusers
 
-    common = dict(vae=vae(), text_encoder=text_encoder(), tokenizer=tokenizer(), safety_checker=None,
-                  feature_extractor=None, requires_safety_checker=False)
+    common = dict(
+        vae=vae(),
+        text_encoder=text_encoder(),
+        tokenizer=tokenizer(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     if kind == "sd15":
         return diffusers.StableDiffusionPipeline(unet=unet(), scheduler=scheduler(), **common)
     if kind == "sd2v":
-        return diffusers.StableDiffusionPipeline(unet=unet(use_linear_projection=True),
-                                                 scheduler=scheduler(prediction_type="v_prediction"), **common)
+        return diffusers.StableDiffusionPipeline(
+            unet=unet(use_linear_projection=True), scheduler=scheduler(prediction_type="v_prediction"), **common
+        )
     if kind == "controlnet":
         torch.manual_seed(1)
         controlnet = diffusers.ControlNetModel(
-            block_out_channels=(8, 16), layers_per_block=1, in_channels=4, cross_attention_dim=TEXT_DIM,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), attention_head_dim=2, norm_num_groups=4,
-            conditioning_embedding_out_channels=(4, 8))
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            in_channels=4,
+            cross_attention_dim=TEXT_DIM,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            attention_head_dim=2,
+            norm_num_groups=4,
+            conditioning_embedding_out_channels=(4, 8),
+        )
         _randomize_zero_weights(controlnet)
-        return diffusers.StableDiffusionControlNetPipeline(unet=unet(), scheduler=scheduler(), controlnet=controlnet,
-                                                           **common)
+        return diffusers.StableDiffusionControlNetPipeline(
+            unet=unet(), scheduler=scheduler(), controlnet=controlnet, **common
+        )
     if kind == "t2i_adapter":
         torch.manual_seed(1)
-        adapter = diffusers.T2IAdapter(in_channels=3, channels=(8, 16), num_res_blocks=1, downscale_factor=2,
-                                       adapter_type="full_adapter")
+        adapter = diffusers.T2IAdapter(
+            in_channels=3, channels=(8, 16), num_res_blocks=1, downscale_factor=2, adapter_type="full_adapter"
+        )
         _randomize_zero_weights(adapter)
-        adapter_unet = unet(down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-        return diffusers.StableDiffusionAdapterPipeline(unet=adapter_unet, scheduler=scheduler(), adapter=adapter,
-                                                        **common)
+        adapter_unet = unet(
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")
+        )
+        return diffusers.StableDiffusionAdapterPipeline(
+            unet=adapter_unet, scheduler=scheduler(), adapter=adapter, **common
+        )
     if kind == "pixel":
         torch.manual_seed(0)
-        pixel_unet = diffusers.UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
-                                           block_out_channels=(8, 16), norm_num_groups=4,
-                                           down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+        pixel_unet = diffusers.UNet2DModel(
+            sample_size=16,
+            in_channels=3,
+            out_channels=3,
+            layers_per_block=1,
+            block_out_channels=(8, 16),
+            norm_num_groups=4,
+            down_block_types=("DownBlock2D",) * 2,
+            up_block_types=("UpBlock2D",) * 2,
+        )
         return diffusers.DDPMPipeline(unet=pixel_unet, scheduler=diffusers.DDPMScheduler())
     if kind == "dit":
         torch.manual_seed(0)
-        transformer = diffusers.DiTTransformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=8,
-                                                      num_layers=1, attention_head_dim=4, num_attention_heads=2,
-                                                      num_embeds_ada_norm=10)
+        transformer = diffusers.DiTTransformer2DModel(
+            sample_size=8,
+            patch_size=2,
+            in_channels=4,
+            out_channels=8,
+            num_layers=1,
+            attention_head_dim=4,
+            num_attention_heads=2,
+            num_embeds_ada_norm=10,
+        )
         return diffusers.DiTPipeline(transformer=transformer, vae=common["vae"], scheduler=scheduler())
     if kind == "flux":
         return flux()
     if kind == "sd3":
         return sd3()
     if kind == "sdxl":
-        sdxl_unet = unet(addition_embed_type="text_time", addition_time_embed_dim=4,
-                         projection_class_embeddings_input_dim=6 * 4 + TEXT_DIM,
-                         cross_attention_dim=2 * TEXT_DIM, use_linear_projection=True)
+        sdxl_unet = unet(
+            addition_embed_type="text_time",
+            addition_time_embed_dim=4,
+            projection_class_embeddings_input_dim=6 * 4 + TEXT_DIM,
+            cross_attention_dim=2 * TEXT_DIM,
+            use_linear_projection=True,
+        )
         return diffusers.StableDiffusionXLPipeline(
-            vae=common["vae"], text_encoder=text_encoder(), text_encoder_2=text_encoder(with_projection=True),
-            tokenizer=tokenizer(), tokenizer_2=tokenizer(), unet=sdxl_unet, scheduler=scheduler())
+            vae=common["vae"],
+            text_encoder=text_encoder(),
+            text_encoder_2=text_encoder(with_projection=True),
+            tokenizer=tokenizer(),
+            tokenizer_2=tokenizer(),
+            unet=sdxl_unet,
+            scheduler=scheduler(),
+        )
     if kind == "animatediff":
         torch.manual_seed(0)
-        adapter = diffusers.MotionAdapter(block_out_channels=(8, 16), motion_layers_per_block=1,
-                                          motion_num_attention_heads=2, motion_norm_num_groups=4,
-                                          motion_max_seq_length=16, use_motion_mid_block=False)
-        return diffusers.AnimateDiffPipeline(vae=common["vae"], text_encoder=common["text_encoder"],
-                                             tokenizer=common["tokenizer"], unet=unet(), motion_adapter=adapter,
-                                             scheduler=scheduler(beta_schedule="linear"))
+        adapter = diffusers.MotionAdapter(
+            block_out_channels=(8, 16),
+            motion_layers_per_block=1,
+            motion_num_attention_heads=2,
+            motion_norm_num_groups=4,
+            motion_max_seq_length=16,
+            use_motion_mid_block=False,
+        )
+        return diffusers.AnimateDiffPipeline(
+            vae=common["vae"],
+            text_encoder=common["text_encoder"],
+            tokenizer=common["tokenizer"],
+            unet=unet(),
+            motion_adapter=adapter,
+            scheduler=scheduler(beta_schedule="linear"),
+        )
     raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
 
 
@@ -223,10 +343,15 @@ def ip_adapter_state_dict(unet) -> dict:
         cross_attention[f"{key_id}.to_k_ip.weight"] = weights["to_k_ip.0.weight"]
         cross_attention[f"{key_id}.to_v_ip.weight"] = weights["to_v_ip.0.weight"]
         key_id += 2
-    projection = ImageProjection(cross_attention_dim=text_dim, image_embed_dim=TEXT_DIM,
-                                 num_image_text_embeds=4).state_dict()
-    image_proj = {"proj.weight": projection["image_embeds.weight"], "proj.bias": projection["image_embeds.bias"],
-                  "norm.weight": projection["norm.weight"], "norm.bias": projection["norm.bias"]}
+    projection = ImageProjection(
+        cross_attention_dim=text_dim, image_embed_dim=TEXT_DIM, num_image_text_embeds=4
+    ).state_dict()
+    image_proj = {
+        "proj.weight": projection["image_embeds.weight"],
+        "proj.bias": projection["image_embeds.bias"],
+        "norm.weight": projection["norm.weight"],
+        "norm.bias": projection["norm.bias"],
+    }
     return {"image_proj": image_proj, "ip_adapter": cross_attention}
 
 

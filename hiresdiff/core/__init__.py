@@ -1,1 +1,1 @@
-"""Pure tensor math of hiresdiff: no diffusers import here (DESIGN.md §4)."""
+"""Pure tensor math of hiresdiff: no diffusers import here (docs/architecture.md, "Layers")."""

@@ -1,4 +1,4 @@
-"""Resolution-consistent initial noise (DESIGN.md §2).
+"""Resolution-consistent initial noise (docs/architecture.md, "Consistent noise and Upsample Guidance").
 
 From one high-resolution Gaussian draw ``n``, ``√k·D[n]`` is standard normal on the low grid
 (``D`` averages k independent unit-variance samples, so its variance is 1/k). Naive, guided and
@@ -8,7 +8,8 @@ trained-size runs can therefore start from the same noise.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
@@ -20,7 +21,9 @@ def lowres_noise(noise: torch.Tensor, factor: Factor) -> torch.Tensor:
     return math.sqrt(factor_product(factor, noise.ndim)) * downsample(noise, factor)
 
 
-def consistent_noise(generator: torch.Generator, shape: Sequence[int], noise_size: Optional[Sequence[int]] = None) -> torch.Tensor:
+def consistent_noise(
+    generator: torch.Generator, shape: Sequence[int], noise_size: Optional[Sequence[int]] = None
+) -> torch.Tensor:
     """The next standard normal draw of ``generator`` (on its device) made at ``noise_size`` and reduced to
     ``shape`` (B, C, H, W); without ``noise_size`` a plain draw of ``shape``."""
     *lead, height, width = shape

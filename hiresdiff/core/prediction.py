@@ -40,7 +40,9 @@ def from_epsilon(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, 
     return (x_t - s * eps) / a
 
 
-def prediction_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+def prediction_target(
+    x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
     """What a model of ``prediction_type`` should output for x_t = √ᾱ x₀ + √(1−ᾱ) ε: ε, v = √ᾱ ε − √(1−ᾱ) x₀,
     or x₀ (the training target, written from x₀ and ε rather than from x_t)."""
     check_prediction_type(prediction_type)

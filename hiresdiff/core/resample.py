@@ -1,4 +1,5 @@
-"""Resolution operators of Upsample Guidance (paper §4.1, DESIGN.md §2).
+"""Resolution operators of Upsample Guidance
+(paper §4.1, docs/architecture.md, "Consistent noise and Upsample Guidance").
 
 ``D`` (:func:`downsample`) averages non-overlapping blocks, ``U`` (:func:`upsample_nearest`)
 repeats every sample over its block. Both act on the axes after (batch, channel): (H, W) for
@@ -9,7 +10,8 @@ images (B, C, H, W) and (F, H, W) for videos (B, C, F, H, W), with one integer f
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 

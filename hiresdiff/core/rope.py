@@ -33,8 +33,15 @@ def rope_frequencies(dim: int, theta: float = 10_000.0) -> torch.Tensor:
     return theta ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
 
 
-def scaled_rope_frequencies(dim: int, scale: float, method: str, theta: float = 10_000.0,
-                            trained_length: float | None = None, alpha: float = 1.0, beta: float = 32.0) -> torch.Tensor:
+def scaled_rope_frequencies(
+    dim: int,
+    scale: float,
+    method: str,
+    theta: float = 10_000.0,
+    trained_length: float | None = None,
+    alpha: float = 1.0,
+    beta: float = 32.0,
+) -> torch.Tensor:
     """The frequencies of one axis at ``scale`` × its trained length with ``method`` (one of :data:`ROPE_SCALINGS`);
     YaRN needs ``trained_length`` (positions along the axis at the trained size)."""
     if method not in ROPE_SCALINGS:

@@ -1,4 +1,5 @@
-"""Noise-schedule math of Upsample Guidance (paper §4.1, eq. 3; DESIGN.md §2).
+"""Noise-schedule math of Upsample Guidance
+(paper §4.1, eq. 3; docs/architecture.md, "Consistent noise and Upsample Guidance").
 
 A VP schedule is given as diffusers' discrete ``alphas_cumprod`` (ᾱ_t for t = 0 … T-1).
 Real-valued times are read off it by linear interpolation in log-SNR, λ(t) = log(ᾱ_t / (1 - ᾱ_t)).

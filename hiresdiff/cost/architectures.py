@@ -2,10 +2,11 @@
 
 The weights are random: nothing built here produces a meaningful image. Weights do not change FLOPs
 or memory, so these models measure the time and memory a method costs at real scale exactly
-(DESIGN.md §8); the pixel emoji model measures quality.
+(docs/architecture.md, "Counting cost without weights"); the pixel emoji model measures quality.
 
 The component configs are the published ``config.json`` files, kept verbatim in ``configs/`` (FLUX.1-dev's as
-their published keys and values; sources in ``configs/README.md``). :func:`build_pipeline` assembles whole pipelines from them with tiny stand-in
+their published keys and values; sources in ``configs/README.md``).
+:func:`build_pipeline` assembles whole pipelines from them with tiny stand-in
 text encoders: one CLIP layer whose hidden sizes match the UNet's ``cross_attention_dim`` (and, for
 SDXL, a pooled projection that makes the added embedding ``projection_class_embeddings_input_dim``
 wide). The text encoder runs once per prompt and its cost does not depend on the output size, so it
@@ -30,7 +31,7 @@ from __future__ import annotations
 import inspect
 import json
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import diffusers
@@ -77,8 +78,11 @@ DERIVED = {
 ARCHS = {
     "sd15": {"unet": "sd15_unet", "vae": "sd15_vae"},
     "sdxl": {"unet": "sdxl_unet", "vae": "sdxl_vae"},
-    "animatediff": {"unet": "animatediff_unet", "vae": "sd15_vae",
-                    "motion_adapter": "animatediff_motion_adapter_v1_5_2"},
+    "animatediff": {
+        "unet": "animatediff_unet",
+        "vae": "sd15_vae",
+        "motion_adapter": "animatediff_motion_adapter_v1_5_2",
+    },
     "flux1-dev": {"transformer": "flux1_dev_transformer", "vae": "flux1_dev_vae"},
 }
 
@@ -86,8 +90,11 @@ ARCHS = {
 #: in the code (MotionAdapter: GEGLU feed-forward, no attention bias, self-attention only), so
 #: dropping them changes nothing. Any other unknown key is an error.
 _RETIRED_KEYS = {
-    "MotionAdapter": {"motion_activation_fn": "geglu", "motion_attention_bias": False,
-                      "motion_cross_attention_dim": None},
+    "MotionAdapter": {
+        "motion_activation_fn": "geglu",
+        "motion_attention_bias": False,
+        "motion_cross_attention_dim": None,
+    },
 }
 
 # Tiny stand-in text encoders.
@@ -113,12 +120,13 @@ def load_config(name: str) -> dict:
     return json.loads((CONFIG_DIR / f"{name}.json").read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _motion_unet_config() -> str:
     """The UNetMotionModel config that AnimateDiffPipeline derives from the SD 1.5 UNet and the adapter (as JSON)."""
     with torch.device("meta"):
-        unet = UNetMotionModel.from_unet2d(build("sd15_unet"), build("animatediff_motion_adapter_v1_5_2"),
-                                           load_weights=False)
+        unet = UNetMotionModel.from_unet2d(
+            build("sd15_unet"), build("animatediff_motion_adapter_v1_5_2"), load_weights=False
+        )
     return unet.to_json_string()
 
 
@@ -173,7 +181,7 @@ def _seeded(device, seed: int):
         yield
 
 
-@lru_cache(maxsize=None)
+@cache
 def parameter_count(name: str) -> int:
     """The number of parameters of ``name``, counted on the meta device (no memory, well under a second)."""
     return sum(p.numel() for p in build(name, device="meta").parameters())
@@ -188,14 +196,22 @@ def tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=TOKENS)
 
 
-def text_encoder(hidden_size: int, projection_dim: int | None = None, device="cpu", dtype=torch.float32,
-                 seed: int = 0):
+def text_encoder(hidden_size: int, projection_dim: int | None = None, device="cpu", dtype=torch.float32, seed: int = 0):
     """A 1-layer CLIP text model of width ``hidden_size``; with a text projection of ``projection_dim`` if given."""
     vocab_size = len(tokenizer().get_vocab())
-    config = CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=TEXT_INTERMEDIATE,
-                            num_hidden_layers=TEXT_LAYERS, num_attention_heads=hidden_size // 64,
-                            max_position_embeddings=TOKENS, projection_dim=projection_dim or hidden_size,
-                            bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_act="quick_gelu")
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=TEXT_INTERMEDIATE,
+        num_hidden_layers=TEXT_LAYERS,
+        num_attention_heads=hidden_size // 64,
+        max_position_embeddings=TOKENS,
+        projection_dim=projection_dim or hidden_size,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_act="quick_gelu",
+    )
     cls = CLIPTextModel if projection_dim is None else CLIPTextModelWithProjection
     with _seeded(device, seed):
         model = cls(config)
@@ -206,8 +222,18 @@ def t5_encoder(hidden_size: int, device="cpu", dtype=torch.float32, seed: int = 
     """A 1-layer T5 encoder of width ``hidden_size`` (one 64-wide head, feed-forward 256) and its tokenizer, which
     spells printable ASCII: FLUX's stand-in for T5-XXL, whose output width the transformer's joint attention takes."""
     t5_tokenizer = build_t5_tokenizer([PROMPT], alphabet="".join(chr(i) for i in range(33, 127)), vocab_size=128)
-    config = T5Config(vocab_size=len(t5_tokenizer), d_model=hidden_size, d_kv=64, d_ff=TEXT_INTERMEDIATE, num_layers=TEXT_LAYERS,
-                      num_heads=1, feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        vocab_size=len(t5_tokenizer),
+        d_model=hidden_size,
+        d_kv=64,
+        d_ff=TEXT_INTERMEDIATE,
+        num_layers=TEXT_LAYERS,
+        num_heads=1,
+        feed_forward_proj="gated-gelu",
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     with _seeded(device, seed):
         model = T5EncoderModel(config)
     return model.to(dtype=dtype).eval().requires_grad_(False), t5_tokenizer
@@ -225,17 +251,26 @@ def text_encoders(arch: str, device="cpu", dtype=torch.float32) -> dict:
     if arch == "flux1-dev":
         transformer = load_config(ARCHS[arch]["transformer"])
         t5, t5_tokenizer = t5_encoder(transformer["joint_attention_dim"], device=device, dtype=dtype, seed=1)
-        return {"text_encoder": text_encoder(transformer["pooled_projection_dim"], device=device, dtype=dtype),
-                "tokenizer": tokenizer(), "text_encoder_2": t5, "tokenizer_2": t5_tokenizer}
+        return {
+            "text_encoder": text_encoder(transformer["pooled_projection_dim"], device=device, dtype=dtype),
+            "tokenizer": tokenizer(),
+            "text_encoder_2": t5,
+            "tokenizer_2": t5_tokenizer,
+        }
     unet = load_config(ARCHS[arch]["unet"])
     if arch == "sdxl":
         pooled = unet["projection_class_embeddings_input_dim"] - 6 * unet["addition_time_embed_dim"]
         second = unet["cross_attention_dim"] - 768
-        return {"text_encoder": text_encoder(768, device=device, dtype=dtype), "tokenizer": tokenizer(),
-                "text_encoder_2": text_encoder(second, projection_dim=pooled, device=device, dtype=dtype, seed=1),
-                "tokenizer_2": tokenizer()}
-    return {"text_encoder": text_encoder(unet["cross_attention_dim"], device=device, dtype=dtype),
-            "tokenizer": tokenizer()}
+        return {
+            "text_encoder": text_encoder(768, device=device, dtype=dtype),
+            "tokenizer": tokenizer(),
+            "text_encoder_2": text_encoder(second, projection_dim=pooled, device=device, dtype=dtype, seed=1),
+            "tokenizer_2": tokenizer(),
+        }
+    return {
+        "text_encoder": text_encoder(unet["cross_attention_dim"], device=device, dtype=dtype),
+        "tokenizer": tokenizer(),
+    }
 
 
 def scheduler(arch: str):
@@ -248,8 +283,13 @@ def scheduler(arch: str):
     if arch == "sdxl":
         return EulerDiscreteScheduler.from_config(load_config("sdxl_scheduler"))
     if arch == "animatediff":
-        return DDIMScheduler.from_config(load_config("sd15_scheduler"), beta_schedule="linear", clip_sample=False,
-                                         timestep_spacing="linspace", steps_offset=1)
+        return DDIMScheduler.from_config(
+            load_config("sd15_scheduler"),
+            beta_schedule="linear",
+            clip_sample=False,
+            timestep_spacing="linspace",
+            steps_offset=1,
+        )
     return DDIMScheduler.from_config(load_config("sd15_scheduler"))
 
 
@@ -265,8 +305,9 @@ def build_pipeline(arch: str, device: str | torch.device = "cpu", dtype: torch.d
     parts.update(text_encoders(arch, device=device, dtype=dtype))
     parts["scheduler"] = scheduler(arch)
     if arch == "sd15":
-        pipe = diffusers.StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
-                                                 requires_safety_checker=False)
+        pipe = diffusers.StableDiffusionPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
     elif arch == "sdxl":
         pipe = diffusers.StableDiffusionXLPipeline(**parts, add_watermarker=False)
     elif arch == "flux1-dev":

@@ -92,7 +92,7 @@ class Counter:
         self._flops_at_split, self._overall_peak = 0, 0
         self.total = Count()
 
-    def __enter__(self) -> "Counter":
+    def __enter__(self) -> Counter:
         self._flops.__enter__()
         self._memory.__enter__()
         return self

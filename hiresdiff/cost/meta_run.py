@@ -46,9 +46,11 @@ def _zeros(output):
 
 def on_meta(function):
     """``function`` with tensor arguments moved to ``meta`` and ``meta`` results returned as CPU zeros."""
+
     def run(*args, **kwargs):
         args, kwargs = tree_map(to_meta, (args, kwargs))
         return _zeros(function(*args, **kwargs))
+
     return run
 
 
@@ -120,7 +122,11 @@ def meta_twin(pipe):
     for name, part in pipe.components.items():
         if isinstance(part, torch.nn.Module):
             with torch.device("meta"):
-                twin = type(part).from_config(part.config) if hasattr(type(part), "from_config") else type(part)(part.config)
+                twin = (
+                    type(part).from_config(part.config)
+                    if hasattr(type(part), "from_config")
+                    else type(part)(part.config)
+                )
             part = torch.nn.Module.to(twin, dtype=part.dtype).eval().requires_grad_(False)
         parts[name] = part
     if "requires_safety_checker" in inspect.signature(type(pipe).__init__).parameters:

@@ -1,6 +1,7 @@
 """Predicted FLOPs and peak memory of a run at real scale, without weights or a GPU (``hiresdiff plan``).
 
-The real architecture (:mod:`hiresdiff.cost.architectures`: the published SD 1.5 / SDXL / FLUX.1-dev configs) is built on
+The real architecture (:mod:`hiresdiff.cost.architectures`: the published SD 1.5 / SDXL / FLUX.1-dev configs)
+is built on
 the ``meta`` device and :func:`hiresdiff.generate` runs the recipe through it (:mod:`hiresdiff.cost.meta_run`),
 every stage, step, hook and VAE call as a real run makes them, under :class:`hiresdiff.cost.counting.Counter`.
 That gives, per stage, the FLOPs and the most bytes of activations held at once; the prediction of a device's
@@ -33,7 +34,11 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 #: Published parameter counts of the text encoders the architectures' tiny stand-ins replace: CLIP ViT-L/14's
 #: text tower (SD 1.5, SDXL's first) and OpenCLIP ViT-bigG/14's with its projection (SDXL's second).
 #: FLUX.1-dev: CLIP ViT-L/14's text tower and the T5 v1.1 XXL encoder (24 layers of width 4096, 32128-token vocabulary).
-TEXT_ENCODER_PARAMETERS = {"sd15": 123_060_480, "sdxl": 123_060_480 + 694_659_840, "flux1-dev": 123_060_480 + 4_762_310_656}
+TEXT_ENCODER_PARAMETERS = {
+    "sd15": 123_060_480,
+    "sdxl": 123_060_480 + 694_659_840,
+    "flux1-dev": 123_060_480 + 4_762_310_656,
+}
 PLAN_ARCHS = tuple(TEXT_ENCODER_PARAMETERS)
 
 
@@ -94,8 +99,16 @@ def count_run(pipe, recipe, height: int, width: int, steps: int, prompt=None, **
     (:func:`~hiresdiff.cost.meta_run.meta_twin`, :func:`~hiresdiff.cost.architectures.build_pipeline`)."""
     parts = []
     with torch.inference_mode(), models_on_meta(pipe), Counter() as counter:
-        generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps,
-                 on_stage=lambda stage, latents: parts.append(counter.split()), **generate_kwargs)
+        generate(
+            pipe,
+            prompt,
+            height=height,
+            width=width,
+            recipe=recipe,
+            steps=steps,
+            on_stage=lambda stage, latents: parts.append(counter.split()),
+            **generate_kwargs,
+        )
         parts.append(counter.split())
     return parts
 
@@ -115,7 +128,9 @@ def predicted_working_bytes(pipe, recipe, height: int, width: int, **call) -> in
     """Working memory :func:`hiresdiff.generate` will need for ``recipe`` on ``pipe`` at ``height`` × ``width``,
     counted on a meta twin with 2 steps: the peak is one step's (the first of a stage, where every early part is
     on), so fewer steps give the same peak. ``call``: the call's plain arguments (prompt, guidance, frames)."""
-    return max(part.peak_bytes for part in count_run(meta_twin(pipe), recipe, height, width, 2, output_type="pt", **call))
+    return max(
+        part.peak_bytes for part in count_run(meta_twin(pipe), recipe, height, width, 2, output_type="pt", **call)
+    )
 
 
 def fit_warning(pipe, recipe, height: int, width: int, free_bytes: int, **call) -> Optional[str]:
@@ -123,9 +138,12 @@ def fit_warning(pipe, recipe, height: int, width: int, free_bytes: int, **call) 
     need = predicted_working_bytes(pipe, recipe, height, width, **call) * (1 + ALLOCATOR_TOLERANCE)
     if need <= free_bytes:
         return None
-    return (f"this run needs about {need / GIB:.1f} GiB of working memory (predicted, with a {100 * ALLOCATOR_TOLERANCE:.0f}% "
-            f"margin) and the device has {free_bytes / GIB:.1f} GiB free: it will likely run out of memory. Tile the VAE "
-            "(vae_tiling=True), choose a smaller size, or the fast recipe; `hiresdiff plan` shows the cost per stage")
+    return (
+        f"this run needs about {need / GIB:.1f} GiB of working memory "
+        f"(predicted, with a {100 * ALLOCATOR_TOLERANCE:.0f}% "
+        f"margin) and the device has {free_bytes / GIB:.1f} GiB free: it will likely run out of memory. Tile the VAE "
+        "(vae_tiling=True), choose a smaller size, or the fast recipe; `hiresdiff plan` shows the cost per stage"
+    )
 
 
 def free_device_memory(denoiser) -> Optional[int]:
@@ -141,17 +159,30 @@ def memory_warning(pipe, recipe, height: int, width: int, **call) -> Optional[st
     free = free_device_memory(find_denoiser(pipe)[0])
     if free is None:
         return None
-    plain = {name: value for name, value in call.items()  # what a meta twin's run needs of the call
-             if name != "output_type" and isinstance(value, (str, int, float, bool, type(None)))}
+    plain = {
+        name: value
+        for name, value in call.items()  # what a meta twin's run needs of the call
+        if name != "output_type" and isinstance(value, (str, int, float, bool, type(None)))
+    }
     return fit_warning(pipe, as_recipe(recipe) if recipe is not None else None, height, width, free, **plain)
 
 
-def plan(arch: str, height: int, width: Optional[int] = None, method: str = "freescale", steps: int = 30,
-         dtype: str = "fp16", pipe=None, progress: bool = False, direct_flops: Optional[int] = None,
-         **generate_kwargs) -> Plan:
+def plan(
+    arch: str,
+    height: int,
+    width: Optional[int] = None,
+    method: str = "freescale",
+    steps: int = 30,
+    dtype: str = "fp16",
+    pipe=None,
+    progress: bool = False,
+    direct_flops: Optional[int] = None,
+    **generate_kwargs,
+) -> Plan:
     """The :class:`Plan` of ``method`` (a preset name or a :class:`~hiresdiff.recipe.Recipe`) for ``arch`` at
     ``height`` × ``width`` pixels with ``steps`` steps; ``generate_kwargs`` go to :func:`hiresdiff.generate`
-    (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline (a meta twin, :func:`~hiresdiff.cost.meta_run.as_meta_twin`), to reuse; ``progress``: show its steps;
+    (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline (a meta twin,
+    :func:`~hiresdiff.cost.meta_run.as_meta_twin`), to reuse; ``progress``: show its steps;
     ``direct_flops``: direct sampling's FLOPs at this size and steps when already counted (a naive plan's ``flops``)."""
     width = height if width is None else width
     if dtype not in DTYPES:

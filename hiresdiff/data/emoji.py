@@ -47,7 +47,9 @@ class EmojiEntry:
 def read_emoji_list(path: Path = EMOJI_TEST_PATH) -> list[EmojiEntry]:
     """The fully-qualified emoji of ``emoji-test.txt`` with their name and Unicode group."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: install the Debian package 'unicode-data' (apt-get install -y unicode-data)")
+        raise FileNotFoundError(
+            f"{path} not found: install the Debian package 'unicode-data' (apt-get install -y unicode-data)"
+        )
     entries, group = [], ""
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("# group:"):
@@ -80,7 +82,8 @@ def render_emoji(text: str, font) -> np.ndarray:
 def load_font():
     if not FONT_PATH.exists():
         raise FileNotFoundError(
-            f"{FONT_PATH} not found: install the Debian package 'fonts-noto-color-emoji' (apt-get install -y fonts-noto-color-emoji)"
+            f"{FONT_PATH} not found: install the Debian package 'fonts-noto-color-emoji' "
+            "(apt-get install -y fonts-noto-color-emoji)"
         )
     return ImageFont.truetype(str(FONT_PATH), FONT_SIZE)
 
@@ -113,8 +116,14 @@ def split_by_base_name(entries: list[EmojiEntry], num_test: int, seed: int) -> n
     return is_test
 
 
-def build(data_dir: Path | None = None, num_test: int = 480, seed: int = 0, limit: int | None = None,
-          force: bool = False, progress: bool = True) -> Path:
+def build(
+    data_dir: Path | None = None,
+    num_test: int = 480,
+    seed: int = 0,
+    limit: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
     """Render, deduplicate, split and cache the data set; returns the cache file path."""
     data_dir = Path(data_dir or default_data_dir())
     out = data_dir / CACHE_NAME if limit is None else data_dir / f"emoji-v1-first{limit}.npz"

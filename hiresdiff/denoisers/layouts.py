@@ -22,7 +22,8 @@ differs, and what each :class:`TransformerLayout` answers:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +35,13 @@ def calculate_shift(image_seq_len: int, config: Mapping[str, Any], max_shift_def
     """FLUX's μ by the pipelines' own ``calculate_shift``: linear in the token count between (base_image_seq_len,
     base_shift) and (max_image_seq_len, max_shift), extrapolated beyond, with the pipelines' defaults where the
     scheduler config lacks a value (256, 4096, 0.5, and ``max_shift_default``: FLUX 1.15, SD3 1.16)."""
-    return pipeline_shift(image_seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                          config.get("base_shift", 0.5), config.get("max_shift", max_shift_default))
+    return pipeline_shift(
+        image_seq_len,
+        config.get("base_image_seq_len", 256),
+        config.get("max_image_seq_len", 4096),
+        config.get("base_shift", 0.5),
+        config.get("max_shift", max_shift_default),
+    )
 
 
 class FluxLayout:
@@ -53,8 +59,10 @@ class FluxLayout:
 
     def trained_size(self, transformer, pipe=None) -> tuple[int, int]:
         if pipe is None or not getattr(pipe, "default_sample_size", None):
-            raise ValueError("a FLUX transformer's trained size is its pipeline's default_sample_size: pass the pipeline, "
-                             "or trained_size=")
+            raise ValueError(
+                "a FLUX transformer's trained size is its pipeline's default_sample_size: pass the pipeline, "
+                "or trained_size="
+            )
         return (pipe.default_sample_size, pipe.default_sample_size)
 
     def to_grid(self, latents: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -80,7 +88,9 @@ class FluxLayout:
     def with_input(self, arguments: Mapping[str, Any], z: torch.Tensor) -> dict[str, Any]:
         """``arguments`` for the grid ``z`` (B, C, h, w): its tokens and their position ids."""
         ids = arguments["img_ids"]
-        img_ids = FluxPipeline._prepare_latent_image_ids(None, z.shape[-2] // 2, z.shape[-1] // 2, ids.device, ids.dtype)
+        img_ids = FluxPipeline._prepare_latent_image_ids(
+            None, z.shape[-2] // 2, z.shape[-1] // 2, ids.device, ids.dtype
+        )
         return {**arguments, "hidden_states": self.from_grid(z), "img_ids": img_ids}
 
     def timestep_arguments(self, scheduler, steps: int, tokens: int) -> dict[str, Any]:

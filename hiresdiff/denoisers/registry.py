@@ -1,6 +1,6 @@
 """The denoisers the sampling core supports and the little that differs between them.
 
-One small per-architecture registry (DESIGN.md §4): the output class a denoiser returns with
+One small per-architecture registry (docs/architecture.md, "Layers"): the output class a denoiser returns with
 ``return_dict=True``, whether it is a video UNet, whose ``sample`` is (B, C, F, H, W) and whose
 ControlNet residuals arrive with frames folded into the batch, (B·F, C, h, w), and for the flow-matching
 transformers (FLUX.1, SD3/3.5) their :mod:`~hiresdiff.denoisers.layouts` layout (packed tokens,
@@ -11,8 +11,9 @@ time unit, trained size, the pipeline's timestep grid). Pipelines are recognised
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 from diffusers import FluxTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel, UNet2DModel, UNetMotionModel
@@ -23,9 +24,11 @@ from diffusers.models.unets.unet_motion_model import UNetMotionOutput
 
 from hiresdiff.denoisers.layouts import FluxLayout, SD3Layout
 
-SUPPORTED = ("pipelines whose denoiser is a UNet: SD 1.x/2.x and SDXL (UNet2DConditionModel), "
-             "AnimateDiff (UNetMotionModel) and pixel-space UNet2DModel, or a flow-matching transformer: "
-             "FLUX.1 (FluxTransformer2DModel) and SD3/3.5 (SD3Transformer2DModel)")
+SUPPORTED = (
+    "pipelines whose denoiser is a UNet: SD 1.x/2.x and SDXL (UNet2DConditionModel), "
+    "AnimateDiff (UNetMotionModel) and pixel-space UNet2DModel, or a flow-matching transformer: "
+    "FLUX.1 (FluxTransformer2DModel) and SD3/3.5 (SD3Transformer2DModel)"
+)
 
 
 @dataclass(frozen=True)
@@ -124,5 +127,7 @@ def check_model_index(model_index: Mapping[str, Any]) -> None:
     entry = model_index.get(name)
     class_name = entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else None
     if class_name not in {cls.__name__ for cls in families()}:
-        raise _unsupported(model_index.get("_class_name", "this pipeline"),
-                           f"{name} {class_name}" if class_name else "neither a unet nor a transformer")
+        raise _unsupported(
+            model_index.get("_class_name", "this pipeline"),
+            f"{name} {class_name}" if class_name else "neither a unet nor a transformer",
+        )

@@ -63,14 +63,17 @@ class Method:
 def ug_method(name: str, scale: int, theta: float = 1.0, nested: bool = False, eta: float = 1.0, **ug) -> Method:
     """UG toward the trained size, one level of factor ``scale`` unless ``nested`` (×2 levels); η = 1 (every
     step, the pixel model's setting) unless given."""
-    return Method(name, scale, Recipe(ug=UpsampleGuidanceConfig(theta=theta, eta=eta, **ug), nested_ug=nested),
-                  theta=theta)
+    return Method(
+        name, scale, Recipe(ug=UpsampleGuidanceConfig(theta=theta, eta=eta, **ug), nested_ug=nested), theta=theta
+    )
 
 
 def baselines(scale: int) -> list[Method]:
-    return [Method(f"naive {scale}x", scale, Recipe.naive(), theta=0.0),
-            Method(f"bicubic 1x->{scale}x", scale, resize="bicubic"),
-            Method(f"nearest 1x->{scale}x", scale, resize="nearest")]
+    return [
+        Method(f"naive {scale}x", scale, Recipe.naive(), theta=0.0),
+        Method(f"bicubic 1x->{scale}x", scale, resize="bicubic"),
+        Method(f"nearest 1x->{scale}x", scale, resize="nearest"),
+    ]
 
 
 def methods_for(scale: int, thetas, etas, ablations: bool = True, linear_thetas=(1.0,)) -> list[Method]:
@@ -86,9 +89,11 @@ def methods_for(scale: int, thetas, etas, ablations: bool = True, linear_thetas=
     if scale > 2 and is_power_of_two(scale):
         out += [ug_method("UG θ=1 ×2 nested", scale, 1.0, nested=True)]
     if ablations:
-        out += [ug_method("UG θ=1 without τ", scale, adjust_time=False),
-                ug_method("UG θ=1 without 1/√P", scale, adjust_power=False),
-                ug_method("UG θ=1 without both", scale, adjust_time=False, adjust_power=False)]
+        out += [
+            ug_method("UG θ=1 without τ", scale, adjust_time=False),
+            ug_method("UG θ=1 without 1/√P", scale, adjust_power=False),
+            ug_method("UG θ=1 without both", scale, adjust_time=False, adjust_power=False),
+        ]
     return out
 
 
@@ -101,14 +106,18 @@ def cascade_methods_for(scale: int, strengths=(0.5, 0.7, 0.9), upsamplers=None, 
     out += [Method(f"Self-Cascade s={s:g}", scale, Recipe.self_cascade(strength=s)) for s in strengths]
     if upsamplers:
         out += [Method("Self-Cascade tuned", scale, Recipe.self_cascade(upsamplers=upsamplers))]
-    out += [Method("FreeScale", scale, Recipe.freescale()),
-            Method("FreeScale without dilation", scale, Recipe.freescale(dilation=False)),
-            Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
-            Method("FreeScale without detail control", scale, Recipe.freescale(detail_alpha=None)),
-            Method("FreeScale latent φ", scale, Recipe.freescale(space="latent"))]
+    out += [
+        Method("FreeScale", scale, Recipe.freescale()),
+        Method("FreeScale without dilation", scale, Recipe.freescale(dilation=False)),
+        Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
+        Method("FreeScale without detail control", scale, Recipe.freescale(detail_alpha=None)),
+        Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
+    ]
     out += [Method(f"FreeScale α={a:g}", scale, Recipe.freescale(detail_alpha=a)) for a in alphas if a != 2.0]
-    out += [Method("FreeScale+UG", scale, Recipe.freescale(ug=ug)),
-            Method("Self-Cascade+UG", scale, Recipe.self_cascade() + Recipe(ug=ug))]
+    out += [
+        Method("FreeScale+UG", scale, Recipe.freescale(ug=ug)),
+        Method("Self-Cascade+UG", scale, Recipe.self_cascade() + Recipe(ug=ug)),
+    ]
     return out
 
 
@@ -116,28 +125,36 @@ def pipeline_rows(scale: int) -> list[Method]:
     """The rows both pipeline suites share: FreeScale without fusion / detail control, the compositions with UG
     (η 0.6), and CFG 1 for naive and FreeScale."""
     ug = UpsampleGuidanceConfig(eta=0.6)
-    return [Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
-            Method("FreeScale without detail control", scale, Recipe.freescale(detail_alpha=None)),
-            Method("FreeScale+UG", scale, Recipe.freescale(ug=ug)),
-            Method("Self-Cascade+UG", scale, Recipe.self_cascade() + Recipe(ug=ug)),
-            Method(f"naive {scale}x CFG 1", scale, Recipe.naive(), call=(("guidance_scale", 1.0),)),
-            Method("FreeScale CFG 1", scale, Recipe.freescale(), call=(("guidance_scale", 1.0),))]
+    return [
+        Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
+        Method("FreeScale without detail control", scale, Recipe.freescale(detail_alpha=None)),
+        Method("FreeScale+UG", scale, Recipe.freescale(ug=ug)),
+        Method("Self-Cascade+UG", scale, Recipe.self_cascade() + Recipe(ug=ug)),
+        Method(f"naive {scale}x CFG 1", scale, Recipe.naive(), call=(("guidance_scale", 1.0),)),
+        Method("FreeScale CFG 1", scale, Recipe.freescale(), call=(("guidance_scale", 1.0),)),
+    ]
 
 
 def latent_methods_for(scale: int, upsamplers=None, etas=(1.0, 0.6, 0.3)) -> list[Method]:
     """The latent-pipeline set at one scale: the baselines, UG at each η (the latent question: (θ, η) ≈ (1, 0.6)),
     Self-Cascade tuning-free and tuned, FreeScale with RGB vs latent φ and its other ablations, the compositions,
     CFG scale 1 against the pipeline's default, and the tiled VAE against the whole-image one."""
-    out = baselines(scale) + [Method(f"UG θ=1 η={e:g}", scale, Recipe.upsample_guidance(eta=e), theta=1.0) for e in etas]
+    out = baselines(scale) + [
+        Method(f"UG θ=1 η={e:g}", scale, Recipe.upsample_guidance(eta=e), theta=1.0) for e in etas
+    ]
     out += [Method("Self-Cascade", scale, Recipe.self_cascade())]
     if upsamplers:
         out += [Method("Self-Cascade tuned", scale, Recipe.self_cascade(upsamplers=upsamplers))]
-    out += [Method("FreeScale (RGB φ)", scale, Recipe.freescale()),
-            Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
-            Method("FreeScale without dilation", scale, Recipe.freescale(dilation=False))]
+    out += [
+        Method("FreeScale (RGB φ)", scale, Recipe.freescale()),
+        Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
+        Method("FreeScale without dilation", scale, Recipe.freescale(dilation=False)),
+    ]
     out += pipeline_rows(scale)
-    out += [Method(f"naive {scale}x tiled VAE", scale, Recipe.naive(), tiled_vae=True, same_as=f"naive {scale}x"),
-            Method("FreeScale tiled VAE", scale, Recipe.freescale(), tiled_vae=True, same_as="FreeScale (RGB φ)")]
+    out += [
+        Method(f"naive {scale}x tiled VAE", scale, Recipe.naive(), tiled_vae=True, same_as=f"naive {scale}x"),
+        Method("FreeScale tiled VAE", scale, Recipe.freescale(), tiled_vae=True, same_as="FreeScale (RGB φ)"),
+    ]
     return out
 
 
@@ -145,18 +162,28 @@ def flow_methods_for(scale: int, etas=(1.0, 0.6, 0.3)) -> list[Method]:
     """The flow-transformer set at one scale (FLUX, SD3): the baselines, UG for rectified flow at each η, each position
     rescaling alone, Self-Cascade, FreeScale (its dilation is PI over the early window) with each rescaling, latent
     φ, the stage-size shift instead of the trained size's, its other ablations, the compositions, and CFG 1."""
-    out = baselines(scale) + [Method(f"UG θ=1 η={e:g}", scale, Recipe.upsample_guidance(eta=e), theta=1.0) for e in etas]
-    out += [Method(f"naive {scale}x + {label}", scale, Recipe(positions=PositionConfig(method, attention=attention)))
-            for label, method, attention in (("PI", "pi", None), ("NTK", "ntk", None), ("YaRN", "yarn", None),
-                                             ("PI + entropy", "pi", "entropy"))]
-    out += [Method("Self-Cascade", scale, Recipe.self_cascade()),
-            Method("FreeScale (RGB φ, PI)", scale, Recipe.freescale()),
-            Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
-            Method("FreeScale, stage shift", scale, Recipe.freescale(flow_shift="stage")),
-            Method("Self-Cascade, stage shift", scale, Recipe.self_cascade(flow_shift="stage")),
-            Method("FreeScale NTK", scale, Recipe.freescale() + Recipe(positions=PositionConfig("ntk", until=0.7))),
-            Method("FreeScale YaRN", scale, Recipe.freescale() + Recipe(positions=PositionConfig("yarn", until=0.7))),
-            Method("FreeScale without positions", scale, Recipe.freescale(dilation=False))]
+    out = baselines(scale) + [
+        Method(f"UG θ=1 η={e:g}", scale, Recipe.upsample_guidance(eta=e), theta=1.0) for e in etas
+    ]
+    out += [
+        Method(f"naive {scale}x + {label}", scale, Recipe(positions=PositionConfig(method, attention=attention)))
+        for label, method, attention in (
+            ("PI", "pi", None),
+            ("NTK", "ntk", None),
+            ("YaRN", "yarn", None),
+            ("PI + entropy", "pi", "entropy"),
+        )
+    ]
+    out += [
+        Method("Self-Cascade", scale, Recipe.self_cascade()),
+        Method("FreeScale (RGB φ, PI)", scale, Recipe.freescale()),
+        Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
+        Method("FreeScale, stage shift", scale, Recipe.freescale(flow_shift="stage")),
+        Method("Self-Cascade, stage shift", scale, Recipe.self_cascade(flow_shift="stage")),
+        Method("FreeScale NTK", scale, Recipe.freescale() + Recipe(positions=PositionConfig("ntk", until=0.7))),
+        Method("FreeScale YaRN", scale, Recipe.freescale() + Recipe(positions=PositionConfig("yarn", until=0.7))),
+        Method("FreeScale without positions", scale, Recipe.freescale(dilation=False)),
+    ]
     return out + pipeline_rows(scale)
 
 
@@ -165,14 +192,22 @@ def fast_methods_for(scale: int) -> list[Method]:
     later stage runs (2, 3, 4) and its restart strength (0.3, 0.5), with FreeScale's detail control and dilation
     (and without: a plain cascade; with fusion), and one jump from the trained size to the target (enlarge, then
     refine in a few steps) instead of doubling."""
-    out = baselines(scale) + [Method("UG", scale, Recipe.upsample_guidance(), theta=1.0),
-                              Method("Self-Cascade", scale, Recipe.self_cascade()),
-                              Method("FreeScale", scale, Recipe.freescale()),
-                              Method("FreeScale+UG", scale, Recipe.freescale(ug=UpsampleGuidanceConfig()))]
-    out += [Method(f"fast k={k} s={s:g}", scale, Recipe.fast(stage_steps=k, strength=s)) for k in (2, 3, 4) for s in (0.3, 0.5)]
-    out += [Method("fast k=3 s=0.5 plain cascade", scale, Recipe.fast(3, 0.5, detail_alpha=None, dilation=False)),
-            Method("fast k=3 s=0.5 with fusion", scale, Recipe.fast(3, 0.5, fusion=True)),
-            Method("fast k=3 s=0.5 one jump", scale, Recipe.fast(3, 0.5, stage_ratio=scale))]
+    out = baselines(scale) + [
+        Method("UG", scale, Recipe.upsample_guidance(), theta=1.0),
+        Method("Self-Cascade", scale, Recipe.self_cascade()),
+        Method("FreeScale", scale, Recipe.freescale()),
+        Method("FreeScale+UG", scale, Recipe.freescale(ug=UpsampleGuidanceConfig())),
+    ]
+    out += [
+        Method(f"fast k={k} s={s:g}", scale, Recipe.fast(stage_steps=k, strength=s))
+        for k in (2, 3, 4)
+        for s in (0.3, 0.5)
+    ]
+    out += [
+        Method("fast k=3 s=0.5 plain cascade", scale, Recipe.fast(3, 0.5, detail_alpha=None, dilation=False)),
+        Method("fast k=3 s=0.5 with fusion", scale, Recipe.fast(3, 0.5, fusion=True)),
+        Method("fast k=3 s=0.5 one jump", scale, Recipe.fast(3, 0.5, stage_ratio=scale)),
+    ]
     return out
 
 
@@ -200,35 +235,61 @@ class Settings:
     suite: str = "ug"  # "ug": the UG reproduction rows; "methods": every preset, composition and ablation
     strengths: tuple = (0.5, 0.7, 0.9)
     upsamplers: Optional[dict] = None  # {stage scale: folder} of trained feature upsamplers for the tuned Self-Cascade
-    guidance_scale: Optional[float] = None  # pipelines' CFG (None: the model's recommended, else 7.5; an undistilled FLUX: true_cfg_scale)
+    guidance_scale: Optional[float] = (
+        None  # pipelines' CFG (None: the model's recommended, else 7.5; an undistilled FLUX: true_cfg_scale)
+    )
 
     def __post_init__(self):
         if self.suite not in SUITES:
             raise ValueError(f"suite must be one of {SUITES}; got {self.suite!r}")
 
     def images_at(self, scale: int) -> int:
-        """Images per method at ``scale``×: ``num_images`` up to 2×, ``num_images·4/scale²`` above (same pixel count)."""
+        """Images per method at ``scale``×: ``num_images`` up to 2×,
+        ``num_images·4/scale²`` above (same pixel count)."""
         return self.num_images if scale <= 2 else max(2, self.num_images * 4 // scale**2)
 
     @classmethod
-    def quick(cls, **overrides) -> "Settings":
+    def quick(cls, **overrides) -> Settings:
         """A smoke-test configuration: few images, 2 steps, one θ and η, 2× only."""
-        return cls(**{"num_images": 8, "steps": 2, "scales": (2,), "thetas": (1.0,), "etas": (0.6,),
-                      "grid_rows": 2, **overrides})
+        return cls(
+            **{
+                "num_images": 8,
+                "steps": 2,
+                "scales": (2,),
+                "thetas": (1.0,),
+                "etas": (0.6,),
+                "grid_rows": 2,
+                **overrides,
+            }
+        )
 
 
-def sample_batched(unet, scheduler, noise, labels, recipe: Optional[Recipe], size, steps, batch_size, seed,
-                   noise_size=None) -> torch.Tensor:
+def sample_batched(
+    unet, scheduler, noise, labels, recipe: Optional[Recipe], size, steps, batch_size, seed, noise_size=None
+) -> torch.Tensor:
     """Samples of ``size`` (h, w) from the given first-stage noise in batches (batch i seeded with ``seed + i``
     for stochastic schedulers, whose per-step noise is drawn at ``noise_size`` and reduced, as the initial
     noise was). A cascade's first stage is therefore the trained-size sample of the same batch."""
     h, w = size
     parts = []
     for i in range(0, len(noise), batch_size):
-        lab = None if labels is None else labels[i:i + batch_size]
-        parts.append(sample(unet, scheduler, height=h, width=w, num_images=len(noise[i:i + batch_size]), seed=seed + i,
-                            steps=steps, recipe=recipe, class_labels=lab, noise=noise[i:i + batch_size], noise_size=noise_size,
-                            progress=False))
+        lab = None if labels is None else labels[i : i + batch_size]
+        parts.append(
+            sample(
+                unet,
+                scheduler,
+                height=h,
+                width=w,
+                num_images=len(noise[i : i + batch_size]),
+                seed=seed + i,
+                steps=steps,
+                recipe=recipe,
+                class_labels=lab,
+                noise=noise[i : i + batch_size],
+                noise_size=noise_size,
+                progress=False,
+            )
+        )
     return torch.cat(parts)
 
 
@@ -242,7 +303,9 @@ def score(images, real, trained, features, inception=None) -> dict:
     feats_gen, feats_real = features(images), features(real)
     out = {f"SWD {k}": v for k, v in metrics.sliced_wasserstein(images, real).items()}
     out["FD rand"] = metrics.frechet_distance(feats_gen, feats_real)
-    out["KID rand ×1e3"] = 1e3 * metrics.kernel_inception_distance(feats_gen, feats_real, subset_size=100, num_subsets=50).mean
+    out["KID rand ×1e3"] = (
+        1e3 * metrics.kernel_inception_distance(feats_gen, feats_real, subset_size=100, num_subsets=50).mean
+    )
     if inception is not None:
         out["FID"] = metrics.fid(images, real, inception)
     out["detail ×real"] = metrics.detail_energy_ratio(images, real)
@@ -264,15 +327,31 @@ class PixelSampler:
         recipe = None if method is None else method.recipe
         first = 32 if recipe is None else recipe.stages((32, 32), (res, res), 4)[0].size[0]
         labels = None if self.labels is None else self.labels[:count]
-        return sample_batched(self.unet, self.scheduler, lowres_noise(self.noise[:count], self.big // first), labels, recipe,
-                              (res, res), self.settings.steps, self.settings.batch_size, self.settings.seed,
-                              (self.big, self.big))
+        return sample_batched(
+            self.unet,
+            self.scheduler,
+            lowres_noise(self.noise[:count], self.big // first),
+            labels,
+            recipe,
+            (res, res),
+            self.settings.steps,
+            self.settings.batch_size,
+            self.settings.seed,
+            (self.big, self.big),
+        )
 
     def relative_flops(self, method: Method, res: int) -> float:
         """The method's FLOPs over direct sampling's at ``res``² (counted on ``meta``)."""
         labels = {} if self.labels is None else {"class_labels": self.labels[:1]}
-        return relative_flops(PixelPipeline(self.unet, self.scheduler), method.recipe, res, res, self.settings.steps,
-                              output_type="latent", **labels)
+        return relative_flops(
+            PixelPipeline(self.unet, self.scheduler),
+            method.recipe,
+            res,
+            res,
+            self.settings.steps,
+            output_type="latent",
+            **labels,
+        )
 
 
 class PipelineSampler:
@@ -295,9 +374,17 @@ class PipelineSampler:
             self.pipe.vae.enable_tiling()
         try:
             for i in range(0, count, s.batch_size):
-                images = generate(self.pipe, self.prompts[i:min(i + s.batch_size, count)], height=res, width=res,
-                                  recipe=None if method is None else method.recipe, seed=s.seed + i, steps=s.steps,
-                                  output_type="pt", **call)
+                images = generate(
+                    self.pipe,
+                    self.prompts[i : min(i + s.batch_size, count)],
+                    height=res,
+                    width=res,
+                    recipe=None if method is None else method.recipe,
+                    seed=s.seed + i,
+                    steps=s.steps,
+                    output_type="pt",
+                    **call,
+                )
                 parts.append(images * 2 - 1)
         finally:
             self.pipe.vae.disable_tiling()
@@ -305,8 +392,16 @@ class PipelineSampler:
 
     def relative_flops(self, method: Method, res: int) -> float:
         """The method's FLOPs over direct sampling's at ``res``² with the same call (counted on ``meta``)."""
-        return relative_flops(self.pipe, method.recipe, res, res, self.settings.steps, prompt=self.prompts[0],
-                              output_type="pt", **self.call(method))
+        return relative_flops(
+            self.pipe,
+            method.recipe,
+            res,
+            res,
+            self.settings.steps,
+            prompt=self.prompts[0],
+            output_type="pt",
+            **self.call(method),
+        )
 
     def call(self, method: Optional[Method]) -> dict:
         """The pipeline call's arguments for ``method``: CFG as the pipeline takes it, then the method's own."""
@@ -322,8 +417,10 @@ def run(settings: Settings, progress: bool = True) -> dict:
     ``methods`` suite; a text-to-image pipeline (a folder or short name such as ``emoji-latent``) the ``latent`` one."""
     pipeline = is_pipeline(settings.model)
     if settings.suite != "fast" and pipeline != (settings.suite == "latent"):
-        raise ValueError(f"suite {settings.suite!r} is for {'pixel models' if settings.suite != 'latent' else 'pipelines'}; "
-                         f"model {settings.model or 'embedded'!r} is {'a pipeline' if pipeline else 'a pixel model'}")
+        raise ValueError(
+            f"suite {settings.suite!r} is for {'pixel models' if settings.suite != 'latent' else 'pipelines'}; "
+            f"model {settings.model or 'embedded'!r} is {'a pipeline' if pipeline else 'a pixel model'}"
+        )
     data_path = settings.data
     test = {r: emoji.load(r, "test", data_path) for r in (32, *[32 * s for s in settings.scales])}
     train = {r: emoji.load(r, "train", data_path) for r in test}
@@ -331,8 +428,11 @@ def run(settings: Settings, progress: bool = True) -> dict:
     gen = torch.Generator().manual_seed(settings.seed)
     pick = torch.randperm(len(test[32].images), generator=gen)[:n]
     big = 32 * max(settings.scales)
-    sampler = (PipelineSampler(settings, pick, test[32].names) if pipeline
-               else PixelSampler(settings, pick, test[32].labels, big))
+    sampler = (
+        PipelineSampler(settings, pick, test[32].names)
+        if pipeline
+        else PixelSampler(settings, pick, test[32].labels, big)
+    )
     features = {r: metrics.RandomConvFeatures(resolution=r, seed=0) for r in test}
     inception = metrics.InceptionFeatures(settings.inception) if settings.inception else None
 
@@ -340,21 +440,32 @@ def run(settings: Settings, progress: bool = True) -> dict:
     floor_pick = torch.randperm(len(train[32].images), generator=gen)[:n]
     for r in test:  # real-vs-real floor: as many train images as each method has, against the held-out test images
         results["images"][str(r)] = count = min(n, settings.images_at(r // 32))
-        results["rows"][f"{r}|real train vs test"] = score(train[r].images[floor_pick[:count]], test[r].images, None,
-                                                            features[r], inception)
+        results["rows"][f"{r}|real train vs test"] = score(
+            train[r].images[floor_pick[:count]], test[r].images, None, features[r], inception
+        )
 
     start = time.time()
     trained = sampler.sample(None, 32, n)
     if trained.shape[-2:] != (32, 32):
-        raise ValueError(f"the benchmark compares with 32² emoji ground truth; the model's trained size is "
-                         f"{tuple(trained.shape[-2:])}")
+        raise ValueError(
+            f"the benchmark compares with 32² emoji ground truth; the model's trained size is "
+            f"{tuple(trained.shape[-2:])}"
+        )
     results["timing"]["32|trained 1x"] = (time.time() - start) / n
     results["rows"]["32|trained 1x"] = score(trained, test[32].images, None, features[32], inception)
-    grids = {32: {"trained 1x": trained[:settings.grid_rows]}}
+    grids = {32: {"trained 1x": trained[: settings.grid_rows]}}
     if settings.suite == "ug":
-        jobs = [m for s in settings.scales for m in methods_for(s, settings.thetas if s == 2 else settings.thetas_4x,
-                                                                settings.etas, ablations=s == 2,
-                                                                linear_thetas=settings.linear_thetas)]
+        jobs = [
+            m
+            for s in settings.scales
+            for m in methods_for(
+                s,
+                settings.thetas if s == 2 else settings.thetas_4x,
+                settings.etas,
+                ablations=s == 2,
+                linear_thetas=settings.linear_thetas,
+            )
+        ]
     elif settings.suite == "methods":
         jobs = [m for s in settings.scales for m in cascade_methods_for(s, settings.strengths, settings.upsamplers)]
     elif settings.suite == "fast":
@@ -369,20 +480,26 @@ def run(settings: Settings, progress: bool = True) -> dict:
         res = 32 * method.scale
         count = results["images"][str(res)]  # the first `count` seeds of the 32² set
         start = time.time()
-        images = enlarge(trained[:count], method.scale, method.resize) if method.recipe is None else \
-            sampler.sample(method, res, count)
+        images = (
+            enlarge(trained[:count], method.scale, method.resize)
+            if method.recipe is None
+            else sampler.sample(method, res, count)
+        )
         key = f"{res}|{method.name}"
         made[key] = images
         results["timing"][key] = (time.time() - start) / count
-        results["rows"][key] = {**score(images, test[res].images, trained[:count], features[res], inception),
-                                "θ": method.theta}
+        results["rows"][key] = {
+            **score(images, test[res].images, trained[:count], features[res], inception),
+            "θ": method.theta,
+        }
         if method.same_as is not None:  # e.g. the tiled VAE's seams: RMSE to the whole-image decode, in [-1, 1] units
             results["rows"][key]["RMSE vs untiled VAE"] = float(
-                ((images - made[f"{res}|{method.same_as}"]) ** 2).mean().sqrt())
+                ((images - made[f"{res}|{method.same_as}"]) ** 2).mean().sqrt()
+            )
         if "flops" in results and method.recipe is not None:
             results["flops"][key] = sampler.relative_flops(method, res)
-        grids.setdefault(res, {})[method.name] = images[:settings.grid_rows]
-    write_outputs(results, grids, trained[:settings.grid_rows], Path(settings.out_dir))
+        grids.setdefault(res, {})[method.name] = images[: settings.grid_rows]
+    write_outputs(results, grids, trained[: settings.grid_rows], Path(settings.out_dir))
     return results
 
 
@@ -406,4 +523,6 @@ def write_outputs(results: dict, grids: dict, trained, out_dir: Path) -> None:
             continue
         names = ["trained 32²", *columns]
         images = [to_pil(trained), *[to_pil(c) for c in columns.values()]]
-        save_image(labelled_grid(images, names, res if res > 64 else 96), out_dir / f"{prefix}_grid_{res}.png", force=True)
+        save_image(
+            labelled_grid(images, names, res if res > 64 else 96), out_dir / f"{prefix}_grid_{res}.png", force=True
+        )

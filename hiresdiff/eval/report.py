@@ -16,15 +16,18 @@ def markdown_table(results: dict) -> str:
     """One markdown table per resolution: a row per method, a column per metric, plus s/image."""
     s = results["settings"]
     title = "Upsample Guidance" if s.get("suite", "ug") == "ug" else "All methods"
-    lines = [f"# {title} benchmark ({s.get('model') or 'embedded emoji model'})\n",
-             f"Made by `{s['command'] or 'hiresdiff bench'}` — seed {s['seed']}, images per method: "
-             + ", ".join(f"{n} at {r}²" for r, n in results["images"].items()) + ", "
-             f"{s['steps']} {s['scheduler']} steps. Real images: held-out test split at each size. "
-             "SWD ×1e3 per Laplacian level (finest first); FD/KID in the random-conv feature space; "
-             "detail ×real = energy of the finest Laplacian band relative to the real test images (> 1 grainy, < 1 blurry); "
-             "paired RMSE = median RMSE(D[sample], trained-size sample from the same noise); lower is better everywhere "
-             "else. s/image: wall time per image (the enlarged rows reuse the trained-size samples); ×naive: its ratio "
-             "to naive sampling at the same size.\n"]
+    lines = [
+        f"# {title} benchmark ({s.get('model') or 'embedded emoji model'})\n",
+        f"Made by `{s['command'] or 'hiresdiff bench'}` — seed {s['seed']}, images per method: "
+        + ", ".join(f"{n} at {r}²" for r, n in results["images"].items())
+        + ", "
+        f"{s['steps']} {s['scheduler']} steps. Real images: held-out test split at each size. "
+        "SWD ×1e3 per Laplacian level (finest first); FD/KID in the random-conv feature space; "
+        "detail ×real = energy of the finest Laplacian band relative to the real test images (> 1 grainy, < 1 blurry); "
+        "paired RMSE = median RMSE(D[sample], trained-size sample from the same noise); lower is better everywhere "
+        "else. s/image: wall time per image (the enlarged rows reuse the trained-size samples); ×naive: its ratio "
+        "to naive sampling at the same size.\n",
+    ]
     by_res: dict[str, list] = {}
     for key, row in results["rows"].items():
         res, name = key.split("|", 1)
@@ -33,14 +36,20 @@ def markdown_table(results: dict) -> str:
         metrics = list(dict.fromkeys(k for _, row in rows for k in row if k != "θ"))
         lines.append(f"\n## {res}²\n")
         flops = results.get("flops")
-        lines.append("| method | " + " | ".join(metrics) + " | s/image | ×naive |" + (" FLOPs ×direct |" if flops else ""))
+        lines.append(
+            "| method | " + " | ".join(metrics) + " | s/image | ×naive |" + (" FLOPs ×direct |" if flops else "")
+        )
         lines.append("|---" * (len(metrics) + 3 + bool(flops)) + "|")
         naive = results["timing"].get(f"{res}|naive {int(res) // 32}x")
         for name, row in rows:
             t = results["timing"].get(f"{res}|{name}")
             ratio = t / naive if t is not None and naive else None
-            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m)) for m in metrics) + f" | {_fmt(t)} | {_fmt(ratio)} |"
-                         + (f" {_fmt(flops.get(f'{res}|{name}'))} |" if flops else ""))
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_fmt(row.get(m)) for m in metrics)
+                + f" | {_fmt(t)} | {_fmt(ratio)} |"
+                + (f" {_fmt(flops.get(f'{res}|{name}'))} |" if flops else "")
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -58,12 +67,17 @@ def theta_plot(results: dict, path: Path) -> None:
     for ax, metric in zip(axes, panels):
         for i, res in enumerate(resolutions):
             color = f"C{i}"
-            pts = sorted((row["θ"], row[metric]) for key, row in results["rows"].items()
-                         if key.startswith(f"{res}|") and row.get("θ") is not None
-                         and not any(v in key for v in variants))
+            pts = sorted(
+                (row["θ"], row[metric])
+                for key, row in results["rows"].items()
+                if key.startswith(f"{res}|") and row.get("θ") is not None and not any(v in key for v in variants)
+            )
             if pts:
                 ax.plot(*zip(*pts), "o-", color=color, label=f"{res}² UG (θ=0: naive)")
-            for key, style, label in ((f"{res}|bicubic 1x->{res // 32}x", "--", "bicubic 1×"), (f"{res}|real train vs test", ":", "real floor")):
+            for key, style, label in (
+                (f"{res}|bicubic 1x->{res // 32}x", "--", "bicubic 1×"),
+                (f"{res}|real train vs test", ":", "real floor"),
+            ):
                 value = results["rows"].get(key, {}).get(metric)
                 if value is not None and not math.isnan(value):
                     ax.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{res}² {label}")
@@ -108,11 +122,16 @@ def quality_time_plot(results: dict, path: Path, cost: str = "time") -> None:
             nearest = results["rows"].get(f"{res}|nearest 1x->{res // 32}x", {}).get(metric)
             if nearest is not None:
                 ax.axhline(nearest, color=f"C{i}", linestyle="--", linewidth=1, label=f"{res}² nearest 1×")
-        ax.set_xlabel("s/image ÷ naive at the same size" if cost == "time" else "FLOPs ÷ direct sampling at the same size")
+        ax.set_xlabel(
+            "s/image ÷ naive at the same size" if cost == "time" else "FLOPs ÷ direct sampling at the same size"
+        )
         ax.set_title(f"{metric} (lower is better)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"quality against {'time' if cost == 'time' else 'FLOPs'} — {results['settings']['command'] or 'hiresdiff bench'}",
-                 fontsize=8)
+    fig.suptitle(
+        f"quality against {'time' if cost == 'time' else 'FLOPs'} — "
+        f"{results['settings']['command'] or 'hiresdiff bench'}",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

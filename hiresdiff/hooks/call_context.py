@@ -2,7 +2,8 @@
 
 Per-call modifications that live below the UNet (dilated convs, fused self-attention, feature
 upsamplers) need the current timestep and the size of the current call. The timestep stays the call's own
-tensor on its device: recording it costs no host-device sync (a part that branches on t reads one scalar). A hook on the UNet itself
+tensor on its device: recording it costs no host-device sync (a part that branches on t reads one scalar).
+A hook on the UNet itself
 records them for the duration of each call (:class:`CallContextHook`); hooks on submodules read them
 with :func:`current_call`. Nothing counts calls, so extra UNet calls (Upsample Guidance's low-resolution
 branch, second-order schedulers, CFG batches) each see their own context. Nested calls (a call made
@@ -14,8 +15,9 @@ again (Upsample Guidance), so that each real call passes through it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -26,7 +28,8 @@ CALL_CONTEXT_HOOK = "hiresdiff_call_context"
 
 @dataclass(frozen=True)
 class UNetCall:
-    """One UNet call: ``timestep`` (the call's own tensor, on its device, scalar or (B,)), the sample's trailing ``size``
+    """One UNet call: ``timestep`` (the call's own tensor, on its device, scalar or (B,)),
+    the sample's trailing ``size``
     ((H, W) or (F, H, W)), ``scale`` = (H/h0, W/w0) relative to the trained latent size (h0, w0),
     and T = ``num_train_timesteps`` of the model's schedule."""
 

@@ -7,9 +7,12 @@ and removes them again, even when the call fails.
 
 from __future__ import annotations
 
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any, Optional
 
+import huggingface_hub
 import torch
 from diffusers import DiffusionPipeline
 
@@ -56,8 +59,30 @@ def configure_vae_tiling(pipe, vae_tiling: Optional[bool]) -> None:
         pipe.vae.enable_tiling()
 
 
-def pipeline_config(model: str) -> dict:
-    """The ``model_index.json`` of a pipeline folder, cached hub id or short name (:data:`~hiresdiff.models.MODEL_NAMES`).
+def is_hub_id(model: str) -> bool:
+    """Whether ``model`` names a hub repository (owner/name) rather than a short name or a local folder."""
+    return "/" in str(model) and model not in MODEL_NAMES and not Path(model).exists()
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub accepts a connection within ``timeout`` seconds (never in offline mode).
+
+    Asked once before a hub id is loaded: without it, a machine without network retries every file request with
+    back-off for about two minutes before failing; with it, such a machine uses the cache alone and says so at once."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urllib.parse.urlsplit(huggingface_hub.constants.ENDPOINT)
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pipeline_config(model: str, local_files_only: bool = False) -> dict:
+    """The ``model_index.json`` of a pipeline folder, cached hub id or short name
+    (:data:`~hiresdiff.models.MODEL_NAMES`);
+    ``local_files_only``: from the Hugging Face cache alone.
 
     Raises:
         FileNotFoundError: in one line naming ``model`` when it is neither a pipeline folder nor a hub id that
@@ -66,15 +91,29 @@ def pipeline_config(model: str) -> dict:
     try:
         if "/" not in str(model) and model not in MODEL_NAMES and not Path(model).exists():
             raise OSError("neither a folder, a short name nor a hub id (owner/name)")  # asking the hub is pointless
-        return DiffusionPipeline.load_config(resolve_model(model))
+        return DiffusionPipeline.load_config(resolve_model(model), local_files_only=local_files_only)
     except OSError:
-        raise FileNotFoundError(f"model {model!r} is neither a short name ({', '.join(MODEL_NAMES)}), a diffusers "
-                                "pipeline folder (with model_index.json) nor a hub id that can be downloaded or found "
-                                "in the Hugging Face cache") from None
+        if local_files_only and is_hub_id(model):
+            raise FileNotFoundError(
+                f"model {model!r} is not in the Hugging Face cache and the hub cannot be reached "
+                "(no network, or HF_HUB_OFFLINE is set): download it on a machine with network, "
+                "or pass a local pipeline folder"
+            ) from None
+        raise FileNotFoundError(
+            f"model {model!r} is neither a short name ({', '.join(MODEL_NAMES)}), a diffusers "
+            "pipeline folder (with model_index.json) nor a hub id that can be downloaded or found "
+            "in the Hugging Face cache"
+        ) from None
 
 
-def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
-                  needs_unet: bool = True, progress: bool = True) -> tuple[Any, ModelSettings]:
+def load_pipeline(
+    model: str,
+    *,
+    device: Optional[str] = None,
+    dtype: Optional[torch.dtype] = None,
+    needs_unet: bool = True,
+    progress: bool = True,
+) -> tuple[Any, ModelSettings]:
     """``DiffusionPipeline.from_pretrained(model)`` (a folder, hub id or short name such as ``"emoji-latent"``) on
     ``device`` (default :func:`pick_device`) in ``dtype`` (default :func:`pick_dtype`), and its
     :class:`~hiresdiff.models.ModelSettings` (pass ``settings.arguments(pipe)`` to :func:`hiresdiff.generate`).
@@ -84,12 +123,15 @@ def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[t
     a supported UNet is refused (``ValueError``) from its ``model_index.json``, before any weights load. A FLUX
     pipeline's ``default_sample_size`` (its own setting, which ``FluxPipeline`` fixes at 128 whatever the weights) is
     set from the settings' ``trained_size``, so that its plain call makes the size its weights know."""
-    model_index = pipeline_config(model)
+    offline = is_hub_id(model) and not hub_reachable()
+    model_index = pipeline_config(model, local_files_only=offline)
     if needs_unet:
         check_model_index(model_index)
     device = check_device(device) if device else pick_device()
     try:
-        pipe = DiffusionPipeline.from_pretrained(resolve_model(model), dtype=dtype or pick_dtype(device)).to(device)
+        pipe = DiffusionPipeline.from_pretrained(
+            resolve_model(model), dtype=dtype or pick_dtype(device), local_files_only=offline
+        ).to(device)
     except Exception as error:  # a broken config or a truncated weights file: one line naming the model
         raise cannot_load("model", model, error) from None
     pipe.set_progress_bar_config(disable=not progress)
@@ -99,18 +141,31 @@ def load_pipeline(model: str, *, device: Optional[str] = None, dtype: Optional[t
     return pipe, settings
 
 
-def generate_from_folder(model: str, prompt: str, height: int, width: int, *, recipe: Optional[Recipe] = None,
-                         steps: int = 30, seed: int = 0, guidance_scale: Optional[float] = None, device: Optional[str] = None,
-                         dtype: Optional[torch.dtype] = None, num_frames: Optional[int] = None,
-                         negative_prompt: Optional[str] = None, vae_tiling: Optional[bool] = None,
-                         progress: bool = True) -> list:
+def generate_from_folder(
+    model: str,
+    prompt: str,
+    height: int,
+    width: int,
+    *,
+    recipe: Optional[Recipe] = None,
+    steps: int = 30,
+    seed: int = 0,
+    guidance_scale: Optional[float] = None,
+    device: Optional[str] = None,
+    dtype: Optional[torch.dtype] = None,
+    num_frames: Optional[int] = None,
+    negative_prompt: Optional[str] = None,
+    vae_tiling: Optional[bool] = None,
+    progress: bool = True,
+) -> list:
     """Generate with the pipeline at ``model`` at ``height``×``width``; return PIL images (or a video's frames).
 
     Args:
         model: a diffusers pipeline folder or hub id (:func:`load_pipeline`).
         recipe: the method (:class:`~hiresdiff.recipe.Recipe`), or ``None`` for plain sampling at that size.
         steps, seed, guidance_scale, negative_prompt: the pipeline's own arguments (``guidance_scale`` ``None``: the
-            model folder's recommended one, else 7.5, :meth:`~hiresdiff.models.ModelSettings.arguments`); the seed drives a CPU
+            model folder's recommended one, else 7.5, :meth:`~hiresdiff.models.ModelSettings.arguments`);
+            the seed drives a CPU
             generator, so a seed gives the same noise on every device.
         device / dtype: default :func:`pick_device` / :func:`pick_dtype`.
         num_frames: frames of a video pipeline (AnimateDiff); leave ``None`` for images.
@@ -123,5 +178,15 @@ def generate_from_folder(model: str, prompt: str, height: int, width: int, *, re
     """
     pipe, settings = load_pipeline(model, device=device, dtype=dtype, needs_unet=recipe is not None, progress=progress)
     configure_vae_tiling(pipe, vae_tiling)
-    return generate(pipe, prompt, height=height, width=width, recipe=recipe, steps=steps, seed=seed,
-                    num_frames=num_frames, vae_tiling=vae_tiling, **settings.arguments(pipe, guidance_scale, negative_prompt))
+    return generate(
+        pipe,
+        prompt,
+        height=height,
+        width=width,
+        recipe=recipe,
+        steps=steps,
+        seed=seed,
+        num_frames=num_frames,
+        vae_tiling=vae_tiling,
+        **settings.arguments(pipe, guidance_scale, negative_prompt),
+    )

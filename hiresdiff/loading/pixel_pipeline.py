@@ -3,7 +3,8 @@
 :class:`PixelPipeline` keeps the contract of diffusers' text-to-image pipelines that the driver
 (:func:`hiresdiff.sampling.generate.generate`) relies on, and nothing else: ``height``,
 ``width``, ``num_inference_steps``, ``num_images_per_prompt``, ``generator``, ``latents`` (multiplied by
-``init_noise_sigma``), ``callback_on_step_end`` (it is given and may replace ``latents``) and ``output_type``; its loop is the diffusers loop
+``init_noise_sigma``), ``callback_on_step_end`` (it is given and may replace ``latents``) and ``output_type``;
+its loop is the diffusers loop
 (``set_timesteps`` → for t in ``timesteps``: ``scale_model_input`` → UNet → ``step``). It adds the UNet's
 ``class_labels`` and ``noise_size``: with ``noise_size`` = (H', W') the initial noise and the per-step
 noise of schedulers that take ``variance_noise`` (SDE-DPM-Solver++) are drawn at H'×W' and reduced by
@@ -13,7 +14,8 @@ noise of schedulers that take ``variance_noise`` (SDE-DPM-Solver++) are drawn at
 from __future__ import annotations
 
 import inspect
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
@@ -38,11 +40,20 @@ class PixelPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
 
     @torch.no_grad()
-    def __call__(self, height: Optional[int] = None, width: Optional[int] = None, num_inference_steps: int = 25,
-                 num_images_per_prompt: int = 1, generator: Optional[torch.Generator] = None,
-                 latents: Optional[torch.Tensor] = None, class_labels: Optional[torch.Tensor] = None,
-                 noise_size: Optional[Sequence[int]] = None, callback_on_step_end=None, output_type: str = "latent",
-                 return_dict: bool = True):
+    def __call__(
+        self,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        num_inference_steps: int = 25,
+        num_images_per_prompt: int = 1,
+        generator: Optional[torch.Generator] = None,
+        latents: Optional[torch.Tensor] = None,
+        class_labels: Optional[torch.Tensor] = None,
+        noise_size: Optional[Sequence[int]] = None,
+        callback_on_step_end=None,
+        output_type: str = "latent",
+        return_dict: bool = True,
+    ):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
         unet, scheduler = self.unet, self.scheduler

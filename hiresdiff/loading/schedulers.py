@@ -40,11 +40,15 @@ def make_scheduler(name: str, config):
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}; got {name!r}")
     if str(config.get("_class_name", "")).startswith("FlowMatch"):
-        raise ValueError(f"scheduler {name!r}: this model is flow-matching ({config['_class_name']}) and samples with its "
-                         "own scheduler; the --scheduler choices are for diffusion models: leave --scheduler out")
+        raise ValueError(
+            f"scheduler {name!r}: this model is flow-matching ({config['_class_name']}) and samples with its "
+            "own scheduler; the --scheduler choices are for diffusion models: leave --scheduler out"
+        )
     if name in EDM_ONLY and "sigma_data" not in config:
-        raise ValueError(f"scheduler {name!r} is for models trained with EDM's preconditioning (a scheduler config with "
-                         f"sigma_data); this model's schedule is not: choose one of "
-                         f"{sorted(n for n in SCHEDULERS if n not in EDM_ONLY)}")
+        raise ValueError(
+            f"scheduler {name!r} is for models trained with EDM's preconditioning (a scheduler config with "
+            f"sigma_data); this model's schedule is not: choose one of "
+            f"{sorted(n for n in SCHEDULERS if n not in EDM_ONLY)}"
+        )
     class_name, overrides = SCHEDULERS[name]
     return getattr(diffusers, class_name).from_config(config, **overrides)

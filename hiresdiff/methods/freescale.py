@@ -25,18 +25,20 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from hiresdiff.checks import is_int, is_real
+from hiresdiff.checks import check_positive_int, is_int, is_real
 
 NON_INTEGER_SCALES = ("round",)
 
 
 # --- detail control -------------------------------------------------------------------------------------
+
 
 def check_detail_alpha(alpha) -> None:
     """``ValueError`` naming ``detail_alpha`` unless it is None, a number ≥ 0, a map (H, W) ≥ 0 or a callable."""
@@ -70,7 +72,7 @@ def detail_weight(t, num_train_timesteps: int, alpha) -> torch.Tensor:
     base = (1 + math.cos(math.pi * (num_train_timesteps - t) / num_train_timesteps)) / 2
     if isinstance(alpha, torch.Tensor):
         return torch.pow(base, alpha if alpha.is_floating_point() else alpha.float())
-    return torch.tensor(base ** alpha, dtype=torch.float32)
+    return torch.tensor(base**alpha, dtype=torch.float32)
 
 
 def blend_detail(z: torch.Tensor, z_tilde: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -80,8 +82,9 @@ def blend_detail(z: torch.Tensor, z_tilde: torch.Tensor, c: torch.Tensor) -> tor
     """
     c = torch.as_tensor(c, device=z.device).to(z.dtype)
     if c.ndim == 2 and tuple(c.shape) != tuple(z.shape[-2:]):
-        raise ValueError(f"c must be a number or a map of the sample's (H, W) {tuple(z.shape[-2:])}; "
-                         f"got {tuple(c.shape)}")
+        raise ValueError(
+            f"c must be a number or a map of the sample's (H, W) {tuple(z.shape[-2:])}; got {tuple(c.shape)}"
+        )
     if c.ndim not in (0, 2):
         raise ValueError(f"c must be a number or a map (H, W); got a tensor of shape {tuple(c.shape)}")
     return (1 - c) * z + c * z_tilde
@@ -111,6 +114,7 @@ def resize_alpha(alpha: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 # --- restrained dilated convolution ----------------------------------------------------------------------
+
 
 @dataclass
 class DilationConfig:
@@ -151,6 +155,7 @@ def dilated_padding(kernel_size: Sequence[int], padding: Sequence[int], dilation
 
 # --- scale fusion ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class ScaleFusionConfig:
     """Scale fusion of global and local self-attention (FreeScale, "Scale Fusion").
@@ -179,10 +184,8 @@ class ScaleFusionConfig:
             raise ValueError(f"jitter must be True or False; got {self.jitter!r}")
         if not is_int(self.seed):
             raise ValueError(f"seed must be an int; got {self.seed!r}")
-        if self.windows_per_batch is not None and not (
-                is_int(self.windows_per_batch)
-                and self.windows_per_batch >= 1):
-            raise ValueError(f"windows_per_batch must be a positive int or None; got {self.windows_per_batch!r}")
+        if self.windows_per_batch is not None:
+            check_positive_int(self.windows_per_batch, "windows_per_batch")
 
     def kernel_for(self, scale_hw: Sequence[float]) -> int:
         """G's kernel size at a stage scale: ``kernel`` or 2s − 1 with s = max scale rounded, at least 1."""
@@ -203,7 +206,7 @@ def gaussian_kernel_2d(size: int, sigma: float) -> torch.Tensor:
     if not (is_real(sigma) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
     return g[:, None] * g[None, :]
 
@@ -229,14 +232,16 @@ def gaussian_blur_tokens(x: torch.Tensor, grid_hw: Sequence[int], kernel: int, s
     return gaussian_blur(maps, kernel, sigma).reshape(b, c, n).transpose(1, 2)
 
 
-def fuse(global_out: torch.Tensor, local_out: torch.Tensor,
-         blur: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def fuse(
+    global_out: torch.Tensor, local_out: torch.Tensor, blur: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """The fusion equation: h_fusion = G(h_local) + (h_global − G(h_global)), low-pass local plus high-pass global."""
     return blur(local_out) + (global_out - blur(global_out))
 
 
-def window_starts(length: int, window: int, stride: int, jitter: int = 0,
-                  generator: Optional[torch.Generator] = None) -> list[int]:
+def window_starts(
+    length: int, window: int, stride: int, jitter: int = 0, generator: Optional[torch.Generator] = None
+) -> list[int]:
     """Start indices of windows covering an axis of ``length``: 0, stride, 2·stride, … and a last one flush
     with the end. With ``jitter`` > 0 every window but the first and last moves by a uniform integer offset in
     [−jitter, jitter] drawn from ``generator`` (clamped to the axis); coverage needs jitter ≤ (window − stride)/2.
@@ -246,8 +251,9 @@ def window_starts(length: int, window: int, stride: int, jitter: int = 0,
     if not (isinstance(stride, int) and 1 <= stride <= window):
         raise ValueError(f"stride must be an int in [1, window={window}]; got {stride!r}")
     if not (isinstance(jitter, int) and 0 <= 2 * jitter <= window - stride):
-        raise ValueError(f"jitter must be an int in [0, (window - stride)/2 = {(window - stride) // 2}]; "
-                         f"got {jitter!r}")
+        raise ValueError(
+            f"jitter must be an int in [0, (window - stride)/2 = {(window - stride) // 2}]; got {jitter!r}"
+        )
     starts = list(range(0, length - window, stride)) + [length - window]
     if jitter == 0 or len(starts) < 3:
         return starts
@@ -275,12 +281,14 @@ def token_level(size: Sequence[int], tokens: int) -> int:
     return level
 
 
-def fusion_window_starts(config: ScaleFusionConfig, index: int, call, grid: tuple[int, int],
-                         window: tuple[int, int]) -> tuple[list[int], list[int]]:
+def fusion_window_starts(
+    config: ScaleFusionConfig, index: int, call, grid: tuple[int, int], window: tuple[int, int]
+) -> tuple[list[int], list[int]]:
     """The window starts (rows, columns) of attention layer ``index`` in a denoiser ``call`` (its ``timestep``): stride
     half a window, interior windows jittered by up to window/8 from a generator seeded by (``config.seed``, ``index``,
     t), so every family's fusion draws the same windows for the same call."""
     t = float(call.timestep.max())
     generator = torch.Generator().manual_seed(zlib.crc32(f"{config.seed}:{index}:{t!r}".encode()))
-    return tuple(window_starts(g, w, max(1, w // 2), w // 8 if config.jitter else 0, generator)
-                 for g, w in zip(grid, window))
+    return tuple(
+        window_starts(g, w, max(1, w // 2), w // 8 if config.jitter else 0, generator) for g, w in zip(grid, window)
+    )

@@ -14,8 +14,9 @@ exactly the target, so 1.5×, 3× and non-square targets work.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -46,19 +47,25 @@ def stage_sizes(trained: Sequence[int], target: Sequence[int], multiple: int = 1
     (h0, w0), (height, width) = tuple(trained), check_size(target, multiple)
     s = max(height / h0, width / w0)
     if s < 1:
-        raise ValueError(f"height x width {height}x{width} is smaller than the trained size {h0}x{w0}: "
-                         "a cascade only goes up")
+        raise ValueError(
+            f"height x width {height}x{width} is smaller than the trained size {h0}x{w0}: a cascade only goes up"
+        )
     stages = math.ceil(math.log(s) / math.log(ratio) - 1e-9) if s > 1 else 0
     sizes = []
     for r in range(stages):
-        shrink = s / ratio ** r
-        sizes.append((max(multiple, int(height / shrink) // multiple * multiple),
-                      max(multiple, int(width / shrink) // multiple * multiple)))
+        shrink = s / ratio**r
+        sizes.append(
+            (
+                max(multiple, int(height / shrink) // multiple * multiple),
+                max(multiple, int(width / shrink) // multiple * multiple),
+            )
+        )
     return sizes + [(height, width)]
 
 
 def check_size(size: Sequence[int], multiple: int = 1) -> Size:
-    """``size`` as (height, width); ``ValueError`` naming height/width unless positive ints divisible by ``multiple``."""
+    """``size`` as (height, width); ``ValueError`` naming height/width unless positive ints divisible by
+    ``multiple``."""
     height, width = tuple(size)
     for name, n in (("height", height), ("width", width)):
         check_positive_int(n, name)

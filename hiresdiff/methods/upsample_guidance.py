@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 
@@ -40,8 +41,14 @@ def _batch_times(t: TimeLike, x: torch.Tensor) -> torch.Tensor:
     return t.expand(x.shape[0]) if t.ndim == 0 else t
 
 
-def lowres_input(x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor, factor: Factor,
-                 adjust_time: bool = True, adjust_power: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def lowres_input(
+    x: torch.Tensor,
+    t: TimeLike,
+    alphas_cumprod: torch.Tensor,
+    factor: Factor,
+    adjust_time: bool = True,
+    adjust_power: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The trained-resolution model input ``D[x_t]/√P`` and its time τ (eq. 3).
 
     ``adjust_power=False`` returns ``D[x_t]``; ``adjust_time=False`` returns ``t`` (the paper's Fig. 8 ablations).
@@ -62,9 +69,17 @@ def combine(eps_high: torch.Tensor, eps_low: torch.Tensor, factor: Factor, weigh
     return eps_high + _per_sample(weight, eps_high) * guidance
 
 
-def upsample_guidance(eps_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
-                      factor: Factor = 2, weight=1.0, adjust_time: bool = True,
-                      adjust_power: bool = True, lowres_eps_fn: Optional[EpsFn] = None) -> torch.Tensor:
+def upsample_guidance(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    t: TimeLike,
+    alphas_cumprod: torch.Tensor,
+    factor: Factor = 2,
+    weight=1.0,
+    adjust_time: bool = True,
+    adjust_power: bool = True,
+    lowres_eps_fn: Optional[EpsFn] = None,
+) -> torch.Tensor:
     """The guided ε of eq. 4 for any noise predictor ``eps_fn(x, t)``.
 
     Args:
@@ -150,9 +165,15 @@ def with_family_eta(config: UpsampleGuidanceConfig, latent: bool) -> UpsampleGui
     return dataclasses.replace(config, eta=LATENT_ETA if latent else PIXEL_ETA)
 
 
-def guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
-                      config: UpsampleGuidanceConfig, prediction_type: str = "epsilon",
-                      lowres_model_fn: Optional[EpsFn] = None) -> torch.Tensor:
+def guided_prediction(
+    model_fn: EpsFn,
+    x: torch.Tensor,
+    t: TimeLike,
+    alphas_cumprod: torch.Tensor,
+    config: UpsampleGuidanceConfig,
+    prediction_type: str = "epsilon",
+    lowres_model_fn: Optional[EpsFn] = None,
+) -> torch.Tensor:
     """Eq. 4 for a model whose native output is ``prediction_type``: convert to ε, guide, convert back.
 
     The low-resolution prediction (by ``lowres_model_fn``, default ``model_fn``) is converted with its
@@ -165,14 +186,24 @@ def guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cump
         def eps_fn(x_in, t_in):
             alpha_bar = _per_sample(alpha_bar_at(alphas_cumprod, t_in.cpu()), x_in)
             return to_epsilon(fn(x_in, t_in), x_in, alpha_bar, prediction_type)
+
         return eps_fn
 
     t = _batch_times(t, x)
     weight = config.weight(t.cpu(), len(alphas_cumprod)).to(x.device)
     if not torch.any(weight != 0):
         return model_fn(x, t)
-    eps = upsample_guidance(as_eps(model_fn), x, t, alphas_cumprod, config.factor, weight, config.adjust_time,
-                            config.adjust_power, as_eps(lowres_model_fn or model_fn))
+    eps = upsample_guidance(
+        as_eps(model_fn),
+        x,
+        t,
+        alphas_cumprod,
+        config.factor,
+        weight,
+        config.adjust_time,
+        config.adjust_power,
+        as_eps(lowres_model_fn or model_fn),
+    )
     return from_epsilon(eps, x, _per_sample(alpha_bar_at(alphas_cumprod, t.cpu()), x), prediction_type)
 
 
@@ -188,7 +219,9 @@ def nested_levels(scale: int, **config) -> list[UpsampleGuidanceConfig]:
     return [UpsampleGuidanceConfig(factor=2, **config) for _ in range(scale.bit_length() - 1)]
 
 
-def levels_for_scale(config: UpsampleGuidanceConfig, scale: Sequence[float], nested: bool = True) -> list[UpsampleGuidanceConfig]:
+def levels_for_scale(
+    config: UpsampleGuidanceConfig, scale: Sequence[float], nested: bool = True
+) -> list[UpsampleGuidanceConfig]:
     """UG toward the trained size for a stage of ``scale`` = (s_h, s_w) times the trained size, outermost first.
 
     Scale 1 needs no guidance ([]). A square power-of-two scale with ``nested`` is ×2 guidance nested
@@ -202,8 +235,10 @@ def levels_for_scale(config: UpsampleGuidanceConfig, scale: Sequence[float], nes
     if (s_h, s_w) == (1.0, 1.0):
         return [dataclasses.replace(config, factor=(frames, 1, 1))] if frames > 1 else []
     if not (s_h.is_integer() and s_w.is_integer()):
-        raise ValueError(f"ug needs integer scales relative to the trained size; a stage is {s_h:g}x{s_w:g} "
-                         "(choose a target that is an integer multiple of the trained size)")
+        raise ValueError(
+            f"ug needs integer scales relative to the trained size; a stage is {s_h:g}x{s_w:g} "
+            "(choose a target that is an integer multiple of the trained size)"
+        )
     m_h, m_w = int(s_h), int(s_w)
     if frames > 1:
         return [dataclasses.replace(config, factor=(frames, m_h, m_w))]
@@ -212,8 +247,14 @@ def levels_for_scale(config: UpsampleGuidanceConfig, scale: Sequence[float], nes
     return [dataclasses.replace(config, factor=(m_h, m_w))]
 
 
-def nested_guided_prediction(model_fn: EpsFn, x: torch.Tensor, t: TimeLike, alphas_cumprod: torch.Tensor,
-                             configs: Sequence[UpsampleGuidanceConfig], prediction_type: str = "epsilon") -> torch.Tensor:
+def nested_guided_prediction(
+    model_fn: EpsFn,
+    x: torch.Tensor,
+    t: TimeLike,
+    alphas_cumprod: torch.Tensor,
+    configs: Sequence[UpsampleGuidanceConfig],
+    prediction_type: str = "epsilon",
+) -> torch.Tensor:
     """UG applied level by level: the low-resolution branch of ``configs[0]`` is itself guided by ``configs[1]``, …
 
     For 4× as ×2 twice, ``configs = [c, c]`` with ``c.factor = 2``:

@@ -29,7 +29,8 @@ The weight w_t follows eq. 5 in flow time: θ·H(t − (1 − η)).
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import torch
 
@@ -71,8 +72,9 @@ def flow_combine(v_high: torch.Tensor, v_low: torch.Tensor, x: torch.Tensor, t, 
     return v_high + _per_sample(torch.as_tensor(weight, dtype=x.dtype), x) * upsample_nearest(guidance, factor)
 
 
-def flow_upsample_guidance(v_fn: VelocityFn, x: torch.Tensor, t, factor: Factor = 2, weight=1.0,
-                           lowres_v_fn: Optional[VelocityFn] = None) -> torch.Tensor:
+def flow_upsample_guidance(
+    v_fn: VelocityFn, x: torch.Tensor, t, factor: Factor = 2, weight=1.0, lowres_v_fn: Optional[VelocityFn] = None
+) -> torch.Tensor:
     """The guided velocity for any velocity predictor ``v_fn(x, t)`` (t per sample in [0, 1]); ``weight`` 0
     returns ``v_fn(x, t)`` without the trained-size pass. ``lowres_v_fn`` (default ``v_fn``) answers at the
     trained size."""

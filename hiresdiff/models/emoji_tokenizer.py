@@ -4,16 +4,16 @@ The byte-level BPE of CLIP (same normaliser, pre-tokeniser, ``</w>`` word ends, 
 ``<|endoftext|>``) with its merges learnt by the ``tokenizers`` library from the names of
 ``emoji-test.txt``: most words become one token, others split into learnt pieces down to single bytes (every
 emoji name, held-out ones included, encodes without the unknown token; a word ending in a byte no training
-word ends in gets ``<|endoftext|>``, CLIP's unknown token). Saved, it is an ordinary ``CLIPTokenizer`` folder that ``StableDiffusionPipeline`` loads.
+word ends in gets ``<|endoftext|>``, CLIP's unknown token).
+Saved, it is an ordinary ``CLIPTokenizer`` folder that ``StableDiffusionPipeline`` loads.
 """
 
 from __future__ import annotations
 
 import json
+
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import CLIPTokenizer
-from tokenizers import Tokenizer, models, trainers
-from transformers import T5Tokenizer
+from transformers import CLIPTokenizer, T5Tokenizer
 
 VOCAB_SIZE = 2000
 MAX_LENGTH = 24  # the longest emoji name is 21 tokens with its start and end tokens
@@ -25,13 +25,18 @@ def build_tokenizer(names: list[str], vocab_size: int = VOCAB_SIZE, max_length: 
     clip = CLIPTokenizer()  # empty vocabulary: only its normaliser and pre-tokeniser are used
     bpe = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="</w>"))
     bpe.normalizer, bpe.pre_tokenizer = clip.backend_tokenizer.normalizer, clip.backend_tokenizer.pre_tokenizer
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|startoftext|>", "<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), end_of_word_suffix="</w>",
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
     bpe.train_from_iterator(sorted(set(names)), trainer)
     model = json.loads(bpe.to_str())["model"]
-    return CLIPTokenizer(vocab=model["vocab"], merges=[tuple(pair) for pair in model["merges"]],
-                         model_max_length=max_length)
+    return CLIPTokenizer(
+        vocab=model["vocab"], merges=[tuple(pair) for pair in model["merges"]], model_max_length=max_length
+    )
 
 
 def build_t5_tokenizer(names: list[str], alphabet: str = "", vocab_size: int = VOCAB_SIZE):
@@ -42,8 +47,13 @@ def build_t5_tokenizer(names: list[str], alphabet: str = "", vocab_size: int = V
     unigram = Tokenizer(models.Unigram())
     unigram.pre_tokenizer, unigram.decoder = t5.backend_tokenizer.pre_tokenizer, t5.backend_tokenizer.decoder
     characters = sorted(set("".join(names) + alphabet) - {" "})
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
-                                      initial_alphabet=characters, show_progress=False)
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
+        initial_alphabet=characters,
+        show_progress=False,
+    )
     unigram.train_from_iterator(sorted(set(names)), trainer)
     vocab = [tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]]
     return T5Tokenizer(vocab=vocab, extra_ids=0)

@@ -9,8 +9,9 @@ for large images. The cascade's φ (:func:`upsample_pivot`) is then the same cod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -22,7 +23,8 @@ TILE_ABOVE_PIXELS = 1536 * 1536
 
 
 def tiles(tiling: Optional[bool], pixels: int) -> bool:
-    """Whether a VAE call on ``pixels`` pixels is tiled: as ``tiling`` says, or (``None``) above ``TILE_ABOVE_PIXELS``."""
+    """Whether a VAE call on ``pixels`` pixels is tiled: as ``tiling`` says, or (``None``) above
+    ``TILE_ABOVE_PIXELS``."""
     return tiling if tiling is not None else pixels > TILE_ABOVE_PIXELS
 
 
@@ -70,7 +72,7 @@ class VaeCodec:
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         frames = _fold_frames(z)
-        with self._prepared(frames.shape[-2] * frames.shape[-1] * self.scale_factor ** 2) as dtype:
+        with self._prepared(frames.shape[-2] * frames.shape[-1] * self.scale_factor**2) as dtype:
             image = self.vae.decode(frames.to(dtype) / self.scaling + self.shift).sample
         return _unfold_frames(image.to(z.dtype), z)
 

@@ -9,7 +9,8 @@ rectified-flow form, :class:`~hiresdiff.transformer.upsample_guidance.FlowUpsamp
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 from hiresdiff.denoisers.registry import DenoiserFamily, family_of, find_denoiser
 from hiresdiff.hooks.base import attach, attached, detach
@@ -25,9 +26,13 @@ def parts_of(family: DenoiserFamily) -> Union[UNetParts, TransformerParts]:
     return TRANSFORMER_PARTS if family.flow else UNET_PARTS
 
 
-def apply_upsample_guidance(pipe_or_unet, config: Union[UpsampleGuidanceConfig, Sequence[UpsampleGuidanceConfig]],
-                            scheduler=None, *,
-                            sdxl_time_ids: str = "scale") -> None:
+def apply_upsample_guidance(
+    pipe_or_unet,
+    config: Union[UpsampleGuidanceConfig, Sequence[UpsampleGuidanceConfig]],
+    scheduler=None,
+    *,
+    sdxl_time_ids: str = "scale",
+) -> None:
     r"""Apply Upsample Guidance (eq. 4–5) to every UNet call of a pipeline, or of a bare UNet.
 
     Args:

@@ -1,7 +1,9 @@
 """The one sampling core: any recipe on any diffusers pipeline, a pixel ``UNet2DModel`` being one more pipeline, the
 flow-matching transformers of FLUX.1 and SD3/3.5 others (their differences: :mod:`hiresdiff.denoisers.layouts`).
 
-``generate(pipe, …)`` runs the recipe's stages (:meth:`hiresdiff.recipe.Recipe.stages`) one after the other,
+``generate(pipe, …)`` is a validated plan and a short loop: :func:`hiresdiff.sampling.run_plan.plan_run` turns the
+call into a :class:`~hiresdiff.sampling.run_plan.RunPlan` before any model call, and :func:`run` runs the recipe's
+stages (:meth:`hiresdiff.recipe.Recipe.stages`) one after the other,
 each as one call of the pipeline itself, which brings everything it already does (prompt encoding, CFG,
 SDXL's added conditioning, ControlNet, IP-Adapter, AnimateDiff's motion modules, the VAE decode,
 ``callback_on_step_end``). Pixel models run through :class:`~hiresdiff.loading.pixel_pipeline.PixelPipeline`,
@@ -39,7 +41,8 @@ already those of the trained grid). Without a cascade the pipeline's defaults ap
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import torch
 
@@ -54,10 +57,23 @@ from hiresdiff.sampling.run_plan import RunPlan, StagePlan, plan_run
 from hiresdiff.sampling.stage_parts import load_upsamplers, stage_detail, stage_modifications
 
 
-def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Recipe] = None, seed: int = 0,
-             steps: int = 30, num_frames: Optional[int] = None, vae_tiling: Optional[bool] = None,
-             on_stage: Optional[Callable[[Stage, Any], None]] = None, init_image: Optional[torch.Tensor] = None,
-             return_stages: bool = False, trained_size: Optional[int] = None, **pipeline_kwargs):
+def generate(
+    pipe,
+    prompt=None,
+    *,
+    height: int,
+    width: int,
+    recipe: Optional[Recipe] = None,
+    seed: int = 0,
+    steps: int = 30,
+    num_frames: Optional[int] = None,
+    vae_tiling: Optional[bool] = None,
+    on_stage: Optional[Callable[[Stage, Any], None]] = None,
+    init_image: Optional[torch.Tensor] = None,
+    return_stages: bool = False,
+    trained_size: Optional[int] = None,
+    **pipeline_kwargs,
+):
     """Generate ``height``×``width`` pixels with ``pipe`` and ``recipe``: :func:`~hiresdiff.sampling.run_plan.plan_run`
     validates the call into a plan before any model call, then :func:`run` executes it stage by stage.
 
@@ -95,17 +111,39 @@ def generate(pipe, prompt=None, *, height: int, width: int, recipe: Optional[Rec
         ValueError: before any denoiser call, for everything :func:`~hiresdiff.sampling.run_plan.plan_run` refuses
             and for upsamplers built for another UNet.
     """
-    plan = plan_run(pipe, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps,
-                    num_frames=num_frames, init_image=init_image, trained_size=trained_size, **pipeline_kwargs)
+    plan = plan_run(
+        pipe,
+        prompt,
+        height=height,
+        width=width,
+        recipe=recipe,
+        seed=seed,
+        steps=steps,
+        num_frames=num_frames,
+        init_image=init_image,
+        trained_size=trained_size,
+        **pipeline_kwargs,
+    )
     return run(pipe, plan, vae_tiling=vae_tiling, on_stage=on_stage, init_image=init_image, return_stages=return_stages)
 
 
-def run(pipe, plan: RunPlan, *, vae_tiling: Optional[bool] = None, on_stage: Optional[Callable[[Stage, Any], None]] = None,
-        init_image: Optional[torch.Tensor] = None, return_stages: bool = False):
+def run(
+    pipe,
+    plan: RunPlan,
+    *,
+    vae_tiling: Optional[bool] = None,
+    on_stage: Optional[Callable[[Stage, Any], None]] = None,
+    init_image: Optional[torch.Tensor] = None,
+    return_stages: bool = False,
+):
     """Execute a :class:`~hiresdiff.sampling.run_plan.RunPlan` of ``pipe`` (arguments as :func:`generate`'s)."""
     recipe = plan.recipe
     denoiser, _ = find_denoiser(pipe)
-    upsamplers = load_upsamplers(recipe.upsamplers, denoiser, [s.stage for s in plan.stages]) if recipe.upsamplers is not None else {}
+    upsamplers = (
+        load_upsamplers(recipe.upsamplers, denoiser, [s.stage for s in plan.stages])
+        if recipe.upsamplers is not None
+        else {}
+    )
     vae = getattr(pipe, "vae", None)
     codec = VaeCodec(vae, plan.scale_factor, vae_tiling) if vae is not None else PixelCodec()
     layout = plan.family.layout
@@ -116,9 +154,13 @@ def run(pipe, plan: RunPlan, *, vae_tiling: Optional[bool] = None, on_stage: Opt
         results.append(latents)
     for planned in plan.stages:
         stage, last = planned.stage, planned is plan.stages[-1]
-        call = dict(_at_size(plan.call, (plan.height, plan.width), planned.pixels), height=planned.pixels[0],
-                    width=planned.pixels[1], output_type=plan.output_type if last else "latent",
-                    generator=stage_generator(plan.seed, stage.index))
+        call = dict(
+            _at_size(plan.call, (plan.height, plan.width), planned.pixels),
+            height=planned.pixels[0],
+            width=planned.pixels[1],
+            output_type=plan.output_type if last else "latent",
+            generator=stage_generator(plan.seed, stage.index),
+        )
         if plan.user_callback is not None:
             call["callback_on_step_end"] = plan.user_callback
         if stage.index == 0:
@@ -126,12 +168,23 @@ def run(pipe, plan: RunPlan, *, vae_tiling: Optional[bool] = None, on_stage: Opt
             scheduler = fresh_copy(pipe.scheduler)
             inner = scheduler
         else:
-            scheduler = _restart(pipe.scheduler, recipe, planned, latents, codec, call, layout,
-                                 size_multiple(denoiser), plan.trained)
+            scheduler = _restart(
+                pipe.scheduler, recipe, planned, latents, codec, call, layout, size_multiple(denoiser), plan.trained
+            )
             inner = scheduler.inner
-        with stage_modifications(denoiser, recipe, stage, inner, upsamplers=upsamplers.get(int(max(stage.scale))),
-                                 pivot=latents, sdxl_time_ids=plan.time_ids, trained_size=plan.trained), \
-                memory_bounds(denoiser, vae if last else None, vae_tiling, planned.pixels):
+        with (
+            stage_modifications(
+                denoiser,
+                recipe,
+                stage,
+                inner,
+                upsamplers=upsamplers.get(int(max(stage.scale))),
+                pivot=latents,
+                sdxl_time_ids=plan.time_ids,
+                trained_size=plan.trained,
+            ),
+            memory_bounds(denoiser, vae if last else None, vae_tiling, planned.pixels),
+        ):
             output = stage_pipeline(pipe, scheduler)(**call)
         result = output.frames if hasattr(output, "frames") else output.images
         if not last and layout is not None:
@@ -149,17 +202,29 @@ def run(pipe, plan: RunPlan, *, vae_tiling: Optional[bool] = None, on_stage: Opt
 def _at_size(arguments: dict, target, size) -> dict:
     """``arguments`` with every image tensor (B, C, H, W) of the target's pixel size (a ControlNet's or an adapter's
     conditioning image, also in a list) resized to ``size``, the stage's: conditioning follows the stage."""
+
     def resized(value):
         if isinstance(value, torch.Tensor) and value.ndim == 4 and tuple(value.shape[-2:]) == tuple(target):
             return value if tuple(size) == tuple(target) else resize(value, size, "bilinear")
         return value
 
-    return {name: [resized(v) for v in value] if isinstance(value, list) else resized(value)
-            for name, value in arguments.items()}
+    return {
+        name: [resized(v) for v in value] if isinstance(value, list) else resized(value)
+        for name, value in arguments.items()
+    }
 
 
-def _restart(pipe_scheduler, recipe: Recipe, planned: StagePlan, previous: torch.Tensor, codec, call: dict,
-             layout=None, multiple: int = 1, trained=None) -> RestartedScheduler:
+def _restart(
+    pipe_scheduler,
+    recipe: Recipe,
+    planned: StagePlan,
+    previous: torch.Tensor,
+    codec,
+    call: dict,
+    layout=None,
+    multiple: int = 1,
+    trained=None,
+) -> RestartedScheduler:
     """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler. The stage
     runs its plan's schedule of ``planned.steps`` from the restart index ``planned.restart``.
 
@@ -171,18 +236,26 @@ def _restart(pipe_scheduler, recipe: Recipe, planned: StagePlan, previous: torch
     pivot = upsample_pivot(codec, previous, stage.size, cascade)
     eps = torch.randn(pivot.shape, generator=call["generator"]).to(pivot)  # drawn on the CPU, then moved
     shift_size = trained if cascade.flow_shift == "trained" else stage.size
-    grid = {} if layout is None else layout.timestep_arguments(
-        pipe_scheduler, steps, (shift_size[0] // multiple) * (shift_size[1] // multiple))
+    grid = (
+        {}
+        if layout is None
+        else layout.timestep_arguments(pipe_scheduler, steps, (shift_size[0] // multiple) * (shift_size[1] // multiple))
+    )
     scheduler = RestartedScheduler(pipe_scheduler, planned.restart, grid)
     scheduler.set_timesteps(steps)  # init_noise_sigma of the grid the pipeline will set
     levels = NoiseLevels.of(scheduler.inner, steps, grid)
     start = levels.noised(pivot, eps, scheduler.begin) / getattr(scheduler.inner, "init_noise_sigma", 1.0)  # flow: 1
     call.update(num_inference_steps=steps, latents=start if layout is None else layout.from_grid(start))
-    detail = stage_detail(cascade, codec.decode(previous) if callable(cascade.detail_alpha) else None, stage.size,
-                          levels.num_train_timesteps)
+    detail = stage_detail(
+        cascade,
+        codec.decode(previous) if callable(cascade.detail_alpha) else None,
+        stage.size,
+        levels.num_train_timesteps,
+    )
     if detail is not None:
-        call["callback_on_step_end"] = _detail_callback(detail, pivot, eps, levels, scheduler.begin,
-                                                        call.get("callback_on_step_end"), layout)
+        call["callback_on_step_end"] = _detail_callback(
+            detail, pivot, eps, levels, scheduler.begin, call.get("callback_on_step_end"), layout
+        )
     return scheduler
 
 

@@ -10,8 +10,8 @@ rows of the same matrix products) while holding one chunk's intermediates. diffu
 count (the last chunk is shorter). It hooks every diffusers ``FeedForward`` (UNet transformer blocks, motion
 modules, FLUX's dual-stream and SD3's blocks) and is removed exactly (:mod:`hiresdiff.hooks.base`).
 FLUX's single-stream blocks have no ``FeedForward``: their MLP (3072 → 12,288, concatenated with the attention
-output into 15,360 values a token before ``proj_out``) is inline, so :class:`ChunkedSingleBlockHook` runs the block
-with its position-wise part in chunks (a FLUX.1-dev call at 4096² in bf16: 6.5 GiB of working memory without it,
+output into 15,360 values a token before ``proj_out``) is inline, so :func:`single_block_hooks` run the block's
+position-wise part in chunks (a FLUX.1-dev call at 4096² in bf16: 6.5 GiB of working memory without it,
 5.0 GiB with it; what remains is mostly the attention: q, k, v and their normalised and rotated copies, which
 diffusers computes in fp32 on the way).
 """
@@ -27,7 +27,7 @@ from diffusers.models.attention import FeedForward
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
 from torch.utils._pytree import tree_map
 
-from hiresdiff.checks import is_int
+from hiresdiff.checks import check_positive_int
 from hiresdiff.hooks.base import attach, detach
 from hiresdiff.sampling.codecs import tiles
 
@@ -50,54 +50,100 @@ class ChunkedFeedForwardHook(ModelHook):
         return torch.cat([forward(chunk, *args, **kwargs) for chunk in hidden_states.split(self.tokens, dim=1)], dim=1)
 
 
-class ChunkedSingleBlockHook(ModelHook):
-    """Runs a FLUX ``FluxSingleTransformerBlock`` with its position-wise part on at most ``tokens`` tokens at a time.
+class SingleBlockMlp:
+    """What the three hooks on one FLUX single-stream block's MLP share during a call: the block's normalised tokens,
+    held from ``proj_mlp``'s call to ``proj_out``'s (the only calls in between are ``act_mlp`` and the attention)."""
+
+    def __init__(self, block, tokens: int):
+        self.block, self.tokens, self.normed = block, tokens, None
+
+
+class DeferredMlpHook(ModelHook):
+    """On ``proj_mlp``: keeps its input (the normalised tokens) and returns an empty MLP, which ``proj_out`` computes
+    chunk by chunk (:class:`ChunkedProjectionHook`); the block's own call when the tokens fit one chunk or gradients
+    are on."""
+
+    def __init__(self, shared: SingleBlockMlp):
+        super().__init__()
+        self.shared = shared
+
+    def new_forward(self, module, normed):
+        if normed.ndim != 3 or normed.shape[1] <= self.shared.tokens or torch.is_grad_enabled():
+            return self.fn_ref.original_forward(normed)
+        self.shared.normed = normed
+        return normed[..., :0]
+
+
+class EmptyPassingHook(ModelHook):
+    """On ``act_mlp``: passes the empty MLP of a deferred call through."""
+
+    def new_forward(self, module, x):
+        return x if x.shape[-1] == 0 else self.fn_ref.original_forward(x)
+
+
+class ChunkedProjectionHook(ModelHook):
+    """On ``proj_out``: for a deferred call, [attention, gelu(proj_mlp(normed))]
+    → proj_out a chunk of tokens at a time."""
+
+    def __init__(self, shared: SingleBlockMlp):
+        super().__init__()
+        self.shared = shared
+
+    def new_forward(self, module, attended):
+        normed, self.shared.normed = self.shared.normed, None
+        if normed is None:
+            return self.fn_ref.original_forward(attended)
+        block, tokens = self.shared.block, self.shared.tokens
+        parts = []
+        for start in range(0, attended.shape[1], tokens):
+            part = slice(start, start + tokens)
+            mlp = type(block.act_mlp).forward(
+                block.act_mlp, type(block.proj_mlp).forward(block.proj_mlp, normed[:, part])
+            )
+            parts.append(self.fn_ref.original_forward(torch.cat([attended[:, part], mlp], dim=2)))
+        return torch.cat(parts, dim=1)
+
+
+def single_block_hooks(block, tokens: int) -> list[tuple[torch.nn.Module, ModelHook]]:
+    """The hooks that run a FLUX ``FluxSingleTransformerBlock``'s position-wise part on at most ``tokens`` tokens at a
+    time, by wrapping its parts rather than copying its ``forward``.
 
     The block computes x = [text; image], (n, g) = norm(x, temb), a = attn(n), and returns
     x + g · proj_out([a, gelu(proj_mlp(n))]) split back into text and image. Only the attention mixes tokens: it runs
-    once on all of them (with the block's own processor, so hiresdiff's attention processors apply), the rest chunk by
-    chunk into x in place, so the 12,288-wide MLP and the 15,360-wide concatenation exist for one chunk at a time."""
-
-    def __init__(self, tokens: int):
-        super().__init__()
-        self.tokens = tokens
-
-    def new_forward(self, module, hidden_states, encoder_hidden_states, temb, image_rotary_emb=None,
-                    joint_attention_kwargs=None):
-        text = encoder_hidden_states.shape[1]
-        if text + hidden_states.shape[1] <= self.tokens or torch.is_grad_enabled():  # in place: sampling only
-            return self.fn_ref.original_forward(hidden_states, encoder_hidden_states, temb, image_rotary_emb,
-                                                joint_attention_kwargs)
-        x = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        normed, gate = module.norm(x, emb=temb)
-        attended = module.attn(hidden_states=normed, image_rotary_emb=image_rotary_emb, **(joint_attention_kwargs or {}))
-        gate = gate.unsqueeze(1)
-        for start in range(0, x.shape[1], self.tokens):
-            part = slice(start, start + self.tokens)
-            mlp = module.act_mlp(module.proj_mlp(normed[:, part]))
-            x[:, part] += gate * module.proj_out(torch.cat([attended[:, part], mlp], dim=2))
-        if x.dtype == torch.float16:
-            x = x.clip(-65504, 65504)
-        return x[:, :text], x[:, text:]
+    once on all of them (with the block's own processor, so hiresdiff's attention processors apply); ``proj_mlp``
+    hands back an empty MLP, and ``proj_out`` computes the MLP and its projection chunk by chunk, so the 12,288-wide
+    MLP and the 15,360-wide concatenation exist for one chunk at a time."""
+    shared = SingleBlockMlp(block, tokens)
+    return [
+        (block.proj_mlp, DeferredMlpHook(shared)),
+        (block.act_mlp, EmptyPassingHook()),
+        (block.proj_out, ChunkedProjectionHook(shared)),
+    ]
 
 
 @contextmanager
 def chunked_feed_forward(denoiser: torch.nn.Module, tokens: int = CHUNK_TOKENS):
     """Within the block every ``FeedForward`` of ``denoiser`` (and FLUX's single-stream blocks) runs in chunks of
-    ``tokens`` tokens."""
-    if not is_int(tokens) or tokens < 1:
-        raise ValueError(f"tokens must be a positive int; got {tokens!r}")
-    hooks = {FeedForward: ChunkedFeedForwardHook, FluxSingleTransformerBlock: ChunkedSingleBlockHook}
-    layers = [(m, hook) for m in denoiser.modules() for cls, hook in hooks.items() if isinstance(m, cls)]
+    ``tokens`` tokens; yields the number of layers chunked."""
+    check_positive_int(tokens, "tokens")
+    hooks, layers = [], 0
+    for module in denoiser.modules():
+        if isinstance(module, FeedForward):
+            hooks.append((module, ChunkedFeedForwardHook(tokens)))
+        elif isinstance(module, FluxSingleTransformerBlock):
+            hooks += single_block_hooks(module, tokens)
+        else:
+            continue
+        layers += 1
     attached = []
     try:
-        for layer, hook in layers:
-            attach(layer, hook(tokens), CHUNK_HOOK)
-            attached.append(layer)
-        yield len(layers)
+        for module, hook in hooks:
+            attach(module, hook, CHUNK_HOOK)
+            attached.append(module)
+        yield layers
     finally:
-        for layer in reversed(attached):
-            detach(layer, CHUNK_HOOK)
+        for module in reversed(attached):
+            detach(module, CHUNK_HOOK)
 
 
 SPLIT_HOOK = "hiresdiff_split_batch"
@@ -122,12 +168,14 @@ class SplitBatchHook(ModelHook):
 
         def take(value, i):
             if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
-                return value[i:i + 1]
+                return value[i : i + 1]
             if isinstance(value, dict):
                 return {k: take(v, i) for k, v in value.items()}
             return value
 
-        outputs = [forward(*[take(a, i) for a in args], **{k: take(v, i) for k, v in kwargs.items()}) for i in range(batch)]
+        outputs = [
+            forward(*[take(a, i) for a in args], **{k: take(v, i) for k, v in kwargs.items()}) for i in range(batch)
+        ]
         return tree_map(lambda *parts: torch.cat(parts) if isinstance(parts[0], torch.Tensor) else parts[0], *outputs)
 
 
@@ -149,8 +197,12 @@ def memory_bounds(denoiser: torch.nn.Module, vae=None, vae_tiling: Optional[bool
     with ExitStack() as stack:
         stack.enter_context(chunked_feed_forward(denoiser))
         stack.enter_context(one_sample_at_a_time(denoiser))
-        if (vae is not None and hasattr(vae, "enable_tiling") and not getattr(vae, "use_tiling", False)
-                and tiles(vae_tiling, pixels[0] * pixels[1])):
+        if (
+            vae is not None
+            and hasattr(vae, "enable_tiling")
+            and not getattr(vae, "use_tiling", False)
+            and tiles(vae_tiling, pixels[0] * pixels[1])
+        ):
             vae.enable_tiling()
             stack.callback(vae.disable_tiling)
         yield

@@ -37,7 +37,7 @@ class NoiseLevels:
     num_train_timesteps: int
 
     @classmethod
-    def of(cls, scheduler, steps: int, grid: Optional[dict] = None) -> "NoiseLevels":
+    def of(cls, scheduler, steps: int, grid: Optional[dict] = None) -> NoiseLevels:
         """Read the levels of ``scheduler``'s grid for ``steps`` inference steps, ``grid`` the further arguments of
         its ``set_timesteps`` (a flow pipeline's ``sigmas`` and ``mu``); a fresh copy is asked, the scheduler itself
         is not touched."""
@@ -57,8 +57,12 @@ class NoiseLevels:
                 probe.set_begin_index(i)
             signal.append(noise_of(one, zero, t.reshape(1)))
             noise.append(noise_of(zero, one, t.reshape(1)))
-        return cls(timesteps, torch.tensor(signal, dtype=torch.float64), torch.tensor(noise, dtype=torch.float64),
-                   scheduler.config.num_train_timesteps)
+        return cls(
+            timesteps,
+            torch.tensor(signal, dtype=torch.float64),
+            torch.tensor(noise, dtype=torch.float64),
+            scheduler.config.num_train_timesteps,
+        )
 
     def __len__(self) -> int:
         return len(self.timesteps)
@@ -71,7 +75,7 @@ class NoiseLevels:
     @property
     def alpha_bar(self) -> torch.Tensor:
         """ᾱ_i = 1 / (1 + σ_i²)."""
-        return 1 / (1 + self.sigma ** 2)
+        return 1 / (1 + self.sigma**2)
 
     @property
     def log_snr(self) -> torch.Tensor:

@@ -32,20 +32,25 @@ from diffusers import DDIMScheduler, PNDMScheduler
 
 from hiresdiff.sampling.noise_levels import fresh_copy
 
-_STAGE_SEED_STRIDE = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): stage seeds of nearby seeds do not collide
+_STAGE_SEED_STRIDE = (
+    0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): stage seeds of nearby seeds do not collide
+)
 
 
 def stage_generator(seed: int, stage_index: int) -> torch.Generator:
     """The CPU generator of stage ``stage_index`` of a run with ``seed`` (stage 0: ``manual_seed(seed)``)."""
-    derived = seed if stage_index == 0 else (seed + stage_index * _STAGE_SEED_STRIDE) % 2 ** 64
+    derived = seed if stage_index == 0 else (seed + stage_index * _STAGE_SEED_STRIDE) % 2**64
     return torch.Generator("cpu").manual_seed(derived)
 
 
 def restartable(scheduler):
     """A fresh scheduler that can start mid-grid: a copy of ``scheduler``, or DDIM in place of PNDM (warned)."""
     if isinstance(scheduler, PNDMScheduler):
-        warnings.warn("PNDM cannot restart mid-schedule (its PLMS warm-up counts calls): the cascade's later stages "
-                      "sample with DDIM on the same training schedule", stacklevel=3)
+        warnings.warn(
+            "PNDM cannot restart mid-schedule (its PLMS warm-up counts calls): the cascade's later stages "
+            "sample with DDIM on the same training schedule",
+            stacklevel=3,
+        )
         return DDIMScheduler.from_config(scheduler.config)
     return fresh_copy(scheduler)
 
@@ -79,7 +84,7 @@ class RestartedScheduler:
     @property
     def timesteps(self) -> torch.Tensor:
         """The grid from the restart on (a view: the copy's own grid stays whole)."""
-        return self.inner.timesteps[self.begin:]
+        return self.inner.timesteps[self.begin :]
 
     def __getattr__(self, name):
         if name == "inner":  # not yet set (copying): no recursion
@@ -90,5 +95,7 @@ class RestartedScheduler:
 def stage_pipeline(pipe, scheduler):
     """A shallow copy of ``pipe`` that samples with ``scheduler``; ``pipe`` and its config are not touched."""
     staged = copy.copy(pipe)
-    object.__setattr__(staged, "scheduler", scheduler)  # not DiffusionPipeline.__setattr__: it would edit the shared config
+    object.__setattr__(
+        staged, "scheduler", scheduler
+    )  # not DiffusionPipeline.__setattr__: it would edit the shared config
     return staged

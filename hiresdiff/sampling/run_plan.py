@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -81,9 +82,20 @@ def check_steps(steps) -> None:
     check_positive_int(steps, "steps")
 
 
-def plan_run(pipe, prompt=None, *, height: int, width: int, recipe=None, seed: int = 0, steps: int = 30,
-             num_frames: Optional[int] = None, init_image: Optional[torch.Tensor] = None,
-             trained_size: Optional[int] = None, **pipeline_kwargs) -> RunPlan:
+def plan_run(
+    pipe,
+    prompt=None,
+    *,
+    height: int,
+    width: int,
+    recipe=None,
+    seed: int = 0,
+    steps: int = 30,
+    num_frames: Optional[int] = None,
+    init_image: Optional[torch.Tensor] = None,
+    trained_size: Optional[int] = None,
+    **pipeline_kwargs,
+) -> RunPlan:
     """The :class:`RunPlan` of ``generate(pipe, prompt, height=…, …)`` (the same arguments, see there), validated.
 
     Raises:
@@ -104,8 +116,10 @@ def plan_run(pipe, prompt=None, *, height: int, width: int, recipe=None, seed: i
     multiple = scale_factor * size_multiple(denoiser)
     for name, n in (("height", height), ("width", width)):
         if not is_int(n) or n < 1 or n % multiple:
-            raise ValueError(f"{name} must be a positive multiple of {multiple} (VAE factor {scale_factor} × the "
-                             f"{type(denoiser).__name__}'s size factor {multiple // scale_factor}); got {n!r}")
+            raise ValueError(
+                f"{name} must be a positive multiple of {multiple} (VAE factor {scale_factor} × the "
+                f"{type(denoiser).__name__}'s size factor {multiple // scale_factor}); got {n!r}"
+            )
     check_steps(steps)
     trained = _trained_latent_size(denoiser, pipe, trained_size, scale_factor)
     stages = recipe.stages(trained, (height // scale_factor, width // scale_factor), size_multiple(denoiser))
@@ -116,7 +130,7 @@ def plan_run(pipe, prompt=None, *, height: int, width: int, recipe=None, seed: i
     if init_image is not None:
         init_size = _check_init_image(init_image, denoiser, family, pipe, scale_factor)
         later = stages_after(stages, init_size)
-        planned = planned[len(stages) - len(later):]
+        planned = planned[len(stages) - len(later) :]
 
     call = dict(pipeline_kwargs, num_inference_steps=steps)
     first_only = {name: call.pop(name) for name in FIRST_STAGE_ONLY if call.get(name) is not None}
@@ -132,8 +146,24 @@ def plan_run(pipe, prompt=None, *, height: int, width: int, recipe=None, seed: i
         time_ids = "keep"
     output_type = call.pop("output_type", "pil")
     user_callback = call.pop("callback_on_step_end", None)
-    return RunPlan(recipe, family, height, width, scale_factor, multiple, trained, tuple(planned), seed, steps,
-                   output_type, time_ids, call, first_only, user_callback, init_size)
+    return RunPlan(
+        recipe,
+        family,
+        height,
+        width,
+        scale_factor,
+        multiple,
+        trained,
+        tuple(planned),
+        seed,
+        steps,
+        output_type,
+        time_ids,
+        call,
+        first_only,
+        user_callback,
+        init_size,
+    )
 
 
 def _stage_plan(recipe: Recipe, stage: Stage, last: bool, steps: int, scale_factor: int) -> StagePlan:
@@ -144,8 +174,10 @@ def _stage_plan(recipe: Recipe, stage: Stage, last: bool, steps: int, scale_fact
     cascade = recipe.cascade
     grid = cascade.stage_steps(steps, last)
     if cascade.steps_run(steps, last) < 1:
-        raise ValueError(f"steps·strength must be at least 1, or the cascade's later stages run no step; got "
-                         f"steps={grid}, strength={cascade.strength} (steps·strength = {grid * cascade.strength:g})")
+        raise ValueError(
+            f"steps·strength must be at least 1, or the cascade's later stages run no step; got "
+            f"steps={grid}, strength={cascade.strength} (steps·strength = {grid * cascade.strength:g})"
+        )
     return StagePlan(stage, pixels, grid, restart_index(grid, cascade.strength))
 
 
@@ -153,37 +185,61 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
     """``ValueError`` for a pipeline that lacks the call arguments the core needs, or parts its denoiser cannot take."""
     missing = [name for name in PIPELINE_CONTRACT if name not in parameters]
     if missing:
-        raise ValueError(f"pipe: {type(pipe).__name__} takes no {', '.join(missing)}; hiresdiff needs pipelines that take "
-                         f"{', '.join(PIPELINE_CONTRACT)} (for a pixel UNet2DModel: PixelPipeline(unet, scheduler))")
-    if recipe.cascade is not None and recipe.cascade.detail_alpha is not None and "callback_on_step_end" not in parameters:
-        raise ValueError(f"recipe: detail control (detail_alpha) blends the latents through callback_on_step_end, which "
-                         f"{type(pipe).__name__} does not take: use detail_alpha=None (e.g. Recipe.freescale(detail_alpha=None))")
+        raise ValueError(
+            f"pipe: {type(pipe).__name__} takes no {', '.join(missing)}; hiresdiff needs pipelines that take "
+            f"{', '.join(PIPELINE_CONTRACT)} (for a pixel UNet2DModel: PixelPipeline(unet, scheduler))"
+        )
+    if (
+        recipe.cascade is not None
+        and recipe.cascade.detail_alpha is not None
+        and "callback_on_step_end" not in parameters
+    ):
+        raise ValueError(
+            f"recipe: detail control (detail_alpha) blends the latents through callback_on_step_end, which "
+            f"{type(pipe).__name__} does not take: use detail_alpha=None (e.g. Recipe.freescale(detail_alpha=None))"
+        )
     if family.flow and recipe.upsamplers is not None:
-        raise ValueError("upsamplers: Self-Cascade's feature upsamplers plug into UNet skip features; "
-                         f"{type(denoiser).__name__} is a transformer: use the tuning-free Self-Cascade (upsamplers=None)")
+        raise ValueError(
+            "upsamplers: Self-Cascade's feature upsamplers plug into UNet skip features; "
+            f"{type(denoiser).__name__} is a transformer: use the tuning-free Self-Cascade (upsamplers=None)"
+        )
     if not family.flow and recipe.positions is not None:
-        raise ValueError(f"positions: rescales a transformer's position embedding; {type(denoiser).__name__} has none "
-                         "(its analogue on a UNet is FreeScale's dilation): use positions=None")
+        raise ValueError(
+            f"positions: rescales a transformer's position embedding; {type(denoiser).__name__} has none "
+            "(its analogue on a UNet is FreeScale's dilation): use positions=None"
+        )
 
 
-def _check_positions(denoiser, family: DenoiserFamily, recipe: Recipe, stages, scale_factor: int, height: int,
-                     width: int) -> None:
+def _check_positions(
+    denoiser, family: DenoiserFamily, recipe: Recipe, stages, scale_factor: int, height: int, width: int
+) -> None:
     """``ValueError`` when a stage is larger than a transformer's position table reaches and nothing rescales it."""
     reach = family.layout.position_reach(denoiser) if family.flow else 0
     if reach and transformer_positions(recipe) is None and max(max(stage.size) for stage in stages) > reach:
-        raise ValueError(f"height and width: {type(denoiser).__name__}'s position embedding reaches {reach * scale_factor} pixels "
-                         f"per side (pos_embed_max_size {denoiser.config.pos_embed_max_size} patches); {height}x{width} needs it "
-                         "interpolated: use a recipe with positions=PositionConfig('pi'), or FreeScale (its restrained "
-                         "dilation is position interpolation on a transformer)")
+        raise ValueError(
+            f"height and width: {type(denoiser).__name__}'s position embedding reaches {reach * scale_factor} pixels "
+            f"per side (pos_embed_max_size {denoiser.config.pos_embed_max_size} patches); {height}x{width} needs it "
+            "interpolated: use a recipe with positions=PositionConfig('pi'), or FreeScale (its restrained "
+            "dilation is position interpolation on a transformer)"
+        )
 
 
 def _check_frames(stages, num_frames: Optional[int]) -> None:
     """``ValueError`` when ``num_frames`` does not divide by temporal UG's frame factor."""
-    frame_factor = max((level.factor[0] for stage in stages for level in stage.ug_levels
-                        if isinstance(level.factor, tuple) and len(level.factor) == 3), default=1)
+    frame_factor = max(
+        (
+            level.factor[0]
+            for stage in stages
+            for level in stage.ug_levels
+            if isinstance(level.factor, tuple) and len(level.factor) == 3
+        ),
+        default=1,
+    )
     if num_frames is not None and num_frames % frame_factor:
-        raise ValueError(f"num_frames={num_frames} is not divisible by the UG frame factor {frame_factor}: "
-                         f"num_frames must be a multiple of {frame_factor}")
+        raise ValueError(
+            f"num_frames={num_frames} is not divisible by the UG frame factor {frame_factor}: "
+            f"num_frames must be a multiple of {frame_factor}"
+        )
 
 
 def _check_init_image(image, denoiser, family: DenoiserFamily, pipe, scale_factor: int) -> tuple[int, int]:
@@ -192,7 +248,12 @@ def _check_init_image(image, denoiser, family: DenoiserFamily, pipe, scale_facto
     if family.video:
         raise ValueError("init_image: upscaling takes images; video pipelines (AnimateDiff) are not supported")
     channels = 3 if getattr(pipe, "vae", None) is not None else denoiser.config.in_channels
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != channels or not torch.isfinite(image).all():
+    if (
+        not isinstance(image, torch.Tensor)
+        or image.ndim != 4
+        or image.shape[1] != channels
+        or not torch.isfinite(image).all()
+    ):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"init_image must be a finite (B, {channels}, H, W) tensor in [-1, 1]; got {shape}")
     h, w = image.shape[-2:]
@@ -206,6 +267,7 @@ def _trained_latent_size(denoiser, pipe, trained_size: Optional[int], scale_fact
     if trained_size is None:
         return denoiser_trained_size(denoiser, pipe)
     if not is_int(trained_size) or trained_size < 1 or trained_size % scale_factor:
-        raise ValueError(f"trained_size must be a positive multiple of the VAE factor {scale_factor} (pixels); "
-                         f"got {trained_size!r}")
+        raise ValueError(
+            f"trained_size must be a positive multiple of the VAE factor {scale_factor} (pixels); got {trained_size!r}"
+        )
     return (trained_size // scale_factor,) * 2

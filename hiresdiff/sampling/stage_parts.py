@@ -13,9 +13,10 @@ temporal UG): it is plain sampling bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -44,7 +45,7 @@ def load_upsamplers(upsamplers, unet, stages: Sequence[Stage]) -> dict[int, Feat
     per stage: stages without an entry run tuning-free, entries for stages this run does not have are unused.
     Sets built for another UNet are refused.
     """
-    scales = sorted({int(max(s.scale)) for s in stages[1:] if max(s.scale) == int(max(s.scale))})
+    scales = sorted({int(max(s.scale)) for s in stages if s.index > 0 and max(s.scale) == int(max(s.scale))})
     if isinstance(upsamplers, dict):
         sets = {scale: one for scale, one in upsamplers.items() if scale in scales}
     else:
@@ -57,19 +58,24 @@ def load_upsamplers(upsamplers, unet, stages: Sequence[Stage]) -> dict[int, Feat
             except Exception as error:  # a truncated weights file: one line naming the folder
                 raise cannot_load("upsamplers", one, error) from None
         if not isinstance(one, FeatureUpsamplers):
-            raise ValueError(f"upsamplers must be FeatureUpsamplers or a folder they were saved to; got {type(one).__name__}")
+            raise ValueError(
+                f"upsamplers must be FeatureUpsamplers or a folder they were saved to; got {type(one).__name__}"
+            )
         one.check_fits(unet)
         scale = one.config.scale if scale is None else scale
         if scale not in scales:
-            raise ValueError(f"upsamplers: a set for the stage at {scale}x the trained size, but this run's later stages "
-                             f"are at {scales or 'none'}; pass one set per stage as upsamplers={{scale: set}}")
+            raise ValueError(
+                f"upsamplers: a set for the stage at {scale}x the trained size, but this run's later stages "
+                f"are at {scales or 'none'}; pass one set per stage as upsamplers={{scale: set}}"
+            )
         same = (one.device, one.dtype) == (unet.device, unet.dtype)
         loaded[scale] = one if same else one.to(device=unet.device, dtype=unet.dtype)
     return loaded
 
 
-def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Sequence[int],
-                 num_train_timesteps: int) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
+def stage_detail(
+    cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Sequence[int], num_train_timesteps: int
+) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
     """FreeScale's detail control for one stage: ``blend(z, z̃_t, t)`` = (1−c)·z + c·z̃_t, or ``None`` when off.
 
     α comes from ``cascade.detail_alpha``: a number, a map (resized to the stage's ``size``), or a callable
@@ -91,19 +97,32 @@ def stage_detail(cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Seque
 
 
 def check_unmodified(denoiser) -> None:
-    """``ValueError`` if ``denoiser`` already carries one of the per-call parts (applied by hand, or a run in progress on
+    """``ValueError`` if ``denoiser`` already carries one of the per-call parts
+    (applied by hand, or a run in progress on
     it): a stage would otherwise remove it on exit."""
-    present = [name for name in (CALL_CONTEXT_HOOK, UPSAMPLE_GUIDANCE_HOOK, UPSAMPLERS_HOOK) if attached(denoiser, name)]
+    present = [
+        name for name in (CALL_CONTEXT_HOOK, UPSAMPLE_GUIDANCE_HOOK, UPSAMPLERS_HOOK) if attached(denoiser, name)
+    ]
     present += parts_of(family_of(denoiser)).present(denoiser)
     if present:
-        raise ValueError(f"the denoiser already carries {', '.join(present)}: remove them (remove_upsample_guidance, …) "
-                         "before sampling with a recipe, which attaches its own parts for each stage")
+        raise ValueError(
+            f"the denoiser already carries {', '.join(present)}: remove them (remove_upsample_guidance, …) "
+            "before sampling with a recipe, which attaches its own parts for each stage"
+        )
 
 
 @contextmanager
-def stage_modifications(unet, recipe: Recipe, stage: Stage, scheduler, *, upsamplers=None,
-                        pivot: Optional[torch.Tensor] = None, sdxl_time_ids: str = "scale",
-                        trained_size: Optional[Sequence[int]] = None):
+def stage_modifications(
+    unet,
+    recipe: Recipe,
+    stage: Stage,
+    scheduler,
+    *,
+    upsamplers=None,
+    pivot: Optional[torch.Tensor] = None,
+    sdxl_time_ids: str = "scale",
+    trained_size: Optional[Sequence[int]] = None,
+):
     """Within the block, ``unet`` (or a flow transformer) runs ``stage`` of ``recipe``; afterwards it is exactly as
     before.
 

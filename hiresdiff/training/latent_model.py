@@ -34,23 +34,47 @@ from hiresdiff.models.emoji_tokenizer import build_tokenizer
 from hiresdiff.training.loop import Phase, add_run_arguments, replace_folder, start_run, v_loss, write_shipped
 
 VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, latent_channels=4, sample_size=32, layers_per_block=1,
-    block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    sample_size=32,
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+    norm_num_groups=32,
 )
 UNET_CONFIG = dict(
-    sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(64, 128, 128),
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(64, 128, 128),
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=128, attention_head_dim=4,
+    cross_attention_dim=128,
+    attention_head_dim=4,
 )
-TEXT_CONFIG = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
-                   bos_token_id=0, eos_token_id=1, pad_token_id=1)
+TEXT_CONFIG = dict(
+    hidden_size=128,
+    intermediate_size=512,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=1,
+)
 # as the pixel model: cosine, v-prediction, "trailing" so few-step samplers start from pure noise; latents are not
 # bounded to [-1, 1], so samplers that could clip their x₀ estimate must not; steps_offset 1 (which "trailing"
 # ignores) because StableDiffusionPipeline warns about any other value
-SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
-                        timestep_spacing="trailing", clip_sample=False, steps_offset=1)
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",
+    prediction_type="v_prediction",
+    timestep_spacing="trailing",
+    clip_sample=False,
+    steps_offset=1,
+)
 KL_WEIGHT = 1e-6
 PROMPT_DROPOUT = 0.1
 
@@ -62,7 +86,7 @@ def vae_batch(sets: list[torch.Tensor], batch_size: int, generator=None) -> torc
         n = batch_size // len(sets) + (i < batch_size % len(sets))
         idx = torch.randint(0, len(images), (n,), generator=generator)
         top, left = (torch.randint(0, images.shape[-1] - 31, (2,), generator=generator) // 2 * 2).tolist()
-        crops.append(images[idx, :, top:top + 32, left:left + 32])
+        crops.append(images[idx, :, top : top + 32, left : left + 32])
     x = torch.cat(crops)
     flip = torch.rand(len(x), generator=generator) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -76,15 +100,19 @@ def vae_loss(vae, x: torch.Tensor, generator=None) -> torch.Tensor:
 
 def text_unet_v(unet, text_encoder):
     """``model(x_t, t)`` for :func:`v_loss` with the prompt tokens ``ids`` set on the returned function."""
+
     def model(x_t, t):
         return unet(x_t, t, encoder_hidden_states=text_encoder(model.ids)[0]).sample
+
     return model
 
 
 @torch.no_grad()
 def latent_means(vae, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """The (unscaled) means of the VAE's posteriors of ``images``, encoded in batches."""
-    return torch.cat([vae.encode(images[i:i + batch_size]).latent_dist.mean for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [vae.encode(images[i : i + batch_size]).latent_dist.mean for i in range(0, len(images), batch_size)]
+    )
 
 
 @torch.no_grad()
@@ -102,8 +130,13 @@ def train_vae(args, run_dir: Path, train: emoji.EmojiData):
         ema_vae = phase.ema_modules()["vae"]
         ema_vae.register_to_config(scaling_factor=latent_scale(ema_vae, train.images))
         info = {"step": phase.step, "wall_seconds": round(phase.wall)}
-        replace_folder(run_dir / "vae", lambda folder: (ema_vae.save_pretrained(folder),
-                                                        (folder / "training.json").write_text(json.dumps(info) + "\n")))
+        replace_folder(
+            run_dir / "vae",
+            lambda folder: (
+                ema_vae.save_pretrained(folder),
+                (folder / "training.json").write_text(json.dumps(info) + "\n"),
+            ),
+        )
 
     if not phase.done:
         phase.run(lambda: vae_loss(vae, vae_batch(sets, args.vae_batch_size)), args.save_every, args.log_every, export)
@@ -115,19 +148,22 @@ def encode_latents(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     """Means and standard deviations of the scaled latents of ``images`` and of their mirror images
     (2N, 4, h, w each; mirror of image i at N + i)."""
     both = torch.cat([images, images.flip(-1)])
-    dists = [vae.encode(both[i:i + 256]).latent_dist for i in range(0, len(both), 256)]
+    dists = [vae.encode(both[i : i + 256]).latent_dist for i in range(0, len(both), 256)]
     scale = vae.config.scaling_factor
     return torch.cat([d.mean for d in dists]) * scale, torch.cat([d.std for d in dists]) * scale
 
 
 def train_unet(args, run_dir: Path, train: emoji.EmojiData, vae) -> None:
     tokenizer = build_tokenizer(train.names)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
-                                                **TEXT_CONFIG))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length, **TEXT_CONFIG)
+    )
     unet, scheduler = UNet2DConditionModel(**UNET_CONFIG), DDPMScheduler(**SCHEDULER_CONFIG)
     phase = Phase("unet", {"unet": unet, "text_encoder": text_encoder}, run_dir, args, args.unet_steps, args.lr)
     mean, std = encode_latents(vae, train.images)
-    ids = tokenizer(train.names * 2, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    ids = tokenizer(
+        train.names * 2, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
     empty = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     model = text_unet_v(unet, text_encoder)
 
@@ -139,13 +175,28 @@ def train_unet(args, run_dir: Path, train: emoji.EmojiData, vae) -> None:
 
     def export():
         ema = phase.ema_modules()
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=ema["text_encoder"], tokenizer=tokenizer, unet=ema["unet"],
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-        info = {"step": phase.step, "wall_seconds": round(phase.wall),
-                "vae": json.loads((run_dir / "vae" / "training.json").read_text())}
-        replace_folder(run_dir / "pipeline", lambda folder: (pipe.save_pretrained(folder),
-                                                             (folder / "training.json").write_text(json.dumps(info) + "\n")))
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=ema["text_encoder"],
+            tokenizer=tokenizer,
+            unet=ema["unet"],
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        info = {
+            "step": phase.step,
+            "wall_seconds": round(phase.wall),
+            "vae": json.loads((run_dir / "vae" / "training.json").read_text()),
+        }
+        replace_folder(
+            run_dir / "pipeline",
+            lambda folder: (
+                pipe.save_pretrained(folder),
+                (folder / "training.json").write_text(json.dumps(info) + "\n"),
+            ),
+        )
 
     if not phase.done:
         phase.run(loss, args.save_every, args.log_every, export)
@@ -182,7 +233,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    train(add_arguments(argparse.ArgumentParser(description="Train the emoji-latent pipeline (resumable).")).parse_args(argv))
+    train(
+        add_arguments(argparse.ArgumentParser(description="Train the emoji-latent pipeline (resumable).")).parse_args(
+            argv
+        )
+    )
 
 
 if __name__ == "__main__":

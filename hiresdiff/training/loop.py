@@ -16,8 +16,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from diffusers.training_utils import EMAModel
@@ -108,17 +108,35 @@ def replace_folder(out_dir: Path, write: Callable[[Path], None]) -> None:
 
 class Phase:
     """One resumable training phase: the model's parameters, their EMA and optimizer, the step and wall time, saved
-    atomically to ``state_path`` with a loss log beside it."""
+    atomically to ``state_path`` with a loss log beside it; every owned model trains through it.
 
-    def __init__(self, name: str, modules: dict, run_dir: Path, args, steps: int, lr: float):
-        self.name, self.modules, self.steps = name, modules, steps
+    ``schedule`` (lr, warmup, steps, decay_steps, lr_final: :func:`learning_rate`) defaults to a warm-up over
+    ``args.warmup`` steps and a fall to a tenth over the last quarter; ``files`` names the state and the loss log
+    (default ``NAME_state.pt``, ``NAME_loss.csv``)."""
+
+    def __init__(
+        self,
+        name: str,
+        modules: dict,
+        run_dir: Path,
+        args,
+        steps: int,
+        lr: float,
+        schedule: argparse.Namespace | None = None,
+        files: tuple[str, str] | None = None,
+    ):
+        self.name, self.modules, self.steps, self.ema_decay = name, modules, steps, args.ema_decay
         self.params = [p for m in modules.values() for p in m.parameters()]
         self.ema = new_ema(self.params, args.ema_decay)
         self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0)
-        self.schedule = argparse.Namespace(lr=lr, warmup=args.warmup, steps=steps, decay_steps=steps // 4, lr_final=lr / 10)
-        self.state_path, self.log_path = run_dir / f"{name}_state.pt", run_dir / f"{name}_loss.csv"
+        self.schedule = schedule or argparse.Namespace(
+            lr=lr, warmup=args.warmup, steps=steps, decay_steps=steps // 4, lr_final=lr / 10
+        )
+        state_file, log_file = files or (f"{name}_state.pt", f"{name}_loss.csv")
+        self.state_path, self.log_path = run_dir / state_file, run_dir / log_file
         self.step, self.wall = 0, 0.0
-        if self.state_path.exists():
+        self.resumed = self.state_path.exists()
+        if self.resumed:
             state = torch.load(self.state_path, weights_only=False)
             for key, module in modules.items():
                 module.load_state_dict(state[key])
@@ -128,6 +146,15 @@ class Phase:
             torch.set_rng_state(state["rng"])
             drop_rows_after(self.log_path, self.step)
 
+    def start_from(self, weights: dict, step: int, wall: float) -> None:
+        """Start a new run from exported ``weights`` (module key → state dict) that trained ``step`` steps in ``wall``
+        seconds, when their optimizer state is not at hand: the EMA starts from them, the optimizer afresh."""
+        for key, module in self.modules.items():
+            module.load_state_dict(weights[key])
+        self.ema = new_ema(self.params, self.ema_decay)
+        self.ema.optimization_step = step
+        self.step, self.wall = step, wall
+
     @property
     def done(self) -> bool:
         return self.step >= self.steps
@@ -136,7 +163,9 @@ class Phase:
         """Optimise ``loss_fn()`` until ``steps``; every ``save_every`` steps save the state and call ``on_save()``."""
         with open(self.log_path, "a", newline="") as log:
             writer, running, t0 = csv.writer(log), 0.0, time.time()
-            for _ in tqdm(range(self.step, self.steps), initial=self.step, total=self.steps, desc=f"training {self.name}"):
+            for _ in tqdm(
+                range(self.step, self.steps), initial=self.step, total=self.steps, desc=f"training {self.name}"
+            ):
                 for group in self.opt.param_groups:
                     group["lr"] = learning_rate(self.step, self.schedule)
                 loss = loss_fn()
@@ -154,9 +183,17 @@ class Phase:
                 if self.step % save_every == 0 or self.step == self.steps:
                     self.wall += time.time() - t0
                     t0 = time.time()
-                    save_state(self.state_path, {**{k: m.state_dict() for k, m in self.modules.items()},
-                                                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                                                 "step": self.step, "wall": self.wall, "rng": torch.get_rng_state()})
+                    save_state(
+                        self.state_path,
+                        {
+                            **{k: m.state_dict() for k, m in self.modules.items()},
+                            "ema": self.ema.state_dict(),
+                            "opt": self.opt.state_dict(),
+                            "step": self.step,
+                            "wall": self.wall,
+                            "rng": torch.get_rng_state(),
+                        },
+                    )
                     on_save()
 
     def ema_modules(self) -> dict:
@@ -172,8 +209,11 @@ def write_shipped(pipe, run_dir: Path, out_dir: Path, names: dict, extra: dict |
     already in ``out_dir`` is kept."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     card = (out_dir / "README.md").read_text() if (out_dir / "README.md").exists() else None
-    files = {"prompts.json": json.dumps({k: sorted(set(v)) for k, v in names.items()}, indent=0, ensure_ascii=False) + "\n",
-             **(extra or {}), **({"README.md": card} if card is not None else {})}
+    files = {
+        "prompts.json": json.dumps({k: sorted(set(v)) for k, v in names.items()}, indent=0, ensure_ascii=False) + "\n",
+        **(extra or {}),
+        **({"README.md": card} if card is not None else {}),
+    }
 
     def write(folder: Path) -> None:
         pipe.save_pretrained(folder)
@@ -189,8 +229,13 @@ def add_run_arguments(p: argparse.ArgumentParser, name: str) -> None:
     for the owned model ``name`` (emoji-latent, emoji-flux)."""
     p.add_argument("--run-dir", default=f"runs/{name}", help="states, loss logs and exported weights (outside git)")
     p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the denoiser (linear warm-up, then a "
-                   "linear fall to a tenth over the last quarter of the steps)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=3e-4,
+        help="peak learning rate of the denoiser (linear warm-up, then a "
+        "linear fall to a tenth over the last quarter of the steps)",
+    )
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ema-decay", type=float, default=0.999, help="upper bound of the warmed-up EMA decay")
@@ -198,5 +243,10 @@ def add_run_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--log-every", type=int, default=50, help="steps per row of the loss logs (step, mean loss, wall s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
-    p.add_argument("--ship", default=None, metavar="FOLDER", help="when training is done, write the shipped pipeline "
-                   f"there (e.g. hiresdiff/models/{name.replace('-', '_')})")
+    p.add_argument(
+        "--ship",
+        default=None,
+        metavar="FOLDER",
+        help="when training is done, write the shipped pipeline "
+        f"there (e.g. hiresdiff/models/{name.replace('-', '_')})",
+    )

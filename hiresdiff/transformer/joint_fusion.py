@@ -45,11 +45,19 @@ class JointFusionProcessor:
     def __init__(self, original, config: ScaleFusionConfig, context: CallContextHook, index: int, multiple: int):
         self.original, self.config, self.context, self.index, self.multiple = original, config, context, index, multiple
 
-    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor] = None,
-                 attention_mask: Optional[torch.Tensor] = None, image_rotary_emb=None, **kwargs):
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        image_rotary_emb=None,
+        **kwargs,
+    ):
         extra = dict(kwargs, **({"image_rotary_emb": image_rotary_emb} if image_rotary_emb is not None else {}))
-        global_out = self.original(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
-                                   attention_mask=attention_mask, **extra)
+        global_out = self.original(
+            attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **extra
+        )
         call = self.context.current
         if call is None or attention_mask is not None or max(call.scale) <= 1:
             return global_out
@@ -67,14 +75,17 @@ class JointFusionProcessor:
         total, count = None, torch.zeros(grid[0] * grid[1], 1, device=image.device, dtype=image.dtype)
         for y in starts[0]:
             for x in starts[1]:
-                index = positions[y:y + window[0], x:x + window[1]].reshape(-1)
+                index = positions[y : y + window[0], x : x + window[1]].reshape(-1)
                 rope = _sliced_rope(image_rotary_emb, rope_text, index)
                 window_extra = dict(kwargs, **({"image_rotary_emb": rope} if rope is not None else {}))
                 tokens = image[:, index] if joint else torch.cat([hidden_states[:, :text], image[:, index]], dim=1)
                 out = self.original(attn, tokens, encoder_hidden_states=encoder_hidden_states, **window_extra)
                 out = out[0] if isinstance(out, tuple) else out[:, text:]
-                total = torch.zeros(out.shape[0], len(count), out.shape[-1], device=out.device, dtype=out.dtype) \
-                    if total is None else total
+                total = (
+                    torch.zeros(out.shape[0], len(count), out.shape[-1], device=out.device, dtype=out.dtype)
+                    if total is None
+                    else total
+                )
                 total[:, index] += out
                 count[index] += 1
         local = total / count
@@ -88,9 +99,13 @@ class JointFusionProcessor:
 
 def joint_attentions(transformer) -> dict:
     """The attention layers :func:`apply_joint_fusion` wraps, by module path: every attention inside the
-    transformer's blocks (FLUX: ``transformer_blocks`` and ``single_transformer_blocks``; SD3: ``transformer_blocks``)."""
-    return {name: module for name, module in transformer.named_modules()
-            if isinstance(module, (Attention, AttentionModuleMixin)) and "transformer_blocks" in name}
+    transformer's blocks (FLUX: ``transformer_blocks`` and ``single_transformer_blocks``; SD3:
+    ``transformer_blocks``)."""
+    return {
+        name: module
+        for name, module in transformer.named_modules()
+        if isinstance(module, (Attention, AttentionModuleMixin)) and "transformer_blocks" in name
+    }
 
 
 def apply_joint_fusion(transformer, config: ScaleFusionConfig, context: CallContextHook) -> list[str]:

@@ -42,8 +42,9 @@ class TransformerParts:
         """Attach the call context; a transformer's time is σ in its layout's unit (FLUX: σ, SD3: σ·1000)."""
         return apply_call_context(transformer, trained, family.layout.time_unit, family.layout)
 
-    def attach(self, undo: ExitStack, transformer, recipe, stage, context: CallContextHook, *, upsamplers=None,
-               pivot=None) -> None:
+    def attach(
+        self, undo: ExitStack, transformer, recipe, stage, context: CallContextHook, *, upsamplers=None, pivot=None
+    ) -> None:
         """Attach the recipe's parts for ``stage`` (above the trained size), each removal registered on ``undo``
         before the part is attached (``upsamplers``: none on a transformer, refused by the plan)."""
         positions = transformer_positions(recipe)

@@ -59,8 +59,10 @@ class RopeScalingHook(PositionHook):
             cos.append(angles.cos().repeat_interleave(2, dim=1))
             sin.append(angles.sin().repeat_interleave(2, dim=1))
         logit = self.logit_scale(call)
-        amplitude = logit ** 0.5
-        return (torch.cat(cos, -1) * amplitude).float().to(ids.device), (torch.cat(sin, -1) * amplitude).float().to(ids.device)
+        amplitude = logit**0.5
+        return (torch.cat(cos, -1) * amplitude).float().to(ids.device), (torch.cat(sin, -1) * amplitude).float().to(
+            ids.device
+        )
 
     def logit_scale(self, call) -> float:
         scaling = self.config.attention_scaling
@@ -73,7 +75,8 @@ class RopeScalingHook(PositionHook):
 
 
 class AbsolutePositionHook(PositionHook):
-    """SD3's ``PatchEmbed`` with its trained-size crop interpolated to the call's patch grid (position interpolation)."""
+    """SD3's ``PatchEmbed`` with its trained-size crop interpolated to the call's patch grid (position
+    interpolation)."""
 
     def new_forward(self, module, latent: torch.Tensor):
         call = self.context.current
@@ -93,7 +96,7 @@ def interpolated_position_embedding(module, trained_patches: tuple[int, int], gr
     size, (h0, w0) = module.pos_embed_max_size, trained_patches
     table = module.pos_embed.reshape(1, size, size, -1)
     top, left = (size - h0) // 2, (size - w0) // 2
-    crop = table[:, top:top + h0, left:left + w0].permute(0, 3, 1, 2).float()
+    crop = table[:, top : top + h0, left : left + w0].permute(0, 3, 1, 2).float()
     resized = F.interpolate(crop, size=grid, mode="bicubic", align_corners=False)
     return resized.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(module.pos_embed.dtype)
 
@@ -108,14 +111,21 @@ def apply_positions(transformer, config: PositionConfig, context: CallContextHoo
         attach(embed, RopeScalingHook(config, context, (h0 // 2, w0 // 2)), POSITIONS_HOOK)
     elif isinstance(embed, PatchEmbed) and embed.pos_embed_max_size:
         if config.method != "pi" or config.attention_scaling != "none":
-            raise ValueError(f"positions: {type(transformer).__name__} has a learned absolute position embedding, which "
-                             "takes only method='pi' with attention='none' (got method="
-                             f"{config.method!r}, attention={config.attention_scaling!r})")
-        attach(embed, AbsolutePositionHook(config, context, (h0 // embed.patch_size, w0 // embed.patch_size)),
-               POSITIONS_HOOK)
+            raise ValueError(
+                f"positions: {type(transformer).__name__} has a learned absolute position embedding, which "
+                "takes only method='pi' with attention='none' (got method="
+                f"{config.method!r}, attention={config.attention_scaling!r})"
+            )
+        attach(
+            embed,
+            AbsolutePositionHook(config, context, (h0 // embed.patch_size, w0 // embed.patch_size)),
+            POSITIONS_HOOK,
+        )
     else:
-        raise ValueError(f"positions: {type(transformer).__name__}'s position embedding {type(embed).__name__} is not "
-                         "supported (FLUX's FluxPosEmbed, SD3's PatchEmbed with pos_embed_max_size)")
+        raise ValueError(
+            f"positions: {type(transformer).__name__}'s position embedding {type(embed).__name__} is not "
+            "supported (FLUX's FluxPosEmbed, SD3's PatchEmbed with pos_embed_max_size)"
+        )
 
 
 def remove_positions(transformer) -> None:

@@ -15,7 +15,7 @@ counterpart without running the ControlNet again). The math runs in float32 and 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -35,8 +35,10 @@ def check_grid(size: Sequence[int], levels: Sequence[UpsampleGuidanceConfig], mu
     for level in levels:
         fh, fw = axis_factors(level.factor, 4)[-2:]
         if h % (fh * multiple) or w % (fw * multiple):
-            raise ValueError(f"latent (height, width) {(h, w)} must be multiples of ({fh * multiple}, {fw * multiple}) for "
-                             f"Upsample Guidance by {(fh, fw)} on this transformer (its size multiple is {multiple})")
+            raise ValueError(
+                f"latent (height, width) {(h, w)} must be multiples of ({fh * multiple}, {fw * multiple}) for "
+                f"Upsample Guidance by {(fh, fw)} on this transformer (its size multiple is {multiple})"
+            )
         h, w = h // fh, w // fw
 
 
@@ -51,7 +53,9 @@ class FlowUpsampleGuidanceHook(DenoiserCallHook):
         arguments = self.arguments(module, args, kwargs)
         present = [name for name in CONTROLNET_ARGUMENTS if arguments.get(name) is not None]
         if present:
-            raise ValueError(f"Upsample Guidance on a transformer does not support ControlNet residuals ({', '.join(present)})")
+            raise ValueError(
+                f"Upsample Guidance on a transformer does not support ControlNet residuals ({', '.join(present)})"
+            )
         layout = self.layout
         x = layout.input_grid(arguments)
         check_grid(x.shape[-2:], self.levels, self.multiple)
@@ -62,8 +66,10 @@ class FlowUpsampleGuidanceHook(DenoiserCallHook):
 
         def v_fn(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
             call = layout.with_input(arguments, z.to(x.dtype))
-            call.update(timestep=(s * layout.time_unit).to(device=x.device, dtype=torch.as_tensor(timestep).dtype),
-                        return_dict=False)
+            call.update(
+                timestep=(s * layout.time_unit).to(device=x.device, dtype=torch.as_tensor(timestep).dtype),
+                return_dict=False,
+            )
             return layout.to_grid(self.fn_ref.original_forward(**call)[0], z.shape[-2:]).float()
 
         guided = nested_flow_upsample_guidance(v_fn, x.float(), sigma.to(x.device), self.levels)

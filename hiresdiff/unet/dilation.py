@@ -1,4 +1,5 @@
-"""Restrained dilated convolution (FreeScale, "Restrained Dilated Convolution") as diffusers hooks on a UNet's deep convs.
+"""Restrained dilated convolution (FreeScale, "Restrained Dilated Convolution") as diffusers hooks
+on a UNet's deep convs.
 
 ``apply_dilation(unet, DilationConfig(...), context)`` hooks the selected ``nn.Conv2d`` modules; while a
 UNet call at scale (s_h, s_w) relative to the trained size is early (t ≥ T − until·T) each runs
@@ -30,7 +31,8 @@ downsampler to dilate.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +69,9 @@ def _candidates(unet) -> Iterator[tuple[str, object]]:
     down = list(unet.down_blocks)
     if len(down) >= 2:
         for j, downsampler in enumerate(getattr(down[-2], "downsamplers", None) or []):
-            yield from _convs_of(f"down_blocks.{len(down) - 2}.downsamplers.{j}.conv", getattr(downsampler, "conv", None))
+            yield from _convs_of(
+                f"down_blocks.{len(down) - 2}.downsamplers.{j}.conv", getattr(downsampler, "conv", None)
+            )
     blocks = [(f"down_blocks.{len(down) - 1}", down[-1])]
     if getattr(unet, "mid_block", None) is not None:
         blocks.append(("mid_block", unet.mid_block))
@@ -91,8 +95,14 @@ def _convs_of(path: str, module) -> Iterator[tuple[str, object]]:
 
 def _dilatable(conv) -> bool:
     """A plain zero-padded, undilated conv with an odd kernel larger than 1×1."""
-    return (isinstance(conv, torch.nn.Conv2d) and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
-            and conv.dilation == (1, 1) and all(k % 2 for k in conv.kernel_size) and max(conv.kernel_size) > 1)
+    return (
+        isinstance(conv, torch.nn.Conv2d)
+        and conv.padding_mode == "zeros"
+        and isinstance(conv.padding, tuple)
+        and conv.dilation == (1, 1)
+        and all(k % 2 for k in conv.kernel_size)
+        and max(conv.kernel_size) > 1
+    )
 
 
 def dilated_convs(unet) -> dict[str, torch.nn.Conv2d]:

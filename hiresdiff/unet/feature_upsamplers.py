@@ -16,7 +16,8 @@ computed once per stage and never rescaled (the released code rescales them at e
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,8 @@ class FeatureUpsampler(torch.nn.Module):
         groups = min(4, hidden_channels)
         self.proj_in = torch.nn.Conv2d(channels, hidden_channels, 1)
         self.blocks = torch.nn.ModuleList(
-            ResnetBlock2D(in_channels=hidden_channels, temb_channels=temb_channels, groups=groups) for _ in range(2))
+            ResnetBlock2D(in_channels=hidden_channels, temb_channels=temb_channels, groups=groups) for _ in range(2)
+        )
         self.proj_out = torch.nn.Conv2d(hidden_channels, channels, 1)
         torch.nn.init.zeros_(self.proj_out.weight)
         torch.nn.init.zeros_(self.proj_out.bias)
@@ -63,11 +65,17 @@ class FeatureUpsamplers(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, feature_channels: Sequence[int] = (64, 128, 128, 128), temb_channels: int = 256,
-                 hidden_channels: int = 8, threshold: float = 100.0, unet_signature: Sequence = (), scale: int = 2):
+    def __init__(
+        self,
+        feature_channels: Sequence[int] = (64, 128, 128, 128),
+        temb_channels: int = 256,
+        hidden_channels: int = 8,
+        threshold: float = 100.0,
+        unet_signature: Sequence = (),
+        scale: int = 2,
+    ):
         super().__init__()
-        self.levels = torch.nn.ModuleList(
-            FeatureUpsampler(c, temb_channels, hidden_channels) for c in feature_channels)
+        self.levels = torch.nn.ModuleList(FeatureUpsampler(c, temb_channels, hidden_channels) for c in feature_channels)
 
     @staticmethod
     def signature_of(unet) -> list:
@@ -76,23 +84,32 @@ class FeatureUpsamplers(ModelMixin, ConfigMixin):
         return [type(unet).__name__, channels + [channels[-1]], unet.time_embedding.linear_2.out_features]
 
     @classmethod
-    def for_unet(cls, unet, hidden_channels: int = 8, threshold: float = 100.0, seed: int = 0,
-                 scale: int = 2) -> "FeatureUpsamplers":
+    def for_unet(
+        cls, unet, hidden_channels: int = 8, threshold: float = 100.0, seed: int = 0, scale: int = 2
+    ) -> FeatureUpsamplers:
         """Upsamplers for ``unet``'s skip-feature levels (down blocks and mid block) at cascade stage ``scale``, their
         output convs zero: they add nothing until trained. The other weights are drawn from ``seed`` (the global
         RNG is untouched)."""
         name, feature_channels, temb_channels = cls.signature_of(unet)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return cls(feature_channels=feature_channels, temb_channels=temb_channels, hidden_channels=hidden_channels,
-                       threshold=threshold, unet_signature=[name, feature_channels, temb_channels], scale=scale)
+            return cls(
+                feature_channels=feature_channels,
+                temb_channels=temb_channels,
+                hidden_channels=hidden_channels,
+                threshold=threshold,
+                unet_signature=[name, feature_channels, temb_channels],
+                scale=scale,
+            )
 
     def check_fits(self, unet) -> None:
         """``ValueError`` if these upsamplers were built for another UNet architecture."""
         expected = self.signature_of(unet)
         if list(self.config.unet_signature) != expected:
-            raise ValueError(f"upsamplers were built for another UNet: {list(self.config.unet_signature)} "
-                             f"(class, feature channels, time-embedding size); this UNet is {expected}")
+            raise ValueError(
+                f"upsamplers were built for another UNet: {list(self.config.unet_signature)} "
+                f"(class, feature channels, time-embedding size); this UNet is {expected}"
+            )
 
 
 class _State:
@@ -191,8 +208,9 @@ def feature_blocks(unet) -> list[torch.nn.Module]:
     return [*unet.down_blocks, unet.mid_block]
 
 
-def attach_feature_upsamplers(unet, upsamplers: FeatureUpsamplers, pivot: torch.Tensor, context=None,
-                              stage_size: Optional[Sequence[int]] = None) -> None:
+def attach_feature_upsamplers(
+    unet, upsamplers: FeatureUpsamplers, pivot: torch.Tensor, context=None, stage_size: Optional[Sequence[int]] = None
+) -> None:
     """Add ``upsamplers`` to ``unet``'s calls at ``stage_size`` (default: twice the pivot's size).
 
     ``pivot`` is the previous stage's clean result in the UNet's space, (B, C, h, w) or (B, C, F, h, w);

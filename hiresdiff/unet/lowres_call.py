@@ -25,7 +25,8 @@ else is the pipeline's own argument, unchanged unless it has a spatial or a fram
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import torch
 
@@ -76,8 +77,9 @@ def _scale_time_ids(time_ids: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
     return time_ids / torch.tensor(divisor, dtype=time_ids.dtype, device=time_ids.device)
 
 
-def lowres_conditioning(arguments: Mapping[str, Any], sample_shape: Sequence[int], factor: Factor,
-                        time_ids: str = "scale") -> dict[str, Any]:
+def lowres_conditioning(
+    arguments: Mapping[str, Any], sample_shape: Sequence[int], factor: Factor, time_ids: str = "scale"
+) -> dict[str, Any]:
     """The UNet arguments (by name) that differ in the low-res call, besides ``sample`` and ``timestep``.
 
     ``arguments`` are the UNet's arguments by name; ``sample_shape`` the high-res sample's shape, whose

@@ -31,8 +31,9 @@ class UNetParts:
         """Attach the call context; a UNet's time is the scheduler's training step (0 … T)."""
         return apply_call_context(unet, trained, scheduler.config.num_train_timesteps)
 
-    def attach(self, undo: ExitStack, unet, recipe, stage, context: CallContextHook, *, upsamplers=None,
-               pivot=None) -> None:
+    def attach(
+        self, undo: ExitStack, unet, recipe, stage, context: CallContextHook, *, upsamplers=None, pivot=None
+    ) -> None:
         """Attach the recipe's parts for ``stage`` (above the trained size), each removal registered on ``undo``
         before the part is attached."""
         if recipe.dilation is not None:
@@ -58,16 +59,22 @@ class UNetParts:
         """UG's hook for ``unet``: ᾱ and the prediction type from ``scheduler`` (default: the pipeline's, read at every
         call); ``ValueError`` for a bare UNet without one, a scheduler without ᾱ, a frame factor on an image UNet."""
         if scheduler is None and pipe is None:
-            raise ValueError("a bare UNet needs scheduler=: Upsample Guidance reads alphas_cumprod and prediction_type "
-                             "from the scheduler that samples with it")
+            raise ValueError(
+                "a bare UNet needs scheduler=: Upsample Guidance reads alphas_cumprod and prediction_type "
+                "from the scheduler that samples with it"
+            )
         scheduler_source = (lambda: scheduler) if scheduler is not None else (lambda: pipe.scheduler)
         scheduler_schedule(scheduler_source())
         for level in levels:
             if axis_factors(level.factor, 5)[0] > 1 and not family.video:
-                raise ValueError(f"factor {level.factor!r} scales frames, but {type(unet).__name__} is an image UNet; "
-                                 "temporal Upsample Guidance needs a video UNet (AnimateDiff's UNetMotionModel)")
+                raise ValueError(
+                    f"factor {level.factor!r} scales frames, but {type(unet).__name__} is an image UNet; "
+                    "temporal Upsample Guidance needs a video UNet (AnimateDiff's UNetMotionModel)"
+                )
         check_time_ids(sdxl_time_ids)
-        return UpsampleGuidanceHook(levels, scheduler_source, family, sdxl_time_ids, getattr(pipe, "vae_scale_factor", None))
+        return UpsampleGuidanceHook(
+            levels, scheduler_source, family, sdxl_time_ids, getattr(pipe, "vae_scale_factor", None)
+        )
 
 
 UNET_PARTS = UNetParts()

@@ -60,9 +60,15 @@ from hiresdiff.methods.freescale import (
 )
 
 
-def windowed_attention(attn: Attention, hidden_states: torch.Tensor, grid: tuple[int, int],
-                       window: tuple[int, int], starts: tuple[list[int], list[int]], windows_per_batch: int,
-                       temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+def windowed_attention(
+    attn: Attention,
+    hidden_states: torch.Tensor,
+    grid: tuple[int, int],
+    window: tuple[int, int],
+    starts: tuple[list[int], list[int]],
+    windows_per_batch: int,
+    temb: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """h_local: ``attn``'s self-attention inside the windows at ``starts`` (rows, columns), overlaps averaged.
 
     ``hidden_states`` is (B, N, C) on the token ``grid`` (h, w) or (B, C, h, w); the result has its shape.
@@ -90,14 +96,16 @@ def windowed_attention(attn: Attention, hidden_states: torch.Tensor, grid: tuple
     count = torch.zeros(gh, gw, 1, dtype=query.dtype, device=query.device)
     views = [(y, x) for y in starts[0] for x in starts[1]]
     for first in range(0, len(views), windows_per_batch):
-        batch_views = views[first:first + windows_per_batch]
-        q, k, v = (torch.cat([t[:, :, y:y + wh, x:x + ww].reshape(b, heads, wh * ww, head_dim)
-                              for y, x in batch_views]) for t in (query, key, value))
+        batch_views = views[first : first + windows_per_batch]
+        q, k, v = (
+            torch.cat([t[:, :, y : y + wh, x : x + ww].reshape(b, heads, wh * ww, head_dim) for y, x in batch_views])
+            for t in (query, key, value)
+        )
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
         out = out.view(len(batch_views), b, heads, wh, ww, head_dim)
         for i, (y, x) in enumerate(batch_views):
-            total[:, :, y:y + wh, x:x + ww] += out[i]
-            count[y:y + wh, x:x + ww] += 1
+            total[:, :, y : y + wh, x : x + ww] += out[i]
+            count[y : y + wh, x : x + ww] += 1
     out = (total / count).reshape(b, heads, gh * gw, head_dim).transpose(1, 2).reshape(b, gh * gw, heads * head_dim)
     out = attn.to_out[1](attn.to_out[0](out.to(query.dtype)))
     if input_ndim == 4:
@@ -107,9 +115,16 @@ def windowed_attention(attn: Attention, hidden_states: torch.Tensor, grid: tuple
     return out / attn.rescale_output_factor
 
 
-def windows_by_processor(processor, attn: Attention, hidden_states: torch.Tensor, grid: tuple[int, int],
-                         window: tuple[int, int], starts: tuple[list[int], list[int]], windows_per_batch: int,
-                         **kwargs) -> torch.Tensor:
+def windows_by_processor(
+    processor,
+    attn: Attention,
+    hidden_states: torch.Tensor,
+    grid: tuple[int, int],
+    window: tuple[int, int],
+    starts: tuple[list[int], list[int]],
+    windows_per_batch: int,
+    **kwargs,
+) -> torch.Tensor:
     """h_local by the layer's own ``processor``, called on the tokens (B, wh·ww, C) of each window (batched),
     overlaps averaged; ``hidden_states`` is (B, N, C) on the token ``grid``."""
     (gh, gw), (wh, ww) = grid, window
@@ -119,12 +134,12 @@ def windows_by_processor(processor, attn: Attention, hidden_states: torch.Tensor
     count = torch.zeros(gh, gw, 1, dtype=tokens.dtype, device=tokens.device)
     views = [(y, x) for y in starts[0] for x in starts[1]]
     for first in range(0, len(views), windows_per_batch):
-        batch_views = views[first:first + windows_per_batch]
-        crops = torch.cat([tokens[:, y:y + wh, x:x + ww].reshape(b, wh * ww, c) for y, x in batch_views])
+        batch_views = views[first : first + windows_per_batch]
+        crops = torch.cat([tokens[:, y : y + wh, x : x + ww].reshape(b, wh * ww, c) for y, x in batch_views])
         out = processor(attn, crops, **kwargs).view(len(batch_views), b, wh, ww, c)
         for i, (y, x) in enumerate(batch_views):
-            total[:, y:y + wh, x:x + ww] += out[i]
-            count[y:y + wh, x:x + ww] += 1
+            total[:, y : y + wh, x : x + ww] += out[i]
+            count[y : y + wh, x : x + ww] += 1
     return (total / count).view(b, gh * gw, c)
 
 
@@ -151,12 +166,20 @@ class ScaleFusionAttnProcessor:
         self.context = context
         self.index = index
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, temb=None, **kwargs) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        **kwargs,
+    ) -> torch.Tensor:
         if temb is not None:
             kwargs["temb"] = temb
-        global_out = self.original(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
-                                   attention_mask=attention_mask, **kwargs)
+        global_out = self.original(
+            attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs
+        )
         call = self.context.current
         if call is None or encoder_hidden_states is not None or attention_mask is not None:
             return global_out
@@ -172,7 +195,9 @@ class ScaleFusionAttnProcessor:
         if is_standard(self.original):
             local_out = windowed_attention(attn, hidden_states, grid, window, starts, per_batch, temb)
         else:
-            local_out = windows_by_processor(self.original, attn, hidden_states, grid, window, starts, per_batch, **kwargs)
+            local_out = windows_by_processor(
+                self.original, attn, hidden_states, grid, window, starts, per_batch, **kwargs
+            )
         kernel, sigma = self.config.kernel_for(call.scale), self.config.sigma
         if global_out.ndim == 4:
             return fuse(global_out, local_out, lambda x: gaussian_blur(x, kernel, sigma))
@@ -181,8 +206,11 @@ class ScaleFusionAttnProcessor:
 
 def self_attentions(unet) -> dict[str, Attention]:
     """The attention layers scale fusion replaces, by module path (spatial self-attention only)."""
-    return {name: module for name, module in unet.named_modules()
-            if isinstance(module, Attention) and not module.is_cross_attention and "motion_modules" not in name}
+    return {
+        name: module
+        for name, module in unet.named_modules()
+        if isinstance(module, Attention) and not module.is_cross_attention and "motion_modules" not in name
+    }
 
 
 def apply_scale_fusion(unet, config: ScaleFusionConfig, context: Optional[CallContextHook] = None) -> list[str]:
@@ -202,9 +230,11 @@ def apply_scale_fusion(unet, config: ScaleFusionConfig, context: Optional[CallCo
         raise ValueError("scale fusion is already applied to this UNet; call remove_scale_fusion first")
     for name, attn in layers.items():
         if not is_standard(attn.processor) and pools_over_tokens(attn):
-            raise ValueError(f"scale fusion cannot wrap the {type(attn.processor).__name__} of {name}: the layer normalises "
-                             "over tokens, so its windows cannot be computed by calling that processor on window crops; "
-                             "use diffusers' AttnProcessor2_0 there, or a recipe without fusion (fusion=False)")
+            raise ValueError(
+                f"scale fusion cannot wrap the {type(attn.processor).__name__} of {name}: the layer normalises "
+                "over tokens, so its windows cannot be computed by calling that processor on window crops; "
+                "use diffusers' AttnProcessor2_0 there, or a recipe without fusion (fusion=False)"
+            )
     for index, attn in enumerate(layers.values()):
         attn.set_processor(ScaleFusionAttnProcessor(attn.processor, config, context, index))
     return list(layers)

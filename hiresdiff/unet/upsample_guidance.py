@@ -26,7 +26,8 @@ For large outputs the VAE decode, not UG, dominates memory: call ``pipe.vae.enab
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import torch
 
@@ -41,8 +42,10 @@ def scheduler_schedule(scheduler) -> tuple[torch.Tensor, str]:
     """(ᾱ on the CPU, prediction_type) of a DDPM-family diffusers scheduler; ``ValueError`` for others."""
     alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
     if alphas_cumprod is None:
-        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod: Upsample Guidance needs a scheduler of a "
-                         "VP (DDPM-trained) model, e.g. DDIM, Euler, Euler a, DPM-Solver++, UniPC, LCM or Heun")
+        raise ValueError(
+            f"{type(scheduler).__name__} has no alphas_cumprod: Upsample Guidance needs a scheduler of a "
+            "VP (DDPM-trained) model, e.g. DDIM, Euler, Euler a, DPM-Solver++, UniPC, LCM or Heun"
+        )
     return torch.as_tensor(alphas_cumprod).cpu(), scheduler.config.prediction_type
 
 
@@ -53,8 +56,14 @@ class UpsampleGuidanceHook(DenoiserCallHook):
     scheduler, the UNet family and the SDXL time-id choice.
     """
 
-    def __init__(self, levels: Sequence[UpsampleGuidanceConfig], scheduler_source: Callable[[], Any],
-                 family: DenoiserFamily, time_ids: str, vae_scale_factor: Optional[int]):
+    def __init__(
+        self,
+        levels: Sequence[UpsampleGuidanceConfig],
+        scheduler_source: Callable[[], Any],
+        family: DenoiserFamily,
+        time_ids: str,
+        vae_scale_factor: Optional[int],
+    ):
         super().__init__()
         self.levels = list(levels)
         self.scheduler_source = scheduler_source
@@ -76,13 +85,16 @@ class UpsampleGuidanceHook(DenoiserCallHook):
 
         def unet_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             factor = tuple(n // m for n, m in zip(sample.shape[2:], x.shape[2:]))
-            lowres = lowres_conditioning(arguments, sample.shape, factor, self.time_ids) if x.shape != sample.shape else {}
+            lowres = (
+                lowres_conditioning(arguments, sample.shape, factor, self.time_ids) if x.shape != sample.shape else {}
+            )
             call = {**arguments, **lowres, "sample": x.to(sample.dtype), "timestep": t, "return_dict": False}
             # the UNet pops T2I-Adapter residuals off their list: give every call a list of its own
             call = {name: list(v) if isinstance(v, list) else v for name, v in call.items()}
             return self.fn_ref.original_forward(**call)[0].float()
 
         # the ε/v/x₀ conversions and eq. 4 in float32 (in bf16 they cost 2.45 % at t = 999), cast back once
-        guided = nested_guided_prediction(unet_fn, sample.float(), timestep, alphas_cumprod, self.levels,
-                                          prediction_type).to(sample.dtype)
+        guided = nested_guided_prediction(
+            unet_fn, sample.float(), timestep, alphas_cumprod, self.levels, prediction_type
+        ).to(sample.dtype)
         return self.family.output_cls(sample=guided) if arguments.get("return_dict", True) else (guided,)

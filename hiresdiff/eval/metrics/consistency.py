@@ -12,7 +12,8 @@ def paired_rmse(high_res: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
     """Per-pair RMSE between ``D[high_res]`` and ``low_res``: tensor (N,).
 
     For samples generated from the same noise at two resolutions (the low-res noise being
-    ``√k·D[high-res noise]``, DESIGN.md §2), ``D`` (block mean, :func:`hiresdiff.core.resample.downsample`)
+    ``√k·D[high-res noise]``, docs/architecture.md, "Consistent noise and Upsample Guidance"), ``D`` (block mean,
+    :func:`hiresdiff.core.resample.downsample`)
     of a faithful high-res sample should look like the low-res sample:
 
         rmse_i = sqrt( mean_{c,h,w} (D[high_i] − low_i)² )

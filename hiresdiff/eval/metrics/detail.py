@@ -28,8 +28,10 @@ def detail_energy_ratio(images: torch.Tensor, reference: torch.Tensor) -> float:
     """
     _check_images(reference, "reference")
     if images.shape[2:] != reference.shape[2:]:
-        raise ValueError(f"images and reference must have the same spatial size; got "
-                         f"{tuple(images.shape[2:])} and {tuple(reference.shape[2:])}")
+        raise ValueError(
+            f"images and reference must have the same spatial size; got "
+            f"{tuple(images.shape[2:])} and {tuple(reference.shape[2:])}"
+        )
     ref = detail_energy(reference)
     if ref == 0:
         raise ValueError("reference has no fine detail (a constant set): the ratio is undefined")

@@ -10,7 +10,8 @@ with ``image=`` and ``init_image=``); this module turns a user's image into thei
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ def rgb_array(image) -> np.ndarray:
     background the embedded model knows), 16- and 32-bit modes scaled by their range, grayscale and palette
     images converted."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNGs: their full range, not clipped at 255
-        gray = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode.startswith("I;16") else 2.0 ** 31 - 1)
+        gray = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode.startswith("I;16") else 2.0**31 - 1)
         return np.repeat(gray.clip(0, 1)[..., None], 3, axis=-1)
     if image.mode == "F":
         gray = np.asarray(image, dtype=np.float32)
@@ -61,14 +62,18 @@ def image_tensor(image) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"image: a tensor must be (3, H, W) or (B, 3, H, W); got shape {tuple(image.shape)}")
         if not torch.isfinite(x).all() or x.min() < -1.001 or x.max() > 1.001:
-            raise ValueError(f"image: a tensor must be finite and in [-1, 1]; got [{float(x.min()):g}, {float(x.max()):g}] "
-                             "(for an image in [0, 1] pass 2·x − 1)")
+            raise ValueError(
+                f"image: a tensor must be finite and in [-1, 1]; got [{float(x.min()):g}, {float(x.max()):g}] "
+                "(for an image in [0, 1] pass 2·x − 1)"
+            )
         return x.clamp(-1, 1)
     if isinstance(image, np.ndarray):
         return image_tensor(torch.from_numpy(_unit_range(image)).movedim(-1, -3) * 2 - 1)
     images = image if isinstance(image, (list, tuple)) else [image]
     if not images or not all(isinstance(im, Image.Image) for im in images):
-        raise ValueError(f"image must be a PIL image, a list of them, a numpy array or a torch tensor; got {type(image).__name__}")
+        raise ValueError(
+            f"image must be a PIL image, a list of them, a numpy array or a torch tensor; got {type(image).__name__}"
+        )
     arrays = [rgb_array(im) for im in images]
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(f"image: all images must have one size; got {sorted({a.shape[:2] for a in arrays})}")
@@ -76,7 +81,8 @@ def image_tensor(image) -> torch.Tensor:
 
 
 def _unit_range(array: np.ndarray) -> np.ndarray:
-    """A numpy image (…, H, W, 3|4) as float32 RGB in [0, 1] (alpha composited on white), or ``ValueError`` naming it."""
+    """A numpy image (…, H, W, 3|4) as float32 RGB in [0, 1] (alpha composited on white),
+    or ``ValueError`` naming it."""
     if array.ndim not in (3, 4) or array.shape[-1] not in (3, 4):
         raise ValueError(f"image: a numpy array must be (H, W, 3|4) or (B, H, W, 3|4); got shape {array.shape}")
     if array.dtype == np.uint8 or array.dtype == np.uint16:
@@ -95,6 +101,7 @@ def _unit_range(array: np.ndarray) -> np.ndarray:
 
 def target_size(height: int, width: int, scale: Union[float, Sequence[float]]) -> tuple[int, int]:
     """(height·s_h, width·s_w); ``ValueError`` naming ``scale`` unless it is > 1 and gives whole pixels."""
+
     def number(v):
         return is_real(v)
 
@@ -105,21 +112,26 @@ def target_size(height: int, width: int, scale: Union[float, Sequence[float]]) -
     else:
         raise ValueError(f"scale must be a number or a (height, width) pair of numbers; got {scale!r}")
     if not (sh >= 1 and sw >= 1 and sh * sw > 1) or (height * sh) % 1 or (width * sw) % 1:
-        raise ValueError(f"scale must be > 1 (per axis >= 1) and give whole pixels for a {height}x{width} image; got {scale!r}")
+        raise ValueError(
+            f"scale must be > 1 (per axis >= 1) and give whole pixels for a {height}x{width} image; got {scale!r}"
+        )
     return int(height * sh), int(width * sw)
 
 
-def check_upscalable(trained: Sequence[int], multiple: int, recipe: Recipe, image_size: Sequence[int],
-                     target: Sequence[int]) -> None:
+def check_upscalable(
+    trained: Sequence[int], multiple: int, recipe: Recipe, image_size: Sequence[int], target: Sequence[int]
+) -> None:
     """``ValueError`` naming the image, before any model loads, unless the cascade of a pixel model trained at
     ``trained`` (sizes multiples of ``multiple``) passes through ``image_size`` on its way to ``target`` and
     ``target`` is at most ``MAX_UPSCALE`` × the trained size (the sizes that would work are in the message)."""
     h0, w0 = trained
     if max(target[0] / h0, target[1] / w0) > MAX_UPSCALE:
         fitting = [s.size for s in recipe.stages((h0, w0), (MAX_UPSCALE * h0, MAX_UPSCALE * w0), multiple)[:-1]]
-        raise ValueError(f"image {image_size[0]}x{image_size[1]} → {target[0]}x{target[1]} is beyond {MAX_UPSCALE}× the "
-                         f"model's trained size {h0}x{w0}: give an image of one of {fitting} (the trained size or a "
-                         "cascade stage), or a smaller scale")
+        raise ValueError(
+            f"image {image_size[0]}x{image_size[1]} → {target[0]}x{target[1]} is beyond {MAX_UPSCALE}× the "
+            f"model's trained size {h0}x{w0}: give an image of one of {fitting} (the trained size or a "
+            "cascade stage), or a smaller scale"
+        )
     stages_after(recipe.stages((h0, w0), tuple(target), multiple), tuple(image_size))
 
 
@@ -149,9 +161,20 @@ def likely_class_labels(unet, scheduler, images: torch.Tensor, seed: int = 0, dr
     return errors.argmin(dim=1)
 
 
-def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: Optional[Recipe] = None,
-            scheduler=None, prompt=None, steps: int = 20, seed: int = 0, class_labels=None, progress: bool = True,
-            **pipeline_kwargs) -> list:
+def upscale(
+    model,
+    image,
+    *,
+    scale: Union[float, Sequence[float]] = 2,
+    recipe: Optional[Recipe] = None,
+    scheduler=None,
+    prompt=None,
+    steps: int = 20,
+    seed: int = 0,
+    class_labels=None,
+    progress: bool = True,
+    **pipeline_kwargs,
+) -> list:
     """Upscale ``image`` by ``scale`` with ``model`` and a cascade ``recipe``; return PIL images.
 
     Args:
@@ -170,7 +193,9 @@ def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: O
     """
     recipe = as_recipe(recipe if recipe is not None else DEFAULT_RECIPE)
     if recipe.cascade is None:
-        raise ValueError(f"recipe must have a cascade to upscale an image (self-cascade, freescale, …); got {recipe.name!r}")
+        raise ValueError(
+            f"recipe must have a cascade to upscale an image (self-cascade, freescale, …); got {recipe.name!r}"
+        )
     pixels = image_tensor(image)
     height, width = target_size(*pixels.shape[-2:], scale)
     if hasattr(model, "down_blocks"):  # a bare pixel-space UNet
@@ -180,11 +205,30 @@ def upscale(model, image, *, scale: Union[float, Sequence[float]] = 2, recipe: O
         check_upscalable(trained_size(unet), size_multiple(unet), recipe, pixels.shape[-2:], (height, width))
         if unet.config.num_class_embeds is not None and class_labels is None:
             class_labels = likely_class_labels(unet, scheduler, pixels.to(unet.device), seed)
-        out = sample(unet, scheduler, height=height, width=width, image=pixels.to(unet.device), seed=seed, steps=steps,
-                     class_labels=class_labels, recipe=recipe, progress=progress)
+        out = sample(
+            unet,
+            scheduler,
+            height=height,
+            width=width,
+            image=pixels.to(unet.device),
+            seed=seed,
+            steps=steps,
+            class_labels=class_labels,
+            recipe=recipe,
+            progress=progress,
+        )
         return to_pil(out)
 
     if len(pixels) != 1:
         raise ValueError(f"image: a pipeline upscales one image at a time; got {len(pixels)}")
-    return generate(model, prompt, height=height, width=width, recipe=recipe, seed=seed, steps=steps, init_image=pixels,
-                    **pipeline_kwargs)
+    return generate(
+        model,
+        prompt,
+        height=height,
+        width=width,
+        recipe=recipe,
+        seed=seed,
+        steps=steps,
+        init_image=pixels,
+        **pipeline_kwargs,
+    )
