@@ -13,6 +13,8 @@ Public API:
     flow_upsample_guidance                      UG for rectified flow (FLUX, SD3) on any velocity predictor
     generate                                    any recipe on a diffusers pipeline (SD 1.x/2.x, SDXL, AnimateDiff,
                                                 FLUX.1, SD3/3.5)
+    load_pipeline, ModelSettings                a pipeline by folder, hub id or short name (emoji-latent, emoji-flux),
+                                                and what its folder says of it (trained size, call defaults)
     sample                                      any recipe on a pixel-space UNet2DModel and its scheduler
     upscale                                     an existing image through a cascade's later stages (pixel or pipeline)
     FeatureUpsamplers, train_feature_upsamplers Self-Cascade's trainable feature upsamplers
@@ -51,8 +53,10 @@ _LAZY = {  # loaded on first use, so that `import hiresdiff` (and the CLI's --he
     "apply_upsample_guidance": "hiresdiff.sampling.family_parts",
     "remove_upsample_guidance": "hiresdiff.sampling.family_parts",
     "generate": "hiresdiff.sampling.generate",
+    "load_pipeline": "hiresdiff.loading.pipelines",
+    "ModelSettings": "hiresdiff.models",
     "sample": "hiresdiff.loading.pixel_model",
-    "upscale": "hiresdiff.upscale",
+    "upscale": "hiresdiff.image_upscale",
     "FeatureUpsamplers": "hiresdiff.unet.feature_upsamplers",
     "train_feature_upsamplers": "hiresdiff.training.feature_upsamplers",
 }
@@ -80,6 +84,8 @@ __all__ = [
     "downsample",
     "flow_upsample_guidance",
     "generate",
+    "load_pipeline",
+    "ModelSettings",
     "guided_prediction",
     "lowres_noise",
     "matched_timestep",

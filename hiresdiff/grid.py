@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Optional
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -44,11 +45,13 @@ def labelled_grid(columns: Sequence[Sequence[Image.Image]], labels: Sequence[str
     draw = ImageDraw.Draw(grid)
     for j, (column, lines) in enumerate(zip(columns, wrapped)):
         for n, line in enumerate(lines):
-            draw.text((j * cell + cell // 2, 3 + LINE_HEIGHT * n + LINE_HEIGHT // 2), line, fill="black", font=font, anchor="mm")
+            xy = (j * cell + cell // 2, 3 + LINE_HEIGHT * n + LINE_HEIGHT // 2)
+            draw.text(xy, line, fill="black", font=font, anchor="mm")
         for i, image in enumerate(column):
             fit = cell / max(image.width, image.height)  # keep the aspect ratio, centred in its cell
             w, h = max(1, round(image.width * fit)), max(1, round(image.height * fit))
-            grid.paste(image.resize((w, h), Image.NEAREST), (j * cell + (cell - w) // 2, top + i * cell + (cell - h) // 2))
+            corner = (j * cell + (cell - w) // 2, top + i * cell + (cell - h) // 2)
+            grid.paste(image.resize((w, h), Image.NEAREST), corner)
     return grid
 
 
@@ -67,8 +70,13 @@ def save_gif(frames: Sequence[Image.Image], path, force: bool = False, fps: floa
     """Write ``frames`` to ``path`` as a looping animated GIF atomically (same rules as :func:`save_image`)."""
     if not frames:
         raise ValueError("frames must not be empty")
-    return _save_atomically(path, force, lambda tmp: frames[0].save(
-        tmp, format="GIF", save_all=True, append_images=list(frames[1:]), duration=round(1000 / fps), loop=0))
+    return _save_atomically(
+        path,
+        force,
+        lambda tmp: frames[0].save(
+            tmp, format="GIF", save_all=True, append_images=list(frames[1:]), duration=round(1000 / fps), loop=0
+        ),
+    )
 
 
 def _save_atomically(path, force: bool, write) -> Path:
@@ -85,23 +93,34 @@ def _save_atomically(path, force: bool, write) -> Path:
     return path
 
 
-def check_writable(path, force: bool, formats=None) -> None:
+def check_writable(
+    path, force: bool, formats=None, *, create_folder: bool = True, option: Optional[str] = None
+) -> None:
     """Before any heavy work: ``path`` may be written. ``ValueError`` naming it for a suffix not in ``formats``
     (a dict keyed by suffix; ``None``: any) or a folder that cannot be created or written; ``FileExistsError``
-    if it exists and ``force`` is not set. A missing folder is created now."""
+    if it exists and ``force`` is not set. A missing folder is created now, or with ``create_folder=False`` (the
+    command line's ``--out``: a mistyped folder is no folder to make) refused. ``option``: the command-line option
+    the path came from, named in the messages."""
     path = Path(path)
+    what = f"{option} {path}" if option else str(path)
     if formats is not None and path.suffix.lower() not in formats:
-        raise ValueError(f"{path}: the output format comes from the suffix, one of {', '.join(sorted(formats))}; "
-                         f"got {path.suffix or 'none'!r}")
+        raise ValueError(
+            f"{what}: the output format comes from the suffix, one of {', '.join(sorted(formats))}; "
+            f"got {path.suffix or 'none'!r}"
+        )
     if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force (force=True) to overwrite it")
+        raise FileExistsError(f"{what} exists; pass --force{'' if option else ' (force=True)'} to overwrite it")
     folder = path.parent
+    if not create_folder and not folder.is_dir():
+        if folder.exists():
+            raise ValueError(f"{what}: its folder {folder} is a file, not a folder")
+        raise ValueError(f"{what}: its folder {folder} does not exist (create it first)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"{path}: cannot create its folder {folder}: {error.strerror or error}") from None
+        raise ValueError(f"{what}: cannot create its folder {folder}: {error.strerror or error}") from None
     try:  # a real probe: permission bits say nothing to root, and some folders refuse files whatever they say
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise ValueError(f"{path}: its folder {folder} is not writable ({error.strerror or error})") from None
+        raise ValueError(f"{what}: its folder {folder} is not writable ({error.strerror or error})") from None

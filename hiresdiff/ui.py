@@ -24,13 +24,13 @@ from diffusers import AutoencoderKL, UNet2DModel
 from hiresdiff.comparison import comparison, pipeline_comparison
 from hiresdiff.defaults import DEFAULT_SCHEDULER
 from hiresdiff.denoisers.registry import trained_size
+from hiresdiff.image_upscale import image_tensor, target_size, upscale
 from hiresdiff.loading.pipelines import load_pipeline, pipeline_config
 from hiresdiff.loading.pixel_model import load_pixel_model
 from hiresdiff.methods.upsample_guidance import LATENT_ETA, PIXEL_ETA
 from hiresdiff.models import EMBEDDED_MODEL_DIR, model_settings, resolve_model, shipped_upsamplers
 from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, recipes_for
 from hiresdiff.recipe import PRESETS
-from hiresdiff.upscale import image_tensor, target_size, upscale
 
 UI_METHODS = tuple(dict.fromkeys(COMPARISON_METHODS + PRESETS + ("freescale+ug",)))
 OWNED_MODELS = {

@@ -32,7 +32,7 @@ LAYERS = {
     "cost": 9,
     "eval": 9,
     "data": 9,
-    "upscale": 9,
+    "image_upscale": 9,
     "comparison": 9,
     "options": 9,
     "batch": 9,

@@ -415,7 +415,7 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
 def test_class_detection_follows_the_models_device():
     from diffusers import UNet2DModel
 
-    from hiresdiff.upscale import likely_class_labels
+    from hiresdiff.image_upscale import likely_class_labels
 
     torch.manual_seed(0)
     conditional = UNet2DModel(

@@ -11,7 +11,19 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Optional
 
+from hiresdiff.cli.choices import (
+    DTYPES,
+    check_at_least_one,
+    check_dtype,
+    check_factor,
+    check_finite,
+    check_method_names,
+    check_one_method,
+    check_part_options,
+    check_scales,
+)
 from hiresdiff.defaults import (
     COMPARISON_METHODS,
     DEFAULT_SCHEDULER,
@@ -21,35 +33,33 @@ from hiresdiff.defaults import (
     check_max_pixels,
 )
 from hiresdiff.loading.schedulers import SCHEDULERS
-from hiresdiff.models import shipped_upsamplers
+from hiresdiff.models import is_pipeline, shipped_upsamplers
 
 DEFAULT_OUT = "hiresdiff-grid.png"
 DEFAULT_SCALE = 2
-DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+OUT_FOLDER = "its folder must exist"
 
 
 def add_max_pixels(p) -> None:
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                   help=f"refuse outputs above this many pixels before any work (default {MAX_PIXELS:,} = 2048²)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help=f"refuse outputs above this many pixels before any work (default {MAX_PIXELS:,} = 2048²)",
+    )
 
 
 def check_run_numbers(args) -> None:
-    """``ValueError`` naming the flag for a count below 1 or a non-finite guidance scale (argparse takes 0 and nan)."""
-    import math
-
-    for flag in ("steps", "num_images", "num_frames", "max_pixels"):
-        value = getattr(args, flag, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1; got {value}")
-    guidance = getattr(args, "guidance_scale", None)
-    if guidance is not None and not math.isfinite(guidance):
-        raise ValueError(f"--guidance-scale must be a finite number; got {guidance}")
+    """``ValueError`` naming the flag for a count below 1, a non-finite guidance scale (argparse takes 0 and nan), a
+    part option out of its range or a --dtype that is none (before any heavy import)."""
+    check_at_least_one(args, "steps", "num_images", "num_frames", "max_pixels")
+    check_finite(getattr(args, "guidance_scale", None), "--guidance-scale")
+    check_part_options(args)
+    check_dtype(getattr(args, "dtype", None))
 
 
 def check_prompt(args) -> None:
     """``ValueError`` for a blank ``--prompt``, or a pipeline ``--model`` (a folder or short name) without one."""
-    from hiresdiff.models import is_pipeline
-
     if args.prompt is not None and not args.prompt.strip():
         raise ValueError('--prompt is empty: a text-to-image pipeline needs a prompt, e.g. --prompt "cat face"')
     if args.prompt is None and is_pipeline(args.model):
@@ -67,17 +77,27 @@ def parse_factor(text: str):
 
 def add_method_options(p: argparse.ArgumentParser, default_methods) -> None:
     """--method and the options of the methods' parts, shared by generate and upscale."""
-    p.add_argument("--method", nargs="+", default=default_methods,
-                   help=f"comma-separated methods: {', '.join(PRESETS)} or 'a+b' compositions "
-                   f"(default: {','.join(default_methods)})")
+    p.add_argument(
+        "--method",
+        nargs="+",
+        default=default_methods,
+        help=f"comma-separated methods: {', '.join(PRESETS)} or 'a+b' compositions "
+        f"(default: {','.join(default_methods)})",
+    )
     add_part_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default {DEFAULT_STEPS}; pipelines 30)")
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
-                   help=f"sampler (default {DEFAULT_SCHEDULER} for pixel models, the pipeline's own otherwise)")
+    p.add_argument(
+        "--scheduler",
+        choices=sorted(SCHEDULERS),
+        default=None,
+        help=f"sampler (default {DEFAULT_SCHEDULER} for pixel models, the pipeline's own otherwise)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_max_pixels(p)
-    pipe = p.add_argument_group("diffusers pipelines (SD 1.x/2.x, SDXL, AnimateDiff, FLUX.1, SD3): --model with --prompt")
+    pipe = p.add_argument_group(
+        "diffusers pipelines (SD 1.x/2.x, SDXL, AnimateDiff, FLUX.1, SD3): --model with --prompt"
+    )
     pipe.add_argument("--prompt", default=None, help="run the --model pipeline on this prompt")
     add_pipeline_options(pipe)
 
@@ -85,51 +105,108 @@ def add_method_options(p: argparse.ArgumentParser, default_methods) -> None:
 def add_part_options(p) -> None:
     """The options of the recipes' parts (:class:`hiresdiff.options.MethodOptions`)."""
     p.add_argument("--theta", type=float, default=None, help="UG guidance scale θ (default 1.0)")
-    p.add_argument("--eta", type=float, default=None, help="UG is on for t >= (1-η)T (default: 1.0 for pixel models, every step; "
-                   "0.6 for latent pipelines, the paper's settings)")
-    p.add_argument("--strength", type=float, default=None, help="cascades: fraction of the schedule re-noised (default 0.7)")
-    p.add_argument("--alpha", type=float, default=None, help="cascades: FreeScale's detail control α (default 2 for freescale)")
-    p.add_argument("--upsamplers", default=None, help="cascades: feature upsamplers folder for Self-Cascade "
-                   "(default on the embedded model: the shipped ones; 'none': tuning-free)")
-    p.add_argument("--positions", choices=("pi", "ntk", "yarn"), default=None, help="flow transformers (FLUX, SD3): "
-                   "position rescaling above the trained size for every method (default: PI where a method dilates)")
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="UG is on for t >= (1-η)T (default: 1.0 for pixel models, every step; "
+        "0.6 for latent pipelines, the paper's settings)",
+    )
+    p.add_argument(
+        "--strength", type=float, default=None, help="cascades: fraction of the schedule re-noised (default 0.7)"
+    )
+    p.add_argument(
+        "--alpha", type=float, default=None, help="cascades: FreeScale's detail control α (default 2 for freescale)"
+    )
+    p.add_argument(
+        "--upsamplers",
+        default=None,
+        help="cascades: feature upsamplers folder for Self-Cascade "
+        "(default on the embedded model: the shipped ones; 'none': tuning-free)",
+    )
+    p.add_argument(
+        "--positions",
+        choices=("pi", "ntk", "yarn"),
+        default=None,
+        help="flow transformers (FLUX, SD3): "
+        "position rescaling above the trained size for every method (default: PI where a method dilates)",
+    )
 
 
 def add_pipeline_options(pipe) -> None:
     """Options passed to a diffusers pipeline's call and loading."""
     pipe.add_argument("--negative-prompt", default=None)
-    pipe.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the "
-                      "model's recommended scale, e.g. emoji-flux's 4, else 7.5)")
-    pipe.add_argument("--device", default=None, help="cuda, mps or cpu (default: pipelines the best available, pixel "
-                      "models the CPU)")
-    pipe.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: pipelines fp16 on cuda and fp32 "
-                      "elsewhere, pixel models fp32")
+    pipe.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="classifier-free guidance (default: the model's recommended scale, e.g. emoji-flux's 4, else 7.5)",
+    )
+    pipe.add_argument(
+        "--device", default=None, help="cuda, mps or cpu (default: pipelines the best available, pixel models the CPU)"
+    )
+    pipe.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="default: pipelines fp16 on cuda and fp32 elsewhere, pixel models fp32",
+    )
 
 
 def method_options(args):
     """The part options of ``args`` as :class:`hiresdiff.options.MethodOptions`."""
     from hiresdiff.options import MethodOptions
 
-    return MethodOptions(theta=args.theta, eta=args.eta, strength=args.strength, alpha=args.alpha,
-                         upsamplers=args.upsamplers, positions=args.positions)
+    return MethodOptions(
+        theta=args.theta,
+        eta=args.eta,
+        strength=args.strength,
+        alpha=args.alpha,
+        upsamplers=args.upsamplers,
+        positions=args.positions,
+    )
 
 
 def add_generate_parser(sub) -> None:
-    p = sub.add_parser("generate", help="sample above the trained resolution with several methods; write one labelled grid")
-    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded 32² emoji model), "
-                   "emoji-latent or emoji-flux (the owned 32² text-to-image pipelines, with --prompt), "
-                   "or with --prompt a diffusers pipeline folder or hub id")
+    p = sub.add_parser(
+        "generate", help="sample above the trained resolution with several methods; write one labelled grid"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="local UNet2DModel folder (default: the embedded 32² emoji model), "
+        "emoji-latent or emoji-flux (the owned 32² text-to-image pipelines, with --prompt), "
+        "or with --prompt a diffusers pipeline folder or hub id",
+    )
     add_method_options(p, list(COMPARISON_METHODS))
-    p.add_argument("--scale", type=float, nargs="+", default=[DEFAULT_SCALE],
-                   help=f"target sizes as multiples of the trained size (default {DEFAULT_SCALE})")
-    p.add_argument("--height", type=int, default=None, help="target height in pixels (with --width; instead of --scale)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        nargs="+",
+        default=[DEFAULT_SCALE],
+        help=f"target sizes as multiples of the trained size (default {DEFAULT_SCALE})",
+    )
+    p.add_argument(
+        "--height", type=int, default=None, help="target height in pixels (with --width; instead of --scale)"
+    )
     p.add_argument("--width", type=int, default=None, help="target width in pixels")
-    p.add_argument("--num-images", type=int, default=None, help="rows of the grid (default: 3 on pixel models, 1 on pipelines)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"grid to write, PNG, JPEG or WebP by its suffix (default {DEFAULT_OUT}); videos also get OUT.gif")
+    p.add_argument(
+        "--num-images", type=int, default=None, help="rows of the grid (default: 3 on pixel models, 1 on pipelines)"
+    )
+    p.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help=f"grid to write, PNG, JPEG or WebP by its suffix (default {DEFAULT_OUT}); {OUT_FOLDER}; "
+        "videos also get OUT.gif",
+    )
     video = p.add_argument_group("video pipelines (AnimateDiff)")
     video.add_argument("--num-frames", type=int, default=None, help="frames to generate")
-    video.add_argument("--factor", type=parse_factor, default=None,
-                       help="UG frame factor as F,1,1 (more frames than trained); spatial factors follow from the size")
+    video.add_argument(
+        "--factor",
+        type=parse_factor,
+        default=None,
+        help="UG frame factor as F,1,1 (more frames than trained); spatial factors follow from the size",
+    )
     video.add_argument("--fps", type=float, default=8, help="frames per second of the GIF")
     p.set_defaults(run=run_generate)
 
@@ -138,6 +215,7 @@ def check_size_args(args) -> None:
     if (args.height is None) != (args.width is None):
         raise ValueError("--height and --width go together")
     if args.height is not None:
+        check_at_least_one(args, "height", "width")
         check_max_pixels(args.height, args.width, args.max_pixels)
     if args.prompt is not None and args.model is None:
         raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
@@ -146,30 +224,64 @@ def check_size_args(args) -> None:
         raise ValueError("--num-frames and --factor need a video pipeline: --model with --prompt")
 
 
-def run_generate(args) -> None:
-    from hiresdiff.grid import IMAGE_FORMATS, check_writable, labelled_grid, save_gif, save_image
-    from hiresdiff.options import parse_methods
+def check_outputs(args, *paths: Optional[Path]) -> None:
+    """Before any heavy work: each of ``paths`` (--out and the files named after it) has an image suffix where it is
+    an image, an existing writable folder (none is created) and no file in the way unless --force."""
+    from hiresdiff.grid import IMAGE_FORMATS, check_writable
 
-    methods = parse_methods(args.method)
+    for path in filter(None, paths):
+        check_writable(
+            path, args.force, None if path.suffix == ".gif" else IMAGE_FORMATS, create_folder=False, option="--out"
+        )
+
+
+def check_generate_options(args) -> list[str]:
+    """The methods' names; ``ValueError`` naming the option for any plain option value ``generate`` cannot run, before
+    torch loads."""
+    methods = check_method_names(args.method)
     check_run_numbers(args)
+    check_scales(args.scale)
     check_size_args(args)
-    options = method_options(args)
+    check_factor(args.factor)
+    check_finite(args.fps, "--fps")
+    if args.fps <= 0:
+        raise ValueError(f"--fps must be a number > 0; got {args.fps}")
+    return methods
+
+
+def run_generate(args) -> None:
+    check_generate_options(args)
     out = Path(args.out)
     gif = out.with_suffix(".gif") if args.num_frames is not None else None
-    check_writable(out, args.force, IMAGE_FORMATS)
-    if gif is not None:
-        check_writable(gif, args.force)
+    check_outputs(args, out, gif)
+
+    from hiresdiff.grid import labelled_grid, save_gif, save_image
+    from hiresdiff.options import parse_methods
+
+    methods = parse_methods(args.method)  # now also whether each composition's presets fit together
+    options = method_options(args)
     if args.prompt is not None:
         columns, labels = pipeline_columns(args, methods, options)
     else:
         from hiresdiff.comparison import comparison
 
         size = (args.height, args.width) if args.height is not None else None
+        check_pixel_sizes(args, methods, options, size)
         device, dtype = pixel_device_and_dtype(args)
-        columns, labels = comparison(args.model, scales=args.scale, size=size, methods=methods, options=options,
-                                     max_pixels=args.max_pixels, device=device, dtype=dtype,
-                                     seed=args.seed, num_images=3 if args.num_images is None else args.num_images, steps=DEFAULT_STEPS if args.steps is None else args.steps,
-                                     scheduler=args.scheduler or DEFAULT_SCHEDULER)
+        columns, labels = comparison(
+            args.model,
+            scales=args.scale,
+            size=size,
+            methods=methods,
+            options=options,
+            max_pixels=args.max_pixels,
+            device=device,
+            dtype=dtype,
+            seed=args.seed,
+            num_images=3 if args.num_images is None else args.num_images,
+            steps=DEFAULT_STEPS if args.steps is None else args.steps,
+            scheduler=args.scheduler or DEFAULT_SCHEDULER,
+        )
     cell = max(96, min(512, max(image.width for image in columns[-1])))
     save_image(labelled_grid(columns, labels, cell), out, force=args.force)
     if gif is not None:  # frame k: the methods side by side
@@ -179,6 +291,24 @@ def run_generate(args) -> None:
     print(f"wrote {written}  (columns: {', '.join(labels)}; seed {args.seed})")
 
 
+def check_pixel_sizes(args, methods, options, size) -> None:
+    """Before a pixel model's weights load: from its config alone, every output size is under --max-pixels and every
+    method can make it."""
+    from hiresdiff.comparison import check_recipes_make, scaled_size
+    from hiresdiff.denoisers.registry import size_multiple, trained_size
+    from hiresdiff.loading.pixel_model import pixel_model_config
+    from hiresdiff.models import EMBEDDED_MODEL_DIR
+    from hiresdiff.options import recipes_for
+
+    recipes = recipes_for(methods, options, shipped_upsamplers(args.model))
+    _, config = pixel_model_config(args.model or EMBEDDED_MODEL_DIR)
+    trained = trained_size(config)
+    sizes = [size] if size is not None else [scaled_size(trained, scale) for scale in args.scale]
+    for height, width in sizes:
+        check_max_pixels(height, width, args.max_pixels)
+    check_recipes_make(recipes, trained, sizes, size_multiple(config))
+
+
 def pipeline_columns(args, methods, options):
     """Load the --model pipeline once and run every method on the prompt."""
     from hiresdiff.comparison import pipeline_comparison
@@ -186,8 +316,10 @@ def pipeline_columns(args, methods, options):
 
     recipes = recipes_for(methods, options, shipped_upsamplers(args.model))
     if args.factor is not None:  # a frame factor for video pipelines: temporal UG
-        recipes = {m: r if r.ug is None else dataclasses.replace(r, ug=dataclasses.replace(r.ug, factor=args.factor))
-                   for m, r in recipes.items()}
+        recipes = {
+            m: r if r.ug is None else dataclasses.replace(r, ug=dataclasses.replace(r.ug, factor=args.factor))
+            for m, r in recipes.items()
+        }
     pipe, kwargs = load_cli_pipeline(args, needs_unet=any(r.describe() != "naive" for r in recipes.values()))
     from hiresdiff.comparison import check_recipes_make, scaled_size
     from hiresdiff.denoisers.registry import find_denoiser, size_multiple, trained_size
@@ -195,8 +327,11 @@ def pipeline_columns(args, methods, options):
     factor = getattr(pipe, "vae_scale_factor", 1)
     denoiser = find_denoiser(pipe)[0]
     trained = trained_size(denoiser, pipe)
-    sizes = ([(args.height, args.width)] if args.height is not None  # --scale: multiples of the trained size in pixels
-             else [scaled_size(tuple(n * factor for n in trained), scale) for scale in args.scale])
+    sizes = (
+        [(args.height, args.width)]
+        if args.height is not None  # --scale: multiples of the trained size in pixels
+        else [scaled_size(tuple(n * factor for n in trained), scale) for scale in args.scale]
+    )
     for height, width in sizes:
         check_max_pixels(height, width, args.max_pixels)
     if all(h % factor == 0 and w % factor == 0 for h, w in sizes):  # every method can make the sizes, before sampling
@@ -204,8 +339,16 @@ def pipeline_columns(args, methods, options):
     if args.num_images is not None:
         kwargs["num_images_per_prompt"] = args.num_images
     warn_if_too_large(pipe, args, recipes, sizes, kwargs)
-    return pipeline_comparison(pipe, args.prompt, sizes=sizes, recipes=recipes, seed=args.seed,
-                               steps=30 if args.steps is None else args.steps, num_frames=args.num_frames, **kwargs)
+    return pipeline_comparison(
+        pipe,
+        args.prompt,
+        sizes=sizes,
+        recipes=recipes,
+        seed=args.seed,
+        steps=30 if args.steps is None else args.steps,
+        num_frames=args.num_frames,
+        **kwargs,
+    )
 
 
 def warn_if_too_large(pipe, args, recipes: dict, sizes, kwargs: dict) -> None:
@@ -214,7 +357,9 @@ def warn_if_too_large(pipe, args, recipes: dict, sizes, kwargs: dict) -> None:
 
     for height, width in sizes:
         for method, recipe in recipes.items():
-            message = memory_warning(pipe, recipe, height, width, prompt=args.prompt, num_frames=args.num_frames, **kwargs)
+            message = memory_warning(
+                pipe, recipe, height, width, prompt=args.prompt, num_frames=args.num_frames, **kwargs
+            )
             if message:
                 print(f"hiresdiff: warning: {method} at {height}x{width}: {message}", file=sys.stderr)
 
@@ -240,8 +385,9 @@ def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True
     if args.model is None:
         raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
     dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
-    pipe, settings = load_pipeline(args.model, device=args.device or device, dtype=dtype, needs_unet=needs_unet,
-                                   progress=progress)
+    pipe, settings = load_pipeline(
+        args.model, device=args.device or device, dtype=dtype, needs_unet=needs_unet, progress=progress
+    )
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     return pipe, settings.arguments(pipe, args.guidance_scale, args.negative_prompt)
@@ -250,77 +396,141 @@ def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True
 def add_upscale_parser(sub) -> None:
     p = sub.add_parser("upscale", help="upscale an existing image: it is the first stage of a cascade")
     p.add_argument("image", help="the image file (for the embedded model: 32x32, e.g. an emoji)")
-    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded model) or, "
-                   "with --prompt, emoji-latent or a diffusers SD 1.x/2.x or SDXL pipeline folder or hub id")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="local UNet2DModel folder (default: the embedded model) or, "
+        "with --prompt, emoji-latent or a diffusers SD 1.x/2.x or SDXL pipeline folder or hub id",
+    )
     add_method_options(p, ["self-cascade"])
     p.add_argument("--scale", type=float, default=2, help="output size / image size (default 2)")
-    p.add_argument("--class", dest="class_label", type=int, default=None,
-                   help="class-conditional models: the image's class (default: the class the model finds most likely)")
-    p.add_argument("--out", default=None, help="image to write, PNG, JPEG or WebP by its suffix (default: IMAGE-x<scale>.png "
-                   "in the current folder)")
-    p.add_argument("--compare", action="store_true", help="also write OUT-compare.png: the image enlarged beside the result")
+    p.add_argument(
+        "--class",
+        dest="class_label",
+        type=int,
+        default=None,
+        help="class-conditional models: the image's class (default: the class the model finds most likely)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="image to write, PNG, JPEG or WebP by its suffix (default: "
+        f"IMAGE-x<scale>.png in the current folder); {OUT_FOLDER}",
+    )
+    p.add_argument(
+        "--compare", action="store_true", help="also write OUT-compare.png: the image enlarged beside the result"
+    )
     p.set_defaults(run=run_upscale)
 
 
-def run_upscale(args) -> None:
-    import torch
+def check_upscale_options(args) -> str:
+    """The method; ``ValueError`` naming the option for any plain option value ``upscale`` cannot run, the image
+    file (it exists, its header is an image's) and the output's size against --max-pixels, before torch loads."""
     from PIL import Image
 
-    from hiresdiff.grid import IMAGE_FORMATS, check_writable, labelled_grid, save_image
-    from hiresdiff.loading.pixel_model import to_pil
-    from hiresdiff.options import parse_methods, recipes_for
-    from hiresdiff.sampling.image_upscale import image_tensor, target_size, upscale
-
-    methods = parse_methods(args.method)
+    method = check_one_method(args.method, "upscale")
     check_run_numbers(args)
-    if len(methods) != 1:
-        raise ValueError(f"--method: upscale takes one method; got {', '.join(methods)}")
+    check_scales(args.scale)
+    if args.class_label is not None and args.class_label < 0:
+        raise ValueError(f"--class must be a class label >= 0; got {args.class_label}")
     check_prompt(args)
     source = Path(args.image)
     if not source.is_file():
         raise FileNotFoundError(f"image {str(source)!r} does not exist")
     try:
         with Image.open(source) as opened:
+            width, height = opened.size
+    except (OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image {str(source)!r} cannot be read as an image: {str(error).splitlines()[0]}") from None
+    check_max_pixels(round(height * args.scale), round(width * args.scale), args.max_pixels)
+    return method
+
+
+def class_line(label: int, classes: int, chosen: bool) -> str:
+    """What ``upscale`` says of the class it conditions on. The embedded model ships no names for its classes (its
+    README lists them in prose), so a label is printed as a number, said to be one."""
+    how = "" if chosen else ": the most likely for the image (--class sets it)"
+    return f"class label {label} of 0-{classes - 1} (this model ships no class names){how}"
+
+
+def run_upscale(args) -> None:
+    check_upscale_options(args)
+    source = Path(args.image)
+    out = Path(args.out or f"{source.stem}-x{args.scale:g}.png")
+    compare = out.with_name(f"{out.stem}-compare{out.suffix}") if args.compare else None
+    check_outputs(args, out, compare)
+
+    import torch
+    from PIL import Image
+
+    from hiresdiff.grid import labelled_grid, save_image
+    from hiresdiff.image_upscale import image_tensor, target_size, upscale
+    from hiresdiff.loading.pixel_model import to_pil
+    from hiresdiff.options import parse_methods, recipes_for
+
+    methods = parse_methods(args.method)  # now also whether the composition's presets fit together
+    try:
+        with Image.open(source) as opened:
             pixels = image_tensor(opened)  # transparency on white, 16-bit and palette images with their range
     except (OSError, Image.DecompressionBombError) as error:
         raise ValueError(f"image {str(source)!r} cannot be read as an image: {str(error).splitlines()[0]}") from None
     image = to_pil(pixels)[0]
-    check_max_pixels(*target_size(image.height, image.width, args.scale), args.max_pixels)  # before loading
-    out = Path(args.out or f"{source.stem}-x{args.scale:g}.png")
-    compare = out.with_name(f"{out.stem}-compare{out.suffix}") if args.compare else None
-    for path in filter(None, (out, compare)):
-        check_writable(path, args.force, IMAGE_FORMATS)
+    check_max_pixels(*target_size(image.height, image.width, args.scale), args.max_pixels)  # exactly, whole pixels
     recipe = recipes_for(methods, method_options(args), shipped_upsamplers(args.model))[methods[0]]
     if args.prompt is None:
         from hiresdiff.denoisers.registry import size_multiple, trained_size
+        from hiresdiff.image_upscale import check_upscalable, likely_class_labels
         from hiresdiff.loading.pixel_model import load_pixel_model, pixel_model_config
         from hiresdiff.models import EMBEDDED_MODEL_DIR
-        from hiresdiff.sampling.image_upscale import check_upscalable, likely_class_labels
 
         _, config = pixel_model_config(args.model or EMBEDDED_MODEL_DIR)  # sizes checked before the model loads
-        check_upscalable(trained_size(config), size_multiple(config), recipe, pixels.shape[-2:],
-                         target_size(image.height, image.width, args.scale))
-        device, dtype = pixel_device_and_dtype(args)
-        unet, scheduler = load_pixel_model(args.model or EMBEDDED_MODEL_DIR, args.scheduler or DEFAULT_SCHEDULER, device,
-                                           dtype or torch.float32)
-        classes = unet.config.num_class_embeds
+        check_upscalable(
+            trained_size(config),
+            size_multiple(config),
+            recipe,
+            pixels.shape[-2:],
+            target_size(image.height, image.width, args.scale),
+        )
+        classes = config.get("num_class_embeds")
         if args.class_label is not None and not 0 <= args.class_label < (classes or 0):
             raise ValueError(f"--class must be in [0, {classes or 0}) for this model; got {args.class_label}")
+        device, dtype = pixel_device_and_dtype(args)
+        unet, scheduler = load_pixel_model(
+            args.model or EMBEDDED_MODEL_DIR, args.scheduler or DEFAULT_SCHEDULER, device, dtype or torch.float32
+        )
         labels = None
         if classes is not None:
-            labels = (torch.tensor([args.class_label]) if args.class_label is not None
-                      else likely_class_labels(unet, scheduler, pixels, args.seed))
-            print(f"class {labels.item()}" + (" (the most likely for the image; --class sets it)" if args.class_label is None else ""))
-        result = upscale(unet, pixels, scale=args.scale, recipe=recipe, scheduler=scheduler,
-                         steps=DEFAULT_STEPS if args.steps is None else args.steps, seed=args.seed,
-                         class_labels=labels)[0]
+            labels = (
+                torch.tensor([args.class_label])
+                if args.class_label is not None
+                else likely_class_labels(unet, scheduler, pixels, args.seed)
+            )
+            print(class_line(labels.item(), classes, chosen=args.class_label is not None))
+        result = upscale(
+            unet,
+            pixels,
+            scale=args.scale,
+            recipe=recipe,
+            scheduler=scheduler,
+            steps=DEFAULT_STEPS if args.steps is None else args.steps,
+            seed=args.seed,
+            class_labels=labels,
+        )[0]
     else:
         pipe, kwargs = load_cli_pipeline(args, needs_unet=True)
-        result = upscale(pipe, image, scale=args.scale, recipe=recipe, prompt=args.prompt,
-                         steps=30 if args.steps is None else args.steps,
-                         seed=args.seed, **kwargs)[0]
+        result = upscale(
+            pipe,
+            image,
+            scale=args.scale,
+            recipe=recipe,
+            prompt=args.prompt,
+            steps=30 if args.steps is None else args.steps,
+            seed=args.seed,
+            **kwargs,
+        )[0]
     save_image(result, out, force=args.force)
     if compare is not None:
         labels = [f"input {image.width}x{image.height}", f"{methods[0]} {result.width}x{result.height}"]
-        save_image(labelled_grid([[image], [result]], labels, max(96, min(512, result.width))), compare, force=args.force)
+        side = max(96, min(512, result.width))
+        save_image(labelled_grid([[image], [result]], labels, side), compare, force=args.force)
     print(f"wrote {out}" + (f" and {compare}" if compare else ""))

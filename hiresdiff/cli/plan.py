@@ -1,10 +1,13 @@
 """``hiresdiff plan``: predicted peak memory and FLOPs of a recipe on a real architecture, before any run.
 
-    hiresdiff plan --arch sdxl --size 8192 --method freescale --memory 24
+hiresdiff plan --arch sdxl --size 8192 --method freescale --memory 24
 """
 
 from __future__ import annotations
 
+import math
+
+from hiresdiff.cli.choices import DTYPES, PLAN_ARCHS, check_at_least_one, check_dtype, check_one_method, check_plan_arch
 from hiresdiff.defaults import PRESETS
 
 SIZE_MULTIPLE = 64  # the SD 1.5 / SDXL UNets take latents divisible by 8 (FLUX by 2): pixels by 64
@@ -12,57 +15,87 @@ LARGEST = 16384
 
 
 def add_plan_parser(sub) -> None:
-    p = sub.add_parser("plan", help="predict peak memory and FLOPs of a method on a real architecture (no weights, no GPU)")
-    p.add_argument("--arch", required=True, help="sd15, sdxl or flux1-dev (the published UNet or transformer and VAE; random weights on meta)")
-    p.add_argument("--size", type=int, nargs="+", required=True, metavar="PIXELS",
-                   help=f"output size: one number (square) or HEIGHT WIDTH; multiples of {SIZE_MULTIPLE}")
-    p.add_argument("--method", default="freescale", help=f"one of {PRESETS}, 'fast' or a '+'-composition (default freescale)")
+    p = sub.add_parser(
+        "plan", help="predict peak memory and FLOPs of a method on a real architecture (no weights, no GPU)"
+    )
+    p.add_argument(
+        "--arch",
+        required=True,
+        help=f"{', '.join(PLAN_ARCHS)} (the published UNet or transformer and VAE; random weights on meta)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        required=True,
+        metavar="PIXELS",
+        help=f"output size: one number (square) or HEIGHT WIDTH; multiples of {SIZE_MULTIPLE}",
+    )
+    p.add_argument(
+        "--method", default="freescale", help=f"one of {', '.join(PRESETS)} or a '+'-composition (default freescale)"
+    )
     p.add_argument("--steps", type=int, default=30, help="sampling steps (default 30, as generate)")
-    p.add_argument("--dtype", default="fp16", help="fp16 (default), bf16 or fp32")
+    p.add_argument("--dtype", default="fp16", help=f"{', '.join(DTYPES)} (default fp16)")
     p.add_argument("--memory", type=float, default=None, metavar="GIB", help="device memory: say whether the run fits")
-    p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto",
-                   help="tiled VAE: auto (as generate: outputs and the cascade's φ tile above 1536²), on, off")
+    p.add_argument(
+        "--vae-tiling",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="tiled VAE: auto (as generate: outputs and the cascade's φ tile above 1536²), on, off",
+    )
     p.set_defaults(run=run_plan)
 
 
 def check_plan_arguments(args) -> tuple[int, int]:
-    """(height, width); ``ValueError`` naming the option for anything the plan cannot run, before any model is built."""
-    from hiresdiff.cost.plan import DTYPES, check_arch
-    from hiresdiff.recipe import as_recipe
-
-    check_arch(args.arch)
+    """(height, width); ``ValueError`` naming the option for any plain option value the plan cannot run, before
+    torch loads (whether a composition's presets fit together is asked when the recipe is made)."""
+    check_plan_arch(args.arch)
     if len(args.size) not in (1, 2):
         raise ValueError(f"--size takes one number or HEIGHT WIDTH; got {len(args.size)} numbers")
     height, width = args.size[0], args.size[-1]
     for n in (height, width):
         if n < SIZE_MULTIPLE or n > LARGEST or n % SIZE_MULTIPLE:
             raise ValueError(f"--size must be multiples of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {LARGEST}; got {n}")
-    if args.dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {tuple(DTYPES)}; got {args.dtype!r}")
-    if args.steps < 1:
-        raise ValueError(f"--steps must be a positive int; got {args.steps}")
-    if args.memory is not None and args.memory <= 0:
-        raise ValueError(f"--memory must be positive (GiB); got {args.memory}")
-    as_recipe(args.method)
+    check_dtype(args.dtype)
+    check_at_least_one(args, "steps")
+    if args.memory is not None and not (math.isfinite(args.memory) and args.memory > 0):
+        raise ValueError(f"--memory must be a positive number (GiB); got {args.memory}")
+    check_one_method([args.method], "plan")
     return height, width
 
 
 def run_plan(args) -> None:
+    height, width = check_plan_arguments(args)
+
     from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE
     from hiresdiff.cost.plan import GIB, plan
+    from hiresdiff.recipe import as_recipe
 
-    height, width = check_plan_arguments(args)
+    as_recipe(args.method)
     tiling = {"auto": None, "on": True, "off": False}[args.vae_tiling]
-    result = plan(args.arch, height, width, method=args.method, steps=args.steps, dtype=args.dtype, vae_tiling=tiling,
-                  progress=True)
-    print(f"{args.arch} {height}x{width} {result.method}, {args.steps} steps, {args.dtype}: weights "
-          f"{result.weights_bytes / GIB:.2f} GiB")
+    result = plan(
+        args.arch,
+        height,
+        width,
+        method=args.method,
+        steps=args.steps,
+        dtype=args.dtype,
+        vae_tiling=tiling,
+        progress=True,
+    )
+    print(
+        f"{args.arch} {height}x{width} {result.method}, {args.steps} steps, {args.dtype}: weights "
+        f"{result.weights_bytes / GIB:.2f} GiB"
+    )
     print("| stage | size | steps | TFLOPs | working memory (GiB) |\n|---|---|---|---|---|")
     for stage in result.stages:
-        print(f"| {stage.index} | {stage.size[0]}x{stage.size[1]} | {stage.steps} | {stage.flops / 1e12:.1f} | "
-              f"{stage.peak_bytes / GIB:.2f} |")
+        print(
+            f"| {stage.index} | {stage.size[0]}x{stage.size[1]} | {stage.steps} | {stage.flops / 1e12:.1f} | "
+            f"{stage.peak_bytes / GIB:.2f} |"
+        )
     print(f"FLOPs: {result.flops / 1e12:.1f} T = {result.relative_flops:.2f}x direct sampling at {height}x{width}")
     print(f"predicted peak: {result.peak_bytes / GIB:.2f} GiB (weights + working memory)")
     if args.memory is not None:
         verdict = "fits" if result.fits(args.memory) else "does NOT fit"
-        print(f"{verdict} in {args.memory:g} GiB (with a {100 * ALLOCATOR_TOLERANCE:.0f}% allocator margin on the working memory)")
+        margin = f"{100 * ALLOCATOR_TOLERANCE:.0f}%"
+        print(f"{verdict} in {args.memory:g} GiB (with a {margin} allocator margin on the working memory)")

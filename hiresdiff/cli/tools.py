@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
+from hiresdiff.cli.choices import check_at_least_one, check_scales
 from hiresdiff.loading.schedulers import SCHEDULERS
 
 
@@ -21,11 +23,14 @@ def run_data(args) -> None:
     print(f"wrote {build(args.data_dir, force=args.force)}")
 
 
-TRAINING_COMMANDS = {  # command: (module of hiresdiff.models with add_arguments and train, help)
-    "train": ("train_emoji", "train (or resume) the embedded emoji model"),
-    "train-pipeline": ("train_pipeline", "train (or resume) the emoji-latent text-to-image pipeline"),
-    "train-flux": ("train_flux", "train (or resume) the emoji-flux FLUX-architecture pipeline"),
-    "train-upsamplers": ("train_upsamplers", "train Self-Cascade feature upsamplers for the embedded model (resumable)"),
+TRAINING_COMMANDS = {  # command: (module of hiresdiff.training with add_arguments and train, help)
+    "train": ("pixel_model", "train (or resume) the embedded emoji model"),
+    "train-pipeline": ("latent_model", "train (or resume) the emoji-latent text-to-image pipeline"),
+    "train-flux": ("flux_model", "train (or resume) the emoji-flux FLUX-architecture pipeline"),
+    "train-upsamplers": (
+        "feature_upsamplers",
+        "train Self-Cascade feature upsamplers for the embedded model (resumable)",
+    ),
 }
 
 
@@ -37,63 +42,127 @@ def add_training_parser(sub, command: str, with_options: bool = True) -> None:
     if with_options:
         import importlib
 
-        module = importlib.import_module(f"hiresdiff.models.{module_name}")
+        module = importlib.import_module(f"hiresdiff.training.{module_name}")
         module.add_arguments(p).set_defaults(run=module.train)
 
 
 def add_bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="the UG reproduction benchmark against held-out real emoji (writes benchmarks/results/)")
-    p.add_argument("--model", default=None, help="local 32² UNet2DModel folder (default: the embedded model), or with "
-                   "--suite latent a 32² text-to-image pipeline (emoji-latent, emoji-flux or a folder)")
+    p = sub.add_parser(
+        "bench", help="the UG reproduction benchmark against held-out real emoji (writes benchmarks/results/)"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="local 32² UNet2DModel folder (default: the embedded model), or with "
+        "--suite latent a 32² text-to-image pipeline (emoji-latent, emoji-flux or a folder)",
+    )
     p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
-    p.add_argument("--num-images", type=int, default=None,
-                   help="images per method at 2x; m-x above 2 uses num_images*4/m^2 (default 96; --quick: 8)")
+    p.add_argument(
+        "--num-images",
+        type=int,
+        default=None,
+        help="images per method at 2x; m-x above 2 uses num_images*4/m^2 (default 96; --quick: 8)",
+    )
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; --quick: 2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the Settings default)")
+    p.add_argument(
+        "--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the Settings default)"
+    )
     p.add_argument("--scale", type=int, nargs="+", default=None, help="scales to run (default: 2 4)")
-    p.add_argument("--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID")
+    p.add_argument(
+        "--inception", default=None, help="FID Inception-v3 weights file (pt_inception-2015-12-05) for real FID"
+    )
     p.add_argument("--out-dir", default="benchmarks/results")
-    p.add_argument("--suite", choices=("ug", "methods", "latent", "fast"), default="ug",
-                   help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and ablation; "
-                   "latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled VAE; on a "
-                   "flow transformer (emoji-flux) the position rescalings instead of the tuned cascade and tiled VAE; fast (any model): "
-                   "the fast recipe's design space against every preset, with FLOPs relative to direct sampling")
-    p.add_argument("--upsamplers", nargs="+", default=None, metavar="SCALE=FOLDER",
-                   help="trained feature upsamplers for the tuned Self-Cascade row, per cascade stage (its scale), "
-                   "e.g. 2=hiresdiff/models/emoji32_upsamplers_64 (4× runs: also 4=… to reuse them at the 4× stage)")
+    p.add_argument(
+        "--suite",
+        choices=("ug", "methods", "latent", "fast"),
+        default="ug",
+        help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and "
+        "ablation; latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled "
+        "VAE; on a flow transformer (emoji-flux) the position rescalings instead of the tuned cascade and "
+        "tiled VAE; fast (any model): the fast recipe's design space against every preset, with FLOPs "
+        "relative to direct sampling",
+    )
+    p.add_argument(
+        "--upsamplers",
+        nargs="+",
+        default=None,
+        metavar="SCALE=FOLDER",
+        help="trained feature upsamplers for the tuned Self-Cascade row, per cascade stage (its scale), "
+        "e.g. 2=hiresdiff/models/emoji32_upsamplers_64 (4× runs: also 4=… to reuse them at the 4× stage)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 8 images, 2 steps, 2x only, one θ")
     p.set_defaults(run=run_bench)
 
 
+def check_bench_options(args) -> Optional[dict]:
+    """The --upsamplers as {scale: folder}; ``ValueError`` naming the option for any plain option value ``bench``
+    cannot run, before torch loads."""
+    check_at_least_one(args, "num_images", "steps")
+    if args.scale is not None:
+        check_scales(args.scale)
+    if not args.upsamplers:
+        return None
+    try:
+        return {int(k): v for k, v in (item.split("=", 1) for item in args.upsamplers)}
+    except ValueError:
+        raise ValueError(f"--upsamplers takes SCALE=FOLDER items; got {args.upsamplers}") from None
+
+
 def run_bench(args) -> None:
+    upsamplers = check_bench_options(args)
+
     from hiresdiff.eval.benchmark import Settings, run
 
-    given = {k: v for k, v in (("num_images", args.num_images), ("steps", args.steps), ("scheduler", args.scheduler),
-                                ("scales", tuple(args.scale or ()) or None)) if v is not None}
-    upsamplers = None
-    if args.upsamplers:
-        try:
-            upsamplers = {int(k): v for k, v in (item.split("=", 1) for item in args.upsamplers)}
-        except ValueError:
-            raise ValueError(f"--upsamplers takes SCALE=FOLDER items; got {args.upsamplers}") from None
-    common = dict(model=args.model, data=args.data, seed=args.seed, inception=args.inception, out_dir=args.out_dir,
-                  command="hiresdiff bench " + " ".join(sys.argv[2:]), suite=args.suite, upsamplers=upsamplers, **given)
+    given = {
+        k: v
+        for k, v in (
+            ("num_images", args.num_images),
+            ("steps", args.steps),
+            ("scheduler", args.scheduler),
+            ("scales", tuple(args.scale or ()) or None),
+        )
+        if v is not None
+    }
+    command = "hiresdiff " + " ".join(getattr(args, "argv", None) or sys.argv[1:])  # the line main() was given
+    common = dict(
+        model=args.model,
+        data=args.data,
+        seed=args.seed,
+        inception=args.inception,
+        out_dir=args.out_dir,
+        command=command,
+        suite=args.suite,
+        upsamplers=upsamplers,
+        **given,
+    )
     run(Settings.quick(**common) if args.quick else Settings(**common))
     print(f"wrote {args.out_dir}/{args.suite}_benchmark.md, .json and the {args.suite}_grid_*.png grids")
 
 
 def add_ui_parser(sub) -> None:
-    p = sub.add_parser("ui", help="a web page to compare methods and upscale images (needs: pip install -e \".[ui]\")")
-    p.add_argument("--model", default=None, help="local UNet2DModel folder (default: the embedded model), emoji-latent, or a "
-                   "diffusers SD 1.x/2.x / SDXL pipeline folder or hub id")
+    p = sub.add_parser("ui", help='a web page to compare methods and upscale images (needs: pip install -e ".[ui]")')
+    p.add_argument(
+        "--model",
+        default=None,
+        help="local UNet2DModel folder (default: the embedded model), "
+        "emoji-latent, or a diffusers SD 1.x/2.x / SDXL pipeline folder or hub id",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--max-side", type=int, default=256, help="largest output side a request may ask for (default 256)")
     p.set_defaults(run=run_ui)
 
 
+def check_ui_options(args) -> None:
+    """``ValueError`` naming the option for a port or size ``ui`` cannot serve, before Gradio and torch load."""
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in [0, 65535]; got {args.port}")
+    check_at_least_one(args, "max_side")
+
+
 def run_ui(args) -> None:
+    check_ui_options(args)
     try:
         import gradio  # noqa: F401
     except ImportError:

@@ -7,6 +7,7 @@ and removes them again, even when the call fails.
 
 from __future__ import annotations
 
+import re
 import socket
 import urllib.parse
 from pathlib import Path
@@ -60,8 +61,9 @@ def configure_vae_tiling(pipe, vae_tiling: Optional[bool]) -> None:
 
 
 def is_hub_id(model: str) -> bool:
-    """Whether ``model`` names a hub repository (owner/name) rather than a short name or a local folder."""
-    return "/" in str(model) and model not in MODEL_NAMES and not Path(model).exists()
+    """Whether ``model`` names a hub repository (``owner/name``) rather than a short name or a local folder (an
+    absolute or relative path that exists, or any path with more than one part)."""
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", str(model)) is not None and not Path(model).exists()
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
