@@ -330,7 +330,8 @@ def test_pndm_restarts_as_ddim_on_the_same_schedule_with_a_warning():
     with pytest.warns(UserWarning, match="PNDM cannot restart"):
         ours = run(pipe, Recipe.self_cascade())[-1]
     ddim, _, _ = driver("pipeline", "ddim")
-    stage0 = run(pipe, Recipe.self_cascade())[0]
+    with pytest.warns(UserWarning, match="PNDM cannot restart"):
+        stage0 = run(pipe, Recipe.self_cascade())[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = hiresdiff.generate(
