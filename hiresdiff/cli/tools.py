@@ -1,5 +1,5 @@
 """The tool commands: ``data`` (the emoji data set), the training commands (``train``, ``train-pipeline``,
-``train-flux``, ``train-upsamplers``), ``bench`` and ``ui``."""
+``train-flux``, ``train-upsamplers``, ``train-semantic``), ``bench`` and ``ui``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ TRAINING_COMMANDS = {  # command: (module of hiresdiff.training with add_argumen
         "feature_upsamplers",
         "train Self-Cascade feature upsamplers for the embedded model (resumable)",
     ),
+    "train-semantic": ("semantic_classifier", "train (or resume) the semantic metric's emoji-subgroup classifier"),
 }
 
 

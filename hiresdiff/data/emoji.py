@@ -29,7 +29,7 @@ FONT_PATH = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 EMOJI_TEST_PATH = Path("/usr/share/unicode/emoji/emoji-test.txt")
 FONT_SIZE = 109  # the only size the colour bitmap font renders
 SIZE = 128
-CACHE_NAME = "emoji-v1.npz"
+CACHE_NAME = "emoji-v2.npz"  # v2: with Unicode subgroups (v1 had groups only; same images and split)
 
 
 def default_data_dir() -> Path:
@@ -42,23 +42,26 @@ class EmojiEntry:
     text: str
     name: str
     group: str
+    subgroup: str = ""
 
 
 def read_emoji_list(path: Path = EMOJI_TEST_PATH) -> list[EmojiEntry]:
-    """The fully-qualified emoji of ``emoji-test.txt`` with their name and Unicode group."""
+    """The fully-qualified emoji of ``emoji-test.txt`` with their name, Unicode group and subgroup."""
     if not path.exists():
         raise FileNotFoundError(
             f"{path} not found: install the Debian package 'unicode-data' (apt-get install -y unicode-data)"
         )
-    entries, group = [], ""
+    entries, group, subgroup = [], "", ""
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("# group:"):
             group = line.split(":", 1)[1].strip()
+        elif line.startswith("# subgroup:"):
+            subgroup = line.split(":", 1)[1].strip()
         elif "; fully-qualified" in line and group != "Component":
             codes, comment = line.split(";")[0], line.split("#", 1)[1]
             text = "".join(chr(int(c, 16)) for c in codes.split())
             name = comment.strip().split(" ", 2)[2]  # "<emoji> E1.0 grinning face"
-            entries.append(EmojiEntry(text, name, group))
+            entries.append(EmojiEntry(text, name, group, subgroup))
     return entries
 
 
@@ -126,12 +129,13 @@ def build(
 ) -> Path:
     """Render, deduplicate, split and cache the data set; returns the cache file path."""
     data_dir = Path(data_dir or default_data_dir())
-    out = data_dir / CACHE_NAME if limit is None else data_dir / f"emoji-v1-first{limit}.npz"
+    out = data_dir / CACHE_NAME if limit is None else data_dir / f"{Path(CACHE_NAME).stem}-first{limit}.npz"
     if out.exists() and not force:
         return out
     entries = read_emoji_list()[:limit]
     images, kept = render_dataset(entries, progress)
     groups = sorted({e.group for e in kept})
+    subgroups = sorted({e.subgroup for e in kept})
     img128 = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     img64 = downsample(img128, 2)
     img32 = downsample(img64, 2)
@@ -145,6 +149,8 @@ def build(
         is_test=split_by_base_name(kept, min(num_test, len(kept) // 2), seed),
         group=np.array([groups.index(e.group) for e in kept]),
         group_names=np.array(groups),
+        subgroup=np.array([subgroups.index(e.subgroup) for e in kept]),
+        subgroup_names=np.array(subgroups),
         text=np.array([e.text for e in kept]),
         name=np.array([e.name for e in kept]),
     )
@@ -154,12 +160,15 @@ def build(
 
 @dataclass
 class EmojiData:
-    """One split at one resolution: images in [-1, 1], (N, 3, S, S) float32, group labels and the emoji's names."""
+    """One split at one resolution: images in [-1, 1], (N, 3, S, S) float32, group labels, the emoji's names and their
+    Unicode subgroups (e.g. ``face-smiling``, 100 of them: finer than the 9 groups, coarser than the emoji)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     group_names: list[str]
     names: list[str]  # CLDR short names from emoji-test.txt, e.g. "grinning face with big eyes"
+    subgroups: torch.Tensor
+    subgroup_names: list[str]
 
 
 def load(resolution: int = 32, split: str = "train", path: Path | None = None) -> EmojiData:
@@ -177,5 +186,7 @@ def load(resolution: int = 32, split: str = "train", path: Path | None = None) -
         labels = torch.from_numpy(f["group"][mask]).long()
         group_names = [str(n) for n in f["group_names"]]
         names = [str(n) for n in f["name"][mask]]
+        subgroups = torch.from_numpy(f["subgroup"][mask]).long()
+        subgroup_names = [str(n) for n in f["subgroup_names"]]
     images = pixels.permute(0, 3, 1, 2).contiguous() / 127.5 - 1.0
-    return EmojiData(images, labels, group_names, names)
+    return EmojiData(images, labels, group_names, names, subgroups, subgroup_names)

@@ -12,6 +12,7 @@ EMBEDDED_UPSAMPLERS_DIR = Path(__file__).parent / "emoji32_upsamplers_64"  # 32Â
 EMOJI_LATENT_DIR = Path(__file__).parent / "emoji_latent"  # a StableDiffusionPipeline folder, see its README.md
 EMOJI_LATENT_UPSAMPLERS_DIR = Path(__file__).parent / "emoji_latent_upsamplers_64"  # its 2Ã— stage
 EMOJI_FLUX_DIR = Path(__file__).parent / "emoji_flux"  # a FluxPipeline folder (rectified flow), see its README.md
+SEMANTIC_CLASSIFIER_DIR = Path(__file__).parent / "emoji_subgroups"  # the semantic metric's classifier, see its README.md
 MODEL_NAMES = {"emoji-latent": EMOJI_LATENT_DIR, "emoji-flux": EMOJI_FLUX_DIR}  # short names --model takes
 
 

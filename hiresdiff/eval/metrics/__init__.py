@@ -16,11 +16,17 @@ Images are float tensors ``(N, 3, H, W)`` in ``[-1, 1]`` (clamp model outputs fi
   generated from the same noise: ``RMSE(D[high], low)``.
 * :func:`detail_energy_ratio` — energy of the finest Laplacian band relative to real images:
   above 1 grainier, below 1 blurrier.
+* :func:`crop_fd` / :func:`crop_swd` — detail at the native scale: the same distances on trained-size crops of
+  high-resolution images (FreeScale's FID_c, LSRNA's pFID).
+* :func:`semantic_agreement` — whether a high-resolution result still shows what its trained-size sample showed
+  (a classifier of the emoji's Unicode subgroup); :func:`condition_agreement` against what was asked for.
+* :func:`bootstrap` — a percentile-bootstrap interval of any of them over images; :func:`tie` when two overlap.
 
 No function here downloads anything.
 """
 
 from hiresdiff.eval.metrics.consistency import median_paired_rmse, paired_rmse
+from hiresdiff.eval.metrics.crops import crop_fd, crop_swd, random_crops
 from hiresdiff.eval.metrics.detail import detail_energy, detail_energy_ratio
 from hiresdiff.eval.metrics.frechet import (
     KIDResult,
@@ -32,7 +38,9 @@ from hiresdiff.eval.metrics.frechet import (
     kid,
 )
 from hiresdiff.eval.metrics.inception import FIDInceptionV3, InceptionFeatures
+from hiresdiff.eval.metrics.intervals import Interval, bootstrap, tie
 from hiresdiff.eval.metrics.random_features import RandomConvFeatures
+from hiresdiff.eval.metrics.semantic import SemanticClassifier, condition_agreement, semantic_agreement
 from hiresdiff.eval.metrics.swd import laplacian_pyramid, sliced_wasserstein
 
 __all__ = [
@@ -52,4 +60,13 @@ __all__ = [
     "median_paired_rmse",
     "detail_energy",
     "detail_energy_ratio",
+    "crop_fd",
+    "crop_swd",
+    "random_crops",
+    "semantic_agreement",
+    "condition_agreement",
+    "SemanticClassifier",
+    "bootstrap",
+    "Interval",
+    "tie",
 ]
