@@ -161,7 +161,7 @@ def build(
 @dataclass
 class EmojiData:
     """One split at one resolution: images in [-1, 1], (N, 3, S, S) float32, group labels, the emoji's names and their
-    Unicode subgroups (e.g. ``face-smiling``, 100 of them: finer than the 9 groups, coarser than the emoji)."""
+    Unicode subgroups (e.g. ``face-smiling``, 99 of them: finer than the 9 groups, coarser than the emoji)."""
 
     images: torch.Tensor
     labels: torch.Tensor

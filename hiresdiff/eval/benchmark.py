@@ -298,8 +298,14 @@ def enlarge(images: torch.Tensor, scale: int, mode: str) -> torch.Tensor:
     return F.interpolate(images, scale_factor=scale, mode=mode, **kwargs).clamp(-1, 1)
 
 
-def score(images, real, trained, features, inception=None) -> dict:
-    """All metrics of one image set against real images of its size and its trained-size partners."""
+def score(images, real, trained, features, inception=None, intervals: Optional[dict] = None) -> dict:
+    """All metrics of one image set against real images of its size and its trained-size partners.
+
+    Besides the whole-image metrics: ``semantic``, the fraction whose predicted emoji subgroup is their trained-size
+    sample's (:func:`~hiresdiff.eval.metrics.semantic.semantic_agreement`), and above 32² ``crop FD``, the distance of
+    32² crops to crops of the real images (detail at the native scale). ``intervals`` (a dict) receives the 95 %
+    bootstrap interval over images of ``semantic`` (an FD interval needs an eigendecomposition per resample, about a
+    second each here: not yet in the suites)."""
     feats_gen, feats_real = features(images), features(real)
     out = {f"SWD {k}": v for k, v in metrics.sliced_wasserstein(images, real).items()}
     out["FD rand"] = metrics.frechet_distance(feats_gen, feats_real)
@@ -310,6 +316,14 @@ def score(images, real, trained, features, inception=None) -> dict:
         out["FID"] = metrics.fid(images, real, inception)
     out["detail ×real"] = metrics.detail_energy_ratio(images, real)
     out["paired RMSE"] = metrics.median_paired_rmse(images, trained) if trained is not None else float("nan")
+    if images.shape[-1] > 32:
+        out["crop FD"] = metrics.crop_fd(images, real, 32)
+    if trained is not None:
+        same = metrics.semantic_matches(images, trained)
+        out["semantic"] = float(same.float().mean())
+        if intervals is not None and len(images) >= 2:
+            agreement = metrics.bootstrap(lambda idx: float(same[idx].float().mean()), len(images))
+            intervals["semantic"] = (agreement.low, agreement.high)
     return out
 
 
@@ -436,7 +450,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
     features = {r: metrics.RandomConvFeatures(resolution=r, seed=0) for r in test}
     inception = metrics.InceptionFeatures(settings.inception) if settings.inception else None
 
-    results = {"settings": asdict(settings), "rows": {}, "timing": {}, "images": {}}
+    results = {"settings": asdict(settings), "rows": {}, "timing": {}, "images": {}, "intervals": {}}
     floor_pick = torch.randperm(len(train[32].images), generator=gen)[:n]
     for r in test:  # real-vs-real floor: as many train images as each method has, against the held-out test images
         results["images"][str(r)] = count = min(n, settings.images_at(r // 32))
@@ -488,8 +502,9 @@ def run(settings: Settings, progress: bool = True) -> dict:
         key = f"{res}|{method.name}"
         made[key] = images
         results["timing"][key] = (time.time() - start) / count
+        intervals = results["intervals"].setdefault(key, {})
         results["rows"][key] = {
-            **score(images, test[res].images, trained[:count], features[res], inception),
+            **score(images, test[res].images, trained[:count], features[res], inception, intervals),
             "θ": method.theta,
         }
         if method.same_as is not None:  # e.g. the tiled VAE's seams: RMSE to the whole-image decode, in [-1, 1] units

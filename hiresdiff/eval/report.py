@@ -12,6 +12,13 @@ def _fmt(value) -> str:
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
+def _with_interval(value, interval) -> str:
+    """A value, with its bootstrap interval in brackets when it has one."""
+    if interval is None:
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(interval[0])}, {_fmt(interval[1])}]"
+
+
 def markdown_table(results: dict) -> str:
     """One markdown table per resolution: a row per method, a column per metric, plus s/image."""
     s = results["settings"]
@@ -24,7 +31,9 @@ def markdown_table(results: dict) -> str:
         f"{s['steps']} {s['scheduler']} steps. Real images: held-out test split at each size. "
         "SWD ×1e3 per Laplacian level (finest first); FD/KID in the random-conv feature space; "
         "detail ×real = energy of the finest Laplacian band relative to the real test images (> 1 grainy, < 1 blurry); "
-        "paired RMSE = median RMSE(D[sample], trained-size sample from the same noise); lower is better everywhere "
+        "paired RMSE = median RMSE(D[sample], trained-size sample from the same noise); crop FD = FD of 32² crops "
+        "(detail at the native scale); semantic = fraction whose predicted emoji subgroup is their trained-size "
+        "sample's (higher is better); [low, high] = 95 % bootstrap interval over images; lower is better everywhere "
         "else. s/image: wall time per image (the enlarged rows reuse the trained-size samples); ×naive: its ratio "
         "to naive sampling at the same size.\n",
     ]
@@ -44,9 +53,10 @@ def markdown_table(results: dict) -> str:
         for name, row in rows:
             t = results["timing"].get(f"{res}|{name}")
             ratio = t / naive if t is not None and naive else None
+            intervals = results.get("intervals", {}).get(f"{res}|{name}", {})
             lines.append(
                 f"| {name} | "
-                + " | ".join(_fmt(row.get(m)) for m in metrics)
+                + " | ".join(_with_interval(row.get(m), intervals.get(m)) for m in metrics)
                 + f" | {_fmt(t)} | {_fmt(ratio)} |"
                 + (f" {_fmt(flops.get(f'{res}|{name}'))} |" if flops else "")
             )

@@ -40,7 +40,12 @@ from hiresdiff.eval.metrics.frechet import (
 from hiresdiff.eval.metrics.inception import FIDInceptionV3, InceptionFeatures
 from hiresdiff.eval.metrics.intervals import Interval, bootstrap, tie
 from hiresdiff.eval.metrics.random_features import RandomConvFeatures
-from hiresdiff.eval.metrics.semantic import SemanticClassifier, condition_agreement, semantic_agreement
+from hiresdiff.eval.metrics.semantic import (
+    SemanticClassifier,
+    condition_agreement,
+    semantic_agreement,
+    semantic_matches,
+)
 from hiresdiff.eval.metrics.swd import laplacian_pyramid, sliced_wasserstein
 
 __all__ = [
@@ -64,6 +69,7 @@ __all__ = [
     "crop_swd",
     "random_crops",
     "semantic_agreement",
+    "semantic_matches",
     "condition_agreement",
     "SemanticClassifier",
     "bootstrap",

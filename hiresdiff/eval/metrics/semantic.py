@@ -3,7 +3,7 @@
 Every other metric here is local (patch statistics, random-convolution features, fine-band energy, pixel RMSE at the
 trained size): a face and a blob of the same colours score alike. This one asks a classifier of what an emoji *is*.
 
-The representation: the emoji's Unicode **subgroup** (``face-smiling``, ``animal-mammal``, ``food-fruit``, … 100 of
+The representation: the emoji's Unicode **subgroup** (``face-smiling``, ``animal-mammal``, ``food-fruit``, … 99 of
 them), predicted by a small CNN trained on the real emoji at 128², 64² and 32², sharp and enlarged
 (:mod:`hiresdiff.training.semantic_classifier`, shipped in ``hiresdiff/models/emoji_subgroups``). Why subgroups: the 9
 groups are too coarse (any smiling blob is a "Smileys & Emotion"), the emoji's identity cannot be learnt for held-out
@@ -113,16 +113,22 @@ def shipped_classifier() -> SemanticClassifier:
     return _SHIPPED["classifier"]
 
 
-def semantic_agreement(high: torch.Tensor, low: torch.Tensor, classifier: Optional[SemanticClassifier] = None) -> float:
-    """The fraction of high-resolution results ``high`` (N, 3, H, W in [-1, 1]) whose predicted subgroup equals that of
-    the trained-size samples ``low`` (N, 3, h, w) they came from, enlarged (bicubic) to H×W first."""
+def semantic_matches(high: torch.Tensor, low: torch.Tensor, classifier: Optional[SemanticClassifier] = None
+                     ) -> torch.Tensor:
+    """Per pair, whether the predicted subgroup of the high-resolution result ``high[i]`` (N, 3, H, W in [-1, 1]) equals
+    that of the trained-size sample ``low[i]`` (N, 3, h, w) it came from, enlarged (bicubic) to H×W first."""
     _check_images(high, "high")
     _check_images(low, "low")
     if len(high) != len(low):
         raise ValueError(f"high and low must pair up: {len(high)} vs {len(low)} images")
     classifier = classifier or shipped_classifier()
     enlarged = F.interpolate(low.float(), size=high.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
-    return float((classifier.predict(high) == classifier.predict(enlarged)).float().mean())
+    return classifier.predict(high) == classifier.predict(enlarged)
+
+
+def semantic_agreement(high: torch.Tensor, low: torch.Tensor, classifier: Optional[SemanticClassifier] = None) -> float:
+    """The fraction of pairs that :func:`semantic_matches`: enlargement scores 1.0, unrelated pairs near chance."""
+    return float(semantic_matches(high, low, classifier).float().mean())
 
 
 def condition_agreement(
