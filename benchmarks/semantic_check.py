@@ -27,7 +27,10 @@ METHODS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug", "fast", "
 
 
 def as_tensor(images) -> torch.Tensor:
-    return torch.from_numpy(np.stack([np.asarray(i.convert("RGB")) for i in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return (
+        torch.from_numpy(np.stack([np.asarray(i.convert("RGB")) for i in images])).permute(0, 3, 1, 2).float() / 127.5
+        - 1
+    )
 
 
 def main(argv=None) -> None:
@@ -39,8 +42,9 @@ def main(argv=None) -> None:
     p.add_argument("--out-dir", default="benchmarks/results/semantic_check")
     args = p.parse_args(argv)
     command = " ".join(["python benchmarks/semantic_check.py", *(sys.argv[1:] if argv is None else argv)])
-    columns, labels = comparison(scales=[args.scale], methods=METHODS, seed=args.seed, num_images=args.num_images,
-                                 steps=args.steps)
+    columns, labels = comparison(
+        scales=[args.scale], methods=METHODS, seed=args.seed, num_images=args.num_images, steps=args.steps
+    )
     trained = as_tensor(columns[0])
     rows = {}
     for label, images in zip(labels[1:], columns[1:]):
@@ -49,12 +53,19 @@ def main(argv=None) -> None:
         rows[label] = {"agreement": interval.estimate, "low": interval.low, "high": interval.high}
     shuffled = torch.roll(trained, 1, dims=0)  # unrelated pairs: the floor
     high = as_tensor(columns[1])
-    rows["unrelated pairs (shifted by one seed)"] = {"agreement": semantic_agreement(high, shuffled), "low": None,
-                                                     "high": None}
+    rows["unrelated pairs (shifted by one seed)"] = {
+        "agreement": semantic_agreement(high, shuffled),
+        "low": None,
+        "high": None,
+    }
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = [f"Made by `{command}` (embedded pixel model, {args.num_images} images, {args.steps} steps, "
-             f"{args.scale}x).", "", "| method | semantic agreement | 95 % interval |", "|---|---|---|"]
+    table = [
+        f"Made by `{command}` (embedded pixel model, {args.num_images} images, {args.steps} steps, {args.scale}x).",
+        "",
+        "| method | semantic agreement | 95 % interval |",
+        "|---|---|---|",
+    ]
     for label, row in rows.items():
         interval = "" if row["low"] is None else f"[{row['low']:.2f}, {row['high']:.2f}]"
         table.append(f"| {label} | {row['agreement']:.2f} | {interval} |")

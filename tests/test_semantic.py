@@ -13,7 +13,8 @@ NEEDS_DATA = pytest.mark.skipif(
     not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
     reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)",
 )
-#: The held-out accuracy the shipped classifier must keep at every size (measured 0.61-0.62, its training.json; chance 0.01).
+#: The held-out accuracy the shipped classifier must keep at every size (measured 0.61-0.62, its training.json;
+#: chance 0.01).
 ACCURACY_FLOOR = 0.55
 
 

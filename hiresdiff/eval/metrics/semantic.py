@@ -113,8 +113,9 @@ def shipped_classifier() -> SemanticClassifier:
     return _SHIPPED["classifier"]
 
 
-def semantic_matches(high: torch.Tensor, low: torch.Tensor, classifier: Optional[SemanticClassifier] = None
-                     ) -> torch.Tensor:
+def semantic_matches(
+    high: torch.Tensor, low: torch.Tensor, classifier: Optional[SemanticClassifier] = None
+) -> torch.Tensor:
     """Per pair, whether the predicted subgroup of the high-resolution result ``high[i]`` (N, 3, H, W in [-1, 1]) equals
     that of the trained-size sample ``low[i]`` (N, 3, h, w) it came from, enlarged (bicubic) to H×W first."""
     _check_images(high, "high")
