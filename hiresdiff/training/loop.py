@@ -225,8 +225,8 @@ def write_shipped(pipe, run_dir: Path, out_dir: Path, names: dict, extra: dict |
 
 
 def add_run_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    """The options every pipeline recipe shares (run folder, data, schedule, batch, EMA, logging, threads, shipping)
-    for the owned model ``name`` (emoji-latent, emoji-flux)."""
+    """The options every recipe on :class:`Phase` shares (run folder, data, schedule, batch, EMA, logging, threads,
+    shipping) for the owned model ``name`` (emoji-latent, emoji-flux, emoji_subgroups)."""
     p.add_argument("--run-dir", default=f"runs/{name}", help="states, loss logs and exported weights (outside git)")
     p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
     p.add_argument(

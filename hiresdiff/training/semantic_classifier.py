@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from hiresdiff.data import emoji
 from hiresdiff.eval.metrics.semantic import INPUT_SIZE, SemanticClassifier, SubgroupClassifier, to_input_size
-from hiresdiff.training.loop import Phase, replace_folder, start_run
+from hiresdiff.training.loop import Phase, add_run_arguments, replace_folder, start_run
 
 ENLARGE_MODES = ("nearest", "bilinear", "bicubic")
 
@@ -101,21 +101,7 @@ def train(args) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--run-dir", default="runs/emoji_subgroups", help="state, loss log and exports (outside git)")
-    p.add_argument("--data", default=None, help="data-set cache (default: the one `hiresdiff data` builds)")
+    add_run_arguments(p, "emoji_subgroups")  # the shared options, with this recipe's defaults below
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
-    p.add_argument(
-        "--ship",
-        default=None,
-        metavar="FOLDER",
-        help="when done, write the classifier there (hiresdiff/models/emoji_subgroups)",
-    )
+    p.set_defaults(lr=2e-3, warmup=100, batch_size=64)
     return p
