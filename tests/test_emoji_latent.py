@@ -162,6 +162,8 @@ def fake_cache(path: Path, n: int = 12) -> Path:
         is_test=np.arange(n) % 4 == 0,
         group=np.arange(n) % 3,
         group_names=np.array(["a", "b", "c"]),
+        subgroup=np.arange(n) % 2,
+        subgroup_names=np.array(["a-one", "b-two"]),
         text=np.array(["x"] * n),
         name=np.array(names),
     )
