@@ -182,7 +182,9 @@ def load(resolution: int = 32, split: str = "train", path: Path | None = None) -
         raise FileNotFoundError(f"{path} not found: build the data set with `hiresdiff data` first")
     with np.load(path) as f:
         if "subgroup" not in f:
-            raise ValueError(f"{path} is a data cache of an older version (no subgroups): rebuild it with `hiresdiff data`")
+            raise ValueError(
+                f"{path} is a data cache of an older version (no subgroups): rebuild it with `hiresdiff data`"
+            )
         mask = {"train": ~f["is_test"], "test": f["is_test"], "all": np.ones_like(f["is_test"])}[split]
         pixels = torch.from_numpy(f[f"img{resolution}"][mask]).float()
         labels = torch.from_numpy(f["group"][mask]).long()
