@@ -3,18 +3,13 @@ import math
 import shutil
 import subprocess
 
-import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from markers import needs_emoji_data
 
 from hiresdiff.data import emoji
 from hiresdiff.eval.benchmark import cascade_methods_for, enlarge, flow_methods_for, latent_methods_for, methods_for
 from hiresdiff.recipe import Recipe
-
-needs_font = pytest.mark.skipif(
-    not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
-    reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)",
-)
 
 
 def test_methods_cover_naive_enlargements_sweep_and_ablations():
@@ -110,7 +105,7 @@ def test_enlarge_nearest_is_exactly_consistent():
     assert enlarge(x, 4, "bicubic").shape == (2, 3, 32, 32)
 
 
-@needs_font
+@needs_emoji_data
 def test_quick_benchmark_end_to_end(tmp_path):
     data = emoji.build(tmp_path / "data", limit=40, progress=False)
     model = tmp_path / "model"
@@ -209,7 +204,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert (out / "fast_pareto.png").stat().st_size > 0 and "FLOPs ×direct" in (out / "fast_benchmark.md").read_text()
 
 
-@needs_font
+@needs_emoji_data
 def test_quick_pipeline_benchmark_on_a_flux_folder(tmp_path):
     """The pipeline suite on a FLUX folder: its own flow-matching scheduler, CFG as true_cfg_scale, the flow rows."""
     from tiny_pipelines import saved

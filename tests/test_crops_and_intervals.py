@@ -3,15 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from markers import needs_emoji_data
 
 from hiresdiff.data import emoji
 from hiresdiff.eval.metrics import bootstrap, crop_fd, crop_swd, random_crops, tie
 from hiresdiff.eval.metrics.intervals import Interval
-
-NEEDS_DATA = pytest.mark.skipif(
-    not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
-    reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)",
-)
 
 
 def test_random_crops_take_the_same_positions_for_the_same_seed_and_cut_what_they_say():
@@ -27,7 +23,7 @@ def test_random_crops_take_the_same_positions_for_the_same_seed_and_cut_what_the
         random_crops(images, 9)
 
 
-@NEEDS_DATA
+@needs_emoji_data
 def test_crop_distances_are_near_their_floor_for_real_vs_real_and_far_for_a_blurred_set(tmp_path):
     data = emoji.load(128, "all", emoji.build(tmp_path / "data", limit=600, progress=False))
     order = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(0))

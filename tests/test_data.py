@@ -2,13 +2,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from markers import needs_emoji_data
 
 from hiresdiff.data import emoji
 
-pytestmark = pytest.mark.skipif(
-    not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
-    reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)",
-)
+pytestmark = needs_emoji_data
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,12 @@ chance, a blurred or noised copy keeps its meaning while another emoji does not.
 import pytest
 import torch
 import torch.nn.functional as F
+from markers import needs_emoji_data
 
 from hiresdiff.data import emoji
 from hiresdiff.eval import condition_agreement, semantic_agreement
 from hiresdiff.eval.metrics.semantic import SemanticClassifier, shipped_classifier
 
-NEEDS_DATA = pytest.mark.skipif(
-    not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
-    reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)",
-)
 #: The held-out accuracy the shipped classifier must keep at every size (measured 0.61-0.62, its training.json;
 #: chance 0.01).
 ACCURACY_FLOOR = 0.55
@@ -43,7 +40,7 @@ def test_the_shipped_classifier_round_trips(tmp_path):
     assert len(classifier.subgroup_names) == len(classifier.subgroup_groups) == 99  # the subgroups of the data set
 
 
-@NEEDS_DATA
+@needs_emoji_data
 def test_the_classifier_knows_the_subgroups_of_held_out_emoji_at_every_size(test_split):
     classifier = shipped_classifier()
     for size, data in test_split.items():
@@ -52,7 +49,7 @@ def test_the_classifier_knows_the_subgroups_of_held_out_emoji_at_every_size(test
         assert accuracy >= ACCURACY_FLOOR, (size, accuracy)
 
 
-@NEEDS_DATA
+@needs_emoji_data
 def test_copies_keep_their_meaning_and_other_emoji_or_shuffled_pairs_do_not(test_split):
     low, high = test_split[32].images, test_split[128].images
     blurred = F.avg_pool2d(F.pad(high, (2, 2, 2, 2), mode="replicate"), 5, stride=1)

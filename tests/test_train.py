@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from markers import needs_emoji_data
 
 from hiresdiff.data import emoji
 from hiresdiff.training import loop as training
@@ -38,10 +39,7 @@ def test_learning_rate_warms_up_holds_and_decays_to_the_final_value():
     assert training.learning_rate(99, args) == pytest.approx(2e-4)
 
 
-@pytest.mark.skipif(
-    not (emoji.FONT_PATH.exists() and emoji.EMOJI_TEST_PATH.exists()),
-    reason="needs Debian packages fonts-noto-color-emoji and unicode-data (.ci/run installs them)",
-)
+@needs_emoji_data
 def test_training_resumes_exports_and_restarts_from_shipped_weights(tmp_path):
     data = emoji.build(tmp_path / "data", limit=40, progress=False)
     run = tmp_path / "run"
