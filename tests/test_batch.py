@@ -77,35 +77,31 @@ def test_two_accelerate_processes_split_the_prompts_and_each_is_done_once(tmp_pa
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(5)))
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            exe,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "-m",
-            "hiresdiff",
-            "batch",
-            str(prompts),
-            "--model",
-            str(tmp_path / "tiny"),
-            "--height",
-            "32",
-            "--width",
-            "32",
-            "--steps",
-            "2",
-            "--seeds",
-            "0",
-            "1",
-            "--out-dir",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    command = [
+        exe,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "-m",
+        "hiresdiff",
+        "batch",
+        str(prompts),
+        "--model",
+        str(tmp_path / "tiny"),
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--steps",
+        "2",
+        "--seeds",
+        "0",
+        "1",
+        "--out-dir",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     logs = [json.loads(p.read_text()) for p in out.glob("*.json")]
     assert sorted((log["prompt"], log["seed"]) for log in logs) == [
@@ -113,35 +109,7 @@ def test_two_accelerate_processes_split_the_prompts_and_each_is_done_once(tmp_pa
     ]
     assert {log["process"] for log in logs} == {0, 1} and all(log["num_processes"] == 2 for log in logs)
     assert len(list(out.glob("*.png"))) == 10 and not list(out.glob(".*"))
-    again = subprocess.run(
-        [
-            exe,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "-m",
-            "hiresdiff",
-            "batch",
-            str(prompts),
-            "--model",
-            str(tmp_path / "tiny"),
-            "--height",
-            "32",
-            "--width",
-            "32",
-            "--steps",
-            "2",
-            "--seeds",
-            "0",
-            "1",
-            "--out-dir",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("wrote 0 of 10") == 2  # everything was done: nothing redone
 
 
