@@ -6,7 +6,16 @@ import torch.nn.functional as F
 from markers import needs_emoji_data
 
 from hiresdiff.data import emoji
-from hiresdiff.eval.metrics import bootstrap, crop_fd, crop_swd, random_crops, tie
+from hiresdiff.eval.metrics import (
+    bootstrap,
+    crop_fd,
+    crop_swd,
+    frechet_distance,
+    frechet_distance_to,
+    gaussian_stats,
+    random_crops,
+    tie,
+)
 from hiresdiff.eval.metrics.intervals import Interval
 
 
@@ -55,3 +64,16 @@ def test_ties_are_overlapping_intervals_and_bad_input_is_named():
         bootstrap(lambda idx: 0.0, 10, level=1.5)
     with pytest.raises(ValueError, match="count"):
         bootstrap(lambda idx: 0.0, 1)
+
+
+def test_the_distance_to_fixed_reference_statistics_is_the_frechet_distance():
+    """The bootstrap's FD (one N×N eigendecomposition) equals the closed form on the full covariances, with fewer
+    samples than dimensions as in the suites (96 images, 528 features) and with more."""
+    generator = torch.Generator().manual_seed(0)
+    reference = 1.1 * torch.randn(480, 64, generator=generator, dtype=torch.float64) + 0.05
+    mu, sigma = gaussian_stats(reference)
+    for n in (24, 200):
+        feats = torch.randn(n, 64, generator=generator, dtype=torch.float64)
+        assert frechet_distance_to(feats, mu, sigma) == pytest.approx(frechet_distance(feats, reference), rel=1e-6)
+    with pytest.raises(ValueError, match="same dimension"):
+        frechet_distance_to(torch.randn(8, 3, dtype=torch.float64), mu, sigma)

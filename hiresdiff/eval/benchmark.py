@@ -304,8 +304,8 @@ def score(images, real, trained, features, inception=None, intervals: Optional[d
     Besides the whole-image metrics: ``semantic``, the fraction whose predicted emoji subgroup is their trained-size
     sample's (:func:`~hiresdiff.eval.metrics.semantic.semantic_agreement`), and above 32² ``crop FD``, the distance of
     32² crops to crops of the real images (detail at the native scale). ``intervals`` (a dict) receives the 95 %
-    bootstrap interval over images of ``semantic`` (an FD interval needs an eigendecomposition per resample, about a
-    second each here: not yet in the suites)."""
+    bootstrap intervals over images of ``FD rand`` (against the real images' fixed statistics,
+    :func:`~hiresdiff.eval.metrics.frechet.frechet_distance_to`) and ``semantic``."""
     feats_gen, feats_real = features(images), features(real)
     out = {f"SWD {k}": v for k, v in metrics.sliced_wasserstein(images, real).items()}
     out["FD rand"] = metrics.frechet_distance(feats_gen, feats_real)
@@ -318,6 +318,12 @@ def score(images, real, trained, features, inception=None, intervals: Optional[d
     out["paired RMSE"] = metrics.median_paired_rmse(images, trained) if trained is not None else float("nan")
     if images.shape[-1] > 32:
         out["crop FD"] = metrics.crop_fd(images, real, 32)
+    if intervals is not None and len(images) >= 2:
+        mu_real, sigma_real = metrics.gaussian_stats(feats_real)
+        fd = metrics.bootstrap(
+            lambda idx: metrics.frechet_distance_to(feats_gen[idx], mu_real, sigma_real), len(images)
+        )
+        intervals["FD rand"] = (fd.low, fd.high)
     if trained is not None:
         same = metrics.semantic_matches(images, trained)
         out["semantic"] = float(same.float().mean())

@@ -33,7 +33,9 @@ def markdown_table(results: dict) -> str:
         "detail ×real = energy of the finest Laplacian band relative to the real test images (> 1 grainy, < 1 blurry); "
         "paired RMSE = median RMSE(D[sample], trained-size sample from the same noise); crop FD = FD of 32² crops "
         "(detail at the native scale); semantic = fraction whose predicted emoji subgroup is their trained-size "
-        "sample's (higher is better); [low, high] = 95 % bootstrap interval over images; lower is better everywhere "
+        "sample's (higher is better); [low, high] = 95 % bootstrap interval over images (FD's resamples repeat "
+        "images, which raises FD: its interval sits above the estimate and gives the spread, to compare rows of one "
+        "table); lower is better everywhere "
         "else. s/image: wall time per image (the enlarged rows reuse the trained-size samples); ×naive: its ratio "
         "to naive sampling at the same size.\n",
     ]

@@ -52,6 +52,23 @@ def frechet_distance_from_stats(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLik
     return float(diff @ diff + torch.trace(s1) + torch.trace(s2) - 2.0 * tr_covmean)
 
 
+def frechet_distance_to(feats: ArrayLike, mu_ref: torch.Tensor, sigma_ref: torch.Tensor) -> float:
+    """:func:`frechet_distance` of a feature set (N, d) to fixed reference statistics (μ_ref, Σ_ref), cheap enough to
+    bootstrap: with C the centred features, Σ = CᵀC/(N−1), and the nonzero eigenvalues of Σ_ref^½ Σ Σ_ref^½ are those
+    of the N×N matrix C Σ_ref Cᵀ/(N−1), so ``Tr (Σ Σ_ref)^½`` needs one small symmetric eigendecomposition."""
+    f = _check_features(feats, "feats")
+    mu_ref, sigma_ref = _as_float64(mu_ref, "mu_ref").reshape(-1), _as_float64(sigma_ref, "sigma_ref")
+    if f.shape[1] != mu_ref.shape[0] or tuple(sigma_ref.shape) != (f.shape[1], f.shape[1]):
+        raise ValueError(f"feats (N, {f.shape[1]}) and the reference statistics must have the same dimension")
+    mu = f.mean(dim=0)
+    centred = f - mu
+    inner = centred @ sigma_ref @ centred.T / (f.shape[0] - 1)
+    tr_covmean = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp_min(0.0).sqrt().sum()
+    diff = mu - mu_ref
+    trace = (centred**2).sum() / (f.shape[0] - 1)
+    return float(diff @ diff + trace + torch.trace(sigma_ref) - 2.0 * tr_covmean)
+
+
 def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (N_a, d) and (N_b, d).
 
