@@ -15,22 +15,15 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hiresdiff.comparison import comparison
 from hiresdiff.eval import semantic_agreement
 from hiresdiff.eval.metrics import bootstrap
 from hiresdiff.grid import labelled_grid, save_image
+from hiresdiff.image_upscale import image_tensor
 
 METHODS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug", "fast", "fast+ug")
-
-
-def as_tensor(images) -> torch.Tensor:
-    return (
-        torch.from_numpy(np.stack([np.asarray(i.convert("RGB")) for i in images])).permute(0, 3, 1, 2).float() / 127.5
-        - 1
-    )
 
 
 def main(argv=None) -> None:
@@ -45,14 +38,14 @@ def main(argv=None) -> None:
     columns, labels = comparison(
         scales=[args.scale], methods=METHODS, seed=args.seed, num_images=args.num_images, steps=args.steps
     )
-    trained = as_tensor(columns[0])
+    trained = image_tensor(columns[0])
     rows = {}
     for label, images in zip(labels[1:], columns[1:]):
-        high = as_tensor(images)
+        high = image_tensor(images)
         interval = bootstrap(lambda idx: semantic_agreement(high[idx], trained[idx]), len(high), resamples=200)
         rows[label] = {"agreement": interval.estimate, "low": interval.low, "high": interval.high}
     shuffled = torch.roll(trained, 1, dims=0)  # unrelated pairs: the floor
-    high = as_tensor(columns[1])
+    high = image_tensor(columns[1])
     rows["unrelated pairs (shifted by one seed)"] = {
         "agreement": semantic_agreement(high, shuffled),
         "low": None,

@@ -4,6 +4,7 @@ the parameter and the allowed values, before any heavy work. Pure Python: the ma
 
 from __future__ import annotations
 
+import math
 import numbers
 
 
@@ -34,6 +35,13 @@ def check_strength(strength) -> None:
     """``ValueError`` naming ``strength`` unless it lies in (0, 1]."""
     if not (is_real(strength) and 0 < strength <= 1):
         raise ValueError(f"strength must lie in (0, 1]; got {strength!r}")
+
+
+def check_scales(scales, name: str = "scale") -> None:
+    """``ValueError`` naming ``name`` unless every scale (one, or a list or tuple of them) is a finite number > 1."""
+    for scale in scales if isinstance(scales, (list, tuple)) else [scales]:
+        if not (is_real(scale) and math.isfinite(scale) and scale > 1):
+            raise ValueError(f"{name} must be a number > 1 (1.5, 2, 3, …); got {scale!r}")
 
 
 def first_line(error: BaseException) -> str:

@@ -15,7 +15,7 @@ from typing import Optional, Union
 
 import torch
 
-from hiresdiff.checks import check_positive_int, is_real
+from hiresdiff.checks import check_positive_int, check_scales
 from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, check_max_pixels
 from hiresdiff.denoisers.registry import find_denoiser, size_multiple, trained_size
 from hiresdiff.loading.pixel_model import load_pixel_model, sample, to_pil
@@ -30,12 +30,6 @@ def seeded_class_labels(unet, num_images: int, seed: int) -> Optional[torch.Tens
     if unet.config.num_class_embeds is None:
         return None
     return torch.randint(unet.config.num_class_embeds, (num_images,), generator=torch.Generator().manual_seed(seed))
-
-
-def check_scales(scales: Sequence[float]) -> None:
-    for s in scales:
-        if not is_real(s) or not s > 1:
-            raise ValueError(f"scale must be a number > 1 (1.5, 2, 3, …); got {s!r}")
 
 
 def scaled_size(trained: Sequence[int], scale: float) -> tuple[int, int]:

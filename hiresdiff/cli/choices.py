@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from hiresdiff.checks import is_int, is_real
+from hiresdiff.checks import is_int
 from hiresdiff.defaults import PRESETS
 
 #: --dtype names and the torch dtypes they mean (by attribute name: ``getattr(torch, DTYPES[name])``).
@@ -74,13 +74,6 @@ def check_part_options(args) -> None:
         raise ValueError(f"--strength must lie in (0, 1]; got {strength}")
     if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"--alpha must be a finite number >= 0; got {alpha}")
-
-
-def check_scales(scales, flag: str = "--scale") -> None:
-    """``ValueError`` naming ``flag`` unless every scale is a finite number > 1."""
-    for scale in scales if isinstance(scales, (list, tuple)) else [scales]:
-        if not (is_real(scale) and math.isfinite(scale) and scale > 1):
-            raise ValueError(f"{flag} must be a number > 1 (1.5, 2, 3, …); got {scale!r}")
 
 
 def check_dtype(name, flag: str = "--dtype") -> None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from hiresdiff.checks import check_scales
 from hiresdiff.cli.choices import (
     DTYPES,
     check_at_least_one,
@@ -22,7 +23,6 @@ from hiresdiff.cli.choices import (
     check_method_names,
     check_one_method,
     check_part_options,
-    check_scales,
 )
 from hiresdiff.defaults import (
     COMPARISON_METHODS,
@@ -240,7 +240,7 @@ def check_generate_options(args) -> list[str]:
     torch loads."""
     methods = check_method_names(args.method)
     check_run_numbers(args)
-    check_scales(args.scale)
+    check_scales(args.scale, "--scale")
     check_size_args(args)
     check_factor(args.factor)
     check_finite(args.fps, "--fps")
@@ -430,7 +430,7 @@ def check_upscale_options(args) -> str:
 
     method = check_one_method(args.method, "upscale")
     check_run_numbers(args)
-    check_scales(args.scale)
+    check_scales(args.scale, "--scale")
     if args.class_label is not None and args.class_label < 0:
         raise ValueError(f"--class must be a class label >= 0; got {args.class_label}")
     check_prompt(args)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from hiresdiff.cli.choices import check_at_least_one, check_scales
+from hiresdiff.checks import check_scales
+from hiresdiff.cli.choices import check_at_least_one
 from hiresdiff.loading.schedulers import SCHEDULERS
 
 
@@ -101,7 +102,7 @@ def check_bench_options(args) -> Optional[dict]:
     cannot run, before torch loads."""
     check_at_least_one(args, "num_images", "steps")
     if args.scale is not None:
-        check_scales(args.scale)
+        check_scales(args.scale, "--scale")
     if not args.upsamplers:
         return None
     try:
