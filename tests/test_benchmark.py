@@ -3,12 +3,24 @@ import math
 import shutil
 import subprocess
 
+import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from markers import needs_emoji_data
 
 from hiresdiff.data import emoji
-from hiresdiff.eval.benchmark import cascade_methods_for, enlarge, flow_methods_for, latent_methods_for, methods_for
+from hiresdiff.eval import metrics
+from hiresdiff.eval.benchmark import (
+    cascade_methods_for,
+    enlarge,
+    flow_methods_for,
+    headline_methods_for,
+    latent_methods_for,
+    methods_for,
+    per_image_statistics,
+    score,
+)
+from hiresdiff.eval.report import markdown_table
 from hiresdiff.recipe import Recipe
 
 
@@ -97,6 +109,65 @@ def test_flow_suite_has_ug_the_position_rescalings_and_freescale_ablations():
     assert methods["FreeScale, stage shift"].recipe.cascade.flow_shift == "stage"
     assert methods["Self-Cascade"].recipe.cascade.flow_shift == "trained"
     assert not any(m.tiled_vae or (m.recipe is not None and m.recipe.upsamplers) for m in methods.values())
+
+
+def test_headline_suite_runs_the_presets_as_a_user_picks_them():
+    from hiresdiff.models import EMBEDDED_UPSAMPLERS_DIR
+
+    table = {2: str(EMBEDDED_UPSAMPLERS_DIR)}
+    methods = {m.name: m.recipe for m in headline_methods_for(4, table)}
+    presets = {"UG": "ug", "Self-Cascade": "self-cascade", "FreeScale": "freescale", "FreeScale+UG": "freescale+ug"}
+    presets.update({"fast": "fast", "fast+UG": "fast+ug"})
+    assert all(methods[name] == Recipe.preset(preset) for name, preset in presets.items())
+    assert methods["naive 4x"] == Recipe.naive() and methods["bicubic 1x->4x"] is None
+    assert methods["Self-Cascade tuned"].upsamplers == table
+    assert "Self-Cascade tuned" not in {m.name for m in headline_methods_for(2)}
+
+
+def test_score_gives_intervals_and_every_metric_on_each_half_of_the_images():
+    """The bootstrap resamples exactly the table's metrics (each statistic on all images is the row's value), and
+    each image set's value is the metric recomputed on that half alone."""
+    generator = torch.Generator().manual_seed(0)
+    trained = torch.rand(16, 3, 32, 32, generator=generator) * 2 - 1
+    images = (enlarge(trained, 2, "bicubic") + 0.2 * torch.randn(16, 3, 64, 64, generator=generator)).clamp(-1, 1)
+    real = torch.rand(24, 3, 64, 64, generator=generator) * 2 - 1
+    features, intervals = metrics.RandomConvFeatures(resolution=64, seed=0), {}
+    asked = {"subgroups": torch.randint(99, (16,), generator=generator).tolist()}
+    row = score(images, real, trained, features, intervals=intervals, condition=asked)
+    statistics = per_image_statistics(images, real, trained, features(images), features(real), asked)
+    assert set(statistics) == {"FD rand", "crop FD", "detail ×real", "paired RMSE", "semantic", "condition"}
+    for name, statistic in statistics.items():
+        assert statistic(torch.arange(16)) == pytest.approx(row[name], rel=1e-6)
+        low, high = intervals[name]
+        assert low <= high
+    halves = (images[:8], images[8:]), (trained[:8], trained[8:])
+    assert intervals["FD rand by set"] == pytest.approx(
+        [metrics.frechet_distance(features(h), features(real)) for h in halves[0]]
+    )
+    assert intervals["semantic by set"] == tuple(metrics.semantic_agreement(h, t) for h, t in zip(*halves))
+    assert intervals["crop FD by set"] == tuple(metrics.crop_fd(h, real, 32) for h in halves[0])
+    assert intervals["SWD mean by set"] == tuple(metrics.sliced_wasserstein(h, real)["mean"] for h in halves[0])
+    assert intervals["condition by set"] == tuple(
+        metrics.condition_agreement(h, subgroups=asked["subgroups"][i : i + 8]) for h, i in zip(halves[0], (0, 8))
+    )
+    assert row["semantic"] == sum(intervals["semantic by set"]) / 2
+
+
+def test_tables_mark_the_best_row_and_the_rows_tied_with_it():
+    """★ on the best row of a metric with intervals (highest semantic, lowest FD), ≈ where a row's interval overlaps
+    the best's, nothing where it does not."""
+    rows = {"64|a": (0.9, (0.8, 1.0), 2.0, (1.9, 2.2)), "64|b": (0.7, (0.5, 0.85), 1.0, (0.9, 1.2))}
+    rows["64|c"] = (0.2, (0.1, 0.3), 1.1, (1.0, 1.3))
+    results = {
+        "settings": {"command": "test", "seed": 0, "steps": 2, "scheduler": "ddim"},
+        "images": {"64": 8},
+        "timing": {},
+        "rows": {k: {"semantic": v[0], "FD rand": v[2]} for k, v in rows.items()},
+        "intervals": {k: {"semantic": v[1], "FD rand": v[3]} for k, v in rows.items()},
+    }
+    cells = {line.split(" | ")[0][2:]: line.split(" | ")[1:3] for line in markdown_table(results).splitlines()[-3:]}
+    assert [cells[n][0][-1] for n in "abc"] == ["★", "≈", "]"]  # semantic: a best, b overlaps it, c apart
+    assert [cells[n][1][-1] for n in "abc"] == ["]", "★", "≈"]  # FD: b best, c overlaps it, a apart
 
 
 def test_enlarge_nearest_is_exactly_consistent():
@@ -202,6 +273,18 @@ def test_quick_benchmark_end_to_end(tmp_path):
     # --quick runs 2 steps: direct makes 2 at 64², fast k=2 as many plus stage 0's 2 at 32² (a quarter the pixels)
     assert results["flops"]["64|naive 2x"] == 1.0 and 1.1 < results["flops"]["64|fast k=2 s=0.3"] < 1.5
     assert (out / "fast_pareto.png").stat().st_size > 0 and "FLOPs ×direct" in (out / "fast_benchmark.md").read_text()
+    done = subprocess.run(
+        [shutil.which("hiresdiff"), "bench", "--quick", "--suite", "headline", "--model", str(model)]
+        + ["--data", str(data), "--out-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "headline_benchmark.json").read_text())
+    assert {"64|UG", "64|fast+UG", "64|nearest 1x->2x"} <= set(results["rows"]) and results["images"]["64"] == 8
+    assert {"FD rand", "FD rand by set", "semantic by set", "crop FD by set"} <= set(results["intervals"]["64|fast"])
+    assert (out / "headline_grid_64.png").stat().st_size > 0 and "★" in (out / "headline_benchmark.md").read_text()
 
 
 @needs_emoji_data

@@ -20,6 +20,7 @@ from hiresdiff.cost.plan import count_run, plan
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
 from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.recipe import Recipe
+from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 
 
 def test_flops_of_a_conv_a_linear_and_attention_match_a_hand_count():
@@ -96,6 +97,22 @@ def test_a_meta_run_costs_its_stage_plans_calls_in_closed_form(recipe, stage_cal
     parts = count_run(meta_twin(pipe), recipe, 64, 64, steps, output_type="latent")
     expected = [sum(n * _call_flops(pipe.unet, size) for size, n in calls.items()) for calls in stage_calls(steps, k)]
     assert [part.flops for part in parts] == expected
+
+
+def test_a_meta_run_counts_the_tuned_self_cascade_without_moving_the_users_upsamplers():
+    """The upsamplers' pivot pass calls the UNet past its hooks: on a meta twin its inputs must follow the UNet to
+    ``meta``. Only the stage the set serves costs more than the tuning-free cascade (the pivot pass, the upsamplers),
+    by less than one more call at the pivot's size per step."""
+    pipe, steps = _pixel_pipe(), 6
+    upsamplers = FeatureUpsamplers.for_unet(pipe.unet, threshold=0.0)
+    weights = [p.clone() for p in upsamplers.parameters()]
+    free = count_run(meta_twin(pipe), Recipe.self_cascade(strength=0.5), 64, 64, steps, output_type="latent")
+    tuned = count_run(
+        meta_twin(pipe), Recipe.self_cascade(strength=0.5, upsamplers=upsamplers), 64, 64, steps, output_type="latent"
+    )
+    assert [tuned[0].flops, tuned[2].flops] == [free[0].flops, free[2].flops]
+    assert free[1].flops < tuned[1].flops < free[1].flops + steps * _call_flops(pipe.unet, 16)
+    assert all(p.device.type == "cpu" and torch.equal(p, w) for p, w in zip(upsamplers.parameters(), weights))
 
 
 def test_a_meta_run_restores_the_twin_and_leaves_the_users_pipeline_alone():

@@ -77,13 +77,14 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out-dir", default="benchmarks/results")
     p.add_argument(
         "--suite",
-        choices=("ug", "methods", "latent", "fast"),
+        choices=("ug", "methods", "latent", "fast", "headline"),
         default="ug",
         help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and "
         "ablation; latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled "
         "VAE; on a flow transformer (emoji-flux) the position rescalings instead of the tuned cascade and "
         "tiled VAE; fast (any model): the fast recipe's design space against every preset, with FLOPs "
-        "relative to direct sampling",
+        "relative to direct sampling; headline (any model): the presets as a user picks them (UG, Self-Cascade, "
+        "FreeScale, FreeScale+UG, fast, fast+UG) against the enlargements, num_images at every scale, with FLOPs",
     )
     p.add_argument(
         "--upsamplers",

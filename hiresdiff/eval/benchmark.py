@@ -211,7 +211,27 @@ def fast_methods_for(scale: int) -> list[Method]:
     return out
 
 
-SUITES = ("ug", "methods", "latent", "fast")
+def headline_methods_for(scale: int, upsamplers=None) -> list[Method]:
+    """The presets a user picks by name (``--method``), as they run by default, and the enlargements they must beat:
+    the rows the README's recommendations rest on, with the tuned Self-Cascade when ``upsamplers`` are given."""
+    out = baselines(scale) + [
+        Method(name, scale, Recipe.preset(preset), theta=1.0 if preset == "ug" else None)
+        for name, preset in (("UG", "ug"), ("Self-Cascade", "self-cascade"))
+    ]
+    if upsamplers:
+        out += [Method("Self-Cascade tuned", scale, Recipe.self_cascade(upsamplers=upsamplers))]
+    return out + [
+        Method(name, scale, Recipe.preset(preset))
+        for name, preset in (
+            ("FreeScale", "freescale"),
+            ("FreeScale+UG", "freescale+ug"),
+            ("fast", "fast"),
+            ("fast+UG", "fast+ug"),
+        )
+    ]
+
+
+SUITES = ("ug", "methods", "latent", "fast", "headline")
 
 
 @dataclass
@@ -244,9 +264,11 @@ class Settings:
             raise ValueError(f"suite must be one of {SUITES}; got {self.suite!r}")
 
     def images_at(self, scale: int) -> int:
-        """Images per method at ``scale``×: ``num_images`` up to 2×,
-        ``num_images·4/scale²`` above (same pixel count)."""
-        return self.num_images if scale <= 2 else max(2, self.num_images * 4 // scale**2)
+        """Images per method at ``scale``×: ``num_images`` up to 2× (and at every scale in the headline suite, whose
+        intervals must separate the differences it states), ``num_images·4/scale²`` above (same pixel count)."""
+        if scale <= 2 or self.suite == "headline":
+            return self.num_images
+        return max(2, self.num_images * 4 // scale**2)
 
     @classmethod
     def quick(cls, **overrides) -> Settings:
@@ -298,14 +320,21 @@ def enlarge(images: torch.Tensor, scale: int, mode: str) -> torch.Tensor:
     return F.interpolate(images, scale_factor=scale, mode=mode, **kwargs).clamp(-1, 1)
 
 
-def score(images, real, trained, features, inception=None, intervals: Optional[dict] = None) -> dict:
+def score(
+    images, real, trained, features, inception=None, intervals: Optional[dict] = None, condition: Optional[dict] = None
+) -> dict:
     """All metrics of one image set against real images of its size and its trained-size partners.
 
     Besides the whole-image metrics: ``semantic``, the fraction whose predicted emoji subgroup is their trained-size
-    sample's (:func:`~hiresdiff.eval.metrics.semantic.semantic_agreement`), and above 32² ``crop FD``, the distance of
-    32² crops to crops of the real images (detail at the native scale). ``intervals`` (a dict) receives the 95 %
-    bootstrap intervals over images of ``FD rand`` (against the real images' fixed statistics,
-    :func:`~hiresdiff.eval.metrics.frechet.frechet_distance_to`) and ``semantic``."""
+    sample's (:func:`~hiresdiff.eval.metrics.semantic.semantic_agreement`); with ``condition`` (what each image was
+    asked for: ``{"subgroups": indices}`` for a prompt's emoji, ``{"groups": names}`` for a class label) ``condition``,
+    the fraction whose prediction matches it; above 32² ``crop FD``, the distance of 32² crops to crops of the real
+    images (detail at the native scale). ``intervals`` (a dict) receives the 95 %
+    bootstrap intervals over images of every metric that is a statistic of per-image values (FD rand and crop FD
+    against the real images' fixed statistics, :func:`~hiresdiff.eval.metrics.frechet.frechet_distance_to`; detail,
+    paired RMSE, semantic, condition), and from 8 images on, under ``"<metric> by set"``, every metric on each half
+    of the images: two disjoint image sets with their own noise seeds, whose difference shows what another draw
+    changes."""
     feats_gen, feats_real = features(images), features(real)
     out = {f"SWD {k}": v for k, v in metrics.sliced_wasserstein(images, real).items()}
     out["FD rand"] = metrics.frechet_distance(feats_gen, feats_real)
@@ -318,18 +347,58 @@ def score(images, real, trained, features, inception=None, intervals: Optional[d
     out["paired RMSE"] = metrics.median_paired_rmse(images, trained) if trained is not None else float("nan")
     if images.shape[-1] > 32:
         out["crop FD"] = metrics.crop_fd(images, real, 32)
-    if intervals is not None and len(images) >= 2:
-        mu_real, sigma_real = metrics.gaussian_stats(feats_real)
-        fd = metrics.bootstrap(
-            lambda idx: metrics.frechet_distance_to(feats_gen[idx], mu_real, sigma_real), len(images)
-        )
-        intervals["FD rand"] = (fd.low, fd.high)
     if trained is not None:
-        same = metrics.semantic_matches(images, trained)
-        out["semantic"] = float(same.float().mean())
-        if intervals is not None and len(images) >= 2:
-            agreement = metrics.bootstrap(lambda idx: float(same[idx].float().mean()), len(images))
-            intervals["semantic"] = (agreement.low, agreement.high)
+        out["semantic"] = metrics.semantic_agreement(images, trained)
+    if condition is not None:
+        out["condition"] = metrics.condition_agreement(images, **condition)
+    if intervals is None or len(images) < 2:
+        return out
+    for name, statistic in per_image_statistics(images, real, trained, feats_gen, feats_real, condition).items():
+        interval = metrics.bootstrap(statistic, len(images))
+        intervals[name] = (interval.low, interval.high)
+    if len(images) >= 8:
+        halves = torch.arange(len(images)).chunk(2)
+        by_set = [
+            score(
+                images[h],
+                real,
+                None if trained is None else trained[h],
+                features,
+                inception,
+                condition=None if condition is None else _subset(condition, h),
+            )
+            for h in halves
+        ]
+        intervals.update({f"{name} by set": tuple(one[name] for one in by_set) for name in out})
+    return out
+
+
+def _subset(condition: dict, indices: torch.Tensor) -> dict:
+    """The ``condition`` of :func:`score` for the images at ``indices``."""
+    return {kind: [values[i] for i in indices.tolist()] for kind, values in condition.items()}
+
+
+def per_image_statistics(images, real, trained, feats_gen, feats_real, condition: Optional[dict] = None) -> dict:
+    """The metrics of :func:`score` that are statistics of per-image values, each as ``f(indices) -> value`` for the
+    bootstrap (the real images' side held fixed)."""
+    mu_real, sigma_real = metrics.gaussian_stats(feats_real)
+    real_detail = metrics.detail_energy(real)
+    energies = metrics.detail_energies(images)
+    out = {
+        "FD rand": lambda idx: metrics.frechet_distance_to(feats_gen[idx], mu_real, sigma_real),
+        "detail ×real": lambda idx: float(energies[idx].mean()) / real_detail,
+    }
+    if images.shape[-1] > 32:
+        crops_gen = metrics.crop_features(images, 32)
+        mu_crops, sigma_crops = metrics.gaussian_stats(metrics.crop_features(real, 32, seed=1).flatten(0, 1))
+        out["crop FD"] = lambda idx: metrics.frechet_distance_to(crops_gen[idx].flatten(0, 1), mu_crops, sigma_crops)
+    if trained is not None:
+        rmse, same = metrics.paired_rmse(images, trained), metrics.semantic_matches(images, trained)
+        out["paired RMSE"] = lambda idx: float(torch.quantile(rmse[idx].double(), 0.5))
+        out["semantic"] = lambda idx: float(same[idx].float().mean())
+    if condition is not None:
+        asked = metrics.condition_matches(images, **condition)
+        out["condition"] = lambda idx: float(asked[idx].float().mean())
     return out
 
 
@@ -436,7 +505,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
     A pixel model (``settings.model`` a ``UNet2DModel`` folder, default the embedded one) runs the ``ug`` or
     ``methods`` suite; a text-to-image pipeline (a folder or short name such as ``emoji-latent``) the ``latent`` one."""
     pipeline = is_pipeline(settings.model)
-    if settings.suite != "fast" and pipeline != (settings.suite == "latent"):
+    if settings.suite not in ("fast", "headline") and pipeline != (settings.suite == "latent"):
         raise ValueError(
             f"suite {settings.suite!r} is for {'pixel models' if settings.suite != 'latent' else 'pipelines'}; "
             f"model {settings.model or 'embedded'!r} is {'a pipeline' if pipeline else 'a pixel model'}"
@@ -472,7 +541,10 @@ def run(settings: Settings, progress: bool = True) -> dict:
             f"{tuple(trained.shape[-2:])}"
         )
     results["timing"]["32|trained 1x"] = (time.time() - start) / n
-    results["rows"]["32|trained 1x"] = score(trained, test[32].images, None, features[32], inception)
+    condition = asked_for(sampler, test[32], pick)
+    results["rows"]["32|trained 1x"] = score(
+        trained, test[32].images, None, features[32], inception, condition=condition
+    )
     grids = {32: {"trained 1x": trained[: settings.grid_rows]}}
     if settings.suite == "ug":
         jobs = [
@@ -490,6 +562,9 @@ def run(settings: Settings, progress: bool = True) -> dict:
         jobs = [m for s in settings.scales for m in cascade_methods_for(s, settings.strengths, settings.upsamplers)]
     elif settings.suite == "fast":
         jobs = [m for s in settings.scales for m in fast_methods_for(s)]
+        results["flops"] = {}
+    elif settings.suite == "headline":
+        jobs = [m for s in settings.scales for m in headline_methods_for(s, settings.upsamplers)]
         results["flops"] = {}
     elif sampler.flow:
         jobs = [m for s in settings.scales for m in flow_methods_for(s)]
@@ -510,7 +585,15 @@ def run(settings: Settings, progress: bool = True) -> dict:
         results["timing"][key] = (time.time() - start) / count
         intervals = results["intervals"].setdefault(key, {})
         results["rows"][key] = {
-            **score(images, test[res].images, trained[:count], features[res], inception, intervals),
+            **score(
+                images,
+                test[res].images,
+                trained[:count],
+                features[res],
+                inception,
+                intervals,
+                None if condition is None else _subset(condition, torch.arange(count)),
+            ),
             "θ": method.theta,
         }
         if method.same_as is not None:  # e.g. the tiled VAE's seams: RMSE to the whole-image decode, in [-1, 1] units
@@ -522,6 +605,16 @@ def run(settings: Settings, progress: bool = True) -> dict:
         grids.setdefault(res, {})[method.name] = images[: settings.grid_rows]
     write_outputs(results, grids, trained[: settings.grid_rows], Path(settings.out_dir))
     return results
+
+
+def asked_for(sampler, test: emoji.EmojiData, pick: torch.Tensor) -> Optional[dict]:
+    """What each sample was asked for, as :func:`score` takes it: a pipeline's prompt is the name of a held-out emoji
+    (its subgroup), a class-conditioned pixel model's label its group; ``None`` for an unconditioned model."""
+    if isinstance(sampler, PipelineSampler):
+        return {"subgroups": test.subgroups[pick].tolist()}
+    if sampler.labels is not None:
+        return {"groups": [test.group_names[i] for i in sampler.labels.tolist()]}
+    return None
 
 
 def _embedded():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from hiresdiff.eval.metrics.intervals import Interval, tie
+
 
 def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -12,11 +14,31 @@ def _fmt(value) -> str:
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
-def _with_interval(value, interval) -> str:
-    """A value, with its bootstrap interval in brackets when it has one."""
-    if interval is None:
-        return _fmt(value)
-    return f"{_fmt(value)} [{_fmt(interval[0])}, {_fmt(interval[1])}]"
+HIGHER_IS_BETTER = ("semantic", "condition")
+NO_DIRECTION = ("detail ×real",)  # 1 is right, above is grain and below blur: no row is "best" by its value
+
+
+def cell_text(value, intervals: dict, metric: str, mark: str = "") -> str:
+    """A value, with its bootstrap interval in brackets, its value on each image set in parentheses, and ``mark``."""
+    text = _fmt(value)
+    if metric in intervals:
+        low, high = intervals[metric]
+        text += f" [{_fmt(low)}, {_fmt(high)}]"
+    if f"{metric} by set" in intervals:
+        text += " (" + " / ".join(_fmt(v) for v in intervals[f"{metric} by set"]) + ")"
+    return text + mark
+
+
+def tie_marks(rows: list, intervals: dict, metric: str) -> dict:
+    """``{name: mark}`` for one metric of one table: ★ on the best row among those with an interval, ≈ on the rows whose
+    interval overlaps the best's (:func:`~hiresdiff.eval.metrics.intervals.tie`: the difference is not established)."""
+    with_interval = [(name, row[metric], intervals[name][metric]) for name, row in rows if metric in intervals[name]]
+    if not with_interval or metric in NO_DIRECTION:
+        return {}
+    pick = max if metric in HIGHER_IS_BETTER else min
+    best, value, (low, high) = pick(with_interval, key=lambda item: item[1])
+    marks = {name: " ≈" for name, v, (lo, hi) in with_interval if tie(Interval(v, lo, hi), Interval(value, low, high))}
+    return {**marks, best: " ★"}
 
 
 def markdown_table(results: dict) -> str:
@@ -35,9 +57,10 @@ def markdown_table(results: dict) -> str:
         "(detail at the native scale); semantic = fraction whose predicted emoji subgroup is their trained-size "
         "sample's (higher is better); [low, high] = 95 % bootstrap interval over images (FD's resamples repeat "
         "images, which raises FD: its interval sits above the estimate and gives the spread, to compare rows of one "
-        "table); lower is better everywhere "
-        "else. s/image: wall time per image (the enlarged rows reuse the trained-size samples); ×naive: its ratio "
-        "to naive sampling at the same size.\n",
+        "table); (a / b) = the value on each half of the images, two disjoint image sets with their own noise seeds; "
+        "★ = the best row among those with an interval, ≈ = its interval overlaps the best's (a tie); lower is "
+        "better everywhere else. s/image: wall time per image (the enlarged rows reuse the trained-size samples); "
+        "×naive: its ratio to naive sampling at the same size.\n",
     ]
     by_res: dict[str, list] = {}
     for key, row in results["rows"].items():
@@ -52,13 +75,14 @@ def markdown_table(results: dict) -> str:
         )
         lines.append("|---" * (len(metrics) + 3 + bool(flops)) + "|")
         naive = results["timing"].get(f"{res}|naive {int(res) // 32}x")
+        intervals = {name: results.get("intervals", {}).get(f"{res}|{name}", {}) for name, _ in rows}
+        marks = {m: tie_marks(rows, intervals, m) for m in metrics}
         for name, row in rows:
             t = results["timing"].get(f"{res}|{name}")
             ratio = t / naive if t is not None and naive else None
-            intervals = results.get("intervals", {}).get(f"{res}|{name}", {})
             lines.append(
                 f"| {name} | "
-                + " | ".join(_with_interval(row.get(m), intervals.get(m)) for m in metrics)
+                + " | ".join(cell_text(row.get(m), intervals[name], m, marks[m].get(name, "")) for m in metrics)
                 + f" | {_fmt(t)} | {_fmt(ratio)} |"
                 + (f" {_fmt(flops.get(f'{res}|{name}'))} |" if flops else "")
             )

@@ -13,6 +13,7 @@ temporal UG): it is plain sampling bit for bit.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -69,7 +70,8 @@ def load_upsamplers(upsamplers, unet, stages: Sequence[Stage]) -> dict[int, Feat
                 f"are at {scales or 'none'}; pass one set per stage as upsamplers={{scale: set}}"
             )
         same = (one.device, one.dtype) == (unet.device, unet.dtype)
-        loaded[scale] = one if same else one.to(device=unet.device, dtype=unet.dtype)
+        # Module.to moves in place: a copy goes to the UNet's device and dtype, the caller's set stays as it was
+        loaded[scale] = one if same else copy.deepcopy(one).to(device=unet.device, dtype=unet.dtype)
     return loaded
 
 

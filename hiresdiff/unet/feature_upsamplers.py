@@ -155,7 +155,7 @@ class _LevelHook(ModelHook):
             return output
         pivot = state.features[self.level]
         temb = state.temb.repeat_interleave(hidden.shape[0] // state.temb.shape[0], dim=0)
-        mask = state.mask.repeat_interleave(hidden.shape[0] // state.mask.shape[0], dim=0).to(hidden.dtype)
+        mask = state.mask.repeat_interleave(hidden.shape[0] // state.mask.shape[0], dim=0).to(hidden)
         added = hidden + mask.view(-1, 1, 1, 1) * self.upsampler(pivot, temb, hidden.shape[-2:]).to(hidden.dtype)
         return added if self.is_mid else (added, (*output[1][:-1], added))
 
@@ -185,8 +185,16 @@ class _PivotHook(DenoiserCallHook):
     @torch.no_grad()
     def capture(self, module, arguments: dict, batch: int) -> list[torch.Tensor]:
         """The plain UNet's features of the clean pivot at t = 0, with the call's conditioning (CFG batch included)."""
-        pivot = self.pivot.to(arguments["sample"]).repeat(batch // self.pivot.shape[0], *([1] * (self.pivot.ndim - 1)))
-        call = {name: value for name, value in arguments.items() if name not in RESIDUALS}
+        # this pass calls the UNet's forward directly, past its hooks: its tensors go to the UNet's own device (a
+        # meta twin's calls arrive on the CPU, hiresdiff.cost.meta_run)
+        device = module.device
+        pivot = self.pivot.to(device=device, dtype=arguments["sample"].dtype)
+        pivot = pivot.repeat(batch // self.pivot.shape[0], *([1] * (self.pivot.ndim - 1)))
+        call = {
+            name: value.to(device) if isinstance(value, torch.Tensor) else value
+            for name, value in arguments.items()
+            if name not in RESIDUALS
+        }
         call.update(sample=pivot, timestep=torch.zeros(batch, device=pivot.device), return_dict=False)
         outer = self.context.current if self.context is not None else None
         self.state.capturing = []

@@ -26,8 +26,8 @@ No function here downloads anything.
 """
 
 from hiresdiff.eval.metrics.consistency import median_paired_rmse, paired_rmse
-from hiresdiff.eval.metrics.crops import crop_fd, crop_swd, random_crops
-from hiresdiff.eval.metrics.detail import detail_energy, detail_energy_ratio
+from hiresdiff.eval.metrics.crops import crop_fd, crop_features, crop_swd, random_crops
+from hiresdiff.eval.metrics.detail import detail_energies, detail_energy, detail_energy_ratio
 from hiresdiff.eval.metrics.frechet import (
     KIDResult,
     fid,
@@ -44,6 +44,7 @@ from hiresdiff.eval.metrics.random_features import RandomConvFeatures
 from hiresdiff.eval.metrics.semantic import (
     SemanticClassifier,
     condition_agreement,
+    condition_matches,
     semantic_agreement,
     semantic_matches,
 )
@@ -66,13 +67,16 @@ __all__ = [
     "paired_rmse",
     "median_paired_rmse",
     "detail_energy",
+    "detail_energies",
     "detail_energy_ratio",
     "crop_fd",
+    "crop_features",
     "crop_swd",
     "random_crops",
     "semantic_agreement",
     "semantic_matches",
     "condition_agreement",
+    "condition_matches",
     "SemanticClassifier",
     "bootstrap",
     "Interval",

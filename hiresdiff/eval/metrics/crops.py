@@ -40,6 +40,16 @@ def random_crops(images: torch.Tensor, size: int, per_image: int = 4, seed: int 
     )
 
 
+def crop_features(
+    images: torch.Tensor, size: int, per_image: int = 4, seed: int = 0, features: Optional[RandomConvFeatures] = None
+) -> torch.Tensor:
+    """Random-convolution features (N, per_image, d) of :func:`random_crops` of each image (``features`` at ``size``,
+    by default seed 0's)."""
+    features = features or RandomConvFeatures(resolution=size)
+    with torch.no_grad():
+        return features(random_crops(images, size, per_image, seed)).reshape(len(images), per_image, -1)
+
+
 def crop_fd(
     fake: torch.Tensor,
     real: torch.Tensor,
@@ -50,10 +60,10 @@ def crop_fd(
 ) -> float:
     """Fréchet distance between random-convolution features of ``size``² crops of ``fake`` and of ``real``."""
     features = features or RandomConvFeatures(resolution=size)
-    with torch.no_grad():
-        return frechet_distance(
-            features(random_crops(fake, size, per_image, seed)), features(random_crops(real, size, per_image, seed + 1))
-        )
+    return frechet_distance(
+        crop_features(fake, size, per_image, seed, features).flatten(0, 1),
+        crop_features(real, size, per_image, seed + 1, features).flatten(0, 1),
+    )
 
 
 def crop_swd(fake: torch.Tensor, real: torch.Tensor, size: int, per_image: int = 4, seed: int = 0) -> float:

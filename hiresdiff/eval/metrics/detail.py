@@ -8,14 +8,19 @@ from hiresdiff.eval.metrics._checks import _check_images
 from hiresdiff.eval.metrics.swd import laplacian_pyramid
 
 
-def detail_energy(images: torch.Tensor) -> float:
-    """Mean squared value of the finest Laplacian band ``L_0 = x − up(down(x))`` over a set.
+def detail_energies(images: torch.Tensor) -> torch.Tensor:
+    """Per image (N,), the mean squared value of the finest Laplacian band ``L_0 = x − up(down(x))``.
 
     The band holds the detail of about one pixel's scale (:func:`laplacian_pyramid`), so additive
     pixel noise raises it and any blur lowers it.
     """
     _check_images(images, "images")
-    return float(laplacian_pyramid(images.detach().float().cpu(), 2)[0].double().pow(2).mean())
+    return laplacian_pyramid(images.detach().float().cpu(), 2)[0].double().pow(2).mean(dim=(1, 2, 3))
+
+
+def detail_energy(images: torch.Tensor) -> float:
+    """:func:`detail_energies` over a set: their mean (the images have one size)."""
+    return float(detail_energies(images).mean())
 
 
 def detail_energy_ratio(images: torch.Tensor, reference: torch.Tensor) -> float:

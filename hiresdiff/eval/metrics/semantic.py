@@ -132,19 +132,28 @@ def semantic_agreement(high: torch.Tensor, low: torch.Tensor, classifier: Option
     return float(semantic_matches(high, low, classifier).float().mean())
 
 
+def condition_matches(
+    images: torch.Tensor,
+    subgroups: Optional[torch.Tensor] = None,
+    groups: Optional[list] = None,
+    classifier: Optional[SemanticClassifier] = None,
+) -> torch.Tensor:
+    """Per image, whether its prediction matches what was asked for: its ``subgroups`` entry (indices, e.g. of a
+    prompt's emoji) or, for a model conditioned on the 9 groups, its ``groups`` entry (names)."""
+    if (subgroups is None) == (groups is None):
+        raise ValueError("condition_agreement takes subgroups or groups, one of them")
+    classifier = classifier or shipped_classifier()
+    predicted = classifier.predict(images)
+    if subgroups is not None:
+        return predicted == torch.as_tensor(subgroups)
+    return torch.tensor([classifier.subgroup_groups[p] == g for p, g in zip(predicted.tolist(), groups)])
+
+
 def condition_agreement(
     images: torch.Tensor,
     subgroups: Optional[torch.Tensor] = None,
     groups: Optional[list] = None,
     classifier: Optional[SemanticClassifier] = None,
 ) -> float:
-    """The fraction of ``images`` whose prediction matches what was asked for: their ``subgroups`` (indices, e.g. of a
-    prompt's emoji) or, for a model conditioned on the 9 groups, their ``groups`` (names)."""
-    if (subgroups is None) == (groups is None):
-        raise ValueError("condition_agreement takes subgroups or groups, one of them")
-    classifier = classifier or shipped_classifier()
-    predicted = classifier.predict(images)
-    if subgroups is not None:
-        return float((predicted == torch.as_tensor(subgroups)).float().mean())
-    predicted_groups = [classifier.subgroup_groups[i] for i in predicted.tolist()]
-    return sum(p == g for p, g in zip(predicted_groups, groups)) / len(groups)
+    """The fraction of ``images`` that :func:`condition_matches` what was asked for."""
+    return float(condition_matches(images, subgroups, groups, classifier).float().mean())
