@@ -158,6 +158,7 @@ def test_tables_mark_the_best_row_and_the_rows_tied_with_it():
     the best's, nothing where it does not."""
     rows = {"64|a": (0.9, (0.8, 1.0), 2.0, (1.9, 2.2)), "64|b": (0.7, (0.5, 0.85), 1.0, (0.9, 1.2))}
     rows["64|c"] = (0.2, (0.1, 0.3), 1.1, (1.0, 1.3))
+    rows["64|nearest 1x->2x"] = (1.0, (1.0, 1.0), 3.0, (2.9, 3.1))  # semantic 1 by construction: not ranked
     results = {
         "settings": {"command": "test", "seed": 0, "steps": 2, "scheduler": "ddim"},
         "images": {"64": 8},
@@ -165,9 +166,10 @@ def test_tables_mark_the_best_row_and_the_rows_tied_with_it():
         "rows": {k: {"semantic": v[0], "FD rand": v[2]} for k, v in rows.items()},
         "intervals": {k: {"semantic": v[1], "FD rand": v[3]} for k, v in rows.items()},
     }
-    cells = {line.split(" | ")[0][2:]: line.split(" | ")[1:3] for line in markdown_table(results).splitlines()[-3:]}
+    cells = {line.split(" | ")[0][2:]: line.split(" | ")[1:3] for line in markdown_table(results).splitlines()[-4:]}
     assert [cells[n][0][-1] for n in "abc"] == ["★", "≈", "]"]  # semantic: a best, b overlaps it, c apart
     assert [cells[n][1][-1] for n in "abc"] == ["]", "★", "≈"]  # FD: b best, c overlaps it, a apart
+    assert cells["nearest 1x->2x"] == ["1 [1, 1]", "3 [2.9, 3.1]"]
 
 
 def test_enlarge_nearest_is_exactly_consistent():

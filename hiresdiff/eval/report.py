@@ -31,8 +31,14 @@ def cell_text(value, intervals: dict, metric: str, mark: str = "") -> str:
 
 def tie_marks(rows: list, intervals: dict, metric: str) -> dict:
     """``{name: mark}`` for one metric of one table: ★ on the best row among those with an interval, ≈ on the rows whose
-    interval overlaps the best's (:func:`~hiresdiff.eval.metrics.intervals.tie`: the difference is not established)."""
-    with_interval = [(name, row[metric], intervals[name][metric]) for name, row in rows if metric in intervals[name]]
+    interval overlaps the best's (:func:`~hiresdiff.eval.metrics.intervals.tie`: the difference is not established).
+    The enlargements (``1x->`` in their names) keep their trained-size sample by construction: they take no part in
+    the semantic agreement's ranking."""
+    with_interval = [
+        (name, row[metric], intervals[name][metric])
+        for name, row in rows
+        if metric in intervals[name] and not (metric == "semantic" and "1x->" in name)
+    ]
     if not with_interval or metric in NO_DIRECTION:
         return {}
     pick = max if metric in HIGHER_IS_BETTER else min
