@@ -19,7 +19,7 @@ import torch
 
 from hiresdiff.comparison import comparison
 from hiresdiff.eval import semantic_agreement
-from hiresdiff.eval.metrics import bootstrap
+from hiresdiff.eval.metrics import bootstrap, semantic_matches
 from hiresdiff.grid import labelled_grid, save_image
 from hiresdiff.image_upscale import image_tensor
 
@@ -41,8 +41,8 @@ def main(argv=None) -> None:
     trained = image_tensor(columns[0])
     rows = {}
     for label, images in zip(labels[1:], columns[1:]):
-        high = image_tensor(images)
-        interval = bootstrap(lambda idx: semantic_agreement(high[idx], trained[idx]), len(high), resamples=200)
+        same = semantic_matches(image_tensor(images), trained)  # classified once; the bootstrap resamples the pairs
+        interval = bootstrap(lambda idx: float(same[idx].float().mean()), len(same), resamples=200)
         rows[label] = {"agreement": interval.estimate, "low": interval.low, "high": interval.high}
     shuffled = torch.roll(trained, 1, dims=0)  # unrelated pairs: the floor
     high = image_tensor(columns[1])
