@@ -31,6 +31,17 @@ def check_positive_int(value, name: str) -> None:
     check_int(value, name, 1)
 
 
+SHIFT_POLICIES = ("trained", "pipeline", "resolution")  # a flow model's σ-grid shift (hiresdiff.methods.flow_shift)
+
+
+def check_shift(shift) -> None:
+    """``ValueError`` naming ``shift`` unless it is ``None`` (the default), a policy name or a finite number > 0."""
+    if shift is None or shift in SHIFT_POLICIES:
+        return
+    if not (is_real(shift) and not isinstance(shift, bool) and math.isfinite(shift) and shift > 0):
+        raise ValueError(f"shift must be one of {SHIFT_POLICIES} or a number > 0 (a fixed shift); got {shift!r}")
+
+
 def check_strength(strength) -> None:
     """``ValueError`` naming ``strength`` unless it lies in (0, 1]."""
     if not (is_real(strength) and 0 < strength <= 1):

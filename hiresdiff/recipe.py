@@ -127,8 +127,11 @@ class Recipe:
         )
 
     @classmethod
-    def self_cascade(cls, strength: float = 0.7, upsample: str = "bicubic", upsamplers=None, **cascade) -> Recipe:
-        """Self-Cascade: latent-space pivot replacement (tuning-free), with trained ``upsamplers`` the tuned version."""
+    def self_cascade(
+        cls, strength: Optional[float] = None, upsample: str = "bicubic", upsamplers=None, **cascade
+    ) -> Recipe:
+        """Self-Cascade: latent-space pivot replacement (tuning-free), with trained ``upsamplers`` the tuned version;
+        ``strength`` ``None``: the model family's (:class:`~hiresdiff.methods.self_cascade.CascadeConfig`)."""
         return cls(
             cascade=CascadeConfig(strength=strength, upsample=upsample, space="latent", **cascade),
             upsamplers=upsamplers,
@@ -139,7 +142,7 @@ class Recipe:
     def freescale(
         cls,
         detail_alpha=2.0,
-        strength: float = 0.7,
+        strength: Optional[float] = None,
         dilation: bool = True,
         fusion: bool = True,
         space: str = "rgb",

@@ -201,7 +201,7 @@ def relative_work(recipe, trained, target, default_eta: float) -> float:
     for stage in stages:
         if stage.index == 0 and recipe.cascade is not None:
             continue  # the trained-size preview itself
-        share = 1.0 if stage.index == 0 else recipe.cascade.strength
+        share = 1.0 if stage.index == 0 else recipe.cascade.with_family_strength(flow=False).strength
         guided = sum(
             (config.eta if config.eta is not None else default_eta) / 4 ** (level + 1)
             for level, config in enumerate(stage.ug_levels)

@@ -115,7 +115,8 @@ def test_recipe_stages_and_presets():
     fs = Recipe.freescale(ug=UpsampleGuidanceConfig())
     stages = fs.stages((32, 32), (128, 128), 4)
     assert stages[0].ug_levels == () and [c.factor for c in stages[2].ug_levels] == [2, 2]
-    assert fs.cascade.space == "rgb" and fs.cascade.detail_alpha == 2.0 and fs.cascade.strength == 0.7
+    assert fs.cascade.space == "rgb" and fs.cascade.detail_alpha == 2.0 and fs.cascade.strength is None
+    assert fs.cascade.with_family_strength(flow=False).strength == 0.7  # the papers' on diffusion models
     assert isinstance(fs.dilation, DilationConfig) and isinstance(fs.fusion, ScaleFusionConfig)
     ablated = Recipe.freescale(dilation=False, fusion=False, detail_alpha=None, space="latent")
     assert ablated.dilation is None and ablated.fusion is None and ablated.cascade == CascadeConfig(space="latent")

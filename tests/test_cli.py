@@ -359,6 +359,8 @@ def test_every_method_runs_on_a_pipeline_folder(kind, tmp_path):
         (["--height", "64"], "--height and --width go together"),
         (["--num-frames", "4"], "--num-frames"),
         (["--method", "self-cascade", "--upsamplers", "/no/such/folder"], "upsamplers path"),
+        (["--shift", "stage"], "--shift must be one of trained, pipeline, resolution or a number > 0"),
+        (["--shift", "-3"], "--shift must be one of"),
     ],
 )
 def test_bad_options_and_combinations_fail_in_one_line_before_loading(tmp_path, args, message, heavy_work):

@@ -3,7 +3,6 @@
 scheduler's own ``step``, the closed forms of UG for rectified flow and of the position rescalings, and windowed
 attention computed with attention masks."""
 
-import dataclasses
 import math
 
 import numpy as np
@@ -115,9 +114,10 @@ def test_flux_call_size_is_exact_when_the_position_ids_are_not(dtype):
 # ---- a later stage against a loop written from the scheduler's own step ------------------------------------
 
 
-def independent_stage(pipe, kind: str, recipe: Recipe) -> torch.Tensor:
+def independent_stage(pipe, kind: str, recipe: Recipe, policy: str) -> torch.Tensor:
     """Stage 1 of a 2× cascade by hand: the plain call, φ, z_K = (1−σ_K)·φ + σ_K·ε on the stage's own grid (FLUX: μ
-    from its 64 tokens — or the trained size's 16 with ``flow_shift="trained"`` — by the linear formula of the FLUX
+    from its 64 tokens with ``shift="pipeline"`` — or the trained size's 16 with ``shift="trained"`` — by the linear
+    formula of the FLUX
     pipeline; SD3: the static shift, for either choice), then transformer →
     ``step``, FreeScale's blend before every later call."""
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -146,12 +146,12 @@ def independent_stage(pipe, kind: str, recipe: Recipe) -> torch.Tensor:
     if kind == "flux":
         c = scheduler.config
         slope = (c.max_shift - c.base_shift) / (c.max_image_seq_len - c.base_image_seq_len)
-        tokens = 16 if cascade.flow_shift == "trained" else 64  # the trained 8² latents or the stage's 16², packed 2×2
+        tokens = 16 if policy == "trained" else 64  # the trained 8² latents or the stage's 16², packed 2×2
         mu = c.base_shift + slope * (tokens - c.base_image_seq_len)
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / STEPS, STEPS), mu=mu)
     else:
         scheduler.set_timesteps(STEPS)
-    begin = STEPS - int(STEPS * cascade.strength)
+    begin = STEPS - int(STEPS * cascade.with_family_strength(flow=True).strength)
     scheduler.set_begin_index(begin)
     sigmas, timesteps = scheduler.sigmas, scheduler.timesteps[begin:]
 
@@ -168,7 +168,7 @@ def independent_stage(pipe, kind: str, recipe: Recipe) -> torch.Tensor:
     with stage_modifications(pipe.transformer, recipe, stage, scheduler, trained_size=(8, 8)), torch.no_grad():
         for i, t in enumerate(timesteps):
             if cascade.detail_alpha is not None and i > 0:
-                c = ((1 + math.cos(math.pi * (1000 - float(t)) / 1000)) / 2) ** cascade.detail_alpha
+                c = ((1 + math.cos(math.pi * (begin + i) / STEPS)) / 2) ** cascade.detail_alpha  # step fraction
                 x = (1 - c) * x + c * noised(i)
             if kind == "flux":
                 v = unpack(
@@ -194,16 +194,15 @@ def independent_stage(pipe, kind: str, recipe: Recipe) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("shift", ["stage", "trained"])
+@pytest.mark.parametrize("shift", ["pipeline", "trained"])
 @pytest.mark.parametrize("preset", ["self-cascade", "freescale"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_later_stages_equal_a_loop_written_from_the_schedulers_own_step(kind, preset, shift):
     pipe = load(kind)
     recipe = Recipe.preset(preset)
-    recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, flow_shift=shift))
-    ours = run(pipe, kind, recipe, output_type="latent")
+    ours = run(pipe, kind, recipe, output_type="latent", shift=shift)
     ours = unpack(ours, 16) if kind == "flux" else ours
-    reference = independent_stage(pipe, kind, recipe)
+    reference = independent_stage(pipe, kind, recipe, shift)
     assert torch.allclose(ours, reference, atol=2e-5, rtol=1e-5), float((ours - reference).abs().max())
 
 
@@ -216,7 +215,7 @@ def test_an_interrupt_mid_stage_leaves_everything_unchanged(kind, error):
 
     def interrupt(module, args, kwargs):
         calls.append(kwargs["hidden_states"].shape)
-        if len(calls) == STEPS + 2:  # in stage 1, after its first call
+        if len(calls) == STEPS + 1:  # in stage 1, at its first call (a flow model's runs int(4·0.3) = 1)
             raise error("stopped mid-stage")
 
     handle = pipe.transformer.register_forward_pre_hook(interrupt, with_kwargs=True)
@@ -373,7 +372,7 @@ def test_sd3_position_interpolation_resamples_the_trained_crop_and_is_needed_bey
 def fusion_context(trained, size):
     context = CallContextHook(trained, 1.0, FluxLayout())
     scale = (size[0] / trained[0], size[1] / trained[1])
-    context.current = UNetCall(torch.tensor(0.5), tuple(size), scale, 1.0)
+    context.current = UNetCall(torch.tensor(0.5), tuple(size), scale, context.clock)
     return context
 
 
@@ -501,7 +500,7 @@ def test_the_cli_writes_a_grid_for_a_flux_folder(tmp_path):
             "--scale",
             "2",
             "--steps",
-            "2",
+            "4",
             "--device",
             "cpu",
             "--out",

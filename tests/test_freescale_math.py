@@ -30,24 +30,28 @@ T = 1000
 
 
 def expected_c(t, alpha):
+    """The paper's c at time t of T; its step fraction on a uniform grid is p = (T − t)/T."""
     return ((1 + math.cos(math.pi * (T - t) / T)) / 2) ** alpha
 
 
 @pytest.mark.parametrize("t", [0, 1, 250, 500, 700, 999, 1000])
 @pytest.mark.parametrize("alpha", [0.5, 1, 2.0, 3])
 def test_detail_weight_matches_the_scaled_cosine(t, alpha):
-    assert detail_weight(t, T, alpha).item() == pytest.approx(expected_c(t, alpha), rel=1e-6, abs=1e-7)
-    assert detail_weight(torch.tensor(float(t)), T, alpha).item() == pytest.approx(expected_c(t, alpha), abs=1e-7)
+    p = (T - t) / T
+    assert detail_weight(p, alpha).item() == pytest.approx(expected_c(t, alpha), rel=1e-6, abs=1e-7)
+    assert detail_weight(torch.tensor(p), alpha).item() == pytest.approx(expected_c(t, alpha), abs=1e-7)
 
 
 def test_detail_weight_ends_and_alpha_map():
-    assert detail_weight(T, T, 2.0).item() == 1.0  # t = T: all pivot
-    assert detail_weight(0, T, 2.0).item() == 0.0  # t = 0: all sample
+    assert detail_weight(0.0, 2.0).item() == 1.0  # the first step: all pivot
+    assert detail_weight(1.0, 2.0).item() == 0.0  # the end: all sample
     alpha = torch.tensor([[0.5, 1.0, 3.0], [2.0, 0.0, 1.5]])
-    c = detail_weight(400, T, alpha)
+    c = detail_weight(0.6, alpha)
     assert c.shape == alpha.shape and c.dtype == torch.float32
     expected = torch.tensor([[expected_c(400, a) for a in row] for row in alpha.tolist()])
     assert torch.allclose(c, expected, atol=1e-7)
+    with pytest.raises(ValueError, match=r"progress must be a number in \[0, 1\]"):
+        detail_weight(400, 2.0)  # a time, not a step fraction
     assert c[1, 1] == 1.0  # alpha 0: c = 1 everywhere
 
 
@@ -112,7 +116,7 @@ def test_check_detail_alpha_rejects_naming_the_parameter(alpha):
         check_detail_alpha(alpha)
     if not isinstance(alpha, (str, list)):
         with pytest.raises(ValueError, match="detail_alpha"):
-            detail_weight(500, T, alpha)
+            detail_weight(0.5, alpha)
 
 
 def test_dilation_config_validation_and_rounding():
@@ -129,12 +133,12 @@ def test_dilation_config_validation_and_rounding():
     assert config.dilation_for_scale((1.4, 0.5)) == (1, 1)
 
 
-def test_dilation_window_is_the_first_until_fraction_of_the_schedule():
+def test_dilation_window_is_the_first_until_fraction_of_the_steps():
     config = DilationConfig(until=0.7)
-    assert config.is_active(999, T) and config.is_active(300, T)
-    assert not config.is_active(299.5, T) and not config.is_active(0, T)
-    assert not DilationConfig(until=0.0).is_active(999, T)
-    assert DilationConfig(until=1.0).is_active(0, T)
+    assert config.is_active(0.0) and config.is_active(0.65)
+    assert not config.is_active(0.7) and not config.is_active(1.0)
+    assert not DilationConfig(until=0.0).is_active(0.0)
+    assert DilationConfig(until=1.0).is_active(0.95)
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (3, 2, 0)])

@@ -21,7 +21,7 @@ from hiresdiff.sampling.family_parts import apply_upsample_guidance, remove_upsa
 from hiresdiff.unet.lowres_call import lowres_conditioning
 
 FAMILIES = ["sd15", "sd2v", "sdxl", "animatediff"]
-UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.6)  # DDIM, 2 steps: t = 501 guided, t = 1 not
+UG = UpsampleGuidanceConfig(factor=2, theta=1.0, eta=0.5)  # DDIM, 2 steps: the first (t = 501) guided, the second not
 
 
 @pytest.mark.parametrize("kind", FAMILIES)

@@ -250,7 +250,8 @@ def independent_cascade(pipe, name: str, recipe: Recipe, sdxl: bool) -> torch.Te
     scheduler, noiser = (make_scheduler(name, pipe.scheduler.config) for _ in range(2))
     scheduler.set_timesteps(STEPS)
     noiser.set_timesteps(STEPS)
-    begin = (STEPS - int(STEPS * cascade.strength)) * scheduler.order
+    strength = cascade.with_family_strength(flow=False).strength  # 0.7, the papers'
+    begin = (STEPS - int(STEPS * strength)) * scheduler.order
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
     timesteps = scheduler.timesteps[begin:]
@@ -271,12 +272,12 @@ def independent_cascade(pipe, name: str, recipe: Recipe, sdxl: bool) -> torch.Te
         added = None
     context = torch.cat([negative, embeds])
     stage = recipe.stages((8, 8), (16, 16), 2)[1]
-    T = scheduler.config.num_train_timesteps
     x = noised(0)
     with stage_modifications(pipe.unet, recipe, stage, scheduler, pivot=z0, sdxl_time_ids="keep"), torch.no_grad():
         for i, t in enumerate(timesteps):
             if cascade.detail_alpha is not None and i > 0:
-                c = ((1 + math.cos(math.pi * (T - float(t)) / T)) / 2) ** cascade.detail_alpha
+                p = (begin + i) / STEPS  # the step fraction (these schedulers are of order 1)
+                c = ((1 + math.cos(math.pi * p)) / 2) ** cascade.detail_alpha
                 x = (1 - c) * x + c * noised(i)
             model_input = scheduler.scale_model_input(torch.cat([x, x]), t)
             uncond, cond = pipe.unet(
@@ -349,14 +350,22 @@ def test_pndm_restarts_as_ddim_on_the_same_schedule_with_a_warning():
     assert torch.isfinite(ours).all() and ours.shape == reference.shape
 
 
-def test_steps_times_strength_below_one_is_refused_before_any_unet_call():
+def test_steps_times_strength_below_one_runs_one_step_of_a_longer_grid_and_says_so():
+    """3 steps × strength 0.3 leave a later stage no step: it runs the last step of a ⌈1/0.3⌉ = 4-step grid."""
+    from hiresdiff.sampling.run_plan import plan_run
+
     pipe, run, _ = driver("pipeline", "ddim")
-    handle = pipe.unet.conv_in.register_forward_pre_hook(lambda m, a: pytest.fail("the UNet was called"))
+    with pytest.warns(UserWarning, match=r"steps=3 × strength 0\.3 < 1.*the last step of a 4-step grid"):
+        planned = plan_run(pipe, PROMPT, height=32, width=32, steps=3, recipe=Recipe.self_cascade(strength=0.3))
+    assert [(p.steps, p.restart, p.steps_run) for p in planned.stages] == [(3, 0, 3), (4, 3, 1)]
+    sizes = []
+    handle = pipe.unet.conv_in.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[-1]))
     try:
-        with pytest.raises(ValueError, match=r"steps·strength.*steps=3, strength=0\.3"):
+        with pytest.warns(UserWarning, match="4-step grid"):
             hiresdiff.generate(pipe, PROMPT, height=32, width=32, steps=3, recipe=Recipe.self_cascade(strength=0.3))
     finally:
         handle.remove()
+    assert sizes == [8, 8, 8, 16]  # 3 steps at the trained latent size, then one at 2× (CFG batched in each call)
 
 
 def test_edm_models_run_cascades_and_ug_refuses_clearly():
@@ -383,7 +392,7 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
     scheduler = make_scheduler("euler", load("pixel").scheduler.config)
     recipe = Recipe(cascade=Recipe.freescale().cascade)
     stage = recipe.stages((8, 8), (16, 16))[1]
-    planned = StagePlan(stage, (16, 16), STEPS, restart_index(STEPS, recipe.cascade.strength))
+    planned = StagePlan(stage, (16, 16), STEPS, restart_index(STEPS, 0.7))
     previous = torch.empty(2, 3, 8, 8, device="meta")
     call = {"generator": stage_generator(SEED, 1)}
     restarted = _restart(scheduler, recipe, planned, previous, PixelCodec(), call)
@@ -405,8 +414,7 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
         PixelCodec(),
         call,
         FluxLayout(),
-        2,
-        trained=(8, 8),
+        FluxLayout().stage_grid(flow, STEPS, 64, 16, "trained"),
     )
     assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 64, 16)
     blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})
@@ -443,10 +451,8 @@ def test_ug_eta_follows_the_model_family_pixel_every_step_latent_the_first_60_pe
             run(pipe, Recipe.preset("ug"), **({} if kind == "pixel" else {}))
         finally:
             handle.remove()
-        grid = make_scheduler(name, pipe.scheduler.config)
-        grid.set_timesteps(STEPS)
         eta = 0.6 if kind == "pipeline" else 1.0
-        guided = sum(float(t) >= (1 - eta) * grid.config.num_train_timesteps for t in grid.timesteps)
+        guided = math.ceil(eta * STEPS - 1e-9)  # the first η of the steps
         low = 8 if kind == "pipeline" else 8  # trained latent (pipeline) or pixel size of both tiny models
         assert calls.count(low) == guided and 0 < guided <= STEPS
         assert kind == "pixel" or guided < STEPS

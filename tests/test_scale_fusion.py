@@ -125,7 +125,7 @@ def reference_blur(x, grid, kernel):
 def test_fused_output_is_blurred_local_plus_high_pass_global():
     attn = make_unet("sd15").get_submodule(LEVEL1_ATTN1)
     context = CallContextHook(TRAINED, T)  # level 1 of a 16x24 call: grid (8, 12), trained window (4, 4)
-    context.current = UNetCall(torch.tensor(900.0), (16, 24), (2.0, 3.0), T)
+    context.current = UNetCall(torch.tensor(900.0), (16, 24), (2.0, 3.0), context.clock)
     processor = ScaleFusionAttnProcessor(AttnProcessor2_0(), ScaleFusionConfig(jitter=False), context, 0)
     hidden = torch.randn(2, 8 * 12, 16)
     global_out = AttnProcessor2_0()(attn, hidden)

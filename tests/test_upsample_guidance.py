@@ -125,22 +125,21 @@ def test_v_and_sample_conversions_match_definitions():
     assert torch.allclose(from_epsilon(eps, x_t, a, "sample"), x0)
 
 
-def test_weight_schedules():
-    t = torch.tensor([0.0, 399.0, 400.0, 999.0])
-    step = UpsampleGuidanceConfig(theta=1.5, eta=0.6).weight(t, 1000)
-    assert torch.equal(step, torch.tensor([0.0, 0.0, 1.5, 1.5]))  # θ·H(t − (1−η)T)
-    assert torch.equal(UpsampleGuidanceConfig(theta=1.5, eta=0.0).weight(t, 1000), torch.zeros(4))
-    assert torch.equal(
-        UpsampleGuidanceConfig(theta=2.0, eta=0.1, schedule="constant").weight(t, 1000), torch.full((4,), 2.0)
-    )
-    assert torch.allclose(UpsampleGuidanceConfig(schedule=lambda t: t / 1000).weight(t, 1000), t / 1000)
-    # linear: θ at t = T, 0 at and below (1−η)T = 400
-    linear = UpsampleGuidanceConfig(theta=1.5, eta=0.6, schedule="linear").weight(t, 1000)
-    torch.testing.assert_close(linear, torch.tensor([0.0, 0.0, 0.0, 1.5 * 599 / 600]))
-    assert torch.allclose(UpsampleGuidanceConfig(theta=2.0, eta=1.0, schedule="linear").weight(t, 1000), 2.0 * t / 1000)
-    assert torch.equal(UpsampleGuidanceConfig(theta=2.0, eta=0.0, schedule="linear").weight(t, 1000), torch.zeros(4))
+def test_weight_schedules_on_the_step_fraction():
+    p = torch.tensor([1.0, 0.6, 0.55, 0.0])  # step fractions: the end, the window's edge, inside, the first step
+    step = UpsampleGuidanceConfig(theta=1.5, eta=0.6).weight(p)
+    assert torch.equal(step, torch.tensor([0.0, 0.0, 1.5, 1.5]))  # θ while p < η
+    assert torch.equal(UpsampleGuidanceConfig(theta=1.5, eta=0.0).weight(p), torch.zeros(4))
+    assert torch.equal(UpsampleGuidanceConfig(theta=1.5, eta=1.0).weight(p), torch.tensor([0.0, 1.5, 1.5, 1.5]))
+    assert torch.equal(UpsampleGuidanceConfig(theta=2.0, eta=0.1, schedule="constant").weight(p), torch.full((4,), 2.0))
+    assert torch.allclose(UpsampleGuidanceConfig(schedule=lambda p: 1 - p).weight(p), 1 - p)
+    # linear: θ at p = 0, falling to 0 at p = η
+    linear = UpsampleGuidanceConfig(theta=1.5, eta=0.6, schedule="linear").weight(p)
+    torch.testing.assert_close(linear, torch.tensor([0.0, 0.0, 1.5 * 0.05 / 0.6, 1.5]))
+    assert torch.allclose(UpsampleGuidanceConfig(theta=2.0, eta=1.0, schedule="linear").weight(p), 2.0 * (1 - p))
+    assert torch.equal(UpsampleGuidanceConfig(theta=2.0, eta=0.0, schedule="linear").weight(p), torch.zeros(4))
     with pytest.raises(ValueError, match="eta is None"):
-        UpsampleGuidanceConfig().weight(t, 1000)
+        UpsampleGuidanceConfig().weight(p)
 
 
 def test_eta_defaults_to_the_model_familys_setting():

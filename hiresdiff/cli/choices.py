@@ -14,13 +14,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from hiresdiff.checks import is_int
+from hiresdiff.checks import SHIFT_POLICIES, is_int
 from hiresdiff.defaults import PRESETS
 
 #: --dtype names and the torch dtypes they mean (by attribute name: ``getattr(torch, DTYPES[name])``).
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 #: ``hiresdiff plan --arch``: the architectures :mod:`hiresdiff.cost.plan` builds on ``meta``.
 PLAN_ARCHS = ("sd15", "sdxl", "flux1-dev")
+
+
+def shift_option(text: str):
+    """``--shift``: a policy name, or a number > 0 (a fixed shift) as a float; ``ValueError`` naming the option."""
+    if text in SHIFT_POLICIES:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"--shift must be one of {', '.join(SHIFT_POLICIES)} or a number > 0; got {text!r}")
+    return value
 
 
 def check_method_names(items: Sequence[str]) -> list[str]:

@@ -23,6 +23,7 @@ from hiresdiff.cli.choices import (
     check_method_names,
     check_one_method,
     check_part_options,
+    shift_option,
 )
 from hiresdiff.defaults import (
     COMPARISON_METHODS,
@@ -51,11 +52,14 @@ def add_max_pixels(p) -> None:
 
 def check_run_numbers(args) -> None:
     """``ValueError`` naming the flag for a count below 1, a non-finite guidance scale (argparse takes 0 and nan), a
-    part option out of its range or a --dtype that is none (before any heavy import)."""
+    part option out of its range, a --dtype that is none or a --shift that is no policy or number > 0 (before any
+    heavy import)."""
     check_at_least_one(args, "steps", "num_images", "num_frames", "max_pixels")
     check_finite(getattr(args, "guidance_scale", None), "--guidance-scale")
     check_part_options(args)
     check_dtype(getattr(args, "dtype", None))
+    if getattr(args, "shift", None) is not None:
+        shift_option(args.shift)
 
 
 def check_prompt(args) -> None:
@@ -141,6 +145,13 @@ def add_pipeline_options(pipe) -> None:
         type=float,
         default=None,
         help="classifier-free guidance (default: the model's recommended scale, e.g. emoji-flux's 4, else 7.5)",
+    )
+    pipe.add_argument(
+        "--shift",
+        default=None,
+        help="flow models (FLUX, SD3): the σ grid's shift at every stage: trained (the trained size's), pipeline "
+        "(the pipeline's own at each size; FLUX's extrapolates), resolution (SD3's √ pixel-ratio rule) or a number "
+        "(a fixed shift); default trained",
     )
     pipe.add_argument(
         "--device", default=None, help="cuda, mps or cpu (default: pipelines the best available, pixel models the CPU)"
@@ -390,7 +401,10 @@ def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True
     )
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-    return pipe, settings.arguments(pipe, args.guidance_scale, args.negative_prompt)
+    kwargs = settings.arguments(pipe, args.guidance_scale, args.negative_prompt)
+    if getattr(args, "shift", None) is not None:
+        kwargs["shift"] = shift_option(args.shift)
+    return pipe, kwargs
 
 
 def add_upscale_parser(sub) -> None:

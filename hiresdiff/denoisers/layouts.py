@@ -15,20 +15,24 @@ differs, and what each :class:`TransformerLayout` answers:
 * **the grid of a stage**: FLUX's pipeline samples σ on ``linspace(1, 1/N, N)`` shifted by μ from the token
   count (``calculate_shift`` over the scheduler's ``base/max_image_seq_len`` and ``base/max_shift``); SD3's
   shifts by μ only when its scheduler has ``use_dynamic_shifting`` (else by its static ``shift``).
-  :meth:`timestep_arguments` gives these ``set_timesteps`` arguments for a stage (its token count is
-  (h/m)·(w/m) with m = :meth:`size_multiple`), so that the sampling core
-  knows σ_K of a later stage before the call and hands the pipeline exactly that grid.
+  :meth:`stage_grid` gives a stage's grid under a shift policy (:mod:`hiresdiff.methods.flow_shift`; its token
+  count is (h/m)·(w/m) with m = :meth:`size_multiple`): the ``set_timesteps`` arguments and, for a static-shift
+  scheduler, its shift, so that the sampling core knows every σ of a stage before the call and hands the
+  pipeline exactly that grid.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from diffusers import FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift as pipeline_shift
+
+from hiresdiff.methods.flow_shift import Shift, policy_value
 
 
 def calculate_shift(image_seq_len: int, config: Mapping[str, Any], max_shift_default: float) -> float:
@@ -42,6 +46,40 @@ def calculate_shift(image_seq_len: int, config: Mapping[str, Any], max_shift_def
         config.get("base_shift", 0.5),
         config.get("max_shift", max_shift_default),
     )
+
+
+@dataclass(frozen=True)
+class StageGrid:
+    """A flow stage's σ grid: the arguments its scheduler's ``set_timesteps`` gets (``sigmas``, ``mu``) and, for a
+    scheduler with a static shift, the shift it samples with (``None``: its own)."""
+
+    arguments: dict = field(default_factory=dict)
+    shift: Optional[float] = None
+
+    def prepare(self, scheduler) -> None:
+        """Give ``scheduler`` (a fresh copy of the pipeline's) this grid's static shift."""
+        if self.shift is None:
+            return
+        if not hasattr(scheduler, "set_shift"):
+            raise ValueError(
+                f"shift: {type(scheduler).__name__} has a static shift that cannot be changed; use shift='pipeline'"
+            )
+        scheduler.set_shift(self.shift)
+
+
+def shift_grid(scheduler, tokens: int, trained_tokens: int, shift: Shift, max_shift_default: float) -> StageGrid:
+    """The grid arguments of ``shift`` for a stage of ``tokens`` (trained: ``trained_tokens``): μ for a dynamically
+    shifting scheduler (its exponential or linear time shift), else its static shift (``None`` where it is its own)."""
+    config = scheduler.config
+    if config.get("use_dynamic_shifting"):
+        exponential = config.get("time_shift_type", "exponential") == "exponential"
+        mu = policy_value(
+            shift, tokens, trained_tokens, lambda n: calculate_shift(n, config, max_shift_default), exponential
+        )
+        return StageGrid({"mu": mu})
+    own = float(config.get("shift", 1.0))
+    value = policy_value(shift, tokens, trained_tokens, lambda n: own, exponential=False)
+    return StageGrid({}, None if value == own else value)
 
 
 class FluxLayout:
@@ -93,11 +131,15 @@ class FluxLayout:
         )
         return {**arguments, "hidden_states": self.from_grid(z), "img_ids": img_ids}
 
-    def timestep_arguments(self, scheduler, steps: int, tokens: int) -> dict[str, Any]:
-        """What ``FluxPipeline`` passes to ``set_timesteps`` for ``steps`` steps over ``tokens`` image tokens."""
+    def stage_grid(self, scheduler, steps: int, tokens: int, trained_tokens: int, shift: Shift) -> StageGrid:
+        """The grid of a stage of ``steps`` steps over ``tokens`` image tokens under ``shift``: with
+        ``shift="pipeline"`` exactly what ``FluxPipeline`` passes to ``set_timesteps`` (its σ and its μ)."""
         config = scheduler.config
-        arguments = {} if config.get("use_flow_sigmas") else {"sigmas": np.linspace(1.0, 1 / steps, steps)}
-        return {**arguments, "mu": calculate_shift(tokens, config, 1.15)}
+        sigmas = {} if config.get("use_flow_sigmas") else {"sigmas": np.linspace(1.0, 1 / steps, steps)}
+        grid = shift_grid(scheduler, tokens, trained_tokens, shift, 1.15)
+        if "mu" not in grid.arguments:  # FluxPipeline passes its μ also to a static scheduler, which ignores it
+            grid = StageGrid({"mu": calculate_shift(tokens, config, 1.15)}, grid.shift)
+        return StageGrid({**sigmas, **grid.arguments}, grid.shift)
 
 
 class SD3Layout:
@@ -134,8 +176,7 @@ class SD3Layout:
     def with_input(self, arguments: Mapping[str, Any], z: torch.Tensor) -> dict[str, Any]:
         return {**arguments, "hidden_states": z}
 
-    def timestep_arguments(self, scheduler, steps: int, tokens: int) -> dict[str, Any]:
-        """What ``StableDiffusion3Pipeline`` passes to ``set_timesteps``: μ when the scheduler shifts dynamically."""
-        if not scheduler.config.get("use_dynamic_shifting"):
-            return {}
-        return {"mu": calculate_shift(tokens, scheduler.config, 1.16)}
+    def stage_grid(self, scheduler, steps: int, tokens: int, trained_tokens: int, shift: Shift) -> StageGrid:
+        """The grid of a stage under ``shift``: with ``shift="pipeline"`` what ``StableDiffusion3Pipeline`` does (μ
+        when the scheduler shifts dynamically, else its static shift)."""
+        return shift_grid(scheduler, tokens, trained_tokens, shift, 1.16)

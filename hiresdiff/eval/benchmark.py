@@ -178,8 +178,8 @@ def flow_methods_for(scale: int, etas=(1.0, 0.6, 0.3)) -> list[Method]:
         Method("Self-Cascade", scale, Recipe.self_cascade()),
         Method("FreeScale (RGB φ, PI)", scale, Recipe.freescale()),
         Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
-        Method("FreeScale, stage shift", scale, Recipe.freescale(flow_shift="stage")),
-        Method("Self-Cascade, stage shift", scale, Recipe.self_cascade(flow_shift="stage")),
+        Method("FreeScale, pipeline shift", scale, Recipe.freescale(), call=(("shift", "pipeline"),)),
+        Method("Self-Cascade, pipeline shift", scale, Recipe.self_cascade(), call=(("shift", "pipeline"),)),
         Method("FreeScale NTK", scale, Recipe.freescale() + Recipe(positions=PositionConfig("ntk", until=0.7))),
         Method("FreeScale YaRN", scale, Recipe.freescale() + Recipe(positions=PositionConfig("yarn", until=0.7))),
         Method("FreeScale without positions", scale, Recipe.freescale(dilation=False)),
@@ -231,7 +231,42 @@ def headline_methods_for(scale: int, upsamplers=None) -> list[Method]:
     ]
 
 
-SUITES = ("ug", "methods", "latent", "fast", "headline")
+def shift_methods_for(scale: int, policies=("trained", "pipeline", "resolution")) -> list[Method]:
+    """A flow model's shift policies (``shift=``, :mod:`hiresdiff.methods.flow_shift`) under every preset they apply
+    to — naive and UG at the target size, Self-Cascade, FreeScale, fast+UG — against the enlargements: the
+    measurement that chooses :data:`~hiresdiff.methods.flow_shift.DEFAULT_SHIFT`."""
+    out = [m for m in baselines(scale) if m.recipe is None]
+    for name, preset in (
+        (f"naive {scale}x", "naive"),
+        ("UG", "ug"),
+        ("Self-Cascade", "self-cascade"),
+        ("FreeScale", "freescale"),
+        ("fast+UG", "fast+ug"),
+    ):
+        out += [
+            Method(
+                f"{name}, shift {policy}",
+                scale,
+                Recipe.preset(preset),
+                theta={"naive": 0.0, "ug": 1.0}.get(preset),
+                call=(("shift", policy),),
+            )
+            for policy in policies
+        ]
+    return out
+
+
+def strength_methods_for(scale: int, strengths=(0.3, 0.4, 0.5, 0.7)) -> list[Method]:
+    """Self-Cascade and FreeScale at each restart strength against naive and the enlargements: the measurement that
+    chooses a model family's default strength (:data:`~hiresdiff.methods.self_cascade.FLOW_STRENGTH`)."""
+    return baselines(scale) + [
+        Method(f"{name} s={s:g}", scale, build(strength=s))
+        for name, build in (("Self-Cascade", Recipe.self_cascade), ("FreeScale", Recipe.freescale))
+        for s in strengths
+    ]
+
+
+SUITES = ("ug", "methods", "latent", "fast", "headline", "shift", "strength")
 
 
 @dataclass
@@ -264,9 +299,10 @@ class Settings:
             raise ValueError(f"suite must be one of {SUITES}; got {self.suite!r}")
 
     def images_at(self, scale: int) -> int:
-        """Images per method at ``scale``×: ``num_images`` up to 2× (and at every scale in the headline suite, whose
-        intervals must separate the differences it states), ``num_images·4/scale²`` above (same pixel count)."""
-        if scale <= 2 or self.suite == "headline":
+        """Images per method at ``scale``×: ``num_images`` up to 2× (and at every scale in the headline, shift and
+        strength suites, whose intervals must separate the differences they state), ``num_images·4/scale²`` above
+        (same pixel count)."""
+        if scale <= 2 or self.suite in ("headline", "shift", "strength"):
             return self.num_images
         return max(2, self.num_images * 4 // scale**2)
 
@@ -505,7 +541,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
     A pixel model (``settings.model`` a ``UNet2DModel`` folder, default the embedded one) runs the ``ug`` or
     ``methods`` suite; a text-to-image pipeline (a folder or short name such as ``emoji-latent``) the ``latent`` one."""
     pipeline = is_pipeline(settings.model)
-    if settings.suite not in ("fast", "headline") and pipeline != (settings.suite == "latent"):
+    if settings.suite not in ("fast", "headline", "shift", "strength") and pipeline != (settings.suite == "latent"):
         raise ValueError(
             f"suite {settings.suite!r} is for {'pixel models' if settings.suite != 'latent' else 'pipelines'}; "
             f"model {settings.model or 'embedded'!r} is {'a pipeline' if pipeline else 'a pixel model'}"
@@ -522,6 +558,8 @@ def run(settings: Settings, progress: bool = True) -> dict:
         if pipeline
         else PixelSampler(settings, pick, test[32].labels, big)
     )
+    if settings.suite == "shift" and not getattr(sampler, "flow", False):
+        raise ValueError(f"suite 'shift' is for flow-matching pipelines (emoji-flux); got {settings.model!r}")
     features = {r: metrics.RandomConvFeatures(resolution=r, seed=0) for r in test}
     inception = metrics.InceptionFeatures(settings.inception) if settings.inception else None
 
@@ -566,6 +604,10 @@ def run(settings: Settings, progress: bool = True) -> dict:
     elif settings.suite == "headline":
         jobs = [m for s in settings.scales for m in headline_methods_for(s, settings.upsamplers)]
         results["flops"] = {}
+    elif settings.suite == "shift":
+        jobs = [m for s in settings.scales for m in shift_methods_for(s)]
+    elif settings.suite == "strength":
+        jobs = [m for s in settings.scales for m in strength_methods_for(s)]
     elif sampler.flow:
         jobs = [m for s in settings.scales for m in flow_methods_for(s)]
     else:

@@ -2,12 +2,14 @@
 
 * **Detail control** (paper: "Flexible Control for Detail Level"): before a UNet call at time t of an
   upscaling stage, ẑ_t = c·z̃_t + (1 − c)·z_t with z̃_t the upsampled pivot noised to t and the scaled
-  cosine decay c = ((1 + cos(π(T − t)/T))/2)^α: c = 1 at t = T (all pivot), 0 at t = 0. α is a number
-  (the release's ``cosine_scale``, 2.0) or a map (H, W) (the release builds it from a mask: 3.0 in the
-  foreground, 0.5 in the background).
+  cosine decay c = ((1 + cos(π(T − t)/T))/2)^α: c = 1 at t = T (all pivot), 0 at t = 0. (T − t)/T is read as
+  the step fraction p of the stage's grid (:mod:`hiresdiff.core.step_fraction`; equal on the paper's uniform
+  grid). α is a number (the release's ``cosine_scale``, 2.0) or a map (H, W) (the release builds it from a mask:
+  3.0 in the foreground, 0.5 in the background).
 * **Restrained dilated convolution** (paper: "Restrained Dilated Convolution", after ScaleCrafter): the
   convs of the deepest down level and of the mid block — never the up blocks — run with the kernel
-  dilated by the stage's scale per axis (d_h, d_w), only while t ≥ T − until·T. A non-integer scale is
+  dilated by the stage's scale per axis (d_h, d_w), only while t ≥ T − until·T (read as p < until on the step
+  fraction: the first ``until`` of the stage's steps). A non-integer scale is
   rounded half up to an integer ≥ 1 (1.5× → 2, 1.4× → 1); ScaleCrafter's re-dilation, which resamples
   the feature map to dilate by a fractional factor, is not implemented.
 * **Scale fusion** (paper: "Scale Fusion"): h_fusion = G(h_local) + (h_global − G(h_global)) with
@@ -33,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from hiresdiff.checks import check_positive_int, is_int, is_real
+from hiresdiff.core.step_fraction import in_window
 
 NON_INTEGER_SCALES = ("round",)
 
@@ -57,19 +60,20 @@ def check_detail_alpha(alpha) -> None:
         raise ValueError(f"detail_alpha must be {allowed}; got a map with negative, NaN or infinite values")
 
 
-def detail_weight(t, num_train_timesteps: int, alpha) -> torch.Tensor:
-    """c = ((1 + cos(π(T − t)/T))/2)^α (the detail-control decay) for a scalar time t.
+def detail_weight(progress, alpha) -> torch.Tensor:
+    """c = ((1 + cos(π·p))/2)^α (the detail-control decay) at the step fraction p ∈ [0, 1] of one call (the paper's
+    (T − t)/T).
 
     ``alpha`` is a number (returns a 0-dim tensor) or a map (H, W) (returns a map of the same shape).
     """
     check_detail_alpha(alpha)
     if not (is_real(alpha) or isinstance(alpha, torch.Tensor)):
         raise ValueError(f"detail_alpha must be a number or a map (H, W) here; got {alpha!r}")
-    if isinstance(t, torch.Tensor) and t.numel() == 1:
-        t = float(t)
-    if not is_real(t):
-        raise ValueError(f"t must be a number or a one-element tensor; got {t!r}")
-    base = (1 + math.cos(math.pi * (num_train_timesteps - t) / num_train_timesteps)) / 2
+    if isinstance(progress, torch.Tensor) and progress.numel() == 1:
+        progress = float(progress)
+    if not (is_real(progress) and 0 <= progress <= 1):
+        raise ValueError(f"progress must be a number in [0, 1] or a one-element tensor; got {progress!r}")
+    base = (1 + math.cos(math.pi * progress)) / 2
     if isinstance(alpha, torch.Tensor):
         return torch.pow(base, alpha if alpha.is_floating_point() else alpha.float())
     return torch.tensor(base**alpha, dtype=torch.float32)
@@ -121,8 +125,9 @@ class DilationConfig:
     """Restrained dilated convolution (FreeScale, "Restrained Dilated Convolution").
 
     Attributes:
-        until: fraction of the schedule, from t = T, during which the convs are dilated: active while
-            t ≥ T − until·T (the release's ``dilate_tau = 35`` of 50 steps is 0.7). In [0, 1].
+        until: share of the stage's steps, from the first, during which the convs are dilated: active while the
+            step fraction p < until (:mod:`hiresdiff.core.step_fraction`; the release's ``dilate_tau = 35`` of 50
+            steps is 0.7). In [0, 1].
         non_integer: what a non-integer stage scale does; only ``"round"`` (to the nearest integer ≥ 1).
     """
 
@@ -135,9 +140,9 @@ class DilationConfig:
         if self.non_integer not in NON_INTEGER_SCALES:
             raise ValueError(f"non_integer must be one of {NON_INTEGER_SCALES}; got {self.non_integer!r}")
 
-    def is_active(self, t: float, num_train_timesteps: int) -> bool:
-        """Whether a call at time t dilates: t ≥ T − until·T."""
-        return t >= num_train_timesteps - self.until * num_train_timesteps
+    def is_active(self, progress: float) -> bool:
+        """Whether a call at step fraction ``progress`` dilates: p < until."""
+        return bool(in_window(progress, self.until))
 
     def dilation_for_scale(self, scale_hw: Sequence[float]) -> tuple[int, int]:
         """(d_h, d_w): each axis's scale rounded half up to an integer, at least 1."""

@@ -14,6 +14,7 @@ from typing import Optional
 
 from hiresdiff.checks import is_real
 from hiresdiff.core.rope import ROPE_SCALINGS
+from hiresdiff.core.step_fraction import in_window
 
 ATTENTION_SCALINGS = ("none", "yarn", "entropy")
 
@@ -26,8 +27,8 @@ class PositionConfig:
         method: ``"pi"`` (position interpolation), ``"ntk"`` (NTK-aware base) or ``"yarn"`` (per-frequency ramp),
             see :func:`hiresdiff.core.rope.scaled_rope_frequencies`. SD3's learned absolute embedding takes only
             ``"pi"`` (its trained-size crop interpolated to the call's grid).
-        until: fraction of the schedule, from pure noise, during which it is active (as ``DilationConfig.until``):
-            while σ ≥ 1 − until. 1 = every step.
+        until: share of the stage's steps, from the first, during which it is active (as ``DilationConfig.until``,
+            on the step fraction p of :mod:`hiresdiff.core.step_fraction`: while p < until). 1 = every step.
         attention: logit scaling: ``"yarn"`` (×(0.1·ln s + 1)², s the geometric mean of the axis scales),
             ``"entropy"`` (×log N / log N_train over the image tokens) or ``"none"``; ``None`` = ``"yarn"`` for
             ``method="yarn"``, else ``"none"``.
@@ -49,9 +50,9 @@ class PositionConfig:
     def attention_scaling(self) -> str:
         return self.attention or ("yarn" if self.method == "yarn" else "none")
 
-    def is_active(self, sigma: float) -> bool:
-        """Whether a call at noise level σ ∈ [0, 1] rescales: σ ≥ 1 − until."""
-        return sigma >= 1 - self.until - 1e-9
+    def is_active(self, progress: float) -> bool:
+        """Whether a call at step fraction ``progress`` rescales: p < until."""
+        return bool(in_window(progress, self.until))
 
     @staticmethod
     def mean_scale(scale_hw) -> float:

@@ -13,6 +13,7 @@ exactly the target, so 1.5×, 3× and non-square targets work.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,8 +26,11 @@ from hiresdiff.checks import check_positive_int, check_strength, is_real
 from hiresdiff.methods.freescale import check_detail_alpha
 
 UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
+#: the restart strength of ``strength=None`` per model family, on the step fraction (a later stage starts at
+#: p = 1 − strength): the papers' 0.7 on diffusion (VP, EDM) models; 0.3 on flow models, where 0.7 regenerates
+#: instead of refining (measured on emoji-flux: benchmarks/README.md, "Cascades that refine on flow models")
+DIFFUSION_STRENGTH, FLOW_STRENGTH = 0.7, 0.3
 SPACES = ("latent", "rgb")
-FLOW_SHIFTS = ("stage", "trained")
 
 Size = tuple[int, int]
 DetailAlpha = Union[None, float, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
@@ -108,8 +112,9 @@ class CascadeConfig:
     """Settings of a self-cascade (Self-Cascade's pivot replacement; FreeScale's tailored cascade).
 
     Attributes:
-        strength: fraction of the schedule re-noised in every later stage, in (0, 1]; K = strength·T on the
-            sampling grid (Self-Cascade 0.7; FreeScale restarts at step 15 of 50, also 0.7).
+        strength: share of the steps re-run in every later stage, in (0, 1]: it restarts at step K = N − int(N·strength)
+            of its grid, the step fraction 1 − strength (Self-Cascade 0.7; FreeScale restarts at step 15 of 50, also
+            0.7). ``None``: the model family's (:func:`with_family_strength`).
         upsample: φ's interpolation: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
         space: ``"latent"`` (resize the latents, Self-Cascade) or ``"rgb"`` (VAE decode → resize → encode,
             FreeScale's choice for images). Pixel models resize the image either way.
@@ -122,25 +127,21 @@ class CascadeConfig:
             stage) or a callable from the previous stage's decoded image (B, 3, H, W) in [-1, 1] to such a map.
         stage_ratio: the side ratio between consecutive stages (> 1): 2 doubles the sides every stage (both papers);
             a ratio at least the target's scale jumps from the trained size to the target in one stage.
-        flow_shift: a flow transformer with resolution-dependent shifting (FLUX's μ from the token count): the grid
-            of a later stage is shifted for the trained size (``"trained"``, default: the same σ grid as stage 0)
-            or for the stage's own size (``"stage"``, what its pipeline does at that size). Measured on emoji-flux
-            at 2× (``benchmarks/results/flux_2x``): the stage's shift puts σ_K near 1 (μ grows with the token
-            count), so the restart forgets the pivot and the cascade is no better than naive (FreeScale FD 1.08 vs
-            naive 1.12), while the trained size's grid keeps it (FD 0.278, at the real floor). Other models ignore it.
+
+    A flow model's stages are shifted by the call's ``shift`` policy (:mod:`hiresdiff.methods.flow_shift`).
     """
 
-    strength: float = 0.7
+    strength: Optional[float] = None
     upsample: str = "bicubic"
     space: str = "latent"
     steps: Optional[int] = None
     target_steps: Optional[int] = None
     detail_alpha: DetailAlpha = None
     stage_ratio: float = 2.0
-    flow_shift: str = "trained"
 
     def __post_init__(self):
-        check_strength(self.strength)
+        if self.strength is not None:
+            check_strength(self.strength)
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}; got {self.upsample!r}")
         if self.space not in SPACES:
@@ -151,8 +152,12 @@ class CascadeConfig:
         check_detail_alpha(self.detail_alpha)
         if not (is_real(self.stage_ratio) and self.stage_ratio > 1):
             raise ValueError(f"stage_ratio must be a number above 1; got {self.stage_ratio!r}")
-        if self.flow_shift not in FLOW_SHIFTS:
-            raise ValueError(f"flow_shift must be one of {FLOW_SHIFTS}; got {self.flow_shift!r}")
+
+    def with_family_strength(self, flow: bool) -> CascadeConfig:
+        """This config with ``strength`` filled in for its model family when it is ``None``."""
+        if self.strength is not None:
+            return self
+        return dataclasses.replace(self, strength=FLOW_STRENGTH if flow else DIFFUSION_STRENGTH)
 
     def stage_steps(self, steps: int, last: bool = False) -> int:
         """The full schedule length of a later stage (``last``: the stage at the target) for a call of ``steps``."""

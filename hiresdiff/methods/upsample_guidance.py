@@ -6,7 +6,9 @@ The guided noise prediction at the target resolution is (eq. 4)
 
 with ``D`` the block average over k samples, ``U`` nearest upsampling, ``P = ᾱ_t + (1-ᾱ_t)/k``
 and τ the time with SNR(τ) = k·SNR(t). With k = m² the 1/√k is the paper's 1/m.
-The schedule of eq. 5 is ``w_t = θ·H(t − (1−η)T)``. When ``w_t = 0`` the low-resolution pass is skipped.
+The schedule of eq. 5 is ``w_t = θ·H(t − (1−η)T)``, read on the step fraction p of the grid
+(:mod:`hiresdiff.core.step_fraction`): w = θ while p < η, the first η of the steps (on the paper's uniform grid
+the same steps). When ``w_t = 0`` the low-resolution pass is skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from hiresdiff.core.prediction import check_prediction_type, from_epsilon, to_epsilon
 from hiresdiff.core.resample import Factor, axis_factors, downsample, upsample_nearest
 from hiresdiff.core.schedule import TimeLike, alpha_bar_at, matched_timestep, power
+from hiresdiff.core.step_fraction import Clock, continuous_clock, in_window
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 WEIGHT_SCHEDULES = ("step", "linear", "constant")
@@ -109,11 +112,11 @@ class UpsampleGuidanceConfig:
     Attributes:
         factor: int m (H, W scaled by m) or a tuple per trailing axis: (m_h, m_w) or (m_f, m_h, m_w).
         theta: guidance scale θ (≥ 0).
-        eta: fraction η ∈ [0, 1] of the trajectory (from t = T down) where guidance is on; ``None`` (default):
+        eta: share η ∈ [0, 1] of the steps, from the first, where guidance is on (step fraction p < η); ``None``:
             the model family's setting of the paper, :data:`PIXEL_ETA` for pixel models and :data:`LATENT_ETA`
             for latent ones (VAE artifacts), filled in when UG is attached to a UNet (:func:`with_family_eta`).
-        schedule: ``"step"`` (eq. 5: θ·H(t − (1−η)T)), ``"linear"`` (θ at t = T falling linearly to 0 at
-            t = (1−η)T: θ·max(0, t − (1−η)T)/(ηT)), ``"constant"`` (θ at every t) or a callable t → w.
+        schedule: ``"step"`` (eq. 5: θ while p < η), ``"linear"`` (θ at p = 0 falling linearly to 0 at p = η:
+            θ·max(0, η − p)/η), ``"constant"`` (θ at every step) or a callable from step fractions p to w.
         prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``; ``None`` reads it from the scheduler.
         adjust_time / adjust_power: the two adjustments of eq. 3 (switch off only for ablations).
     """
@@ -137,25 +140,24 @@ class UpsampleGuidanceConfig:
         if self.eta is not None and not (isinstance(self.eta, (int, float)) and 0 <= self.eta <= 1):
             raise ValueError(f"eta must lie in [0, 1] or be None (the model family's default); got {self.eta!r}")
         if not callable(self.schedule) and self.schedule not in WEIGHT_SCHEDULES:
-            raise ValueError(f"schedule must be one of {WEIGHT_SCHEDULES} or a callable t -> w; got {self.schedule!r}")
+            raise ValueError(f"schedule must be one of {WEIGHT_SCHEDULES} or a callable p -> w; got {self.schedule!r}")
         if self.prediction_type is not None:
             check_prediction_type(self.prediction_type)
 
-    def weight(self, t: TimeLike, num_train_timesteps: int) -> torch.Tensor:
-        """w_t for time(s) ``t`` of a schedule with T = ``num_train_timesteps`` steps."""
-        t = torch.as_tensor(t, dtype=torch.float32)
+    def weight(self, progress) -> torch.Tensor:
+        """w at step fraction(s) ``progress`` (:mod:`hiresdiff.core.step_fraction`), float32 of the same shape."""
+        p = torch.as_tensor(progress, dtype=torch.float32)
         if callable(self.schedule):
-            return torch.as_tensor(self.schedule(t), dtype=torch.float32).expand_as(t)
+            return torch.as_tensor(self.schedule(p), dtype=torch.float32).expand_as(p)
         if self.schedule == "constant":
-            return torch.full_like(t, float(self.theta))
+            return torch.full_like(p, float(self.theta))
         if self.eta is None:
             raise ValueError("eta is None (the model family's default): attach UG to a UNet, or give eta a number")
-        start = (1 - self.eta) * num_train_timesteps
         if self.schedule == "linear":
             if self.eta == 0:
-                return torch.zeros_like(t)
-            return self.theta * ((t - start) / (self.eta * num_train_timesteps)).clamp(0, 1)
-        return self.theta * (t >= start).float()
+                return torch.zeros_like(p)
+            return self.theta * ((self.eta - p) / self.eta).clamp(0, 1)
+        return self.theta * in_window(p, self.eta).float()
 
 
 def with_family_eta(config: UpsampleGuidanceConfig, latent: bool) -> UpsampleGuidanceConfig:
@@ -173,11 +175,13 @@ def guided_prediction(
     config: UpsampleGuidanceConfig,
     prediction_type: str = "epsilon",
     lowres_model_fn: Optional[EpsFn] = None,
+    clock: Optional[Clock] = None,
 ) -> torch.Tensor:
     """Eq. 4 for a model whose native output is ``prediction_type``: convert to ε, guide, convert back.
 
     The low-resolution prediction (by ``lowres_model_fn``, default ``model_fn``) is converted with its
-    own input and ᾱ(τ); the result with x and ᾱ(t).
+    own input and ᾱ(τ); the result with x and ᾱ(t). ``clock`` places t on the step fraction of the grid
+    (default: the continuous one, p = 1 − t/T).
     """
     prediction_type = config.prediction_type or prediction_type
     check_prediction_type(prediction_type)
@@ -190,7 +194,8 @@ def guided_prediction(
         return eps_fn
 
     t = _batch_times(t, x)
-    weight = config.weight(t.cpu(), len(alphas_cumprod)).to(x.device)
+    clock = clock or continuous_clock(len(alphas_cumprod))
+    weight = config.weight(clock(t.cpu())).to(x.device)
     if not torch.any(weight != 0):
         return model_fn(x, t)
     eps = upsample_guidance(
@@ -254,6 +259,7 @@ def nested_guided_prediction(
     alphas_cumprod: torch.Tensor,
     configs: Sequence[UpsampleGuidanceConfig],
     prediction_type: str = "epsilon",
+    clock: Optional[Clock] = None,
 ) -> torch.Tensor:
     """UG applied level by level: the low-resolution branch of ``configs[0]`` is itself guided by ``configs[1]``, …
 
@@ -263,12 +269,13 @@ def nested_guided_prediction(
 
     where ε̃₂ is eq. 4 at 2× (its own low branch at the trained size, at the time τ' matched to τ, so
     that SNR(τ') = 16·SNR(t) as for k = 16 directly). Each level costs one extra UNet call at its size
-    when its weight is non-zero. One config is :func:`guided_prediction`; none is ``model_fn``.
+    when its weight is non-zero; each level's weight is read at its own time on ``clock`` (the inner level at τ, a
+    later step fraction than t's). One config is :func:`guided_prediction`; none is ``model_fn``.
     """
     if not configs:
         return model_fn(x, t)
 
     def lowres_model_fn(x_low, t_low):
-        return nested_guided_prediction(model_fn, x_low, t_low, alphas_cumprod, configs[1:], prediction_type)
+        return nested_guided_prediction(model_fn, x_low, t_low, alphas_cumprod, configs[1:], prediction_type, clock)
 
-    return guided_prediction(model_fn, x, t, alphas_cumprod, configs[0], prediction_type, lowres_model_fn)
+    return guided_prediction(model_fn, x, t, alphas_cumprod, configs[0], prediction_type, lowres_model_fn, clock)

@@ -23,7 +23,9 @@ there), and ε̃ = ε̂ + w·U[ε̂′/√k − D[ε̂]]. Back to a velocity, �
 The bracket vanishes exactly when the two predictions agree (an exact model of consistent data at both
 sizes), and at w = 1 the clean estimate x̂₀ = x_t − t·ṽ has the low frequencies D[x̂₀] of the trained-size
 model's own x̂₀′ = c·D[x_t] − τ·v′: the same replacement as eq. 4 on ε or on x₀.
-The weight w_t follows eq. 5 in flow time: θ·H(t − (1 − η)).
+The weight w_t follows eq. 5 on the step fraction p of the grid (:mod:`hiresdiff.core.step_fraction`): θ while
+p < η. Not θ·H(t − (1 − η)) in flow time: a resolution-shifted grid (FLUX at 4×) has nearly every σ above 0.7,
+so every η would guide every step.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Optional
 import torch
 
 from hiresdiff.core.resample import Factor, axis_factors, downsample, upsample_nearest
+from hiresdiff.core.step_fraction import Clock, continuous_clock
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -87,17 +90,21 @@ def flow_upsample_guidance(
     return flow_combine(v_high, (lowres_v_fn or v_fn)(x_low, tau), x, t, factor, weight)
 
 
-def nested_flow_upsample_guidance(v_fn: VelocityFn, x: torch.Tensor, t, configs: Sequence) -> torch.Tensor:
+def nested_flow_upsample_guidance(
+    v_fn: VelocityFn, x: torch.Tensor, t, configs: Sequence, clock: Optional[Clock] = None
+) -> torch.Tensor:
     """UG-RF level by level, as :func:`hiresdiff.methods.upsample_guidance.nested_guided_prediction`: the trained-size
-    branch of ``configs[0]`` (an ``UpsampleGuidanceConfig``: ``factor``, w_t = ``weight(t, 1)`` in flow time) is
-    itself guided by ``configs[1]``, …; none is ``v_fn``. For 4× as ×2 twice the inner level runs at τ(t, 4) and
-    its own trained-size call at τ(τ, 4) = τ(t, 16), as for k = 16 directly."""
+    branch of ``configs[0]`` (an ``UpsampleGuidanceConfig``: ``factor``, w = ``weight(p)`` at the step fraction
+    p = ``clock(t)``, default the continuous 1 − t) is itself guided by ``configs[1]``, …; none is ``v_fn``. For 4×
+    as ×2 twice the inner level runs at τ(t, 4) and its own trained-size call at τ(τ, 4) = τ(t, 16), as for k = 16
+    directly."""
     t = torch.as_tensor(t, dtype=torch.float32).expand(x.shape[0]).to(x.device)
     if not configs:
         return v_fn(x, t)
+    clock = clock or continuous_clock(1.0)
 
     def lowres_v_fn(x_low, t_low):
-        return nested_flow_upsample_guidance(v_fn, x_low, t_low, configs[1:])
+        return nested_flow_upsample_guidance(v_fn, x_low, t_low, configs[1:], clock)
 
-    weight = configs[0].weight(t.cpu(), 1).to(x.device)
+    weight = configs[0].weight(clock(t.cpu())).to(x.device)
     return flow_upsample_guidance(v_fn, x, t, configs[0].factor, weight, lowres_v_fn)

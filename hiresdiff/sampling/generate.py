@@ -41,12 +41,16 @@ already those of the trained grid). Without a cascade the pipeline's defaults ap
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Optional
 
 import torch
 
+from hiresdiff.denoisers.layouts import StageGrid
 from hiresdiff.denoisers.registry import find_denoiser, size_multiple
+from hiresdiff.hooks.call_context import scheduler_clock
+from hiresdiff.methods.flow_shift import degenerate_steps, is_degenerate
 from hiresdiff.methods.self_cascade import resize
 from hiresdiff.recipe import Recipe, Stage
 from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
@@ -72,6 +76,7 @@ def generate(
     init_image: Optional[torch.Tensor] = None,
     return_stages: bool = False,
     trained_size: Optional[int] = None,
+    shift=None,
     **pipeline_kwargs,
 ):
     """Generate ``height``×``width`` pixels with ``pipe`` and ``recipe``: :func:`~hiresdiff.sampling.run_plan.plan_run`
@@ -102,6 +107,11 @@ def generate(
             pipeline assumes ``default_sample_size·vae_scale_factor`` = 1024 whatever the weights). Default: the
             denoiser's ``sample_size`` (FLUX: the pipeline's ``default_sample_size``) × the VAE factor;
             :meth:`hiresdiff.models.ModelSettings.arguments` passes a shipped model's.
+        shift: a flow model's σ-grid shift at every stage (:mod:`hiresdiff.methods.flow_shift`): ``"trained"``
+            (the trained size's), ``"pipeline"`` (the pipeline's own at the stage's size: FLUX's extrapolates),
+            ``"resolution"`` (SD3's √(pixel ratio) rule) or a number (a fixed shift); ``None``:
+            :data:`~hiresdiff.methods.flow_shift.DEFAULT_SHIFT`. A stage whose grid has more than half of its steps
+            above σ 0.95 warns.
 
     Returns:
         The last stage's output: a list of PIL images, or for a video pipeline the frames of the first video
@@ -122,6 +132,7 @@ def generate(
         num_frames=num_frames,
         init_image=init_image,
         trained_size=trained_size,
+        shift=shift,
         **pipeline_kwargs,
     )
     return run(pipe, plan, vae_tiling=vae_tiling, on_stage=on_stage, init_image=init_image, return_stages=return_stages)
@@ -163,15 +174,13 @@ def run(
         )
         if plan.user_callback is not None:
             call["callback_on_step_end"] = plan.user_callback
+        grid = None if layout is None else _stage_grid(pipe.scheduler, plan, planned, size_multiple(denoiser))
         if stage.index == 0:
             call.update(plan.first_only)
-            scheduler = fresh_copy(pipe.scheduler)
-            inner = scheduler
+            scheduler = fresh_copy(pipe.scheduler) if grid is None else RestartedScheduler(pipe.scheduler, 0, grid)
         else:
-            scheduler = _restart(
-                pipe.scheduler, recipe, planned, latents, codec, call, layout, size_multiple(denoiser), plan.trained
-            )
-            inner = scheduler.inner
+            scheduler = _restart(pipe.scheduler, recipe, planned, latents, codec, call, layout, grid)
+        inner = getattr(scheduler, "inner", scheduler)
         with (
             stage_modifications(
                 denoiser,
@@ -214,6 +223,26 @@ def _at_size(arguments: dict, target, size) -> dict:
     }
 
 
+def _stage_grid(pipe_scheduler, plan: RunPlan, planned: StagePlan, multiple: int) -> StageGrid:
+    """A flow stage's σ grid under the plan's shift policy (computed here, so that every σ of the stage is known
+    before the call, and imposed on the pipeline's ``set_timesteps`` by the restarted scheduler); warns, naming
+    ``shift``, when more than half of its steps start above σ 0.95."""
+    size, (h0, w0) = planned.stage.size, plan.trained
+    tokens, trained_tokens = (size[0] // multiple) * (size[1] // multiple), (h0 // multiple) * (w0 // multiple)
+    grid = plan.family.layout.stage_grid(pipe_scheduler, planned.steps, tokens, trained_tokens, plan.shift)
+    levels = NoiseLevels.of(pipe_scheduler, planned.steps, grid)
+    sigmas = (levels.noise / (levels.noise + levels.signal))[:: getattr(pipe_scheduler, "order", 1) or 1]
+    if is_degenerate(sigmas):
+        remedy = "shift='trained' or a small number" if plan.shift == "pipeline" else "a smaller number, e.g. shift=3"
+        warnings.warn(
+            f"the {planned.pixels[0]}x{planned.pixels[1]} stage's σ grid (shift={plan.shift!r}) starts "
+            f"{degenerate_steps(sigmas)} of its {len(sigmas)} steps above σ 0.95: they denoise nearly pure noise. "
+            f"Pass {remedy} (--shift in the CLI)",
+            stacklevel=4,
+        )
+    return grid
+
+
 def _restart(
     pipe_scheduler,
     recipe: Recipe,
@@ -222,52 +251,38 @@ def _restart(
     codec,
     call: dict,
     layout=None,
-    multiple: int = 1,
-    trained=None,
+    grid: Optional[StageGrid] = None,
 ) -> RestartedScheduler:
     """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler. The stage
-    runs its plan's schedule of ``planned.steps`` from the restart index ``planned.restart``.
-
-    A flow transformer's stage samples the grid its pipeline would choose at the stage's size (FLUX: μ from the
-    stage's token count) or, with ``cascade.flow_shift="trained"``, at the ``trained`` size; computed here
-    (``layout.timestep_arguments``) so that σ_K is known before the call, and imposed on the pipeline's
-    ``set_timesteps`` by the restarted scheduler."""
+    runs its plan's schedule of ``planned.steps`` from the restart index ``planned.restart``; a flow stage on
+    ``grid`` (:func:`_stage_grid`)."""
     cascade, stage, steps = recipe.cascade, planned.stage, planned.steps
     pivot = upsample_pivot(codec, previous, stage.size, cascade)
     eps = torch.randn(pivot.shape, generator=call["generator"]).to(pivot)  # drawn on the CPU, then moved
-    shift_size = trained if cascade.flow_shift == "trained" else stage.size
-    grid = (
-        {}
-        if layout is None
-        else layout.timestep_arguments(pipe_scheduler, steps, (shift_size[0] // multiple) * (shift_size[1] // multiple))
-    )
     scheduler = RestartedScheduler(pipe_scheduler, planned.restart, grid)
     scheduler.set_timesteps(steps)  # init_noise_sigma of the grid the pipeline will set
     levels = NoiseLevels.of(scheduler.inner, steps, grid)
     start = levels.noised(pivot, eps, scheduler.begin) / getattr(scheduler.inner, "init_noise_sigma", 1.0)  # flow: 1
     call.update(num_inference_steps=steps, latents=start if layout is None else layout.from_grid(start))
-    detail = stage_detail(
-        cascade,
-        codec.decode(previous) if callable(cascade.detail_alpha) else None,
-        stage.size,
-        levels.num_train_timesteps,
-    )
+    detail = stage_detail(cascade, codec.decode(previous) if callable(cascade.detail_alpha) else None, stage.size)
     if detail is not None:
+        clock = scheduler_clock(lambda: scheduler.inner, levels.num_train_timesteps)
         call["callback_on_step_end"] = _detail_callback(
-            detail, pivot, eps, levels, scheduler.begin, call.get("callback_on_step_end"), layout
+            detail, pivot, eps, levels, clock, scheduler.begin, call.get("callback_on_step_end"), layout
         )
     return scheduler
 
 
-def _detail_callback(detail, pivot, eps, levels: NoiseLevels, begin: int, user_callback, layout=None):
-    """``callback_on_step_end`` blending the latents toward the pivot noised to the next grid step (same ε)."""
+def _detail_callback(detail, pivot, eps, levels: NoiseLevels, clock, begin: int, user_callback, layout=None):
+    """``callback_on_step_end`` blending the latents toward the pivot noised to the next grid step (same ε), with the
+    weight of that step's fraction on ``clock``."""
 
     def callback(pipe, i, t, callback_kwargs):
         index = begin + i + 1
         if index < len(levels):
             latents = callback_kwargs["latents"]
             grid = latents if layout is None else layout.to_grid(latents, pivot.shape[-2:])
-            blended = detail(grid, levels.noised(pivot, eps, index), levels.timesteps[index])
+            blended = detail(grid, levels.noised(pivot, eps, index), float(clock(levels.timesteps[index])))
             callback_kwargs["latents"] = blended if layout is None else layout.from_grid(blended)
         if user_callback is not None:
             callback_kwargs = {**callback_kwargs, **(user_callback(pipe, i, t, callback_kwargs) or {})}

@@ -21,6 +21,8 @@ from typing import Optional
 
 import torch
 
+from hiresdiff.denoisers.layouts import StageGrid
+
 
 def fresh_copy(scheduler):
     """A new scheduler of the same class and config: the same grid, none of the caller's step state."""
@@ -37,12 +39,14 @@ class NoiseLevels:
     num_train_timesteps: int
 
     @classmethod
-    def of(cls, scheduler, steps: int, grid: Optional[dict] = None) -> NoiseLevels:
-        """Read the levels of ``scheduler``'s grid for ``steps`` inference steps, ``grid`` the further arguments of
-        its ``set_timesteps`` (a flow pipeline's ``sigmas`` and ``mu``); a fresh copy is asked, the scheduler itself
-        is not touched."""
+    def of(cls, scheduler, steps: int, grid: Optional[StageGrid] = None) -> NoiseLevels:
+        """Read the levels of ``scheduler``'s grid for ``steps`` inference steps, ``grid`` a flow stage's (the further
+        arguments of its ``set_timesteps``, a static shift); a fresh copy is asked, the scheduler itself is not
+        touched."""
         probe = fresh_copy(scheduler)
-        probe.set_timesteps(steps, **(grid or {}))
+        if grid is not None:
+            grid.prepare(probe)
+        probe.set_timesteps(steps, **(grid.arguments if grid is not None else {}))
         timesteps = probe.timesteps.detach().cpu()
         one, zero = torch.ones(1), torch.zeros(1)
 

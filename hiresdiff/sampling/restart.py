@@ -30,6 +30,7 @@ from typing import Optional
 import torch
 from diffusers import DDIMScheduler, PNDMScheduler
 
+from hiresdiff.denoisers.layouts import StageGrid
 from hiresdiff.sampling.noise_levels import fresh_copy
 
 _STAGE_SEED_STRIDE = (
@@ -59,15 +60,17 @@ class RestartedScheduler:
     """A scheduler view that samples the grid of a fresh copy of ``scheduler`` from step ``restart_step`` on
     (grid index ``begin`` = restart_step × the scheduler's order, as img2img: Heun's grid repeats timesteps).
 
-    ``grid``: arguments that every ``set_timesteps`` call gets in place of the pipeline's own (a flow pipeline's
-    ``sigmas`` and ``mu``: the stage's grid as the sampling core computed it). The view's ``set_timesteps`` has
-    the copy's signature, so pipelines that inspect it (``retrieve_timesteps``: does it take ``sigmas``?) see
-    the real scheduler's."""
+    ``grid``: a flow stage's :class:`~hiresdiff.denoisers.layouts.StageGrid`, whose arguments every ``set_timesteps``
+    call gets in place of the pipeline's own (``sigmas`` and ``mu``: the stage's grid as the sampling core computed
+    it) and whose static shift the copy takes. The view's ``set_timesteps`` has the copy's signature, so pipelines
+    that inspect it (``retrieve_timesteps``: does it take ``sigmas``?) see the real scheduler's."""
 
-    def __init__(self, scheduler, restart_step: int, grid: Optional[dict] = None):
+    def __init__(self, scheduler, restart_step: int, grid: Optional[StageGrid] = None):
         self.inner = restartable(scheduler)
         self.begin = restart_step * self.inner.order
-        self.grid = dict(grid or {})
+        self.grid = dict(grid.arguments) if grid is not None else {}
+        if grid is not None:
+            grid.prepare(self.inner)
 
         @functools.wraps(self.inner.set_timesteps)
         def set_timesteps(*args, **kwargs):

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 
-from hiresdiff.checks import check_positive_int, is_int
+from hiresdiff.checks import check_positive_int, check_shift, is_int
 from hiresdiff.denoisers.registry import DenoiserFamily, family_of, find_denoiser, size_multiple
 from hiresdiff.denoisers.registry import trained_size as denoiser_trained_size
+from hiresdiff.methods.flow_shift import DEFAULT_SHIFT, Shift
 from hiresdiff.methods.self_cascade import restart_index
 from hiresdiff.recipe import Recipe, Stage, as_recipe, stages_after
 from hiresdiff.transformer.parts import transformer_positions
@@ -75,6 +78,7 @@ class RunPlan:
     first_only: dict = field(default_factory=dict)
     user_callback: Optional[Callable] = None
     init_size: Optional[tuple[int, int]] = None  # the init_image's size in the denoiser's units, when one is given
+    shift: Optional[Shift] = None  # a flow model's shift policy (hiresdiff.methods.flow_shift); None for UNets
 
 
 def check_steps(steps) -> None:
@@ -94,6 +98,7 @@ def plan_run(
     num_frames: Optional[int] = None,
     init_image: Optional[torch.Tensor] = None,
     trained_size: Optional[int] = None,
+    shift: Optional[Shift] = None,
     **pipeline_kwargs,
 ) -> RunPlan:
     """The :class:`RunPlan` of ``generate(pipe, prompt, height=…, …)`` (the same arguments, see there), validated.
@@ -101,15 +106,24 @@ def plan_run(
     Raises:
         ValueError: for an unsupported pipeline, sizes that do not fit the model (not divisible by the VAE factor ×
             the denoiser's factor, smaller than trained for a cascade, non-integer UG scales, beyond an SD3
-            position table without rescaling), a cascade whose later stages would run no step (steps·strength < 1),
-            parts the denoiser cannot take, frames not divisible by temporal UG's factor, a malformed
-            ``init_image``.
+            position table without rescaling), parts the denoiser cannot take, frames not divisible by temporal
+            UG's factor, a malformed ``init_image``, a ``shift`` that is not a policy or a number > 0, or given for a
+            model that is not a flow transformer. (A cascade whose later stages would run no step, steps·strength < 1,
+            runs one step of a longer grid and warns.)
     """
     recipe = as_recipe(recipe) if recipe is not None else Recipe()
+    check_shift(shift)
     denoiser, _ = find_denoiser(pipe)
     family = family_of(denoiser)
+    if shift is not None and not family.flow:
+        raise ValueError(
+            f"shift: shifts a flow-matching model's σ grid (FLUX, SD3); {type(denoiser).__name__} samples on its "
+            "training schedule: leave shift=None"
+        )
     parameters = inspect.signature(pipe.__call__).parameters
     _check_pipeline(pipe, parameters, recipe, family, denoiser)
+    if recipe.cascade is not None:
+        recipe = dataclasses.replace(recipe, cascade=recipe.cascade.with_family_strength(family.flow))
     if family.video and recipe.cascade is not None and recipe.cascade.space == "rgb":
         recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
     scale_factor = getattr(pipe, "vae_scale_factor", 1) or 1
@@ -163,21 +177,27 @@ def plan_run(
         first_only,
         user_callback,
         init_size,
+        (DEFAULT_SHIFT if shift is None else shift) if family.flow else None,
     )
 
 
 def _stage_plan(recipe: Recipe, stage: Stage, last: bool, steps: int, scale_factor: int) -> StagePlan:
-    """One stage's plan; ``ValueError`` when a later stage would run no step."""
+    """One stage's plan. A later stage whose grid of N steps leaves it no step (N·strength < 1, a few-step call)
+    samples instead the last step of a grid of ⌈1/strength⌉ steps, its restart as near the strength's step fraction
+    as one step gets, and says so (a warning naming ``steps`` and ``strength``)."""
     pixels = (stage.size[0] * scale_factor, stage.size[1] * scale_factor)
     if stage.index == 0:
         return StagePlan(stage, pixels, steps)
     cascade = recipe.cascade
     grid = cascade.stage_steps(steps, last)
     if cascade.steps_run(steps, last) < 1:
-        raise ValueError(
-            f"steps·strength must be at least 1, or the cascade's later stages run no step; got "
-            f"steps={grid}, strength={cascade.strength} (steps·strength = {grid * cascade.strength:g})"
+        longer = math.ceil(1 / cascade.strength - 1e-9)
+        warnings.warn(
+            f"steps={grid} × strength {cascade.strength:g} < 1 leaves the cascade's later stages no step: each runs "
+            f"the last step of a {longer}-step grid instead (a restart at step fraction {(longer - 1) / longer:.2f})",
+            stacklevel=4,
         )
+        grid = longer
     return StagePlan(stage, pixels, grid, restart_index(grid, cascade.strength))
 
 

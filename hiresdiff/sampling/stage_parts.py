@@ -76,9 +76,10 @@ def load_upsamplers(upsamplers, unet, stages: Sequence[Stage]) -> dict[int, Feat
 
 
 def stage_detail(
-    cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Sequence[int], num_train_timesteps: int
-) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
-    """FreeScale's detail control for one stage: ``blend(z, z̃_t, t)`` = (1−c)·z + c·z̃_t, or ``None`` when off.
+    cascade: CascadeConfig, previous_rgb: torch.Tensor, size: Sequence[int]
+) -> Optional[Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]]:
+    """FreeScale's detail control for one stage: ``blend(z, z̃_t, p)`` = (1−c)·z + c·z̃_t at step fraction p, or
+    ``None`` when off.
 
     α comes from ``cascade.detail_alpha``: a number, a map (resized to the stage's ``size``), or a callable
     from ``previous_rgb`` (the previous stage's image, (B, 3, H, W) in [-1, 1]) to a map.
@@ -92,8 +93,8 @@ def stage_detail(
     if isinstance(alpha, torch.Tensor):
         alpha = resize_alpha(alpha, size)
 
-    def blend(z: torch.Tensor, z_tilde: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return blend_detail(z, z_tilde, detail_weight(t, num_train_timesteps, alpha))
+    def blend(z: torch.Tensor, z_tilde: torch.Tensor, progress: float) -> torch.Tensor:
+        return blend_detail(z, z_tilde, detail_weight(progress, alpha))
 
     return blend
 

@@ -15,7 +15,7 @@ from typing import Optional
 from hiresdiff.core.resample import axis_factors
 from hiresdiff.denoisers.registry import size_multiple
 from hiresdiff.hooks.base import attached
-from hiresdiff.hooks.call_context import CallContextHook, apply_call_context
+from hiresdiff.hooks.call_context import CallContextHook, apply_call_context, scheduler_clock
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.transformer.joint_fusion import (
     JointFusionProcessor,
@@ -39,8 +39,10 @@ class TransformerParts:
     """Position rescaling, joint-attention scale fusion and UG-RF on a flow transformer."""
 
     def call_context(self, transformer, family, trained, scheduler) -> CallContextHook:
-        """Attach the call context; a transformer's time is σ in its layout's unit (FLUX: σ, SD3: σ·1000)."""
-        return apply_call_context(transformer, trained, family.layout.time_unit, family.layout)
+        """Attach the call context; a transformer's time is σ in its layout's unit (FLUX: σ, SD3: σ·1000), placed on
+        the step fraction of ``scheduler``'s grid."""
+        unit = family.layout.time_unit
+        return apply_call_context(transformer, trained, unit, family.layout, scheduler_clock(lambda: scheduler, unit))
 
     def attach(
         self, undo: ExitStack, transformer, recipe, stage, context: CallContextHook, *, upsamplers=None, pivot=None
@@ -65,10 +67,16 @@ class TransformerParts:
         return present
 
     def upsample_guidance_hook(self, transformer, pipe, levels, family, scheduler=None, sdxl_time_ids: str = "scale"):
-        """UG-RF's hook: σ comes from the call itself, so no scheduler is read; ``ValueError`` for a frame factor."""
+        """UG-RF's hook: σ comes from the call itself, η's window from the grid of ``scheduler`` (default: the
+        pipeline's, read at every call; a bare transformer: the continuous clock p = 1 − σ); ``ValueError`` for a
+        frame factor."""
         for level in levels:
             axis_factors(level.factor, 4)  # (H, W) only: ValueError for a frame factor
-        return FlowUpsampleGuidanceHook(levels, family, size_multiple(transformer))
+        source = (
+            (lambda: scheduler) if scheduler is not None else (lambda: pipe.scheduler) if pipe is not None else None
+        )
+        clock = scheduler_clock(source, 1.0) if source else None  # the hook reads σ, in unit 1
+        return FlowUpsampleGuidanceHook(levels, family, size_multiple(transformer), clock)
 
 
 TRANSFORMER_PARTS = TransformerParts()

@@ -46,7 +46,7 @@ class RopeScalingHook(PositionHook):
 
     def new_forward(self, module, ids: torch.Tensor):
         call = self.context.current
-        if call is None or max(call.scale) <= 1 or not self.config.is_active(call.time_fraction()):
+        if call is None or max(call.scale) <= 1 or not self.config.is_active(call.progress):
             return self.fn_ref.original_forward(ids)
         pos = ids.to(torch.float64)
         cos, sin = [], []
@@ -82,7 +82,7 @@ class AbsolutePositionHook(PositionHook):
         call = self.context.current
         h, w = latent.shape[-2] // module.patch_size, latent.shape[-1] // module.patch_size
         beyond = max(h, w) > module.pos_embed_max_size
-        if call is None or max(call.scale) <= 1 or not (beyond or self.config.is_active(call.time_fraction())):
+        if call is None or max(call.scale) <= 1 or not (beyond or self.config.is_active(call.progress)):
             return self.fn_ref.original_forward(latent)
         tokens = module.proj(latent).flatten(2).transpose(1, 2)
         if module.layer_norm:

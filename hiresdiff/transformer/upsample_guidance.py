@@ -6,7 +6,8 @@ Every transformer call becomes the guided velocity of :mod:`hiresdiff.methods.up
 
 on the call's latent grid (FLUX's packed tokens are unpacked, guided and packed again; the low-resolution call
 gets the position ids of its own grid). σ is read from the call's ``timestep`` (FLUX: σ, SD3: σ·1000), never
-from a counter, so any flow-matching scheduler and CFG batch work (UG is linear in the prediction, so guiding
+from a counter, and placed on the step fraction of the scheduler's grid (η's window), so any flow-matching
+scheduler, shift and CFG batch work (UG is linear in the prediction, so guiding
 both CFG halves equals guiding their combination). Everything else the transformer receives — text states,
 pooled projections, FLUX's guidance embedding, ``joint_attention_kwargs`` — is passed unchanged: conditioning
 does not depend on the resolution. ControlNet residuals on tokens are refused (they have no low-resolution
@@ -16,10 +17,12 @@ counterpart without running the ControlNet again). The math runs in float32 and 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
 from hiresdiff.core.resample import axis_factors
+from hiresdiff.core.step_fraction import Clock, continuous_clock
 from hiresdiff.denoisers.registry import DenoiserFamily
 from hiresdiff.hooks.base import DenoiserCallHook
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
@@ -43,11 +46,15 @@ def check_grid(size: Sequence[int], levels: Sequence[UpsampleGuidanceConfig], mu
 
 
 class FlowUpsampleGuidanceHook(DenoiserCallHook):
-    """Replaces a flow transformer's forward by the guided velocity; holds only the levels and the family."""
+    """Replaces a flow transformer's forward by the guided velocity; holds only the levels, the family and the clock
+    of the sampling grid (σ → step fraction; default the continuous one, p = 1 − σ)."""
 
-    def __init__(self, levels: Sequence[UpsampleGuidanceConfig], family: DenoiserFamily, multiple: int):
+    def __init__(
+        self, levels: Sequence[UpsampleGuidanceConfig], family: DenoiserFamily, multiple: int, clock: Optional[Clock]
+    ):
         super().__init__()
         self.levels, self.layout, self.family, self.multiple = list(levels), family.layout, family, multiple
+        self.clock = clock or continuous_clock(1.0)
 
     def new_forward(self, module, *args, **kwargs):
         arguments = self.arguments(module, args, kwargs)
@@ -61,7 +68,7 @@ class FlowUpsampleGuidanceHook(DenoiserCallHook):
         check_grid(x.shape[-2:], self.levels, self.multiple)
         timestep = arguments["timestep"]
         sigma = torch.as_tensor(timestep, dtype=torch.float32).expand(x.shape[0]) / layout.time_unit
-        if not torch.any(self.levels[0].weight(sigma.cpu(), 1) != 0):
+        if not torch.any(self.levels[0].weight(self.clock(sigma)) != 0):
             return self.fn_ref.original_forward(*args, **kwargs)
 
         def v_fn(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -72,6 +79,6 @@ class FlowUpsampleGuidanceHook(DenoiserCallHook):
             )
             return layout.to_grid(self.fn_ref.original_forward(**call)[0], z.shape[-2:]).float()
 
-        guided = nested_flow_upsample_guidance(v_fn, x.float(), sigma.to(x.device), self.levels)
+        guided = nested_flow_upsample_guidance(v_fn, x.float(), sigma.to(x.device), self.levels, self.clock)
         output = layout.from_grid(guided.to(x.dtype))
         return self.family.output_cls(sample=output) if arguments.get("return_dict", True) else (output,)

@@ -55,7 +55,7 @@ class DilatedConvHook(ModelHook):
 
     def new_forward(self, module: torch.nn.Conv2d, *args, **kwargs):
         call = self.context.current
-        if call is None or not self.config.is_active(float(call.timestep.max()), call.num_train_timesteps):
+        if call is None or not self.config.is_active(call.progress):
             return self.fn_ref.original_forward(*args, **kwargs)
         dilation = self.config.dilation_for_scale(call.scale)
         if dilation == (1, 1):

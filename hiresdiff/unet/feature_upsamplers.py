@@ -9,7 +9,8 @@ block and the mid block. Each UNet call of the stage then adds, at the same plac
 with φ_n = bilinear resize to the level's size (×2 between ×2 stages) → 1×1 conv to a few hidden
 channels → two residual blocks conditioned on the UNet's own time embedding (diffusers'
 ``ResnetBlock2D``) → a zero-initialised 1×1 conv back. Zero-initialised upsamplers therefore leave the
-tuning-free cascade unchanged. They act only where t > ``threshold`` (released code: 100), per sample.
+tuning-free cascade unchanged. They act only where t > ``threshold`` (released code: 100 of T = 1000), per sample,
+read on the step fraction of the stage's grid (p < 1 − threshold/T, :mod:`hiresdiff.core.step_fraction`).
 A down block's output is also its last skip feature, so both get the sum. The pivot features are
 computed once per stage and never rescaled (the released code rescales them at every step: a bug).
 """
@@ -26,6 +27,7 @@ from diffusers.hooks import ModelHook
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 
+from hiresdiff.core.step_fraction import continuous_clock, in_window
 from hiresdiff.hooks.base import DenoiserCallHook, attach, detach
 from hiresdiff.unet.lowres_call import RESIDUALS
 
@@ -176,7 +178,9 @@ class _PivotHook(DenoiserCallHook):
         if self.state.features is None:
             self.state.features = self.capture(module, arguments, sample.shape[0])
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(sample.shape[0])
-        outer, self.state.mask = self.state.mask, (t > self.threshold)
+        clock, unit = (self.context.clock, self.context.time_unit) if self.context else (continuous_clock(1000), 1000)
+        mask = in_window(clock(t), 1 - self.threshold / unit).to(t.device)  # t > threshold, on the step fraction
+        outer, self.state.mask = self.state.mask, mask
         try:
             return self.fn_ref.original_forward(*args, **kwargs)
         finally:

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 
 from hiresdiff.core.resample import axis_factors
 from hiresdiff.hooks.base import attached
-from hiresdiff.hooks.call_context import CallContextHook, apply_call_context
+from hiresdiff.hooks.call_context import CallContextHook, apply_call_context, scheduler_clock
 from hiresdiff.unet.dilation import DILATION_HOOK, apply_dilation, dilated_convs, remove_dilation
 from hiresdiff.unet.feature_upsamplers import attach_feature_upsamplers, detach_feature_upsamplers
 from hiresdiff.unet.lowres_call import check_time_ids
@@ -28,8 +28,10 @@ class UNetParts:
     """FreeScale's dilation and scale fusion, Self-Cascade's feature upsamplers and UG on a UNet."""
 
     def call_context(self, unet, family, trained, scheduler) -> CallContextHook:
-        """Attach the call context; a UNet's time is the scheduler's training step (0 … T)."""
-        return apply_call_context(unet, trained, scheduler.config.num_train_timesteps)
+        """Attach the call context; a UNet's time is the scheduler's training step (0 … T), placed on the step
+        fraction of ``scheduler``'s grid."""
+        unit = scheduler.config.num_train_timesteps
+        return apply_call_context(unet, trained, unit, clock=scheduler_clock(lambda: scheduler, unit))
 
     def attach(
         self, undo: ExitStack, unet, recipe, stage, context: CallContextHook, *, upsamplers=None, pivot=None

@@ -9,7 +9,8 @@ eq. 4 of the paper,
 computed by :func:`hiresdiff.methods.upsample_guidance.guided_prediction` in the UNet's own prediction
 type; ``remove_upsample_guidance(pipe)`` puts the UNet back as it was. The hook
 
-* reads t from the UNet's ``timestep`` argument — never counts calls — so it works with any scheduler,
+* reads t from the UNet's ``timestep`` argument — never counts calls — and places it on the step fraction of the
+  scheduler's grid (η's window, :mod:`hiresdiff.core.step_fraction`), so it works with any scheduler,
   including second-order ones (Heun) that call the UNet twice per step, img2img's shortened schedules and
   interrupted runs;
 * works on what the UNet receives: the pipeline's CFG batch (UG is linear, so guiding both CFG halves and
@@ -34,6 +35,7 @@ import torch
 from hiresdiff.core.resample import axis_factors
 from hiresdiff.denoisers.registry import DenoiserFamily
 from hiresdiff.hooks.base import DenoiserCallHook
+from hiresdiff.hooks.call_context import scheduler_clock
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, nested_guided_prediction
 from hiresdiff.unet.lowres_call import check_latent_size, lowres_conditioning
 
@@ -79,7 +81,8 @@ class UpsampleGuidanceHook(DenoiserCallHook):
             check_latent_size(shape, level.factor, self.vae_scale_factor)
             shape = (*shape[:2], *(n // f for n, f in zip(shape[2:], axis_factors(level.factor, len(shape)))))
         alphas_cumprod, prediction_type = scheduler_schedule(self.scheduler_source())
-        weight = self.levels[0].weight(torch.as_tensor(timestep, dtype=torch.float32).cpu(), len(alphas_cumprod))
+        clock = scheduler_clock(self.scheduler_source, len(alphas_cumprod))
+        weight = self.levels[0].weight(clock(torch.as_tensor(timestep, dtype=torch.float32)))
         if not torch.any(weight != 0):
             return self.fn_ref.original_forward(*args, **kwargs)
 
@@ -95,6 +98,6 @@ class UpsampleGuidanceHook(DenoiserCallHook):
 
         # the ε/v/x₀ conversions and eq. 4 in float32 (in bf16 they cost 2.45 % at t = 999), cast back once
         guided = nested_guided_prediction(
-            unet_fn, sample.float(), timestep, alphas_cumprod, self.levels, prediction_type
+            unet_fn, sample.float(), timestep, alphas_cumprod, self.levels, prediction_type, clock
         ).to(sample.dtype)
         return self.family.output_cls(sample=guided) if arguments.get("return_dict", True) else (guided,)
