@@ -40,11 +40,9 @@ def scheduler_clock(scheduler_source: Callable[[], Any], call_unit: float) -> Cl
     step times); the full grid also in a restarted stage, which starts at index K of it. Before ``set_timesteps``
     the continuous limit 1 − t/unit."""
 
-    def clock(times: torch.Tensor) -> torch.Tensor:
-        scheduler = scheduler_source()
-        grid = getattr(scheduler, "timesteps", None)
-        if grid is None:
-            return step_fraction(times, None, call_unit)
+    last = {}  # the step starts of the grid last read, by the identity of its timesteps tensor
+
+    def step_starts(scheduler, grid) -> torch.Tensor:
         times_desc = torch.as_tensor(grid, dtype=torch.float64).cpu().unique().flip(0)
         keep = [0] + [
             i
@@ -54,7 +52,16 @@ def scheduler_clock(scheduler_source: Callable[[], Any], call_unit: float) -> Cl
         starts = times_desc[keep]
         if len(starts) == 2 * (getattr(scheduler, "num_inference_steps", None) or 0) - 1:
             starts = starts[::2]
-        return step_fraction(times, starts * (call_unit / scheduler.config.num_train_timesteps), call_unit)
+        return starts * (call_unit / scheduler.config.num_train_timesteps)
+
+    def clock(times: torch.Tensor) -> torch.Tensor:
+        scheduler = scheduler_source()
+        grid = getattr(scheduler, "timesteps", None)
+        if grid is None:
+            return step_fraction(times, None, call_unit)
+        if last.get("grid") is not grid:  # set_timesteps makes a new tensor: read each grid once, not every call
+            last.update(grid=grid, starts=step_starts(scheduler, grid))
+        return step_fraction(times, last["starts"], call_unit)
 
     return clock
 
