@@ -1,17 +1,22 @@
 """The plan's table: predicted peak memory and FLOPs relative to direct sampling, per architecture, size and method.
 
     python benchmarks/plan_table.py --arch sdxl --sizes 1024 2048 4096 8192 --methods naive freescale fast ug
+    python benchmarks/plan_table.py --arch flux1-dev --dtype bf16 --sizes 2048 4096 --methods naive freescale fast \
+        --placements none:none model:none group:int8 group:gguf-q8 group:gguf-q4 --out …_lowvram.json
 
 Each row is :func:`hiresdiff.cost.plan.plan` (the real architecture on ``meta``, the whole run counted, fp16, the
 defaults of ``generate``: feed-forward chunks, the VAE tiled above 2048²); naive runs first at every size and its
 FLOPs are the direct sampling the others are divided by. At the trained size every cascade is plain sampling. Writes
 ``benchmarks/results/plan_<arch>.md`` and ``.json`` (rewritten after every row, so a stopped run keeps its rows;
-a later run of the same settings replaces the rows of its sizes and keeps the others).
+a later run of the same settings replaces the rows of its sizes and keeps the others). ``--placements`` adds, per
+row, the peak under each OFFLOAD:QUANT (:mod:`hiresdiff.cost.residency`: the weights resident in the largest phase
+plus the same working memory, which neither changes).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -27,6 +32,8 @@ def main() -> None:
     from hiresdiff.cost.architectures import build_pipeline
     from hiresdiff.cost.meta_run import as_meta_twin
     from hiresdiff.cost.plan import DTYPES, PLAN_ARCHS, plan
+    from hiresdiff.cost.residency import residency
+    from hiresdiff.denoisers.registry import find_denoiser
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="sdxl", choices=PLAN_ARCHS)
@@ -36,7 +43,15 @@ def main() -> None:
     p.add_argument("--dtype", default="fp16", choices=tuple(DTYPES))
     p.add_argument("--memory", type=float, default=24.0, help="GiB the 'fits' column is for")
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--placements",
+        nargs="+",
+        default=[],
+        metavar="OFFLOAD:QUANT",
+        help="weights placements to add a peak column for, e.g. group:gguf-q8",
+    )
     args = p.parse_args()
+    placements = [tuple(text.split(":")) for text in args.placements]
     out = Path(args.out or f"benchmarks/results/plan_{args.arch}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/plan_table.py " + " ".join(sys.argv[1:])
@@ -56,6 +71,13 @@ def main() -> None:
                     args.arch, size, method=method, steps=args.steps, dtype=args.dtype, pipe=pipe, direct_flops=direct
                 )
                 direct = direct or result.flops
+                denoiser, element = find_denoiser(pipe)[0], DTYPES[args.dtype].itemsize
+                placed = {  # the same plan with its weights placed otherwise
+                    f"{offload}:{quant}": dataclasses.replace(
+                        result, residency=residency(args.arch, denoiser, pipe.vae, offload, quant, element)
+                    )
+                    for offload, quant in placements
+                }
                 rows.append(
                     {
                         "size": size,
@@ -68,6 +90,15 @@ def main() -> None:
                         "fits": result.fits(args.memory),
                         "stages": [[s.size[0], s.steps] for s in result.stages],
                         "seconds_to_plan": time.perf_counter() - start,
+                        "placements": {
+                            name: {
+                                "peak_gib": one.peak_bytes / GIB,
+                                "fits": one.fits(args.memory),
+                                "denoising_weights_gib": one.residency.denoise / GIB,
+                                "moved_per_call_gib": one.residency.moved_per_call / GIB,
+                            }
+                            for name, one in placed.items()
+                        },
                     }
                 )
             except ValueError as error:  # a method that cannot make the size (UG at non-integer scales)
@@ -109,6 +140,28 @@ def write_markdown(results: dict, path: Path) -> None:
             f"| {r['size']}² | {r['method']} | {stages} | {r['tflops']:.0f} | {r['relative_flops']:.2f} | "
             f"{r['working_gib']:.2f} | {r['peak_gib']:.2f} | {'yes' if r['fits'] else 'no'} |"
         )
+    placements = sorted({name for r in results["rows"] for name in r.get("placements", {})}, key=str)
+    if placements:
+        lines += [
+            "",
+            "Peak GiB (fits?) with the weights placed as OFFLOAD:QUANT (`hiresdiff plan --offload … --quant …`): the "
+            "largest phase's resident weights (encoding, denoising, decoding) + the working memory; in brackets the "
+            "denoiser's weights resident while denoising and the GiB moved onto the device per denoiser call.",
+            "",
+            "| size | method | " + " | ".join(placements) + " |",
+            "|---|---|" + "---|" * len(placements),
+        ]
+        for r in results["rows"]:
+            if "placements" not in r:
+                continue
+            cells = []
+            for name in placements:
+                one = r["placements"][name]
+                cells.append(
+                    f"{one['peak_gib']:.1f} ({'yes' if one['fits'] else 'no'}; {one['denoising_weights_gib']:.2f}, "
+                    f"{one['moved_per_call_gib']:.1f} moved)"
+                )
+            lines.append(f"| {r['size']}² | {r['method']} | " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 

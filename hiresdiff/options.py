@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from hiresdiff.defaults import COMPARISON_METHODS, PRESETS  # noqa: F401  (re-exported)
+from hiresdiff.methods.family_defaults import FLOW
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.recipe import Recipe
 
@@ -76,7 +77,8 @@ class MethodOptions:
             if upsamplers is not None:
                 changes["upsamplers"] = None if upsamplers == "none" else upsamplers
         if self.positions is not None:
-            until = recipe.dilation.until if recipe.dilation is not None else 1.0
+            # positions act on flow transformers only: dilation's window there is the flow family's
+            until = recipe.dilation.for_family(FLOW).until if recipe.dilation is not None else 1.0
             changes["positions"] = PositionConfig(self.positions, until=until)
         return dataclasses.replace(recipe, **changes) if changes else recipe
 

@@ -32,6 +32,7 @@ from typing import Any, Optional, Union
 
 from hiresdiff.checks import check_positive_int, check_strength, is_int
 from hiresdiff.defaults import PRESETS
+from hiresdiff.methods.family_defaults import FAMILY, family_defaults
 from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.self_cascade import CascadeConfig, check_size, stage_sizes
@@ -110,6 +111,18 @@ class Recipe:
         if not self.name:
             self.name = self.describe()
 
+    def for_family(self, flow: bool) -> Recipe:
+        """This recipe with every setting it leaves to the model family filled in (the cascade's ``strength`` and
+        ``detail_alpha="family"``, dilation's ``until``), for a flow-matching model (``flow``) or a diffusion model:
+        :mod:`hiresdiff.methods.family_defaults`."""
+        defaults = family_defaults(flow)
+        changes = {}
+        if self.cascade is not None:
+            changes["cascade"] = self.cascade.for_family(defaults)
+        if self.dilation is not None:
+            changes["dilation"] = self.dilation.for_family(defaults)
+        return dataclasses.replace(self, **changes) if changes else self
+
     # ---- presets -------------------------------------------------------------------------------
     @classmethod
     def naive(cls) -> Recipe:
@@ -141,7 +154,7 @@ class Recipe:
     @classmethod
     def freescale(
         cls,
-        detail_alpha=2.0,
+        detail_alpha=FAMILY,
         strength: Optional[float] = None,
         dilation: bool = True,
         fusion: bool = True,
@@ -151,7 +164,9 @@ class Recipe:
         **cascade,
     ) -> Recipe:
         """FreeScale: RGB-space cascade with detail control, restrained dilation and scale fusion (each switchable);
-        ``ug=`` composes it with Upsample Guidance, ``upsamplers=`` with Self-Cascade's upsamplers."""
+        ``ug=`` composes it with Upsample Guidance, ``upsamplers=`` with Self-Cascade's upsamplers. ``detail_alpha``,
+        ``strength`` and the dilation's window default to the model family's (:mod:`~hiresdiff.methods.family_defaults`:
+        the release's α 2, restart 0.7, dilation until 0.7 on diffusion models)."""
         return cls(
             cascade=CascadeConfig(strength=strength, space=space, detail_alpha=detail_alpha, **cascade),
             dilation=DilationConfig() if dilation else None,
@@ -166,7 +181,7 @@ class Recipe:
         stage_steps: int = FAST_STAGE_STEPS,
         strength: float = FAST_STRENGTH,
         target_steps: Optional[int] = None,
-        detail_alpha=2.0,
+        detail_alpha=FAMILY,
         dilation: bool = True,
         fusion: bool = False,
         stage_ratio: float = 2.0,
@@ -175,7 +190,10 @@ class Recipe:
         """Most steps at the trained size, few at every later stage (RectifiedHR's and FreCaS's idea: a refreshed
         noise at each size, few steps where steps are expensive): FreeScale's cascade restarted at ``strength``
         on a grid of ⌈k/strength⌉ steps, so that a later stage runs k of them — ``stage_steps`` in the stages
-        between, ``target_steps`` (default ``stage_steps``) at the target. Stage 0 runs the call's steps.
+        between, ``target_steps`` (default ``stage_steps``) at the target. The stages share the call's steps
+        (``shared_steps``): stage 0 runs what the later stages leave, so the recipe never makes more denoiser calls
+        than plain sampling at the same ``steps``; a few-step call gives each later stage fewer steps (at least
+        one), jumps to the target in one stage when steps are fewer than stages, and is plain sampling at 1 step.
 
         The defaults are the point measured best for its cost (``hiresdiff bench --suite fast``, README "Fast")."""
         target_steps = stage_steps if target_steps is None else target_steps
@@ -194,6 +212,7 @@ class Recipe:
                 space="rgb",
                 detail_alpha=detail_alpha,
                 stage_ratio=stage_ratio,
+                shared_steps=True,
                 **cascade,
             ),
             dilation=DilationConfig() if dilation else None,

@@ -27,6 +27,7 @@ from hiresdiff.denoisers.registry import trained_size
 from hiresdiff.image_upscale import image_tensor, target_size, upscale
 from hiresdiff.loading.pipelines import load_pipeline, pipeline_config
 from hiresdiff.loading.pixel_model import load_pixel_model
+from hiresdiff.methods.family_defaults import DIFFUSION
 from hiresdiff.methods.upsample_guidance import LATENT_ETA, PIXEL_ETA
 from hiresdiff.models import EMBEDDED_MODEL_DIR, model_settings, resolve_model, shipped_upsamplers
 from hiresdiff.options import COMPARISON_METHODS, MethodOptions, parse_methods, recipes_for
@@ -201,7 +202,7 @@ def relative_work(recipe, trained, target, default_eta: float) -> float:
     for stage in stages:
         if stage.index == 0 and recipe.cascade is not None:
             continue  # the trained-size preview itself
-        share = 1.0 if stage.index == 0 else recipe.cascade.with_family_strength(flow=False).strength
+        share = 1.0 if stage.index == 0 else recipe.cascade.for_family(DIFFUSION).strength
         guided = sum(
             (config.eta if config.eta is not None else default_eta) / 4 ** (level + 1)
             for level, config in enumerate(stage.ug_levels)

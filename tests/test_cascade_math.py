@@ -1,11 +1,13 @@
 """The pure parts of the cascade (stage plan, restart index, φ) and the Recipe."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from hiresdiff.methods.family_defaults import FAMILY
 from hiresdiff.methods.freescale import DilationConfig, ScaleFusionConfig
 from hiresdiff.methods.self_cascade import CascadeConfig, pivot_noise_vp, resize, restart_index, stage_sizes
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, levels_for_scale
@@ -115,8 +117,15 @@ def test_recipe_stages_and_presets():
     fs = Recipe.freescale(ug=UpsampleGuidanceConfig())
     stages = fs.stages((32, 32), (128, 128), 4)
     assert stages[0].ug_levels == () and [c.factor for c in stages[2].ug_levels] == [2, 2]
-    assert fs.cascade.space == "rgb" and fs.cascade.detail_alpha == 2.0 and fs.cascade.strength is None
-    assert fs.cascade.with_family_strength(flow=False).strength == 0.7  # the papers' on diffusion models
+    assert fs.cascade.space == "rgb" and fs.cascade.detail_alpha == FAMILY and fs.cascade.strength is None
+    assert fs.dilation.until is None  # the family's
+    diffusion, flow = fs.for_family(flow=False), fs.for_family(flow=True)
+    # the papers' on diffusion models (restart 0.7, α 2, dilation until 0.7); measured on flow ones
+    assert (diffusion.cascade.strength, diffusion.cascade.detail_alpha, diffusion.dilation.until) == (0.7, 2.0, 0.7)
+    assert (flow.cascade.strength, flow.cascade.detail_alpha, flow.dilation.until) == (0.3, 0.5, 0.88)
+    mine = dataclasses.replace(Recipe.freescale(detail_alpha=3.0, strength=0.5), dilation=DilationConfig(until=0.6))
+    assert mine.for_family(flow=True) == mine  # the caller's values are kept
+    assert Recipe.freescale(detail_alpha=None).for_family(flow=True).cascade.detail_alpha is None  # off stays off
     assert isinstance(fs.dilation, DilationConfig) and isinstance(fs.fusion, ScaleFusionConfig)
     ablated = Recipe.freescale(dilation=False, fusion=False, detail_alpha=None, space="latent")
     assert ablated.dilation is None and ablated.fusion is None and ablated.cascade == CascadeConfig(space="latent")

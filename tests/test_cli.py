@@ -361,6 +361,9 @@ def test_every_method_runs_on_a_pipeline_folder(kind, tmp_path):
         (["--method", "self-cascade", "--upsamplers", "/no/such/folder"], "upsamplers path"),
         (["--shift", "stage"], "--shift must be one of trained, pipeline, resolution or a number > 0"),
         (["--shift", "-3"], "--shift must be one of"),
+        (["--quant", "gguf-q4"], "quant 'gguf-q4' reads the denoiser's weights from a GGUF file: pass gguf= (--gguf"),
+        (["--quant", "gguf-q8", "--gguf", "/no/such.gguf"], "gguf: no such file"),
+        (["--quant", "int8", "--gguf", "/no/such.gguf"], "gguf= is a GGUF file's denoiser"),
     ],
 )
 def test_bad_options_and_combinations_fail_in_one_line_before_loading(tmp_path, args, message, heavy_work):

@@ -78,9 +78,10 @@ def _call_flops(unet, size: int, batch: int = 1) -> int:
     "recipe,stage_calls",
     [
         (None, lambda steps, k: [{64: steps}]),
-        (Recipe.fast(stage_steps=2, strength=0.5), lambda steps, k: [{16: steps}, {32: k}, {64: k}]),
-        (Recipe.fast(stage_steps=3, strength=0.3, stage_ratio=4), lambda steps, k: [{16: steps}, {64: k}]),
-        (Recipe.fast(stage_steps=3, strength=0.5, target_steps=1), lambda steps, k: [{16: steps}, {32: k}, {64: 1}]),
+        # the fast recipe shares the call's 6 steps: each of 2 later stages runs at most ⌊⌊6/2⌋/2⌋ = 1, of 1 at most 3
+        (Recipe.fast(stage_steps=2, strength=0.5), lambda steps, k: [{16: steps - 2}, {32: 1}, {64: 1}]),
+        (Recipe.fast(stage_steps=3, strength=0.3, stage_ratio=4), lambda steps, k: [{16: steps - 3}, {64: 3}]),
+        (Recipe.fast(stage_steps=3, strength=0.5, target_steps=1), lambda s, k: [{16: s - 2}, {32: 1}, {64: 1}]),
         (Recipe.self_cascade(strength=0.5), lambda steps, k: [{16: steps}, {32: k}, {64: k}]),
         (
             Recipe(ug=Recipe.upsample_guidance().ug, nested_ug=False),  # pixel UG: a trained-size call every step
@@ -221,17 +222,23 @@ def test_plan_of_sd15_prints_the_prediction_and_whether_it_fits(capsys):
     assert main(["plan", "--arch", "sd15", "--size", "1024", "--method", "fast", "--steps", "10", "--memory", "1"]) == 0
     out = capsys.readouterr().out
     assert "does NOT fit in 1 GiB" in out and "x direct sampling" in out and "| 1 | 1024x1024 | 3 |" in out
+    argv = ["plan", "--arch", "sd15", "--size", "1024", "--method", "fast", "--steps", "10", "--offload", "group"]
+    assert main([*argv, "--quant", "int8", "--memory", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "offload group, quant int8" in out and "GiB per denoiser call" in out and "fits in 8 GiB" in out
 
 
 def test_plan_of_flux1_dev_counts_its_transformer_and_text_encoders():
     """FLUX.1-dev in bf16: the weights are the transformer, VAE, CLIP-L and T5-XXL at their published parameter counts;
-    the fast recipe's stage at the target runs 3 transformer calls where direct sampling with 2 steps runs 2."""
-    from hiresdiff.cost.plan import TEXT_ENCODER_PARAMETERS
-
+    the fast recipe shares the call's 2 steps: one at the trained size, one at the target, where direct sampling runs
+    2; with group offload and Q8_0 weights its peak is a fraction of the weights."""
     result = plan("flux1-dev", 2048, method="fast", steps=2, dtype="bf16")
-    assert [(s.size, s.steps) for s in result.stages] == [((1024, 1024), 2), ((2048, 2048), 3)]
-    assert result.weights_bytes == 2 * (11_901_408_320 + 83_819_683 + TEXT_ENCODER_PARAMETERS["flux1-dev"])
-    assert result.stages[1].flops / result.direct_flops == pytest.approx(3 / 2, rel=0.05)  # ± the VAE calls
+    assert [(s.size, s.steps) for s in result.stages] == [((1024, 1024), 1), ((2048, 2048), 1)]
+    assert result.weights_bytes == 2 * (11_901_408_320 + 83_819_683 + 123_060_480 + 4_762_310_656)
+    # one transformer call of direct's two, plus the RGB φ's VAE round trip (measured 0.58)
+    assert 0.5 < result.stages[1].flops / result.direct_flops < 0.65
+    small = plan("flux1-dev", 2048, method="fast", steps=2, dtype="bf16", offload="group", quant="gguf-q8")
+    assert small.flops == result.flops and small.peak_bytes < result.peak_bytes / 3
 
 
 @pytest.mark.parametrize(
@@ -281,3 +288,85 @@ def test_memory_warning_is_asked_for_not_hidden_in_generate(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         hiresdiff.generate(pipe, "a cat", height=32, width=32, recipe="fast", steps=2, output_type="latent")
+
+
+@pytest.mark.parametrize(
+    "arch,size,method",
+    [
+        ("sd15", 1024, "freescale+ug"),
+        ("sd15", 1024, "fast"),
+        ("flux1-dev", 1024, "freescale"),
+        ("flux1-dev", 2048, "fast"),
+    ],
+)
+def test_counting_each_kind_of_call_once_gives_the_full_count(arch, size, method):
+    """The plan's memo (CallMemo) against running every call: the same FLOPs and peak, stage by stage (flux1-dev at
+    1024² from a trained 512² set on its meta twin, so that the run has two stages and a position window; at 2048²
+    from its own 1024²)."""
+    from hiresdiff.cost import architectures
+    from hiresdiff.cost.meta_run import as_meta_twin
+    from hiresdiff.cost.plan import window_edges
+    from hiresdiff.sampling.run_plan import plan_run
+
+    pipe = as_meta_twin(architectures.build_pipeline(arch, device="meta", dtype=torch.float16))
+    if arch == "flux1-dev" and size == 1024:
+        pipe.default_sample_size = 64  # 512² trained
+    recipe = Recipe.preset(method)
+    steps, prompt = 5, architectures.PROMPT
+    edges = window_edges(plan_run(pipe, prompt, height=size, width=size, recipe=recipe, steps=steps).recipe)
+    assert edges  # a window to bucket the calls by
+    memo = count_run(pipe, recipe, size, size, steps, prompt, edges, output_type="pt")
+    full = count_run(pipe, recipe, size, size, steps, prompt, output_type="pt")
+    assert [(p.flops, p.peak_bytes) for p in memo] == [(p.flops, p.peak_bytes) for p in full]
+
+
+def quantized_bytes(model) -> int:
+    """Bytes a loaded model's parameters take, each quantized tensor subclass by its inner tensors."""
+    total = 0
+    for p in model.parameters():
+        data = p.data if hasattr(p, "data") else p
+        if hasattr(data, "__tensor_flatten__"):
+            names, _ = data.__tensor_flatten__()
+            total += sum(getattr(data, n).numel() * getattr(data, n).element_size() for n in names)
+        else:
+            total += p.numel() * p.element_size()
+    return total
+
+
+def test_the_plans_quantized_weights_match_the_loaded_ones(tmp_path):
+    """The residency's count of quantized denoiser weights against the bytes a loaded quantized tiny FLUX holds: a
+    Q8_0 GGUF of it (rows of 32 values quantized, the rest float32) and, with torchao, int8 weight-only."""
+    pytest.importorskip("gguf", reason="needs the gguf package (the test extra has it)")
+    from test_low_memory import load as load_flux
+    from test_low_memory import write_gguf
+
+    from hiresdiff.cost.residency import weight_bytes
+
+    plain = load_flux()
+    assert weight_bytes(plain.transformer, 4) == quantized_bytes(plain.transformer)
+    write_gguf(plain.transformer, tmp_path / "q8.gguf")
+    gguf = load_flux(quant="gguf-q8", gguf=tmp_path / "q8.gguf")
+    assert weight_bytes(plain.transformer, 4, "gguf-q8") == quantized_bytes(gguf.transformer)
+    if __import__("importlib").util.find_spec("torchao") is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            int8 = load_flux(quant="int8")
+        assert weight_bytes(plain.transformer, 4, "int8") == quantized_bytes(int8.transformer)
+
+
+def test_residency_under_each_offload_mode_by_hand():
+    """A model of two blocks of 6 weights each and a 3-weight embedding outside them, 2 bytes a weight."""
+    from hiresdiff.cost.residency import residency, resident_bytes, text_encoder_bytes
+
+    model = torch.nn.Module()
+    model.blocks = torch.nn.ModuleList([torch.nn.Linear(3, 2, bias=False), torch.nn.Linear(2, 3, bias=False)])
+    model.embed = torch.nn.Embedding(1, 3)
+    assert [resident_bytes(model, mode, 2) for mode in ("none", "model", "sequential", "group")] == [30, 30, 12, 30]
+    model.blocks.append(torch.nn.Linear(1, 1, bias=False))  # a third, smaller block: group keeps the two largest
+    assert resident_bytes(model, "group", 2) == 2 * (6 + 6 + 3)
+    t5 = 4_762_310_656
+    assert text_encoder_bytes("flux1-dev", "model", 2) == 2 * t5  # the larger encoder alone
+    assert text_encoder_bytes("flux1-dev", "group", 2) == 2 * (2 * t5 // 24)  # two of its 24 layers
+    placed = residency("sd15", model, model, "group", "none", 2)
+    assert placed.moved_per_call == resident_bytes(model, "none", 2) and placed.moved_per_stage == 0
+    assert placed.peak(100) == max(placed.encode, placed.denoise + 100, placed.decode + 100)

@@ -97,6 +97,8 @@ def test_a_degenerate_grid_warns_naming_shift_and_the_trained_one_does_not():
         warnings.simplefilter("error")
         sigmas = call_sigmas(pipe, "flux", 64, shift="trained")
     assert not is_degenerate(sigmas)
+    # a fresh grid's first step starts at σ = 1 whatever the shift: a one-step call (FLUX.1-schnell) is not degenerate
+    assert not is_degenerate([1.0]) and not is_degenerate([1.0, 0.5]) and is_degenerate([1.0, 0.99, 0.97, 0.5])
 
 
 @pytest.mark.parametrize("bad", ["stage", -1.0, 0, float("nan"), float("inf"), True])

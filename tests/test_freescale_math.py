@@ -120,9 +120,11 @@ def test_check_detail_alpha_rejects_naming_the_parameter(alpha):
 
 
 def test_dilation_config_validation_and_rounding():
-    for until in (-0.1, 1.5, float("nan"), "0.7", None):
+    for until in (-0.1, 1.5, float("nan"), "0.7"):
         with pytest.raises(ValueError, match=r"until must be a number in \[0, 1\]"):
             DilationConfig(until=until)
+    with pytest.raises(ValueError, match="until is the model family's"):
+        DilationConfig().is_active(0.5)  # None = the family's, filled in before sampling
     with pytest.raises(ValueError, match=r"non_integer must be one of \('round',\)"):
         DilationConfig(non_integer="redilate")
     config = DilationConfig()

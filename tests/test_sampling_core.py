@@ -17,6 +17,7 @@ import hiresdiff
 from hiresdiff.loading.pixel_model import sample
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
 from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
+from hiresdiff.methods.family_defaults import DIFFUSION
 from hiresdiff.recipe import Recipe
 from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
 from hiresdiff.sampling.restart import stage_generator
@@ -250,7 +251,7 @@ def independent_cascade(pipe, name: str, recipe: Recipe, sdxl: bool) -> torch.Te
     scheduler, noiser = (make_scheduler(name, pipe.scheduler.config) for _ in range(2))
     scheduler.set_timesteps(STEPS)
     noiser.set_timesteps(STEPS)
-    strength = cascade.with_family_strength(flow=False).strength  # 0.7, the papers'
+    strength = cascade.for_family(DIFFUSION).strength  # 0.7, the papers'
     begin = (STEPS - int(STEPS * strength)) * scheduler.order
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
@@ -305,7 +306,7 @@ def test_later_stages_equal_a_loop_written_from_the_schedulers_own_step(kind, na
         guidance_scale=GUIDANCE,
         output_type="latent",
     )
-    reference = independent_cascade(pipe, name, recipe, sdxl=kind == "sdxl")
+    reference = independent_cascade(pipe, name, recipe.for_family(flow=False), sdxl=kind == "sdxl")  # α, strength
     assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-5), float((ours - reference).abs().max())
 
 
@@ -390,7 +391,7 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
     from hiresdiff.sampling.run_plan import StagePlan
 
     scheduler = make_scheduler("euler", load("pixel").scheduler.config)
-    recipe = Recipe(cascade=Recipe.freescale().cascade)
+    recipe = Recipe(cascade=Recipe.freescale().cascade).for_family(flow=False)
     stage = recipe.stages((8, 8), (16, 16))[1]
     planned = StagePlan(stage, (16, 16), STEPS, restart_index(STEPS, 0.7))
     previous = torch.empty(2, 3, 8, 8, device="meta")

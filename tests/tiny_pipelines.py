@@ -164,6 +164,112 @@ def sd3():
     )
 
 
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+
+def qwen_tokenizer(template: str):
+    """A byte-level BPE Qwen2Tokenizer: the 256 byte symbols, merges that make every word of ``template`` (the
+    pipeline's prompt template) one token as Qwen's own tokenizer does, so that its system prefix is the 34 tokens
+    QwenImagePipeline drops, and Qwen's special tokens. Other text is split into bytes, bar what the merges join."""
+    import re
+
+    from tokenizers import pre_tokenizers
+    from transformers import Qwen2Tokenizer
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    split_words = Qwen2Tokenizer(vocab=dict(vocab)).backend_tokenizer.pre_tokenizer.pre_tokenize_str
+    merges = []
+    for text in re.split("|".join(map(re.escape, QWEN_SPECIAL_TOKENS)), template.format("")):
+        for word, _ in split_words(text):
+            for i in range(2, len(word) + 1):  # merge each word left to right: "Ġ t", then "Ġt h", ...
+                if word[:i] not in vocab:
+                    merges.append((word[: i - 1], word[i - 1]))
+                    vocab[word[:i]] = len(vocab)
+    for token in QWEN_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    return Qwen2Tokenizer(vocab=vocab, merges=merges, additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]))
+
+
+def qwen_image():
+    """A QwenImagePipeline: a 1-layer Qwen2.5-VL text encoder (hidden size TEXT_DIM, a 1-block vision tower) with an
+    offline byte-level BPE tokenizer, 2 transformer blocks (patch 2, packed 2×2), a 2-level Qwen-Image VAE
+    (vae_scale_factor 2, 4 latent channels), trained size 16² pixels."""
+    import diffusers
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    template = diffusers.QwenImagePipeline(None, None, None, None, None).prompt_template_encode
+    qwen_tok = qwen_tokenizer(template)
+    special = dict(zip(QWEN_SPECIAL_TOKENS, qwen_tok.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS))))
+    torch.manual_seed(0)
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(qwen_tok),
+            hidden_size=TEXT_DIM,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=1024,
+            rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[2, 3, 3]),  # halves of head dim 16
+            bos_token_id=special["<|endoftext|>"],
+            eos_token_id=special["<|im_end|>"],
+            pad_token_id=special["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=16,
+            intermediate_size=16,
+            num_heads=2,
+            out_hidden_size=TEXT_DIM,
+            fullatt_block_indexes=[0],
+        ),
+        image_token_id=special["<|image_pad|>"],
+        video_token_id=special["<|video_pad|>"],
+        vision_start_token_id=special["<|vision_start|>"],
+        vision_end_token_id=special["<|vision_end|>"],
+    )
+    qwen_text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    torch.manual_seed(0)
+    transformer = diffusers.QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=TEXT_DIM,
+        axes_dims_rope=(4, 6, 6),
+    )
+    torch.manual_seed(0)
+    qwen_vae = diffusers.AutoencoderKLQwenImage(
+        base_dim=4,
+        z_dim=4,
+        dim_mult=[1, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    )
+    pipe = diffusers.QwenImagePipeline(
+        scheduler=flow_scheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=16),
+        vae=qwen_vae,
+        text_encoder=qwen_text_encoder,
+        tokenizer=qwen_tok,
+        transformer=transformer,
+    )
+    pipe.default_sample_size = FLOW_TRAINED_LATENT
+    return pipe
+
+
 def unet(**overrides):
     """A 2-level SD-style UNet2DConditionModel (cross-attention in the lower block)."""
     from diffusers import UNet2DConditionModel
@@ -210,7 +316,7 @@ def _randomize_zero_weights(module) -> None:
 
 
 def build(kind: str):
-    """A freshly initialised pipeline of ``kind`` (one of ``KINDS``)."""
+    """A freshly initialised pipeline of ``kind`` (one of ``KINDS``, or ``"qwen_image"``)."""
     import diffusers
 
     common = dict(
@@ -285,6 +391,8 @@ def build(kind: str):
         return flux()
     if kind == "sd3":
         return sd3()
+    if kind == "qwen_image":  # not in KINDS: only the tests that name it build it
+        return qwen_image()
     if kind == "sdxl":
         sdxl_unet = unet(
             addition_embed_type="text_time",
@@ -376,6 +484,6 @@ def load(kind: str):
 
     pipe = DiffusionPipeline.from_pretrained(saved(kind))
     pipe.set_progress_bar_config(disable=True)
-    if kind == "flux":  # FluxPipeline fixes default_sample_size = 128 (FLUX.1's) whatever the weights
+    if kind in ("flux", "qwen_image"):  # both pipelines fix default_sample_size = 128 whatever the weights
         pipe.default_sample_size = FLOW_TRAINED_LATENT
     return pipe

@@ -33,6 +33,7 @@ from hiresdiff.defaults import (
     PRESETS,
     check_max_pixels,
 )
+from hiresdiff.loading.low_memory import OFFLOAD_MODES, QUANT_MODES, check_quant
 from hiresdiff.loading.schedulers import SCHEDULERS
 from hiresdiff.models import is_pipeline, shipped_upsamplers
 
@@ -60,6 +61,8 @@ def check_run_numbers(args) -> None:
     check_dtype(getattr(args, "dtype", None))
     if getattr(args, "shift", None) is not None:
         shift_option(args.shift)
+    if getattr(args, "quant", None) is not None:
+        check_quant(args.quant, args.gguf)  # the package it needs, the file it reads
 
 
 def check_prompt(args) -> None:
@@ -155,6 +158,23 @@ def add_pipeline_options(pipe) -> None:
     )
     pipe.add_argument(
         "--device", default=None, help="cuda, mps or cpu (default: pipelines the best available, pixel models the CPU)"
+    )
+    pipe.add_argument(
+        "--offload",
+        choices=OFFLOAD_MODES,
+        default="none",
+        help="pipelines: CPU offload by diffusers (model: one model on the device at a time; sequential: each layer; "
+        "group: one block at a time, prefetched); without an accelerator it warns and runs as without",
+    )
+    pipe.add_argument(
+        "--quant",
+        choices=QUANT_MODES,
+        default="none",
+        help="pipelines: the denoiser's weights quantized (int8, fp8: torchao weight-only; nf4: bitsandbytes; "
+        "gguf-q8, gguf-q4: read from --gguf)",
+    )
+    pipe.add_argument(
+        "--gguf", default=None, metavar="FILE", help="a GGUF single file of the denoiser (--quant gguf-…)"
     )
     pipe.add_argument(
         "--dtype",
@@ -397,7 +417,14 @@ def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True
         raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")
     dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
     pipe, settings = load_pipeline(
-        args.model, device=args.device or device, dtype=dtype, needs_unet=needs_unet, progress=progress
+        args.model,
+        device=args.device or device,
+        dtype=dtype,
+        needs_unet=needs_unet,
+        progress=progress,
+        offload=args.offload,
+        quant=args.quant,
+        gguf=args.gguf,
     )
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)

@@ -9,6 +9,7 @@ import math
 
 from hiresdiff.cli.choices import DTYPES, PLAN_ARCHS, check_at_least_one, check_dtype, check_one_method, check_plan_arch
 from hiresdiff.defaults import PRESETS
+from hiresdiff.loading.low_memory import OFFLOAD_MODES, QUANT_MODES
 
 SIZE_MULTIPLE = 64  # the SD 1.5 / SDXL UNets take latents divisible by 8 (FLUX by 2): pixels by 64
 LARGEST = 16384
@@ -42,6 +43,18 @@ def add_plan_parser(sub) -> None:
         choices=("auto", "on", "off"),
         default="auto",
         help="tiled VAE: auto (as generate: outputs and the cascade's φ tile above 1536²), on, off",
+    )
+    p.add_argument(
+        "--offload",
+        choices=OFFLOAD_MODES,
+        default="none",
+        help="CPU offload as generate's --offload: the weights resident per phase and the bytes moved (default none)",
+    )
+    p.add_argument(
+        "--quant",
+        choices=QUANT_MODES,
+        default="none",
+        help="the denoiser's weights quantized as generate's --quant (gguf-q8: Q8_0, gguf-q4: Q4_0; default none)",
     )
     p.set_defaults(run=run_plan)
 
@@ -82,10 +95,12 @@ def run_plan(args) -> None:
         dtype=args.dtype,
         vae_tiling=tiling,
         progress=True,
+        offload=args.offload,
+        quant=args.quant,
     )
     print(
-        f"{args.arch} {height}x{width} {result.method}, {args.steps} steps, {args.dtype}: weights "
-        f"{result.weights_bytes / GIB:.2f} GiB"
+        f"{args.arch} {height}x{width} {result.method}, {args.steps} steps, {args.dtype}, offload {args.offload}, "
+        f"quant {args.quant}: weights {result.weights_bytes / GIB:.2f} GiB"
     )
     print("| stage | size | steps | TFLOPs | working memory (GiB) |\n|---|---|---|---|---|")
     for stage in result.stages:
@@ -94,7 +109,13 @@ def run_plan(args) -> None:
             f"{stage.peak_bytes / GIB:.2f} |"
         )
     print(f"FLOPs: {result.flops / 1e12:.1f} T = {result.relative_flops:.2f}x direct sampling at {height}x{width}")
-    print(f"predicted peak: {result.peak_bytes / GIB:.2f} GiB (weights + working memory)")
+    placed = result.residency
+    print(
+        f"weights resident: {placed.encode / GIB:.2f} GiB encoding the prompt, {placed.denoise / GIB:.2f} GiB "
+        f"denoising, {placed.decode / GIB:.2f} GiB decoding; moved onto the device: "
+        f"{placed.moved_per_call / GIB:.2f} GiB per denoiser call, {placed.moved_per_stage / GIB:.2f} GiB per stage"
+    )
+    print(f"predicted peak: {result.peak_bytes / GIB:.2f} GiB (the largest phase's weights + working memory)")
     if args.memory is not None:
         verdict = "fits" if result.fits(args.memory) else "does NOT fit"
         margin = f"{100 * ALLOCATOR_TOLERANCE:.0f}%"

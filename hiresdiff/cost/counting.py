@@ -90,7 +90,33 @@ class Counter:
     def __init__(self):
         self._flops, self._memory = FlopCounterMode(display=False), LiveMemory()
         self._flops_at_split, self._overall_peak = 0, 0
+        self._added = 0  # FLOPs of work counted once and repeated without running (add_flops)
         self.total = Count()
+
+    @property
+    def flops(self) -> int:
+        """FLOPs counted so far."""
+        return self._flops.get_total_flops() + self._added
+
+    def start_call(self) -> tuple[int, int, int]:
+        """Where the counts stand before a stretch of work that may be repeated (:meth:`end_call`)."""
+        started = (self.flops, self._memory.live, self._memory.peak)
+        self._memory.peak = self._memory.live  # the stretch's own peak, from here
+        return started
+
+    def end_call(self, started: tuple[int, int, int]) -> tuple[int, int]:
+        """The stretch since :meth:`start_call`: its FLOPs and the most bytes it held above those held before it."""
+        flops, live, peak = started
+        own_peak = self._memory.peak
+        self._memory.peak = max(peak, own_peak)
+        return self.flops - flops, own_peak - live
+
+    def repeat_call(self, cost: tuple[int, int]) -> None:
+        """Count a repeat of a stretch measured by :meth:`end_call` without running it: its FLOPs, and its peak above
+        the bytes held now."""
+        flops, held = cost
+        self._added += flops
+        self._memory.peak = max(self._memory.peak, self._memory.live + held)
 
     def __enter__(self) -> Counter:
         self._flops.__enter__()
@@ -100,10 +126,10 @@ class Counter:
     def __exit__(self, *exc) -> None:
         self._memory.__exit__(*exc)
         self._flops.__exit__(*exc)
-        self.total = Count(self._flops.get_total_flops(), max(self._overall_peak, self._memory.peak))
+        self.total = Count(self.flops, max(self._overall_peak, self._memory.peak))
 
     def split(self) -> Count:
-        flops = self._flops.get_total_flops()
+        flops = self.flops
         part = Count(flops - self._flops_at_split, self._memory.peak)
         self._flops_at_split, self._overall_peak = flops, max(self._overall_peak, self._memory.peak)
         self._memory.reset_peak()

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from diffusers.hooks import ModelHook
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
+from hiresdiff.core.step_fraction import in_window
+from hiresdiff.denoisers.registry import find_denoiser
 from hiresdiff.hooks.base import attach, detach
+from hiresdiff.hooks.call_context import current_call
 
 HOOK = "hiresdiff_meta_execution"
 VAE_METHODS = ("encode", "decode")
@@ -64,6 +70,86 @@ class MetaExecutionHook(ModelHook):
         return _zeros(output)
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """A tensor's shape, dtype and device, kept instead of the tensor (which would stay counted as held)."""
+
+    shape: tuple
+    dtype: torch.dtype
+    device: torch.device
+
+
+def _specs(output):
+    return tree_map(lambda v: _Spec(tuple(v.shape), v.dtype, v.device) if isinstance(v, torch.Tensor) else v, output)
+
+
+def _zeros_of(specs):
+    def zeros(v):
+        return torch.zeros(v.shape, dtype=v.dtype, device=v.device) if isinstance(v, _Spec) else v
+
+    return tree_map(zeros, specs)
+
+
+class CallMemo:
+    """Counts each kind of call of a model once. Two denoiser calls cost the same when their tensors have the same
+    shapes and they run at the same size and scale with the same windows open — the windows being the recipe's
+    step-fraction edges (``edges``: dilation's and the position rescaling's ``until``), so a call's kind is how many
+    edges its step fraction has passed; a call without hiresdiff's call context (no part can act in it) and a VAE's
+    encoder or decoder (its tiles) by their shapes alone. A repeat adds the first one's FLOPs to ``counter`` without
+    running, and its peak (the bytes it held above those held before it) on top of the bytes held at the repeat, so a
+    plan costs a few calls whatever its steps and tiles."""
+
+    def __init__(self, counter, edges: Sequence[float]):
+        self.counter, self.edges = counter, tuple(edges)
+        self.seen: dict = {}
+
+    def key(self, module, args, kwargs):
+        shapes = tuple((tuple(t.shape), t.dtype) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
+        call = current_call(module)
+        if call is None:
+            return id(module), shapes
+        passed = sum(not in_window(call.progress, edge) for edge in self.edges)
+        return id(module), shapes, tuple(call.size), tuple(call.scale), passed
+
+    def run(self, module, forward, args, kwargs):
+        """``forward(*args, **kwargs)`` counted once per kind of call (see the class docstring)."""
+        key = self.key(module, args, kwargs)
+        if key in self.seen:
+            cost, specs = self.seen[key]
+            self.counter.repeat_call(cost)
+            return _zeros_of(specs)
+        started = self.counter.start_call()
+        output = forward(*args, **kwargs)
+        self.seen[key] = (self.counter.end_call(started), _specs(output))
+        return output
+
+
+class MemoizedExecutionHook(ModelHook):
+    """A denoiser's :class:`MetaExecutionHook` that runs each kind of call once (:class:`CallMemo`)."""
+
+    def __init__(self, memo: CallMemo):
+        super().__init__()
+        self.memo = memo
+
+    def new_forward(self, module, *args, **kwargs):
+        def forward(*args, **kwargs):
+            args, kwargs = tree_map(to_meta, (args, kwargs))
+            return _zeros(self.fn_ref.original_forward(*args, **kwargs))
+
+        return self.memo.run(module, forward, args, kwargs)
+
+
+class MemoizedPartHook(ModelHook):
+    """A VAE's encoder or decoder, inside the VAE's own run on ``meta``: each kind of call once (its tiles)."""
+
+    def __init__(self, memo: CallMemo):
+        super().__init__()
+        self.memo = memo
+
+    def new_forward(self, module, *args, **kwargs):
+        return self.memo.run(module, self.fn_ref.original_forward, args, kwargs)
+
+
 def _models(pipe) -> dict[str, torch.nn.Module]:
     return {name: c for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
 
@@ -76,9 +162,10 @@ def cpu_executing(cls: type) -> type:
 
 
 @contextmanager
-def models_on_meta(pipe):
-    """Within the block, the models of ``pipe`` (a :func:`meta_twin`) compute on ``meta`` and return CPU zeros. Its
-    models are restored afterwards."""
+def models_on_meta(pipe, memo: Optional[CallMemo] = None):
+    """Within the block, the models of ``pipe`` (a :func:`meta_twin`) compute on ``meta`` and return CPU zeros; with
+    ``memo``, the denoiser and the VAE's encoder and decoder run each kind of call once (:class:`CallMemo`). Its models
+    are restored afterwards."""
     models = _models(pipe)
     off_meta = [name for name, model in models.items() if any(p.device.type != "meta" for p in model.parameters())]
     if off_meta:
@@ -92,8 +179,13 @@ def models_on_meta(pipe):
                 for name in VAE_METHODS:
                     setattr(model, name, on_meta(getattr(model, name)))
                 patched.append(model)
+                for part in (getattr(model, "encoder", None), getattr(model, "decoder", None)):
+                    if memo is not None and isinstance(part, torch.nn.Module):
+                        attach(part, MemoizedPartHook(memo), HOOK)
+                        hooked.append(part)
             else:
-                attach(model, MetaExecutionHook(), HOOK)
+                memoized = memo is not None and model is find_denoiser(pipe)[0]
+                attach(model, MemoizedExecutionHook(memo) if memoized else MetaExecutionHook(), HOOK)
                 hooked.append(model)
         yield pipe
     finally:

@@ -10,8 +10,8 @@ pipeline moved there with ``pipe.to("cuda")``). Direct sampling (``naive`` at th
 the same way, so ``relative_flops`` is the cost of the recipe as a fraction of direct's.
 
 The text encoders run once per prompt whatever the size; their weights count at their published sizes
-(:data:`TEXT_ENCODER_PARAMETERS`); their work, counted on the architectures' tiny stand-ins at the real prompt lengths
-(77 CLIP tokens; FLUX also 512 T5 tokens), is negligible.
+(:data:`~hiresdiff.cost.residency.TEXT_ENCODERS`); their work, counted on the architectures' tiny stand-ins at the
+real prompt lengths (77 CLIP tokens; FLUX also 512 T5 tokens), is negligible.
 """
 
 from __future__ import annotations
@@ -23,23 +23,18 @@ import torch
 
 from hiresdiff.cost import architectures
 from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE, Count, Counter
-from hiresdiff.cost.meta_run import as_meta_twin, meta_twin, models_on_meta
+from hiresdiff.cost.meta_run import CallMemo, as_meta_twin, meta_twin, models_on_meta
+from hiresdiff.cost.residency import TEXT_ENCODERS, Residency, residency
 from hiresdiff.denoisers.registry import find_denoiser
+from hiresdiff.loading.low_memory import check_offload, check_quant_mode
 from hiresdiff.recipe import as_recipe
 from hiresdiff.sampling.generate import generate
 from hiresdiff.sampling.run_plan import plan_run
+from hiresdiff.transformer.parts import transformer_positions
 
 GIB = 2**30
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-#: Published parameter counts of the text encoders the architectures' tiny stand-ins replace: CLIP ViT-L/14's
-#: text tower (SD 1.5, SDXL's first) and OpenCLIP ViT-bigG/14's with its projection (SDXL's second).
-#: FLUX.1-dev: CLIP ViT-L/14's text tower and the T5 v1.1 XXL encoder (24 layers of width 4096, 32128-token vocabulary).
-TEXT_ENCODER_PARAMETERS = {
-    "sd15": 123_060_480,
-    "sdxl": 123_060_480 + 694_659_840,
-    "flux1-dev": 123_060_480 + 4_762_310_656,
-}
-PLAN_ARCHS = tuple(TEXT_ENCODER_PARAMETERS)
+PLAN_ARCHS = tuple(TEXT_ENCODERS)
 
 
 @dataclass
@@ -65,6 +60,9 @@ class Plan:
     weights_bytes: int
     stages: list[StageCost] = field(default_factory=list)
     direct_flops: Optional[int] = None
+    offload: str = "none"
+    quant: str = "none"
+    residency: Optional[Residency] = None  # None: every weight resident (weights_bytes)
 
     @property
     def flops(self) -> int:
@@ -74,10 +72,15 @@ class Plan:
     def working_bytes(self) -> int:
         return max(stage.peak_bytes for stage in self.stages)
 
+    def _peak(self, working: int) -> int:
+        if self.residency is None:
+            return self.weights_bytes + working
+        return self.residency.peak(working)
+
     @property
     def peak_bytes(self) -> int:
-        """Predicted peak on the device: the weights plus the working memory."""
-        return self.weights_bytes + self.working_bytes
+        """Predicted peak on the device: the weights resident in the largest phase plus the working memory."""
+        return self._peak(self.working_bytes)
 
     @property
     def relative_flops(self) -> Optional[float]:
@@ -85,7 +88,7 @@ class Plan:
 
     def fits(self, memory_gib: float) -> bool:
         """Whether the peak, with the allocator's margin (``ALLOCATOR_TOLERANCE``), fits ``memory_gib`` GiB."""
-        return self.weights_bytes + self.working_bytes * (1 + ALLOCATOR_TOLERANCE) <= memory_gib * GIB
+        return self._peak(round(self.working_bytes * (1 + ALLOCATOR_TOLERANCE))) <= memory_gib * GIB
 
 
 def check_arch(arch: str) -> str:
@@ -94,21 +97,34 @@ def check_arch(arch: str) -> str:
     return arch
 
 
-def count_run(pipe, recipe, height: int, width: int, steps: int, prompt=None, **generate_kwargs) -> list[Count]:
+def window_edges(recipe) -> tuple[float, ...]:
+    """The step fractions where a denoiser call's work changes in a run of ``recipe`` (its model family's values
+    filled in): dilation's and the position rescaling's ``until`` (the rest of a recipe's windows decide whether a
+    call is made, not what it costs)."""
+    return tuple(sorted({part.until for part in (recipe.dilation, transformer_positions(recipe)) if part is not None}))
+
+
+def count_run(
+    pipe, recipe, height: int, width: int, steps: int, prompt=None, edges=None, **generate_kwargs
+) -> list[Count]:
     """FLOPs and working memory of ``hiresdiff.generate(pipe, …)`` per stage; ``pipe``'s models on ``meta``
-    (:func:`~hiresdiff.cost.meta_run.meta_twin`, :func:`~hiresdiff.cost.architectures.build_pipeline`)."""
+    (:func:`~hiresdiff.cost.meta_run.meta_twin`, :func:`~hiresdiff.cost.architectures.build_pipeline`). With
+    ``edges`` (:func:`window_edges`), each kind of denoiser call runs once
+    (:class:`~hiresdiff.cost.meta_run.CallMemo`)."""
     parts = []
-    with torch.inference_mode(), models_on_meta(pipe), Counter() as counter:
-        generate(
-            pipe,
-            prompt,
-            height=height,
-            width=width,
-            recipe=recipe,
-            steps=steps,
-            on_stage=lambda stage, latents: parts.append(counter.split()),
-            **generate_kwargs,
-        )
+    with torch.inference_mode(), Counter() as counter:
+        memo = CallMemo(counter, edges) if edges is not None else None
+        with models_on_meta(pipe, memo):
+            generate(
+                pipe,
+                prompt,
+                height=height,
+                width=width,
+                recipe=recipe,
+                steps=steps,
+                on_stage=lambda stage, latents: parts.append(counter.split()),
+                **generate_kwargs,
+            )
         parts.append(counter.split())
     return parts
 
@@ -177,13 +193,16 @@ def plan(
     pipe=None,
     progress: bool = False,
     direct_flops: Optional[int] = None,
+    offload: str = "none",
+    quant: str = "none",
     **generate_kwargs,
 ) -> Plan:
     """The :class:`Plan` of ``method`` (a preset name or a :class:`~hiresdiff.recipe.Recipe`) for ``arch`` at
     ``height`` × ``width`` pixels with ``steps`` steps; ``generate_kwargs`` go to :func:`hiresdiff.generate`
     (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline (a meta twin,
     :func:`~hiresdiff.cost.meta_run.as_meta_twin`), to reuse; ``progress``: show its steps;
-    ``direct_flops``: direct sampling's FLOPs at this size and steps when already counted (a naive plan's ``flops``)."""
+    ``direct_flops``: direct sampling's FLOPs at this size and steps when already counted (a naive plan's ``flops``);
+    ``offload``, ``quant``: the run's CPU offload and denoiser quantization (:mod:`hiresdiff.cost.residency`)."""
     width = height if width is None else width
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}; got {dtype!r}")
@@ -194,16 +213,26 @@ def plan(
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     element = torch.finfo(DTYPES[dtype]).bits // 8
     denoiser, _ = find_denoiser(pipe)
-    weights = sum(p.numel() for m in (denoiser, pipe.vae) for p in m.parameters()) + TEXT_ENCODER_PARAMETERS[arch]
-    result = Plan(arch, (height, width), recipe.name, dtype, steps, weights * element)
+    check_offload(offload)
+    check_quant_mode(quant)
+    placed = residency(arch, denoiser, pipe.vae, offload, quant, element)
+    weights = residency(arch, denoiser, pipe.vae, "none", quant, element).denoise
+    result = Plan(
+        arch, (height, width), recipe.name, dtype, steps, weights, offload=offload, quant=quant, residency=placed
+    )
     planned = plan_run(pipe, architectures.PROMPT, height=height, width=width, recipe=recipe, steps=steps)
-    parts = count_run(pipe, recipe, height, width, steps, architectures.PROMPT, output_type="pt", **generate_kwargs)
+    edges = window_edges(planned.recipe) if planned.recipe.upsamplers is None else None
+    parts = count_run(
+        pipe, recipe, height, width, steps, architectures.PROMPT, edges, output_type="pt", **generate_kwargs
+    )
     for stage, part in zip(planned.stages, parts):
         result.stages.append(StageCost(stage.index, stage.pixels, stage.steps_run, part.flops, part.peak_bytes))
     if recipe.describe() == "naive":
         direct_flops = result.flops
     elif direct_flops is None:
-        direct = count_run(pipe, None, height, width, steps, architectures.PROMPT, output_type="pt", **generate_kwargs)
+        direct = count_run(
+            pipe, None, height, width, steps, architectures.PROMPT, (), output_type="pt", **generate_kwargs
+        )
         direct_flops = sum(part.flops for part in direct)
     result.direct_flops = direct_flops
     return result

@@ -1,4 +1,5 @@
-"""What differs between the flow-matching transformers (FLUX.1, SD3/3.5) and the UNets, for the sampling core.
+"""What differs between the flow-matching transformers (FLUX.1, Qwen-Image, SD3/3.5) and the UNets, for the sampling
+core (Qwen-Image is FLUX's layout with its own packing calls and ``img_shapes``: :class:`QwenImageLayout`).
 
 Both predict the rectified-flow velocity v = ε − x₀ for x_t = (1 − σ)·x₀ + σ·ε and sample with
 ``FlowMatchEulerDiscreteScheduler`` (or another flow-matching scheduler), whose ``timesteps`` are σ·1000. What
@@ -29,7 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from diffusers import FluxPipeline
+from diffusers import FluxPipeline, QwenImagePipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift as pipeline_shift
 
 from hiresdiff.methods.flow_shift import Shift, policy_value
@@ -98,7 +99,8 @@ class FluxLayout:
     def trained_size(self, transformer, pipe=None) -> tuple[int, int]:
         if pipe is None or not getattr(pipe, "default_sample_size", None):
             raise ValueError(
-                "a FLUX transformer's trained size is its pipeline's default_sample_size: pass the pipeline, "
+                "a FLUX or Qwen-Image transformer's trained size is its pipeline's default_sample_size: pass the "
+                "pipeline, "
                 "or trained_size="
             )
         return (pipe.default_sample_size, pipe.default_sample_size)
@@ -140,6 +142,31 @@ class FluxLayout:
         if "mu" not in grid.arguments:  # FluxPipeline passes its μ also to a static scheduler, which ignores it
             grid = StageGrid({"mu": calculate_shift(tokens, config, 1.15)}, grid.shift)
         return StageGrid({**sigmas, **grid.arguments}, grid.shift)
+
+
+class QwenImageLayout(FluxLayout):
+    """``QwenImageTransformer2DModel`` in ``QwenImagePipeline``: FLUX's 2×2-packed tokens, time σ and grid (its
+    pipeline computes μ as FLUX's), the packing being the transformer's own ``patch_size``; the token grid travels as
+    ``img_shapes`` [[(1, h/2, w/2)]] per sample instead of position ids, and its VAE's latents carry a frame axis of 1
+    that the grid drops."""
+
+    def size_multiple(self, config: Mapping[str, Any]) -> int:
+        return config.get("patch_size", 2)
+
+    def to_grid(self, latents: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """Packed (B, h/2·w/2, 4C) → (B, C, h, w): the pipeline's own unpacking, without its frame axis."""
+        return QwenImagePipeline._unpack_latents(latents, size[0], size[1], vae_scale_factor=1)[:, :, 0]
+
+    def from_grid(self, z: torch.Tensor) -> torch.Tensor:
+        return QwenImagePipeline._pack_latents(z, *z.shape)
+
+    def grid_size(self, arguments: Mapping[str, Any]) -> tuple[int, int]:
+        _, h, w = arguments["img_shapes"][0][0]
+        return 2 * h, 2 * w
+
+    def with_input(self, arguments: Mapping[str, Any], z: torch.Tensor) -> dict[str, Any]:
+        shapes = [[(1, z.shape[-2] // 2, z.shape[-1] // 2)]] * z.shape[0]
+        return {**arguments, "hidden_states": self.from_grid(z), "img_shapes": shapes}
 
 
 class SD3Layout:

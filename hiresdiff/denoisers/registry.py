@@ -16,18 +16,25 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-from diffusers import FluxTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel, UNet2DModel, UNetMotionModel
+from diffusers import (
+    FluxTransformer2DModel,
+    QwenImageTransformer2DModel,
+    SD3Transformer2DModel,
+    UNet2DConditionModel,
+    UNet2DModel,
+    UNetMotionModel,
+)
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from diffusers.models.unets.unet_motion_model import UNetMotionOutput
 
-from hiresdiff.denoisers.layouts import FluxLayout, SD3Layout
+from hiresdiff.denoisers.layouts import FluxLayout, QwenImageLayout, SD3Layout
 
 SUPPORTED = (
     "pipelines whose denoiser is a UNet: SD 1.x/2.x and SDXL (UNet2DConditionModel), "
     "AnimateDiff (UNetMotionModel) and pixel-space UNet2DModel, or a flow-matching transformer: "
-    "FLUX.1 (FluxTransformer2DModel) and SD3/3.5 (SD3Transformer2DModel)"
+    "FLUX.1 (FluxTransformer2DModel), Qwen-Image (QwenImageTransformer2DModel) and SD3/3.5 (SD3Transformer2DModel)"
 )
 
 
@@ -54,6 +61,7 @@ def families() -> dict[type, DenoiserFamily]:
         UNetMotionModel: DenoiserFamily(UNetMotionOutput, video=True),
         UNet2DModel: DenoiserFamily(UNet2DOutput, video=False, latent=False),
         FluxTransformer2DModel: DenoiserFamily(Transformer2DModelOutput, video=False, layout=FluxLayout()),
+        QwenImageTransformer2DModel: DenoiserFamily(Transformer2DModelOutput, video=False, layout=QwenImageLayout()),
         SD3Transformer2DModel: DenoiserFamily(Transformer2DModelOutput, video=False, layout=SD3Layout()),
     }
 
@@ -71,8 +79,8 @@ def _layout_of_config(config: Mapping[str, Any]):
     ``None`` for a UNet's."""
     if "block_out_channels" in config:
         return None
-    if "axes_dims_rope" in config:
-        return FluxLayout()
+    if "axes_dims_rope" in config:  # FLUX pools a CLIP projection; Qwen-Image has none
+        return FluxLayout() if "pooled_projection_dim" in config else QwenImageLayout()
     if "pos_embed_max_size" in config:
         return SD3Layout()
     raise ValueError(f"hiresdiff supports {SUPPORTED}; this config describes none of them")
@@ -91,7 +99,8 @@ def trained_size(denoiser, pipe=None) -> tuple[int, int]:
 
 def size_multiple(denoiser) -> int:
     """What the latent (or pixel) size of the denoiser (or of its config, a mapping) must divide by: for a UNet 2 per
-    down block that has a downsampler (2^(levels−1)), for FLUX 2 (its 2×2 packing), for SD3 its ``patch_size``."""
+    down block that has a downsampler (2^(levels−1)), for FLUX and Qwen-Image 2 (their 2×2 packing), for SD3 its
+    ``patch_size``."""
     config = getattr(denoiser, "config", denoiser)
     layout = _layout_of_config(config)
     if layout is not None:

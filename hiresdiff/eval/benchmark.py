@@ -39,6 +39,7 @@ from hiresdiff.loading.pipelines import load_pipeline
 from hiresdiff.loading.pixel_model import initial_noise, load_pixel_model, sample, to_pil
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
 from hiresdiff.loading.schedulers import make_scheduler
+from hiresdiff.methods.family_defaults import FLOW
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two
 from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline
@@ -180,8 +181,10 @@ def flow_methods_for(scale: int, etas=(1.0, 0.6, 0.3)) -> list[Method]:
         Method("FreeScale latent φ", scale, Recipe.freescale(space="latent")),
         Method("FreeScale, pipeline shift", scale, Recipe.freescale(), call=(("shift", "pipeline"),)),
         Method("Self-Cascade, pipeline shift", scale, Recipe.self_cascade(), call=(("shift", "pipeline"),)),
-        Method("FreeScale NTK", scale, Recipe.freescale() + Recipe(positions=PositionConfig("ntk", until=0.7))),
-        Method("FreeScale YaRN", scale, Recipe.freescale() + Recipe(positions=PositionConfig("yarn", until=0.7))),
+        Method("FreeScale NTK", scale, Recipe.freescale() + Recipe(positions=PositionConfig("ntk", until=FLOW.until))),
+        Method(
+            "FreeScale YaRN", scale, Recipe.freescale() + Recipe(positions=PositionConfig("yarn", until=FLOW.until))
+        ),
         Method("FreeScale without positions", scale, Recipe.freescale(dilation=False)),
     ]
     return out + pipeline_rows(scale)
@@ -258,7 +261,7 @@ def shift_methods_for(scale: int, policies=("trained", "pipeline", "resolution")
 
 def strength_methods_for(scale: int, strengths=(0.3, 0.4, 0.5, 0.7)) -> list[Method]:
     """Self-Cascade and FreeScale at each restart strength against naive and the enlargements: the measurement that
-    chooses a model family's default strength (:data:`~hiresdiff.methods.self_cascade.FLOW_STRENGTH`)."""
+    chooses a model family's default strength (:data:`~hiresdiff.methods.family_defaults.FLOW`)."""
     return baselines(scale) + [
         Method(f"{name} s={s:g}", scale, build(strength=s))
         for name, build in (("Self-Cascade", Recipe.self_cascade), ("FreeScale", Recipe.freescale))

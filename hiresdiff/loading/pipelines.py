@@ -7,6 +7,7 @@ and removes them again, even when the call fails.
 
 from __future__ import annotations
 
+import importlib
 import re
 import socket
 import urllib.parse
@@ -19,6 +20,14 @@ from diffusers import DiffusionPipeline
 
 from hiresdiff.checks import cannot_load
 from hiresdiff.denoisers.registry import check_model_index
+from hiresdiff.loading.low_memory import (
+    apply_offload,
+    check_offload,
+    check_quant,
+    load_gguf_denoiser,
+    pipeline_quantization,
+    warn_nothing_to_offload,
+)
 from hiresdiff.models import MODEL_NAMES, ModelSettings, model_settings, resolve_model
 from hiresdiff.recipe import Recipe
 from hiresdiff.sampling.generate import generate
@@ -115,6 +124,9 @@ def load_pipeline(
     dtype: Optional[torch.dtype] = None,
     needs_unet: bool = True,
     progress: bool = True,
+    offload: str = "none",
+    quant: str = "none",
+    gguf: Optional[str | Path] = None,
 ) -> tuple[Any, ModelSettings]:
     """``DiffusionPipeline.from_pretrained(model)`` (a folder, hub id or short name such as ``"emoji-latent"``) on
     ``device`` (default :func:`pick_device`) in ``dtype`` (default :func:`pick_dtype`), and its
@@ -124,18 +136,42 @@ def load_pipeline(
     config, a truncated weights file) by a one-line ``ValueError`` naming it; with ``needs_unet`` a pipeline without
     a supported UNet is refused (``ValueError``) from its ``model_index.json``, before any weights load. A FLUX
     pipeline's ``default_sample_size`` (its own setting, which ``FluxPipeline`` fixes at 128 whatever the weights) is
-    set from the settings' ``trained_size``, so that its plain call makes the size its weights know."""
+    set from the settings' ``trained_size``, so that its plain call makes the size its weights know.
+
+    ``offload`` and ``quant`` / ``gguf`` run it in less device memory (:mod:`hiresdiff.loading.low_memory`: CPU
+    offload onto ``device``; the denoiser's weights quantized, or read from a GGUF single file); each is checked, and
+    its package looked for, before any weights load."""
+    check_offload(offload)
+    check_quant(quant, gguf)
     offline = is_hub_id(model) and not hub_reachable()
     model_index = pipeline_config(model, local_files_only=offline)
     if needs_unet:
         check_model_index(model_index)
     device = check_device(device) if device else pick_device()
+    dtype = dtype or pick_dtype(device)
+    denoiser_name = next((name for name in ("transformer", "unet") if name in model_index), None)
+    parts = {}
+    if gguf is not None:
+        library, class_name = model_index[denoiser_name]
+        denoiser_class = getattr(importlib.import_module(library), class_name)
+        parts[denoiser_name] = load_gguf_denoiser(gguf, denoiser_class, resolve_model(model), denoiser_name, dtype)
     try:
         pipe = DiffusionPipeline.from_pretrained(
-            resolve_model(model), dtype=dtype or pick_dtype(device), local_files_only=offline
-        ).to(device)
+            resolve_model(model),
+            dtype=dtype,
+            local_files_only=offline,
+            quantization_config=pipeline_quantization(quant, denoiser_name),
+            **parts,
+        )
     except Exception as error:  # a broken config or a truncated weights file: one line naming the model
         raise cannot_load("model", model, error) from None
+    offloaded = False  # else the offload hooks move each model onto the device when it runs
+    if offload != "none" and torch.device(device).type == "cpu":
+        warn_nothing_to_offload(offload)
+    elif offload != "none":
+        offloaded = apply_offload(pipe, offload, torch.device(device))
+    if not offloaded:
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=not progress)
     settings = model_settings(model)
     if settings.trained_size is not None and hasattr(pipe, "default_sample_size"):

@@ -66,5 +66,6 @@ def degenerate_steps(sigmas) -> int:
 
 
 def is_degenerate(sigmas) -> bool:
-    """More than half of the steps above σ = 0.95: the run spends most of its steps on pure noise."""
-    return degenerate_steps(sigmas) > DEGENERATE_SHARE * len(sigmas)
+    """More than half of the steps after the first above σ = 0.95: the run spends most of its steps on pure noise.
+    (The first step of a fresh grid starts at σ = 1 whatever the shift, so a one-step grid is never degenerate.)"""
+    return degenerate_steps(sigmas[1:]) > DEGENERATE_SHARE * (len(sigmas) - 1)

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from collections.abc import Callable, Sequence
@@ -127,21 +128,29 @@ class DilationConfig:
     Attributes:
         until: share of the stage's steps, from the first, during which the convs are dilated: active while the
             step fraction p < until (:mod:`hiresdiff.core.step_fraction`; the release's ``dilate_tau = 35`` of 50
-            steps is 0.7). In [0, 1].
+            steps is 0.7). In [0, 1]; ``None``: the model family's (:mod:`hiresdiff.methods.family_defaults`: 0.7
+            on UNets, 0.88 for position interpolation, its analogue on a flow transformer).
         non_integer: what a non-integer stage scale does; only ``"round"`` (to the nearest integer ≥ 1).
     """
 
-    until: float = 0.7
+    until: Optional[float] = None
     non_integer: str = "round"
 
     def __post_init__(self):
-        if not (is_real(self.until) and 0 <= self.until <= 1):
+        if self.until is not None and not (is_real(self.until) and 0 <= self.until <= 1):
             raise ValueError(f"until must be a number in [0, 1]; got {self.until!r}")
         if self.non_integer not in NON_INTEGER_SCALES:
             raise ValueError(f"non_integer must be one of {NON_INTEGER_SCALES}; got {self.non_integer!r}")
 
+    def for_family(self, defaults) -> DilationConfig:
+        """This config with ``until=None`` filled in from ``defaults``
+        (:class:`~hiresdiff.methods.family_defaults.FamilyDefaults`)."""
+        return self if self.until is not None else dataclasses.replace(self, until=defaults.until)
+
     def is_active(self, progress: float) -> bool:
-        """Whether a call at step fraction ``progress`` dilates: p < until."""
+        """Whether a call at step fraction ``progress`` dilates: p < until (filled in by :meth:`for_family`)."""
+        if self.until is None:
+            raise ValueError("until is the model family's: fill it in with for_family before sampling")
         return bool(in_window(progress, self.until))
 
     def dilation_for_scale(self, scale_hw: Sequence[float]) -> tuple[int, int]:

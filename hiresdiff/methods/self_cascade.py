@@ -23,13 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from hiresdiff.checks import check_positive_int, check_strength, is_real
+from hiresdiff.methods.family_defaults import FAMILY, FamilyDefaults
 from hiresdiff.methods.freescale import check_detail_alpha
 
 UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
-#: the restart strength of ``strength=None`` per model family, on the step fraction (a later stage starts at
-#: p = 1 − strength): the papers' 0.7 on diffusion (VP, EDM) models; 0.3 on flow models, where 0.7 regenerates
-#: instead of refining (measured on emoji-flux: benchmarks/README.md, "Cascades that refine on flow models")
-DIFFUSION_STRENGTH, FLOW_STRENGTH = 0.7, 0.3
 SPACES = ("latent", "rgb")
 
 Size = tuple[int, int]
@@ -114,7 +111,7 @@ class CascadeConfig:
     Attributes:
         strength: share of the steps re-run in every later stage, in (0, 1]: it restarts at step K = N − int(N·strength)
             of its grid, the step fraction 1 − strength (Self-Cascade 0.7; FreeScale restarts at step 15 of 50, also
-            0.7). ``None``: the model family's (:func:`with_family_strength`).
+            0.7). ``None``: the model family's (:mod:`hiresdiff.methods.family_defaults`: 0.7 diffusion, 0.3 flow).
         upsample: φ's interpolation: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
         space: ``"latent"`` (resize the latents, Self-Cascade) or ``"rgb"`` (VAE decode → resize → encode,
             FreeScale's choice for images). Pixel models resize the image either way.
@@ -124,9 +121,15 @@ class CascadeConfig:
         detail_alpha: FreeScale's detail control (``None`` = off): before every UNet call of a later stage
             z ← (1−c)·z + c·z̃_t with z̃_t the upsampled pivot noised to t by the stage's ε and
             c = ((1 + cos(π(T−t)/T))/2)^α. α is a number, a map (H, W) at any resolution (resized to each
-            stage) or a callable from the previous stage's decoded image (B, 3, H, W) in [-1, 1] to such a map.
+            stage), a callable from the previous stage's decoded image (B, 3, H, W) in [-1, 1] to such a map, or
+            ``"family"``: the model family's (2 diffusion, 0.5 flow).
         stage_ratio: the side ratio between consecutive stages (> 1): 2 doubles the sides every stage (both papers);
             a ratio at least the target's scale jumps from the trained size to the target in one stage.
+        shared_steps: the stages share the call's steps, so that the run makes no more denoiser calls than plain
+            sampling at the same ``steps`` (the fast recipe): every later stage runs at most
+            ⌊⌊steps/2⌋ / its number⌋ steps (at least 1; its grid shortened to match), stage 0 the rest; with fewer steps
+            than stages the run jumps to the target in one stage, and with one step it is plain sampling at the target
+            (:func:`hiresdiff.sampling.run_plan.plan_run` says which, in a warning).
 
     A flow model's stages are shifted by the call's ``shift`` policy (:mod:`hiresdiff.methods.flow_shift`).
     """
@@ -138,6 +141,7 @@ class CascadeConfig:
     target_steps: Optional[int] = None
     detail_alpha: DetailAlpha = None
     stage_ratio: float = 2.0
+    shared_steps: bool = False
 
     def __post_init__(self):
         if self.strength is not None:
@@ -149,15 +153,19 @@ class CascadeConfig:
         for name in ("steps", "target_steps"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)
-        check_detail_alpha(self.detail_alpha)
+        if not (isinstance(self.detail_alpha, str) and self.detail_alpha == FAMILY):
+            check_detail_alpha(self.detail_alpha)
         if not (is_real(self.stage_ratio) and self.stage_ratio > 1):
             raise ValueError(f"stage_ratio must be a number above 1; got {self.stage_ratio!r}")
 
-    def with_family_strength(self, flow: bool) -> CascadeConfig:
-        """This config with ``strength`` filled in for its model family when it is ``None``."""
-        if self.strength is not None:
-            return self
-        return dataclasses.replace(self, strength=FLOW_STRENGTH if flow else DIFFUSION_STRENGTH)
+    def for_family(self, defaults: FamilyDefaults) -> CascadeConfig:
+        """This config with the settings it leaves to the model family (``strength=None``,
+        ``detail_alpha="family"``) filled in from ``defaults``."""
+        strength = defaults.strength if self.strength is None else self.strength
+        alpha = self.detail_alpha
+        if isinstance(alpha, str) and alpha == FAMILY:
+            alpha = defaults.detail_alpha
+        return dataclasses.replace(self, strength=strength, detail_alpha=alpha)
 
     def stage_steps(self, steps: int, last: bool = False) -> int:
         """The full schedule length of a later stage (``last``: the stage at the target) for a call of ``steps``."""

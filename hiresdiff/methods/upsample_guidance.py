@@ -29,6 +29,9 @@ from hiresdiff.core.step_fraction import Clock, continuous_clock, in_window
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 WEIGHT_SCHEDULES = ("step", "linear", "constant")
 PIXEL_ETA, LATENT_ETA = 1.0, 0.6  # the paper's η: pixel models guide every step, latent ones the first 60 %
+#: flow models guide every step: on emoji-flux η 1 keeps more of the picture than 0.6, alone and in the cascades,
+#: whose later stages restart at p = 0.7, after a 0.6 window (benchmarks/README.md, "UG's η on flow models")
+FLOW_ETA = 1.0
 
 
 def _per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +117,8 @@ class UpsampleGuidanceConfig:
         theta: guidance scale θ (≥ 0).
         eta: share η ∈ [0, 1] of the steps, from the first, where guidance is on (step fraction p < η); ``None``:
             the model family's setting of the paper, :data:`PIXEL_ETA` for pixel models and :data:`LATENT_ETA`
-            for latent ones (VAE artifacts), filled in when UG is attached to a UNet (:func:`with_family_eta`).
+            for latent ones (VAE artifacts), :data:`FLOW_ETA` for flow transformers (measured), filled in when UG is
+            attached (:func:`with_family_eta`).
         schedule: ``"step"`` (eq. 5: θ while p < η), ``"linear"`` (θ at p = 0 falling linearly to 0 at p = η:
             θ·max(0, η − p)/η), ``"constant"`` (θ at every step) or a callable from step fractions p to w.
         prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``; ``None`` reads it from the scheduler.
@@ -160,11 +164,16 @@ class UpsampleGuidanceConfig:
         return self.theta * in_window(p, self.eta).float()
 
 
-def with_family_eta(config: UpsampleGuidanceConfig, latent: bool) -> UpsampleGuidanceConfig:
-    """``config`` with η filled in for its model family when it is ``None``: :data:`LATENT_ETA` or :data:`PIXEL_ETA`."""
+def family_eta(latent: bool, flow: bool = False) -> float:
+    """A model family's η: :data:`FLOW_ETA` for flow transformers, else :data:`LATENT_ETA` or :data:`PIXEL_ETA`."""
+    return FLOW_ETA if flow else LATENT_ETA if latent else PIXEL_ETA
+
+
+def with_family_eta(config: UpsampleGuidanceConfig, latent: bool, flow: bool = False) -> UpsampleGuidanceConfig:
+    """``config`` with η filled in for its model family when it is ``None`` (:func:`family_eta`)."""
     if config.eta is not None:
         return config
-    return dataclasses.replace(config, eta=LATENT_ETA if latent else PIXEL_ETA)
+    return dataclasses.replace(config, eta=family_eta(latent, flow))
 
 
 def guided_prediction(

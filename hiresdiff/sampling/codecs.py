@@ -41,7 +41,9 @@ class PixelCodec:
 
 
 class VaeCodec:
-    """A diffusers ``AutoencoderKL``: z = (E(x).mode − shift)·scaling, x = D(z/scaling + shift).
+    """A diffusers ``AutoencoderKL``: z = (E(x).mode − shift)·scaling, x = D(z/scaling + shift); Qwen-Image's
+    ``AutoencoderKLQwenImage`` the same with its per-channel ``latents_mean`` (shift) and 1/``latents_std`` (scaling),
+    an image passed as a clip of one frame.
 
     ``tiling``: ``True`` always tiles, ``False`` never, ``None`` tiles images above 1536² pixels. The VAE's
     own tiling switch is restored afterwards, and so is its dtype.
@@ -49,8 +51,20 @@ class VaeCodec:
 
     def __init__(self, vae, scale_factor: int, tiling: Optional[bool] = None):
         self.vae, self.scale_factor, self.tiling = vae, scale_factor, tiling
-        self.scaling = vae.config.scaling_factor
-        self.shift = getattr(vae.config, "shift_factor", None) or 0.0
+        config = vae.config
+        self.frame_axis = config.get("latents_mean") is not None
+        if self.frame_axis:  # Qwen-Image's video VAE: per-channel statistics, images as clips of one frame
+            self.shift = torch.tensor(config.latents_mean).view(1, -1, 1, 1)
+            self.scaling = 1 / torch.tensor(config.latents_std).view(1, -1, 1, 1)
+        else:
+            self.scaling = config.scaling_factor
+            self.shift = config.get("shift_factor", None) or 0.0
+
+    def _normalisation(self, like: torch.Tensor):
+        """(shift, scaling) as numbers or per-channel tensors on ``like``'s device."""
+        if not self.frame_axis:
+            return self.shift, self.scaling
+        return self.shift.to(like.device), self.scaling.to(like.device)
 
     @contextmanager
     def _prepared(self, pixels: int):
@@ -72,16 +86,25 @@ class VaeCodec:
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         frames = _fold_frames(z)
+        shift, scaling = self._normalisation(frames)
         with self._prepared(frames.shape[-2] * frames.shape[-1] * self.scale_factor**2) as dtype:
-            image = self.vae.decode(frames.to(dtype) / self.scaling + self.shift).sample
+            latents = (frames.to(dtype) / scaling + shift).to(dtype)
+            if self.frame_axis:
+                image = self.vae.decode(latents.unsqueeze(2)).sample[:, :, 0]
+            else:
+                image = self.vae.decode(latents).sample
         return _unfold_frames(image.to(z.dtype), z)
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         frames = _fold_frames(image)
         with self._prepared(frames.shape[-2] * frames.shape[-1]) as dtype:
-            z = self.vae.encode(frames.to(dtype)).latent_dist.mode()
-        return _unfold_frames(((z - self.shift) * self.scaling).to(image.dtype), image)
+            if self.frame_axis:
+                z = self.vae.encode(frames.to(dtype).unsqueeze(2)).latent_dist.mode()[:, :, 0]
+            else:
+                z = self.vae.encode(frames.to(dtype)).latent_dist.mode()
+        shift, scaling = self._normalisation(z)
+        return _unfold_frames(((z - shift) * scaling).to(image.dtype), image)
 
 
 def _fold_frames(x: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ def apply_upsample_guidance(
     levels = [config] if isinstance(config, UpsampleGuidanceConfig) else list(config)
     if not levels or not all(isinstance(c, UpsampleGuidanceConfig) for c in levels):
         raise ValueError(f"config must be an UpsampleGuidanceConfig or a non-empty sequence of them; got {config!r}")
-    levels = [with_family_eta(level, latent=family.latent) for level in levels]
+    levels = [with_family_eta(level, latent=family.latent, flow=family.flow) for level in levels]
     hook = parts_of(family).upsample_guidance_hook(unet, pipe, levels, family, scheduler, sdxl_time_ids)
     attach(unet, hook, UPSAMPLE_GUIDANCE_HOOK)
 

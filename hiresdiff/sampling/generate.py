@@ -176,7 +176,7 @@ def run(
             call["callback_on_step_end"] = plan.user_callback
         grid = None if layout is None else _stage_grid(pipe.scheduler, plan, planned, size_multiple(denoiser))
         if stage.index == 0:
-            call.update(plan.first_only)
+            call.update(plan.first_only, num_inference_steps=planned.steps)  # fewer than the call's: shared_steps
             scheduler = fresh_copy(pipe.scheduler) if grid is None else RestartedScheduler(pipe.scheduler, 0, grid)
         else:
             scheduler = _restart(pipe.scheduler, recipe, planned, latents, codec, call, layout, grid)

@@ -122,8 +122,7 @@ def plan_run(
         )
     parameters = inspect.signature(pipe.__call__).parameters
     _check_pipeline(pipe, parameters, recipe, family, denoiser)
-    if recipe.cascade is not None:
-        recipe = dataclasses.replace(recipe, cascade=recipe.cascade.with_family_strength(family.flow))
+    recipe = recipe.for_family(family.flow)
     if family.video and recipe.cascade is not None and recipe.cascade.space == "rgb":
         recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
     scale_factor = getattr(pipe, "vae_scale_factor", 1) or 1
@@ -136,8 +135,12 @@ def plan_run(
             )
     check_steps(steps)
     trained = _trained_latent_size(denoiser, pipe, trained_size, scale_factor)
-    stages = recipe.stages(trained, (height // scale_factor, width // scale_factor), size_multiple(denoiser))
-    planned = [_stage_plan(recipe, stage, stage is stages[-1], steps, scale_factor) for stage in stages]
+    target = (height // scale_factor, width // scale_factor)
+    stages = recipe.stages(trained, target, size_multiple(denoiser))
+    if recipe.cascade is not None and recipe.cascade.shared_steps and len(stages) > steps:
+        recipe = _fewer_stages(recipe, stages, steps)
+        stages = recipe.stages(trained, target, size_multiple(denoiser))
+    planned = _stage_plans(recipe, stages, steps, scale_factor)
     _check_positions(denoiser, family, recipe, stages, scale_factor, height, width)
     _check_frames(stages, num_frames)
     init_size = None
@@ -181,16 +184,49 @@ def plan_run(
     )
 
 
-def _stage_plan(recipe: Recipe, stage: Stage, last: bool, steps: int, scale_factor: int) -> StagePlan:
-    """One stage's plan. A later stage whose grid of N steps leaves it no step (N·strength < 1, a few-step call)
+def _fewer_stages(recipe: Recipe, stages, steps: int) -> Recipe:
+    """A ``shared_steps`` cascade with more stages than ``steps``: one jump from the trained size to the target
+    (two stages), or with one step plain sampling at the target (the per-call parts kept); warns which."""
+    if steps == 1:
+        warnings.warn(
+            f"steps=1 cannot share one denoiser call among {len(stages)} stages: plain sampling at the target "
+            "(the recipe's per-call parts kept) instead of the cascade",
+            stacklevel=3,
+        )
+        return dataclasses.replace(recipe, cascade=None, upsamplers=None)
+    warnings.warn(
+        f"steps={steps} cannot give each of the cascade's {len(stages)} stages a step: it jumps from the trained size "
+        "to the target in one stage instead",
+        stacklevel=3,
+    )
+    jump = dataclasses.replace(recipe.cascade, stage_ratio=float(max(stages[-1].scale)))
+    return dataclasses.replace(recipe, cascade=jump)
+
+
+def _stage_plans(recipe: Recipe, stages, steps: int, scale_factor: int) -> list[StagePlan]:
+    """Every stage's plan: stage 0 samples the call's ``steps`` — with ``shared_steps``, what the later stages
+    leave of them, each of those running at most ⌊⌊steps/2⌋ / their number⌋ steps (at least one)."""
+    shared = recipe.cascade is not None and recipe.cascade.shared_steps
+    most = max(1, (steps // 2) // (len(stages) - 1)) if shared and len(stages) > 1 else None
+    later = [_stage_plan(recipe, stage, stage is stages[-1], steps, scale_factor, most) for stage in stages[1:]]
+    first = steps - sum(plan.steps_run for plan in later) if shared else steps
+    pixels = (stages[0].size[0] * scale_factor, stages[0].size[1] * scale_factor)
+    return [StagePlan(stages[0], pixels, first), *later]
+
+
+def _stage_plan(
+    recipe: Recipe, stage: Stage, last: bool, steps: int, scale_factor: int, most: Optional[int] = None
+) -> StagePlan:
+    """A later stage's plan: the last int(N·strength) steps of its grid of N steps, at most ``most`` of them (its
+    grid shortened to ⌈most/strength⌉). A later stage whose grid leaves it no step (N·strength < 1, a few-step call)
     samples instead the last step of a grid of ⌈1/strength⌉ steps, its restart as near the strength's step fraction
     as one step gets, and says so (a warning naming ``steps`` and ``strength``)."""
     pixels = (stage.size[0] * scale_factor, stage.size[1] * scale_factor)
-    if stage.index == 0:
-        return StagePlan(stage, pixels, steps)
     cascade = recipe.cascade
     grid = cascade.stage_steps(steps, last)
-    if cascade.steps_run(steps, last) < 1:
+    if most is not None and cascade.steps_run(steps, last) > most:
+        grid = math.ceil(most / cascade.strength - 1e-9)
+    elif cascade.steps_run(steps, last) < 1:
         longer = math.ceil(1 / cascade.strength - 1e-9)
         warnings.warn(
             f"steps={grid} × strength {cascade.strength:g} < 1 leaves the cascade's later stages no step: each runs "

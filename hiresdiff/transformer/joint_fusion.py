@@ -1,4 +1,5 @@
-"""Scale fusion on the joint text-image attention of flow transformers (FLUX.1, SD3/3.5), as attention processors.
+"""Scale fusion on the joint text-image attention of flow transformers (FLUX.1, Qwen-Image, SD3/3.5), as attention
+processors.
 
     h_fusion = G(h_local) + (h_global − G(h_global))        on the image-token grid
 
@@ -7,12 +8,14 @@ of the trained token grid (stride half a window, interior windows jittered as in
 :mod:`hiresdiff.unet.scale_fusion`), each call seeing every text token and the window's image tokens;
 the image outputs are averaged where windows overlap, the text outputs of the windows are dropped (text tokens
 keep their global output). FLUX's rotary embedding is sliced with the tokens, so every token keeps the rotation of
-its place in the whole image (RoPE is applied before windowing). Calling the layer's own processor makes the
+its place in the whole image (RoPE is applied before windowing; Qwen-Image's text padding mask is passed on and
+rebuilt by its processor for the window's tokens). Calling the layer's own processor makes the
 local branch exact for any processor: these layers normalise per token (RMS norms of q and k), never over tokens.
 
 Layers: every attention of FLUX's dual-stream blocks (image tokens in ``hidden_states``, text in
 ``encoder_hidden_states``) and single-stream blocks (text tokens first in ``hidden_states``: their count is the
-total minus the call's image tokens), and of SD3's joint blocks (``attn``, and SD3.5's image-only ``attn2``).
+total minus the call's image tokens), of Qwen-Image's dual-stream blocks (as FLUX's), and of SD3's joint blocks
+(``attn``, and SD3.5's image-only ``attn2``).
 The processor returns the wrapped processor's output untouched — without computing windows — outside a
 transformer call, at scale ≤ 1, when one window covers the grid, and with an ``attention_mask``.
 ``remove_joint_fusion`` sets back exactly the processor objects it wrapped.
@@ -32,9 +35,12 @@ from hiresdiff.methods.freescale import ScaleFusionConfig, fuse, fusion_window_s
 
 
 def _sliced_rope(rope, text: int, index: torch.Tensor):
-    """FLUX's (cos, sin) rows for the text tokens and the image tokens at ``index``."""
+    """The rotary embedding of the text tokens and the image tokens at ``index``: FLUX's (cos, sin) rows over all
+    tokens, text first; Qwen-Image's complex (image, text) frequencies, the image's rows sliced."""
     if rope is None:
         return None
+    if rope[0].is_complex():
+        return rope[0][index], rope[1]
     keep = torch.cat([torch.arange(text, device=index.device), text + index])
     return tuple(part[keep] for part in rope)
 
@@ -52,8 +58,12 @@ class JointFusionProcessor:
         encoder_hidden_states: Optional[torch.Tensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
         image_rotary_emb=None,
+        encoder_hidden_states_mask: Optional[torch.Tensor] = None,
         **kwargs,
     ):
+        # named, so that diffusers' Attention passes them on (it drops what the processor's signature lacks)
+        if encoder_hidden_states_mask is not None:  # Qwen-Image's text padding mask
+            kwargs = dict(kwargs, encoder_hidden_states_mask=encoder_hidden_states_mask)
         extra = dict(kwargs, **({"image_rotary_emb": image_rotary_emb} if image_rotary_emb is not None else {}))
         global_out = self.original(
             attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **extra

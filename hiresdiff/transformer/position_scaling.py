@@ -8,6 +8,9 @@ trained size, the row and column axes get the frequencies of :func:`hiresdiff.co
 every rotated query and key by it, so every attention logit by the scale. Outside the active window, at
 scale ≤ 1 (UG's trained-size calls) and outside a transformer call, the embedding's own forward runs.
 
+**Qwen-Image** (``QwenEmbedRope``, MSRoPE: frame, row, column; text tokens on the diagonal after the image): the
+same per-axis frequencies on the image's rows and columns (:class:`MultimodalRopeScalingHook`).
+
 **SD3** (``PatchEmbed`` with ``pos_embed_max_size``): the learned absolute embedding is a grid cropped at the
 centre; the trained size uses the central (h₀/p)×(w₀/p) crop. Position interpolation resamples that crop
 (bicubic) to the call's patch grid: every patch gets the embedding of its relative position in the trained
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from diffusers.hooks import ModelHook
 from diffusers.models.embeddings import PatchEmbed
 from diffusers.models.transformers.transformer_flux import FluxPosEmbed
+from diffusers.models.transformers.transformer_qwenimage import QwenEmbedRope
 
 from hiresdiff.core.rope import entropy_logit_scale, scaled_rope_frequencies, yarn_attention_factor
 from hiresdiff.hooks.base import attach, detach
@@ -74,6 +78,50 @@ class RopeScalingHook(PositionHook):
         return 1.0
 
 
+class MultimodalRopeScalingHook(RopeScalingHook):
+    """Rescaled rotary frequencies for Qwen-Image's ``QwenEmbedRope`` (MSRoPE) in calls above the trained size.
+
+    Its image tokens sit on a grid of (frame, row, column) positions — rows and columns centred on 0
+    (i − ⌈h/2⌉) with ``scale_rope`` — and its text tokens on the diagonal after the image, from
+    m = max(h//2, w//2) on all three axes. The row and column axes of the image get the frequencies of
+    :func:`~hiresdiff.core.rope.scaled_rope_frequencies` (the frame axis keeps its own). The text keeps the geometry
+    the model was trained with: under PI, where positions are squeezed back into the trained range, at the trained
+    frequencies from m/s (the trained image's m); under NTK and YaRN, which keep positions and change frequencies, at
+    the image's frequencies from m (so every image-text angle stays a function of the position difference). The
+    complex frequencies are multiplied by √(logit scale), as FLUX's (cos, sin)."""
+
+    def new_forward(self, module, video_fhw, device=None, max_txt_seq_len=None):
+        call = self.context.current
+        if call is None or max(call.scale) <= 1 or not self.config.is_active(call.progress):
+            return self.fn_ref.original_forward(video_fhw, device=device, max_txt_seq_len=max_txt_seq_len)
+        shape = video_fhw[0] if isinstance(video_fhw, list) else video_fhw
+        frames, h, w = shape[0] if isinstance(shape, list) else shape
+        centred = module.scale_rope
+        axes = []  # per axis: (positions of the image tokens along it, unscaled ω, scaled ω)
+        for axis, (dim, length) in enumerate(zip(module.axes_dim, (frames, h, w))):
+            scale = max(1.0, call.scale[axis - 1]) if axis else 1.0
+            method = self.config.method if scale > 1 else "none"
+            trained = self.trained[axis - 1] if axis else None
+            omega = scaled_rope_frequencies(dim, 1.0, "none", theta=module.theta)
+            scaled = scaled_rope_frequencies(dim, scale, method, theta=module.theta, trained_length=trained)
+            positions = torch.arange(length, dtype=torch.float64) - (length - length // 2 if axis and centred else 0)
+            axes.append((positions, omega, scaled))
+        grids = torch.meshgrid(*(positions for positions, _, _ in axes), indexing="ij")
+        image = torch.cat([g.reshape(-1, 1) * scaled[None] for g, (_, _, scaled) in zip(grids, axes)], dim=1)
+        start = max(h // 2, w // 2) if centred else max(h, w)
+        text_positions = torch.arange(int(max_txt_seq_len), dtype=torch.float64)
+        if self.config.method == "pi":
+            start = max((h // 2 if centred else h) / call.scale[0], (w // 2 if centred else w) / call.scale[1])
+            text = torch.cat([(start + text_positions)[:, None] * omega[None] for _, omega, _ in axes], dim=1)
+        else:
+            text = torch.cat([(start + text_positions)[:, None] * scaled[None] for _, _, scaled in axes], dim=1)
+        amplitude = self.logit_scale(call) ** 0.5
+        return tuple(
+            torch.polar(torch.full_like(angles, amplitude), angles).to(torch.complex64).to(device)
+            for angles in (image, text)
+        )
+
+
 class AbsolutePositionHook(PositionHook):
     """SD3's ``PatchEmbed`` with its trained-size crop interpolated to the call's patch grid (position
     interpolation)."""
@@ -109,6 +157,8 @@ def apply_positions(transformer, config: PositionConfig, context: CallContextHoo
     h0, w0 = context.trained_size
     if isinstance(embed, FluxPosEmbed):
         attach(embed, RopeScalingHook(config, context, (h0 // 2, w0 // 2)), POSITIONS_HOOK)
+    elif isinstance(embed, QwenEmbedRope):
+        attach(embed, MultimodalRopeScalingHook(config, context, (h0 // 2, w0 // 2)), POSITIONS_HOOK)
     elif isinstance(embed, PatchEmbed) and embed.pos_embed_max_size:
         if config.method != "pi" or config.attention_scaling != "none":
             raise ValueError(
@@ -124,7 +174,7 @@ def apply_positions(transformer, config: PositionConfig, context: CallContextHoo
     else:
         raise ValueError(
             f"positions: {type(transformer).__name__}'s position embedding {type(embed).__name__} is not "
-            "supported (FLUX's FluxPosEmbed, SD3's PatchEmbed with pos_embed_max_size)"
+            "supported (FLUX's FluxPosEmbed, Qwen-Image's QwenEmbedRope, SD3's PatchEmbed with pos_embed_max_size)"
         )
 
 

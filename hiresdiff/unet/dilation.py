@@ -40,6 +40,7 @@ from diffusers.hooks import ModelHook
 
 from hiresdiff.hooks.base import attach, attached, detach
 from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK, CallContextHook
+from hiresdiff.methods.family_defaults import DIFFUSION
 from hiresdiff.methods.freescale import DilationConfig, dilated_padding
 
 DILATION_HOOK = "hiresdiff_dilation"
@@ -121,10 +122,11 @@ def apply_dilation(unet, config: DilationConfig, context: Optional[CallContextHo
     """Hook the selected convs of ``unet``; ``context`` defaults to the UNet's attached call context.
 
     Returns the paths of the hooked convs. ``ValueError`` if ``config`` is not a :class:`DilationConfig`,
-    there is no call context, or dilation is already applied.
+    there is no call context, or dilation is already applied. ``until=None`` is a UNet's (diffusion) default.
     """
     if not isinstance(config, DilationConfig):
         raise ValueError(f"config must be a DilationConfig; got a {type(config).__name__}")
+    config = config.for_family(DIFFUSION)
     context = _context(unet, context)
     convs = dilated_convs(unet)
     if any(attached(conv, DILATION_HOOK) is not None for conv in convs.values()):
