@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
+from test_low_memory import needs_torchao
 from tiny_pipelines import load
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -335,7 +336,7 @@ def quantized_bytes(model) -> int:
 
 def test_the_plans_quantized_weights_match_the_loaded_ones(tmp_path):
     """The residency's count of quantized denoiser weights against the bytes a loaded quantized tiny FLUX holds: a
-    Q8_0 GGUF of it (rows of 32 values quantized, the rest float32) and, with torchao, int8 weight-only."""
+    Q8_0 GGUF of it (rows of 32 values quantized, the rest float32)."""
     pytest.importorskip("gguf", reason="needs the gguf package (the test extra has it)")
     from test_low_memory import load as load_flux
     from test_low_memory import write_gguf
@@ -347,11 +348,20 @@ def test_the_plans_quantized_weights_match_the_loaded_ones(tmp_path):
     write_gguf(plain.transformer, tmp_path / "q8.gguf")
     gguf = load_flux(quant="gguf-q8", gguf=tmp_path / "q8.gguf")
     assert weight_bytes(plain.transformer, 4, "gguf-q8") == quantized_bytes(gguf.transformer)
-    if __import__("importlib").util.find_spec("torchao") is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            int8 = load_flux(quant="int8")
-        assert weight_bytes(plain.transformer, 4, "int8") == quantized_bytes(int8.transformer)
+
+
+@needs_torchao
+def test_the_plans_int8_weights_match_torchaos():
+    """torchao's int8 weight-only tensors: int8 values, a scale in the compute dtype and an int8 zero point per row."""
+    from test_low_memory import load as load_flux
+
+    from hiresdiff.cost.residency import weight_bytes
+
+    plain = load_flux()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # diffusers: torchao's integer kernels prefer bfloat16
+        int8 = load_flux(quant="int8")
+    assert weight_bytes(plain.transformer, 4, "int8") == quantized_bytes(int8.transformer)
 
 
 def test_residency_under_each_offload_mode_by_hand():
