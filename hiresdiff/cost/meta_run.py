@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -25,7 +25,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch.utils._pytree import tree_leaves, tree_map
 
 from hiresdiff.core.step_fraction import in_window
-from hiresdiff.denoisers.registry import find_denoiser
+from hiresdiff.denoisers.registry import family_of, find_denoiser
 from hiresdiff.hooks.base import attach, detach
 from hiresdiff.hooks.call_context import current_call
 
@@ -94,8 +94,9 @@ class CallMemo:
     """Counts each kind of call of a model once. Two denoiser calls cost the same when their tensors have the same
     shapes and they run at the same size and scale with the same windows open — the windows being the recipe's
     step-fraction edges (``edges``: dilation's and the position rescaling's ``until``), so a call's kind is how many
-    edges its step fraction has passed; a call without hiresdiff's call context (no part can act in it) and a VAE's
-    encoder or decoder (its tiles) by their shapes alone. A repeat adds the first one's FLOPs to ``counter`` without
+    edges its step fraction has passed; a call without hiresdiff's call context (no part can act in it), a VAE's
+    encoder or decoder (its tiles) and a flow transformer's attention processor (scale fusion's windows) by their
+    shapes alone. A repeat adds the first one's FLOPs to ``counter`` without
     running, and its peak (the bytes it held above those held before it) on top of the bytes held at the repeat, so a
     plan costs a few calls whatever its steps and tiles."""
 
@@ -139,6 +140,37 @@ class MemoizedExecutionHook(ModelHook):
         return self.memo.run(module, forward, args, kwargs)
 
 
+def memoized_processor(original, memo: CallMemo):
+    """``original`` (an attention processor) counted once per kind of call (its attention module and its tensors'
+    shapes: attention's work depends on nothing else), for the joint scale fusion processor to wrap, so that its
+    windows of one shape are counted once. It keeps ``original``'s signature: diffusers passes a processor only the
+    keyword arguments its ``__call__`` names."""
+    signature = inspect.signature(original.__call__)
+
+    def __call__(self, attn, *args, **kwargs):
+        return memo.run(attn, lambda *a, **k: original(attn, *a, **k), args, kwargs)
+
+    first = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    __call__.__signature__ = signature.replace(parameters=[first, *signature.parameters.values()])
+    return type(f"Memoized{type(original).__name__}", (), {"__call__": __call__, "original": original})()
+
+
+@contextmanager
+def attention_counted_once(transformer, memo: CallMemo):
+    """Within the block, every attention processor of a flow ``transformer`` is a :func:`memoized_processor`; the
+    originals are put back afterwards. (Not on a UNet: its scale fusion attends the windows of diffusers' plain
+    processor in batches of its own, without calling the processor, and takes another path for any other.)"""
+    layers = [m for m in transformer.modules() if callable(getattr(m, "processor", None))]
+    originals = [layer.processor for layer in layers]
+    try:
+        for layer, original in zip(layers, originals):
+            layer.processor = memoized_processor(original, memo)
+        yield
+    finally:
+        for layer, original in zip(layers, originals):
+            layer.processor = original
+
+
 class MemoizedPartHook(ModelHook):
     """A VAE's encoder or decoder, inside the VAE's own run on ``meta``: each kind of call once (its tiles)."""
 
@@ -172,7 +204,7 @@ def models_on_meta(pipe, memo: Optional[CallMemo] = None):
         raise ValueError(f"pipe: {', '.join(off_meta)} must be on the meta device (see meta_twin)")
     if as_meta_twin(pipe) is not pipe:
         raise ValueError("pipe: counting runs on a meta twin (meta_twin(pipe)), whose pipeline executes on the CPU")
-    patched, hooked = [], []
+    patched, hooked, stack = [], [], ExitStack()
     try:
         for model in models.values():
             if all(callable(getattr(model, name, None)) for name in VAE_METHODS):  # a VAE: its methods, not forward
@@ -187,8 +219,11 @@ def models_on_meta(pipe, memo: Optional[CallMemo] = None):
                 memoized = memo is not None and model is find_denoiser(pipe)[0]
                 attach(model, MemoizedExecutionHook(memo) if memoized else MetaExecutionHook(), HOOK)
                 hooked.append(model)
+                if memoized and family_of(model).flow:
+                    stack.enter_context(attention_counted_once(model, memo))
         yield pipe
     finally:
+        stack.close()
         for model in patched:
             for name in VAE_METHODS:
                 vars(model).pop(name, None)
