@@ -291,11 +291,44 @@ def test_memory_warning_is_asked_for_not_hidden_in_generate(monkeypatch):
         hiresdiff.generate(pipe, "a cat", height=32, width=32, recipe="fast", steps=2, output_type="latent")
 
 
+def test_a_blocks_kind_tells_blocks_apart_by_what_changes_their_work():
+    """Blocks of one shape share a kind (the plan counts one of them); another processor, another processor wrapped,
+    a hook on one of its modules or another width each make another kind."""
+    from diffusers.hooks import ModelHook
+    from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    from hiresdiff.cost.meta_run import block_kind
+    from hiresdiff.hooks.base import attach
+
+    def block(dim=8):
+        made = BasicTransformerBlock(dim, 1, dim)
+        made.attn1.set_processor(AttnProcessor2_0())
+        return made
+
+    class Wrapper:
+        def __init__(self, original):
+            self.original = original
+
+    first, second = block(), block()
+    assert block_kind(first) == block_kind(second)
+    assert block_kind(block(16)) != block_kind(first)
+    second.attn1.set_processor(AttnProcessor())
+    assert block_kind(second) != block_kind(first)
+    second.attn1.set_processor(Wrapper(AttnProcessor()))
+    first.attn1.set_processor(Wrapper(AttnProcessor2_0()))
+    assert block_kind(second) != block_kind(first)
+    third = block()
+    attach(third.ff, ModelHook(), "a_part")
+    assert block_kind(third) != block_kind(block())
+
+
 @pytest.mark.parametrize(
     "arch,size,method",
     [
         ("sd15", 1024, "freescale+ug"),
         ("sd15", 1024, "fast"),
+        ("sdxl", 2048, "freescale"),
         ("flux1-dev", 1024, "freescale"),
         ("flux1-dev", 2048, "fast"),
     ],

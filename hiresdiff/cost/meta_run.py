@@ -31,6 +31,14 @@ from hiresdiff.hooks.call_context import current_call
 
 HOOK = "hiresdiff_meta_execution"
 VAE_METHODS = ("encode", "decode")
+#: A tiled VAE's seam blends: elementwise (no FLOPs), one row or column of the seam at a time (a row's memory), and
+#: on ``meta`` one dispatched operation per row — on a meta twin they are skipped, which changes no count but a row.
+VAE_BLENDS = ("blend_v", "blend_h", "blend_t")
+
+
+def unblended(a, b, blend_extent):
+    """A seam blend that leaves ``b`` as it is (:data:`VAE_BLENDS`)."""
+    return b
 
 
 def to_meta(value):
@@ -96,25 +104,30 @@ class CallMemo:
     step-fraction edges (``edges``: dilation's and the position rescaling's ``until``), so a call's kind is how many
     edges its step fraction has passed; a call without hiresdiff's call context (no part can act in it), a VAE's
     encoder or decoder (its tiles) and a flow transformer's attention processor (scale fusion's windows) by their
-    shapes alone. A repeat adds the first one's FLOPs to ``counter`` without
+    shapes alone. A denoiser's repeated blocks (:func:`repeated_blocks`) are counted once per kind across blocks:
+    blocks of one :func:`block_kind` given tensors of the same shapes in the same call do the same work (SDXL's ten
+    transformer blocks of a level, FLUX's 19 and 38). A repeat adds the first one's FLOPs to ``counter`` without
     running, and its peak (the bytes it held above those held before it) on top of the bytes held at the repeat, so a
-    plan costs a few calls whatever its steps and tiles."""
+    plan costs a few calls whatever its steps, tiles and blocks."""
 
     def __init__(self, counter, edges: Sequence[float]):
         self.counter, self.edges = counter, tuple(edges)
         self.seen: dict = {}
 
-    def key(self, module, args, kwargs):
+    def key(self, module, args, kwargs, denoiser=None):
+        """The kind of a call of ``module``; ``denoiser``: the model whose call a block's runs inside (the block is
+        then keyed by its :func:`block_kind`, not by itself)."""
         shapes = tuple((tuple(t.shape), t.dtype) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
-        call = current_call(module)
+        identity = id(module) if denoiser is None else block_kind(module)
+        call = current_call(module if denoiser is None else denoiser)
         if call is None:
-            return id(module), shapes
+            return identity, shapes
         passed = sum(not in_window(call.progress, edge) for edge in self.edges)
-        return id(module), shapes, tuple(call.size), tuple(call.scale), passed
+        return identity, shapes, tuple(call.size), tuple(call.scale), passed
 
-    def run(self, module, forward, args, kwargs):
+    def run(self, module, forward, args, kwargs, denoiser=None):
         """``forward(*args, **kwargs)`` counted once per kind of call (see the class docstring)."""
-        key = self.key(module, args, kwargs)
+        key = self.key(module, args, kwargs, denoiser)
         if key in self.seen:
             cost, specs = self.seen[key]
             self.counter.repeat_call(cost)
@@ -172,14 +185,52 @@ def attention_counted_once(transformer, memo: CallMemo):
 
 
 class MemoizedPartHook(ModelHook):
-    """A VAE's encoder or decoder, inside the VAE's own run on ``meta``: each kind of call once (its tiles)."""
+    """A part of a model running on ``meta``: each kind of call once — a VAE's encoder or decoder (its tiles), or,
+    with ``denoiser``, one of its repeated blocks (the blocks of each :func:`block_kind`)."""
 
-    def __init__(self, memo: CallMemo):
+    def __init__(self, memo: CallMemo, denoiser: Optional[torch.nn.Module] = None):
         super().__init__()
-        self.memo = memo
+        self.memo, self.denoiser = memo, denoiser
 
     def new_forward(self, module, *args, **kwargs):
-        return self.memo.run(module, self.fn_ref.original_forward, args, kwargs)
+        return self.memo.run(module, self.fn_ref.original_forward, args, kwargs, self.denoiser)
+
+
+#: The ``ModuleList``s that hold a denoiser's repeated blocks: the transformer blocks of a UNet's
+#: ``Transformer2DModel``s and of FLUX's, SD3's and Qwen-Image's transformers, and a UNet's resnets.
+BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks", "resnets")
+
+
+def repeated_blocks(denoiser: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks of ``denoiser``: the members of its ``ModuleList``s named in :data:`BLOCK_LISTS`."""
+    return [
+        block
+        for name, module in denoiser.named_modules()
+        if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in BLOCK_LISTS
+        for block in module
+    ]
+
+
+def processor_kind(processor) -> tuple:
+    """What an attention processor's work depends on besides its tensors' shapes: its class, its settings
+    (``config``: scale fusion's) and those of the processor it wraps (``original``), by name (a memoized processor's
+    class is made per layer)."""
+    if processor is None:
+        return ()
+    inner = processor_kind(getattr(processor, "original", None))
+    return type(processor).__name__, repr(getattr(processor, "config", None)), inner
+
+
+def block_kind(block: torch.nn.Module) -> tuple:
+    """What a block's work depends on besides its inputs' shapes and its call (the call's size, scale and windows: a
+    dilated conv's dilation, a fusion's windows): its class, its parameters' shapes and dtypes, the processor of each
+    attention layer in it and the hooks on each of its modules, by name."""
+    parameters = tuple((tuple(p.shape), p.dtype) for p in block.parameters())
+    processors = tuple(processor_kind(m.processor) for m in block.modules() if hasattr(m, "processor"))
+    hooks = tuple(
+        (path, tuple(m._diffusers_hook.hooks)) for path, m in block.named_modules() if hasattr(m, "_diffusers_hook")
+    )
+    return type(block).__name__, parameters, processors, hooks
 
 
 def _models(pipe) -> dict[str, torch.nn.Module]:
@@ -196,8 +247,8 @@ def cpu_executing(cls: type) -> type:
 @contextmanager
 def models_on_meta(pipe, memo: Optional[CallMemo] = None):
     """Within the block, the models of ``pipe`` (a :func:`meta_twin`) compute on ``meta`` and return CPU zeros; with
-    ``memo``, the denoiser and the VAE's encoder and decoder run each kind of call once (:class:`CallMemo`). Its models
-    are restored afterwards."""
+    ``memo``, the denoiser, its repeated blocks and the VAE's encoder and decoder run each kind of call once
+    (:class:`CallMemo`). Its models are restored afterwards."""
     models = _models(pipe)
     off_meta = [name for name, model in models.items() if any(p.device.type != "meta" for p in model.parameters())]
     if off_meta:
@@ -210,6 +261,9 @@ def models_on_meta(pipe, memo: Optional[CallMemo] = None):
             if all(callable(getattr(model, name, None)) for name in VAE_METHODS):  # a VAE: its methods, not forward
                 for name in VAE_METHODS:
                     setattr(model, name, on_meta(getattr(model, name)))
+                for name in VAE_BLENDS:
+                    if callable(getattr(model, name, None)):
+                        setattr(model, name, unblended)
                 patched.append(model)
                 for part in (getattr(model, "encoder", None), getattr(model, "decoder", None)):
                     if memo is not None and isinstance(part, torch.nn.Module):
@@ -219,13 +273,17 @@ def models_on_meta(pipe, memo: Optional[CallMemo] = None):
                 memoized = memo is not None and model is find_denoiser(pipe)[0]
                 attach(model, MemoizedExecutionHook(memo) if memoized else MetaExecutionHook(), HOOK)
                 hooked.append(model)
+                if memoized:
+                    for block in repeated_blocks(model):
+                        attach(block, MemoizedPartHook(memo, model), HOOK)
+                        hooked.append(block)
                 if memoized and family_of(model).flow:
                     stack.enter_context(attention_counted_once(model, memo))
         yield pipe
     finally:
         stack.close()
         for model in patched:
-            for name in VAE_METHODS:
+            for name in (*VAE_METHODS, *VAE_BLENDS):
                 vars(model).pop(name, None)
         for model in hooked:
             detach(model, HOOK)

@@ -216,9 +216,8 @@ def plan(
     check_offload(offload)
     check_quant_mode(quant)
     placed = residency(arch, denoiser, pipe.vae, offload, quant, element)
-    weights = residency(arch, denoiser, pipe.vae, "none", quant, element).denoise
     result = Plan(
-        arch, (height, width), recipe.name, dtype, steps, weights, offload=offload, quant=quant, residency=placed
+        arch, (height, width), recipe.name, dtype, steps, placed.weights, offload=offload, quant=quant, residency=placed
     )
     planned = plan_run(pipe, architectures.PROMPT, height=height, width=width, recipe=recipe, steps=steps)
     edges = window_edges(planned.recipe) if planned.recipe.upsamplers is None else None

@@ -111,8 +111,10 @@ def text_encoder_bytes(arch: str, offload: str, element: int) -> int:
 
 @dataclass(frozen=True)
 class Residency:
-    """Weights on the device in each phase, and the denoiser's bytes moved onto it per stage and per call."""
+    """Weights on the device in each phase, and the denoiser's bytes moved onto it per stage and per call; ``weights``:
+    all of the pipeline's (its denoiser's quantized), what ``offload="none"`` holds in every phase."""
 
+    weights: int
     encode: int
     denoise: int
     decode: int
@@ -126,13 +128,13 @@ class Residency:
 
 def residency(arch: str, denoiser, vae, offload: str, quant: str, element: int) -> Residency:
     """The :class:`Residency` of ``arch``'s pipeline (its ``denoiser`` and ``vae`` built on ``meta``)."""
-    text = text_encoder_bytes(arch, offload, element)
     denoiser_full = weight_bytes(denoiser, element, quant)
+    everything = text_encoder_bytes(arch, "none", element) + denoiser_full + weight_bytes(vae, element)
     if offload == "none":
-        everything = text + denoiser_full + weight_bytes(vae, element)
-        return Residency(everything, everything, everything)
+        return Residency(everything, everything, everything, everything)
     return Residency(
-        encode=text,
+        weights=everything,
+        encode=text_encoder_bytes(arch, offload, element),
         denoise=resident_bytes(denoiser, offload, element, quant),
         decode=resident_bytes(vae, offload, element),
         moved_per_stage=denoiser_full if offload == "model" else 0,

@@ -77,15 +77,16 @@ def check_quant(quant: str, gguf: Optional[str | Path] = None) -> str:
     return quant
 
 
-def accelerator() -> Optional[torch.device]:
-    """The accelerator offloading moves weights to (CUDA, else MPS), or None on a machine without one."""
+def pick_device() -> str:
+    """``"cuda"`` if available, else ``"mps"`` if available, else ``"cpu"``: where a pipeline runs by default, and the
+    accelerator offloading moves weights to."""
     import torch
 
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return "cuda"
     if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return None
+        return "mps"
+    return "cpu"
 
 
 def warn_nothing_to_offload(offload: str) -> None:
@@ -98,7 +99,7 @@ def warn_nothing_to_offload(offload: str) -> None:
 
 
 def apply_offload(pipe, offload: str, device: Optional[torch.device] = None) -> bool:
-    """Offload ``pipe``'s models as ``offload`` says, onto ``device`` (default: :func:`accelerator`; an explicit
+    """Offload ``pipe``'s models as ``offload`` says, onto ``device`` (default: :func:`pick_device`'s; an explicit
     ``"cpu"`` is honoured, as diffusers does). Returns whether it did: ``"none"`` leaves the pipeline as it is, and so
     does the default on a machine without an accelerator (with a warning)."""
     import torch
@@ -106,10 +107,10 @@ def apply_offload(pipe, offload: str, device: Optional[torch.device] = None) -> 
     check_offload(offload)
     if offload == "none":
         return False
-    device = torch.device(device) if device is not None else accelerator()
-    if device is None:
+    if device is None and pick_device() == "cpu":
         warn_nothing_to_offload(offload)
         return False
+    device = torch.device(device if device is not None else pick_device())
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     elif offload == "sequential":

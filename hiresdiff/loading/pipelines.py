@@ -25,21 +25,13 @@ from hiresdiff.loading.low_memory import (
     check_offload,
     check_quant,
     load_gguf_denoiser,
+    pick_device,
     pipeline_quantization,
     warn_nothing_to_offload,
 )
 from hiresdiff.models import MODEL_NAMES, ModelSettings, model_settings, resolve_model
 from hiresdiff.recipe import Recipe
 from hiresdiff.sampling.generate import generate
-
-
-def pick_device() -> str:
-    """``"cuda"`` if available, else ``"mps"`` if available, else ``"cpu"``."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def check_device(device: str) -> str:
