@@ -38,6 +38,10 @@ class Job:
     seed: int
 
 
+#: Settings added after outputs were named: left out of the key while unset, so earlier outputs keep their names.
+ADDED_LATER = ("positions", "inversion")
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     """Everything that changes an output besides its prompt and seed."""
@@ -55,11 +59,12 @@ class BatchSettings:
     strength: Optional[float] = None
     alpha: Optional[float] = None
     upsamplers: Optional[str] = None
-    positions: Optional[str] = None  # added later: left out of the key while unset, so earlier outputs keep their names
+    positions: Optional[str] = None  # ADDED_LATER: left out of the key while unset
+    inversion: Optional[float] = None
 
     def key(self, job: Job) -> str:
         """A stable name for ``job``'s output: the first 16 hex digits of SHA-256 over the settings and the job."""
-        settings = {k: v for k, v in asdict(self).items() if not (k == "positions" and v is None)}
+        settings = {k: v for k, v in asdict(self).items() if not (k in ADDED_LATER and v is None)}
         text = json.dumps({**settings, "prompt": job.prompt, "seed": job.seed}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

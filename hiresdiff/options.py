@@ -33,7 +33,9 @@ class MethodOptions:
     """Options of the methods' parts; ``None`` keeps the preset's value.
 
     theta, eta: Upsample Guidance's θ and η. strength: the cascade's re-noised fraction (K = strength·T).
-    alpha: FreeScale's detail control α (also adds detail control to a Self-Cascade). upsamplers: a folder of
+    alpha: FreeScale's detail control α (also adds detail control to a Self-Cascade). inversion: the cascade's restart
+    from the inversion with this share of fresh noise (:class:`~hiresdiff.methods.self_cascade.CascadeConfig`).
+    upsamplers: a folder of
     trained feature upsamplers for cascades (``"none"``: the tuning-free cascade even where some are shipped).
     Shipped upsamplers tune the plain ``self-cascade`` method only: compositions run as benchmarked, tuning-free,
     unless ``upsamplers`` names a folder. positions: a flow transformer's position rescaling (``"pi"``, ``"ntk"``,
@@ -44,6 +46,7 @@ class MethodOptions:
     eta: Optional[float] = None
     strength: Optional[float] = None
     alpha: Optional[float] = None
+    inversion: Optional[float] = None
     upsamplers: Optional[str] = None
     positions: Optional[str] = None
 
@@ -55,6 +58,7 @@ class MethodOptions:
             ("eta", "ug"),
             ("strength", "cascade"),
             ("alpha", "cascade"),
+            ("inversion", "cascade"),
             ("upsamplers", "cascade"),
         ):
             if getattr(self, option) is not None and not has[part]:
@@ -69,7 +73,11 @@ class MethodOptions:
             ug = {k: v for k, v in (("theta", self.theta), ("eta", self.eta)) if v is not None}
             changes["ug"] = dataclasses.replace(recipe.ug, **ug)
         if recipe.cascade is not None:
-            cascade = {k: v for k, v in (("strength", self.strength), ("detail_alpha", self.alpha)) if v is not None}
+            cascade = {
+                k: v
+                for k, v in (("strength", self.strength), ("detail_alpha", self.alpha), ("inversion", self.inversion))
+                if v is not None
+            }
             changes["cascade"] = dataclasses.replace(recipe.cascade, **cascade)
             upsamplers = self.upsamplers
             if upsamplers is None and recipe.name == "self-cascade":

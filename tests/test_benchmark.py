@@ -89,7 +89,8 @@ def test_latent_suite_has_the_latent_questions():
     assert (
         methods["Self-Cascade tuned"].recipe.upsamplers == table and methods["Self-Cascade"].recipe.upsamplers is None
     )
-    assert methods["FreeScale+UG"].recipe.ug.eta == 0.6 and methods["Self-Cascade+UG"].recipe.cascade is not None
+    assert methods["FreeScale+UG"].recipe == Recipe.preset("freescale+ug")  # UG's η the model family's (0.6 here)
+    assert methods["Self-Cascade+UG"].recipe == Recipe.preset("self-cascade+ug")
     assert dict(methods["naive 4x CFG 1"].call) == {"guidance_scale": 1.0} and not methods["naive 4x"].call
     tiled = [m for m in methods.values() if m.tiled_vae]
     assert len(tiled) == 2 and all(m.same_as in methods and m.recipe == methods[m.same_as].recipe for m in tiled)
@@ -108,14 +109,15 @@ def test_flow_suite_has_ug_the_position_rescalings_and_freescale_ablations():
     assert methods["FreeScale without positions"].recipe.dilation is None
     assert dict(methods["FreeScale, pipeline shift"].call) == {"shift": "pipeline"}
     assert methods["Self-Cascade"].call == ()
+    assert methods["FreeScale+UG"].recipe == Recipe.preset("freescale+ug")  # η 1 on flow: the later stages are guided
     assert not any(m.tiled_vae or (m.recipe is not None and m.recipe.upsamplers) for m in methods.values())
 
 
-def test_shift_and_strength_suites_run_each_setting_on_the_presets():
+def test_shift_strength_and_inversion_suites_run_each_setting_on_the_presets():
     import argparse
 
     from hiresdiff.cli.tools import add_bench_parser
-    from hiresdiff.eval.benchmark import SUITES, shift_methods_for, strength_methods_for
+    from hiresdiff.eval.benchmark import SUITES, inversion_methods_for, shift_methods_for, strength_methods_for
 
     shift = {m.name: m for m in shift_methods_for(4)}
     for preset, name in (("naive", "naive 4x"), ("ug", "UG"), ("self-cascade", "Self-Cascade"), ("fast+ug", "fast+UG")):
@@ -126,6 +128,10 @@ def test_shift_and_strength_suites_run_each_setting_on_the_presets():
     strength = {m.name: m for m in strength_methods_for(2)}
     assert strength["Self-Cascade s=0.4"].recipe == Recipe.self_cascade(strength=0.4)
     assert strength["FreeScale s=0.3"].recipe.cascade.strength == 0.3 and "naive 2x" in strength
+    inversion = {m.name: m.recipe for m in inversion_methods_for(4)}
+    assert inversion["fast"] == Recipe.fast() and inversion["fast inversion γ=0"].cascade.inversion == 0.0
+    assert inversion["fast inversion γ=0.5"] == Recipe.fast(inversion=0.5) and inversion["bicubic 1x->4x"] is None
+    assert inversion["Self-Cascade inversion γ=0.2"].cascade.inversion == 0.2
     sub = argparse.ArgumentParser().add_subparsers()
     add_bench_parser(sub)
     bench = sub.choices["bench"]

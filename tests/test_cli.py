@@ -355,6 +355,7 @@ def test_every_method_runs_on_a_pipeline_folder(kind, tmp_path):
     [
         (["--method", "naive", "--strength", "0.5"], "--strength applies to"),
         (["--method", "naive,ug", "--alpha", "2"], "--alpha applies to"),
+        (["--method", "naive", "--inversion", "0.2"], "--inversion applies to"),
         (["--method", "naive,wrong"], "'wrong'"),
         (["--height", "64"], "--height and --width go together"),
         (["--num-frames", "4"], "--num-frames"),
@@ -450,6 +451,7 @@ NO_TORCH_REFUSALS = [  # (argv, the one line): option values refused before torc
     (["generate", "--eta", "1.5"], "--eta must lie in [0, 1]"),
     (["generate", "--strength", "0"], "--strength must lie in (0, 1]"),
     (["generate", "--alpha", "inf"], "--alpha must be a finite number >= 0"),
+    (["generate", "--inversion", "1.5"], "--inversion must lie in [0, 1] (the share of fresh noise); got 1.5"),
     (["generate", "--height", "64", "--width", "0"], "--width must be at least 1"),
     (["generate", "--height", "4096", "--width", "4096"], "--max-pixels"),
     (["generate", "--model", "m", "--prompt", "a cat", "--guidance-scale", "nan"], "--guidance-scale must be a finite"),

@@ -31,13 +31,13 @@ def test_bad_method_lists_name_the_problem(items, message):
 
 
 def test_options_set_the_parts_each_method_has():
-    opts = MethodOptions(theta=1.5, eta=0.6, strength=0.5, alpha=3.0)
+    opts = MethodOptions(theta=1.5, eta=0.6, strength=0.5, alpha=3.0, inversion=0.2)
     recipes = recipes_for(["naive", "ug", "self-cascade", "freescale+ug"], opts)
     assert recipes["naive"] == Recipe.preset("naive")
     assert (recipes["ug"].ug.theta, recipes["ug"].ug.eta) == (1.5, 0.6)
     assert recipes["self-cascade"].cascade.strength == 0.5 and recipes["self-cascade"].cascade.detail_alpha == 3.0
     fs = recipes["freescale+ug"]
-    assert (fs.cascade.strength, fs.cascade.detail_alpha, fs.ug.theta) == (0.5, 3.0, 1.5)
+    assert (fs.cascade.strength, fs.cascade.detail_alpha, fs.ug.theta, fs.cascade.inversion) == (0.5, 3.0, 1.5, 0.2)
     assert fs.dilation == Recipe.freescale().dilation and fs.fusion == Recipe.freescale().fusion
 
 
@@ -48,6 +48,7 @@ def test_options_set_the_parts_each_method_has():
         ("eta", ["freescale"]),
         ("strength", ["naive", "ug"]),
         ("alpha", ["ug"]),
+        ("inversion", ["naive", "ug"]),
         ("upsamplers", ["naive"]),
     ],
 )

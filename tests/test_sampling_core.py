@@ -20,7 +20,7 @@ from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.methods.family_defaults import DIFFUSION
 from hiresdiff.recipe import Recipe
 from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
-from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.sampling.restart import RestartedScheduler, stage_generator
 from hiresdiff.sampling.stage_parts import stage_modifications
 
 PRESETS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")
@@ -396,7 +396,9 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
     planned = StagePlan(stage, (16, 16), STEPS, restart_index(STEPS, 0.7))
     previous = torch.empty(2, 3, 8, 8, device="meta")
     call = {"generator": stage_generator(SEED, 1)}
-    restarted = _restart(scheduler, recipe, planned, previous, PixelCodec(), call)
+    restarted = RestartedScheduler(scheduler, planned.restart)
+    restarted.set_timesteps(STEPS)
+    _restart(None, restarted, recipe, planned, previous, PixelCodec(), call, False)
     assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 3, 16, 16)
     blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})
     assert blended["latents"].device.type == "meta"
@@ -407,15 +409,20 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
 
     flow = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=16)
     call = {"generator": stage_generator(SEED, 1)}
-    restarted = _restart(
-        flow,
+    grid = FluxLayout().stage_grid(flow, STEPS, 64, 16, "trained")
+    restarted = RestartedScheduler(flow, planned.restart, grid)
+    restarted.set_timesteps(STEPS)
+    _restart(
+        None,
+        restarted,
         recipe,
         planned,
         torch.empty(2, 4, 8, 8, device="meta"),
         PixelCodec(),
         call,
+        True,
         FluxLayout(),
-        FluxLayout().stage_grid(flow, STEPS, 64, 16, "trained"),
+        grid,
     )
     assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 64, 16)
     blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})

@@ -77,8 +77,12 @@ def check_finite(value, flag: str) -> None:
 
 def check_part_options(args) -> None:
     """The ranges of the methods' part options (:class:`hiresdiff.options.MethodOptions`), as their configs check
-    them: θ a finite number >= 0, η in [0, 1], strength in (0, 1], α a finite number >= 0."""
+    them: θ a finite number >= 0, η and the inversion's share of fresh noise in [0, 1], strength in (0, 1], α a finite
+    number >= 0."""
     theta, eta, strength, alpha = (getattr(args, name, None) for name in ("theta", "eta", "strength", "alpha"))
+    inversion = getattr(args, "inversion", None)
+    if inversion is not None and not 0 <= inversion <= 1:
+        raise ValueError(f"--inversion must lie in [0, 1] (the share of fresh noise); got {inversion}")
     if theta is not None and not (math.isfinite(theta) and theta >= 0):
         raise ValueError(f"--theta must be a finite number >= 0; got {theta}")
     if eta is not None and not 0 <= eta <= 1:

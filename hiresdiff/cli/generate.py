@@ -126,6 +126,14 @@ def add_part_options(p) -> None:
         "--alpha", type=float, default=None, help="cascades: FreeScale's detail control α (default 2 for freescale)"
     )
     p.add_argument(
+        "--inversion",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="cascades: start each later stage from the inversion of its upsampled input, with this share of fresh "
+        "noise in [0, 1] (0: pure inversion; one more model call per step of the stage); default: fresh noise",
+    )
+    p.add_argument(
         "--upsamplers",
         default=None,
         help="cascades: feature upsamplers folder for Self-Cascade "
@@ -193,6 +201,7 @@ def method_options(args):
         eta=args.eta,
         strength=args.strength,
         alpha=args.alpha,
+        inversion=args.inversion,
         upsamplers=args.upsamplers,
         positions=args.positions,
     )

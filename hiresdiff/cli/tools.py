@@ -77,7 +77,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out-dir", default="benchmarks/results")
     p.add_argument(
         "--suite",
-        choices=("ug", "methods", "latent", "fast", "headline", "shift", "strength"),
+        choices=("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion"),
         default="ug",
         help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and "
         "ablation; latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled "
@@ -86,7 +86,8 @@ def add_bench_parser(sub) -> None:
         "relative to direct sampling; headline (any model): the presets as a user picks them (UG, Self-Cascade, "
         "FreeScale, FreeScale+UG, fast, fast+UG) against the enlargements, num_images at every scale, with FLOPs; "
         "shift (flow models): naive, UG, Self-Cascade, FreeScale and fast+UG under each shift policy; strength (any "
-        "model): Self-Cascade and FreeScale at restart strengths 0.3, 0.4, 0.5, 0.7",
+        "model): Self-Cascade and FreeScale at restart strengths 0.3, 0.4, 0.5, 0.7; inversion (any model): the "
+        "restart from the inversion (fresh-noise share 0, 0.2, 0.5) in fast and Self-Cascade, with FLOPs",
     )
     p.add_argument(
         "--upsamplers",

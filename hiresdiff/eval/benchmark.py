@@ -123,9 +123,10 @@ def cascade_methods_for(scale: int, strengths=(0.5, 0.7, 0.9), upsamplers=None, 
 
 
 def pipeline_rows(scale: int) -> list[Method]:
-    """The rows both pipeline suites share: FreeScale without fusion / detail control, the compositions with UG
-    (η 0.6), and CFG 1 for naive and FreeScale."""
-    ug = UpsampleGuidanceConfig(eta=0.6)
+    """The rows both pipeline suites share: FreeScale without fusion / detail control, the compositions with UG at
+    the model family's η (0.6 latent UNets, 1 flow: at 0.6 a flow cascade's later stages, which restart at step
+    fraction 0.7, would never be guided), and CFG 1 for naive and FreeScale."""
+    ug = UpsampleGuidanceConfig()
     return [
         Method("FreeScale without fusion", scale, Recipe.freescale(fusion=False)),
         Method("FreeScale without detail control", scale, Recipe.freescale(detail_alpha=None)),
@@ -269,7 +270,24 @@ def strength_methods_for(scale: int, strengths=(0.3, 0.4, 0.5, 0.7)) -> list[Met
     ]
 
 
-SUITES = ("ug", "methods", "latent", "fast", "headline", "shift", "strength")
+def inversion_methods_for(scale: int, shares=(0.0, 0.2, 0.5)) -> list[Method]:
+    """The restart by inversion (``CascadeConfig(inversion=γ)``) against the fresh-noise restart it replaces, in the
+    fast recipe and in Self-Cascade, with FreeScale and the enlargements as the references: fresh noise's share γ 0
+    (pure inversion), 0.2, 0.5."""
+    out = baselines(scale) + [
+        Method("FreeScale", scale, Recipe.freescale()),
+        Method("Self-Cascade", scale, Recipe.self_cascade()),
+        Method("Self-Cascade inversion γ=0.2", scale, Recipe.self_cascade(inversion=0.2)),
+        Method("fast", scale, Recipe.fast()),
+    ]
+    return out + [Method(f"fast inversion γ={share:g}", scale, Recipe.fast(inversion=share)) for share in shares]
+
+
+SUITES = ("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion")
+#: Suites with ``num_images`` at every scale: their intervals must separate the differences they state.
+FULL_COUNT_SUITES = ("headline", "shift", "strength", "inversion")
+#: Suites that any model runs (the others are for pixel models or for pipelines only).
+EVERY_MODEL_SUITES = ("fast", *FULL_COUNT_SUITES)
 
 
 @dataclass
@@ -302,10 +320,10 @@ class Settings:
             raise ValueError(f"suite must be one of {SUITES}; got {self.suite!r}")
 
     def images_at(self, scale: int) -> int:
-        """Images per method at ``scale``×: ``num_images`` up to 2× (and at every scale in the headline, shift and
-        strength suites, whose intervals must separate the differences they state), ``num_images·4/scale²`` above
-        (same pixel count)."""
-        if scale <= 2 or self.suite in ("headline", "shift", "strength"):
+        """Images per method at ``scale``×: ``num_images`` up to 2× (and at every scale in the headline, shift,
+        strength and inversion suites, whose intervals must separate the differences they state),
+        ``num_images·4/scale²`` above (same pixel count)."""
+        if scale <= 2 or self.suite in FULL_COUNT_SUITES:
             return self.num_images
         return max(2, self.num_images * 4 // scale**2)
 
@@ -544,7 +562,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
     A pixel model (``settings.model`` a ``UNet2DModel`` folder, default the embedded one) runs the ``ug`` or
     ``methods`` suite; a text-to-image pipeline (a folder or short name such as ``emoji-latent``) the ``latent`` one."""
     pipeline = is_pipeline(settings.model)
-    if settings.suite not in ("fast", "headline", "shift", "strength") and pipeline != (settings.suite == "latent"):
+    if settings.suite not in EVERY_MODEL_SUITES and pipeline != (settings.suite == "latent"):
         raise ValueError(
             f"suite {settings.suite!r} is for {'pixel models' if settings.suite != 'latent' else 'pipelines'}; "
             f"model {settings.model or 'embedded'!r} is {'a pipeline' if pipeline else 'a pixel model'}"
@@ -611,6 +629,9 @@ def run(settings: Settings, progress: bool = True) -> dict:
         jobs = [m for s in settings.scales for m in shift_methods_for(s)]
     elif settings.suite == "strength":
         jobs = [m for s in settings.scales for m in strength_methods_for(s)]
+    elif settings.suite == "inversion":
+        jobs = [m for s in settings.scales for m in inversion_methods_for(s)]
+        results["flops"] = {}
     elif sampler.flow:
         jobs = [m for s in settings.scales for m in flow_methods_for(s)]
     else:

@@ -130,6 +130,11 @@ class CascadeConfig:
             ⌊⌊steps/2⌋ / its number⌋ steps (at least 1; its grid shortened to match), stage 0 the rest; with fewer steps
             than stages the run jumps to the target in one stage, and with one step it is plain sampling at the target
             (:func:`hiresdiff.sampling.run_plan.plan_run` says which, in a warning).
+        inversion: how a later stage's start z_K is noised. ``None``: with fresh ε (eq. 10, both papers). A share
+            γ in [0, 1]: from the deterministic inversion of φ(z₀^{r−1}) to step K (the model's ODE run backward on
+            the stage's own grid, one model call per step the stage then runs, :mod:`hiresdiff.sampling.inversion`),
+            its implied noise mixed with fresh ε by :func:`injected_noise` — γ = 0 pure inversion, γ > 0 PixelRush's
+            noise injection against over-smoothing.
 
     A flow model's stages are shifted by the call's ``shift`` policy (:mod:`hiresdiff.methods.flow_shift`).
     """
@@ -142,6 +147,7 @@ class CascadeConfig:
     detail_alpha: DetailAlpha = None
     stage_ratio: float = 2.0
     shared_steps: bool = False
+    inversion: Optional[float] = None
 
     def __post_init__(self):
         if self.strength is not None:
@@ -157,6 +163,10 @@ class CascadeConfig:
             check_detail_alpha(self.detail_alpha)
         if not (is_real(self.stage_ratio) and self.stage_ratio > 1):
             raise ValueError(f"stage_ratio must be a number above 1; got {self.stage_ratio!r}")
+        if self.inversion is not None and not (is_real(self.inversion) and 0 <= self.inversion <= 1):
+            raise ValueError(
+                f"inversion must be None (fresh noise) or the share of fresh noise in [0, 1]; got {self.inversion!r}"
+            )
 
     def for_family(self, defaults: FamilyDefaults) -> CascadeConfig:
         """This config with the settings it leaves to the model family (``strength=None``,
@@ -176,3 +186,15 @@ class CascadeConfig:
         :meth:`stage_steps` (from :func:`restart_index`)."""
         grid = self.stage_steps(steps, last)
         return grid - restart_index(grid, self.strength)
+
+
+def implied_noise(start: torch.Tensor, pivot: torch.Tensor, signal: float, noise: float) -> torch.Tensor:
+    """The ε that noises ``pivot`` to ``start`` at a level x = a·x₀ + b·ε (``signal`` a, ``noise`` b > 0):
+    ε = (x − a·x₀)/b, in float32."""
+    return (start.float() - signal * pivot.float()) / noise
+
+
+def injected_noise(inverted: torch.Tensor, fresh: torch.Tensor, share: float) -> torch.Tensor:
+    """√(1−γ)·ε_inv + √γ·ε: the inversion's implied noise with a share γ (``share``) of fresh noise's variance; for
+    independent unit-variance ε_inv and ε the mix has unit variance (γ = 0 keeps the inversion, 1 is fresh noise)."""
+    return math.sqrt(1 - share) * inverted + math.sqrt(share) * fresh

@@ -16,7 +16,9 @@ so the pixel path and the pipeline path are this same code. Per stage:
   z_K = a_K·φ(z₀) + b_K·ε in the scheduler's own form (:class:`~hiresdiff.sampling.noise_levels.NoiseLevels`),
   and hands it to the pipeline as ``latents`` with a scheduler that starts at K
   (:mod:`hiresdiff.sampling.restart`: the img2img contract, the caller's scheduler never touched). The
-  pipeline multiplies given latents by ``init_noise_sigma``, so they are passed divided by it;
+  pipeline multiplies given latents by ``init_noise_sigma``, so they are passed divided by it. With
+  ``cascade.inversion`` the ε is the one implied by φ(z₀)'s inversion to step K, which the pipeline runs first
+  (:mod:`hiresdiff.sampling.inversion`), mixed with the fresh draw; the stage's parts are attached for both calls;
 * ε and every per-step noise of stage r come from :func:`~hiresdiff.sampling.restart.stage_generator`
   (seed, r), a CPU generator: the same seed gives the same result under any global RNG and on any device;
 * FreeScale's detail control blends the latents after each step through ``callback_on_step_end`` (chained
@@ -51,9 +53,10 @@ from hiresdiff.denoisers.layouts import StageGrid
 from hiresdiff.denoisers.registry import find_denoiser, size_multiple
 from hiresdiff.hooks.call_context import scheduler_clock
 from hiresdiff.methods.flow_shift import degenerate_steps, is_degenerate
-from hiresdiff.methods.self_cascade import resize
+from hiresdiff.methods.self_cascade import implied_noise, injected_noise, resize
 from hiresdiff.recipe import Recipe, Stage
 from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.sampling.inversion import InvertingScheduler
 from hiresdiff.sampling.memory_bounds import memory_bounds
 from hiresdiff.sampling.noise_levels import NoiseLevels, fresh_copy
 from hiresdiff.sampling.restart import RestartedScheduler, stage_generator, stage_pipeline
@@ -179,7 +182,8 @@ def run(
             call.update(plan.first_only, num_inference_steps=planned.steps)  # fewer than the call's: shared_steps
             scheduler = fresh_copy(pipe.scheduler) if grid is None else RestartedScheduler(pipe.scheduler, 0, grid)
         else:
-            scheduler = _restart(pipe.scheduler, recipe, planned, latents, codec, call, layout, grid)
+            scheduler = RestartedScheduler(pipe.scheduler, planned.restart, grid)
+            scheduler.set_timesteps(planned.steps)  # its grid and init_noise_sigma, before the parts read them
         inner = getattr(scheduler, "inner", scheduler)
         with (
             stage_modifications(
@@ -194,6 +198,8 @@ def run(
             ),
             memory_bounds(denoiser, vae if last else None, vae_tiling, planned.pixels),
         ):
+            if stage.index > 0:
+                _restart(pipe, scheduler, recipe, planned, latents, codec, call, plan.family.flow, layout, grid)
             output = stage_pipeline(pipe, scheduler)(**call)
         result = output.frames if hasattr(output, "frames") else output.images
         if not last and layout is not None:
@@ -244,33 +250,50 @@ def _stage_grid(pipe_scheduler, plan: RunPlan, planned: StagePlan, multiple: int
 
 
 def _restart(
-    pipe_scheduler,
+    pipe,
+    scheduler: RestartedScheduler,
     recipe: Recipe,
     planned: StagePlan,
     previous: torch.Tensor,
     codec,
     call: dict,
+    flow: bool,
     layout=None,
     grid: Optional[StageGrid] = None,
-) -> RestartedScheduler:
-    """Prepare ``call`` for a later stage (its start latents z_K, its detail control); return its scheduler. The stage
-    runs its plan's schedule of ``planned.steps`` from the restart index ``planned.restart``; a flow stage on
-    ``grid`` (:func:`_stage_grid`)."""
+) -> None:
+    """Prepare ``call`` for a later stage (its start latents z_K, its detail control), sampled by ``scheduler`` (its
+    plan's schedule of ``planned.steps`` from the restart index ``planned.restart``; a flow stage on ``grid``,
+    :func:`_stage_grid`). With ``cascade.inversion`` the start's noise comes from the pivot's inversion, run through
+    ``pipe`` (:func:`_inversion_noise`)."""
     cascade, stage, steps = recipe.cascade, planned.stage, planned.steps
     pivot = upsample_pivot(codec, previous, stage.size, cascade)
     eps = torch.randn(pivot.shape, generator=call["generator"]).to(pivot)  # drawn on the CPU, then moved
-    scheduler = RestartedScheduler(pipe_scheduler, planned.restart, grid)
-    scheduler.set_timesteps(steps)  # init_noise_sigma of the grid the pipeline will set
     levels = NoiseLevels.of(scheduler.inner, steps, grid)
+    call["num_inference_steps"] = steps
+    if cascade.inversion is not None:
+        inverted = _inversion_noise(pipe, scheduler, levels, pivot, call, flow, layout)
+        eps = injected_noise(inverted, eps.float(), cascade.inversion).to(pivot)
     start = levels.noised(pivot, eps, scheduler.begin) / getattr(scheduler.inner, "init_noise_sigma", 1.0)  # flow: 1
-    call.update(num_inference_steps=steps, latents=start if layout is None else layout.from_grid(start))
+    call["latents"] = start if layout is None else layout.from_grid(start)
     detail = stage_detail(cascade, codec.decode(previous) if callable(cascade.detail_alpha) else None, stage.size)
     if detail is not None:
         clock = scheduler_clock(lambda: scheduler.inner, levels.num_train_timesteps)
         call["callback_on_step_end"] = _detail_callback(
             detail, pivot, eps, levels, clock, scheduler.begin, call.get("callback_on_step_end"), layout
         )
-    return scheduler
+
+
+def _inversion_noise(pipe, scheduler: RestartedScheduler, levels: NoiseLevels, pivot, call: dict, flow: bool, layout):
+    """The noise that takes ``pivot`` to its inversion at the restart step: the pipeline called as the stage will be
+    (its conditioning, guidance and parts) with an :class:`~hiresdiff.sampling.inversion.InvertingScheduler` over the
+    stage's grid, from the clean pivot; no callback (they are the denoising steps')."""
+    inverting = InvertingScheduler(scheduler, levels, flow)
+    arguments = {**call, "latents": pivot if layout is None else layout.from_grid(pivot), "output_type": "latent"}
+    arguments.pop("callback_on_step_end", None)
+    stage_pipeline(pipe, inverting)(**arguments)
+    inverted = inverting.state if layout is None else layout.to_grid(inverting.state, pivot.shape[-2:])
+    begin = scheduler.begin
+    return implied_noise(inverted, pivot, float(levels.signal[begin]), float(levels.noise[begin]))
 
 
 def _detail_callback(detail, pivot, eps, levels: NoiseLevels, clock, begin: int, user_callback, layout=None):

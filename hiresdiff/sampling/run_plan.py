@@ -254,6 +254,11 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
             f"recipe: detail control (detail_alpha) blends the latents through callback_on_step_end, which "
             f"{type(pipe).__name__} does not take: use detail_alpha=None (e.g. Recipe.freescale(detail_alpha=None))"
         )
+    if recipe.cascade is not None and recipe.cascade.inversion is not None and "sigma_data" in pipe.scheduler.config:
+        raise ValueError(
+            f"inversion: {type(pipe.scheduler).__name__} preconditions the model's output (EDM), which the inversion "
+            "does not read: use inversion=None (a restart from fresh noise) or a VP, σ-form or flow scheduler"
+        )
     if family.flow and recipe.upsamplers is not None:
         raise ValueError(
             "upsamplers: Self-Cascade's feature upsamplers plug into UNet skip features; "
