@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
-from test_sampling_core import PROMPT, SEED, STEPS, pipeline_run
+from test_flow_transformers import STEPS as FLOW_STEPS
+from test_flow_transformers import run as flow_run
+from test_sampling_core import STEPS, pipeline_run
 from tiny_pipelines import load
 
-import hiresdiff
 from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.methods.self_cascade import CascadeConfig, implied_noise, injected_noise, restart_index
 from hiresdiff.recipe import Recipe
@@ -160,7 +161,7 @@ def test_a_cascade_restarts_from_the_inversion_at_one_model_call_per_step(kind, 
     """Through the pipelines, with every scheduler a user can choose (PNDM's later stages sample with DDIM; second-order
     schedulers invert one call per step): γ = 1 is the fresh-noise restart bit for bit (the inversion's call changes no
     state), γ = 0 another start; a later stage makes one more call per step; the pipeline is left as found."""
-    pipe = load(kind)
+    pipe, flux = load(kind), kind == "flux"
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     config_before = dict(pipe.scheduler.config)
@@ -171,21 +172,11 @@ def test_a_cascade_restarts_from_the_inversion_at_one_model_call_per_step(kind, 
         said = pytest.warns(UserWarning, match="PNDM") if scheduler == "pndm" else contextlib.nullcontext()
         try:
             with said:
-                if kind == "flux":
-                    size = 2 * pipe.default_sample_size * pipe.vae_scale_factor
-                    out = hiresdiff.generate(
-                        pipe,
-                        PROMPT,
-                        height=size,
-                        width=size,
-                        recipe=recipe,
-                        seed=SEED,
-                        steps=STEPS,
-                        output_type="latent",
-                        return_stages=True,
-                    )
-                else:
-                    out = pipeline_run(pipe, recipe)
+                out = (
+                    flow_run(pipe, kind, recipe, output_type="latent", return_stages=True)
+                    if flux
+                    else pipeline_run(pipe, recipe)
+                )
         finally:
             handle.remove()
         return out, len(calls)
@@ -196,9 +187,9 @@ def test_a_cascade_restarts_from_the_inversion_at_one_model_call_per_step(kind, 
     for a, b in zip(fresh, same):
         assert torch.equal(a, b)
     assert not torch.allclose(fresh[-1], inverted[-1]) and torch.isfinite(inverted[-1]).all()
-    later = STEPS - restart_index(STEPS, 0.5)
-    per_step = 1  # SD batches CFG's halves into one call
-    assert same_calls == inverted_calls == fresh_calls + later * per_step
+    steps = FLOW_STEPS if flux else STEPS
+    later = steps - restart_index(steps, 0.5)  # SD batches CFG's halves into one call: one call a step
+    assert same_calls == inverted_calls == fresh_calls + later
     assert dict(pipe.scheduler.config) == config_before
 
 
