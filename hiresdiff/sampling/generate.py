@@ -292,8 +292,7 @@ def _inversion_noise(pipe, scheduler: RestartedScheduler, levels: NoiseLevels, p
     arguments.pop("callback_on_step_end", None)
     stage_pipeline(pipe, inverting)(**arguments)
     inverted = inverting.state if layout is None else layout.to_grid(inverting.state, pivot.shape[-2:])
-    begin = scheduler.begin
-    return implied_noise(inverted, pivot, float(levels.signal[begin]), float(levels.noise[begin]))
+    return implied_noise(inverted, pivot, *levels.at(scheduler.begin))
 
 
 def _detail_callback(detail, pivot, eps, levels: NoiseLevels, clock, begin: int, user_callback, layout=None):

@@ -65,7 +65,7 @@ class InvertingScheduler:
         return self.restarted.inner.timesteps[self.read]
 
     def _level(self, index) -> tuple[float, float]:
-        return (1.0, 0.0) if index is None else (float(self.levels.signal[index]), float(self.levels.noise[index]))
+        return (1.0, 0.0) if index is None else self.levels.at(index)
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         """The model's input at the call's level: x/√(a²+b²) (VP: x; σ form: x/√(1+σ²)); flow models take x."""

@@ -86,7 +86,11 @@ class NoiseLevels:
         """λ_i = log SNR = −2·log σ_i."""
         return -2 * torch.log(self.sigma)
 
+    def at(self, index: int) -> tuple[float, float]:
+        """(a_i, b_i) of grid step ``index``: x_i = a_i·x₀ + b_i·ε."""
+        return float(self.signal[index]), float(self.noise[index])
+
     def noised(self, x0: torch.Tensor, eps: torch.Tensor, index: int) -> torch.Tensor:
         """a_i·x₀ + b_i·ε in the scheduler's own form (float32 math, ``x0``'s dtype and device)."""
-        a, b = float(self.signal[index]), float(self.noise[index])
+        a, b = self.at(index)
         return (a * x0.float() + b * eps.float()).to(x0.dtype)
