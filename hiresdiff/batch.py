@@ -39,7 +39,7 @@ class Job:
 
 
 #: Settings added after outputs were named: left out of the key while unset, so earlier outputs keep their names.
-ADDED_LATER = ("positions", "inversion")
+ADDED_LATER = ("positions", "inversion", "upscaler", "tiles")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class BatchSettings:
     upsamplers: Optional[str] = None
     positions: Optional[str] = None  # ADDED_LATER: left out of the key while unset
     inversion: Optional[float] = None
+    upscaler: Optional[str] = None
+    tiles: Optional[float] = None
 
     def key(self, job: Job) -> str:
         """A stable name for ``job``'s output: the first 16 hex digits of SHA-256 over the settings and the job."""

@@ -35,7 +35,9 @@ class MethodOptions:
     theta, eta: Upsample Guidance's θ and η. strength: the cascade's re-noised fraction (K = strength·T).
     alpha: FreeScale's detail control α (also adds detail control to a Self-Cascade). inversion: the cascade's restart
     from the inversion with this share of fresh noise (:class:`~hiresdiff.methods.self_cascade.CascadeConfig`).
-    upsamplers: a folder of
+    upscaler: a super-resolution model file (any spandrel reads) as the cascade's φ, loaded once by
+    :func:`recipes_for`. tiles: the later stages denoised in feathered tiles of the trained size overlapping by this
+    share. upsamplers: a folder of
     trained feature upsamplers for cascades (``"none"``: the tuning-free cascade even where some are shipped).
     Shipped upsamplers tune the plain ``self-cascade`` method only: compositions run as benchmarked, tuning-free,
     unless ``upsamplers`` names a folder. positions: a flow transformer's position rescaling (``"pi"``, ``"ntk"``,
@@ -47,6 +49,8 @@ class MethodOptions:
     strength: Optional[float] = None
     alpha: Optional[float] = None
     inversion: Optional[float] = None
+    upscaler: Optional[str] = None
+    tiles: Optional[float] = None
     upsamplers: Optional[str] = None
     positions: Optional[str] = None
 
@@ -59,6 +63,8 @@ class MethodOptions:
             ("strength", "cascade"),
             ("alpha", "cascade"),
             ("inversion", "cascade"),
+            ("upscaler", "cascade"),
+            ("tiles", "cascade"),
             ("upsamplers", "cascade"),
         ):
             if getattr(self, option) is not None and not has[part]:
@@ -66,8 +72,9 @@ class MethodOptions:
                 kind = "Upsample Guidance (ug, …+ug)" if part == "ug" else "a cascade (self-cascade, freescale)"
                 raise ValueError(f"--{option} applies to methods with {kind}; the methods are {names}")
 
-    def apply(self, recipe: Recipe, default_upsamplers: Optional[str] = None) -> Recipe:
-        """``recipe`` with these options set on the parts it has (``default_upsamplers`` for plain Self-Cascade)."""
+    def apply(self, recipe: Recipe, default_upsamplers: Optional[str] = None, upscaler=None) -> Recipe:
+        """``recipe`` with these options set on the parts it has (``default_upsamplers`` for plain Self-Cascade;
+        ``upscaler``: the model :attr:`upscaler` names, loaded)."""
         changes = {}
         if recipe.ug is not None:
             ug = {k: v for k, v in (("theta", self.theta), ("eta", self.eta)) if v is not None}
@@ -75,7 +82,13 @@ class MethodOptions:
         if recipe.cascade is not None:
             cascade = {
                 k: v
-                for k, v in (("strength", self.strength), ("detail_alpha", self.alpha), ("inversion", self.inversion))
+                for k, v in (
+                    ("strength", self.strength),
+                    ("detail_alpha", self.alpha),
+                    ("inversion", self.inversion),
+                    ("upscaler", upscaler),
+                    ("tiles", self.tiles),
+                )
                 if v is not None
             }
             changes["cascade"] = dataclasses.replace(recipe.cascade, **cascade)
@@ -94,7 +107,13 @@ class MethodOptions:
 def recipes_for(
     methods: Sequence[str], options: MethodOptions = MethodOptions(), default_upsamplers: Optional[str] = None
 ) -> dict[str, Recipe]:
-    """{method: recipe} with ``options`` applied; every name and option is checked before anything loads."""
+    """{method: recipe} with ``options`` applied; every name and option is checked, and the upscaler file read,
+    before any model loads."""
     presets = {m: Recipe.preset(m) for m in methods}
     options.check_applies(list(presets.values()))
-    return {m: options.apply(r, default_upsamplers) for m, r in presets.items()}
+    upscaler = None
+    if options.upscaler is not None:
+        from hiresdiff.loading.upscaler import load_upscaler
+
+        upscaler = load_upscaler(options.upscaler)
+    return {m: options.apply(r, default_upsamplers, upscaler) for m, r in presets.items()}

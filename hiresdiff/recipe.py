@@ -185,6 +185,7 @@ class Recipe:
         dilation: bool = True,
         fusion: bool = False,
         stage_ratio: float = 2.0,
+        shared_steps: bool = True,
         **cascade,
     ) -> Recipe:
         """Most steps at the trained size, few at every later stage (RectifiedHR's and FreCaS's idea: a refreshed
@@ -194,6 +195,8 @@ class Recipe:
         (``shared_steps``): stage 0 runs what the later stages leave, so the recipe never makes more denoiser calls
         than plain sampling at the same ``steps``; a few-step call gives each later stage fewer steps (at least
         one), jumps to the target in one stage when steps are fewer than stages, and is plain sampling at 1 step.
+        ``shared_steps=False`` runs stage 0 with all the call's steps instead (it is then the plain trained-size
+        sample of the same seed).
 
         The defaults are the point measured best for its cost (``hiresdiff bench --suite fast``, README "Fast")."""
         target_steps = stage_steps if target_steps is None else target_steps
@@ -212,7 +215,7 @@ class Recipe:
                 space="rgb",
                 detail_alpha=detail_alpha,
                 stage_ratio=stage_ratio,
-                shared_steps=True,
+                shared_steps=shared_steps,
                 **cascade,
             ),
             dilation=DilationConfig() if dilation else None,

@@ -139,6 +139,33 @@ def test_shift_strength_and_inversion_suites_run_each_setting_on_the_presets():
     assert tuple(suite.choices) == SUITES  # the CLI's light list and the benchmark's agree
 
 
+def test_sr_suite_puts_the_upscaler_in_the_fast_recipe_and_sr_alone_beside_the_enlargements():
+    from hiresdiff.eval.benchmark import Settings, sr_methods_for, with_sr_alone
+
+    def upscaler(images, size):
+        return enlarge(images, size[-1] // images.shape[-1], "nearest")
+
+    methods = {m.name: m for m in with_sr_alone(sr_methods_for(4, upscaler), upscaler)}
+    names = list(methods)
+    assert names.index("SR alone 1x->4x") == names.index("nearest 1x->4x") + 1
+    assert methods["SR alone 1x->4x"].resize is upscaler and methods["SR alone 1x->4x"].recipe is None
+    assert methods["fast SR"].recipe == Recipe.fast(upscaler=upscaler)
+    jump = methods["SR jump k=1 s=0.2"].recipe.cascade
+    assert (jump.upscaler, jump.stage_ratio, jump.shared_steps, jump.steps, jump.steps_run(20)) == (
+        upscaler,
+        4,
+        False,
+        5,
+        1,
+    )
+    assert methods["SR jump k=2 s=0.4 inversion γ=0.5"].recipe.cascade.inversion == 0.5
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(enlarge(x, 4, upscaler), enlarge(x, 4, "nearest"))
+    assert with_sr_alone(sr_methods_for(2, upscaler), None) == sr_methods_for(2, upscaler)
+    with pytest.raises(ValueError, match="suite 'sr' needs an upscaler"):
+        Settings(suite="sr")
+
+
 def test_headline_suite_runs_the_presets_as_a_user_picks_them():
     from hiresdiff.models import EMBEDDED_UPSAMPLERS_DIR
 

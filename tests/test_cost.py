@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE, Counter
 from hiresdiff.cost.meta_run import meta_twin, models_on_meta
-from hiresdiff.cost.plan import count_run, plan
+from hiresdiff.cost.plan import count_run, enlargement_relative_flops, plan
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
 from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.recipe import Recipe
@@ -99,6 +99,52 @@ def test_a_meta_run_costs_its_stage_plans_calls_in_closed_form(recipe, stage_cal
     parts = count_run(meta_twin(pipe), recipe, 64, 64, steps, output_type="latent")
     expected = [sum(n * _call_flops(pipe.unet, size) for size, n in calls.items()) for calls in stage_calls(steps, k)]
     assert [part.flops for part in parts] == expected
+
+
+class ConvUpscaler:
+    """A 2× "super-resolution network": one 3×3 convolution (3 → 12 channels) and a pixel shuffle per pass, its
+    weights made on the images' device (so it runs on meta), 2·9·3·12·h·w FLOPs a pass on an h × w image."""
+
+    def __init__(self):
+        self.passes = []
+
+    def __call__(self, images, size):
+        while images.shape[-1] < size[-1]:
+            self.passes.append(images.shape[-1])
+            weight = torch.zeros(12, 3, 3, 3, device=images.device)
+            images = F.pixel_shuffle(F.conv2d(images, weight, padding=1), 2)
+        return images
+
+
+@pytest.mark.parametrize("target", [32, 64, 128], ids=["2x", "4x", "8x"])
+@pytest.mark.parametrize("jump", [False, True], ids=["doubling", "one jump"])
+def test_the_fast_recipe_with_an_upscaler_costs_its_closed_form(target, jump):
+    """Everything the fast recipe spends, counted on meta: the trained-size steps, each later stage's steps at its
+    size, and the upscaler's passes from each stage's input size up to its own, at 2×, 4× and 8× of 16²."""
+    pipe, steps, k = _pixel_pipe(), 12, 2
+    upscaler = ConvUpscaler()
+    scale = target // 16
+    recipe = Recipe.fast(k, 0.5, stage_ratio=scale if jump else 2, upscaler=upscaler)
+    parts = count_run(meta_twin(pipe), recipe, target, target, steps, output_type="latent")
+    sizes = [target] if jump else [16 * 2**i for i in range(1, scale.bit_length())]
+    # shared steps: each later stage runs min(k, ⌊⌊steps/2⌋ / stages⌋), stage 0 the rest
+    runs = min(k, (steps // 2) // len(sizes))
+    expected = [(steps - runs * len(sizes)) * _call_flops(pipe.unet, 16)]
+    expected += [runs * _call_flops(pipe.unet, n) for n in sizes]
+    sr = [2 * 9 * 3 * 12 * h * h for h in upscaler.passes]
+    assert upscaler.passes == [16 * 2**i for i in range(scale.bit_length() - 1)]  # every pass from 16² up, once
+    assert sum(p.flops for p in parts) == sum(expected) + sum(sr)
+    assert [p.flops for p in parts][0] == expected[0]
+
+
+def test_an_enlargement_costs_the_trained_size_sample_and_the_upscalers_passes():
+    pipe, steps = _pixel_pipe(), 6
+    direct = steps * _call_flops(pipe.unet, 64)
+    trained = steps * _call_flops(pipe.unet, 16)
+    call = dict(output_type="latent")
+    assert enlargement_relative_flops(pipe, None, 16, 64, 64, steps, **call) == trained / direct
+    sr = 2 * 9 * 3 * 12 * (16**2 + 32**2)
+    assert enlargement_relative_flops(pipe, ConvUpscaler(), 16, 64, 64, steps, **call) == (trained + sr) / direct
 
 
 def test_a_meta_run_counts_the_tuned_self_cascade_without_moving_the_users_upsamplers():

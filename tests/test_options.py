@@ -31,13 +31,14 @@ def test_bad_method_lists_name_the_problem(items, message):
 
 
 def test_options_set_the_parts_each_method_has():
-    opts = MethodOptions(theta=1.5, eta=0.6, strength=0.5, alpha=3.0, inversion=0.2)
+    opts = MethodOptions(theta=1.5, eta=0.6, strength=0.5, alpha=3.0, inversion=0.2, tiles=0.25)
     recipes = recipes_for(["naive", "ug", "self-cascade", "freescale+ug"], opts)
     assert recipes["naive"] == Recipe.preset("naive")
     assert (recipes["ug"].ug.theta, recipes["ug"].ug.eta) == (1.5, 0.6)
     assert recipes["self-cascade"].cascade.strength == 0.5 and recipes["self-cascade"].cascade.detail_alpha == 3.0
     fs = recipes["freescale+ug"]
     assert (fs.cascade.strength, fs.cascade.detail_alpha, fs.ug.theta, fs.cascade.inversion) == (0.5, 3.0, 1.5, 0.2)
+    assert fs.cascade.tiles == 0.25 and recipes["self-cascade"].cascade.tiles == 0.25
     assert fs.dilation == Recipe.freescale().dilation and fs.fusion == Recipe.freescale().fusion
 
 
@@ -49,12 +50,14 @@ def test_options_set_the_parts_each_method_has():
         ("strength", ["naive", "ug"]),
         ("alpha", ["ug"]),
         ("inversion", ["naive", "ug"]),
+        ("tiles", ["ug"]),
+        ("upscaler", ["naive"]),
         ("upsamplers", ["naive"]),
     ],
 )
 def test_an_option_no_method_uses_is_refused_by_name(option, methods):
     with pytest.raises(ValueError, match=f"--{option} applies to"):
-        recipes_for(methods, MethodOptions(**{option: 1.0 if option != "upsamplers" else "x"}))
+        recipes_for(methods, MethodOptions(**{option: "x" if option in ("upsamplers", "upscaler") else 0.5}))
 
 
 def test_bad_option_values_are_refused_by_the_configs():

@@ -12,6 +12,7 @@ assert that the two agree.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 from hiresdiff.checks import SHIFT_POLICIES, is_int
@@ -78,8 +79,14 @@ def check_finite(value, flag: str) -> None:
 def check_part_options(args) -> None:
     """The ranges of the methods' part options (:class:`hiresdiff.options.MethodOptions`), as their configs check
     them: θ a finite number >= 0, η and the inversion's share of fresh noise in [0, 1], strength in (0, 1], α a finite
-    number >= 0."""
+    number >= 0; the upscaler a file."""
+    upscaler = getattr(args, "upscaler", None)
+    if upscaler is not None and upscaler != "shipped" and not os.path.isfile(upscaler):
+        raise ValueError(f"--upscaler: {upscaler} is not a file (a super-resolution model: .pth, .safetensors, .ckpt)")
     theta, eta, strength, alpha = (getattr(args, name, None) for name in ("theta", "eta", "strength", "alpha"))
+    tiles = getattr(args, "tiles", None)
+    if tiles is not None and not 0 <= tiles < 1:
+        raise ValueError(f"--tiles must lie in [0, 1) (the tiles' overlap share); got {tiles}")
     inversion = getattr(args, "inversion", None)
     if inversion is not None and not 0 <= inversion <= 1:
         raise ValueError(f"--inversion must lie in [0, 1] (the share of fresh noise); got {inversion}")

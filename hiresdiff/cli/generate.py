@@ -134,6 +134,22 @@ def add_part_options(p) -> None:
         "noise in [0, 1] (0: pure inversion; one more model call per step of the stage); default: fresh noise",
     )
     p.add_argument(
+        "--upscaler",
+        default=None,
+        metavar="FILE",
+        help="cascades: a super-resolution model file (ESRGAN, Real-ESRGAN, SwinIR, HAT, DAT, …: any spandrel reads; "
+        "needs the 'sr' extra) as the upsampling between stages, or 'shipped' (the owned models' emoji network); "
+        "default: bicubic interpolation",
+    )
+    p.add_argument(
+        "--tiles",
+        type=float,
+        default=None,
+        metavar="OVERLAP",
+        help="cascades: denoise the later stages in tiles of the trained size overlapping by this share in [0, 1), "
+        "blended with Gaussian feathering (the denoiser's memory a tile's at any size); default: whole",
+    )
+    p.add_argument(
         "--upsamplers",
         default=None,
         help="cascades: feature upsamplers folder for Self-Cascade "
@@ -192,6 +208,18 @@ def add_pipeline_options(pipe) -> None:
     )
 
 
+def upscaler_file(args):
+    """``--upscaler``'s file: as given, or for ``shipped`` the one the model names (``ValueError`` if none)."""
+    if args.upscaler != "shipped":
+        return args.upscaler
+    from hiresdiff.models import shipped_upscaler
+
+    file = shipped_upscaler(getattr(args, "model", None))
+    if file is None:
+        raise ValueError(f"--upscaler shipped: {args.model} ships no upscaler; give a super-resolution model file")
+    return file
+
+
 def method_options(args):
     """The part options of ``args`` as :class:`hiresdiff.options.MethodOptions`."""
     from hiresdiff.options import MethodOptions
@@ -202,6 +230,8 @@ def method_options(args):
         strength=args.strength,
         alpha=args.alpha,
         inversion=args.inversion,
+        upscaler=upscaler_file(args),
+        tiles=args.tiles,
         upsamplers=args.upsamplers,
         positions=args.positions,
     )

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import math
 
-from hiresdiff.cli.choices import DTYPES, PLAN_ARCHS, check_at_least_one, check_dtype, check_one_method, check_plan_arch
+from hiresdiff.cli.choices import (
+    DTYPES,
+    PLAN_ARCHS,
+    check_at_least_one,
+    check_dtype,
+    check_one_method,
+    check_part_options,
+    check_plan_arch,
+)
 from hiresdiff.defaults import PRESETS
 from hiresdiff.loading.low_memory import OFFLOAD_MODES, QUANT_MODES
 
@@ -56,6 +64,13 @@ def add_plan_parser(sub) -> None:
         default="none",
         help="the denoiser's weights quantized as generate's --quant (gguf-q8: Q8_0, gguf-q4: Q4_0; default none)",
     )
+    p.add_argument(
+        "--tiles",
+        type=float,
+        default=None,
+        metavar="OVERLAP",
+        help="cascades: the later stages denoised in tiles of the trained size with this overlap share, as generate's",
+    )
     p.set_defaults(run=run_plan)
 
 
@@ -74,6 +89,7 @@ def check_plan_arguments(args) -> tuple[int, int]:
     if args.memory is not None and not (math.isfinite(args.memory) and args.memory > 0):
         raise ValueError(f"--memory must be a positive number (GiB); got {args.memory}")
     check_one_method([args.method], "plan")
+    check_part_options(args)
     return height, width
 
 
@@ -82,15 +98,15 @@ def run_plan(args) -> None:
 
     from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE
     from hiresdiff.cost.plan import GIB, plan
-    from hiresdiff.recipe import as_recipe
+    from hiresdiff.options import MethodOptions, recipes_for
 
-    as_recipe(args.method)
+    recipe = recipes_for([args.method], MethodOptions(tiles=args.tiles))[args.method]
     tiling = {"auto": None, "on": True, "off": False}[args.vae_tiling]
     result = plan(
         args.arch,
         height,
         width,
-        method=args.method,
+        method=recipe,
         steps=args.steps,
         dtype=args.dtype,
         vae_tiling=tiling,
@@ -98,8 +114,10 @@ def run_plan(args) -> None:
         offload=args.offload,
         quant=args.quant,
     )
+    tiles = "" if args.tiles is None else f" in tiles ({args.tiles:g} overlap)"
     print(
-        f"{args.arch} {height}x{width} {result.method}, {args.steps} steps, {args.dtype}, offload {args.offload}, "
+        f"{args.arch} {height}x{width} {result.method}{tiles}, "
+        f"{args.steps} steps, {args.dtype}, offload {args.offload}, "
         f"quant {args.quant}: weights {result.weights_bytes / GIB:.2f} GiB"
     )
     print("| stage | size | steps | TFLOPs | working memory (GiB) |\n|---|---|---|---|---|")

@@ -1,5 +1,5 @@
 """The tool commands: ``data`` (the emoji data set), the training commands (``train``, ``train-pipeline``,
-``train-flux``, ``train-upsamplers``, ``train-semantic``), ``bench`` and ``ui``."""
+``train-flux``, ``train-upsamplers``, ``train-semantic``, ``train-sr``, ``train-student``), ``bench`` and ``ui``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from typing import Optional
 
 from hiresdiff.checks import check_scales
-from hiresdiff.cli.choices import check_at_least_one
+from hiresdiff.cli.choices import check_at_least_one, check_part_options
 from hiresdiff.loading.schedulers import SCHEDULERS
 
 
@@ -33,6 +33,8 @@ TRAINING_COMMANDS = {  # command: (module of hiresdiff.training with add_argumen
         "train Self-Cascade feature upsamplers for the embedded model (resumable)",
     ),
     "train-semantic": ("semantic_classifier", "train (or resume) the semantic metric's emoji-subgroup classifier"),
+    "train-sr": ("sr_model", "train (or resume) the shipped 2x super-resolution network (needs the 'sr' extra)"),
+    "train-student": ("few_step_student", "distill (or resume) emoji-latent's few-step LCM-LoRA student"),
 }
 
 
@@ -77,7 +79,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out-dir", default="benchmarks/results")
     p.add_argument(
         "--suite",
-        choices=("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion"),
+        choices=("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion", "sr"),
         default="ug",
         help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and "
         "ablation; latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled "
@@ -87,7 +89,16 @@ def add_bench_parser(sub) -> None:
         "FreeScale, FreeScale+UG, fast, fast+UG) against the enlargements, num_images at every scale, with FLOPs; "
         "shift (flow models): naive, UG, Self-Cascade, FreeScale and fast+UG under each shift policy; strength (any "
         "model): Self-Cascade and FreeScale at restart strengths 0.3, 0.4, 0.5, 0.7; inversion (any model): the "
-        "restart from the inversion (fresh-noise share 0, 0.2, 0.5) in fast and Self-Cascade, with FLOPs",
+        "restart from the inversion (fresh-noise share 0, 0.2, 0.5) in fast and Self-Cascade, with FLOPs; sr (any "
+        "model, needs --upscaler): the super-resolution network as the fast recipe's φ, doubling or in one jump "
+        "refined in 1 or 2 steps, against SR alone, FreeScale and fast, with FLOPs",
+    )
+    p.add_argument(
+        "--upscaler",
+        default=None,
+        metavar="FILE",
+        help="a super-resolution model file or 'shipped' (the owned models' emoji network; needs the 'sr' extra): "
+        "adds an 'SR alone' row at every scale; the sr suite's φ",
     )
     p.add_argument(
         "--upsamplers",
@@ -105,6 +116,9 @@ def check_bench_options(args) -> Optional[dict]:
     """The --upsamplers as {scale: folder}; ``ValueError`` naming the option for any plain option value ``bench``
     cannot run, before torch loads."""
     check_at_least_one(args, "num_images", "steps")
+    if args.suite == "sr" and args.upscaler is None:
+        raise ValueError("--suite sr needs --upscaler FILE (a super-resolution model, e.g. the shipped emoji_sr)")
+    check_part_options(args)  # --upscaler a file
     if args.scale is not None:
         check_scales(args.scale, "--scale")
     if not args.upsamplers:
@@ -118,6 +132,7 @@ def check_bench_options(args) -> Optional[dict]:
 def run_bench(args) -> None:
     upsamplers = check_bench_options(args)
 
+    from hiresdiff.cli.generate import upscaler_file
     from hiresdiff.eval.benchmark import Settings, run
 
     given = {
@@ -140,6 +155,7 @@ def run_bench(args) -> None:
         command=command,
         suite=args.suite,
         upsamplers=upsamplers,
+        upscaler=upscaler_file(args),
         **given,
     )
     run(Settings.quick(**common) if args.quick else Settings(**common))

@@ -140,6 +140,25 @@ def relative_flops(pipe, recipe, height: int, width: int, steps: int, **generate
     return total(recipe) / total(None)
 
 
+def enlargement_relative_flops(
+    pipe, upscaler, trained: int, height: int, width: int, steps: int, **generate_kwargs
+) -> float:
+    """FLOPs of sampling at the trained size (``trained``² pixels) and enlarging the image to ``height`` × ``width`` by
+    ``upscaler`` (a super-resolution callable, counted; ``None``: an interpolation, free) over those of direct
+    sampling at ``height`` × ``width`` with the same steps, counted on a meta twin of ``pipe``."""
+    twin = meta_twin(pipe)
+
+    def total(h: int, w: int) -> int:
+        return sum(part.flops for part in count_run(twin, None, h, w, steps, **generate_kwargs))
+
+    flops = total(trained, trained)
+    if upscaler is not None:
+        with torch.inference_mode(), Counter() as counter:
+            upscaler(torch.empty(1, 3, trained, trained, device="meta"), (height, width))
+        flops += counter.total.flops
+    return flops / total(height, width)
+
+
 def predicted_working_bytes(pipe, recipe, height: int, width: int, **call) -> int:
     """Working memory :func:`hiresdiff.generate` will need for ``recipe`` on ``pipe`` at ``height`` × ``width``,
     counted on a meta twin with 2 steps: the peak is one step's (the first of a stage, where every early part is

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hiresdiff.core.noise import lowres_noise
-from hiresdiff.cost.plan import relative_flops
+from hiresdiff.cost.plan import enlargement_relative_flops, relative_flops
 from hiresdiff.data import emoji
 from hiresdiff.denoisers.registry import family_of, find_denoiser
 from hiresdiff.eval import metrics
@@ -39,6 +40,7 @@ from hiresdiff.loading.pipelines import load_pipeline
 from hiresdiff.loading.pixel_model import initial_noise, load_pixel_model, sample, to_pil
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
 from hiresdiff.loading.schedulers import make_scheduler
+from hiresdiff.loading.upscaler import load_upscaler
 from hiresdiff.methods.family_defaults import FLOW
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two
@@ -54,7 +56,7 @@ class Method:
     name: str
     scale: int
     recipe: Optional[Recipe] = None  # None: enlarge the trained-size samples with ``resize``
-    resize: Optional[str] = None  # "bicubic" or "nearest" when enlarging
+    resize: Union[str, Callable, None] = None  # "bicubic", "nearest" or an upscaler (images, size) → images
     theta: Optional[float] = None  # θ for the UG sweep plot (0 = naive)
     call: tuple = ()  # pipelines: extra call arguments as (name, value) pairs, e.g. (("guidance_scale", 1.0),)
     tiled_vae: bool = False  # pipelines: decode with the tiled VAE
@@ -283,9 +285,46 @@ def inversion_methods_for(scale: int, shares=(0.0, 0.2, 0.5)) -> list[Method]:
     return out + [Method(f"fast inversion γ={share:g}", scale, Recipe.fast(inversion=share)) for share in shares]
 
 
-SUITES = ("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion")
+def sr_methods_for(scale: int, upscaler: Callable) -> list[Method]:
+    """A super-resolution network as φ (``upscaler``) in the fast recipe, against SR alone (the plain upscale a user
+    already has), FreeScale and the fast recipe it would replace: doubling stages, and one jump from the trained
+    size to the target refined in k = 1 or 2 steps from strength 0.2 or 0.4 (with FreeScale's detail control and
+    dilation, the fast recipe's defaults, and without them), and the jump restarted from the inversion (γ = 0.5).
+    The jumps run stage 0 with all the steps (``shared_steps=False``): it is then the trained-size sample that
+    SR alone enlarges, and the rows differ only in what follows it."""
+
+    def jump(k: int, s: float, **options) -> Recipe:
+        return Recipe.fast(k, s, stage_ratio=scale, upscaler=upscaler, shared_steps=False, **options)
+
+    out = baselines(scale) + [
+        Method("FreeScale", scale, Recipe.freescale()),
+        Method("FreeScale+UG", scale, Recipe.freescale(ug=UpsampleGuidanceConfig())),
+        Method("fast", scale, Recipe.fast()),
+        Method("fast SR", scale, Recipe.fast(upscaler=upscaler)),
+    ]
+    out += [Method(f"SR jump k={k} s={s:g}", scale, jump(k, s)) for k in (1, 2) for s in (0.2, 0.4)]
+    return out + [
+        Method("SR jump k=2 s=0.4 plain", scale, jump(2, 0.4, detail_alpha=None, dilation=False)),
+        Method("SR jump k=2 s=0.4 inversion γ=0.5", scale, jump(2, 0.4, inversion=0.5)),
+    ]
+
+
+def with_sr_alone(jobs: list[Method], upscaler: Optional[Callable]) -> list[Method]:
+    """``jobs`` with an "SR alone" row (the trained-size samples enlarged by ``upscaler``) after each scale's
+    nearest enlargement; ``jobs`` as they are without an upscaler."""
+    if upscaler is None:
+        return jobs
+    out = []
+    for method in jobs:
+        out.append(method)
+        if method.recipe is None and method.resize == "nearest":
+            out.append(Method(f"SR alone 1x->{method.scale}x", method.scale, resize=upscaler))
+    return out
+
+
+SUITES = ("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion", "sr")
 #: Suites with ``num_images`` at every scale: their intervals must separate the differences they state.
-FULL_COUNT_SUITES = ("headline", "shift", "strength", "inversion")
+FULL_COUNT_SUITES = ("headline", "shift", "strength", "inversion", "sr")
 #: Suites that any model runs (the others are for pixel models or for pipelines only).
 EVERY_MODEL_SUITES = ("fast", *FULL_COUNT_SUITES)
 
@@ -311,6 +350,7 @@ class Settings:
     suite: str = "ug"  # "ug": the UG reproduction rows; "methods": every preset, composition and ablation
     strengths: tuple = (0.5, 0.7, 0.9)
     upsamplers: Optional[dict] = None  # {stage scale: folder} of trained feature upsamplers for the tuned Self-Cascade
+    upscaler: Optional[str] = None  # a super-resolution model file: "SR alone" rows everywhere, φ in the sr suite
     guidance_scale: Optional[float] = (
         None  # pipelines' CFG (None: the model's recommended, else 7.5; an undistilled FLUX: true_cfg_scale)
     )
@@ -318,6 +358,8 @@ class Settings:
     def __post_init__(self):
         if self.suite not in SUITES:
             raise ValueError(f"suite must be one of {SUITES}; got {self.suite!r}")
+        if self.suite == "sr" and self.upscaler is None:
+            raise ValueError("suite 'sr' needs an upscaler (a super-resolution model file, e.g. the shipped emoji_sr)")
 
     def images_at(self, scale: int) -> int:
         """Images per method at ``scale``×: ``num_images`` up to 2× (and at every scale in the headline, shift,
@@ -372,7 +414,11 @@ def sample_batched(
     return torch.cat(parts)
 
 
-def enlarge(images: torch.Tensor, scale: int, mode: str) -> torch.Tensor:
+def enlarge(images: torch.Tensor, scale: int, mode) -> torch.Tensor:
+    """``images`` ``scale`` times larger by interpolation (``mode`` "bicubic" or "nearest") or an upscaler (a
+    callable ``mode(images, size)``)."""
+    if callable(mode):
+        return mode(images, tuple(n * scale for n in images.shape[-2:]))
     kwargs = {"align_corners": False} if mode == "bicubic" else {}
     return F.interpolate(images, scale_factor=scale, mode=mode, **kwargs).clamp(-1, 1)
 
@@ -489,15 +535,17 @@ class PixelSampler:
     def relative_flops(self, method: Method, res: int) -> float:
         """The method's FLOPs over direct sampling's at ``res``² (counted on ``meta``)."""
         labels = {} if self.labels is None else {"class_labels": self.labels[:1]}
-        return relative_flops(
-            PixelPipeline(self.unet, self.scheduler),
-            method.recipe,
-            res,
-            res,
-            self.settings.steps,
-            output_type="latent",
-            **labels,
-        )
+        pipe, call = PixelPipeline(self.unet, self.scheduler), {"output_type": "latent", **labels}
+        return method_flops(pipe, method, res, self.settings.steps, call)
+
+
+def method_flops(pipe, method: Method, res: int, steps: int, call: dict) -> float:
+    """``method``'s FLOPs over direct sampling's at ``res``² for ``pipe``'s ``call``: a recipe's run, or sampling at
+    32² and the enlargement (an upscaler's network counted, an interpolation free)."""
+    if method.recipe is not None:
+        return relative_flops(pipe, method.recipe, res, res, steps, **call)
+    upscaler = method.resize if callable(method.resize) else None
+    return enlargement_relative_flops(pipe, upscaler, 32, res, res, steps, **call)
 
 
 class PipelineSampler:
@@ -538,16 +586,8 @@ class PipelineSampler:
 
     def relative_flops(self, method: Method, res: int) -> float:
         """The method's FLOPs over direct sampling's at ``res``² with the same call (counted on ``meta``)."""
-        return relative_flops(
-            self.pipe,
-            method.recipe,
-            res,
-            res,
-            self.settings.steps,
-            prompt=self.prompts[0],
-            output_type="pt",
-            **self.call(method),
-        )
+        call = {"prompt": self.prompts[0], "output_type": "pt", **self.call(method)}
+        return method_flops(self.pipe, method, res, self.settings.steps, call)
 
     def call(self, method: Optional[Method]) -> dict:
         """The pipeline call's arguments for ``method``: CFG as the pipeline takes it, then the method's own."""
@@ -562,6 +602,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
     A pixel model (``settings.model`` a ``UNet2DModel`` folder, default the embedded one) runs the ``ug`` or
     ``methods`` suite; a text-to-image pipeline (a folder or short name such as ``emoji-latent``) the ``latent`` one."""
     pipeline = is_pipeline(settings.model)
+    upscaler = load_upscaler(settings.upscaler) if settings.upscaler else None
     if settings.suite not in EVERY_MODEL_SUITES and pipeline != (settings.suite == "latent"):
         raise ValueError(
             f"suite {settings.suite!r} is for {'pixel models' if settings.suite != 'latent' else 'pipelines'}; "
@@ -632,10 +673,14 @@ def run(settings: Settings, progress: bool = True) -> dict:
     elif settings.suite == "inversion":
         jobs = [m for s in settings.scales for m in inversion_methods_for(s)]
         results["flops"] = {}
+    elif settings.suite == "sr":
+        jobs = [m for s in settings.scales for m in sr_methods_for(s, upscaler)]
+        results["flops"] = {}
     elif sampler.flow:
         jobs = [m for s in settings.scales for m in flow_methods_for(s)]
     else:
         jobs = [m for s in settings.scales for m in latent_methods_for(s, settings.upsamplers)]
+    jobs = with_sr_alone(jobs, upscaler)
     made = {}
     for method in tqdm(jobs, desc="benchmark", disable=not progress):
         res = 32 * method.scale
@@ -666,7 +711,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
             results["rows"][key]["RMSE vs untiled VAE"] = float(
                 ((images - made[f"{res}|{method.same_as}"]) ** 2).mean().sqrt()
             )
-        if "flops" in results and method.recipe is not None:
+        if "flops" in results:
             results["flops"][key] = sampler.relative_flops(method, res)
         grids.setdefault(res, {})[method.name] = images[: settings.grid_rows]
     write_outputs(results, grids, trained[: settings.grid_rows], Path(settings.out_dir))

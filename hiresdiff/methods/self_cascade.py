@@ -17,7 +17,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +113,10 @@ class CascadeConfig:
             of its grid, the step fraction 1 − strength (Self-Cascade 0.7; FreeScale restarts at step 15 of 50, also
             0.7). ``None``: the model family's (:mod:`hiresdiff.methods.family_defaults`: 0.7 diffusion, 0.3 flow).
         upsample: φ's interpolation: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
+        upscaler: φ as a super-resolution network instead (``None``: interpolate): a callable from images
+            (B, 3, H, W) in [-1, 1] and a size (H', W') to the images at that size
+            (:func:`hiresdiff.loading.upscaler.load_upscaler` makes one from a model file). It acts on decoded images
+            for every model, as ``space="rgb"`` does.
         space: ``"latent"`` (resize the latents, Self-Cascade) or ``"rgb"`` (VAE decode → resize → encode,
             FreeScale's choice for images). Pixel models resize the image either way.
         steps: sampling steps of a later stage's full schedule (it runs ``int(steps·strength)`` of them);
@@ -135,12 +139,20 @@ class CascadeConfig:
             the stage's own grid, one model call per step the stage then runs, :mod:`hiresdiff.sampling.inversion`),
             its implied noise mixed with fresh ε by :func:`injected_noise` — γ = 0 pure inversion, γ > 0 PixelRush's
             noise injection against over-smoothing.
+        stage_scheduler: the scheduler the later stages sample with (an instance; ``None``: the pipeline's), e.g.
+            ``LCMScheduler.from_config(pipe.scheduler.config)`` with a few-step ``stage_lora``; UNet pipelines.
+        stage_lora: a LoRA active during the later stages only (anything the pipeline's ``load_lora_weights``
+            takes), loaded for each later stage and removed after it (:mod:`hiresdiff.sampling.stage_lora`).
+        tiles: a later stage's denoiser calls made on overlapping tiles of the trained size, blended with Gaussian
+            feathering, overlapping by at least this share of a tile in [0, 1) (:mod:`hiresdiff.hooks.tiled_denoising`:
+            the denoiser's memory is a tile's at any target size); ``None``: whole.
 
     A flow model's stages are shifted by the call's ``shift`` policy (:mod:`hiresdiff.methods.flow_shift`).
     """
 
     strength: Optional[float] = None
     upsample: str = "bicubic"
+    upscaler: Optional[Callable[[torch.Tensor, Sequence[int]], torch.Tensor]] = None
     space: str = "latent"
     steps: Optional[int] = None
     target_steps: Optional[int] = None
@@ -148,12 +160,20 @@ class CascadeConfig:
     stage_ratio: float = 2.0
     shared_steps: bool = False
     inversion: Optional[float] = None
+    tiles: Optional[float] = None
+    stage_scheduler: Optional[Any] = None
+    stage_lora: Optional[Any] = None
 
     def __post_init__(self):
         if self.strength is not None:
             check_strength(self.strength)
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}; got {self.upsample!r}")
+        if self.upscaler is not None and not callable(self.upscaler):
+            raise ValueError(
+                f"upscaler must be None or a callable (images, size) -> images, e.g. load_upscaler(path); "
+                f"got {self.upscaler!r}"
+            )
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}; got {self.space!r}")
         for name in ("steps", "target_steps"):
@@ -167,6 +187,9 @@ class CascadeConfig:
             raise ValueError(
                 f"inversion must be None (fresh noise) or the share of fresh noise in [0, 1]; got {self.inversion!r}"
             )
+
+        if self.tiles is not None and not (is_real(self.tiles) and 0 <= self.tiles < 1):
+            raise ValueError(f"tiles must be None (whole) or the tiles' overlap share in [0, 1); got {self.tiles!r}")
 
     def for_family(self, defaults: FamilyDefaults) -> CascadeConfig:
         """This config with the settings it leaves to the model family (``strength=None``,

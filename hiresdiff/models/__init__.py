@@ -1,6 +1,7 @@
 """The owned models: the embedded pixel model (``emoji32/``) with its Self-Cascade feature upsamplers, the
 ``emoji-latent`` text-to-image pipeline (``emoji_latent/``), the ``emoji-flux`` FLUX-architecture pipeline
-(``emoji_flux/``), and the recipes that trained them."""
+(``emoji_flux/``), the 2× super-resolution network they name as their upscaler (``emoji_sr/``), and the recipes that
+trained them."""
 
 import json
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ EMOJI_LATENT_DIR = Path(__file__).parent / "emoji_latent"  # a StableDiffusionPi
 EMOJI_LATENT_UPSAMPLERS_DIR = Path(__file__).parent / "emoji_latent_upsamplers_64"  # its 2× stage
 EMOJI_FLUX_DIR = Path(__file__).parent / "emoji_flux"  # a FluxPipeline folder (rectified flow), see its README.md
 SEMANTIC_CLASSIFIER_DIR = Path(__file__).parent / "emoji_subgroups"  # the semantic metric's classifier, see its README.md
+EMOJI_SR_FILE = Path(__file__).parent / "emoji_sr" / "2x_emoji_compact.safetensors"  # 2× super-resolution, see README.md
 MODEL_NAMES = {"emoji-latent": EMOJI_LATENT_DIR, "emoji-flux": EMOJI_FLUX_DIR}  # short names --model takes
 
 
@@ -72,6 +74,13 @@ def model_settings(model: Optional[str]) -> ModelSettings:
 def is_pipeline(model: Optional[str]) -> bool:
     """Whether ``model`` (a short name or folder) is a local diffusers pipeline folder (has ``model_index.json``)."""
     return model is not None and (Path(resolve_model(model)) / "model_index.json").is_file()
+
+
+def shipped_upscaler(model) -> Optional[str]:
+    """The super-resolution file the owned models name as their upscaler (``--upscaler shipped``): the emoji
+    network for the embedded model (``model`` is ``None``), emoji-latent and emoji-flux; none for a user's model."""
+    owned = {str(EMOJI_LATENT_DIR), str(EMOJI_FLUX_DIR)}
+    return str(EMOJI_SR_FILE) if model is None or resolve_model(model) in owned else None
 
 
 def shipped_upsamplers(model) -> Optional[dict]:

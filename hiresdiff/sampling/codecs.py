@@ -120,11 +120,15 @@ def _unfold_frames(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def upsample_pivot(codec, z: torch.Tensor, size: Sequence[int], cascade: CascadeConfig) -> torch.Tensor:
-    """φ(z₀^{r−1}) at ``size`` (the model's units): resize the latents, or (``space="rgb"``) decode → resize → encode.
+    """φ(z₀^{r−1}) at ``size`` (the model's units): resize the latents, or (``space="rgb"``) decode → resize → encode,
+    or (``upscaler``) decode → super-resolve → encode.
 
     The decoded full-size image lives only inside this call.
     """
+    pixels = [n * codec.scale_factor for n in size]
+    if cascade.upscaler is not None:
+        decoded = codec.decode(z)
+        return codec.encode(_unfold_frames(cascade.upscaler(_fold_frames(decoded), pixels), decoded))
     if cascade.space == "latent" or isinstance(codec, PixelCodec):
         return resize(z, size, cascade.upsample)
-    pixels = [n * codec.scale_factor for n in size]
     return codec.encode(resize(codec.decode(z), pixels, cascade.upsample).clamp(-1, 1))

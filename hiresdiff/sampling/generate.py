@@ -61,6 +61,7 @@ from hiresdiff.sampling.memory_bounds import memory_bounds
 from hiresdiff.sampling.noise_levels import NoiseLevels, fresh_copy
 from hiresdiff.sampling.restart import RestartedScheduler, stage_generator, stage_pipeline
 from hiresdiff.sampling.run_plan import RunPlan, StagePlan, plan_run
+from hiresdiff.sampling.stage_lora import stage_lora
 from hiresdiff.sampling.stage_parts import load_upsamplers, stage_detail, stage_modifications
 
 
@@ -182,10 +183,11 @@ def run(
             call.update(plan.first_only, num_inference_steps=planned.steps)  # fewer than the call's: shared_steps
             scheduler = fresh_copy(pipe.scheduler) if grid is None else RestartedScheduler(pipe.scheduler, 0, grid)
         else:
-            scheduler = RestartedScheduler(pipe.scheduler, planned.restart, grid)
+            scheduler = RestartedScheduler(recipe.cascade.stage_scheduler or pipe.scheduler, planned.restart, grid)
             scheduler.set_timesteps(planned.steps)  # its grid and init_noise_sigma, before the parts read them
         inner = getattr(scheduler, "inner", scheduler)
         with (
+            stage_lora(pipe, recipe.cascade.stage_lora if stage.index > 0 else None),
             stage_modifications(
                 denoiser,
                 recipe,

@@ -259,6 +259,29 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
             f"inversion: {type(pipe.scheduler).__name__} preconditions the model's output (EDM), which the inversion "
             "does not read: use inversion=None (a restart from fresh noise) or a VP, σ-form or flow scheduler"
         )
+    cascade = recipe.cascade
+    if cascade is not None and cascade.stage_lora is not None and not hasattr(pipe, "load_lora_weights"):
+        raise ValueError(f"stage_lora: {type(pipe).__name__} loads no LoRA (load_lora_weights): use stage_lora=None")
+    if cascade is not None and cascade.stage_scheduler is not None:
+        scheduler = cascade.stage_scheduler
+        if family.flow or not hasattr(scheduler, "set_timesteps"):
+            raise ValueError(
+                "stage_scheduler: a scheduler instance for a UNet pipeline's later stages (flow pipelines keep their "
+                f"flow-matching scheduler); got {type(scheduler).__name__} for {type(denoiser).__name__}"
+            )
+        if scheduler.config.num_train_timesteps != pipe.scheduler.config.num_train_timesteps:
+            raise ValueError(
+                "stage_scheduler: its training schedule must be the pipeline's (make it with "
+                "from_config(pipe.scheduler.config))"
+            )
+    tiles = recipe.cascade is not None and recipe.cascade.tiles is not None
+    whole_image = [name for name in ("controlnet", "adapter") if getattr(pipe, name, None) is not None]
+    if tiles and (whole_image or recipe.upsamplers is not None):
+        parts = whole_image + (["feature upsamplers"] if recipe.upsamplers is not None else [])
+        raise ValueError(
+            f"tiles: the {', '.join(parts)} of this run work on the whole image, which a tile cannot take: use "
+            "tiles=None"
+        )
     if family.flow and recipe.upsamplers is not None:
         raise ValueError(
             "upsamplers: Self-Cascade's feature upsamplers plug into UNet skip features; "

@@ -4,7 +4,8 @@ The sampling core (:mod:`hiresdiff.sampling.generate`, for pixel models and pipe
 :func:`stage_modifications`: it attaches, in this order, the call-context hook (innermost: every real denoiser call
 passes through it), the family's own parts (its adapter, :func:`~hiresdiff.sampling.family_parts.parts_of`: on a UNet
 dilated convs, fused self-attention and the feature upsamplers; on a flow transformer position rescaling and scale
-fusion on its joint attention) and Upsample Guidance (outermost: it calls the denoiser again at the trained size, and
+fusion on its joint attention), the tiled refinement (:mod:`~hiresdiff.hooks.tiled_denoising`, when the cascade asks
+for it) and Upsample Guidance (outermost: it calls the denoiser again at the trained size, and
 those calls see their own context), each through diffusers' ``HookRegistry`` or as an attention processor, with its
 removal registered before it is attached; on exit they come off in reverse order, also when the stage raises or is
 interrupted. A denoiser that already carries one of them is refused. A stage at the trained size gets nothing (but
@@ -22,10 +23,11 @@ from typing import Optional
 import torch
 
 from hiresdiff.checks import cannot_load
-from hiresdiff.denoisers.registry import family_of
+from hiresdiff.denoisers.registry import family_of, size_multiple
 from hiresdiff.denoisers.registry import trained_size as denoiser_trained_size
 from hiresdiff.hooks.base import attached
 from hiresdiff.hooks.call_context import CALL_CONTEXT_HOOK, remove_call_context
+from hiresdiff.hooks.tiled_denoising import TILES_HOOK, attach_tiles, remove_tiles
 from hiresdiff.methods.freescale import blend_detail, check_detail_alpha, detail_weight, resize_alpha
 from hiresdiff.methods.self_cascade import CascadeConfig
 from hiresdiff.recipe import Recipe, Stage
@@ -104,7 +106,9 @@ def check_unmodified(denoiser) -> None:
     (applied by hand, or a run in progress on
     it): a stage would otherwise remove it on exit."""
     present = [
-        name for name in (CALL_CONTEXT_HOOK, UPSAMPLE_GUIDANCE_HOOK, UPSAMPLERS_HOOK) if attached(denoiser, name)
+        name
+        for name in (CALL_CONTEXT_HOOK, UPSAMPLE_GUIDANCE_HOOK, UPSAMPLERS_HOOK, TILES_HOOK)
+        if attached(denoiser, name)
     ]
     present += parts_of(family_of(denoiser)).present(denoiser)
     if present:
@@ -145,6 +149,9 @@ def stage_modifications(
             undo.callback(remove_call_context, unet)
             context = parts.call_context(unet, family, trained, scheduler)
             parts.attach(undo, unet, recipe, stage, context, upsamplers=upsamplers, pivot=pivot)
+            if recipe.cascade is not None and recipe.cascade.tiles is not None:
+                undo.callback(remove_tiles, unet)
+                attach_tiles(unet, trained, recipe.cascade.tiles, family.layout, size_multiple(unet))
         if stage.ug_levels:  # also at spatial scale 1 for temporal UG
             undo.callback(remove_upsample_guidance, unet)
             apply_upsample_guidance(unet, stage.ug_levels, scheduler=scheduler, sdxl_time_ids=sdxl_time_ids)
