@@ -273,6 +273,14 @@ def test_plan_of_sd15_prints_the_prediction_and_whether_it_fits(capsys):
     assert main([*argv, "--quant", "int8", "--memory", "8"]) == 0
     out = capsys.readouterr().out
     assert "offload group, quant int8" in out and "GiB per denoiser call" in out and "fits in 8 GiB" in out
+    assert (
+        main(["plan", "--arch", "sd15", "--size", "1024", "--method", "fast", "--steps", "10", "--tiles", "0.25"]) == 0
+    )
+    out = capsys.readouterr().out
+    # tile_starts(128, 64, 16) = 3 per side: 9 trained-size calls of a quarter of the pixels each per target call
+    tiled = plan("sd15", 1024, method=Recipe.fast(tiles=0.25), steps=10)
+    assert "fast in tiles (0.25 overlap)" in out and tiled.stages[0].flops == result.stages[0].flops
+    assert tiled.stages[1].flops > result.stages[1].flops and tiled.stages[1].peak_bytes <= result.stages[1].peak_bytes
 
 
 def test_plan_of_flux1_dev_counts_its_transformer_and_text_encoders():

@@ -15,6 +15,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from markers import needs_spandrel
 
 import hiresdiff
 from hiresdiff.cli import build_parser
@@ -22,7 +23,7 @@ from hiresdiff.cli import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 NEEDS = re.compile(r"^#\s*needs:\s*(?P<what>.+)$")
-KNOWN_NEEDS = {"GPU", "hub download"}
+KNOWN_NEEDS = {"GPU", "hub download", "sr extra"}
 
 
 def code_blocks(language: str, path: Path = README) -> list[tuple[int, str]]:
@@ -55,6 +56,15 @@ def test_the_readme_has_examples_to_run():
 def test_python_example_runs_as_written(line, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # files the example writes land here
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": f"readme_{line}"})
+
+
+SR_BLOCKS = [(line, code) for line, code in MARKED if needs(code) == {"sr extra"}]
+
+
+@needs_spandrel
+@pytest.mark.parametrize("line, code", SR_BLOCKS, ids=[f"README.md:{line}" for line, _ in SR_BLOCKS])
+def test_sr_example_runs_as_written(line, code, tmp_path, monkeypatch):
+    test_python_example_runs_as_written(line, code, tmp_path, monkeypatch)
 
 
 def dotted(node: ast.AST) -> str | None:

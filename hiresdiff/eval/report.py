@@ -133,41 +133,53 @@ def theta_plot(results: dict, path: Path) -> None:
 
 
 def quality_time_plot(results: dict, path: Path, cost: str = "time") -> None:
-    """Quality (FD rand, SWD mean) against cost, one point per method and resolution: ``cost="time"`` s/image
-    relative to naive, ``"flops"`` the FLOPs relative to direct sampling (the fast suite's Pareto plot, with the
-    front of the points no other point beats on both)."""
+    """Quality against cost, one point per method and resolution. ``cost="time"``: FD rand and SWD mean against
+    s/image relative to naive (the enlargements, which reuse the trained-size samples, left out). ``"flops"``: the
+    Pareto plots — semantic agreement, the finest Laplacian level's SWD and FD rand against the FLOPs relative to direct
+    sampling, every row with a count (the enlargements and SR alone included), with the front of the points no other
+    point beats on both axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = ["FD rand", "SWD mean"]
+    panels = ["FD rand", "SWD mean"] if cost == "time" else ["semantic", "SWD finest", "FD rand"]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6))
     resolutions = sorted({int(k.split("|")[0]) for k in results["rows"]} - {32})
-    for ax, metric in zip(axes, panels):
+    for ax, panel in zip(axes, panels):
+        higher = panel == "semantic"
         for i, res in enumerate(resolutions):
+            metric = f"SWD {res}" if panel == "SWD finest" else panel
             points = []
             for key, row in results["rows"].items():
                 name = key.split("|", 1)[1]
                 x = _relative_cost(results, key, res, cost)
-                if not key.startswith(f"{res}|") or x is None or "->" in name:
+                if not key.startswith(f"{res}|") or x is None or row.get(metric) is None:
+                    continue
+                if cost == "time" and "->" in name:
                     continue
                 points.append((x, row[metric]))
                 ax.scatter(x, row[metric], color=f"C{i}", s=14)
                 ax.annotate(name, (x, row[metric]), fontsize=5.5)
             if cost == "flops" and points:
-                front = [p for p in sorted(points) if not any(q[0] <= p[0] and q[1] < p[1] for q in points)]
+                sign = -1 if higher else 1
+                front = [
+                    p for p in sorted(points) if not any(q[0] <= p[0] and sign * q[1] < sign * p[1] for q in points)
+                ]
                 ax.plot(*zip(*front), color=f"C{i}", linewidth=0.8, label=f"{res}² Pareto front")
             floor = results["rows"].get(f"{res}|real train vs test", {}).get(metric)
             if floor is not None:
                 ax.axhline(floor, color=f"C{i}", linestyle=":", linewidth=1, label=f"{res}² real floor")
             nearest = results["rows"].get(f"{res}|nearest 1x->{res // 32}x", {}).get(metric)
-            if nearest is not None:
+            if nearest is not None and cost == "time":
                 ax.axhline(nearest, color=f"C{i}", linestyle="--", linewidth=1, label=f"{res}² nearest 1×")
         ax.set_xlabel(
             "s/image ÷ naive at the same size" if cost == "time" else "FLOPs ÷ direct sampling at the same size"
         )
-        ax.set_title(f"{metric} (lower is better)")
+        if cost == "flops":
+            ax.set_xscale("log")
+        label = "SWD at the finest level" if panel == "SWD finest" else panel
+        ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)")
         ax.legend(fontsize=7)
     fig.suptitle(
         f"quality against {'time' if cost == 'time' else 'FLOPs'} — "
