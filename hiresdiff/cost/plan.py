@@ -133,11 +133,14 @@ def relative_flops(pipe, recipe, height: int, width: int, steps: int, **generate
     """FLOPs of ``recipe`` over those of direct sampling at the same size and steps, counted on a
     :func:`~hiresdiff.cost.meta_run.meta_twin` of ``pipe`` (any loaded pipeline; nothing is computed)."""
     twin = meta_twin(pipe)
+    return run_flops(twin, recipe, height, width, steps, **generate_kwargs) / run_flops(
+        twin, None, height, width, steps, **generate_kwargs
+    )
 
-    def total(one) -> int:
-        return sum(part.flops for part in count_run(twin, one, height, width, steps, **generate_kwargs))
 
-    return total(recipe) / total(None)
+def run_flops(twin, recipe, height: int, width: int, steps: int, **generate_kwargs) -> int:
+    """All FLOPs of one run of ``recipe`` on a meta ``twin`` (:func:`count_run`'s stages summed)."""
+    return sum(part.flops for part in count_run(twin, recipe, height, width, steps, **generate_kwargs))
 
 
 def enlargement_relative_flops(
@@ -147,16 +150,12 @@ def enlargement_relative_flops(
     ``upscaler`` (a super-resolution callable, counted; ``None``: an interpolation, free) over those of direct
     sampling at ``height`` × ``width`` with the same steps, counted on a meta twin of ``pipe``."""
     twin = meta_twin(pipe)
-
-    def total(h: int, w: int) -> int:
-        return sum(part.flops for part in count_run(twin, None, h, w, steps, **generate_kwargs))
-
-    flops = total(trained, trained)
+    flops = run_flops(twin, None, trained, trained, steps, **generate_kwargs)
     if upscaler is not None:
         with torch.inference_mode(), Counter() as counter:
             upscaler(torch.empty(1, 3, trained, trained, device="meta"), (height, width))
         flops += counter.total.flops
-    return flops / total(height, width)
+    return flops / run_flops(twin, None, height, width, steps, **generate_kwargs)
 
 
 def predicted_working_bytes(pipe, recipe, height: int, width: int, **call) -> int:

@@ -187,7 +187,6 @@ class CascadeConfig:
             raise ValueError(
                 f"inversion must be None (fresh noise) or the share of fresh noise in [0, 1]; got {self.inversion!r}"
             )
-
         if self.tiles is not None and not (is_real(self.tiles) and 0 <= self.tiles < 1):
             raise ValueError(f"tiles must be None (whole) or the tiles' overlap share in [0, 1); got {self.tiles!r}")
 

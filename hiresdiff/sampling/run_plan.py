@@ -274,7 +274,7 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
                 "stage_scheduler: its training schedule must be the pipeline's (make it with "
                 "from_config(pipe.scheduler.config))"
             )
-    tiles = recipe.cascade is not None and recipe.cascade.tiles is not None
+    tiles = cascade is not None and cascade.tiles is not None
     whole_image = [name for name in ("controlnet", "adapter") if getattr(pipe, name, None) is not None]
     if tiles and (whole_image or recipe.upsamplers is not None):
         parts = whole_image + (["feature upsamplers"] if recipe.upsamplers is not None else [])

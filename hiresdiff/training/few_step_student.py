@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ from hiresdiff.core.prediction import to_epsilon
 from hiresdiff.data import emoji
 from hiresdiff.models import EMOJI_LATENT_DIR
 from hiresdiff.training.latent_model import encode_latents
-from hiresdiff.training.loop import Phase, add_run_arguments, replace_folder, start_run
+from hiresdiff.training.loop import Phase, add_run_arguments, export_run, start_run
 
 SOLVER_STEPS = 50  # the DDIM grid the distillation's ODE steps walk (LCM's skipping-step k = T / 50)
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
@@ -109,24 +108,16 @@ def train(args) -> None:
     def export() -> None:
         ema = phase.ema_modules()["unet"]
 
-        def write(folder: Path) -> None:
+        def save(folder: Path) -> None:
             StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(ema))
-            info = {
-                "step": phase.step,
-                "wall_seconds": round(phase.wall),
-                "teacher": "emoji-latent",
-                "guidance_distilled": args.guidance,
-                "command": f"hiresdiff train-student --steps {args.steps} --batch-size {args.batch_size} "
-                f"--rank {args.rank} --guidance {args.guidance} --lr {args.lr} --seed {args.seed}",
-            }
-            (folder / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-            card = Path(args.ship or "") / "README.md"
-            if args.ship and card.exists():
-                (folder / "README.md").write_text(card.read_text())
 
-        replace_folder(run_dir / "export", write)
-        if args.ship and phase.done:
-            replace_folder(Path(args.ship), write)
+        info = {
+            "teacher": "emoji-latent",
+            "guidance_distilled": args.guidance,
+            "command": f"hiresdiff train-student --steps {args.steps} --batch-size {args.batch_size} "
+            f"--rank {args.rank} --guidance {args.guidance} --lr {args.lr} --seed {args.seed}",
+        }
+        export_run(args, run_dir, phase, save, info)
 
     phase.run(loss, args.save_every, args.log_every, export)
 

@@ -224,6 +224,24 @@ def write_shipped(pipe, run_dir: Path, out_dir: Path, names: dict, extra: dict |
     replace_folder(out_dir, write)
 
 
+def export_run(args, run_dir: Path, phase: Phase, save: Callable[[Path], None], info: dict) -> None:
+    """Write ``save(folder)``, ``training.json`` (the phase's step and wall time, then ``info``) and the shipped
+    folder's model card into ``run_dir``/export, and into ``args.ship`` once the phase is done, each folder swapped in
+    whole (:func:`replace_folder`)."""
+    card = Path(args.ship) / "README.md" if args.ship else None
+
+    def write(folder: Path) -> None:
+        save(folder)
+        summary = {"step": phase.step, "wall_seconds": round(phase.wall), **info}
+        (folder / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if card is not None and card.exists():
+            (folder / "README.md").write_text(card.read_text())
+
+    replace_folder(run_dir / "export", write)
+    if args.ship and phase.done:
+        replace_folder(Path(args.ship), write)
+
+
 def add_run_arguments(p: argparse.ArgumentParser, name: str) -> None:
     """The options every recipe on :class:`Phase` shares (run folder, data, schedule, batch, EMA, logging, threads,
     shipping) for the owned model ``name`` (emoji-latent, emoji-flux, emoji_subgroups)."""

@@ -14,15 +14,13 @@ written into the shipped folder's ``training.json``.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from hiresdiff.data import emoji
 from hiresdiff.eval.metrics.semantic import INPUT_SIZE, SemanticClassifier, SubgroupClassifier, to_input_size
-from hiresdiff.training.loop import Phase, add_run_arguments, replace_folder, start_run
+from hiresdiff.training.loop import Phase, add_run_arguments, export_run, start_run
 
 ENLARGE_MODES = ("nearest", "bilinear", "bicubic")
 
@@ -78,24 +76,13 @@ def train(args) -> None:
         classifier = SemanticClassifier(phase.ema_modules()["model"], names, groups)
         accuracy = held_out_accuracy(classifier, args.data)
 
-        def write(folder: Path) -> None:
-            classifier.save(folder)
-            info = {
-                "step": phase.step,
-                "wall_seconds": round(phase.wall),
-                "held_out_accuracy": accuracy,
-                "chance": round(1 / len(names), 4),
-                "command": f"hiresdiff train-semantic --steps {args.steps} "
-                f"--batch-size {args.batch_size} --lr {args.lr} --seed {args.seed}",
-            }
-            (folder / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-            card = Path(args.ship or "") / "README.md"
-            if args.ship and card.exists():
-                (folder / "README.md").write_text(card.read_text())
-
-        replace_folder(run_dir / "export", write)
-        if args.ship and phase.done:
-            replace_folder(Path(args.ship), write)
+        info = {
+            "held_out_accuracy": accuracy,
+            "chance": round(1 / len(names), 4),
+            "command": f"hiresdiff train-semantic --steps {args.steps} "
+            f"--batch-size {args.batch_size} --lr {args.lr} --seed {args.seed}",
+        }
+        export_run(args, run_dir, phase, classifier.save, info)
 
     phase.run(loss, args.save_every, args.log_every, export)
 

@@ -16,7 +16,6 @@ The held-out PSNR against bicubic enlargement is written into the shipped folder
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ from safetensors.torch import save_file
 
 from hiresdiff.core.resample import downsample
 from hiresdiff.data import emoji
-from hiresdiff.training.loop import Phase, add_run_arguments, replace_folder, start_run
+from hiresdiff.training.loop import Phase, add_run_arguments, export_run, start_run
 
 #: The shipped network's file name in its folder.
 WEIGHTS_NAME = "2x_emoji_compact.safetensors"
@@ -88,25 +87,17 @@ def train(args) -> None:
         ema = phase.ema_modules()["model"]
         scores = held_out_psnr(ema, args.data)
 
-        def write(folder: Path) -> None:
+        def save(folder: Path) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, folder / WEIGHTS_NAME)
-            info = {
-                "step": phase.step,
-                "wall_seconds": round(phase.wall),
-                "parameters": sum(p.numel() for p in ema.parameters()),
-                "held_out_psnr_db": scores,
-                "command": f"hiresdiff train-sr --steps {args.steps} --batch-size {args.batch_size} --crop {args.crop} "
-                f"--features {args.features} --convolutions {args.convolutions} --lr {args.lr} --seed {args.seed}",
-            }
-            (folder / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-            card = Path(args.ship or "") / "README.md"
-            if args.ship and card.exists():
-                (folder / "README.md").write_text(card.read_text())
 
-        replace_folder(run_dir / "export", write)
-        if args.ship and phase.done:
-            replace_folder(Path(args.ship), write)
+        info = {
+            "parameters": sum(p.numel() for p in ema.parameters()),
+            "held_out_psnr_db": scores,
+            "command": f"hiresdiff train-sr --steps {args.steps} --batch-size {args.batch_size} --crop {args.crop} "
+            f"--features {args.features} --convolutions {args.convolutions} --lr {args.lr} --seed {args.seed}",
+        }
+        export_run(args, run_dir, phase, save, info)
 
     phase.run(loss, args.save_every, args.log_every, export)
 
