@@ -8,7 +8,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from tiny_pipelines import load
 
 import hiresdiff
-from hiresdiff.core.tiling import feathered_tiles, tile_starts
+from hiresdiff.core.tiling import feathered_tiles, gaussian_ramp, tile_starts
 from hiresdiff.cost import architectures
 from hiresdiff.cost.meta_run import as_meta_twin
 from hiresdiff.cost.plan import count_run, window_edges
@@ -38,6 +38,13 @@ def test_feathering_weights_sum_to_one_and_the_tiles_cover_the_image_with_the_ov
         starts = tile_starts(n, t, o, multiple)
         assert starts[0] == 0 and starts[-1] == n - t
         assert all(t - (b - a) >= o for a, b in zip(starts, starts[1:]))  # neighbours share at least the overlap
+
+
+def test_the_feathering_ramp_is_a_gaussian_of_a_quarter_tile_centred_on_the_tile():
+    ramp = gaussian_ramp(8)
+    centres = torch.arange(8, dtype=torch.float64) + 0.5 - 4  # pixel centres relative to the tile's centre
+    assert torch.allclose(ramp, torch.exp(-0.5 * (centres / 2) ** 2), atol=1e-15, rtol=0)
+    assert torch.equal(ramp, ramp.flip(0)) and abs(float(gaussian_ramp(1000)[0]) - torch.e**-2) < 1e-3  # edge e^−2
 
 
 # ---- exactness: a denoiser that acts pixel by pixel ------------------------------------------------------------
