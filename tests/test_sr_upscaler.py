@@ -195,8 +195,10 @@ def test_the_owned_models_name_the_shipped_network_which_loads_like_a_users_file
     assert (upscaler.scale, upscaler.descriptor.architecture.name) == (2, "RealESRGAN Compact")
 
 
-def test_upscaler_shipped_is_refused_for_a_model_that_ships_none(capsys):
+def test_upscaler_shipped_is_refused_for_a_model_that_ships_none(capsys, tmp_path, monkeypatch):
     from hiresdiff.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the default --out is in the working folder, where the README's main job wrote one
 
     assert main(["generate", "--model", "some/folder", "--prompt", "a cat", "--upscaler", "shipped"]) == 2
     assert "--upscaler shipped: some/folder ships no upscaler" in capsys.readouterr().err
