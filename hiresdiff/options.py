@@ -37,7 +37,8 @@ class MethodOptions:
     from the inversion with this share of fresh noise (:class:`~hiresdiff.methods.self_cascade.CascadeConfig`).
     upscaler: a super-resolution model file (any spandrel reads) as the cascade's φ, loaded once by
     :func:`recipes_for`. tiles: the later stages denoised in feathered tiles of the trained size overlapping by this
-    share. upsamplers: a folder of
+    share. stage_scheduler, stage_lora: the later stages' scheduler (a short name) and LoRA (a folder, file or hub id).
+    upsamplers: a folder of
     trained feature upsamplers for cascades (``"none"``: the tuning-free cascade even where some are shipped).
     Shipped upsamplers tune the plain ``self-cascade`` method only: compositions run as benchmarked, tuning-free,
     unless ``upsamplers`` names a folder. positions: a flow transformer's position rescaling (``"pi"``, ``"ntk"``,
@@ -51,6 +52,8 @@ class MethodOptions:
     inversion: Optional[float] = None
     upscaler: Optional[str] = None
     tiles: Optional[float] = None
+    stage_scheduler: Optional[str] = None
+    stage_lora: Optional[str] = None
     upsamplers: Optional[str] = None
     positions: Optional[str] = None
 
@@ -65,12 +68,16 @@ class MethodOptions:
             ("inversion", "cascade"),
             ("upscaler", "cascade"),
             ("tiles", "cascade"),
+            ("stage_scheduler", "cascade"),
+            ("stage_lora", "cascade"),
             ("upsamplers", "cascade"),
         ):
             if getattr(self, option) is not None and not has[part]:
                 names = ", ".join(r.name for r in recipes)
                 kind = "Upsample Guidance (ug, …+ug)" if part == "ug" else "a cascade (self-cascade, freescale)"
-                raise ValueError(f"--{option} applies to methods with {kind}; the methods are {names}")
+                raise ValueError(
+                    f"--{option.replace('_', '-')} applies to methods with {kind}; the methods are {names}"
+                )
 
     def apply(self, recipe: Recipe, default_upsamplers: Optional[str] = None, upscaler=None) -> Recipe:
         """``recipe`` with these options set on the parts it has (``default_upsamplers`` for plain Self-Cascade;
@@ -88,6 +95,8 @@ class MethodOptions:
                     ("inversion", self.inversion),
                     ("upscaler", upscaler),
                     ("tiles", self.tiles),
+                    ("stage_scheduler", self.stage_scheduler),
+                    ("stage_lora", self.stage_lora),
                 )
                 if v is not None
             }

@@ -119,7 +119,44 @@ def test_stage_parts_a_pipeline_cannot_take_are_refused_before_any_call():
     with pytest.raises(ValueError, match="stage_lora: PixelPipeline loads no LoRA"):
         hiresdiff.generate(pipe, height=32, width=32, steps=2, recipe=Recipe.self_cascade(stage_lora="x"))
     flux = load("flux")
-    with pytest.raises(ValueError, match="stage_scheduler: a scheduler instance for a UNet pipeline"):
+    with pytest.raises(ValueError, match="stage_scheduler: a scheduler instance or name for a UNet pipeline"):
         hiresdiff.generate(
             flux, PROMPT, height=32, width=32, steps=2, recipe=Recipe.self_cascade(stage_scheduler=flux.scheduler)
         )
+
+
+@pytest.mark.parametrize("name, kind", [("ddim", DDIMScheduler), ("lcm", LCMScheduler)])
+def test_a_stage_scheduler_by_name_is_the_one_made_from_the_pipelines_schedule(name, kind):
+    """``stage_scheduler="lcm"`` (the CLI's ``--stage-scheduler``) samples as the instance made with
+    ``from_config(pipe.scheduler.config)``, bit for bit."""
+    pipe = load("sd15")
+    image = torch.rand(1, 3, 16, 16) * 2 - 1
+    by_name = stages(pipe, Recipe.self_cascade(stage_scheduler=name), init_image=image)
+    instance = kind.from_config(pipe.scheduler.config)
+    assert torch.equal(by_name[-1], stages(pipe, Recipe.self_cascade(stage_scheduler=instance), init_image=image)[-1])
+    with pytest.raises(ValueError, match="stage_scheduler must be one of .*'lcm'.*; got 'nope'"):
+        stages(pipe, Recipe.self_cascade(stage_scheduler="nope"), init_image=image)
+
+
+def test_the_cli_options_set_the_later_stages_scheduler_and_lora(tmp_path, capsys, monkeypatch):
+    """``--stage-scheduler``/``--stage-lora`` reach the cascade of every method that has one; a method without a
+    cascade, and ``--stage-lora shipped`` for a model that ships none, are refused in one line."""
+    from hiresdiff.cli import build_parser, main
+    from hiresdiff.cli.generate import method_options
+    from hiresdiff.models import EMOJI_LATENT_LCM_DIR, shipped_stage_lora
+    from hiresdiff.options import recipes_for
+
+    args = build_parser().parse_args(
+        ["generate", "--method", "fast,ug", "--stage-scheduler", "lcm", "--stage-lora", str(tmp_path)]
+    )
+    recipes = recipes_for(["fast", "ug"], method_options(args))
+    assert (recipes["fast"].cascade.stage_scheduler, recipes["fast"].cascade.stage_lora) == ("lcm", str(tmp_path))
+    assert recipes["ug"].cascade is None
+    assert shipped_stage_lora("some/folder") is None and shipped_stage_lora(None) is None
+    assert shipped_stage_lora("emoji-latent") == (str(EMOJI_LATENT_LCM_DIR) if EMOJI_LATENT_LCM_DIR.is_dir() else None)
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--method", "ug", "--stage-scheduler", "lcm"]) == 2
+    assert "--stage-scheduler applies to methods with a cascade" in capsys.readouterr().err
+    assert main(["generate", "--model", "some/folder", "--prompt", "a cat", "--stage-lora", "shipped"]) == 2
+    assert "--stage-lora shipped: some/folder ships no few-step LoRA" in capsys.readouterr().err

@@ -150,6 +150,20 @@ def add_part_options(p) -> None:
         "blended with Gaussian feathering (the denoiser's memory a tile's at any size); default: whole",
     )
     p.add_argument(
+        "--stage-scheduler",
+        choices=sorted(SCHEDULERS),
+        default=None,
+        help="cascades on UNet pipelines: the sampler of the later stages (e.g. lcm with a few-step --stage-lora); "
+        "default: the run's",
+    )
+    p.add_argument(
+        "--stage-lora",
+        default=None,
+        metavar="LORA",
+        help="cascades on pipelines: a LoRA (folder, file or hub id; LCM-LoRA, Hyper-SD, Lightning) active in the "
+        "later stages only, or 'shipped' (emoji-latent's LCM student); default: none",
+    )
+    p.add_argument(
         "--upsamplers",
         default=None,
         help="cascades: feature upsamplers folder for Self-Cascade "
@@ -220,6 +234,19 @@ def upscaler_file(args):
     return file
 
 
+def stage_lora_source(args):
+    """``--stage-lora``'s LoRA: as given, or for ``shipped`` the few-step student the model ships (``ValueError`` if
+    none)."""
+    if args.stage_lora != "shipped":
+        return args.stage_lora
+    from hiresdiff.models import shipped_stage_lora
+
+    folder = shipped_stage_lora(getattr(args, "model", None))
+    if folder is None:
+        raise ValueError(f"--stage-lora shipped: {args.model} ships no few-step LoRA; give a LoRA folder, file or id")
+    return folder
+
+
 def method_options(args):
     """The part options of ``args`` as :class:`hiresdiff.options.MethodOptions`."""
     from hiresdiff.options import MethodOptions
@@ -232,6 +259,8 @@ def method_options(args):
         inversion=args.inversion,
         upscaler=upscaler_file(args),
         tiles=args.tiles,
+        stage_scheduler=args.stage_scheduler,
+        stage_lora=stage_lora_source(args),
         upsamplers=args.upsamplers,
         positions=args.positions,
     )

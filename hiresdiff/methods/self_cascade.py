@@ -139,8 +139,10 @@ class CascadeConfig:
             the stage's own grid, one model call per step the stage then runs, :mod:`hiresdiff.sampling.inversion`),
             its implied noise mixed with fresh ε by :func:`injected_noise` — γ = 0 pure inversion, γ > 0 PixelRush's
             noise injection against over-smoothing.
-        stage_scheduler: the scheduler the later stages sample with (an instance; ``None``: the pipeline's), e.g.
-            ``LCMScheduler.from_config(pipe.scheduler.config)`` with a few-step ``stage_lora``; UNet pipelines.
+        stage_scheduler: the scheduler the later stages sample with (``None``: the pipeline's): an instance, e.g.
+            ``LCMScheduler.from_config(pipe.scheduler.config)``, or a short name of
+            :data:`hiresdiff.loading.schedulers.SCHEDULERS` (``"lcm"``) made from the pipeline's training schedule;
+            with a few-step ``stage_lora``; UNet pipelines.
         stage_lora: a LoRA active during the later stages only (anything the pipeline's ``load_lora_weights``
             takes), loaded for each later stage and removed after it (:mod:`hiresdiff.sampling.stage_lora`).
         tiles: a later stage's denoiser calls made on overlapping tiles of the trained size, blended with Gaussian

@@ -1,7 +1,7 @@
 """The owned models: the embedded pixel model (``emoji32/``) with its Self-Cascade feature upsamplers, the
 ``emoji-latent`` text-to-image pipeline (``emoji_latent/``), the ``emoji-flux`` FLUX-architecture pipeline
-(``emoji_flux/``), the 2× super-resolution network they name as their upscaler (``emoji_sr/``), and the recipes that
-trained them."""
+(``emoji_flux/``), the 2× super-resolution network they name as their upscaler (``emoji_sr/``), emoji-latent's few-step
+LCM student for a cascade's later stages (``emoji_latent_lcm_lora/``), and the recipes that trained them."""
 
 import json
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ EMOJI_LATENT_UPSAMPLERS_DIR = Path(__file__).parent / "emoji_latent_upsamplers_6
 EMOJI_FLUX_DIR = Path(__file__).parent / "emoji_flux"  # a FluxPipeline folder (rectified flow), see its README.md
 SEMANTIC_CLASSIFIER_DIR = Path(__file__).parent / "emoji_subgroups"  # the semantic metric's classifier, see its README.md
 EMOJI_SR_FILE = Path(__file__).parent / "emoji_sr" / "2x_emoji_compact.safetensors"  # 2× super-resolution, see README.md
+EMOJI_LATENT_LCM_DIR = Path(__file__).parent / "emoji_latent_lcm_lora"  # emoji-latent's few-step student, README.md
 MODEL_NAMES = {"emoji-latent": EMOJI_LATENT_DIR, "emoji-flux": EMOJI_FLUX_DIR}  # short names --model takes
 
 
@@ -81,6 +82,13 @@ def shipped_upscaler(model) -> Optional[str]:
     network for the embedded model (``model`` is ``None``), emoji-latent and emoji-flux; none for a user's model."""
     owned = {str(EMOJI_LATENT_DIR), str(EMOJI_FLUX_DIR)}
     return str(EMOJI_SR_FILE) if model is None or resolve_model(model) in owned else None
+
+
+def shipped_stage_lora(model) -> Optional[str]:
+    """The few-step LoRA an owned model ships for a cascade's later stages (``--stage-lora shipped``): emoji-latent's
+    LCM student; none for other models."""
+    owned = model is not None and resolve_model(model) == str(EMOJI_LATENT_DIR)
+    return str(EMOJI_LATENT_LCM_DIR) if owned and EMOJI_LATENT_LCM_DIR.is_dir() else None
 
 
 def shipped_upsamplers(model) -> Optional[dict]:

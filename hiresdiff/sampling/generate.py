@@ -183,7 +183,7 @@ def run(
             call.update(plan.first_only, num_inference_steps=planned.steps)  # fewer than the call's: shared_steps
             scheduler = fresh_copy(pipe.scheduler) if grid is None else RestartedScheduler(pipe.scheduler, 0, grid)
         else:
-            scheduler = RestartedScheduler(recipe.cascade.stage_scheduler or pipe.scheduler, planned.restart, grid)
+            scheduler = RestartedScheduler(plan.stage_scheduler or pipe.scheduler, planned.restart, grid)
             scheduler.set_timesteps(planned.steps)  # its grid and init_noise_sigma, before the parts read them
         inner = getattr(scheduler, "inner", scheduler)
         with (

@@ -79,6 +79,7 @@ class RunPlan:
     user_callback: Optional[Callable] = None
     init_size: Optional[tuple[int, int]] = None  # the init_image's size in the denoiser's units, when one is given
     shift: Optional[Shift] = None  # a flow model's shift policy (hiresdiff.methods.flow_shift); None for UNets
+    stage_scheduler: Any = None  # the later stages' scheduler instance; None: the pipeline's
 
 
 def check_steps(steps) -> None:
@@ -122,6 +123,7 @@ def plan_run(
         )
     parameters = inspect.signature(pipe.__call__).parameters
     _check_pipeline(pipe, parameters, recipe, family, denoiser)
+    stage_scheduler = _stage_scheduler(pipe, recipe, family, denoiser)
     recipe = recipe.for_family(family.flow)
     if family.video and recipe.cascade is not None and recipe.cascade.space == "rgb":
         recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
@@ -181,6 +183,7 @@ def plan_run(
         user_callback,
         init_size,
         (DEFAULT_SHIFT if shift is None else shift) if family.flow else None,
+        stage_scheduler,
     )
 
 
@@ -262,18 +265,6 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
     cascade = recipe.cascade
     if cascade is not None and cascade.stage_lora is not None and not hasattr(pipe, "load_lora_weights"):
         raise ValueError(f"stage_lora: {type(pipe).__name__} loads no LoRA (load_lora_weights): use stage_lora=None")
-    if cascade is not None and cascade.stage_scheduler is not None:
-        scheduler = cascade.stage_scheduler
-        if family.flow or not hasattr(scheduler, "set_timesteps"):
-            raise ValueError(
-                "stage_scheduler: a scheduler instance for a UNet pipeline's later stages (flow pipelines keep their "
-                f"flow-matching scheduler); got {type(scheduler).__name__} for {type(denoiser).__name__}"
-            )
-        if scheduler.config.num_train_timesteps != pipe.scheduler.config.num_train_timesteps:
-            raise ValueError(
-                "stage_scheduler: its training schedule must be the pipeline's (make it with "
-                "from_config(pipe.scheduler.config))"
-            )
     tiles = cascade is not None and cascade.tiles is not None
     whole_image = [name for name in ("controlnet", "adapter") if getattr(pipe, name, None) is not None]
     if tiles and (whole_image or recipe.upsamplers is not None):
@@ -292,6 +283,34 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
             f"positions: rescales a transformer's position embedding; {type(denoiser).__name__} has none "
             "(its analogue on a UNet is FreeScale's dilation): use positions=None"
         )
+
+
+def _stage_scheduler(pipe, recipe: Recipe, family: DenoiserFamily, denoiser):
+    """The scheduler instance of the cascade's later stages (``None``: the pipeline's): ``stage_scheduler`` as given,
+    or made by its short name from the pipeline's training schedule
+    (:func:`hiresdiff.loading.schedulers.make_scheduler`); ``ValueError`` naming ``stage_scheduler`` for a flow
+    pipeline, an unknown name or another training schedule."""
+    scheduler = recipe.cascade.stage_scheduler if recipe.cascade is not None else None
+    if scheduler is None:
+        return None
+    if family.flow or not (isinstance(scheduler, str) or hasattr(scheduler, "set_timesteps")):
+        raise ValueError(
+            "stage_scheduler: a scheduler instance or name for a UNet pipeline's later stages (flow pipelines keep "
+            f"their flow-matching scheduler); got {type(scheduler).__name__} for {type(denoiser).__name__}"
+        )
+    if isinstance(scheduler, str):
+        from hiresdiff.loading.schedulers import make_scheduler
+
+        try:
+            return make_scheduler(scheduler, pipe.scheduler.config)
+        except ValueError as error:
+            raise ValueError(f"stage_{error}") from None  # make_scheduler's message names "scheduler"
+    if scheduler.config.num_train_timesteps != pipe.scheduler.config.num_train_timesteps:
+        raise ValueError(
+            "stage_scheduler: its training schedule must be the pipeline's (make it with "
+            "from_config(pipe.scheduler.config), or give its name)"
+        )
+    return scheduler
 
 
 def _check_positions(
