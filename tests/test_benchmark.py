@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import shutil
@@ -116,8 +117,15 @@ def test_flow_suite_has_ug_the_position_rescalings_and_freescale_ablations():
 def test_shift_strength_and_inversion_suites_run_each_setting_on_the_presets():
     import argparse
 
+    from hiresdiff.cli import choices
     from hiresdiff.cli.tools import add_bench_parser
-    from hiresdiff.eval.benchmark import SUITES, inversion_methods_for, shift_methods_for, strength_methods_for
+    from hiresdiff.eval.benchmark import (
+        SR_SUITES,
+        SUITES,
+        inversion_methods_for,
+        shift_methods_for,
+        strength_methods_for,
+    )
 
     shift = {m.name: m for m in shift_methods_for(4)}
     for preset, name in (("naive", "naive 4x"), ("ug", "UG"), ("self-cascade", "Self-Cascade"), ("fast+ug", "fast+UG")):
@@ -137,6 +145,7 @@ def test_shift_strength_and_inversion_suites_run_each_setting_on_the_presets():
     bench = sub.choices["bench"]
     suite = next(a for a in bench._actions if a.dest == "suite")
     assert tuple(suite.choices) == SUITES  # the CLI's light list and the benchmark's agree
+    assert choices.SR_SUITES == SR_SUITES
 
 
 def test_sr_suite_puts_the_upscaler_in_the_fast_recipe_and_sr_alone_beside_the_enlargements():
@@ -164,6 +173,25 @@ def test_sr_suite_puts_the_upscaler_in_the_fast_recipe_and_sr_alone_beside_the_e
     assert with_sr_alone(sr_methods_for(2, upscaler), None) == sr_methods_for(2, upscaler)
     with pytest.raises(ValueError, match="suite 'sr' needs an upscaler"):
         Settings(suite="sr")
+
+
+def test_refine_suite_refines_the_sr_jump_whole_in_tiles_with_ug_and_with_a_few_step_lora():
+    from hiresdiff.eval.benchmark import Settings, refine_methods_for
+
+    def upscaler(images, size):
+        return enlarge(images, size[-1] // images.shape[-1], "nearest")
+
+    methods = {m.name: m for m in refine_methods_for(4, upscaler, stage_lora="some/lora")}
+    whole, tiles, guided = (methods[f"SR jump k=1 s=0.1{part}"].recipe for part in ("", " tiles", " tiles+UG"))
+    assert whole == Recipe.fast(1, 0.1, stage_ratio=4, upscaler=upscaler, shared_steps=False)
+    assert tiles.cascade == dataclasses.replace(whole.cascade, tiles=0.25) and tiles.ug is None
+    assert guided.cascade == tiles.cascade and guided.ug == Recipe.upsample_guidance().ug
+    lcm = methods["SR jump LCM k=2 s=0.5"].recipe.cascade
+    assert (lcm.stage_lora, lcm.stage_scheduler, lcm.steps, lcm.steps_run(20)) == ("some/lora", "lcm", 4, 2)
+    assert not any("LCM" in m.name for m in refine_methods_for(4, upscaler))
+    assert [m.name for m in refine_methods_for(4, upscaler)][:2] == ["bicubic 1x->4x", "nearest 1x->4x"]
+    with pytest.raises(ValueError, match="suite 'refine' needs an upscaler"):
+        Settings(suite="refine")
 
 
 def test_headline_suite_runs_the_presets_as_a_user_picks_them():

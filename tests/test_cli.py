@@ -456,6 +456,7 @@ NO_TORCH_REFUSALS = [  # (argv, the one line): option values refused before torc
     (["generate", "--upscaler", "no_such.pth"], "--upscaler: no_such.pth is not a file"),
     (["plan", "--arch", "sdxl", "--size", "2048", "--tiles", "-0.5"], "--tiles must lie in [0, 1)"),
     (["bench", "--suite", "sr"], "--suite sr needs --upscaler FILE"),
+    (["bench", "--suite", "refine"], "--suite refine needs --upscaler FILE"),
     (["generate", "--height", "64", "--width", "0"], "--width must be at least 1"),
     (["generate", "--height", "4096", "--width", "4096"], "--max-pixels"),
     (["generate", "--model", "m", "--prompt", "a cat", "--guidance-scale", "nan"], "--guidance-scale must be a finite"),

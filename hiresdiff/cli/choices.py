@@ -4,9 +4,9 @@ before torch and diffusers load, as ``--help`` answers without them.
 
 The checks here are the plain ones: names, counts, ranges, sizes. What needs the recipe objects (whether two presets
 compose, whether an option applies to the chosen methods) or the model (its trained size, its classes, a device this
-machine has) is checked after the imports, still before any weights load. Where a heavy module keeps its own list of
-the same names (``hiresdiff.cost.plan``: ``PLAN_ARCHS``, ``DTYPES``; ``hiresdiff.recipe.Recipe.preset``), the tests
-assert that the two agree.
+machine has) is checked after the imports, still before any weights load. Where a heavy module keeps its own list of the
+same names (``hiresdiff.cost.plan``: ``PLAN_ARCHS``, ``DTYPES``; ``hiresdiff.eval.benchmark``: ``SUITES``;
+``hiresdiff.recipe.Recipe.preset``), the tests assert that the two agree.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from hiresdiff.defaults import PRESETS
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 #: ``hiresdiff plan --arch``: the architectures :mod:`hiresdiff.cost.plan` builds on ``meta``.
 PLAN_ARCHS = ("sd15", "sdxl", "flux1-dev")
+#: ``hiresdiff bench --suite``: the suites of :mod:`hiresdiff.eval.benchmark`, and those that need ``--upscaler``.
+BENCH_SUITES = ("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion", "sr", "refine")
+SR_SUITES = ("sr", "refine")
 
 
 def shift_option(text: str):

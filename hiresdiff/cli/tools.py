@@ -7,7 +7,7 @@ import sys
 from typing import Optional
 
 from hiresdiff.checks import check_scales
-from hiresdiff.cli.choices import check_at_least_one, check_part_options
+from hiresdiff.cli.choices import BENCH_SUITES, SR_SUITES, check_at_least_one, check_part_options
 from hiresdiff.loading.schedulers import SCHEDULERS
 
 
@@ -79,7 +79,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out-dir", default="benchmarks/results")
     p.add_argument(
         "--suite",
-        choices=("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion", "sr"),
+        choices=BENCH_SUITES,
         default="ug",
         help="ug: the UG reproduction rows; methods: every preset, composition, strength sweep and "
         "ablation; latent (pipelines): UG at η 1/0.6/0.3, the cascades, RGB vs latent φ, CFG 1, the tiled "
@@ -91,7 +91,9 @@ def add_bench_parser(sub) -> None:
         "model): Self-Cascade and FreeScale at restart strengths 0.3, 0.4, 0.5, 0.7; inversion (any model): the "
         "restart from the inversion (fresh-noise share 0, 0.2, 0.5) in fast and Self-Cascade, with FLOPs; sr (any "
         "model, needs --upscaler): the super-resolution network as the fast recipe's φ, doubling or in one jump "
-        "refined in 1 or 2 steps, against SR alone, FreeScale and fast, with FLOPs",
+        "refined in 1 or 2 steps, against SR alone, FreeScale and fast, with FLOPs; refine (any model, needs "
+        "--upscaler): the SR jump refined in one step from 0.1 or 0.2, whole, in tiles, in tiles with UG, and with "
+        "the model's shipped few-step LoRA, with FLOPs",
     )
     p.add_argument(
         "--upscaler",
@@ -116,8 +118,10 @@ def check_bench_options(args) -> Optional[dict]:
     """The --upsamplers as {scale: folder}; ``ValueError`` naming the option for any plain option value ``bench``
     cannot run, before torch loads."""
     check_at_least_one(args, "num_images", "steps")
-    if args.suite == "sr" and args.upscaler is None:
-        raise ValueError("--suite sr needs --upscaler FILE (a super-resolution model, e.g. the shipped emoji_sr)")
+    if args.suite in SR_SUITES and args.upscaler is None:
+        raise ValueError(
+            f"--suite {args.suite} needs --upscaler FILE (a super-resolution model, e.g. the shipped emoji_sr)"
+        )
     check_part_options(args)  # --upscaler a file
     if args.scale is not None:
         check_scales(args.scale, "--scale")

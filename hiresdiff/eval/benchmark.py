@@ -44,7 +44,7 @@ from hiresdiff.loading.upscaler import load_upscaler
 from hiresdiff.methods.family_defaults import FLOW
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two
-from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline
+from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline, shipped_stage_lora
 from hiresdiff.recipe import Recipe
 from hiresdiff.sampling.generate import generate
 
@@ -309,6 +309,34 @@ def sr_methods_for(scale: int, upscaler: Callable) -> list[Method]:
     ]
 
 
+def refine_methods_for(scale: int, upscaler: Callable, stage_lora: Optional[str] = None) -> list[Method]:
+    """How to refine the SR jump (the trained-size sample enlarged by ``upscaler`` in one jump, then k steps from
+    strength s) so that it adds detail without repainting the picture: k = 1 from s = 0.1 and 0.2 on the whole image,
+    in feathered tiles of the trained size (overlap 0.25), and in tiles with UG's whole-image call as the global
+    signal; with a few-step ``stage_lora`` (its LCM scheduler), k = 1 and 2 from 0.3 and 0.5. Against the
+    enlargements and SR alone; naive and FreeScale are the sr suite's rows at the same seeds (the same images) and
+    are not re-run."""
+
+    def jump(k: int, s: float, ug: bool = False, **options) -> Recipe:
+        recipe = Recipe.fast(k, s, stage_ratio=scale, upscaler=upscaler, shared_steps=False, **options)
+        return recipe + Recipe.upsample_guidance() if ug else recipe
+
+    out = baselines(scale)[1:]  # the enlargements
+    for s in (0.1, 0.2):
+        out += [
+            Method(f"SR jump k=1 s={s:g}", scale, jump(1, s)),
+            Method(f"SR jump k=1 s={s:g} tiles", scale, jump(1, s, tiles=0.25)),
+            Method(f"SR jump k=1 s={s:g} tiles+UG", scale, jump(1, s, ug=True, tiles=0.25)),
+        ]
+    if stage_lora is not None:
+        out += [
+            Method(f"SR jump LCM k={k} s={s:g}", scale, jump(k, s, stage_lora=stage_lora, stage_scheduler="lcm"))
+            for k in (1, 2)
+            for s in (0.3, 0.5)
+        ]
+    return out
+
+
 def with_sr_alone(jobs: list[Method], upscaler: Optional[Callable]) -> list[Method]:
     """``jobs`` with an "SR alone" row (the trained-size samples enlarged by ``upscaler``) after each scale's
     nearest enlargement; ``jobs`` as they are without an upscaler."""
@@ -322,9 +350,11 @@ def with_sr_alone(jobs: list[Method], upscaler: Optional[Callable]) -> list[Meth
     return out
 
 
-SUITES = ("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion", "sr")
+SUITES = ("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion", "sr", "refine")
 #: Suites with ``num_images`` at every scale: their intervals must separate the differences they state.
-FULL_COUNT_SUITES = ("headline", "shift", "strength", "inversion", "sr")
+FULL_COUNT_SUITES = ("headline", "shift", "strength", "inversion", "sr", "refine")
+#: Suites that need an upscaler (``Settings.upscaler``).
+SR_SUITES = ("sr", "refine")
 #: Suites that any model runs (the others are for pixel models or for pipelines only).
 EVERY_MODEL_SUITES = ("fast", *FULL_COUNT_SUITES)
 
@@ -358,8 +388,10 @@ class Settings:
     def __post_init__(self):
         if self.suite not in SUITES:
             raise ValueError(f"suite must be one of {SUITES}; got {self.suite!r}")
-        if self.suite == "sr" and self.upscaler is None:
-            raise ValueError("suite 'sr' needs an upscaler (a super-resolution model file, e.g. the shipped emoji_sr)")
+        if self.suite in SR_SUITES and self.upscaler is None:
+            raise ValueError(
+                f"suite {self.suite!r} needs an upscaler (a super-resolution model file, e.g. the shipped emoji_sr)"
+            )
 
     def images_at(self, scale: int) -> int:
         """Images per method at ``scale``×: ``num_images`` up to 2× (and at every scale in the headline, shift,
@@ -675,6 +707,10 @@ def run(settings: Settings, progress: bool = True) -> dict:
         results["flops"] = {}
     elif settings.suite == "sr":
         jobs = [m for s in settings.scales for m in sr_methods_for(s, upscaler)]
+        results["flops"] = {}
+    elif settings.suite == "refine":
+        lora = shipped_stage_lora(settings.model)
+        jobs = [m for s in settings.scales for m in refine_methods_for(s, upscaler, lora)]
         results["flops"] = {}
     elif sampler.flow:
         jobs = [m for s in settings.scales for m in flow_methods_for(s)]
