@@ -236,6 +236,21 @@ def test_score_gives_intervals_and_every_metric_on_each_half_of_the_images():
     assert row["semantic"] == sum(intervals["semantic by set"]) / 2
 
 
+def test_above_the_data_sets_sizes_score_keeps_what_needs_no_real_images():
+    """At 256² (8×) there are no real images: the row has paired RMSE, semantic and condition agreement, with
+    their intervals and per-set values, exactly as at a size with real images."""
+    generator = torch.Generator().manual_seed(0)
+    trained = torch.rand(8, 3, 32, 32, generator=generator) * 2 - 1
+    images = (enlarge(trained, 8, "bicubic") + 0.2 * torch.randn(8, 3, 256, 256, generator=generator)).clamp(-1, 1)
+    asked = {"subgroups": torch.randint(99, (8,), generator=generator).tolist()}
+    intervals = {}
+    row = score(images, None, trained, None, intervals=intervals, condition=asked)
+    assert set(row) == {"paired RMSE", "semantic", "condition"}
+    assert row["semantic"] == metrics.semantic_agreement(images, trained)
+    assert row["paired RMSE"] == metrics.median_paired_rmse(images, trained)
+    assert {"semantic", "condition", "paired RMSE", "semantic by set"} <= set(intervals)
+
+
 def test_tables_mark_the_best_row_and_the_rows_tied_with_it():
     """★ on the best row of a metric with intervals (highest semantic, lowest FD), ≈ where a row's interval overlaps
     the best's, nothing where it does not."""

@@ -171,10 +171,14 @@ class EmojiData:
     subgroup_names: list[str]
 
 
+#: The sizes the data set holds every emoji at (128² rendered, the smaller ones its exact block averages).
+RESOLUTIONS = (32, 64, 128)
+
+
 def load(resolution: int = 32, split: str = "train", path: Path | None = None) -> EmojiData:
     """Load a split ('train', 'test' or 'all') at 128, 64 or 32 pixels from the cache (build it first)."""
-    if resolution not in (32, 64, 128):
-        raise ValueError(f"resolution must be one of 32, 64, 128; got {resolution}")
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))}; got {resolution}")
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all'; got {split!r}")
     path = Path(path or default_data_dir() / CACHE_NAME)

@@ -458,7 +458,8 @@ def enlarge(images: torch.Tensor, scale: int, mode) -> torch.Tensor:
 def score(
     images, real, trained, features, inception=None, intervals: Optional[dict] = None, condition: Optional[dict] = None
 ) -> dict:
-    """All metrics of one image set against real images of its size and its trained-size partners.
+    """All metrics of one image set against real images of its size and its trained-size partners (``real`` and
+    ``features`` ``None`` above the data set's sizes: only the metrics against the partners and the condition).
 
     Besides the whole-image metrics: ``semantic``, the fraction whose predicted emoji subgroup is their trained-size
     sample's (:func:`~hiresdiff.eval.metrics.semantic.semantic_agreement`); with ``condition`` (what each image was
@@ -470,17 +471,19 @@ def score(
     paired RMSE, semantic, condition), and from 8 images on, under ``"<metric> by set"``, every metric on each half
     of the images: two disjoint image sets with their own noise seeds, whose difference shows what another draw
     changes."""
-    feats_gen, feats_real = features(images), features(real)
-    out = {f"SWD {k}": v for k, v in metrics.sliced_wasserstein(images, real).items()}
-    out["FD rand"] = metrics.frechet_distance(feats_gen, feats_real)
-    out["KID rand ×1e3"] = (
-        1e3 * metrics.kernel_inception_distance(feats_gen, feats_real, subset_size=100, num_subsets=50).mean
-    )
-    if inception is not None:
-        out["FID"] = metrics.fid(images, real, inception)
-    out["detail ×real"] = metrics.detail_energy_ratio(images, real)
+    out, feats_gen, feats_real = {}, None, None
+    if real is not None:
+        feats_gen, feats_real = features(images), features(real)
+        out.update({f"SWD {k}": v for k, v in metrics.sliced_wasserstein(images, real).items()})
+        out["FD rand"] = metrics.frechet_distance(feats_gen, feats_real)
+        out["KID rand ×1e3"] = (
+            1e3 * metrics.kernel_inception_distance(feats_gen, feats_real, subset_size=100, num_subsets=50).mean
+        )
+        if inception is not None:
+            out["FID"] = metrics.fid(images, real, inception)
+        out["detail ×real"] = metrics.detail_energy_ratio(images, real)
     out["paired RMSE"] = metrics.median_paired_rmse(images, trained) if trained is not None else float("nan")
-    if images.shape[-1] > 32:
+    if images.shape[-1] > 32 and real is not None:
         out["crop FD"] = metrics.crop_fd(images, real, 32)
     if trained is not None:
         out["semantic"] = metrics.semantic_agreement(images, trained)
@@ -515,15 +518,15 @@ def _subset(condition: dict, indices: torch.Tensor) -> dict:
 
 def per_image_statistics(images, real, trained, feats_gen, feats_real, condition: Optional[dict] = None) -> dict:
     """The metrics of :func:`score` that are statistics of per-image values, each as ``f(indices) -> value`` for the
-    bootstrap (the real images' side held fixed)."""
-    mu_real, sigma_real = metrics.gaussian_stats(feats_real)
-    real_detail = metrics.detail_energy(real)
-    energies = metrics.detail_energies(images)
-    out = {
-        "FD rand": lambda idx: metrics.frechet_distance_to(feats_gen[idx], mu_real, sigma_real),
-        "detail ×real": lambda idx: float(energies[idx].mean()) / real_detail,
-    }
-    if images.shape[-1] > 32:
+    bootstrap (the real images' side held fixed; without ``real`` those against the partners and the condition)."""
+    out = {}
+    if real is not None:
+        mu_real, sigma_real = metrics.gaussian_stats(feats_real)
+        real_detail = metrics.detail_energy(real)
+        energies = metrics.detail_energies(images)
+        out["FD rand"] = lambda idx: metrics.frechet_distance_to(feats_gen[idx], mu_real, sigma_real)
+        out["detail ×real"] = lambda idx: float(energies[idx].mean()) / real_detail
+    if images.shape[-1] > 32 and real is not None:
         crops_gen = metrics.crop_features(images, 32)
         mu_crops, sigma_crops = metrics.gaussian_stats(metrics.crop_features(real, 32, seed=1).flatten(0, 1))
         out["crop FD"] = lambda idx: metrics.frechet_distance_to(crops_gen[idx].flatten(0, 1), mu_crops, sigma_crops)
@@ -641,7 +644,8 @@ def run(settings: Settings, progress: bool = True) -> dict:
             f"model {settings.model or 'embedded'!r} is {'a pipeline' if pipeline else 'a pixel model'}"
         )
     data_path = settings.data
-    test = {r: emoji.load(r, "test", data_path) for r in (32, *[32 * s for s in settings.scales])}
+    sizes = (32, *[32 * s for s in settings.scales])
+    test = {r: emoji.load(r, "test", data_path) for r in sizes if r in emoji.RESOLUTIONS}  # none above 128²
     train = {r: emoji.load(r, "train", data_path) for r in test}
     n = min(settings.num_images, len(test[32].images))
     gen = torch.Generator().manual_seed(settings.seed)
@@ -659,8 +663,10 @@ def run(settings: Settings, progress: bool = True) -> dict:
 
     results = {"settings": asdict(settings), "rows": {}, "timing": {}, "images": {}, "intervals": {}}
     floor_pick = torch.randperm(len(train[32].images), generator=gen)[:n]
+    for r in sizes:
+        results["images"][str(r)] = min(n, settings.images_at(r // 32))
     for r in test:  # real-vs-real floor: as many train images as each method has, against the held-out test images
-        results["images"][str(r)] = count = min(n, settings.images_at(r // 32))
+        count = results["images"][str(r)]
         results["rows"][f"{r}|real train vs test"] = score(
             train[r].images[floor_pick[:count]], test[r].images, None, features[r], inception
         )
@@ -734,9 +740,9 @@ def run(settings: Settings, progress: bool = True) -> dict:
         results["rows"][key] = {
             **score(
                 images,
-                test[res].images,
+                test[res].images if res in test else None,
                 trained[:count],
-                features[res],
+                features.get(res),
                 inception,
                 intervals,
                 None if condition is None else _subset(condition, torch.arange(count)),
