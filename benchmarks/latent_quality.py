@@ -35,8 +35,8 @@ from hiresdiff.data import emoji
 from hiresdiff.eval import metrics
 from hiresdiff.grid import save_image
 from hiresdiff.loading.pipelines import load_pipeline
-from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.models import resolve_model
+from hiresdiff.sampling.schedulers import make_scheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from model_quality import group_grid, scores  # noqa: E402  (the pixel model's card uses the same numbers)

@@ -39,7 +39,7 @@ class Job:
 
 
 #: Settings added after outputs were named: left out of the key while unset, so earlier outputs keep their names.
-ADDED_LATER = ("positions", "inversion", "upscaler", "tiles")
+ADDED_LATER = ("positions", "inversion", "upscaler", "tiles", "stage_scheduler", "stage_lora")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class BatchSettings:
     inversion: Optional[float] = None
     upscaler: Optional[str] = None
     tiles: Optional[float] = None
+    stage_scheduler: Optional[str] = None
+    stage_lora: Optional[str] = None
 
     def key(self, job: Job) -> str:
         """A stable name for ``job``'s output: the first 16 hex digits of SHA-256 over the settings and the job."""

@@ -190,6 +190,8 @@ def test_refine_suite_refines_the_sr_jump_whole_in_tiles_with_ug_and_with_a_few_
     assert (lcm.stage_lora, lcm.stage_scheduler, lcm.steps, lcm.steps_run(20)) == ("some/lora", "lcm", 4, 2)
     assert not any("LCM" in m.name for m in refine_methods_for(4, upscaler))
     assert [m.name for m in refine_methods_for(4, upscaler)][:2] == ["bicubic 1x->4x", "nearest 1x->4x"]
+    bicubic = methods["bicubic jump k=2 s=0.4"].recipe
+    assert bicubic == Recipe.fast(2, 0.4, stage_ratio=4, shared_steps=False) and bicubic.cascade.upscaler is None
     with pytest.raises(ValueError, match="suite 'refine' needs an upscaler"):
         Settings(suite="refine")
 

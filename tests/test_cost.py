@@ -19,8 +19,8 @@ from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE, Counter
 from hiresdiff.cost.meta_run import meta_twin, models_on_meta
 from hiresdiff.cost.plan import count_run, enlargement_relative_flops, plan
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
-from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.recipe import Recipe
+from hiresdiff.sampling.schedulers import make_scheduler
 from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 
 

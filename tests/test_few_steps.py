@@ -16,10 +16,10 @@ from hook_helpers import PROMPT
 from tiny_pipelines import load
 
 import hiresdiff
-from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.methods.freescale import DilationConfig
 from hiresdiff.methods.upsample_guidance import FLOW_ETA, LATENT_ETA
 from hiresdiff.recipe import Recipe
+from hiresdiff.sampling.schedulers import make_scheduler
 
 TRAINED = 8  # the tiny pipelines' trained latent side (16² pixels)
 PRESETS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug", "fast", "fast+ug")

@@ -537,7 +537,7 @@ def test_the_cli_writes_a_grid_for_a_flux_folder(tmp_path):
 def test_a_diffusion_scheduler_is_refused_for_a_flow_model_before_sampling(capsys):
     """--scheduler euler would build an ε-prediction EulerDiscreteScheduler from FLUX's flow config and sample
     garbage without an error; it is refused in one line naming the option."""
-    from hiresdiff.loading.schedulers import make_scheduler
+    from hiresdiff.sampling.schedulers import make_scheduler
 
     for kind in KINDS:
         with pytest.raises(ValueError, match="flow-matching .* --scheduler"):

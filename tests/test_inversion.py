@@ -12,12 +12,12 @@ from test_flow_transformers import run as flow_run
 from test_sampling_core import STEPS, pipeline_run
 from tiny_pipelines import load
 
-from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.methods.self_cascade import CascadeConfig, implied_noise, injected_noise, restart_index
 from hiresdiff.recipe import Recipe
 from hiresdiff.sampling.inversion import InvertingScheduler
 from hiresdiff.sampling.noise_levels import NoiseLevels
 from hiresdiff.sampling.restart import RestartedScheduler
+from hiresdiff.sampling.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 
 S = 0.7  # the Gaussian world's data standard deviation
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)

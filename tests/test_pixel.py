@@ -5,8 +5,8 @@ from diffusers import DDPMScheduler
 
 from hiresdiff import lowres_noise
 from hiresdiff.loading.pixel_model import initial_noise, load_pixel_model, sample, to_pil
-from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.recipe import Recipe
+from hiresdiff.sampling.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 
 
 class CallSizes:

@@ -12,10 +12,10 @@ from hook_helpers import assert_same_snapshot, unet_snapshot
 from test_pixel import CallSizes
 
 from hiresdiff.loading.pixel_model import load_pixel_model, sample
-from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.methods.self_cascade import CascadeConfig, pivot_noise_vp, resize, restart_index
 from hiresdiff.recipe import Recipe
 from hiresdiff.sampling.restart import stage_generator
+from hiresdiff.sampling.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.unet.feature_upsamplers import FeatureUpsamplers
 
 

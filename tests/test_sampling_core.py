@@ -16,11 +16,11 @@ from tiny_pipelines import load
 import hiresdiff
 from hiresdiff.loading.pixel_model import sample
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
-from hiresdiff.loading.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.methods.family_defaults import DIFFUSION
 from hiresdiff.recipe import Recipe
 from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
 from hiresdiff.sampling.restart import RestartedScheduler, stage_generator
+from hiresdiff.sampling.schedulers import EDM_ONLY, SCHEDULERS, make_scheduler
 from hiresdiff.sampling.stage_parts import stage_modifications
 
 PRESETS = ("naive", "ug", "self-cascade", "freescale", "freescale+ug")

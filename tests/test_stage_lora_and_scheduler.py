@@ -153,7 +153,8 @@ def test_the_cli_options_set_the_later_stages_scheduler_and_lora(tmp_path, capsy
     assert (recipes["fast"].cascade.stage_scheduler, recipes["fast"].cascade.stage_lora) == ("lcm", str(tmp_path))
     assert recipes["ug"].cascade is None
     assert shipped_stage_lora("some/folder") is None and shipped_stage_lora(None) is None
-    assert shipped_stage_lora("emoji-latent") == (str(EMOJI_LATENT_LCM_DIR) if EMOJI_LATENT_LCM_DIR.is_dir() else None)
+    assert shipped_stage_lora("emoji-latent") == str(EMOJI_LATENT_LCM_DIR)
+    assert (EMOJI_LATENT_LCM_DIR / "pytorch_lora_weights.safetensors").is_file()  # shipped with its card
 
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "--method", "ug", "--stage-scheduler", "lcm"]) == 2

@@ -14,11 +14,11 @@ from tiny_pipelines import load
 import hiresdiff
 from hiresdiff.core.step_fraction import in_window, step_fraction
 from hiresdiff.hooks.call_context import scheduler_clock
-from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.methods.freescale import DilationConfig
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig
 from hiresdiff.recipe import Recipe
+from hiresdiff.sampling.schedulers import make_scheduler
 
 STEPS = 10
 

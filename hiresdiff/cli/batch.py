@@ -18,7 +18,7 @@ from hiresdiff.cli.generate import (
     method_options,
 )
 from hiresdiff.defaults import check_max_pixels
-from hiresdiff.loading.schedulers import SCHEDULERS
+from hiresdiff.sampling.schedulers import SCHEDULERS
 
 
 def add_batch_parser(sub) -> None:

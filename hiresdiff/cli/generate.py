@@ -34,8 +34,8 @@ from hiresdiff.defaults import (
     check_max_pixels,
 )
 from hiresdiff.loading.low_memory import OFFLOAD_MODES, QUANT_MODES, check_quant
-from hiresdiff.loading.schedulers import SCHEDULERS
 from hiresdiff.models import is_pipeline, shipped_upsamplers
+from hiresdiff.sampling.schedulers import SCHEDULERS
 
 DEFAULT_OUT = "hiresdiff-grid.png"
 DEFAULT_SCALE = 2
@@ -479,7 +479,7 @@ def load_cli_pipeline(args, needs_unet: bool, device=None, progress: bool = True
     import torch
 
     from hiresdiff.loading.pipelines import load_pipeline
-    from hiresdiff.loading.schedulers import make_scheduler
+    from hiresdiff.sampling.schedulers import make_scheduler
 
     if args.model is None:
         raise ValueError("--prompt needs --model (a diffusers pipeline folder or hub id)")

@@ -8,20 +8,25 @@ from typing import Optional
 
 from hiresdiff.checks import check_scales
 from hiresdiff.cli.choices import BENCH_SUITES, SR_SUITES, check_at_least_one, check_part_options
-from hiresdiff.loading.schedulers import SCHEDULERS
+from hiresdiff.sampling.schedulers import SCHEDULERS
 
 
 def add_data_parser(sub) -> None:
-    p = sub.add_parser("data", help="render the Noto emoji data set (128², 64², 32²) into the data directory")
+    p = sub.add_parser(
+        "data",
+        help="render the Noto emoji data set (128², 64², 32²) and its clips (known motion, 8 frames) into the data "
+        "directory",
+    )
     p.add_argument("--data-dir", default=None, help="default: $HIRESDIFF_DATA_DIR or ~/.cache/hiresdiff")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache exists")
     p.set_defaults(run=run_data)
 
 
 def run_data(args) -> None:
-    from hiresdiff.data.emoji import build
+    from hiresdiff.data import emoji, emoji_clips
 
-    print(f"wrote {build(args.data_dir, force=args.force)}")
+    print(f"wrote {emoji.build(args.data_dir, force=args.force)}")
+    print(f"wrote {emoji_clips.build(args.data_dir, force=args.force)}")
 
 
 TRAINING_COMMANDS = {  # command: (module of hiresdiff.training with add_arguments and train, help)
@@ -35,6 +40,7 @@ TRAINING_COMMANDS = {  # command: (module of hiresdiff.training with add_argumen
     "train-semantic": ("semantic_classifier", "train (or resume) the semantic metric's emoji-subgroup classifier"),
     "train-sr": ("sr_model", "train (or resume) the shipped 2x super-resolution network (needs the 'sr' extra)"),
     "train-student": ("few_step_student", "distill (or resume) emoji-latent's few-step LCM-LoRA student"),
+    "train-motion": ("motion_adapter", "train (or resume) emoji-video's motion adapter on emoji-latent"),
 }
 
 

@@ -39,7 +39,6 @@ from hiresdiff.grid import labelled_grid, save_image
 from hiresdiff.loading.pipelines import load_pipeline
 from hiresdiff.loading.pixel_model import initial_noise, load_pixel_model, sample, to_pil
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
-from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.loading.upscaler import load_upscaler
 from hiresdiff.methods.family_defaults import FLOW
 from hiresdiff.methods.positions import PositionConfig
@@ -47,6 +46,7 @@ from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power
 from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline, shipped_stage_lora
 from hiresdiff.recipe import Recipe
 from hiresdiff.sampling.generate import generate
+from hiresdiff.sampling.schedulers import make_scheduler
 
 
 @dataclass(frozen=True)
@@ -313,15 +313,18 @@ def refine_methods_for(scale: int, upscaler: Callable, stage_lora: Optional[str]
     """How to refine the SR jump (the trained-size sample enlarged by ``upscaler`` in one jump, then k steps from
     strength s) so that it adds detail without repainting the picture: k = 1 from s = 0.1 and 0.2 on the whole image,
     in feathered tiles of the trained size (overlap 0.25), and in tiles with UG's whole-image call as the global
-    signal; with a few-step ``stage_lora`` (its LCM scheduler), k = 1 and 2 from 0.3 and 0.5. Against the
+    signal; with a few-step ``stage_lora`` (its LCM scheduler), k = 1 and 2 from 0.3 and 0.5; and the same jump
+    from a bicubic enlargement (no SR network: what ``fast`` could default to without the extra). Against the
     enlargements and SR alone; naive and FreeScale are the sr suite's rows at the same seeds (the same images) and
     are not re-run."""
 
     def jump(k: int, s: float, ug: bool = False, **options) -> Recipe:
-        recipe = Recipe.fast(k, s, stage_ratio=scale, upscaler=upscaler, shared_steps=False, **options)
+        options.setdefault("upscaler", upscaler)
+        recipe = Recipe.fast(k, s, stage_ratio=scale, shared_steps=False, **options)
         return recipe + Recipe.upsample_guidance() if ug else recipe
 
     out = baselines(scale)[1:]  # the enlargements
+    out += [Method(f"bicubic jump k={k} s={s:g}", scale, jump(k, s, upscaler=None)) for k, s in ((1, 0.2), (2, 0.4))]
     for s in (0.1, 0.2):
         out += [
             Method(f"SR jump k=1 s={s:g}", scale, jump(1, s)),

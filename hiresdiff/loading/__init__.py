@@ -1,2 +1,2 @@
 """Loading what a run samples with: diffusers pipelines (local folders, hub ids, the shipped models' names), pixel
-models as pipelines, schedulers by name."""
+models as pipelines, super-resolution networks."""

@@ -26,11 +26,11 @@ from hiresdiff.checks import cannot_load
 from hiresdiff.core.noise import consistent_noise
 from hiresdiff.denoisers.registry import size_multiple, trained_size
 from hiresdiff.loading.pixel_pipeline import PixelPipeline
-from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.recipe import Recipe, as_recipe
 from hiresdiff.sampling.generate import generate
 from hiresdiff.sampling.restart import stage_generator
 from hiresdiff.sampling.run_plan import check_steps
+from hiresdiff.sampling.schedulers import make_scheduler
 
 
 def pixel_model_config(path: Union[str, Path]) -> tuple[Path, dict]:

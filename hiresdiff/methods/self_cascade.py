@@ -141,7 +141,7 @@ class CascadeConfig:
             noise injection against over-smoothing.
         stage_scheduler: the scheduler the later stages sample with (``None``: the pipeline's): an instance, e.g.
             ``LCMScheduler.from_config(pipe.scheduler.config)``, or a short name of
-            :data:`hiresdiff.loading.schedulers.SCHEDULERS` (``"lcm"``) made from the pipeline's training schedule;
+            :data:`hiresdiff.sampling.schedulers.SCHEDULERS` (``"lcm"``) made from the pipeline's training schedule;
             with a few-step ``stage_lora``; UNet pipelines.
         stage_lora: a LoRA active during the later stages only (anything the pipeline's ``load_lora_weights``
             takes), loaded for each later stage and removed after it (:mod:`hiresdiff.sampling.stage_lora`).

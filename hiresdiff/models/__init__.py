@@ -88,7 +88,8 @@ def shipped_stage_lora(model) -> Optional[str]:
     """The few-step LoRA an owned model ships for a cascade's later stages (``--stage-lora shipped``): emoji-latent's
     LCM student; none for other models."""
     owned = model is not None and resolve_model(model) == str(EMOJI_LATENT_DIR)
-    return str(EMOJI_LATENT_LCM_DIR) if owned and EMOJI_LATENT_LCM_DIR.is_dir() else None
+    shipped = (EMOJI_LATENT_LCM_DIR / "pytorch_lora_weights.safetensors").is_file()
+    return str(EMOJI_LATENT_LCM_DIR) if owned and shipped else None
 
 
 def shipped_upsamplers(model) -> Optional[dict]:

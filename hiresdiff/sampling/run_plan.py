@@ -288,7 +288,7 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
 def _stage_scheduler(pipe, recipe: Recipe, family: DenoiserFamily, denoiser):
     """The scheduler instance of the cascade's later stages (``None``: the pipeline's): ``stage_scheduler`` as given,
     or made by its short name from the pipeline's training schedule
-    (:func:`hiresdiff.loading.schedulers.make_scheduler`); ``ValueError`` naming ``stage_scheduler`` for a flow
+    (:func:`hiresdiff.sampling.schedulers.make_scheduler`); ``ValueError`` naming ``stage_scheduler`` for a flow
     pipeline, an unknown name or another training schedule."""
     scheduler = recipe.cascade.stage_scheduler if recipe.cascade is not None else None
     if scheduler is None:
@@ -299,7 +299,7 @@ def _stage_scheduler(pipe, recipe: Recipe, family: DenoiserFamily, denoiser):
             f"their flow-matching scheduler); got {type(scheduler).__name__} for {type(denoiser).__name__}"
         )
     if isinstance(scheduler, str):
-        from hiresdiff.loading.schedulers import make_scheduler
+        from hiresdiff.sampling.schedulers import make_scheduler
 
         try:
             return make_scheduler(scheduler, pipe.scheduler.config)

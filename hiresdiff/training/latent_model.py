@@ -29,8 +29,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from hiresdiff.data import emoji
 from hiresdiff.defaults import DEFAULT_SCHEDULER
-from hiresdiff.loading.schedulers import make_scheduler
 from hiresdiff.models.emoji_tokenizer import build_tokenizer
+from hiresdiff.sampling.schedulers import make_scheduler
 from hiresdiff.training.loop import Phase, add_run_arguments, replace_folder, start_run, v_loss, write_shipped
 
 VAE_CONFIG = dict(

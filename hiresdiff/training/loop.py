@@ -160,7 +160,8 @@ class Phase:
         return self.step >= self.steps
 
     def run(self, loss_fn, save_every: int, log_every: int, on_save) -> None:
-        """Optimise ``loss_fn()`` until ``steps``; every ``save_every`` steps save the state and call ``on_save()``."""
+        """Optimise ``loss_fn()`` until ``steps``; every ``save_every`` steps save the state and call ``on_save()``
+        (with the RNG's state restored after it, so that a resumed run draws what an uninterrupted one does)."""
         with open(self.log_path, "a", newline="") as log:
             writer, running, t0 = csv.writer(log), 0.0, time.time()
             for _ in tqdm(
@@ -194,7 +195,8 @@ class Phase:
                             "rng": torch.get_rng_state(),
                         },
                     )
-                    on_save()
+                    with torch.random.fork_rng():  # an export that draws (a module's init) leaves the run's RNG
+                        on_save()
 
     def ema_modules(self) -> dict:
         """Deep copies of the modules holding the EMA weights."""

@@ -20,6 +20,8 @@ Images are float tensors ``(N, 3, H, W)`` in ``[-1, 1]`` (clamp model outputs fi
   high-resolution images (FreeScale's FID_c, LSRNA's pFID).
 * :func:`semantic_agreement` — whether a high-resolution result still shows what its trained-size sample showed
   (a classifier of the emoji's Unicode subgroup); :func:`condition_agreement` against what was asked for.
+* Clips (N, F, 3, H, W): :func:`frame_difference_energy` (how much moves), :func:`warping_error` (the change a
+  block-matched translation does not explain: temporal consistency), :func:`flicker` (brightness jumps).
 * :func:`bootstrap` — a percentile-bootstrap interval of any of them over images; :func:`tie` when two overlap.
 
 No function here downloads anything.
@@ -49,8 +51,12 @@ from hiresdiff.eval.metrics.semantic import (
     semantic_matches,
 )
 from hiresdiff.eval.metrics.swd import laplacian_pyramid, sliced_wasserstein
+from hiresdiff.eval.metrics.temporal import flicker, frame_difference_energy, warping_error
 
 __all__ = [
+    "frame_difference_energy",
+    "warping_error",
+    "flicker",
     "sliced_wasserstein",
     "laplacian_pyramid",
     "gaussian_stats",
