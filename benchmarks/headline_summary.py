@@ -3,7 +3,9 @@
     python benchmarks/headline_summary.py
 
 Reads ``benchmarks/results/headline_{pixel,latent,flux}*/headline_benchmark.json`` (made by ``hiresdiff bench
---suite headline``, each names its command; a model's scales may come from separate runs, one folder each) and
+--suite headline``, each names its command; a model's scales may come from separate runs, one folder each), and the
+"SR alone" rows of ``benchmarks/results/sr_{pixel,latent,flux}/sr_benchmark.json`` (``--suite sr``: the same seeds, so
+the same trained-size samples, enlarged by the SR network; measured at 4× only), and
 writes ``benchmarks/results/headline_summary.md``: first the README's three compact tables (semantic agreement, FD,
 crop FD: a column per model and scale), then per model every method's semantic agreement with its trained-size
 sample and with the condition asked for, its FD and crop FD to the held-out real images, each with its 95 % bootstrap
@@ -25,15 +27,16 @@ COLUMNS = ("semantic", "condition", "FD rand", "crop FD")
 COMPACT = ("semantic", "FD rand", "crop FD")
 
 
-def merged(paths: list[Path]) -> dict:
+def merged(paths: list[Path], only: str = "") -> dict:
     """The results of one model's runs as one: their rows, intervals, FLOPs and image counts (keys name the size), and
-    their commands."""
+    their commands; ``only``: just the rows whose name contains it (and the image counts)."""
     out = {"commands": [], "rows": {}, "intervals": {}, "flops": {}, "images": {}}
     for path in paths:
         results = json.loads(path.read_text())
         out["commands"].append(results["settings"]["command"])
-        for part in ("rows", "intervals", "flops", "images"):
-            out[part].update(results.get(part, {}))
+        out["images"].update(results["images"])
+        for part in ("rows", "intervals", "flops"):
+            out[part].update({k: v for k, v in results.get(part, {}).items() if only in k.split("|", 1)[-1]})
     return out
 
 
@@ -79,6 +82,11 @@ def main(argv=None) -> None:
         if not paths:
             raise SystemExit(f"no headline results for {model} under {args.results}: see this script's docstring")
         results[model] = merged(paths)
+        sr = merged(sorted(Path(args.results).glob(f"sr_{model}/sr_benchmark.json")), only="SR alone")
+        if sr["rows"]:  # the sr suite's trained-size samples are the headline's (same seeds): its SR-alone row joins
+            for part in ("rows", "intervals", "flops"):
+                results[model][part].update(sr[part])
+            results[model]["commands"] += sr["commands"]
     lines = [
         "# Where each method stands: the headline suites",
         "",
