@@ -81,11 +81,14 @@ class MethodOptions:
 
     def apply(self, recipe: Recipe, default_upsamplers: Optional[str] = None, upscaler=None) -> Recipe:
         """``recipe`` with these options set on the parts it has (``default_upsamplers`` for plain Self-Cascade;
-        ``upscaler``: the model :attr:`upscaler` names, loaded)."""
+        ``upscaler``: the model :attr:`upscaler` names, loaded; the fast preset's cascade, alone or composed, then
+        takes :meth:`Recipe.fast`'s defaults with an upscaler: one jump refined in one step)."""
         changes = {}
         if recipe.ug is not None:
             ug = {k: v for k, v in (("theta", self.theta), ("eta", self.eta)) if v is not None}
             changes["ug"] = dataclasses.replace(recipe.ug, **ug)
+        if recipe.cascade is not None and upscaler is not None and recipe.cascade == Recipe.fast().cascade:
+            recipe = dataclasses.replace(recipe, cascade=Recipe.fast(upscaler=upscaler).cascade)  # fast's SR point
         if recipe.cascade is not None:
             cascade = {
                 k: v

@@ -158,7 +158,8 @@ def test_sr_suite_puts_the_upscaler_in_the_fast_recipe_and_sr_alone_beside_the_e
     names = list(methods)
     assert names.index("SR alone 1x->4x") == names.index("nearest 1x->4x") + 1
     assert methods["SR alone 1x->4x"].resize is upscaler and methods["SR alone 1x->4x"].recipe is None
-    assert methods["fast SR"].recipe == Recipe.fast(upscaler=upscaler)
+    assert methods["fast SR"].recipe == Recipe.fast(3, 0.3, stage_ratio=2, shared_steps=True, upscaler=upscaler)
+    assert methods["fast SR"].recipe.cascade == dataclasses.replace(Recipe.fast().cascade, upscaler=upscaler)
     jump = methods["SR jump k=1 s=0.2"].recipe.cascade
     assert (jump.upscaler, jump.stage_ratio, jump.shared_steps, jump.steps, jump.steps_run(20)) == (
         upscaler,

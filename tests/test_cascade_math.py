@@ -166,6 +166,8 @@ def test_recipe_validates(kwargs, match):
         (8, (128, 128), [(32, 32), (128, 128)]),  # a ratio above the scale: one jump too
         (3, (288, 288), [(32, 32), (96, 96), (288, 288)]),  # 9x by x3 stages
         (2, (128, 128), [(32, 32), (64, 64), (128, 128)]),  # the default doubling
+        (math.inf, (1024, 512), [(32, 16), (1024, 512)]),  # ∞: one jump at any scale and aspect
+        (math.inf, (40, 40), [(32, 32), (40, 40)]),
     ],
 )
 def test_stage_sizes_with_a_stage_ratio(ratio, target, expected):
@@ -207,3 +209,28 @@ def test_the_fast_recipe_is_a_preset_that_composes_and_validates():
     ):
         with pytest.raises(ValueError, match=match):
             Recipe.fast(**bad)
+
+
+def test_the_fast_recipe_with_an_upscaler_defaults_to_one_jump_and_one_step_and_the_cli_gets_it():
+    """Recipe.fast(upscaler=…): one jump (ratio ∞), one step of a 10-step grid (strength 0.1), stage 0 with all the
+    steps; explicit arguments win; MethodOptions(upscaler=…) gives the fast preset, alone or with UG, those defaults
+    and leaves every other recipe's cascade as it was but for the upscaler."""
+    from hiresdiff.options import MethodOptions
+
+    def upscaler(images, size):
+        return images
+
+    cascade = Recipe.fast(upscaler=upscaler).cascade
+    assert (cascade.stage_ratio, cascade.strength, cascade.steps, cascade.shared_steps) == (math.inf, 0.1, 10, False)
+    assert cascade.steps_run(20) == 1
+    assert Recipe.fast(3, 0.3, stage_ratio=2.0, shared_steps=True, upscaler=upscaler).cascade == dataclasses.replace(
+        Recipe.fast().cascade, upscaler=upscaler
+    )
+    options = MethodOptions(upscaler="some.pth")
+    for name in ("fast", "fast+ug"):
+        recipe = options.apply(Recipe.preset(name), upscaler=upscaler)
+        assert recipe.cascade == cascade and recipe.name == name and (recipe.ug is None) == (name == "fast")
+    freescale = options.apply(Recipe.preset("freescale"), upscaler=upscaler)
+    assert freescale.cascade == dataclasses.replace(Recipe.freescale().cascade, upscaler=upscaler)
+    tuned = MethodOptions(upscaler="some.pth", strength=0.2).apply(Recipe.preset("fast"), upscaler=upscaler)
+    assert tuned.cascade == dataclasses.replace(cascade, strength=0.2)

@@ -124,7 +124,7 @@ def test_the_fast_recipe_with_an_upscaler_costs_its_closed_form(target, jump):
     pipe, steps, k = _pixel_pipe(), 12, 2
     upscaler = ConvUpscaler()
     scale = target // 16
-    recipe = Recipe.fast(k, 0.5, stage_ratio=scale if jump else 2, upscaler=upscaler)
+    recipe = Recipe.fast(k, 0.5, stage_ratio=scale if jump else 2, shared_steps=True, upscaler=upscaler)
     parts = count_run(meta_twin(pipe), recipe, target, target, steps, output_type="latent")
     sizes = [target] if jump else [16 * 2**i for i in range(1, scale.bit_length())]
     # shared steps: each later stage runs min(k, ⌊⌊steps/2⌋ / stages⌋), stage 0 the rest
@@ -135,6 +135,17 @@ def test_the_fast_recipe_with_an_upscaler_costs_its_closed_form(target, jump):
     assert upscaler.passes == [16 * 2**i for i in range(scale.bit_length() - 1)]  # every pass from 16² up, once
     assert sum(p.flops for p in parts) == sum(expected) + sum(sr)
     assert [p.flops for p in parts][0] == expected[0]
+
+
+@pytest.mark.parametrize("target", [32, 64, 128], ids=["2x", "4x", "8x"])
+def test_the_fast_recipe_with_an_upscaler_by_default_is_one_jump_and_one_step(target):
+    """Recipe.fast(upscaler=…)'s defaults: the trained-size sample with all the steps, the upscaler's passes to the
+    target, one step there, whatever the scale."""
+    pipe, steps, upscaler = _pixel_pipe(), 12, ConvUpscaler()
+    parts = count_run(meta_twin(pipe), Recipe.fast(upscaler=upscaler), target, target, steps, output_type="latent")
+    sr = [2 * 9 * 3 * 12 * h * h for h in upscaler.passes]
+    expected = steps * _call_flops(pipe.unet, 16) + _call_flops(pipe.unet, target) + sum(sr)
+    assert sum(p.flops for p in parts) == expected and len(upscaler.passes) == (target // 16).bit_length() - 1
 
 
 def test_an_enlargement_costs_the_trained_size_sample_and_the_upscalers_passes():

@@ -44,7 +44,7 @@ from hiresdiff.methods.family_defaults import FLOW
 from hiresdiff.methods.positions import PositionConfig
 from hiresdiff.methods.upsample_guidance import UpsampleGuidanceConfig, is_power_of_two
 from hiresdiff.models import EMBEDDED_MODEL_DIR, is_pipeline, shipped_stage_lora
-from hiresdiff.recipe import Recipe
+from hiresdiff.recipe import FAST_STAGE_STEPS, FAST_STRENGTH, Recipe
 from hiresdiff.sampling.generate import generate
 from hiresdiff.sampling.schedulers import make_scheduler
 
@@ -300,7 +300,11 @@ def sr_methods_for(scale: int, upscaler: Callable) -> list[Method]:
         Method("FreeScale", scale, Recipe.freescale()),
         Method("FreeScale+UG", scale, Recipe.freescale(ug=UpsampleGuidanceConfig())),
         Method("fast", scale, Recipe.fast()),
-        Method("fast SR", scale, Recipe.fast(upscaler=upscaler)),
+        Method(  # the doubling recipe with the network as φ (the measurement that chose fast's SR defaults)
+            "fast SR",
+            scale,
+            Recipe.fast(FAST_STAGE_STEPS, FAST_STRENGTH, stage_ratio=2.0, shared_steps=True, upscaler=upscaler),
+        ),
     ]
     out += [Method(f"SR jump k={k} s={s:g}", scale, jump(k, s)) for k in (1, 2) for s in (0.2, 0.4)]
     return out + [

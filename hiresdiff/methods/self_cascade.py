@@ -37,7 +37,7 @@ def stage_sizes(trained: Sequence[int], target: Sequence[int], multiple: int = 1
     """The (height, width) of every stage from the trained size to ``target``, first to last.
 
     With s = max(H/h₀, W/w₀) and R = ⌈log_ρ s⌉ for the side ``ratio`` ρ between stages (2: Self-Cascade's and
-    FreeScale's doubling; ρ ≥ s: one jump from the trained size to the target), stage r < R has size
+    FreeScale's doubling; ρ ≥ s, or ρ = ∞: one jump from the trained size to the target), stage r < R has size
     target·ρ^r/s rounded down to a multiple of ``multiple`` (the model's size granularity); the last stage is the
     target. Stage 0
     is the trained size when the target has the trained aspect ratio; for another aspect ratio it is
@@ -51,7 +51,12 @@ def stage_sizes(trained: Sequence[int], target: Sequence[int], multiple: int = 1
         raise ValueError(
             f"height x width {height}x{width} is smaller than the trained size {h0}x{w0}: a cascade only goes up"
         )
-    stages = math.ceil(math.log(s) / math.log(ratio) - 1e-9) if s > 1 else 0
+    if s <= 1:
+        stages = 0
+    elif math.isinf(ratio):  # one jump whatever the scale
+        stages = 1
+    else:
+        stages = math.ceil(math.log(s) / math.log(ratio) - 1e-9)
     sizes = []
     for r in range(stages):
         shrink = s / ratio**r
@@ -128,7 +133,8 @@ class CascadeConfig:
             stage), a callable from the previous stage's decoded image (B, 3, H, W) in [-1, 1] to such a map, or
             ``"family"``: the model family's (2 diffusion, 0.5 flow).
         stage_ratio: the side ratio between consecutive stages (> 1): 2 doubles the sides every stage (both papers);
-            a ratio at least the target's scale jumps from the trained size to the target in one stage.
+            a ratio at least the target's scale (``math.inf`` at any scale) jumps from the trained size to the target
+            in one stage.
         shared_steps: the stages share the call's steps, so that the run makes no more denoiser calls than plain
             sampling at the same ``steps`` (the fast recipe): every later stage runs at most
             ⌊⌊steps/2⌋ / its number⌋ steps (at least 1; its grid shortened to match), stage 0 the rest; with fewer steps
