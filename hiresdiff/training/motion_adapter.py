@@ -5,9 +5,9 @@ every ResNet/attention pair of each UNet block) are inserted into the frozen tex
 (``UNetMotionModel.from_unet2d``) and trained alone, with the image model's own diffusion loss, on video clips: here
 the emoji clips with known motion (:mod:`hiresdiff.data.emoji_clips`, 8 frames at 32², prompts the emoji names, 10 %
 dropped to "" so that classifier-free guidance works), encoded frame by frame by emoji-latent's frozen VAE and text
-encoder, with emoji-latent's v-prediction, cosine schedule and min-SNR-5 weighting (:func:`~hiresdiff.training.loop.
-v_loss`). The motion modules start at zero output (:func:`motion_unet`), so step 0 is the image model on every
-frame.
+encoder, with emoji-latent's v-prediction, cosine schedule and min-SNR-5 weighting
+(:func:`~hiresdiff.training.loop.v_loss`). The motion modules start at zero output (:func:`motion_unet`), so step 0
+is the image model on every frame.
 
     hiresdiff train-motion --steps 1000 --save-every 100 --threads 1 --ship hiresdiff/models/emoji_video
 
