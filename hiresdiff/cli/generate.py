@@ -222,29 +222,26 @@ def add_pipeline_options(pipe) -> None:
     )
 
 
-def upscaler_file(args):
-    """``--upscaler``'s file: as given, or for ``shipped`` the one the model names (``ValueError`` if none)."""
-    if args.upscaler != "shipped":
-        return args.upscaler
-    from hiresdiff.models import shipped_upscaler
-
-    file = shipped_upscaler(getattr(args, "model", None))
-    if file is None:
-        raise ValueError(f"--upscaler shipped: {args.model} ships no upscaler; give a super-resolution model file")
-    return file
+#: The options that take ``shipped``: the :mod:`hiresdiff.models` lookup naming what a model ships, and what it is.
+SHIPPED = {
+    "upscaler": ("shipped_upscaler", "upscaler; give a super-resolution model file"),
+    "stage_lora": ("shipped_stage_lora", "few-step LoRA; give a LoRA folder, file or id"),
+}
 
 
-def stage_lora_source(args):
-    """``--stage-lora``'s LoRA: as given, or for ``shipped`` the few-step student the model ships (``ValueError`` if
-    none)."""
-    if args.stage_lora != "shipped":
-        return args.stage_lora
-    from hiresdiff.models import shipped_stage_lora
+def given_or_shipped(args, option: str):
+    """``--upscaler``'s or ``--stage-lora``'s value (``option``): as given, or for ``shipped`` what the model ships
+    (``ValueError`` if it ships none)."""
+    value = getattr(args, option)
+    if value != "shipped":
+        return value
+    import hiresdiff.models
 
-    folder = shipped_stage_lora(getattr(args, "model", None))
-    if folder is None:
-        raise ValueError(f"--stage-lora shipped: {args.model} ships no few-step LoRA; give a LoRA folder, file or id")
-    return folder
+    lookup, what = SHIPPED[option]
+    found = getattr(hiresdiff.models, lookup)(getattr(args, "model", None))
+    if found is None:
+        raise ValueError(f"--{option.replace('_', '-')} shipped: {args.model} ships no {what}")
+    return found
 
 
 def method_options(args):
@@ -257,10 +254,10 @@ def method_options(args):
         strength=args.strength,
         alpha=args.alpha,
         inversion=args.inversion,
-        upscaler=upscaler_file(args),
+        upscaler=given_or_shipped(args, "upscaler"),
         tiles=args.tiles,
         stage_scheduler=args.stage_scheduler,
-        stage_lora=stage_lora_source(args),
+        stage_lora=given_or_shipped(args, "stage_lora"),
         upsamplers=args.upsamplers,
         positions=args.positions,
     )

@@ -142,7 +142,7 @@ def check_bench_options(args) -> Optional[dict]:
 def run_bench(args) -> None:
     upsamplers = check_bench_options(args)
 
-    from hiresdiff.cli.generate import upscaler_file
+    from hiresdiff.cli.generate import given_or_shipped
     from hiresdiff.eval.benchmark import Settings, run
 
     given = {
@@ -165,7 +165,7 @@ def run_bench(args) -> None:
         command=command,
         suite=args.suite,
         upsamplers=upsamplers,
-        upscaler=upscaler_file(args),
+        upscaler=given_or_shipped(args, "upscaler"),
         **given,
     )
     run(Settings.quick(**common) if args.quick else Settings(**common))

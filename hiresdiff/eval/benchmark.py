@@ -285,6 +285,12 @@ def inversion_methods_for(scale: int, shares=(0.0, 0.2, 0.5)) -> list[Method]:
     return out + [Method(f"fast inversion γ={share:g}", scale, Recipe.fast(inversion=share)) for share in shares]
 
 
+def one_jump(scale: int, k: int, s: float, upscaler: Optional[Callable], **options) -> Recipe:
+    """The trained-size sample with all the call's steps, enlarged to ``scale``× in one jump by ``upscaler`` (``None``:
+    bicubic), then ``k`` steps from strength ``s``: the jump rows of the sr and refine suites."""
+    return Recipe.fast(k, s, stage_ratio=scale, upscaler=upscaler, shared_steps=False, **options)
+
+
 def sr_methods_for(scale: int, upscaler: Callable) -> list[Method]:
     """A super-resolution network as φ (``upscaler``) in the fast recipe, against SR alone (the plain upscale a user
     already has), FreeScale and the fast recipe it would replace: doubling stages, and one jump from the trained
@@ -294,7 +300,7 @@ def sr_methods_for(scale: int, upscaler: Callable) -> list[Method]:
     SR alone enlarges, and the rows differ only in what follows it."""
 
     def jump(k: int, s: float, **options) -> Recipe:
-        return Recipe.fast(k, s, stage_ratio=scale, upscaler=upscaler, shared_steps=False, **options)
+        return one_jump(scale, k, s, upscaler, **options)
 
     out = baselines(scale) + [
         Method("FreeScale", scale, Recipe.freescale()),
@@ -323,8 +329,7 @@ def refine_methods_for(scale: int, upscaler: Callable, stage_lora: Optional[str]
     are not re-run."""
 
     def jump(k: int, s: float, ug: bool = False, **options) -> Recipe:
-        options.setdefault("upscaler", upscaler)
-        recipe = Recipe.fast(k, s, stage_ratio=scale, shared_steps=False, **options)
+        recipe = one_jump(scale, k, s, options.pop("upscaler", upscaler), **options)
         return recipe + Recipe.upsample_guidance() if ug else recipe
 
     out = baselines(scale)[1:]  # the enlargements
