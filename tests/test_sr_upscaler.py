@@ -169,6 +169,7 @@ def test_a_file_spandrel_cannot_read_is_one_line_naming_it_before_any_model_load
         [sys.executable, "-m", "hiresdiff", "generate", "--model", "nowhere", "--upscaler", str(bad)],
         capture_output=True,
         text=True,
+        cwd=tmp_path,  # the default --out is in the working directory, where the main job may have left one
     )
     assert result.returncode == 2
     error = result.stderr.strip()
