@@ -17,7 +17,7 @@ import torch
 
 from hiresdiff.checks import check_positive_int, check_scales
 from hiresdiff.defaults import COMPARISON_METHODS, DEFAULT_SCHEDULER, DEFAULT_STEPS, check_max_pixels
-from hiresdiff.denoisers.registry import find_denoiser, size_multiple, trained_size
+from hiresdiff.denoisers.registry import find_denoiser, size_multiple, trained_size, vae_factor
 from hiresdiff.loading.pixel_model import load_pixel_model, sample, to_pil
 from hiresdiff.models import EMBEDDED_MODEL_DIR, shipped_upsamplers
 from hiresdiff.options import MethodOptions, recipes_for
@@ -160,7 +160,7 @@ def pipeline_comparison(
             on_column(label, images)
 
     if include_trained:
-        factor = getattr(pipe, "vae_scale_factor", 1)
+        factor = vae_factor(pipe)
         h, w = (n * factor for n in trained_size(find_denoiser(pipe)[0], pipe))
         add(
             f"{h}² trained" if h == w else f"{h}x{w} trained",

@@ -115,14 +115,14 @@ class Recipe:
         if not self.name:
             self.name = self.describe()
 
-    def for_family(self, flow: bool) -> Recipe:
-        """This recipe with every setting it leaves to the model family filled in (the cascade's ``strength`` and
-        ``detail_alpha="family"``, dilation's ``until``), for a flow-matching model (``flow``) or a diffusion model:
-        :mod:`hiresdiff.methods.family_defaults`."""
+    def for_family(self, flow: bool, video: bool = False) -> Recipe:
+        """This recipe with every setting it leaves to the model family filled in (the cascade's ``strength``,
+        ``detail_alpha="family"`` and ``space="family"``, dilation's ``until``), for a flow-matching model (``flow``)
+        or a diffusion model, of images or ``video``: :mod:`hiresdiff.methods.family_defaults`."""
         defaults = family_defaults(flow)
         changes = {}
         if self.cascade is not None:
-            changes["cascade"] = self.cascade.for_family(defaults)
+            changes["cascade"] = self.cascade.for_family(defaults, video)
         if self.dilation is not None:
             changes["dilation"] = self.dilation.for_family(defaults)
         return dataclasses.replace(self, **changes) if changes else self
@@ -162,12 +162,12 @@ class Recipe:
         strength: Optional[float] = None,
         dilation: bool = True,
         fusion: bool = True,
-        space: str = "rgb",
+        space: str = FAMILY,
         ug: Optional[UpsampleGuidanceConfig] = None,
         upsamplers=None,
         **cascade,
     ) -> Recipe:
-        """FreeScale: RGB-space cascade with detail control, restrained dilation and scale fusion (each switchable);
+        """FreeScale: RGB-space cascade (latent for videos: ``space="family"``) with detail control, restrained dilation and scale fusion (each switchable);
         ``ug=`` composes it with Upsample Guidance, ``upsamplers=`` with Self-Cascade's upsamplers. ``detail_alpha``,
         ``strength`` and the dilation's window default to the model family's (:mod:`~hiresdiff.methods.family_defaults`:
         the release's α 2, restart 0.7, dilation until 0.7 on diffusion models)."""
@@ -227,7 +227,7 @@ class Recipe:
                 strength=strength,
                 steps=grid(stage_steps),
                 target_steps=grid(target_steps),
-                space="rgb",
+                space=FAMILY,
                 detail_alpha=detail_alpha,
                 stage_ratio=stage_ratio,
                 shared_steps=shared_steps,

@@ -117,13 +117,18 @@ def test_recipe_stages_and_presets():
     fs = Recipe.freescale(ug=UpsampleGuidanceConfig())
     stages = fs.stages((32, 32), (128, 128), 4)
     assert stages[0].ug_levels == () and [c.factor for c in stages[2].ug_levels] == [2, 2]
-    assert fs.cascade.space == "rgb" and fs.cascade.detail_alpha == FAMILY and fs.cascade.strength is None
+    assert fs.cascade.space == FAMILY and fs.cascade.detail_alpha == FAMILY and fs.cascade.strength is None
     assert fs.dilation.until is None  # the family's
     diffusion, flow = fs.for_family(flow=False), fs.for_family(flow=True)
     # the papers' on diffusion models (restart 0.7, α 2, dilation until 0.7); measured on flow ones
     assert (diffusion.cascade.strength, diffusion.cascade.detail_alpha, diffusion.dilation.until) == (0.7, 2.0, 0.7)
     assert (flow.cascade.strength, flow.cascade.detail_alpha, flow.dilation.until) == (0.3, 0.5, 0.88)
-    mine = dataclasses.replace(Recipe.freescale(detail_alpha=3.0, strength=0.5), dilation=DilationConfig(until=0.6))
+    # φ in RGB for images, in latents for videos (FreeScale's finding); an explicit space is kept for either
+    assert (diffusion.cascade.space, fs.for_family(flow=False, video=True).cascade.space) == ("rgb", "latent")
+    assert Recipe.freescale(space="rgb").for_family(flow=True, video=True).cascade.space == "rgb"
+    mine = dataclasses.replace(
+        Recipe.freescale(detail_alpha=3.0, strength=0.5, space="rgb"), dilation=DilationConfig(until=0.6)
+    )
     assert mine.for_family(flow=True) == mine  # the caller's values are kept
     assert Recipe.freescale(detail_alpha=None).for_family(flow=True).cascade.detail_alpha is None  # off stays off
     assert isinstance(fs.dilation, DilationConfig) and isinstance(fs.fusion, ScaleFusionConfig)
@@ -192,7 +197,7 @@ def test_the_fast_recipe_runs_its_stage_steps_from_its_strength(stage_steps, str
 
 def test_the_fast_recipe_is_a_preset_that_composes_and_validates():
     fast = Recipe.preset("fast")
-    assert fast == Recipe.fast() and fast.cascade.space == "rgb" and fast.dilation is not None and fast.fusion is None
+    assert fast == Recipe.fast() and fast.cascade.space == FAMILY and fast.dilation is not None and fast.fusion is None
     assert [s.size for s in fast.stages((32, 32), (128, 128), 4)] == [(32, 32), (64, 64), (128, 128)]
     composed = Recipe.preset("fast+ug")
     assert composed.cascade == fast.cascade and composed.ug is not None

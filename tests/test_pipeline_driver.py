@@ -192,13 +192,16 @@ def test_pixel_pipelines_resize_under_rgb_space_and_upsamplers_must_fit():
         )
 
 
-def test_videos_use_latent_phi_even_when_rgb_is_asked_for():
+def test_videos_use_latent_phi_by_default_and_rgb_phi_when_asked_for():
     pipe = load("animatediff")
     decodes = []
     handle = pipe.vae.decoder.register_forward_pre_hook(lambda m, a: decodes.append(1))
     try:
+        family = run(pipe, Recipe(cascade=CascadeConfig(space="family")), output_type="latent")
+        assert decodes == []  # no VAE round trip between stages (and none at the end: latent output)
         rgb = run(pipe, Recipe(cascade=CascadeConfig(space="rgb")), output_type="latent")
     finally:
         handle.remove()
-    assert decodes == []  # no VAE round trip between stages (and none at the end: latent output)
-    assert torch.equal(rgb, run(pipe, Recipe(cascade=CascadeConfig(space="latent")), output_type="latent"))
+    assert decodes == [1]  # the clip's frames decoded once (folded into the batch) for the RGB φ
+    assert torch.equal(family, run(pipe, Recipe(cascade=CascadeConfig(space="latent")), output_type="latent"))
+    assert not torch.equal(rgb, family)

@@ -270,6 +270,48 @@ def qwen_image():
     return pipe
 
 
+def wan():
+    """A WanPipeline with Wan 2.1's shapes, scaled down: a T5 encoder (its offline tokenizer), 2 transformer blocks
+    (patch (1, 2, 2), heads of 12 channels: 4 rotary channels per axis), a 3-level Wan VAE (spatial factor 4, temporal
+    4: clips of 4k + 1 frames), UniPC on flow sigmas with the published flow_shift 3; trained size 32² pixels (passed
+    as trained_size: the pipeline's own default is Wan's 480×832)."""
+    import diffusers
+
+    text_encoder_2, t5_tokenizer = t5()
+    torch.manual_seed(0)
+    transformer = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=4,
+        out_channels=4,
+        text_dim=T5_DIM,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        rope_max_seq_len=64,
+    )
+    torch.manual_seed(0)
+    wan_vae = diffusers.AutoencoderKLWan(
+        base_dim=4,
+        z_dim=4,
+        dim_mult=[1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[True, True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+        scale_factor_spatial=4,
+        scale_factor_temporal=4,
+    )
+    scheduler = diffusers.UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
+    )
+    return diffusers.WanPipeline(
+        tokenizer=t5_tokenizer, text_encoder=text_encoder_2, vae=wan_vae, scheduler=scheduler, transformer=transformer
+    )
+
+
 def unet(**overrides):
     """A 2-level SD-style UNet2DConditionModel (cross-attention in the lower block)."""
     from diffusers import UNet2DConditionModel
@@ -393,6 +435,8 @@ def build(kind: str):
         return sd3()
     if kind == "qwen_image":  # not in KINDS: only the tests that name it build it
         return qwen_image()
+    if kind == "wan":  # not in KINDS either (tests/test_wan.py)
+        return wan()
     if kind == "sdxl":
         sdxl_unet = unet(
             addition_embed_type="text_time",

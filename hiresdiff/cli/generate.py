@@ -418,9 +418,9 @@ def pipeline_columns(args, methods, options):
         }
     pipe, kwargs = load_cli_pipeline(args, needs_unet=any(r.describe() != "naive" for r in recipes.values()))
     from hiresdiff.comparison import check_recipes_make, scaled_size
-    from hiresdiff.denoisers.registry import find_denoiser, size_multiple, trained_size
+    from hiresdiff.denoisers.registry import find_denoiser, size_multiple, trained_size, vae_factor
 
-    factor = getattr(pipe, "vae_scale_factor", 1)
+    factor = vae_factor(pipe)
     denoiser = find_denoiser(pipe)[0]
     trained = trained_size(denoiser, pipe)
     sizes = (

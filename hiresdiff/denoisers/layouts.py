@@ -1,5 +1,6 @@
-"""What differs between the flow-matching transformers (FLUX.1, Qwen-Image, SD3/3.5) and the UNets, for the sampling
-core (Qwen-Image is FLUX's layout with its own packing calls and ``img_shapes``: :class:`QwenImageLayout`).
+"""What differs between the flow-matching transformers (FLUX.1, Qwen-Image, SD3/3.5, Wan 2.x) and the UNets, for the
+sampling core (Qwen-Image is FLUX's layout with its own packing calls and ``img_shapes``: :class:`QwenImageLayout`;
+Wan's video latents are SD3's unpacked grid with a frame axis: :class:`WanLayout`).
 
 Both predict the rectified-flow velocity v = ε − x₀ for x_t = (1 − σ)·x₀ + σ·ε and sample with
 ``FlowMatchEulerDiscreteScheduler`` (or another flow-matching scheduler), whose ``timesteps`` are σ·1000. What
@@ -27,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+import inspect
 
 import numpy as np
 import torch
@@ -61,6 +64,9 @@ class StageGrid:
         """Give ``scheduler`` (a fresh copy of the pipeline's) this grid's static shift."""
         if self.shift is None:
             return
+        if "flow_shift" in scheduler.config and not hasattr(scheduler, "set_shift"):  # UniPC, DPM-Solver on flow sigmas
+            scheduler.register_to_config(flow_shift=self.shift)
+            return
         if not hasattr(scheduler, "set_shift"):
             raise ValueError(
                 f"shift: {type(scheduler).__name__} has a static shift that cannot be changed; use shift='pipeline'"
@@ -78,7 +84,7 @@ def shift_grid(scheduler, tokens: int, trained_tokens: int, shift: Shift, max_sh
             shift, tokens, trained_tokens, lambda n: calculate_shift(n, config, max_shift_default), exponential
         )
         return StageGrid({"mu": mu})
-    own = float(config.get("shift", 1.0))
+    own = float(config.get("flow_shift", config.get("shift", 1.0)))  # UniPC/DPM-Solver on flow sigmas: flow_shift
     value = policy_value(shift, tokens, trained_tokens, lambda n: own, exponential=False)
     return StageGrid({}, None if value == own else value)
 
@@ -206,4 +212,38 @@ class SD3Layout:
     def stage_grid(self, scheduler, steps: int, tokens: int, trained_tokens: int, shift: Shift) -> StageGrid:
         """The grid of a stage under ``shift``: with ``shift="pipeline"`` what ``StableDiffusion3Pipeline`` does (μ
         when the scheduler shifts dynamically, else its static shift)."""
+        return shift_grid(scheduler, tokens, trained_tokens, shift, 1.16)
+
+
+class WanLayout(SD3Layout):
+    """``WanTransformer3DModel`` in ``WanPipeline`` (Wan 2.1/2.2): (B, C, F, h, w) video latents, unpacked (the
+    transformer patchifies them by ``patch_size`` (1, 2, 2)), time σ·1000, rotary positions on three axes (frame, row,
+    column; ``WanRotaryPosEmbed``, a table of ``rope_max_seq_len`` positions per axis). Its pipeline samples with the
+    scheduler's own grid (``set_timesteps(steps)``: UniPC or Euler on flow sigmas with a static ``flow_shift`` /
+    ``shift``), so a stage's shift policy changes the scheduler's static shift. The trained size is the pipeline's
+    default ``height``×``width`` (Wan: 480×832) in latents."""
+
+    def size_multiple(self, config: Mapping[str, Any]) -> int:
+        return config["patch_size"][1]
+
+    def trained_size(self, transformer, pipe=None) -> tuple[int, int]:
+        if pipe is None:
+            raise ValueError("a Wan transformer's trained size is its pipeline's default height and width: pass the "
+                             "pipeline, or trained_size=")
+        defaults = inspect.signature(type(pipe).__call__).parameters
+        factor = pipe.vae_scale_factor_spatial
+        return (defaults["height"].default // factor, defaults["width"].default // factor)
+
+    def grid_size(self, arguments: Mapping[str, Any]) -> tuple[int, int, int]:
+        """The call's latent (frames, h, w)."""
+        return tuple(arguments["hidden_states"].shape[-3:])
+
+    def position_reach(self, transformer) -> int:
+        """The rotary table covers ``rope_max_seq_len`` tokens per axis: that many patches of latents."""
+        return transformer.config.rope_max_seq_len * transformer.config.patch_size[1]
+
+    def stage_grid(self, scheduler, steps: int, tokens: int, trained_tokens: int, shift: Shift) -> StageGrid:
+        """The grid of a stage under ``shift``: the scheduler's own static shift (UniPC's ``flow_shift``, Euler's
+        ``shift``) under ``"pipeline"`` and ``"trained"`` (Wan's pipeline does not shift by size), the policy's value
+        otherwise; ``tokens`` count one frame."""
         return shift_grid(scheduler, tokens, trained_tokens, shift, 1.16)

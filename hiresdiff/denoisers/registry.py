@@ -23,18 +23,19 @@ from diffusers import (
     UNet2DConditionModel,
     UNet2DModel,
     UNetMotionModel,
+    WanTransformer3DModel,
 )
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from diffusers.models.unets.unet_motion_model import UNetMotionOutput
 
-from hiresdiff.denoisers.layouts import FluxLayout, QwenImageLayout, SD3Layout
+from hiresdiff.denoisers.layouts import FluxLayout, QwenImageLayout, SD3Layout, WanLayout
 
 SUPPORTED = (
     "pipelines whose denoiser is a UNet: SD 1.x/2.x and SDXL (UNet2DConditionModel), "
     "AnimateDiff (UNetMotionModel) and pixel-space UNet2DModel, or a flow-matching transformer: "
-    "FLUX.1 (FluxTransformer2DModel), Qwen-Image (QwenImageTransformer2DModel) and SD3/3.5 (SD3Transformer2DModel)"
+    "FLUX.1 (FluxTransformer2DModel), Qwen-Image (QwenImageTransformer2DModel), SD3/3.5 (SD3Transformer2DModel) and Wan 2.x (WanTransformer3DModel)"
 )
 
 
@@ -63,6 +64,7 @@ def families() -> dict[type, DenoiserFamily]:
         FluxTransformer2DModel: DenoiserFamily(Transformer2DModelOutput, video=False, layout=FluxLayout()),
         QwenImageTransformer2DModel: DenoiserFamily(Transformer2DModelOutput, video=False, layout=QwenImageLayout()),
         SD3Transformer2DModel: DenoiserFamily(Transformer2DModelOutput, video=False, layout=SD3Layout()),
+        WanTransformer3DModel: DenoiserFamily(Transformer2DModelOutput, video=True, layout=WanLayout()),
     }
 
 
@@ -79,6 +81,8 @@ def _layout_of_config(config: Mapping[str, Any]):
     ``None`` for a UNet's."""
     if "block_out_channels" in config:
         return None
+    if "rope_max_seq_len" in config:
+        return WanLayout()
     if "axes_dims_rope" in config:  # FLUX pools a CLIP projection; Qwen-Image has none
         return FluxLayout() if "pooled_projection_dim" in config else QwenImageLayout()
     if "pos_embed_max_size" in config:
@@ -106,6 +110,12 @@ def size_multiple(denoiser) -> int:
     if layout is not None:
         return layout.size_multiple(config)
     return 2 ** (len(config["block_out_channels"]) - 1)
+
+
+def vae_factor(pipe) -> int:
+    """Pixels per latent pixel of ``pipe``'s VAE (``vae_scale_factor``; Wan's ``vae_scale_factor_spatial``); 1 for a
+    pipeline without one (pixel models)."""
+    return getattr(pipe, "vae_scale_factor", None) or getattr(pipe, "vae_scale_factor_spatial", None) or 1
 
 
 def _unsupported(pipeline: str, denoiser: str) -> ValueError:

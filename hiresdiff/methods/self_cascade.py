@@ -123,7 +123,9 @@ class CascadeConfig:
             (:func:`hiresdiff.loading.upscaler.load_upscaler` makes one from a model file). It acts on decoded images
             for every model, as ``space="rgb"`` does.
         space: ``"latent"`` (resize the latents, Self-Cascade) or ``"rgb"`` (VAE decode → resize → encode,
-            FreeScale's choice for images). Pixel models resize the image either way.
+            FreeScale's choice for images), or ``"family"``: FreeScale's choice per model family, ``"rgb"`` for images
+            and ``"latent"`` for videos (its finding: the RGB round trip's blur helps images, hurts videos). Pixel
+            models resize the image either way.
         steps: sampling steps of a later stage's full schedule (it runs ``int(steps·strength)`` of them);
             ``None`` takes the steps of the call.
         target_steps: the same for the last stage, at the target, where a step costs most (``None``: ``steps``).
@@ -182,8 +184,8 @@ class CascadeConfig:
                 f"upscaler must be None or a callable (images, size) -> images, e.g. load_upscaler(path); "
                 f"got {self.upscaler!r}"
             )
-        if self.space not in SPACES:
-            raise ValueError(f"space must be one of {SPACES}; got {self.space!r}")
+        if self.space not in SPACES + (FAMILY,):
+            raise ValueError(f"space must be one of {SPACES + (FAMILY,)}; got {self.space!r}")
         for name in ("steps", "target_steps"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)
@@ -198,14 +200,16 @@ class CascadeConfig:
         if self.tiles is not None and not (is_real(self.tiles) and 0 <= self.tiles < 1):
             raise ValueError(f"tiles must be None (whole) or the tiles' overlap share in [0, 1); got {self.tiles!r}")
 
-    def for_family(self, defaults: FamilyDefaults) -> CascadeConfig:
+    def for_family(self, defaults: FamilyDefaults, video: bool = False) -> CascadeConfig:
         """This config with the settings it leaves to the model family (``strength=None``,
-        ``detail_alpha="family"``) filled in from ``defaults``."""
+        ``detail_alpha="family"``, ``space="family"``) filled in from ``defaults`` and whether the model makes
+        ``video``."""
         strength = defaults.strength if self.strength is None else self.strength
         alpha = self.detail_alpha
         if isinstance(alpha, str) and alpha == FAMILY:
             alpha = defaults.detail_alpha
-        return dataclasses.replace(self, strength=strength, detail_alpha=alpha)
+        space = ("latent" if video else "rgb") if self.space == FAMILY else self.space
+        return dataclasses.replace(self, strength=strength, detail_alpha=alpha, space=space)
 
     def stage_steps(self, steps: int, last: bool = False) -> int:
         """The full schedule length of a later stage (``last``: the stage at the target) for a call of ``steps``."""

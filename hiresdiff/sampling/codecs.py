@@ -43,7 +43,8 @@ class PixelCodec:
 class VaeCodec:
     """A diffusers ``AutoencoderKL``: z = (E(x).mode − shift)·scaling, x = D(z/scaling + shift); Qwen-Image's
     ``AutoencoderKLQwenImage`` the same with its per-channel ``latents_mean`` (shift) and 1/``latents_std`` (scaling),
-    an image passed as a clip of one frame.
+    an image passed as a clip of one frame; Wan's ``AutoencoderKLWan`` (the same normalisation) encodes and decodes a
+video as one clip, its frames causal in time (4k + 1 frames ↔ k + 1 latent frames).
 
     ``tiling``: ``True`` always tiles, ``False`` never, ``None`` tiles images above 1536² pixels. The VAE's
     own tiling switch is restored afterwards, and so is its dtype.
@@ -61,10 +62,12 @@ class VaeCodec:
             self.shift = config.get("shift_factor", None) or 0.0
 
     def _normalisation(self, like: torch.Tensor):
-        """(shift, scaling) as numbers or per-channel tensors on ``like``'s device."""
+        """(shift, scaling) as numbers or per-channel tensors shaped for ``like`` (an image or a clip), on its
+        device."""
         if not self.frame_axis:
             return self.shift, self.scaling
-        return self.shift.to(like.device), self.scaling.to(like.device)
+        shape = (1, -1) + (1,) * (like.ndim - 2)
+        return self.shift.view(shape).to(like.device), self.scaling.view(shape).to(like.device)
 
     @contextmanager
     def _prepared(self, pixels: int):
@@ -85,10 +88,13 @@ class VaeCodec:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        frames = _fold_frames(z)
+        clip = self.frame_axis and z.ndim == 5  # Wan's video VAE: the clip as one (its frames are causal in time)
+        frames = z if clip else _fold_frames(z)
         shift, scaling = self._normalisation(frames)
         with self._prepared(frames.shape[-2] * frames.shape[-1] * self.scale_factor**2) as dtype:
             latents = (frames.to(dtype) / scaling + shift).to(dtype)
+            if clip:
+                return self.vae.decode(latents).sample.to(z.dtype)
             if self.frame_axis:
                 image = self.vae.decode(latents.unsqueeze(2)).sample[:, :, 0]
             else:
@@ -97,14 +103,18 @@ class VaeCodec:
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        frames = _fold_frames(image)
+        clip = self.frame_axis and image.ndim == 5
+        frames = image if clip else _fold_frames(image)
         with self._prepared(frames.shape[-2] * frames.shape[-1]) as dtype:
-            if self.frame_axis:
+            if clip:
+                z = self.vae.encode(frames.to(dtype)).latent_dist.mode()
+            elif self.frame_axis:
                 z = self.vae.encode(frames.to(dtype).unsqueeze(2)).latent_dist.mode()[:, :, 0]
             else:
                 z = self.vae.encode(frames.to(dtype)).latent_dist.mode()
         shift, scaling = self._normalisation(z)
-        return _unfold_frames(((z - shift) * scaling).to(image.dtype), image)
+        z = ((z - shift) * scaling).to(image.dtype)
+        return z if clip else _unfold_frames(z, image)
 
 
 def _fold_frames(x: torch.Tensor) -> torch.Tensor:

@@ -32,8 +32,9 @@ so the pixel path and the pipeline path are this same code. Per stage:
 Conditioning images given as tensors at the target's pixel size (a ControlNet's or a T2I-Adapter's ``image``)
 are resized to each stage's size (bilinear); PIL images the pipelines resize themselves.
 
-Videos (AnimateDiff) always use latent-space φ, also under ``space="rgb"``: FreeScale's finding is that
-the RGB round trip's blur helps images but hurts videos. Pipelines without a VAE resize their images.
+Videos (AnimateDiff, Wan) use latent-space φ by default (``space="family"``, the presets'): FreeScale's finding is
+that the RGB round trip's blur helps images but hurts videos; ``space="rgb"`` given explicitly decodes the clip,
+resizes its frames and encodes it again. Pipelines without a VAE resize their images.
 
 SDXL micro-conditioning: in a cascade every stage is told ``original_size = target_size`` = the trained
 size (FreeScale's choice: the model is asked for the kind of image it knows, and the cascade makes it

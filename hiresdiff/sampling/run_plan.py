@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 
 from hiresdiff.checks import check_positive_int, check_shift, is_int
-from hiresdiff.denoisers.registry import DenoiserFamily, family_of, find_denoiser, size_multiple
+from hiresdiff.denoisers.registry import DenoiserFamily, family_of, find_denoiser, size_multiple, vae_factor
 from hiresdiff.denoisers.registry import trained_size as denoiser_trained_size
 from hiresdiff.methods.flow_shift import DEFAULT_SHIFT, Shift
 from hiresdiff.methods.self_cascade import restart_index
@@ -124,10 +124,8 @@ def plan_run(
     parameters = inspect.signature(pipe.__call__).parameters
     _check_pipeline(pipe, parameters, recipe, family, denoiser)
     stage_scheduler = _stage_scheduler(pipe, recipe, family, denoiser)
-    recipe = recipe.for_family(family.flow)
-    if family.video and recipe.cascade is not None and recipe.cascade.space == "rgb":
-        recipe = dataclasses.replace(recipe, cascade=dataclasses.replace(recipe.cascade, space="latent"))
-    scale_factor = getattr(pipe, "vae_scale_factor", 1) or 1
+    recipe = recipe.for_family(family.flow, family.video)
+    scale_factor = vae_factor(pipe)
     multiple = scale_factor * size_multiple(denoiser)
     for name, n in (("height", height), ("width", width)):
         if not is_int(n) or n < 1 or n % multiple:
@@ -144,7 +142,7 @@ def plan_run(
         stages = recipe.stages(trained, target, size_multiple(denoiser))
     planned = _stage_plans(recipe, stages, steps, scale_factor)
     _check_positions(denoiser, family, recipe, stages, scale_factor, height, width)
-    _check_frames(stages, num_frames)
+    _check_frames(stages, num_frames, getattr(pipe, "vae_scale_factor_temporal", None) if family.video else None)
     init_size = None
     if init_image is not None:
         init_size = _check_init_image(init_image, denoiser, family, pipe, scale_factor)
@@ -262,6 +260,11 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
             f"inversion: {type(pipe.scheduler).__name__} preconditions the model's output (EDM), which the inversion "
             "does not read: use inversion=None (a restart from fresh noise) or a VP, σ-form or flow scheduler"
         )
+    if getattr(pipe, "transformer_2", None) is not None:
+        raise ValueError(
+            f"pipe: {type(pipe).__name__} has two transformers (Wan 2.2 A14B's high- and low-noise experts), which "
+            "hiresdiff does not yet attach its parts to: use a pipeline with one transformer (Wan 2.1, Wan 2.2 TI2V-5B)"
+        )
     cascade = recipe.cascade
     if cascade is not None and cascade.stage_lora is not None and not hasattr(pipe, "load_lora_weights"):
         raise ValueError(f"stage_lora: {type(pipe).__name__} loads no LoRA (load_lora_weights): use stage_lora=None")
@@ -327,8 +330,14 @@ def _check_positions(
         )
 
 
-def _check_frames(stages, num_frames: Optional[int]) -> None:
-    """``ValueError`` when ``num_frames`` does not divide by temporal UG's frame factor."""
+def _check_frames(stages, num_frames: Optional[int], temporal: Optional[int] = None) -> None:
+    """``ValueError`` when ``num_frames`` does not divide by temporal UG's frame factor, or is not k·``temporal`` + 1
+    for a VAE that compresses time by ``temporal`` (Wan's: 4; its pipeline would round the count silently)."""
+    if temporal and num_frames is not None and (not is_int(num_frames) or num_frames < 1 or (num_frames - 1) % temporal):
+        raise ValueError(
+            f"num_frames must be {temporal}·k + 1 (1, {temporal + 1}, {2 * temporal + 1}, …): the VAE compresses "
+            f"time by {temporal}; got {num_frames!r}"
+        )
     frame_factor = max(
         (
             level.factor[0]

@@ -23,7 +23,12 @@ from hiresdiff.transformer.joint_fusion import (
     joint_attentions,
     remove_joint_fusion,
 )
-from hiresdiff.transformer.position_scaling import POSITIONS_HOOK, apply_positions, remove_positions
+from hiresdiff.transformer.position_scaling import (
+    POSITIONS_HOOK,
+    apply_positions,
+    position_embedding,
+    remove_positions,
+)
 from hiresdiff.transformer.upsample_guidance import FlowUpsampleGuidanceHook
 
 
@@ -60,7 +65,7 @@ class TransformerParts:
     def present(self, transformer) -> list[str]:
         """The family's own parts already on ``transformer``, by name."""
         present = []
-        if attached(transformer.pos_embed, POSITIONS_HOOK):
+        if attached(position_embedding(transformer), POSITIONS_HOOK):
             present.append("position rescaling")
         if any(isinstance(attn.processor, JointFusionProcessor) for attn in joint_attentions(transformer).values()):
             present.append("scale fusion")

@@ -11,6 +11,10 @@ scale ≤ 1 (UG's trained-size calls) and outside a transformer call, the embedd
 **Qwen-Image** (``QwenEmbedRope``, MSRoPE: frame, row, column; text tokens on the diagonal after the image): the
 same per-axis frequencies on the image's rows and columns (:class:`MultimodalRopeScalingHook`).
 
+**Wan 2.x** (``WanRotaryPosEmbed``: frame, row, column axes, positions from 0 in patches, θ = 10⁴): the row and column
+axes get the scaled frequencies, the frame axis keeps its own (a clip of the trained length: time is left alone;
+:class:`VideoRopeScalingHook`).
+
 **SD3** (``PatchEmbed`` with ``pos_embed_max_size``): the learned absolute embedding is a grid cropped at the
 centre; the trained size uses the central (h₀/p)×(w₀/p) crop. Position interpolation resamples that crop
 (bicubic) to the call's patch grid: every patch gets the embedding of its relative position in the trained
@@ -27,6 +31,7 @@ from diffusers.hooks import ModelHook
 from diffusers.models.embeddings import PatchEmbed
 from diffusers.models.transformers.transformer_flux import FluxPosEmbed
 from diffusers.models.transformers.transformer_qwenimage import QwenEmbedRope
+from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
 from hiresdiff.core.rope import entropy_logit_scale, scaled_rope_frequencies, yarn_attention_factor
 from hiresdiff.hooks.base import attach, detach
@@ -73,8 +78,9 @@ class RopeScalingHook(PositionHook):
         if scaling == "yarn":
             return yarn_attention_factor(PositionConfig.mean_scale(call.scale)) ** 2
         if scaling == "entropy":
-            h, w = call.size
-            return entropy_logit_scale((h // 2) * (w // 2), self.trained[0] * self.trained[1])
+            h, w = call.size[-2:]
+            frames = call.size[0] if len(call.size) == 3 else 1  # a video attends over every frame's tokens
+            return entropy_logit_scale(frames * (h // 2) * (w // 2), frames * self.trained[0] * self.trained[1])
         return 1.0
 
 
@@ -122,6 +128,36 @@ class MultimodalRopeScalingHook(RopeScalingHook):
         )
 
 
+class VideoRopeScalingHook(RopeScalingHook):
+    """Rescaled rotary frequencies for Wan's ``WanRotaryPosEmbed`` in calls above the trained size: per token of the
+    (frame, row, column) patch grid, the concatenated angles of its three axes, each pair's (cos, sin) repeated as the
+    embedding's own table is (``repeat_interleave_real``), shaped (1, tokens, 1, head dim), times √(logit scale)."""
+
+    THETA = 10_000.0  # WanTransformer3DModel builds its WanRotaryPosEmbed with the default θ
+
+    def new_forward(self, module, hidden_states: torch.Tensor):
+        call = self.context.current
+        if call is None or max(call.scale) <= 1 or not self.config.is_active(call.progress):
+            return self.fn_ref.original_forward(hidden_states)
+        lengths = [n // p for n, p in zip(hidden_states.shape[2:], module.patch_size)]
+        angles = []
+        for axis, (dim, length) in enumerate(zip((module.t_dim, module.h_dim, module.w_dim), lengths)):
+            scale = max(1.0, call.scale[axis - 1]) if axis else 1.0
+            method = self.config.method if scale > 1 else "none"
+            trained = self.trained[axis - 1] if axis else None
+            omega = scaled_rope_frequencies(dim, scale, method, theta=self.THETA, trained_length=trained)
+            along = torch.arange(length, dtype=torch.float64)[:, None] * omega[None]
+            shape = [1, 1, 1, -1]
+            shape[axis] = length
+            angles.append(along.repeat_interleave(2, dim=1).view(shape).expand(*lengths, -1))
+        angles = torch.cat(angles, dim=-1).reshape(1, -1, 1, module.attention_head_dim)
+        amplitude = self.logit_scale(call) ** 0.5
+        device = hidden_states.device
+        return (angles.cos() * amplitude).to(device, torch.float32), (angles.sin() * amplitude).to(
+            device, torch.float32
+        )
+
+
 class AbsolutePositionHook(PositionHook):
     """SD3's ``PatchEmbed`` with its trained-size crop interpolated to the call's patch grid (position
     interpolation)."""
@@ -150,15 +186,19 @@ def interpolated_position_embedding(module, trained_patches: tuple[int, int], gr
 
 
 def apply_positions(transformer, config: PositionConfig, context: CallContextHook) -> None:
-    """Hook ``transformer.pos_embed`` (FLUX's rotary or SD3's absolute embedding) to rescale it per ``config``."""
+    """Hook the transformer's position embedding (FLUX's, Qwen-Image's or Wan's rotary, SD3's absolute) to rescale it
+    per ``config``."""
     if not isinstance(config, PositionConfig):
         raise ValueError(f"positions must be a PositionConfig; got a {type(config).__name__}")
-    embed = transformer.pos_embed
+    embed = position_embedding(transformer)
     h0, w0 = context.trained_size
     if isinstance(embed, FluxPosEmbed):
         attach(embed, RopeScalingHook(config, context, (h0 // 2, w0 // 2)), POSITIONS_HOOK)
     elif isinstance(embed, QwenEmbedRope):
         attach(embed, MultimodalRopeScalingHook(config, context, (h0 // 2, w0 // 2)), POSITIONS_HOOK)
+    elif isinstance(embed, WanRotaryPosEmbed):
+        patch = embed.patch_size
+        attach(embed, VideoRopeScalingHook(config, context, (h0 // patch[1], w0 // patch[2])), POSITIONS_HOOK)
     elif isinstance(embed, PatchEmbed) and embed.pos_embed_max_size:
         if config.method != "pi" or config.attention_scaling != "none":
             raise ValueError(
@@ -174,11 +214,17 @@ def apply_positions(transformer, config: PositionConfig, context: CallContextHoo
     else:
         raise ValueError(
             f"positions: {type(transformer).__name__}'s position embedding {type(embed).__name__} is not "
-            "supported (FLUX's FluxPosEmbed, Qwen-Image's QwenEmbedRope, SD3's PatchEmbed with pos_embed_max_size)"
+            "supported (FLUX's FluxPosEmbed, Qwen-Image's QwenEmbedRope, SD3's PatchEmbed with pos_embed_max_size, "
+            "Wan's WanRotaryPosEmbed)"
         )
 
 
+def position_embedding(transformer):
+    """The transformer's position embedding module: ``pos_embed`` (FLUX, Qwen-Image, SD3) or ``rope`` (Wan)."""
+    return getattr(transformer, "pos_embed", None) or getattr(transformer, "rope", None)
+
+
 def remove_positions(transformer) -> None:
-    embed = getattr(transformer, "pos_embed", None)
+    embed = position_embedding(transformer)
     if embed is not None:
         detach(embed, POSITIONS_HOOK)
