@@ -3,9 +3,13 @@
     python benchmarks/plan_table.py --arch sdxl --sizes 1024 2048 4096 8192 --methods naive freescale fast ug
     python benchmarks/plan_table.py --arch flux1-dev --dtype bf16 --sizes 2048 4096 --methods naive freescale fast \
         --placements none:none model:none group:int8 group:gguf-q8 group:gguf-q4 --out …_lowvram.json
+    python benchmarks/plan_table.py --arch wan2.1-14b --dtype bf16 --sizes 480x832 720x1280 1440x2560 2160x3840 \
+        --frames 81 --methods naive ug freescale fast --memory 80
 
-Each row is :func:`hiresdiff.cost.plan.plan` (the real architecture on ``meta``, the whole run counted, fp16, the
-defaults of ``generate``: feed-forward chunks, the VAE tiled above 2048²); naive runs first at every size and its
+A size is one number (square) or HEIGHTxWIDTH; a video architecture's clips have ``--frames`` frames (default its
+pipeline's). Each row is :func:`hiresdiff.cost.plan.plan` (the real architecture on ``meta``, the whole run counted,
+fp16, the defaults of ``generate``: feed-forward chunks, the VAE tiled above 2048²); naive runs first at every size and
+its
 FLOPs are the direct sampling the others are divided by. At the trained size every cascade is plain sampling. Writes
 ``benchmarks/results/plan_<arch>.md`` and ``.json`` (rewritten after every row, so a stopped run keeps its rows;
 a later run of the same settings replaces the rows of its sizes and keeps the others). ``--placements`` adds, per
@@ -37,7 +41,8 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="sdxl", choices=PLAN_ARCHS)
-    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    p.add_argument("--sizes", nargs="+", default=["1024", "2048", "4096", "8192"], help="PIXELS or HEIGHTxWIDTH")
+    p.add_argument("--frames", type=int, default=None, help="a video architecture's clip length")
     p.add_argument("--methods", nargs="+", default=["naive", "freescale", "fast", "ug"])
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--dtype", default="fp16", choices=tuple(DTYPES))
@@ -51,6 +56,7 @@ def main() -> None:
         help="weights placements to add a peak column for, e.g. group:gguf-q8",
     )
     args = p.parse_args()
+    args.sizes = [size_label(text) for text in args.sizes]
     placements = [tuple(text.split(":")) for text in args.placements]
     out = Path(args.out or f"benchmarks/results/plan_{args.arch}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +65,8 @@ def main() -> None:
     rows, commands = [], [command]
     if out.exists():  # rows of other sizes from an earlier run of the same settings are kept (and its command named)
         earlier = json.loads(out.read_text())
-        if all(earlier.get(k) == v for k, v in (("arch", args.arch), ("steps", args.steps), ("dtype", args.dtype))):
+        settings = (("arch", args.arch), ("steps", args.steps), ("dtype", args.dtype), ("frames", args.frames))
+        if all(earlier.get(k) == v for k, v in settings):
             rows = [r for r in earlier["rows"] if r["size"] not in args.sizes]
             commands = [c for c in earlier.get("commands", [earlier.get("command")]) if c != command] + [command]
     for size in tqdm(args.sizes, desc="sizes"):
@@ -68,7 +75,14 @@ def main() -> None:
             start = time.perf_counter()
             try:
                 result = plan(
-                    args.arch, size, method=method, steps=args.steps, dtype=args.dtype, pipe=pipe, direct_flops=direct
+                    args.arch,
+                    *hw(size),
+                    method=method,
+                    steps=args.steps,
+                    dtype=args.dtype,
+                    pipe=pipe,
+                    direct_flops=direct,
+                    num_frames=args.frames,
                 )
                 direct = direct or result.flops
                 denoiser, element = find_denoiser(pipe)[0], DTYPES[args.dtype].itemsize
@@ -88,7 +102,7 @@ def main() -> None:
                         "working_gib": result.working_bytes / GIB,
                         "peak_gib": result.peak_bytes / GIB,
                         "fits": result.fits(args.memory),
-                        "stages": [[s.size[0], s.steps] for s in result.stages],
+                        "stages": [[shown_stage(s.size), s.steps] for s in result.stages],
                         "seconds_to_plan": time.perf_counter() - start,
                         "placements": {
                             name: {
@@ -103,13 +117,14 @@ def main() -> None:
                 )
             except ValueError as error:  # a method that cannot make the size (UG at non-integer scales)
                 rows.append({"size": size, "method": method, "error": str(error)})
-            rows.sort(key=lambda r: r["size"])
+            rows.sort(key=lambda r: hw(r["size"]))
             write_json_atomically(
                 {
                     "commands": commands,
                     "arch": args.arch,
                     "steps": args.steps,
                     "dtype": args.dtype,
+                    "frames": args.frames,
                     "memory_gib": args.memory,
                     "rows": rows,
                 },
@@ -118,11 +133,31 @@ def main() -> None:
     write_markdown(json.loads(out.read_text()), out.with_suffix(".md"))
 
 
+def size_label(text: str):
+    """A size as given: ``"2048"`` → 2048 (square), ``"480x832"`` → ``"480x832"``."""
+    return int(text) if "x" not in text else text
+
+
+def hw(label) -> tuple[int, int]:
+    """(height, width) of a size label."""
+    return (label, label) if isinstance(label, int) else tuple(int(n) for n in label.split("x"))
+
+
+def shown_stage(size) -> object:
+    """A stage's size in the table: its side if square, else HEIGHTxWIDTH."""
+    return size[0] if size[0] == size[1] else f"{size[0]}x{size[1]}"
+
+
+def shown(label) -> str:
+    return f"{label}²" if isinstance(label, int) else label
+
+
 def write_markdown(results: dict, path: Path) -> None:
     from hiresdiff.cost.counting import ALLOCATOR_TOLERANCE
 
     lines = [
-        f"# Predicted cost: {results['arch']}, {results['steps']} steps, {results['dtype']}\n",
+        f"# Predicted cost: {results['arch']}, {results['steps']} steps, {results['dtype']}"
+        + (f", clips of {results['frames']} frames\n" if results.get("frames") else "\n"),
         f"Made by `{'` and `'.join(results['commands'])}` "
         "(no weights, no GPU: the architecture on `meta`, every stage, step, hook and "
         f"VAE call of `hiresdiff.generate` counted). "
@@ -133,11 +168,11 @@ def write_markdown(results: dict, path: Path) -> None:
     ]
     for r in results["rows"]:
         if "error" in r:
-            lines.append(f"| {r['size']}² | {r['method']} | not supported: {r['error'][:80]} | | | | | |")
+            lines.append(f"| {shown(r['size'])} | {r['method']} | not supported: {r['error'][:80]} | | | | | |")
             continue
         stages = " → ".join(f"{side}×{steps}" for side, steps in r["stages"])
         lines.append(
-            f"| {r['size']}² | {r['method']} | {stages} | {r['tflops']:.0f} | {r['relative_flops']:.2f} | "
+            f"| {shown(r['size'])} | {r['method']} | {stages} | {r['tflops']:.0f} | {r['relative_flops']:.2f} | "
             f"{r['working_gib']:.2f} | {r['peak_gib']:.2f} | {'yes' if r['fits'] else 'no'} |"
         )
     placements = sorted({name for r in results["rows"] for name in r.get("placements", {})}, key=str)
@@ -161,7 +196,7 @@ def write_markdown(results: dict, path: Path) -> None:
                     f"{one['peak_gib']:.1f} ({'yes' if one['fits'] else 'no'}; {one['denoising_weights_gib']:.2f}, "
                     f"{one['moved_per_call_gib']:.1f} moved)"
                 )
-            lines.append(f"| {r['size']}² | {r['method']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {shown(r['size'])} | {r['method']} | " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -66,17 +66,57 @@ def save_image(image: Image.Image, path, force: bool = False) -> Path:
     return _save_atomically(path, force, lambda tmp: image.convert("RGB").save(tmp, format=image_format))
 
 
-def save_gif(frames: Sequence[Image.Image], path, force: bool = False, fps: float = 8) -> Path:
-    """Write ``frames`` to ``path`` as a looping animated GIF atomically (same rules as :func:`save_image`)."""
+#: animated outputs by suffix: what Pillow writes (GIF, WebP) or imageio through ffmpeg (MP4, H.264)
+VIDEO_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".mp4": "MP4"}
+
+
+def check_video_writer(path) -> None:
+    """Before any heavy work: ``ValueError`` naming the packages when ``path``'s format needs what is not installed
+    (MP4: imageio and imageio-ffmpeg, the ``video`` extra)."""
+    if Path(path).suffix.lower() != ".mp4":
+        return
+    try:
+        import imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            f"{path}: writing MP4 needs imageio and imageio-ffmpeg: pip install 'hiresdiff[video]' (or write .gif, "
+            ".webp)"
+        ) from None
+
+
+def save_video(frames: Sequence[Image.Image], path, force: bool = False, fps: float = 8) -> Path:
+    """Write ``frames`` to ``path`` as a looping animation in the format its suffix names (``VIDEO_FORMATS``: GIF and
+    animated WebP by Pillow, MP4 by imageio's ffmpeg writer, H.264 in yuv420p, the frames padded with white to even
+    sides), atomically (same rules as :func:`save_image`)."""
     if not frames:
         raise ValueError("frames must not be empty")
-    return _save_atomically(
-        path,
-        force,
-        lambda tmp: frames[0].save(
-            tmp, format="GIF", save_all=True, append_images=list(frames[1:]), duration=round(1000 / fps), loop=0
-        ),
-    )
+    check_writable(path, force, VIDEO_FORMATS)
+    check_video_writer(path)
+    kind = VIDEO_FORMATS[Path(path).suffix.lower()]
+    if kind != "MP4":
+        duration = round(1000 / fps)
+        return _save_atomically(
+            path,
+            force,
+            lambda tmp: frames[0].save(
+                tmp, format=kind, save_all=True, append_images=list(frames[1:]), duration=duration, loop=0
+            ),
+        )
+
+    def write_mp4(tmp: Path) -> None:
+        import imageio.v2 as imageio
+        import numpy as np
+
+        width, height = frames[0].width + frames[0].width % 2, frames[0].height + frames[0].height % 2
+        padded = []
+        for frame in frames:
+            canvas = Image.new("RGB", (width, height), "white")
+            canvas.paste(frame.convert("RGB"))
+            padded.append(np.asarray(canvas))
+        imageio.mimwrite(tmp, padded, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1)
+
+    return _save_atomically(path, force, write_mp4)
 
 
 def _save_atomically(path, force: bool, write) -> Path:
@@ -84,7 +124,7 @@ def _save_atomically(path, force: bool, write) -> Path:
     path = Path(path)
     check_writable(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the suffix kept: writers that read the format from it
     try:
         write(tmp)
         os.replace(tmp, path)

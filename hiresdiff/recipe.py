@@ -167,7 +167,8 @@ class Recipe:
         upsamplers=None,
         **cascade,
     ) -> Recipe:
-        """FreeScale: RGB-space cascade (latent for videos: ``space="family"``) with detail control, restrained dilation and scale fusion (each switchable);
+        """FreeScale: RGB-space cascade (latent for videos: ``space="family"``) with detail control, restrained dilation
+        and scale fusion (each switchable);
         ``ug=`` composes it with Upsample Guidance, ``upsamplers=`` with Self-Cascade's upsamplers. ``detail_alpha``,
         ``strength`` and the dilation's window default to the model family's (:mod:`~hiresdiff.methods.family_defaults`:
         the release's α 2, restart 0.7, dilation until 0.7 on diffusion models)."""

@@ -23,6 +23,9 @@ PUBLISHED_PARAMETERS = {
     "animatediff_unet": 859_520_964 + 453_209_280,  # the SD 1.5 UNet with the adapter's motion modules inserted
     "flux1_dev_transformer": 11_901_408_320,  # "12 billion parameter rectified flow transformer" (model card)
     "flux1_dev_vae": 83_819_683,  # SD's VAE with 16 latent channels, no quant convs
+    "wan2_1_t2v_1_3b_transformer": 1_418_996_800,  # "Wan2.1-T2V-1.3B"
+    "wan2_1_t2v_14b_transformer": 14_288_491_584,  # "Wan2.1-T2V-14B"
+    "wan2_1_vae": 126_892_531,  # the Wan report's "Wan-VAE … 127M parameters"
 }
 
 # Exact byte sizes of published fp32 safetensors files (git-lfs pointers; see configs/README.md).

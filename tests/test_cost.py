@@ -307,10 +307,30 @@ def test_plan_of_flux1_dev_counts_its_transformer_and_text_encoders():
     assert small.flops == result.flops and small.peak_bytes < result.peak_bytes / 3
 
 
+def test_plan_of_wan_counts_its_clip_transformer_and_text_encoder(capsys):
+    """Wan 2.1 1.3B in bf16 at its 480×832 and 2× with clips of 5 frames (2 latent frames): the weights are the
+    transformer, the Wan VAE and UMT5-XXL's encoder at their counted sizes; the fast recipe shares the call's 2 steps,
+    one at 480×832 and one at 960×1664, where direct sampling runs 2 (with CFG: 2 transformer calls a step); the
+    CLI prints the clip length."""
+    from hiresdiff.cli import main
+
+    result = plan("wan2.1-1.3b", 960, 1664, method="fast", steps=2, dtype="bf16", num_frames=5)
+    assert result.num_frames == 5
+    assert [(s.size, s.steps) for s in result.stages] == [((480, 832), 1), ((960, 1664), 1)]
+    assert result.weights_bytes == 2 * (1_418_996_800 + 126_892_531 + 5_680_910_336)
+    # one of direct's two steps, and the decode of the clip that both make (measured 0.61)
+    assert 0.5 < result.stages[1].flops / result.direct_flops < 0.7
+    assert main(["plan", "--arch", "wan2.1-1.3b", "--size", "480", "832", "--steps", "1", "--frames", "5"]) == 0
+    assert "wan2.1-1.3b 480x832, 5 frames freescale" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv,match",
     [
         (["--arch", "sd99", "--size", "1024"], "arch must be one of"),
+        (["--arch", "wan2.1-14b", "--size", "720", "1288"], "--size must be multiples of 16"),
+        (["--arch", "wan2.1-14b", "--size", "720", "1280", "--frames", "80"], "--frames for wan2.1-14b takes 4k + 1"),
+        (["--arch", "sdxl", "--size", "1024", "--frames", "9"], "--frames for sdxl takes none"),
         (["--arch", "sdxl", "--size", "1000"], "--size must be multiples of 64"),
         (["--arch", "sdxl", "--size", "32768"], "--size must be multiples of 64"),
         (["--arch", "sdxl", "--size", "1024", "--method", "freescal"], "method must be one of"),
@@ -396,12 +416,14 @@ def test_a_blocks_kind_tells_blocks_apart_by_what_changes_their_work():
         ("sdxl", 2048, "freescale"),
         ("flux1-dev", 1024, "freescale"),
         ("flux1-dev", 2048, "fast"),
+        ("wan2.1-1.3b", 512, "freescale"),
     ],
 )
 def test_counting_each_kind_of_call_once_gives_the_full_count(arch, size, method):
     """The plan's memo (CallMemo) against running every call: the same FLOPs and peak, stage by stage (flux1-dev at
     1024² from a trained 512² set on its meta twin, so that the run has two stages and a position window; at 2048²
-    from its own 1024²)."""
+    from its own 1024²; wan2.1-1.3b at 512² from 256² with clips of 9 frames and its causal VAE tiled, whose chunk
+    cache a repeated call must leave as the call it repeats)."""
     from hiresdiff.cost import architectures
     from hiresdiff.cost.meta_run import as_meta_twin
     from hiresdiff.cost.plan import window_edges
@@ -412,10 +434,21 @@ def test_counting_each_kind_of_call_once_gives_the_full_count(arch, size, method
         pipe.default_sample_size = 64  # 512² trained
     recipe = Recipe.preset(method)
     steps, prompt = 5, architectures.PROMPT
-    edges = window_edges(plan_run(pipe, prompt, height=size, width=size, recipe=recipe, steps=steps).recipe)
+    clip = dict(trained_size=256, num_frames=9, vae_tiling=True) if arch.startswith("wan") else {}
+    planned = plan_run(
+        pipe,
+        prompt,
+        height=size,
+        width=size,
+        recipe=recipe,
+        steps=steps,
+        num_frames=clip.get("num_frames"),
+        trained_size=clip.get("trained_size"),
+    )
+    edges = window_edges(planned.recipe)
     assert edges  # a window to bucket the calls by
-    memo = count_run(pipe, recipe, size, size, steps, prompt, edges, output_type="pt")
-    full = count_run(pipe, recipe, size, size, steps, prompt, output_type="pt")
+    memo = count_run(pipe, recipe, size, size, steps, prompt, edges, output_type="pt", **clip)
+    full = count_run(pipe, recipe, size, size, steps, prompt, output_type="pt", **clip)
     assert [(p.flops, p.peak_bytes) for p in memo] == [(p.flops, p.peak_bytes) for p in full]
 
 

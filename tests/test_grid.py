@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from hiresdiff.grid import label_font, labelled_grid, save_gif, save_image, wrap
+from hiresdiff.grid import label_font, labelled_grid, save_image, save_video, wrap
 
 
 def test_wrap_fits_width_and_keeps_words():
@@ -32,22 +32,48 @@ def test_save_image_is_atomic_and_refuses_to_overwrite(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]
 
 
-def test_save_gif_writes_every_frame_atomically_and_a_failed_write_keeps_the_old_file(tmp_path):
+def test_save_video_writes_every_frame_atomically_and_a_failed_write_keeps_the_old_file(tmp_path):
     path = tmp_path / "v.gif"
     frames = [Image.new("RGB", (4, 4), c) for c in ("red", "lime", "blue")]
-    save_gif(frames, path, fps=10)
+    save_video(frames, path, fps=10)
     gif = Image.open(path)
     assert gif.n_frames == 3 and gif.info["duration"] == 100 and gif.info["loop"] == 0
     gif.seek(1)
     assert gif.convert("RGB").getpixel((0, 0)) == (0, 255, 0)
     before = path.read_bytes()
     with pytest.raises(FileExistsError):
-        save_gif(frames, path)
+        save_video(frames, path)
     with pytest.raises(Exception):
-        save_gif([object()], path, force=True)  # the write fails half-way: the old file stays whole
+        save_video([object()], path, force=True)  # the write fails half-way: the old file stays whole
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["v.gif"]
     with pytest.raises(ValueError, match="frames"):
-        save_gif([], tmp_path / "empty.gif")
+        save_video([], tmp_path / "empty.gif")
+    with pytest.raises(ValueError, match=r"suffix, one of \.gif, \.mp4, \.webp"):
+        save_video(frames, tmp_path / "v.png")
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".mp4"])
+def test_save_video_writes_animated_webp_and_mp4_read_back_frame_by_frame(tmp_path, suffix):
+    """Animated WebP (Pillow) and MP4 (imageio's ffmpeg, H.264: lossy, so colours within a margin; odd sides padded
+    to even) hold every frame in order."""
+    path = tmp_path / f"v{suffix}"
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    frames = [Image.new("RGB", (17, 9), c) for c in colours]
+    save_video(frames, path, fps=10)
+    if suffix == ".webp":
+        read = Image.open(path)
+        assert read.n_frames == 3 and read.is_animated
+        decoded = []
+        for k in range(3):
+            read.seek(k)
+            decoded.append(read.convert("RGB").getpixel((8, 4)))
+    else:
+        import imageio.v2 as imageio
+
+        video = imageio.mimread(path, format="FFMPEG")
+        assert len(video) == 3 and video[0].shape == (10, 18, 3)
+        decoded = [tuple(int(v) for v in frame[4, 8]) for frame in video]
+    assert all(max(abs(a - b) for a, b in zip(got, want)) < 40 for got, want in zip(decoded, colours))
 
 
 def test_label_font_has_the_symbols_we_print():

@@ -21,7 +21,7 @@ from hiresdiff.defaults import PRESETS
 #: --dtype names and the torch dtypes they mean (by attribute name: ``getattr(torch, DTYPES[name])``).
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 #: ``hiresdiff plan --arch``: the architectures :mod:`hiresdiff.cost.plan` builds on ``meta``.
-PLAN_ARCHS = ("sd15", "sdxl", "flux1-dev")
+PLAN_ARCHS = ("sd15", "sdxl", "flux1-dev", "wan2.1-1.3b", "wan2.1-14b")
 #: ``hiresdiff bench --suite``: the suites of :mod:`hiresdiff.eval.benchmark`, and those that need ``--upscaler``.
 BENCH_SUITES = ("ug", "methods", "latent", "fast", "headline", "shift", "strength", "inversion", "sr", "refine")
 SR_SUITES = ("sr", "refine")

@@ -292,10 +292,11 @@ def add_generate_parser(sub) -> None:
     p.add_argument(
         "--out",
         default=DEFAULT_OUT,
-        help=f"grid to write, PNG, JPEG or WebP by its suffix (default {DEFAULT_OUT}); {OUT_FOLDER}; "
-        "videos also get OUT.gif",
+        help=f"grid to write, PNG, JPEG or WebP by its suffix (default {DEFAULT_OUT}); {OUT_FOLDER}; videos: the "
+        "methods side by side as an animation by its suffix (.gif, .webp, .mp4 with the video extra) or, with "
+        ".png/.jpg, the first frames' grid and OUT.gif",
     )
-    video = p.add_argument_group("video pipelines (AnimateDiff)")
+    video = p.add_argument_group("video pipelines (AnimateDiff, Wan)")
     video.add_argument("--num-frames", type=int, default=None, help="frames to generate")
     video.add_argument(
         "--factor",
@@ -303,7 +304,7 @@ def add_generate_parser(sub) -> None:
         default=None,
         help="UG frame factor as F,1,1 (more frames than trained); spatial factors follow from the size",
     )
-    video.add_argument("--fps", type=float, default=8, help="frames per second of the GIF")
+    video.add_argument("--fps", type=float, default=8, help="frames per second of the animation")
     p.set_defaults(run=run_generate)
 
 
@@ -320,15 +321,30 @@ def check_size_args(args) -> None:
         raise ValueError("--num-frames and --factor need a video pipeline: --model with --prompt")
 
 
-def check_outputs(args, *paths: Optional[Path]) -> None:
-    """Before any heavy work: each of ``paths`` (--out and the files named after it) has an image suffix where it is
-    an image, an existing writable folder (none is created) and no file in the way unless --force."""
-    from hiresdiff.grid import IMAGE_FORMATS, check_writable
+def video_outputs(args, out: Path) -> tuple[Optional[Path], Optional[Path]]:
+    """Where a run's outputs go: (grid image, animation); an image run writes only the grid, a video run (--num-frames)
+    the animation at --out when its suffix is a video format's, else the first frames' grid there and OUT.gif."""
+    from hiresdiff.grid import VIDEO_FORMATS
 
-    for path in filter(None, paths):
-        check_writable(
-            path, args.force, None if path.suffix == ".gif" else IMAGE_FORMATS, create_folder=False, option="--out"
-        )
+    if args.num_frames is None:
+        return out, None
+    if out.suffix.lower() in VIDEO_FORMATS:
+        return None, out
+    return out, out.with_suffix(".gif")
+
+
+def check_outputs(args, *images: Optional[Path], animation: Optional[Path] = None) -> None:
+    """Before any heavy work: each of ``images`` (--out and the files named after it) has an image suffix and the
+    ``animation`` a video format's (whose writer is installed), each in an existing writable folder (none is created)
+    with no file in the way unless --force."""
+    from hiresdiff.grid import IMAGE_FORMATS, VIDEO_FORMATS, check_video_writer, check_writable
+
+    paths = [(path, IMAGE_FORMATS) for path in images] + [(animation, VIDEO_FORMATS)]
+    for path, formats in paths:
+        if path is not None:
+            check_writable(path, args.force, formats, create_folder=False, option="--out")
+    if animation is not None:
+        check_video_writer(animation)
 
 
 def check_generate_options(args) -> list[str]:
@@ -347,11 +363,10 @@ def check_generate_options(args) -> list[str]:
 
 def run_generate(args) -> None:
     check_generate_options(args)
-    out = Path(args.out)
-    gif = out.with_suffix(".gif") if args.num_frames is not None else None
-    check_outputs(args, out, gif)
+    grid, animation = video_outputs(args, Path(args.out))
+    check_outputs(args, grid, animation=animation)
 
-    from hiresdiff.grid import labelled_grid, save_gif, save_image
+    from hiresdiff.grid import labelled_grid, save_image, save_video
     from hiresdiff.options import parse_methods
 
     methods = parse_methods(args.method)  # now also whether each composition's presets fit together
@@ -379,11 +394,12 @@ def run_generate(args) -> None:
             scheduler=args.scheduler or DEFAULT_SCHEDULER,
         )
     cell = max(96, min(512, max(image.width for image in columns[-1])))
-    save_image(labelled_grid(columns, labels, cell), out, force=args.force)
-    if gif is not None:  # frame k: the methods side by side
+    if grid is not None:
+        save_image(labelled_grid(columns, labels, cell), grid, force=args.force)
+    if animation is not None:  # frame k: the methods side by side
         frames = [labelled_grid([[column[k]] for column in columns], labels, cell) for k in range(len(columns[0]))]
-        save_gif(frames, gif, force=args.force, fps=args.fps)
-    written = ", ".join(str(p) for p in filter(None, (out, gif)))
+        save_video(frames, animation, force=args.force, fps=args.fps)
+    written = ", ".join(str(p) for p in filter(None, (grid, animation)))
     print(f"wrote {written}  (columns: {', '.join(labels)}; seed {args.seed})")
 
 

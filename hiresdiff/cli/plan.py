@@ -19,7 +19,9 @@ from hiresdiff.cli.choices import (
 from hiresdiff.defaults import PRESETS
 from hiresdiff.loading.low_memory import OFFLOAD_MODES, QUANT_MODES
 
-SIZE_MULTIPLE = 64  # the SD 1.5 / SDXL UNets take latents divisible by 8 (FLUX by 2): pixels by 64
+#: pixels a size must divide by: the SD 1.5 / SDXL UNets take latents divisible by 8 (VAE factor 8: pixels by 64);
+#: FLUX's packing and Wan's patches take latents divisible by 2 (pixels by 16: Wan's 480×832, 720×1280)
+SIZE_MULTIPLES = {"sd15": 64, "sdxl": 64, "flux1-dev": 16, "wan2.1-1.3b": 16, "wan2.1-14b": 16}
 LARGEST = 16384
 
 
@@ -38,7 +40,13 @@ def add_plan_parser(sub) -> None:
         nargs="+",
         required=True,
         metavar="PIXELS",
-        help=f"output size: one number (square) or HEIGHT WIDTH; multiples of {SIZE_MULTIPLE}",
+        help="output size: one number (square) or HEIGHT WIDTH; multiples of 64 (SD 1.5, SDXL) or 16 (FLUX, Wan)",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="a video architecture's clip length, 4k + 1 (default: the pipeline's, Wan's 81); images take none",
     )
     p.add_argument(
         "--method", default="freescale", help=f"one of {', '.join(PRESETS)} or a '+'-composition (default freescale)"
@@ -81,9 +89,16 @@ def check_plan_arguments(args) -> tuple[int, int]:
     if len(args.size) not in (1, 2):
         raise ValueError(f"--size takes one number or HEIGHT WIDTH; got {len(args.size)} numbers")
     height, width = args.size[0], args.size[-1]
+    multiple = SIZE_MULTIPLES[args.arch]
     for n in (height, width):
-        if n < SIZE_MULTIPLE or n > LARGEST or n % SIZE_MULTIPLE:
-            raise ValueError(f"--size must be multiples of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {LARGEST}; got {n}")
+        if n < multiple or n > LARGEST or n % multiple:
+            raise ValueError(
+                f"--size must be multiples of {multiple} from {multiple} to {LARGEST} for {args.arch}; got {n}"
+            )
+    video = args.arch.startswith("wan")
+    if args.frames is not None and (not video or args.frames < 1 or (args.frames - 1) % 4):
+        allowed = "4k + 1 (1, 5, …, 81)" if video else "none: it makes images"
+        raise ValueError(f"--frames for {args.arch} takes {allowed}; got {args.frames}")
     check_dtype(args.dtype)
     check_at_least_one(args, "steps")
     if args.memory is not None and not (math.isfinite(args.memory) and args.memory > 0):
@@ -113,10 +128,12 @@ def run_plan(args) -> None:
         progress=True,
         offload=args.offload,
         quant=args.quant,
+        num_frames=args.frames,
     )
     tiles = "" if args.tiles is None else f" in tiles ({args.tiles:g} overlap)"
+    frames = "" if result.num_frames is None else f", {result.num_frames} frames"
     print(
-        f"{args.arch} {height}x{width} {result.method}{tiles}, "
+        f"{args.arch} {height}x{width}{frames} {result.method}{tiles}, "
         f"{args.steps} steps, {args.dtype}, offload {args.offload}, "
         f"quant {args.quant}: weights {result.weights_bytes / GIB:.2f} GiB"
     )

@@ -1,11 +1,13 @@
-"""The real SD 1.5, SDXL, AnimateDiff and FLUX.1-dev architectures with random weights — for cost measurement only.
+"""The real SD 1.5, SDXL, AnimateDiff, FLUX.1-dev and Wan 2.1 (T2V 1.3B, 14B) architectures with random weights — for
+cost measurement only.
 
 The weights are random: nothing built here produces a meaningful image. Weights do not change FLOPs
 or memory, so these models measure the time and memory a method costs at real scale exactly
 (docs/architecture.md, "Counting cost without weights"); the pixel emoji model measures quality.
 
 The component configs are the published ``config.json`` files, kept verbatim in ``configs/`` (FLUX.1-dev's as
-their published keys and values; sources in ``configs/README.md``).
+their published keys and values; Wan 2.1's as the values of public code, diffusers' conversion script; sources in
+``configs/README.md``).
 :func:`build_pipeline` assembles whole pipelines from them with tiny stand-in
 text encoders: one CLIP layer whose hidden sizes match the UNet's ``cross_attention_dim`` (and, for
 SDXL, a pooled projection that makes the added embedding ``projection_class_embeddings_input_dim``
@@ -50,6 +52,8 @@ from hiresdiff.models.emoji_tokenizer import build_t5_tokenizer
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
+#: Wan 2.1's values come from public code: the script that converts the released weights to diffusers' format
+WAN_SCRIPT = "huggingface/diffusers scripts/convert_wan_to_diffusers.py"
 #: Component name (a file ``configs/<name>.json``) → where its published config lives.
 COMPONENTS = {
     "sd15_unet": "runwayml/stable-diffusion-v1-5 · unet/config.json",
@@ -59,16 +63,24 @@ COMPONENTS = {
     "animatediff_motion_adapter_v1_5_2": "guoyww/animatediff-motion-adapter-v1-5-2 · config.json",
     "flux1_dev_transformer": "black-forest-labs/FLUX.1-dev · transformer/config.json",
     "flux1_dev_vae": "black-forest-labs/FLUX.1-dev · vae/config.json",
+    "wan2_1_t2v_1_3b_transformer": f"{WAN_SCRIPT} · get_transformer_config('Wan-T2V-1.3B')",
+    "wan2_1_t2v_14b_transformer": f"{WAN_SCRIPT} · get_transformer_config('Wan-T2V-14B')",
+    "wan2_1_vae": f"{WAN_SCRIPT} · convert_vae(): AutoencoderKLWan()'s defaults",
 }
 #: Scheduler configs (``configs/<name>.json``), also published; not models, so not in COMPONENTS.
 SCHEDULERS = {
     "sd15_scheduler": "runwayml/stable-diffusion-v1-5 · scheduler/scheduler_config.json",
     "sdxl_scheduler": "stabilityai/stable-diffusion-xl-base-1.0 · scheduler/scheduler_config.json",
     "flux1_dev_scheduler": "black-forest-labs/FLUX.1-dev · scheduler/scheduler_config.json",
+    "wan2_1_scheduler": f"{WAN_SCRIPT} · FlowMatchEulerDiscreteScheduler(shift=3.0)",
 }
 #: Configs stored as the published keys and values (read from copies of the files, see configs/README.md), not as
 #: their byte-exact text: the other files are verbatim.
-VALUES_ONLY = {"flux1_dev_transformer", "flux1_dev_vae", "flux1_dev_scheduler"}
+VALUES_ONLY = {"flux1_dev_transformer", "flux1_dev_vae", "flux1_dev_scheduler"} | {
+    name
+    for name in (*COMPONENTS, *SCHEDULERS)
+    if name.startswith("wan2_1")  # values from public code (see above)
+}
 #: Components derived from published configs rather than stored: the UNetMotionModel that
 #: ``AnimateDiffPipeline`` makes of the SD 1.5 UNet and the motion adapter (``UNetMotionModel.from_unet2d``).
 DERIVED = {
@@ -84,7 +96,11 @@ ARCHS = {
         "motion_adapter": "animatediff_motion_adapter_v1_5_2",
     },
     "flux1-dev": {"transformer": "flux1_dev_transformer", "vae": "flux1_dev_vae"},
+    "wan2.1-1.3b": {"transformer": "wan2_1_t2v_1_3b_transformer", "vae": "wan2_1_vae"},
+    "wan2.1-14b": {"transformer": "wan2_1_t2v_14b_transformer", "vae": "wan2_1_vae"},
 }
+#: Video architectures: their runs take frames (Wan's default clip: 81 frames, 5 s at 16 fps).
+VIDEO_FRAMES = {"wan2.1-1.3b": 81, "wan2.1-14b": 81}
 
 #: Published keys that the installed diffusers no longer takes; each holds the value that is now fixed
 #: in the code (MotionAdapter: GEGLU feed-forward, no attention bias, self-attention only), so
@@ -99,7 +115,7 @@ _RETIRED_KEYS = {
 
 # Tiny stand-in text encoders.
 TOKENS = 77  # the real CLIP prompt length: the UNet's cross-attention cost depends on it
-T5_TOKENS = 512  # FLUX.1-dev's T5 prompt length (FluxPipeline's max_sequence_length): its joint attention holds them
+T5_TOKENS = 512  # FLUX.1-dev's and Wan's T5 prompt length (their pipelines' max_sequence_length)
 TEXT_LAYERS = 1
 TEXT_INTERMEDIATE = 256
 PROMPT = "a photograph of an astronaut riding a horse"  # the prompt of the cost runs; the T5 stand-in learns its pieces
@@ -218,7 +234,15 @@ def text_encoder(hidden_size: int, projection_dim: int | None = None, device="cp
     return model.to(dtype=dtype).eval().requires_grad_(False)
 
 
-def t5_encoder(hidden_size: int, device="cpu", dtype=torch.float32, seed: int = 0):
+class UnmaskedT5EncoderModel(T5EncoderModel):
+    """The stand-in T5 of a pipeline that passes its padding mask (Wan): the mask is ignored, because transformers
+    reads its values (to skip an all-ones mask), which a meta run does not have; a mask changes no FLOP or byte."""
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        return super().forward(input_ids=input_ids, **kwargs)
+
+
+def t5_encoder(hidden_size: int, device="cpu", dtype=torch.float32, seed: int = 0, cls=T5EncoderModel):
     """A 1-layer T5 encoder of width ``hidden_size`` (one 64-wide head, feed-forward 256) and its tokenizer, which
     spells printable ASCII: FLUX's stand-in for T5-XXL, whose output width the transformer's joint attention takes."""
     t5_tokenizer = build_t5_tokenizer([PROMPT], alphabet="".join(chr(i) for i in range(33, 127)), vocab_size=128)
@@ -235,7 +259,7 @@ def t5_encoder(hidden_size: int, device="cpu", dtype=torch.float32, seed: int = 
         eos_token_id=1,
     )
     with _seeded(device, seed):
-        model = T5EncoderModel(config)
+        model = cls(config)
     return model.to(dtype=dtype).eval().requires_grad_(False), t5_tokenizer
 
 
@@ -246,8 +270,15 @@ def text_encoders(arch: str, device="cpu", dtype=torch.float32) -> dict:
     (concatenated: cross_attention_dim 2048) and a pooled projection of 1280, so that the added
     embedding is 1280 + 6 time ids × addition_time_embed_dim 256 = 2816 = projection_class_embeddings_input_dim.
     FLUX.1-dev: CLIP of width 768 (its pooled output = pooled_projection_dim) and T5 of width 4096
-    (= joint_attention_dim), prompts padded to 512 T5 tokens as FluxPipeline pads them.
+    (= joint_attention_dim), prompts padded to 512 T5 tokens as FluxPipeline pads them. Wan 2.1: one T5 of width 4096
+    (= text_dim; UMT5-XXL's), 512 tokens as WanPipeline pads them.
     """
+    if arch.startswith("wan"):
+        transformer = load_config(ARCHS[arch]["transformer"])
+        t5, t5_tokenizer = t5_encoder(
+            transformer["text_dim"], device=device, dtype=dtype, seed=1, cls=UnmaskedT5EncoderModel
+        )
+        return {"text_encoder": t5, "tokenizer": t5_tokenizer}
     if arch == "flux1-dev":
         transformer = load_config(ARCHS[arch]["transformer"])
         t5, t5_tokenizer = t5_encoder(transformer["joint_attention_dim"], device=device, dtype=dtype, seed=1)
@@ -277,7 +308,9 @@ def scheduler(arch: str):
     """SD 1.5: DDIM with the published SD 1.5 betas (scaled_linear 0.00085–0.012, 1000 steps, steps_offset 1).
     SDXL: EulerDiscrete with its published config. AnimateDiff: DDIM with linear betas, linspace spacing,
     as the diffusers AnimateDiff documentation sets it. FLUX.1-dev: FlowMatchEulerDiscrete with its published config
-    (resolution-dependent shift)."""
+    (resolution-dependent shift). Wan 2.1: FlowMatchEulerDiscrete with shift 3 (the conversion script's)."""
+    if arch.startswith("wan"):
+        return FlowMatchEulerDiscreteScheduler.from_config(load_config("wan2_1_scheduler"))
     if arch == "flux1-dev":
         return FlowMatchEulerDiscreteScheduler.from_config(load_config("flux1_dev_scheduler"))
     if arch == "sdxl":
@@ -294,7 +327,7 @@ def scheduler(arch: str):
 
 
 def build_pipeline(arch: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """The ``arch`` pipeline (``sd15``, ``sdxl``, ``animatediff`` or ``flux1-dev``) with random weights on ``device``.
+    """The ``arch`` pipeline (one of ``ARCHS``) with random weights on ``device``.
 
     Real UNet or transformer / VAE / motion adapter from the published configs, tiny text encoders (see the module
     docstring), no safety checker, no watermarker. ``device="meta"`` assembles it without memory.
@@ -312,6 +345,8 @@ def build_pipeline(arch: str, device: str | torch.device = "cpu", dtype: torch.d
         pipe = diffusers.StableDiffusionXLPipeline(**parts, add_watermarker=False)
     elif arch == "flux1-dev":
         pipe = diffusers.FluxPipeline(**parts)
+    elif arch.startswith("wan"):
+        pipe = diffusers.WanPipeline(**parts)
     else:
         # Given the UNetMotionModel directly (random weights, like the rest), the pipeline skips merging a 2D
         # UNet with the adapter; it still holds the adapter, as a real AnimateDiff pipeline does.

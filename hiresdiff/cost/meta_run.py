@@ -184,6 +184,41 @@ def attention_counted_once(transformer, memo: CallMemo):
             layer.processor = original
 
 
+def causal(part: torch.nn.Module) -> bool:
+    """Whether a VAE's encoder or decoder works through a clip chunk by chunk with a cache of the previous chunks, which
+    it reads and fills (Wan's causal 3D VAE: ``feat_cache``, ``feat_idx``)."""
+    return "feat_cache" in inspect.signature(part.forward).parameters
+
+
+def _cache_state(cache) -> tuple:
+    """What each entry of a causal part's chunk cache holds: a tensor (by shape, dtype, device), a marker or nothing."""
+    return tuple(_Spec(tuple(e.shape), e.dtype, e.device) if isinstance(e, torch.Tensor) else e for e in cache)
+
+
+class CausalPartHook(ModelHook):
+    """A causal VAE part (:func:`causal`) on meta, each kind of call once: what a call returns depends on its chunk
+    cache as well as on its tensors' shapes and flags (the first chunk's), so the cache's state and index are part of
+    the call's kind, and a repeat leaves the cache as the call it repeats left it."""
+
+    def __init__(self, memo: CallMemo):
+        super().__init__()
+        self.memo = memo
+
+    def new_forward(self, module, x, feat_cache=None, feat_idx=None, **flags):
+        memo = self.memo
+        key = (id(module), tuple(x.shape), x.dtype, tuple(sorted(flags.items())), _cache_state(feat_cache), feat_idx[0])
+        if key in memo.seen:
+            cost, specs, after, index = memo.seen[key]
+            memo.counter.repeat_call(cost)
+            feat_cache[:] = _zeros_of(list(after))
+            feat_idx[0] = index
+            return _zeros_of(specs)
+        started = memo.counter.start_call()
+        output = self.fn_ref.original_forward(x, feat_cache=feat_cache, feat_idx=feat_idx, **flags)
+        memo.seen[key] = (memo.counter.end_call(started), _specs(output), _cache_state(feat_cache), feat_idx[0])
+        return output
+
+
 class MemoizedPartHook(ModelHook):
     """A part of a model running on ``meta``: each kind of call once — a VAE's encoder or decoder (its tiles), or,
     with ``denoiser``, one of its repeated blocks (the blocks of each :func:`block_kind`)."""
@@ -267,7 +302,7 @@ def models_on_meta(pipe, memo: Optional[CallMemo] = None):
                 patched.append(model)
                 for part in (getattr(model, "encoder", None), getattr(model, "decoder", None)):
                     if memo is not None and isinstance(part, torch.nn.Module):
-                        attach(part, MemoizedPartHook(memo), HOOK)
+                        attach(part, CausalPartHook(memo) if causal(part) else MemoizedPartHook(memo), HOOK)
                         hooked.append(part)
             else:
                 memoized = memo is not None and model is find_denoiser(pipe)[0]

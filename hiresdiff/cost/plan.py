@@ -63,6 +63,7 @@ class Plan:
     offload: str = "none"
     quant: str = "none"
     residency: Optional[Residency] = None  # None: every weight resident (weights_bytes)
+    num_frames: Optional[int] = None  # a video's clip length
 
     @property
     def flops(self) -> int:
@@ -213,6 +214,7 @@ def plan(
     direct_flops: Optional[int] = None,
     offload: str = "none",
     quant: str = "none",
+    num_frames: Optional[int] = None,
     **generate_kwargs,
 ) -> Plan:
     """The :class:`Plan` of ``method`` (a preset name or a :class:`~hiresdiff.recipe.Recipe`) for ``arch`` at
@@ -220,8 +222,14 @@ def plan(
     (``vae_tiling=``, …). ``pipe``: the architecture's meta pipeline (a meta twin,
     :func:`~hiresdiff.cost.meta_run.as_meta_twin`), to reuse; ``progress``: show its steps;
     ``direct_flops``: direct sampling's FLOPs at this size and steps when already counted (a naive plan's ``flops``);
-    ``offload``, ``quant``: the run's CPU offload and denoiser quantization (:mod:`hiresdiff.cost.residency`)."""
+    ``offload``, ``quant``: the run's CPU offload and denoiser quantization (:mod:`hiresdiff.cost.residency`);
+    ``num_frames``: a video architecture's clip length (default its pipeline's, :data:`~hiresdiff.cost.architectures.
+    VIDEO_FRAMES`)."""
     width = height if width is None else width
+    if num_frames is None and arch in architectures.VIDEO_FRAMES:
+        num_frames = architectures.VIDEO_FRAMES[arch]
+    if num_frames is not None:
+        generate_kwargs["num_frames"] = num_frames
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}; got {dtype!r}")
     recipe = as_recipe(method)
@@ -235,9 +243,20 @@ def plan(
     check_quant_mode(quant)
     placed = residency(arch, denoiser, pipe.vae, offload, quant, element)
     result = Plan(
-        arch, (height, width), recipe.name, dtype, steps, placed.weights, offload=offload, quant=quant, residency=placed
+        arch,
+        (height, width),
+        recipe.name,
+        dtype,
+        steps,
+        placed.weights,
+        offload=offload,
+        quant=quant,
+        residency=placed,
+        num_frames=num_frames,
     )
-    planned = plan_run(pipe, architectures.PROMPT, height=height, width=width, recipe=recipe, steps=steps)
+    planned = plan_run(
+        pipe, architectures.PROMPT, height=height, width=width, recipe=recipe, steps=steps, num_frames=num_frames
+    )
     edges = window_edges(planned.recipe) if planned.recipe.upsamplers is None else None
     parts = count_run(
         pipe, recipe, height, width, steps, architectures.PROMPT, edges, output_type="pt", **generate_kwargs

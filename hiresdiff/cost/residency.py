@@ -55,6 +55,9 @@ TEXT_ENCODERS = {
     "sd15": (TextEncoder("CLIP ViT-L/14", 123_060_480, 12),),
     "sdxl": (TextEncoder("CLIP ViT-L/14", 123_060_480, 12), TextEncoder("OpenCLIP ViT-bigG/14", 694_659_840, 32)),
     "flux1-dev": (TextEncoder("CLIP ViT-L/14", 123_060_480, 12), TextEncoder("T5 v1.1 XXL", 4_762_310_656, 24)),
+    # google/umt5-xxl's encoder (d_model 4096, d_ff 10240, 24 layers, 64 heads, vocabulary 256384), counted on meta
+    "wan2.1-1.3b": (TextEncoder("UMT5-XXL", 5_680_910_336, 24),),
+    "wan2.1-14b": (TextEncoder("UMT5-XXL", 5_680_910_336, 24),),
 }
 
 

@@ -25,11 +25,10 @@ differs, and what each :class:`TransformerLayout` answers:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
-
-import inspect
 
 import numpy as np
 import torch
@@ -228,8 +227,10 @@ class WanLayout(SD3Layout):
 
     def trained_size(self, transformer, pipe=None) -> tuple[int, int]:
         if pipe is None:
-            raise ValueError("a Wan transformer's trained size is its pipeline's default height and width: pass the "
-                             "pipeline, or trained_size=")
+            raise ValueError(
+                "a Wan transformer's trained size is its pipeline's default height and width: pass the "
+                "pipeline, or trained_size="
+            )
         defaults = inspect.signature(type(pipe).__call__).parameters
         factor = pipe.vae_scale_factor_spatial
         return (defaults["height"].default // factor, defaults["width"].default // factor)

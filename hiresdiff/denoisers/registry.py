@@ -35,7 +35,8 @@ from hiresdiff.denoisers.layouts import FluxLayout, QwenImageLayout, SD3Layout, 
 SUPPORTED = (
     "pipelines whose denoiser is a UNet: SD 1.x/2.x and SDXL (UNet2DConditionModel), "
     "AnimateDiff (UNetMotionModel) and pixel-space UNet2DModel, or a flow-matching transformer: "
-    "FLUX.1 (FluxTransformer2DModel), Qwen-Image (QwenImageTransformer2DModel), SD3/3.5 (SD3Transformer2DModel) and Wan 2.x (WanTransformer3DModel)"
+    "FLUX.1 (FluxTransformer2DModel), Qwen-Image (QwenImageTransformer2DModel), SD3/3.5 (SD3Transformer2DModel) "
+    "and Wan 2.x (WanTransformer3DModel)"
 )
 
 

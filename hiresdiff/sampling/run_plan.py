@@ -333,7 +333,11 @@ def _check_positions(
 def _check_frames(stages, num_frames: Optional[int], temporal: Optional[int] = None) -> None:
     """``ValueError`` when ``num_frames`` does not divide by temporal UG's frame factor, or is not k·``temporal`` + 1
     for a VAE that compresses time by ``temporal`` (Wan's: 4; its pipeline would round the count silently)."""
-    if temporal and num_frames is not None and (not is_int(num_frames) or num_frames < 1 or (num_frames - 1) % temporal):
+    if (
+        temporal
+        and num_frames is not None
+        and (not is_int(num_frames) or num_frames < 1 or (num_frames - 1) % temporal)
+    ):
         raise ValueError(
             f"num_frames must be {temporal}·k + 1 (1, {temporal + 1}, {2 * temporal + 1}, …): the VAE compresses "
             f"time by {temporal}; got {num_frames!r}"
