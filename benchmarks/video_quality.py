@@ -4,13 +4,13 @@ held-out real clips, next to the real floor.
     python benchmarks/video_quality.py [--model hiresdiff/models/emoji_video] [--clips 64] [--steps 20]
 
 Samples one 8-frame clip per held-out test clip (its prompt, seeds from ``--seed``) with the model's pipeline
-(``AnimateDiffPipeline``, its DDIM scheduler, guidance 7.5), then reports, on every frame, the sliced Wasserstein
-distance (Laplacian levels 32/16/8, ×1e3) and the random-conv Fréchet distance to the test clips' frames, and per clip
-the temporal statistics of :mod:`hiresdiff.eval.metrics.temporal` (frame-difference energy, block-matched warping
-error, flicker), means over clips; the floor is as many real train clips scored the same way. The model card's bar:
-every per-frame distance within 1.6× of the floor and every temporal statistic within 1.6× of the real clips' (either
-way). Writes ``benchmarks/results/video_quality.md`` and a strip of sample clips (rows: clips, columns: frames),
-``video_samples_32.png``.
+(``AnimateDiffPipeline``, its own scheduler or ``--scheduler``, guidance ``--guidance``, default 7.5), then reports,
+on every frame, the sliced Wasserstein distance (Laplacian levels 32/16/8, ×1e3) and the random-conv Fréchet
+distance to the test clips' frames, and per clip the temporal statistics of :mod:`hiresdiff.eval.metrics.temporal`
+(frame-difference energy, block-matched warping error, flicker), means over clips; the floor is as many real train
+clips scored the same way. The model card's bar: every per-frame distance within 1.6× of the floor and every
+temporal statistic within 1.6× of the real clips' (either way). Writes ``benchmarks/results/video_quality.md`` and a
+strip of sample clips (rows: clips, columns: frames), ``video_samples_32.png``.
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ def temporal_scores(clips: torch.Tensor) -> dict:
     return {name: float(v.mean()) for name, v in zip(TEMPORAL, values)}
 
 
-def sample_clips(pipe, prompts: list[str], steps: int, seed: int, size: int = 32, batch: int = 8) -> torch.Tensor:
-    """One clip per prompt at ``size``² (N, 8, 3, size, size) in [-1, 1], batch by batch, each clip's seed its index."""
+def sample_clips(
+    pipe, prompts: list[str], steps: int, seed: int, size: int = 32, batch: int = 8, guidance: float = 7.5, recipe=None
+) -> torch.Tensor:
+    """One clip per prompt at ``size``² (N, 8, 3, size, size) in [-1, 1] made with ``recipe``, ``batch`` at a time
+    (each batch's seed ``seed`` + its first index)."""
     import hiresdiff
     from hiresdiff.data.emoji_clips import FRAMES
 
@@ -59,9 +62,11 @@ def sample_clips(pipe, prompts: list[str], steps: int, seed: int, size: int = 32
             chunk,
             height=size,
             width=size,
+            recipe=recipe,
             num_frames=FRAMES,
             steps=steps,
             seed=seed + start,
+            guidance_scale=guidance,
             output_type="pt",
             return_stages=True,
         )
@@ -93,18 +98,27 @@ def main(argv=None) -> None:
     p.add_argument("--clips", type=int, default=64)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument(
+        "--scheduler", default=None, help="a scheduler name (hiresdiff generate --scheduler); default the model's"
+    )
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
     command = " ".join(["python benchmarks/video_quality.py", *(sys.argv[1:] if argv is None else argv)])
     folder = Path(MODEL_NAMES.get(args.model, args.model))
     pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
+    if args.scheduler is not None:
+        from hiresdiff.sampling.schedulers import make_scheduler
+
+        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    scheduler = args.scheduler or type(pipe.scheduler).__name__
     test, train = emoji_clips.load(32, "test", args.data), emoji_clips.load(32, "train", args.data)
     gen = torch.Generator().manual_seed(args.seed)
     chosen = torch.randperm(len(test.prompts), generator=gen)[: args.clips]
     real_train = train.frames[torch.randperm(len(train.prompts), generator=gen)[: len(chosen)]]
     start = time.time()
-    samples = sample_clips(pipe, [test.prompts[i] for i in chosen], args.steps, args.seed)
+    samples = sample_clips(pipe, [test.prompts[i] for i in chosen], args.steps, args.seed, guidance=args.guidance)
     seconds = time.time() - start
     features = metrics.RandomConvFeatures(resolution=32, seed=0)
     floor = {**frame_scores(real_train, test.frames, features), **temporal_scores(real_train)}
@@ -115,7 +129,8 @@ def main(argv=None) -> None:
     distances = [k for k in model if k not in TEMPORAL]
     lines = [
         "# emoji-video quality at 32²\n",
-        f"Made by `{command}`: {len(chosen)} clips of 8 frames ({args.steps} DDIM steps, guidance 7.5, "
+        f"Made by `{command}`: {len(chosen)} clips of 8 frames ({args.steps} steps of {scheduler}, "
+        f"guidance {args.guidance:g}, "
         f"{seconds / len(chosen):.2f} s/clip on one core) vs the {len(test.prompts)} held-out test clips; floor = "
         f"{len(chosen)} real train clips vs the same test clips. Model: training step {info.get('step', '?')}, "
         f"{info.get('wall_seconds', 0) / 3600:.1f} h of training. Per-frame distances: SWD levels ×1e3 and the "
@@ -141,11 +156,16 @@ def main(argv=None) -> None:
     )
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "video_quality.md").write_text("\n".join(lines) + "\n")
-    (out / "video_quality.json").write_text(
+    stem = (
+        "video_quality"
+        + (f"_{args.scheduler}" if args.scheduler else "")
+        + (f"_cfg{args.guidance:g}" if args.guidance != 7.5 else "")
+    )
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.json").write_text(
         json.dumps({"command": command, "floor": floor, "real": real_temporal, "model": model, "met": met}, indent=1)
     )
-    save_image(strip(samples[:8]), out / "video_samples_32.png", force=True)
+    save_image(strip(samples[:8]), out / f"{stem.replace('quality', 'samples')}_32.png", force=True)
     print("\n".join(lines))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ from diffusers import AutoencoderKL, UNet2DModel
 
 from hiresdiff.comparison import comparison, pipeline_comparison
 from hiresdiff.defaults import DEFAULT_SCHEDULER
-from hiresdiff.denoisers.registry import trained_size
+from hiresdiff.denoisers.registry import family_of, find_denoiser, trained_size
+from hiresdiff.grid import save_video
 from hiresdiff.image_upscale import image_tensor, target_size, upscale
 from hiresdiff.loading.pipelines import load_pipeline, pipeline_config
 from hiresdiff.loading.pixel_model import load_pixel_model
@@ -38,7 +40,9 @@ OWNED_MODELS = {
     "emoji32 (pixel, the embedded model)": None,
     "emoji-latent (text-to-image pipeline)": "emoji-latent",
     "emoji-flux (FLUX-architecture pipeline)": "emoji-flux",
+    "emoji-video (AnimateDiff clips)": "emoji-video",
 }
+CLIP_FRAMES = 8  # the frames a video pipeline's clips have on the page (emoji-video's trained length)
 DEFAULT_MAX_SIDE = 256  # the embedded model's 8×; a request above it is refused before any work
 
 
@@ -54,6 +58,7 @@ class Handlers:
     def __post_init__(self):
         self.model = resolve_model(self.model)
         self._pipe = None
+        self._clips: Optional[Path] = None  # where a video pipeline's clips are written for the page
 
     @property
     def is_pipeline(self) -> bool:
@@ -87,11 +92,23 @@ class Handlers:
             self._pipe = load_pipeline(self.model, progress=False)
         return self._pipe
 
+    def is_video(self) -> bool:
+        """Whether the model is a video pipeline (AnimateDiff, Wan): its columns are clips."""
+        return self.is_pipeline and family_of(find_denoiser(self.pipeline()[0])[0]).video
+
+    def clip_file(self, frames: list, label: str) -> str:
+        """A column's clip as an animated GIF the page shows (in a folder of this process's)."""
+        if self._clips is None:
+            self._clips = Path(tempfile.mkdtemp(prefix="hiresdiff-ui-"))
+        path = self._clips / f"{re.sub(r'[^A-Za-z0-9]+', '-', label).strip('-')}-{time.monotonic_ns()}.gif"
+        return str(save_video(frames, path, fps=CLIP_FRAMES))
+
     def compare(
         self, methods, scale, seed, steps, num_images, theta=None, strength=None, alpha=None, prompt=""
     ) -> Iterator[tuple[list, str, int]]:
         """Yield ``(gallery, status, columns)`` after each column: gallery items are ``(PIL image, caption)`` in rows
-        of ``columns`` (one column per method, the trained-size preview first); the status names the column,
+        of ``columns`` (one column per method, the trained-size preview first; a video pipeline's: one animated GIF
+        per column, the path of its clip of ``CLIP_FRAMES`` frames); the status names the column,
         counts the columns done and, after the preview, says how long the rest will take (from the preview's
         own time and each method's UNet work relative to it)."""
         methods = parse_methods(methods or [""])
@@ -106,6 +123,7 @@ class Handlers:
         if self.is_pipeline and not (prompt or "").strip():
             raise ValueError("prompt: this model is a text-to-image pipeline; write a prompt")
         done_columns: list = []
+        video = self.is_video()
         if self.is_pipeline:
             pipe, settings = self.pipeline()
             columns = _streamed(
@@ -116,6 +134,7 @@ class Handlers:
                     recipes=recipes,
                     seed=seed,
                     steps=steps,
+                    num_frames=CLIP_FRAMES if video else None,
                     on_column=on_column,
                     **settings.arguments(pipe),
                 ),
@@ -138,7 +157,7 @@ class Handlers:
             )
         start = time.perf_counter()
         for done, (label, images) in enumerate(columns, start=1):
-            done_columns.append((label, images))
+            done_columns.append((label, [self.clip_file(images, label)] if video else images))
             status = f"done: {label} ({done}/{len(recipes) + 1} columns)"
             if done == 1:  # the preview's time, scaled by every method's work, before the methods start
                 default_eta = LATENT_ETA if self.is_pipeline else PIXEL_ETA

@@ -212,9 +212,19 @@ def test_without_a_model_the_page_offers_every_owned_model():
     from hiresdiff.ui import OWNED_MODELS
 
     menu = {label: Handlers(model=name, max_side=64) for label, name in OWNED_MODELS.items()}
-    assert [h.is_pipeline for h in menu.values()] == [False, True, True]
+    assert [h.is_pipeline for h in menu.values()] == [False, True, True, True]
     app = build_app(menu)
     [dropdown] = [b for b in app.blocks.values() if isinstance(b, gr.Dropdown) and b.elem_id == "model"]
     assert [value for _, value in dropdown.choices] == list(OWNED_MODELS) and dropdown.visible
     single = build_app(Handlers(max_side=64))
     assert not [b for b in single.blocks.values() if isinstance(b, gr.Dropdown) and b.elem_id == "model"][0].visible
+
+
+def test_a_video_pipeline_shows_each_column_as_an_animated_clip():
+    handlers = Handlers(model="emoji-video", max_side=64)
+    updates = list(handlers.compare(["naive"], 2, 0, 2, 1, prompt="cat face"))
+    gallery = updates[-1][0]
+    assert [caption for _, caption in gallery] == ["32² trained #1", "64² naive #1"]
+    for (path, _), side in zip(gallery, (32, 64)):
+        clip = Image.open(path)
+        assert clip.format == "GIF" and clip.n_frames == 8 and clip.size == (side, side)

@@ -301,3 +301,21 @@ def test_a_pipeline_with_two_experts_is_refused_naming_them():
     pipe.register_modules(transformer_2=copy.deepcopy(pipe.transformer))
     with pytest.raises(ValueError, match="two transformers"):
         run(pipe, "freescale")
+
+
+def test_context_parallelism_takes_ug_and_cascades_and_refuses_the_parts_on_the_whole_token_grid():
+    """diffusers' context parallelism (``enable_parallelism``) needs an accelerator: it places rank r on device
+    r mod the accelerator count, which is 0 here, so it cannot run on the CPU (benchmarks/context_parallel_check.py
+    compares it with one device on a multi-GPU machine). A transformer marked parallel is planned for UG and cascades,
+    whose calls go through its split and gather hooks whole, and refused, naming the option, for position rescaling
+    and scale fusion, which act on the whole token grid that each device sees a part of."""
+    from hiresdiff.sampling.run_plan import plan_run
+
+    pipe = load("wan")
+    pipe.transformer._parallel_config = object()  # what enable_parallelism records
+    plain = dict(height=64, width=64, num_frames=FRAMES, steps=STEPS, trained_size=TRAINED)
+    for recipe in ("ug", "self-cascade", Recipe.fast(dilation=False), Recipe.freescale(dilation=False, fusion=False)):
+        plan_run(pipe, PROMPT, recipe=recipe, **plain)
+    for recipe in ("freescale", "freescale+ug", "fast", Recipe(positions=PositionConfig())):
+        with pytest.raises(ValueError, match="context parallelism.*dilation=False, fusion=False"):
+            plan_run(pipe, PROMPT, recipe=recipe, **plain)

@@ -1,7 +1,8 @@
 """The owned models: the embedded pixel model (``emoji32/``) with its Self-Cascade feature upsamplers, the
 ``emoji-latent`` text-to-image pipeline (``emoji_latent/``), the ``emoji-flux`` FLUX-architecture pipeline
 (``emoji_flux/``), the 2× super-resolution network they name as their upscaler (``emoji_sr/``), emoji-latent's few-step
-LCM student for a cascade's later stages (``emoji_latent_lcm_lora/``), and the recipes that trained them."""
+LCM student for a cascade's later stages (``emoji_latent_lcm_lora/``), the ``emoji-video`` AnimateDiff pipeline
+(``emoji_video/``: emoji-latent with a motion adapter trained on the emoji clips), and the recipes that trained them."""
 
 import json
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ EMOJI_FLUX_DIR = Path(__file__).parent / "emoji_flux"  # a FluxPipeline folder (
 SEMANTIC_CLASSIFIER_DIR = Path(__file__).parent / "emoji_subgroups"  # the semantic metric's classifier, see its README.md
 EMOJI_SR_FILE = Path(__file__).parent / "emoji_sr" / "2x_emoji_compact.safetensors"  # 2× super-resolution, see README.md
 EMOJI_LATENT_LCM_DIR = Path(__file__).parent / "emoji_latent_lcm_lora"  # emoji-latent's few-step student, README.md
-MODEL_NAMES = {"emoji-latent": EMOJI_LATENT_DIR, "emoji-flux": EMOJI_FLUX_DIR}  # short names --model takes
+EMOJI_VIDEO_DIR = Path(__file__).parent / "emoji_video"  # an AnimateDiffPipeline folder: emoji-latent that moves
+#: short names --model takes
+MODEL_NAMES = {"emoji-latent": EMOJI_LATENT_DIR, "emoji-flux": EMOJI_FLUX_DIR, "emoji-video": EMOJI_VIDEO_DIR}
 
 
 def resolve_model(model: Optional[str]) -> Optional[str]:

@@ -92,7 +92,7 @@ def generate(
     Args:
         pipe: a loaded diffusers pipeline whose denoiser is a supported UNet (SD 1.x/2.x, SDXL, AnimateDiff,
             their ControlNet, T2I-Adapter, IP-Adapter and LoRA variants) or flow-matching transformer
-            (``FluxPipeline``, ``StableDiffusion3Pipeline``), or a
+            (``FluxPipeline``, ``QwenImagePipeline``, ``StableDiffusion3Pipeline``, ``WanPipeline``), or a
             :class:`~hiresdiff.loading.pixel_pipeline.PixelPipeline`.
         prompt: the prompt (also any other pipeline argument in ``pipeline_kwargs``: ``negative_prompt``,
             ``guidance_scale``, ``output_type``, ``callback_on_step_end``, ``image`` of a ControlNet, …;
@@ -101,7 +101,7 @@ def generate(
         seed: drives one CPU generator per stage (:func:`~hiresdiff.sampling.restart.stage_generator`).
         steps: sampling steps of stage 0 (later stages: ``cascade.steps`` or these, of which they run
             the last ``int(steps·strength)``).
-        num_frames: frames of a video pipeline (AnimateDiff).
+        num_frames: frames of a video pipeline (AnimateDiff; Wan: 4k + 1).
         vae_tiling: tile the VAE (the RGB cascade's φ and the output's decode): ``None`` above 1536² pixels.
         on_stage: called as ``on_stage(stage, latents)`` when a stage other than the last finishes.
         init_image: upscale this image (B, 3, h, w) in [-1, 1] instead of generating one: encoded by the VAE,

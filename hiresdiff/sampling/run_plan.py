@@ -260,6 +260,15 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
             f"inversion: {type(pipe.scheduler).__name__} preconditions the model's output (EDM), which the inversion "
             "does not read: use inversion=None (a restart from fresh noise) or a VP, σ-form or flow scheduler"
         )
+    parallel = getattr(denoiser, "_parallel_config", None) is not None
+    whole_grid = (recipe.positions, recipe.dilation, recipe.fusion)  # dilation: position interpolation on a transformer
+    if parallel and any(part is not None for part in whole_grid):
+        raise ValueError(
+            f"recipe: {type(denoiser).__name__} runs with context parallelism (enable_parallelism), which splits its "
+            "tokens across devices; position rescaling and scale fusion act on the whole token grid and are not "
+            "verified under it: use Upsample Guidance and cascades without them, e.g. "
+            "Recipe.freescale(dilation=False, fusion=False), 'self-cascade', 'ug'"
+        )
     if getattr(pipe, "transformer_2", None) is not None:
         raise ValueError(
             f"pipe: {type(pipe).__name__} has two transformers (Wan 2.2 A14B's high- and low-noise experts), which "
