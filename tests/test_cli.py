@@ -145,8 +145,8 @@ def test_a_missing_pipeline_folder_gets_one_line_naming_it(tmp_path, command):
     done = run_cli(*command, "--model", str(tmp_path / "missing"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        f"hiresdiff: error: model '{tmp_path / 'missing'}' is neither a short name (emoji-latent, emoji-flux), a "
-        "diffusers pipeline folder (with model_index.json) nor a hub id that can be downloaded or found in the Hugging "
+        f"hiresdiff: error: model '{tmp_path / 'missing'}' is neither a short name (emoji-latent, emoji-flux, "
+        "emoji-video), a diffusers pipeline folder (with model_index.json) nor a hub id that can be downloaded or found in the Hugging "
         "Face cache"
     ]
 
@@ -439,7 +439,10 @@ def test_the_console_script_exits_with_the_status_main_returns(tmp_path):
 
 
 NO_TORCH_REFUSALS = [  # (argv, the one line): option values refused before torch loads, as --help is answered
-    (["plan", "--arch", "foo", "--size", "1024"], "--arch must be one of sd15, sdxl, flux1-dev; got 'foo'"),
+    (
+        ["plan", "--arch", "foo", "--size", "1024"],
+        "--arch must be one of sd15, sdxl, flux1-dev, wan2.1-1.3b, wan2.1-14b; got 'foo'",
+    ),
     (["plan", "--arch", "sdxl", "--size", "1024", "--dtype", "fp8"], "--dtype must be one of fp16, bf16, fp32"),
     (["plan", "--arch", "sdxl", "--size", "1000"], "--size must be multiples of 64"),
     (["plan", "--arch", "sdxl", "--size", "1024", "--method", "warp"], "method must be one of"),
