@@ -146,8 +146,8 @@ def test_a_missing_pipeline_folder_gets_one_line_naming_it(tmp_path, command):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
         f"hiresdiff: error: model '{tmp_path / 'missing'}' is neither a short name (emoji-latent, emoji-flux, "
-        "emoji-video), a diffusers pipeline folder (with model_index.json) nor a hub id that can be downloaded or found "
-        "in the Hugging Face cache"
+        "emoji-video), a diffusers pipeline folder (with model_index.json) nor a hub id that can be downloaded or "
+        "found in the Hugging Face cache"
     ]
 
 
