@@ -66,7 +66,7 @@ def test_a_missing_pipeline_folder_is_refused_in_one_line_naming_it(tmp_path):
     missing = str(tmp_path / "no-such-pipeline")
     with pytest.raises(
         FileNotFoundError,
-        match="no-such-pipeline' is neither a short name .emoji-latent, emoji-flux., a diffusers pipeline folder",
+        match="no-such-pipeline. is neither a short name .emoji-latent, emoji-flux, emoji-video., a diffusers pipeline",
     ) as caught:
         generate_from_folder(missing, "a red cat", 32, 32, recipe=None, **ARGS)
     assert "\n" not in str(caught.value)
