@@ -45,6 +45,13 @@ def run(pipe, recipe, height=64, width=64, **kwargs):
     return hiresdiff.generate(pipe, PROMPT, height=height, width=width, recipe=recipe, **{**arguments, **kwargs})
 
 
+def plain_clip(pipe, steps: int) -> torch.Tensor:
+    """The pipeline's own call at the trained 32² with the runs' seed: its clip latents (1, C, F, h, w)."""
+    generator = torch.Generator().manual_seed(SEED)
+    arguments = dict(height=32, width=32, num_frames=FRAMES, num_inference_steps=steps, output_type="latent")
+    return pipe(PROMPT, generator=generator, **arguments, **CALL).frames
+
+
 def embeddings(pipe):
     """The prompt's and the empty negative prompt's T5 states, as the pipeline encodes them."""
     return pipe.encode_prompt(PROMPT, None, do_classifier_free_guidance=True, max_sequence_length=16)
@@ -80,16 +87,7 @@ def test_the_family_layout_and_the_trained_size_stage_is_the_plain_call():
     family = family_of(pipe.transformer)
     assert isinstance(family.layout, WanLayout) and family.flow and family.video
     assert trained_size(pipe.transformer, pipe) == (480 // 4, 832 // 4)  # WanPipeline's default 480×832, in latents
-    plain = pipe(
-        PROMPT,
-        height=32,
-        width=32,
-        num_frames=FRAMES,
-        num_inference_steps=STEPS,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(SEED),
-        **CALL,
-    ).frames
+    plain = plain_clip(pipe, STEPS)
     ours = run(pipe, "freescale", 32, 32, output_type="latent")
     assert ours.shape == (4, LATENT_FRAMES, 8, 8) and torch.equal(ours, plain[0])
 
@@ -107,16 +105,7 @@ def test_a_later_stage_equals_a_loop_written_from_unipcs_own_step(shift):
     ours = run(pipe, "self-cascade", steps=steps, output_type="latent", shift=shift)
     overrides = {} if shift == "trained" else {"flow_shift": shift}
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, **overrides)
-    plain = pipe(
-        PROMPT,
-        height=32,
-        width=32,
-        num_frames=FRAMES,
-        num_inference_steps=steps,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(SEED),
-        **CALL,
-    ).frames
+    plain = plain_clip(pipe, steps)
     frames = plain.transpose(1, 2).flatten(0, 1)
     up = F.interpolate(frames, size=(16, 16), mode="bicubic", align_corners=False, antialias=True)
     pivot = up.reshape(1, LATENT_FRAMES, 4, 16, 16).transpose(1, 2)

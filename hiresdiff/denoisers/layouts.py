@@ -219,8 +219,9 @@ class WanLayout(SD3Layout):
     transformer patchifies them by ``patch_size`` (1, 2, 2)), time σ·1000, rotary positions on three axes (frame, row,
     column; ``WanRotaryPosEmbed``, a table of ``rope_max_seq_len`` positions per axis). Its pipeline samples with the
     scheduler's own grid (``set_timesteps(steps)``: UniPC or Euler on flow sigmas with a static ``flow_shift`` /
-    ``shift``), so a stage's shift policy changes the scheduler's static shift. The trained size is the pipeline's
-    default ``height``×``width`` (Wan: 480×832) in latents."""
+    ``shift``), so a stage's grid is SD3's static-shift one (``stage_grid``): its own shift under ``"pipeline"`` and
+    ``"trained"`` (Wan's pipeline does not shift by size), the policy's value otherwise, tokens counted per frame. The
+    trained size is the pipeline's default ``height``×``width`` (Wan: 480×832) in latents."""
 
     def size_multiple(self, config: Mapping[str, Any]) -> int:
         return config["patch_size"][1]
@@ -242,9 +243,3 @@ class WanLayout(SD3Layout):
     def position_reach(self, transformer) -> int:
         """The rotary table covers ``rope_max_seq_len`` tokens per axis: that many patches of latents."""
         return transformer.config.rope_max_seq_len * transformer.config.patch_size[1]
-
-    def stage_grid(self, scheduler, steps: int, tokens: int, trained_tokens: int, shift: Shift) -> StageGrid:
-        """The grid of a stage under ``shift``: the scheduler's own static shift (UniPC's ``flow_shift``, Euler's
-        ``shift``) under ``"pipeline"`` and ``"trained"`` (Wan's pipeline does not shift by size), the policy's value
-        otherwise; ``tokens`` count one frame."""
-        return shift_grid(scheduler, tokens, trained_tokens, shift, 1.16)

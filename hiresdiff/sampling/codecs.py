@@ -46,8 +46,8 @@ class VaeCodec:
     (scaling), an image passed as a clip of one frame; Wan's ``AutoencoderKLWan`` (the same normalisation) encodes
     and decodes a video as one clip, its frames causal in time (4k + 1 frames ↔ k + 1 latent frames).
 
-        ``tiling``: ``True`` always tiles, ``False`` never, ``None`` tiles images above 1536² pixels. The VAE's
-        own tiling switch is restored afterwards, and so is its dtype.
+    ``tiling``: ``True`` always tiles, ``False`` never, ``None`` tiles images above 1536² pixels. The VAE's
+    own tiling switch is restored afterwards, and so is its dtype.
     """
 
     def __init__(self, vae, scale_factor: int, tiling: Optional[bool] = None):

@@ -57,9 +57,8 @@ class JointFusionProcessor:
     def __init__(self, original, config: ScaleFusionConfig, context: CallContextHook, index: int, multiple: int):
         self.original, self.config, self.context, self.index, self.multiple = original, config, context, index, multiple
         parameters = inspect.signature(original.__call__).parameters
-        self.rope_name = (
-            "rotary_emb" if "rotary_emb" in parameters else "image_rotary_emb"
-        )  # Wan's processor: rotary_emb
+        # the keyword its rotary embedding travels by: Wan's processor takes rotary_emb, the others image_rotary_emb
+        self.rope_name = "rotary_emb" if "rotary_emb" in parameters else "image_rotary_emb"
 
     def __call__(
         self,
