@@ -138,6 +138,23 @@ def test_a_stage_scheduler_by_name_is_the_one_made_from_the_pipelines_schedule(n
         stages(pipe, Recipe.self_cascade(stage_scheduler="nope"), init_image=image)
 
 
+@pytest.mark.parametrize(
+    "name, algorithm, karras", [("dpm++", "dpmsolver++", False), ("dpm++_karras", "dpmsolver++", True)]
+)
+def test_a_deterministic_dpm_name_is_deterministic_on_a_model_that_ships_the_sde_variant(name, algorithm, karras):
+    """emoji-latent and emoji-video ship ``sde-dpmsolver++``: ``--scheduler dpm++`` must not inherit that
+    algorithm from the model's config (it did, so "dpm++" sampled with fresh noise every step)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from hiresdiff.sampling.schedulers import make_scheduler
+
+    shipped = DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", prediction_type="v_prediction")
+    made = make_scheduler(name, shipped.config)
+    assert (made.config.algorithm_type, made.config.use_karras_sigmas) == (algorithm, karras)
+    assert made.config.prediction_type == "v_prediction"
+    assert make_scheduler("sde-dpm++", made.config).config.algorithm_type == "sde-dpmsolver++"
+
+
 def test_the_cli_options_set_the_later_stages_scheduler_and_lora(tmp_path, capsys, monkeypatch):
     """``--stage-scheduler``/``--stage-lora`` reach the cascade of every method that has one; a method without a
     cascade, and ``--stage-lora shipped`` for a model that ships none, are refused in one line."""

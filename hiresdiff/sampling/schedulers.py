@@ -9,14 +9,14 @@ SCHEDULERS = {
     "euler": ("EulerDiscreteScheduler", {}),
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
-    "dpm++": ("DPMSolverMultistepScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),  # not a model's SDE default
     "sde-dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # SD 1.5's default
     "lms": ("LMSDiscreteScheduler", {}),
     "kdpm2": ("KDPM2DiscreteScheduler", {}),
     "kdpm2_a": ("KDPM2AncestralDiscreteScheduler", {}),
-    "dpm++_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "dpm++_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
     "dpm++_single": ("DPMSolverSinglestepScheduler", {}),
     "deis": ("DEISMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
