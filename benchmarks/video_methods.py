@@ -4,8 +4,9 @@ over time, against the clip the same seed makes at 32², and what it costs.
     python benchmarks/video_methods.py --scale 2 [--clips 4] [--steps 10] [--real 64]
 
 Samples ``--clips`` held-out prompts (the test clips' emoji names) at 32·scale with every method through
-``hiresdiff.generate`` (the same seeds, one batch per method, ``--steps`` steps of the pipeline's scheduler, guidance
-7.5) and the trained-size clips of the same seeds. Per method: the per-frame SWD (×1e3, mean of its Laplacian levels)
+``hiresdiff.generate`` (the same seeds, one batch per method, ``--steps`` steps of the pipeline's scheduler, the
+model's guidance and frame-noise share from its ``hiresdiff.json``) and the trained-size clips of the same seeds.
+Per method: the per-frame SWD (×1e3, mean of its Laplacian levels)
 and random-conv FD against the frames of ``--real`` real test clips rendered at that size (the exact ground truth:
 the clip builder draws every size from the same 128² emoji); the semantic agreement of each frame with the same
 frame of the 32² clip (the shipped emoji classifier); the temporal statistics of
@@ -70,7 +71,7 @@ def main(argv=None) -> None:
     from hiresdiff.eval.metrics.semantic import shipped_classifier
     from hiresdiff.grid import labelled_grid, save_image, save_video
     from hiresdiff.loading.pixel_model import to_pil
-    from hiresdiff.models import EMOJI_VIDEO_DIR
+    from hiresdiff.models import EMOJI_VIDEO_DIR, model_settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=int, choices=(2, 4), required=True)
@@ -93,11 +94,12 @@ def main(argv=None) -> None:
     real_clips = real.frames[order[: args.real]].float()
     features = metrics.RandomConvFeatures(resolution=size, seed=0)
     classifier = shipped_classifier()
-    low = sample_clips(pipe, prompts, args.steps, args.seed, batch=len(prompts))
+    arguments = model_settings(str(EMOJI_VIDEO_DIR)).arguments(pipe)  # its guidance and frame-noise share
+    low = sample_clips(pipe, prompts, args.steps, args.seed, batch=len(prompts), arguments=arguments)
     rows, sheets, seconds = {}, {"real test clip": real_clips[0]}, {}
     for name, recipe in methods().items():
         start = time.perf_counter()
-        clips = sample_clips(pipe, prompts, args.steps, args.seed, size, batch=len(prompts), recipe=recipe)
+        clips = sample_clips(pipe, prompts, args.steps, args.seed, size, len(prompts), arguments, recipe)
         seconds[name] = (time.perf_counter() - start) / len(prompts)
         rows[name] = {**scores(clips, low, real_clips, features, classifier), "s/clip": seconds[name]}
         sheets[name] = clips[0]
@@ -113,8 +115,10 @@ def main(argv=None) -> None:
     keys = list(next(iter(rows.values())))
     lines = [
         f"# Methods on emoji-video clips at {args.scale}× ({size}², 8 frames)\n",
-        f"Made by `{command}`: {len(prompts)} held-out prompts ({', '.join(prompts)}), {args.steps} steps, guidance "
-        f"7.5, the same seeds for every method; per-frame SWD (×1e3, mean of levels) and FD against {len(real_clips)} "
+        f"Made by `{command}`: {len(prompts)} held-out prompts ({', '.join(prompts)}), {args.steps} steps of "
+        f"{type(pipe.scheduler).__name__}, guidance {arguments.get('guidance_scale', 7.5):g}, noise shared between "
+        f"frames {arguments.get('frame_noise_share', 0):g}, the same seeds for every method; per-frame SWD (×1e3, "
+        f"mean of levels) and FD against {len(real_clips)} "
         f"real test clips at {size}²; semantic: agreement of every frame with the same frame of the 32² clip; RMSE: "
         "median paired RMSE to the 32² clip; s/clip: wall time on one core. Real clips' "
         f"temporal statistics: warping error {real_temporal['warping error']:.4f}, flicker "

@@ -4,7 +4,8 @@ held-out real clips, next to the real floor.
     python benchmarks/video_quality.py [--model hiresdiff/models/emoji_video] [--clips 64] [--steps 20]
 
 Samples one 8-frame clip per held-out test clip (its prompt, seeds from ``--seed``) with the model's pipeline
-(``AnimateDiffPipeline``, its own scheduler or ``--scheduler``, guidance ``--guidance``, default 7.5), then reports,
+(``AnimateDiffPipeline``, its own scheduler or ``--scheduler``, guidance ``--guidance``, default 7.5, the noise shared
+between frames as its ``hiresdiff.json`` says or ``--frame-noise-share``), then reports,
 on every frame, the sliced Wasserstein distance (Laplacian levels 32/16/8, ×1e3) and the random-conv Fréchet
 distance to the test clips' frames, and per clip the temporal statistics of :mod:`hiresdiff.eval.metrics.temporal`
 (frame-difference energy, block-matched warping error, flicker), means over clips; the floor is as many real train
@@ -47,10 +48,11 @@ def temporal_scores(clips: torch.Tensor) -> dict:
 
 
 def sample_clips(
-    pipe, prompts: list[str], steps: int, seed: int, size: int = 32, batch: int = 8, guidance: float = 7.5, recipe=None
+    pipe, prompts: list[str], steps: int, seed: int, size: int = 32, batch: int = 8, arguments=None, recipe=None
 ) -> torch.Tensor:
     """One clip per prompt at ``size``² (N, 8, 3, size, size) in [-1, 1] made with ``recipe``, ``batch`` at a time
-    (each batch's seed ``seed`` + its first index)."""
+    (each batch's seed ``seed`` + its first index), with the model's ``arguments`` of ``hiresdiff.generate``
+    (:meth:`hiresdiff.models.ModelSettings.arguments`: its guidance and frame-noise share)."""
     import hiresdiff
     from hiresdiff.data.emoji_clips import FRAMES
 
@@ -66,9 +68,9 @@ def sample_clips(
             num_frames=FRAMES,
             steps=steps,
             seed=seed + start,
-            guidance_scale=guidance,
             output_type="pt",
             return_stages=True,
+            **(arguments or {}),
         )
         clips.append(stages[-1] * 2 - 1)
     return torch.cat(clips)
@@ -90,7 +92,7 @@ def main(argv=None) -> None:
     from hiresdiff.data import emoji_clips
     from hiresdiff.eval import metrics
     from hiresdiff.grid import save_image
-    from hiresdiff.models import MODEL_NAMES
+    from hiresdiff.models import MODEL_NAMES, model_settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="emoji-video")
@@ -99,6 +101,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--frame-noise-share", type=float, default=None, help="default: the model's (its hiresdiff.json)")
     p.add_argument(
         "--scheduler", default=None, help="a scheduler name (hiresdiff generate --scheduler); default the model's"
     )
@@ -118,7 +121,11 @@ def main(argv=None) -> None:
     chosen = torch.randperm(len(test.prompts), generator=gen)[: args.clips]
     real_train = train.frames[torch.randperm(len(train.prompts), generator=gen)[: len(chosen)]]
     start = time.time()
-    samples = sample_clips(pipe, [test.prompts[i] for i in chosen], args.steps, args.seed, guidance=args.guidance)
+    arguments = model_settings(str(folder)).arguments(pipe, args.guidance)
+    if args.frame_noise_share is not None:
+        arguments["frame_noise_share"] = args.frame_noise_share
+    share = arguments.get("frame_noise_share", 0)
+    samples = sample_clips(pipe, [test.prompts[i] for i in chosen], args.steps, args.seed, arguments=arguments)
     seconds = time.time() - start
     features = metrics.RandomConvFeatures(resolution=32, seed=0)
     floor = {**frame_scores(real_train, test.frames, features), **temporal_scores(real_train)}
@@ -130,7 +137,7 @@ def main(argv=None) -> None:
     lines = [
         "# emoji-video quality at 32²\n",
         f"Made by `{command}`: {len(chosen)} clips of 8 frames ({args.steps} steps of {scheduler}, "
-        f"guidance {args.guidance:g}, "
+        f"guidance {args.guidance:g}, noise shared between frames {share:g}, "
         f"{seconds / len(chosen):.2f} s/clip on one core) vs the {len(test.prompts)} held-out test clips; floor = "
         f"{len(chosen)} real train clips vs the same test clips. Model: training step {info.get('step', '?')}, "
         f"{info.get('wall_seconds', 0) / 3600:.1f} h of training. Per-frame distances: SWD levels ×1e3 and the "
@@ -160,6 +167,7 @@ def main(argv=None) -> None:
         "video_quality"
         + (f"_{args.scheduler}" if args.scheduler else "")
         + (f"_cfg{args.guidance:g}" if args.guidance != 7.5 else "")
+        + (f"_share{share:g}" if args.frame_noise_share is not None else "")
     )
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (out / f"{stem}.json").write_text(

@@ -7,10 +7,11 @@ from diffusers import AnimateDiffPipeline, StableDiffusionPipeline
 from fake_emoji import fake_image_cache
 
 from hiresdiff.cli import main
+from hiresdiff.core.noise import frame_shared_noise
 from hiresdiff.data import emoji_clips
-from hiresdiff.models import EMOJI_LATENT_DIR
+from hiresdiff.models import EMOJI_LATENT_DIR, model_settings
 from hiresdiff.training import loop
-from hiresdiff.training.motion_adapter import clip_loss, motion_modules, motion_unet
+from hiresdiff.training.motion_adapter import FRAME_NOISE_SHARE, clip_loss, motion_modules, motion_unet
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,25 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(base):
     assert float(fixed_loss()) < 0.9 * before
 
 
+def test_the_clip_loss_trains_on_noise_shared_between_frames(base):
+    """With ``share`` s the loss is the min-SNR v-loss of noise mixed by PYoCo's prior, written out here from the
+    scheduler's ᾱ: the same draws (t, then ε) mixed between frames."""
+    unet = motion_unet(base)
+    generator = torch.Generator().manual_seed(0)
+    latents, text = torch.randn(2, 4, 4, 16, 16, generator=generator), torch.randn(2, 77, 128, generator=generator)
+    with torch.no_grad():
+        loss = clip_loss(unet, base.scheduler, latents, text, torch.Generator().manual_seed(3), share=0.6)
+        draws = torch.Generator().manual_seed(3)
+        t = torch.randint(0, 1000, (2,), generator=draws)
+        x0 = latents.transpose(1, 2)  # (B, C, F, h, w)
+        eps = frame_shared_noise(torch.randn(x0.shape, generator=draws), 0.6, frame_dim=2)
+        a = base.scheduler.alphas_cumprod[t].view(2, 1, 1, 1, 1)
+        v = a.sqrt() * eps - (1 - a).sqrt() * x0
+        pred = unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, encoder_hidden_states=text.repeat_interleave(4, 0))
+        weight = torch.clamp(a / (1 - a), max=5) / (a / (1 - a) + 1)
+        assert torch.allclose(loss, (weight * (pred.sample - v) ** 2).mean(), rtol=1e-5)
+
+
 def test_training_resumes_exactly_and_exports_an_animatediff_pipeline(tmp_path, monkeypatch):
     """Four steps straight, and four steps interrupted after the state saved at step 2 then resumed, give the same
     exported adapter bit for bit; the export loads as an AnimateDiffPipeline that makes a clip."""
@@ -80,6 +100,8 @@ def test_training_resumes_exactly_and_exports_an_animatediff_pipeline(tmp_path, 
     assert any(v.abs().sum() > 0 for k, v in a.items() if "proj_out" in k)  # trained away from zero
     unet_motion = {k: v for k, v in straight.unet.state_dict().items() if "motion_modules" in k}
     assert all(torch.equal(unet_motion[k], a[k]) for k in a)  # the UNet carries the adapter it names
+    settings = model_settings(str(tmp_path / "straight" / "export"))  # sampled from the prior it was trained on
+    assert settings.arguments(straight)["frame_noise_share"] == FRAME_NOISE_SHARE > 0
     call = dict(num_frames=8, height=32, width=32, num_inference_steps=2, output_type="pt")
     frames = straight("emoji 0", generator=torch.Generator().manual_seed(0), **call).frames
     assert frames.shape == (1, 8, 3, 32, 32) and torch.isfinite(frames).all()

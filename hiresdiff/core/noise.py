@@ -1,4 +1,5 @@
-"""Resolution-consistent initial noise (docs/architecture.md, "Consistent noise and Upsample Guidance").
+"""Initial noise: resolution-consistent (docs/architecture.md, "Consistent noise and Upsample Guidance") and shared
+across a clip's frames.
 
 From one high-resolution Gaussian draw ``n``, ``√k·D[n]`` is standard normal on the low grid
 (``D`` averages k independent unit-variance samples, so its variance is 1/k). Naive, guided and
@@ -32,3 +33,20 @@ def consistent_noise(
         raise ValueError(f"noise_size {tuple(noise_size)} must be an integer multiple of {(height, width)}")
     draw = torch.randn((*lead, big_h, big_w), generator=generator, device=generator.device)
     return draw if (big_h, big_w) == (height, width) else lowres_noise(draw, (big_h // height, big_w // width))
+
+
+def frame_shared_noise(noise: torch.Tensor, share: float, frame_dim: int = 2) -> torch.Tensor:
+    """PYoCo's mixed noise prior (Ge et al. 2023, §3.2): standard normal on every frame, correlation ``share`` (s)
+    between any two frames, made from the independent frames of ``noise`` along ``frame_dim`` (F of them).
+
+    With m the frames' mean, √F·m is standard normal and independent of the deviations ε_f − m, so
+    ``a·√F·m + √(1 − s)·(ε_f − m)`` with a² = s + (1 − s)/F has unit variance and covariance a² − (1 − s)/F = s:
+    the distribution of √s·ε_shared + √(1 − s)·ε_f, and ``noise`` itself at s = 0."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1]; got {share!r}")
+    if share == 0:
+        return noise  # the formula's value, without its rounding
+    frames = noise.shape[frame_dim]
+    mean = noise.mean(frame_dim, keepdim=True)
+    shared = math.sqrt((share + (1 - share) / frames) * frames)
+    return shared * mean + math.sqrt(1 - share) * (noise - mean)

@@ -50,6 +50,7 @@ from typing import Any, Optional
 
 import torch
 
+from hiresdiff.core.noise import frame_shared_noise
 from hiresdiff.denoisers.layouts import StageGrid
 from hiresdiff.denoisers.registry import find_denoiser, size_multiple
 from hiresdiff.hooks.call_context import scheduler_clock
@@ -57,6 +58,7 @@ from hiresdiff.methods.flow_shift import degenerate_steps, is_degenerate
 from hiresdiff.methods.self_cascade import implied_noise, injected_noise, resize
 from hiresdiff.recipe import Recipe, Stage
 from hiresdiff.sampling.codecs import PixelCodec, VaeCodec, upsample_pivot
+from hiresdiff.sampling.frame_noise import share_initial_noise
 from hiresdiff.sampling.inversion import InvertingScheduler
 from hiresdiff.sampling.memory_bounds import memory_bounds
 from hiresdiff.sampling.noise_levels import NoiseLevels, fresh_copy
@@ -82,6 +84,7 @@ def generate(
     return_stages: bool = False,
     trained_size: Optional[int] = None,
     shift=None,
+    frame_noise_share: float = 0.0,
     **pipeline_kwargs,
 ):
     """Generate ``height``×``width`` pixels with ``pipe`` and ``recipe``: :func:`~hiresdiff.sampling.run_plan.plan_run`
@@ -117,6 +120,10 @@ def generate(
             ``"resolution"`` (SD3's √(pixel ratio) rule) or a number (a fixed shift); ``None``:
             :data:`~hiresdiff.methods.flow_shift.DEFAULT_SHIFT`. A stage whose grid has more than half of its steps
             above σ 0.95 warns.
+        frame_noise_share: a video's initial (and restart) noise correlated between frames by this much (PYoCo's
+            mixed prior, :mod:`hiresdiff.sampling.frame_noise`), for a model trained with it: emoji-video's
+            ``hiresdiff.json`` names its own (:meth:`hiresdiff.models.ModelSettings.arguments` passes it);
+            0: independent.
 
     Returns:
         The last stage's output: a list of PIL images, or for a video pipeline the frames of the first video
@@ -138,6 +145,7 @@ def generate(
         init_image=init_image,
         trained_size=trained_size,
         shift=shift,
+        frame_noise_share=frame_noise_share,
         **pipeline_kwargs,
     )
     return run(pipe, plan, vae_tiling=vae_tiling, on_stage=on_stage, init_image=init_image, return_stages=return_stages)
@@ -201,9 +209,12 @@ def run(
             ),
             memory_bounds(denoiser, vae if last else None, vae_tiling, planned.pixels),
         ):
+            staged = stage_pipeline(pipe, scheduler)
             if stage.index > 0:
-                _restart(pipe, scheduler, recipe, planned, latents, codec, call, plan.family.flow, layout, grid)
-            output = stage_pipeline(pipe, scheduler)(**call)
+                _restart(pipe, scheduler, plan, planned, latents, codec, call, grid)
+            elif plan.frame_noise_share and "latents" not in call:
+                share_initial_noise(staged, plan.frame_noise_share)
+            output = staged(**call)
         result = output.frames if hasattr(output, "frames") else output.images
         if not last and layout is not None:
             result = layout.to_grid(result, stage.size)
@@ -255,22 +266,24 @@ def _stage_grid(pipe_scheduler, plan: RunPlan, planned: StagePlan, multiple: int
 def _restart(
     pipe,
     scheduler: RestartedScheduler,
-    recipe: Recipe,
+    plan: RunPlan,
     planned: StagePlan,
     previous: torch.Tensor,
     codec,
     call: dict,
-    flow: bool,
-    layout=None,
     grid: Optional[StageGrid] = None,
 ) -> None:
     """Prepare ``call`` for a later stage (its start latents z_K, its detail control), sampled by ``scheduler`` (its
     plan's schedule of ``planned.steps`` from the restart index ``planned.restart``; a flow stage on ``grid``,
     :func:`_stage_grid`). With ``cascade.inversion`` the start's noise comes from the pivot's inversion, run through
-    ``pipe`` (:func:`_inversion_noise`)."""
+    ``pipe`` (:func:`_inversion_noise`); else it is a fresh draw, shared between a clip's frames by the plan's
+    ``frame_noise_share``."""
+    recipe, flow, layout = plan.recipe, plan.family.flow, plan.family.layout
     cascade, stage, steps = recipe.cascade, planned.stage, planned.steps
     pivot = upsample_pivot(codec, previous, stage.size, cascade)
     eps = torch.randn(pivot.shape, generator=call["generator"]).to(pivot)  # drawn on the CPU, then moved
+    if plan.frame_noise_share:
+        eps = frame_shared_noise(eps, plan.frame_noise_share, frame_dim=2)
     levels = NoiseLevels.of(scheduler.inner, steps, grid)
     call["num_inference_steps"] = steps
     if cascade.inversion is not None:

@@ -80,6 +80,7 @@ class RunPlan:
     init_size: Optional[tuple[int, int]] = None  # the init_image's size in the denoiser's units, when one is given
     shift: Optional[Shift] = None  # a flow model's shift policy (hiresdiff.methods.flow_shift); None for UNets
     stage_scheduler: Any = None  # the later stages' scheduler instance; None: the pipeline's
+    frame_noise_share: float = 0.0  # a clip's noise correlation between frames (hiresdiff.sampling.frame_noise)
 
 
 def check_steps(steps) -> None:
@@ -100,6 +101,7 @@ def plan_run(
     init_image: Optional[torch.Tensor] = None,
     trained_size: Optional[int] = None,
     shift: Optional[Shift] = None,
+    frame_noise_share: float = 0.0,
     **pipeline_kwargs,
 ) -> RunPlan:
     """The :class:`RunPlan` of ``generate(pipe, prompt, height=…, …)`` (the same arguments, see there), validated.
@@ -109,11 +111,13 @@ def plan_run(
             the denoiser's factor, smaller than trained for a cascade, non-integer UG scales, beyond an SD3
             position table without rescaling), parts the denoiser cannot take, frames not divisible by temporal
             UG's factor, a malformed ``init_image``, a ``shift`` that is not a policy or a number > 0, or given for a
-            model that is not a flow transformer. (A cascade whose later stages would run no step, steps·strength < 1,
-            runs one step of a longer grid and warns.)
+            model that is not a flow transformer, a ``frame_noise_share`` outside [0, 1] or without frames. (A
+            cascade whose later stages would run no step, steps·strength < 1, runs one step of a longer grid and
+            warns.)
     """
     recipe = as_recipe(recipe) if recipe is not None else Recipe()
     check_shift(shift)
+    _check_frame_noise_share(frame_noise_share, num_frames)
     denoiser, _ = find_denoiser(pipe)
     family = family_of(denoiser)
     if shift is not None and not family.flow:
@@ -182,7 +186,20 @@ def plan_run(
         init_size,
         (DEFAULT_SHIFT if shift is None else shift) if family.flow else None,
         stage_scheduler,
+        float(frame_noise_share),
     )
+
+
+def _check_frame_noise_share(share, num_frames: Optional[int]) -> None:
+    """``ValueError`` naming ``frame_noise_share`` unless it is a number in [0, 1], and 0 for a call without
+    ``num_frames`` (an image has no frames to share noise between)."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"frame_noise_share must be a number in [0, 1]; got {share!r}")
+    if share and num_frames is None:
+        raise ValueError(
+            f"frame_noise_share={share!r} correlates a clip's noise between its frames: give num_frames (a video "
+            "pipeline), or leave it 0"
+        )
 
 
 def _fewer_stages(recipe: Recipe, stages, steps: int) -> Recipe:

@@ -26,11 +26,16 @@ from tqdm.auto import tqdm
 MIN_SNR_GAMMA = 5.0
 
 
-def v_loss(model: Callable, scheduler, x0: torch.Tensor, generator=None, autocast: bool = True) -> torch.Tensor:
-    """Min-SNR-weighted v-loss of ``model(x_t, t) -> v`` on one batch ``x0`` (any shape (B, …))."""
+def v_loss(
+    model: Callable, scheduler, x0: torch.Tensor, generator=None, autocast: bool = True, prior: Callable = None
+) -> torch.Tensor:
+    """Min-SNR-weighted v-loss of ``model(x_t, t) -> v`` on one batch ``x0`` (any shape (B, …)); ``prior`` maps the
+    standard normal draw to the noise the model is trained on (e.g. a clip's frame-shared noise)."""
     b = x0.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
+    if prior is not None:
+        noise = prior(noise)
     a = scheduler.alphas_cumprod[t].view(b, *[1] * (x0.ndim - 1))
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
     v = a.sqrt() * noise - (1 - a).sqrt() * x0

@@ -7,7 +7,9 @@ the emoji clips with known motion (:mod:`hiresdiff.data.emoji_clips`, 8 frames a
 dropped to "" so that classifier-free guidance works), encoded frame by frame by emoji-latent's frozen VAE and text
 encoder, with emoji-latent's v-prediction, cosine schedule and min-SNR-5 weighting
 (:func:`~hiresdiff.training.loop.v_loss`). The motion modules start at zero output (:func:`motion_unet`), so step 0
-is the image model on every frame.
+is the image model on every frame. With ``--frame-noise-share s`` the noise is PYoCo's mixed prior (Ge et al. 2023:
+correlation s between frames, :func:`~hiresdiff.core.noise.frame_shared_noise`), which the frozen image UNet still
+sees as standard normal on every frame; the export's ``hiresdiff.json`` names s, so that hiresdiff samples from it.
 
     hiresdiff train-motion --steps 1000 --save-every 100 --threads 1 --ship hiresdiff/models/emoji_video
 
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 from pathlib import Path
 
 import torch
 from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipeline, UNetMotionModel
 
+from hiresdiff.core.noise import frame_shared_noise
 from hiresdiff.data import emoji_clips
 from hiresdiff.models import EMOJI_LATENT_DIR
 from hiresdiff.training.latent_model import PROMPT_DROPOUT, encode_latents
@@ -38,6 +42,9 @@ ADAPTER_CONFIG = dict(
     motion_max_seq_length=32,
     use_motion_mid_block=False,
 )
+
+#: The noise correlation between frames emoji-video is trained and sampled with (PYoCo's mixed prior).
+FRAME_NOISE_SHARE = 0.6
 
 
 def motion_modules(unet: UNetMotionModel) -> torch.nn.ModuleDict:
@@ -60,15 +67,21 @@ def motion_unet(pipe: StableDiffusionPipeline) -> UNetMotionModel:
     return unet
 
 
-def clip_loss(unet, scheduler, latents: torch.Tensor, embeddings: torch.Tensor, generator=None) -> torch.Tensor:
-    """``v_loss`` of the motion UNet on clip latents (B, F, C, h, w) with their prompt embeddings (B, L, D)."""
+def clip_loss(
+    unet, scheduler, latents: torch.Tensor, embeddings: torch.Tensor, generator=None, share: float = 0.0
+) -> torch.Tensor:
+    """``v_loss`` of the motion UNet on clip latents (B, F, C, h, w) with their prompt embeddings (B, L, D), the
+    noise shared across frames with correlation ``share`` (:func:`~hiresdiff.core.noise.frame_shared_noise`)."""
     per_frame = embeddings.repeat_interleave(latents.shape[1], dim=0)  # the UNet takes one per frame, as its pipeline
 
     def model(x_t, t):
         return unet(x_t, t, encoder_hidden_states=per_frame).sample
 
+    def prior(noise):
+        return frame_shared_noise(noise, share, frame_dim=2)
+
     # the UNet takes (B, C, F, h, w); in float32: bf16 autocast runs the motion UNet 13x slower on this CPU
-    return v_loss(model, scheduler, latents.transpose(1, 2), generator, autocast=False)
+    return v_loss(model, scheduler, latents.transpose(1, 2), generator, autocast=False, prior=prior)
 
 
 def train(args) -> None:
@@ -89,7 +102,9 @@ def train(args) -> None:
         idx = torch.randint(0, len(mean), (args.batch_size,))
         drop = (torch.rand(args.batch_size) < PROMPT_DROPOUT).view(-1, 1, 1)
         latents = mean[idx] + std[idx] * torch.randn_like(std[idx])
-        return clip_loss(unet, pipe.scheduler, latents, torch.where(drop, empty, embeddings[idx]))
+        return clip_loss(
+            unet, pipe.scheduler, latents, torch.where(drop, empty, embeddings[idx]), share=args.frame_noise_share
+        )
 
     def export() -> None:
         exported = copy.deepcopy(unet)
@@ -102,12 +117,16 @@ def train(args) -> None:
             for module in (video.unet, video.vae, video.motion_adapter):
                 module.to(torch.float16)  # as emoji-latent ships (diffusers loads it as fp32)
             video.save_pretrained(folder)
+            if args.frame_noise_share:  # sampled from the prior it was trained on (hiresdiff.sampling.frame_noise)
+                settings = {"call": {"frame_noise_share": args.frame_noise_share}}
+                (folder / "hiresdiff.json").write_text(json.dumps(settings, indent=2) + "\n")
 
         info = {
             "base": "emoji-latent",
             "clips": f"{len(clips.prompts)} training clips of {emoji_clips.FRAMES} frames at 32²",
             "command": f"hiresdiff train-motion --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} "
-            f"--seed {args.seed}",
+            f"--seed {args.seed} --frame-noise-share {args.frame_noise_share:g}",
+            "frame_noise_share": args.frame_noise_share,
         }
         export_run(args, run_dir, phase, save, info)
 
@@ -119,4 +138,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.set_defaults(lr=1e-4, batch_size=8, warmup=100)
     p.add_argument("--base", default=str(EMOJI_LATENT_DIR), help="the image pipeline folder the adapter moves")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
+    p.add_argument(
+        "--frame-noise-share",
+        type=float,
+        default=FRAME_NOISE_SHARE,
+        help="correlation of the training noise between frames (PYoCo's mixed prior; 0: independent)",
+    )
     return p
