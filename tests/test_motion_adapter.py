@@ -102,6 +102,7 @@ def test_training_resumes_exactly_and_exports_an_animatediff_pipeline(tmp_path, 
     assert all(torch.equal(unet_motion[k], a[k]) for k in a)  # the UNet carries the adapter it names
     settings = model_settings(str(tmp_path / "straight" / "export"))  # sampled from the prior it was trained on
     assert settings.arguments(straight)["frame_noise_share"] == FRAME_NOISE_SHARE > 0
+    assert straight.scheduler.config.algorithm_type == "dpmsolver++"  # no independent per-step noise
     call = dict(num_frames=8, height=32, width=32, num_inference_steps=2, output_type="pt")
     frames = straight("emoji 0", generator=torch.Generator().manual_seed(0), **call).frames
     assert frames.shape == (1, 8, 3, 32, 32) and torch.isfinite(frames).all()

@@ -9,7 +9,8 @@ encoder, with emoji-latent's v-prediction, cosine schedule and min-SNR-5 weighti
 (:func:`~hiresdiff.training.loop.v_loss`). The motion modules start at zero output (:func:`motion_unet`), so step 0
 is the image model on every frame. With ``--frame-noise-share s`` the noise is PYoCo's mixed prior (Ge et al. 2023:
 correlation s between frames, :func:`~hiresdiff.core.noise.frame_shared_noise`), which the frozen image UNet still
-sees as standard normal on every frame; the export's ``hiresdiff.json`` names s, so that hiresdiff samples from it.
+sees as standard normal on every frame; the export's ``hiresdiff.json`` names s, so that hiresdiff samples from it,
+and its scheduler is the deterministic DPM-Solver++ (:mod:`hiresdiff.sampling.frame_noise`).
 
     hiresdiff train-motion --steps 1000 --save-every 100 --threads 1 --ship hiresdiff/models/emoji_video
 
@@ -30,6 +31,7 @@ from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipelin
 from hiresdiff.core.noise import frame_shared_noise
 from hiresdiff.data import emoji_clips
 from hiresdiff.models import EMOJI_LATENT_DIR
+from hiresdiff.sampling.schedulers import make_scheduler
 from hiresdiff.training.latent_model import PROMPT_DROPOUT, encode_latents
 from hiresdiff.training.loop import Phase, add_run_arguments, export_run, start_run, v_loss
 
@@ -114,6 +116,8 @@ def train(args) -> None:
 
         def save(folder: Path) -> None:
             video = AnimateDiffPipeline.from_pipe(copy.deepcopy(pipe), motion_adapter=adapter)
+            if args.frame_noise_share:  # an SDE's per-step noise would be independent between frames
+                video.scheduler = make_scheduler("dpm++", pipe.scheduler.config)
             for module in (video.unet, video.vae, video.motion_adapter):
                 module.to(torch.float16)  # as emoji-latent ships (diffusers loads it as fp32)
             video.save_pretrained(folder)
