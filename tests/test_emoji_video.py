@@ -10,7 +10,7 @@ from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipelin
 from PIL import Image
 from test_cli import run_cli
 
-from hiresdiff.models import EMOJI_LATENT_DIR, EMOJI_VIDEO_DIR, MODEL_NAMES
+from hiresdiff.models import EMOJI_LATENT_DIR, EMOJI_VIDEO_DIR, MODEL_NAMES, model_settings
 from hiresdiff.training.motion_adapter import ADAPTER_CONFIG
 
 
@@ -32,6 +32,9 @@ def test_emoji_video_is_emoji_latent_with_the_trained_adapter_and_loads_both_way
     assert ours.keys() == theirs.keys() and all(torch.allclose(ours[k], theirs[k].to(ours[k].dtype)) for k in ours)
     info = json.loads((EMOJI_VIDEO_DIR / "training.json").read_text())
     assert info["base"] == "emoji-latent" and info["step"] > 0
+    # sampled from the prior it was trained on, with a scheduler that adds no independent per-frame noise
+    assert model_settings("emoji-video").arguments(video)["frame_noise_share"] == info["frame_noise_share"] > 0
+    assert video.scheduler.config.algorithm_type == "dpmsolver++"
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".webp", ".mp4"])

@@ -46,7 +46,7 @@ ADAPTER_CONFIG = dict(
 )
 
 #: The noise correlation between frames emoji-video is trained and sampled with (PYoCo's mixed prior).
-FRAME_NOISE_SHARE = 0.6
+FRAME_NOISE_SHARE = 0.85
 
 
 def motion_modules(unet: UNetMotionModel) -> torch.nn.ModuleDict:
