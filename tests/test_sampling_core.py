@@ -5,6 +5,7 @@ form of the restart's first UNet input, and the plain pipeline call; for every s
 import dataclasses
 import math
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -398,7 +399,8 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
     call = {"generator": stage_generator(SEED, 1)}
     restarted = RestartedScheduler(scheduler, planned.restart)
     restarted.set_timesteps(STEPS)
-    _restart(None, restarted, recipe, planned, previous, PixelCodec(), call, False)
+    plan = SimpleNamespace(recipe=recipe, family=SimpleNamespace(flow=False, layout=None), frame_noise_share=0.0)
+    _restart(None, restarted, plan, planned, previous, PixelCodec(), call)
     assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 3, 16, 16)
     blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})
     assert blended["latents"].device.type == "meta"
@@ -412,18 +414,10 @@ def test_the_restart_and_the_detail_blend_create_their_tensors_on_the_models_dev
     grid = FluxLayout().stage_grid(flow, STEPS, 64, 16, "trained")
     restarted = RestartedScheduler(flow, planned.restart, grid)
     restarted.set_timesteps(STEPS)
-    _restart(
-        None,
-        restarted,
-        recipe,
-        planned,
-        torch.empty(2, 4, 8, 8, device="meta"),
-        PixelCodec(),
-        call,
-        True,
-        FluxLayout(),
-        grid,
+    flux_plan = SimpleNamespace(
+        recipe=recipe, family=SimpleNamespace(flow=True, layout=FluxLayout()), frame_noise_share=0
     )
+    _restart(None, restarted, flux_plan, planned, torch.empty(2, 4, 8, 8, device="meta"), PixelCodec(), call, grid)
     assert call["latents"].device.type == "meta" and call["latents"].shape == (2, 64, 16)
     blended = call["callback_on_step_end"](None, 0, restarted.timesteps[0], {"latents": call["latents"]})
     assert blended["latents"].device.type == "meta" and blended["latents"].shape == (2, 64, 16)
