@@ -19,6 +19,5 @@ def share_initial_noise(pipe, share: float) -> None:
     def prepare_latents(*args, **kwargs):
         return frame_shared_noise(draw(*args, **kwargs), share, frame_dim=2)
 
-    object.__setattr__(
-        pipe, "prepare_latents", prepare_latents
-    )  # on the copy only, as stage_pipeline sets its scheduler
+    # on the copy only, past DiffusionPipeline.__setattr__, as stage_pipeline sets its scheduler
+    object.__setattr__(pipe, "prepare_latents", prepare_latents)
