@@ -1,6 +1,8 @@
 """emoji-video's motion adapter: AnimateDiff's recipe on the frozen emoji-latent UNet, on clips of a small synthetic
 image cache (the clip code is the real one's)."""
 
+import json
+
 import pytest
 import torch
 from diffusers import AnimateDiffPipeline, StableDiffusionPipeline
@@ -76,9 +78,9 @@ def test_training_resumes_exactly_and_exports_an_animatediff_pipeline(tmp_path, 
     fake_image_cache(tmp_path, count=12)
     clips = emoji_clips.build(tmp_path)
 
-    def train(run, steps=4):
+    def train(run, steps=4, *extra):
         argv = ["train-motion", "--data", str(clips), "--run-dir", str(run), "--steps", str(steps), "--batch-size",
-                "2", "--save-every", "2", "--log-every", "1", "--threads", "1"]  # fmt: skip
+                "2", "--save-every", "2", "--log-every", "1", "--threads", "1", *extra]  # fmt: skip
         return main(argv)
 
     assert train(tmp_path / "straight") == 0
@@ -103,6 +105,11 @@ def test_training_resumes_exactly_and_exports_an_animatediff_pipeline(tmp_path, 
     settings = model_settings(str(tmp_path / "straight" / "export"))  # sampled from the prior it was trained on
     assert settings.arguments(straight)["frame_noise_share"] == FRAME_NOISE_SHARE > 0
     assert straight.scheduler.config.algorithm_type == "dpmsolver++"  # no independent per-step noise
+    # a new run from the export (its state gone) starts from its adapter at its step: with lr 0 it re-exports it
+    assert train(tmp_path / "continued", 5, "--init-from", str(tmp_path / "straight" / "export"), "--lr", "0") == 0
+    continued = AnimateDiffPipeline.from_pretrained(tmp_path / "continued" / "export").motion_adapter.state_dict()
+    assert all(torch.equal(continued[k], a[k]) for k in a)
+    assert json.loads((tmp_path / "continued" / "export" / "training.json").read_text())["step"] == 5
     call = dict(num_frames=8, height=32, width=32, num_inference_steps=2, output_type="pt")
     frames = straight("emoji 0", generator=torch.Generator().manual_seed(0), **call).frames
     assert frames.shape == (1, 8, 3, 32, 32) and torch.isfinite(frames).all()

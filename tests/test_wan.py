@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 from hook_helpers import PROMPT, assert_same_snapshot, unet_snapshot
 from test_flow_transformers import GUIDANCE, PRESETS, SEED, STEPS
 from test_sampling_core import assert_same_state, state_of
@@ -270,6 +271,7 @@ def test_the_codec_decodes_a_clip_as_the_pipeline_and_rgb_phi_runs_when_asked():
         (dict(height=36), r"height must be a positive multiple of 8"),
         (dict(width=60, recipe="freescale"), r"width must be a positive multiple of 8"),
         (dict(height=16, width=16, recipe="freescale"), r"smaller than the trained size"),
+        (dict(trained_size=(32, 30), recipe="freescale"), r"trained_size must be .* \(height, width\) pair"),
         (dict(recipe=Recipe(ug=UpsampleGuidanceConfig(factor=(2, 2, 2)))), r"factor"),
     ],
 )
@@ -308,3 +310,92 @@ def test_context_parallelism_takes_ug_and_cascades_and_refuses_the_parts_on_the_
     for recipe in ("freescale", "freescale+ug", "fast", Recipe(positions=PositionConfig())):
         with pytest.raises(ValueError, match="context parallelism.*dilation=False, fusion=False"):
             plan_run(pipe, PROMPT, recipe=recipe, **plain)
+
+
+# ---- image-to-video: Wan 2.2 TI2V-5B's one transformer, Wan 2.1 I2V's conditioned one ---------------------------
+
+IMAGE = torch.linspace(0, 1, 3 * 32 * 32).view(1, 3, 32, 32)  # the first frame asked for, in [0, 1]
+
+
+def ti2v(image: bool):
+    """Wan 2.2 TI2V's two uses of its one transformer: text-to-video (``WanPipeline``) and image-to-video."""
+    pipe = load("wan_ti2v")
+    if not image:
+        parts = {name: getattr(pipe, name) for name in ("tokenizer", "text_encoder", "vae", "scheduler", "transformer")}
+        pipe = WanPipeline(**parts, expand_timesteps=True)
+        pipe.set_progress_bar_config(disable=True)
+    return pipe, (dict(image=IMAGE) if image else {})
+
+
+@pytest.mark.parametrize("preset", PRESETS + ("fast", "fast+ug"))
+@pytest.mark.parametrize("image", [False, True], ids=["text-to-video", "image-to-video"])
+def test_wan22_ti2v_runs_every_preset_seed_exact_and_unchanged_keeping_the_image_as_its_first_frame(preset, image):
+    """Every preset on TI2V's time per token: finite, seed-exact, the pipeline as it was; with an image, the clip's
+    first latent frame is the image's latents at the output size, as in the pipeline's own call there."""
+    pipe, extra = ti2v(image)
+    before = state_of(pipe), state_of(pipe.scheduler), unet_snapshot(pipe.transformer)
+    latents = run(pipe, preset, output_type="latent", **extra)
+    assert latents.shape == (4, LATENT_FRAMES, 16, 16) and torch.isfinite(latents).all()
+    assert torch.equal(run(pipe, preset, output_type="latent", **extra), latents)
+    assert_same_state(state_of(pipe), before[0])
+    assert_same_state(state_of(pipe.scheduler), before[1])
+    assert_same_snapshot(unet_snapshot(pipe.transformer), before[2])
+    if image:
+        arguments = dict(height=64, width=64, num_frames=FRAMES, num_inference_steps=1, output_type="latent")
+        plain = pipe(prompt=PROMPT, **extra, **arguments, **CALL).frames[0]
+        assert torch.equal(latents[:, 0], plain[:, 0])
+
+
+def test_a_non_square_trained_size_is_the_first_stage_of_a_cascade():
+    """TI2V-5B's 704×1280 is not its pipeline's default: trained_size=(h, w) makes the first stage that size."""
+    pipe, _ = ti2v(False)
+    stages = run(pipe, "freescale", 64, 128, trained_size=(32, 64), output_type="latent", return_stages=True)
+    assert [tuple(stage.shape[-2:]) for stage in stages] == [(8, 16), (16, 32)]
+
+
+@torch.no_grad()
+def test_ug_on_a_time_per_token_equals_ug_on_the_same_transformer_with_one_time():
+    """TI2V's text-to-video gives every token the step's time (expand_timesteps): UG there, whose trained-size call
+    gets the pooled token times × τ, equals UG with Wan 2.1's one time per clip on the same transformer."""
+    per_token, _ = ti2v(False)
+    # Euler's times are σ·1000 in floats (UniPC's are integers, to which the one-time call would round τ·1000)
+    per_token.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    parts = {
+        name: getattr(per_token, name) for name in ("tokenizer", "text_encoder", "vae", "scheduler", "transformer")
+    }
+    one_time = WanPipeline(**parts)
+    a, b = (run(pipe, "ug", output_type="latent") for pipe in (per_token, one_time))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_token_weights_pool_the_time_per_token_within_each_frame():
+    """A conditioning frame (time 0) stays 0 and a noised one 1 at any smaller grid; inside a frame the weights are
+    the mean over the tokens each coarser token covers (patch 2: tokens (F, h/2, w/2), row-major)."""
+    t = torch.full((2, 3, 8, 8), 700.0)  # B, F, h/2, w/2 tokens of a (3, 16, 16) latent grid
+    t[:, 0] = 0.0
+    t[1, 1, :2, :2] = torch.tensor([[0.0, 700.0], [350.0, 350.0]])
+    weights = WanLayout.token_weights(t.flatten(1), (3, 16, 16), (3, 8, 8)).view(2, 3, 4, 4)
+    assert torch.equal(weights[:, 0], torch.zeros(2, 4, 4)) and torch.equal(weights[:, 2], torch.ones(2, 4, 4))
+    assert weights[1, 1, 0, 0] == (0 + 1 + 0.5 + 0.5) / 4 and torch.equal(weights[0, 1], torch.ones(4, 4))
+    assert torch.equal(WanLayout.token_weights(t.flatten(1), (3, 16, 16), (3, 16, 16)), t.flatten(1) / 700)
+
+
+@pytest.mark.parametrize("preset", ["naive", "self-cascade", "freescale", "fast"])
+def test_wan21_i2v_runs_the_presets_without_ug_seed_exact(preset):
+    pipe = load("wan_i2v")
+    latents = run(pipe, preset, output_type="latent", image=IMAGE)
+    assert latents.shape == (4, LATENT_FRAMES, 16, 16) and torch.isfinite(latents).all()
+    assert torch.equal(run(pipe, preset, output_type="latent", image=IMAGE), latents)
+
+
+@pytest.mark.parametrize("preset", ["ug", "freescale+ug", "fast+ug"])
+def test_wan21_i2v_refuses_ug_naming_its_conditioning_channels_before_any_call(preset):
+    pipe = load("wan_i2v")
+    calls = []
+    handle = pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=r"recipe: .*conditioning channels.*in_channels 12, out_channels 4"):
+            run(pipe, preset, image=IMAGE)
+    finally:
+        handle.remove()
+    assert not calls

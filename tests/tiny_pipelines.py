@@ -312,6 +312,34 @@ def wan():
     )
 
 
+def wan_image_to_video(kind: str):
+    """Wan's image-to-video pipelines on :func:`wan`'s parts: ``"ti2v"``, Wan 2.2 TI2V-5B's way — one transformer for
+    text- and image-to-video (``expand_timesteps``: a time per token, the image's latents as the first frame, the
+    transformer's input the latents alone); ``"i2v"``, Wan 2.1 I2V's — a transformer that takes a mask and the image's
+    latents as channels beside its latents and CLIP image features (a tiny ``CLIPVisionModel``)."""
+    import diffusers
+    import transformers
+
+    base = wan()
+    parts = dict(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae, scheduler=base.scheduler)
+    if kind == "ti2v":
+        return diffusers.WanImageToVideoPipeline(**parts, transformer=base.transformer, expand_timesteps=True)
+    config = dict(base.transformer.config)
+    config.update(in_channels=4 + 4 + 4, image_dim=16, added_kv_proj_dim=24)  # latents, mask, image latents
+    torch.manual_seed(0)
+    transformer = diffusers.WanTransformer3DModel.from_config(config)
+    vision = transformers.CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
+    processor = transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return diffusers.WanImageToVideoPipeline(
+        **parts,
+        transformer=transformer,
+        image_encoder=transformers.CLIPVisionModel(vision),
+        image_processor=processor,
+    )
+
+
 def unet(**overrides):
     """A 2-level SD-style UNet2DConditionModel (cross-attention in the lower block)."""
     from diffusers import UNet2DConditionModel
@@ -437,6 +465,8 @@ def build(kind: str):
         return qwen_image()
     if kind == "wan":  # not in KINDS either (tests/test_wan.py)
         return wan()
+    if kind in ("wan_ti2v", "wan_i2v"):
+        return wan_image_to_video(kind.removeprefix("wan_"))
     if kind == "sdxl":
         sdxl_unet = unet(
             addition_embed_type="text_time",

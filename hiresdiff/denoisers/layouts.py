@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import FluxPipeline, QwenImagePipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift as pipeline_shift
 
@@ -243,3 +244,16 @@ class WanLayout(SD3Layout):
     def position_reach(self, transformer) -> int:
         """The rotary table covers ``rope_max_seq_len`` tokens per axis: that many patches of latents."""
         return transformer.config.rope_max_seq_len * transformer.config.patch_size[1]
+
+    @staticmethod
+    def token_weights(timestep: torch.Tensor, size: Sequence[int], new_size: Sequence[int]) -> torch.Tensor:
+        """Wan 2.2 TI2V's time per token (``expand_timesteps``: (B, F·h/p·w/p), 0 on a conditioning frame, the
+        step's time elsewhere) on the latent grid ``size`` (F, h, w), as weights in [0, 1] (time / the call's largest)
+        averaged over the tokens each token of the grid ``new_size`` covers: (B, F·h'/p·w'/p), in the pipeline's
+        order (frame, row, column)."""
+        frames, h, w = size
+        tokens = timestep.shape[1] // frames
+        patch = round((h * w / tokens) ** 0.5)
+        weights = timestep.float() / timestep.float().amax(1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        grid = weights.view(-1, frames, h // patch, w // patch)
+        return F.adaptive_avg_pool2d(grid, (new_size[-2] // patch, new_size[-1] // patch)).flatten(1)

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
@@ -82,7 +82,7 @@ def generate(
     on_stage: Optional[Callable[[Stage, Any], None]] = None,
     init_image: Optional[torch.Tensor] = None,
     return_stages: bool = False,
-    trained_size: Optional[int] = None,
+    trained_size: Union[int, tuple[int, int], None] = None,
     shift=None,
     frame_noise_share: float = 0.0,
     **pipeline_kwargs,
@@ -111,7 +111,8 @@ def generate(
             it stands in for the result of the cascade's stage of its size, and only the later stages run.
         return_stages: return every stage's output (``init_image``'s encoding first, if given), not only the last;
             the stages before the last as (B, C, h, w) latents (also FLUX's, which its pipeline packs).
-        trained_size: the square pixel size the model was trained at, when the pipeline does not know it (FLUX's
+        trained_size: the pixel size the model was trained at (a side, or (height, width): Wan 2.2 TI2V-5B's
+            704×1280), when the pipeline does not know it (FLUX's
             pipeline assumes ``default_sample_size·vae_scale_factor`` = 1024 whatever the weights). Default: the
             denoiser's ``sample_size`` (FLUX: the pipeline's ``default_sample_size``) × the VAE factor;
             :meth:`hiresdiff.models.ModelSettings.arguments` passes a shipped model's.

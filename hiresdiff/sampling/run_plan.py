@@ -16,11 +16,12 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
 from hiresdiff.checks import check_positive_int, check_shift, is_int
+from hiresdiff.denoisers.layouts import WanLayout
 from hiresdiff.denoisers.registry import DenoiserFamily, family_of, find_denoiser, size_multiple, vae_factor
 from hiresdiff.denoisers.registry import trained_size as denoiser_trained_size
 from hiresdiff.methods.flow_shift import DEFAULT_SHIFT, Shift
@@ -99,7 +100,7 @@ def plan_run(
     steps: int = 30,
     num_frames: Optional[int] = None,
     init_image: Optional[torch.Tensor] = None,
-    trained_size: Optional[int] = None,
+    trained_size: Union[int, tuple[int, int], None] = None,
     shift: Optional[Shift] = None,
     frame_noise_share: float = 0.0,
     **pipeline_kwargs,
@@ -286,6 +287,14 @@ def _check_pipeline(pipe, parameters, recipe: Recipe, family: DenoiserFamily, de
             "verified under it: use Upsample Guidance and cascades without them, e.g. "
             "Recipe.freescale(dilation=False, fusion=False), 'self-cascade', 'ug'"
         )
+    conditioned = isinstance(family.layout, WanLayout) and denoiser.config.in_channels != denoiser.config.out_channels
+    if recipe.ug is not None and conditioned:
+        raise ValueError(
+            f"recipe: {type(denoiser).__name__} takes conditioning channels beside its latents (in_channels "
+            f"{denoiser.config.in_channels}, out_channels {denoiser.config.out_channels}: Wan 2.1 image-to-video), "
+            "which Upsample Guidance does not resample: use a recipe without ug (e.g. 'freescale', 'fast'), or Wan 2.2 "
+            "TI2V-5B, whose image-to-video keeps its transformer's input to the latents"
+        )
     if getattr(pipe, "transformer_2", None) is not None:
         raise ValueError(
             f"pipe: {type(pipe).__name__} has two transformers (Wan 2.2 A14B's high- and low-noise experts), which "
@@ -404,12 +413,21 @@ def _check_init_image(image, denoiser, family: DenoiserFamily, pipe, scale_facto
     return h // scale_factor, w // scale_factor
 
 
-def _trained_latent_size(denoiser, pipe, trained_size: Optional[int], scale_factor: int) -> tuple[int, int]:
-    """The trained size in the denoiser's units: ``trained_size`` pixels if given, else the denoiser's own."""
+def _trained_latent_size(
+    denoiser, pipe, trained_size: Union[int, tuple[int, int], None], scale_factor: int
+) -> tuple[int, int]:
+    """The trained size in the denoiser's units: ``trained_size`` pixels (a side, or (height, width)) if given, else
+    the denoiser's own."""
     if trained_size is None:
         return denoiser_trained_size(denoiser, pipe)
-    if not is_int(trained_size) or trained_size < 1 or trained_size % scale_factor:
+    sides = (trained_size,) * 2 if is_int(trained_size) else trained_size
+    if (
+        not isinstance(sides, (tuple, list))
+        or len(sides) != 2
+        or any(not is_int(side) or side < 1 or side % scale_factor for side in sides)
+    ):
         raise ValueError(
-            f"trained_size must be a positive multiple of the VAE factor {scale_factor} (pixels); got {trained_size!r}"
+            f"trained_size must be a positive multiple of the VAE factor {scale_factor} (pixels), or a (height, "
+            f"width) pair of them; got {trained_size!r}"
         )
-    return (trained_size // scale_factor,) * 2
+    return (sides[0] // scale_factor, sides[1] // scale_factor)

@@ -69,6 +69,12 @@ def motion_unet(pipe: StableDiffusionPipeline) -> UNetMotionModel:
     return unet
 
 
+def shipped_motion_modules(pipe: StableDiffusionPipeline, folder: Path) -> dict:
+    """The motion modules' weights (:func:`motion_modules` keys, float32) of an exported ``folder``'s adapter."""
+    adapter = MotionAdapter.from_pretrained(folder / "motion_adapter", torch_dtype=torch.float32)
+    return motion_modules(UNetMotionModel.from_unet2d(pipe.unet, adapter)).state_dict()
+
+
 def clip_loss(
     unet, scheduler, latents: torch.Tensor, embeddings: torch.Tensor, generator=None, share: float = 0.0
 ) -> torch.Tensor:
@@ -91,6 +97,10 @@ def train(args) -> None:
     pipe = StableDiffusionPipeline.from_pretrained(args.base, torch_dtype=torch.float32)
     unet = motion_unet(pipe)
     phase = Phase("motion", {"motion": motion_modules(unet)}, run_dir, args, args.steps, args.lr)
+    if not phase.resumed and args.init_from:  # e.g. the shipped adapter, when the run's state is not on this machine
+        info = json.loads((Path(args.init_from) / "training.json").read_text())
+        weights = {"motion": shipped_motion_modules(pipe, Path(args.init_from))}
+        phase.start_from(weights, info["step"], info["wall_seconds"])
     clips = emoji_clips.load(32, "train", args.data)
     with torch.no_grad():
         frames = clips.frames.flatten(0, 1)
@@ -147,5 +157,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=float,
         default=FRAME_NOISE_SHARE,
         help="correlation of the training noise between frames (PYoCo's mixed prior; 0: independent)",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="without a state in --run-dir: start from this exported folder's adapter (with its training.json), "
+        "e.g. hiresdiff/models/emoji_video; the optimizer starts afresh",
     )
     return p

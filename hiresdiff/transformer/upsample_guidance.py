@@ -66,17 +66,20 @@ class FlowUpsampleGuidanceHook(DenoiserCallHook):
         layout = self.layout
         x = layout.input_grid(arguments)
         check_grid(x.shape[-2:], self.levels, self.multiple)
-        timestep = arguments["timestep"]
-        sigma = torch.as_tensor(timestep, dtype=torch.float32).expand(x.shape[0]) / layout.time_unit
+        timestep = torch.as_tensor(arguments["timestep"])
+        per_token = timestep.ndim == 2  # Wan 2.2 TI2V's expand_timesteps: the step's time, 0 on a conditioning frame
+        times = timestep.float().amax(1) if per_token else timestep.float().expand(x.shape[0])
+        sigma = times / layout.time_unit  # on a conditioning frame, whose prediction the pipeline discards, too
         if not torch.any(self.levels[0].weight(self.clock(sigma)) != 0):
             return self.fn_ref.original_forward(*args, **kwargs)
 
         def v_fn(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
             call = layout.with_input(arguments, z.to(x.dtype))
-            call.update(
-                timestep=(s * layout.time_unit).to(device=x.device, dtype=torch.as_tensor(timestep).dtype),
-                return_dict=False,
-            )
+            t = s.to(x.device) * layout.time_unit
+            if per_token:  # the call's own times at its size, the pooled token weights times τ at a smaller one
+                same = z.shape[-2:] == x.shape[-2:]
+                t = timestep if same else t[:, None] * layout.token_weights(timestep, x.shape[-3:], z.shape[-3:])
+            call.update(timestep=t.to(device=x.device, dtype=timestep.dtype), return_dict=False)
             return layout.to_grid(self.fn_ref.original_forward(**call)[0], z.shape[-2:]).float()
 
         guided = nested_flow_upsample_guidance(v_fn, x.float(), sigma.to(x.device), self.levels, self.clock)
