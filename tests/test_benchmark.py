@@ -19,6 +19,7 @@ from hiresdiff.eval.benchmark import (
     latent_methods_for,
     methods_for,
     per_image_statistics,
+    real_side,
     score,
 )
 from hiresdiff.eval.report import markdown_table
@@ -220,7 +221,7 @@ def test_score_gives_intervals_and_every_metric_on_each_half_of_the_images():
     features, intervals = metrics.RandomConvFeatures(resolution=64, seed=0), {}
     asked = {"subgroups": torch.randint(99, (16,), generator=generator).tolist()}
     row = score(images, real, trained, features, intervals=intervals, condition=asked)
-    statistics = per_image_statistics(images, real, trained, features(images), features(real), asked)
+    statistics = per_image_statistics(images, real_side(real, features), trained, features(images), asked)
     assert set(statistics) == {"FD rand", "crop FD", "detail ×real", "paired RMSE", "semantic", "condition"}
     for name, statistic in statistics.items():
         assert statistic(torch.arange(16)) == pytest.approx(row[name], rel=1e-6)
@@ -237,6 +238,25 @@ def test_score_gives_intervals_and_every_metric_on_each_half_of_the_images():
         metrics.condition_agreement(h, subgroups=asked["subgroups"][i : i + 8]) for h, i in zip(halves[0], (0, 8))
     )
     assert row["semantic"] == sum(intervals["semantic by set"]) / 2
+
+
+def test_score_with_a_real_cache_computes_the_real_side_once_and_changes_no_number():
+    """Two methods scored against one real set with one cache: the real images go through the feature net once (not
+    once per method and per half), and every metric, interval and per-set value is the one scored without it."""
+    generator = torch.Generator().manual_seed(1)
+    real = torch.rand(20, 3, 64, 64, generator=generator) * 2 - 1
+    trained = torch.rand(8, 3, 32, 32, generator=generator) * 2 - 1
+    methods = [enlarge(trained, 2, mode) for mode in ("bicubic", "nearest")]
+    features = metrics.RandomConvFeatures(resolution=64, seed=0)
+    seen = []
+    features.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    cache, cached, fresh = {}, [], []
+    for images in methods:
+        cached.append((score(images, real, trained, features, intervals=(i := {}), real_cache=cache), i))
+    assert seen.count(len(real)) == 1
+    for images in methods:
+        fresh.append((score(images, real, trained, features, intervals=(i := {})), i))
+    assert cached == fresh
 
 
 def test_above_the_data_sets_sizes_score_keeps_what_needs_no_real_images():

@@ -467,8 +467,32 @@ def enlarge(images: torch.Tensor, scale: int, mode) -> torch.Tensor:
     return F.interpolate(images, scale_factor=scale, mode=mode, **kwargs).clamp(-1, 1)
 
 
+def real_side(real: torch.Tensor, features, cache: Optional[dict] = None) -> dict:
+    """The real images' part of every metric of :func:`score`: their random-conv features, the features of their 32²
+    crops (above 32²) and their detail energy. It is the same for every method of a size and for both halves of a
+    set, so a caller that keeps ``cache`` (one dict per real set) computes it once."""
+    if cache is not None and cache.get("real") is real:
+        return cache
+    side = {
+        "real": real,
+        "features": features(real),
+        "crop features": metrics.crop_features(real, 32, seed=1).flatten(0, 1) if real.shape[-1] > 32 else None,
+        "detail": metrics.detail_energy(real),
+    }
+    if cache is not None:
+        cache.update(side)
+    return side
+
+
 def score(
-    images, real, trained, features, inception=None, intervals: Optional[dict] = None, condition: Optional[dict] = None
+    images,
+    real,
+    trained,
+    features,
+    inception=None,
+    intervals: Optional[dict] = None,
+    condition: Optional[dict] = None,
+    real_cache: Optional[dict] = None,
 ) -> dict:
     """All metrics of one image set against real images of its size and its trained-size partners (``real`` and
     ``features`` ``None`` above the data set's sizes: only the metrics against the partners and the condition).
@@ -482,10 +506,11 @@ def score(
     against the real images' fixed statistics, :func:`~hiresdiff.eval.metrics.frechet.frechet_distance_to`; detail,
     paired RMSE, semantic, condition), and from 8 images on, under ``"<metric> by set"``, every metric on each half
     of the images: two disjoint image sets with their own noise seeds, whose difference shows what another draw
-    changes."""
-    out, feats_gen, feats_real = {}, None, None
+    changes. ``real_cache``: a dict kept for one real set, which holds :func:`real_side` after the first call."""
+    out, feats_gen, side = {}, None, None
     if real is not None:
-        feats_gen, feats_real = features(images), features(real)
+        side = real_side(real, features, real_cache)
+        feats_gen, feats_real = features(images), side["features"]
         out.update({f"SWD {k}": v for k, v in metrics.sliced_wasserstein(images, real).items()})
         out["FD rand"] = metrics.frechet_distance(feats_gen, feats_real)
         out["KID rand ×1e3"] = (
@@ -493,17 +518,19 @@ def score(
         )
         if inception is not None:
             out["FID"] = metrics.fid(images, real, inception)
-        out["detail ×real"] = metrics.detail_energy_ratio(images, real)
+        out["detail ×real"] = metrics.detail_energy(images) / side["detail"]
     out["paired RMSE"] = metrics.median_paired_rmse(images, trained) if trained is not None else float("nan")
-    if images.shape[-1] > 32 and real is not None:
-        out["crop FD"] = metrics.crop_fd(images, real, 32)
+    if images.shape[-1] > 32 and real is not None:  # 32² crops of each image and of the real ones (seed 1)
+        out["crop FD"] = metrics.frechet_distance(
+            metrics.crop_features(images, 32).flatten(0, 1), side["crop features"]
+        )
     if trained is not None:
         out["semantic"] = metrics.semantic_agreement(images, trained)
     if condition is not None:
         out["condition"] = metrics.condition_agreement(images, **condition)
     if intervals is None or len(images) < 2:
         return out
-    for name, statistic in per_image_statistics(images, real, trained, feats_gen, feats_real, condition).items():
+    for name, statistic in per_image_statistics(images, side, trained, feats_gen, condition).items():
         interval = metrics.bootstrap(statistic, len(images))
         intervals[name] = (interval.low, interval.high)
     if len(images) >= 8:
@@ -516,6 +543,7 @@ def score(
                 features,
                 inception,
                 condition=None if condition is None else _subset(condition, h),
+                real_cache=side,
             )
             for h in halves
         ]
@@ -528,19 +556,19 @@ def _subset(condition: dict, indices: torch.Tensor) -> dict:
     return {kind: [values[i] for i in indices.tolist()] for kind, values in condition.items()}
 
 
-def per_image_statistics(images, real, trained, feats_gen, feats_real, condition: Optional[dict] = None) -> dict:
+def per_image_statistics(images, side: Optional[dict], trained, feats_gen, condition: Optional[dict] = None) -> dict:
     """The metrics of :func:`score` that are statistics of per-image values, each as ``f(indices) -> value`` for the
-    bootstrap (the real images' side held fixed; without ``real`` those against the partners and the condition)."""
+    bootstrap (the real images' side, :func:`real_side`, held fixed; without it those against the partners and the
+    condition)."""
     out = {}
-    if real is not None:
-        mu_real, sigma_real = metrics.gaussian_stats(feats_real)
-        real_detail = metrics.detail_energy(real)
+    if side is not None:
+        mu_real, sigma_real = metrics.gaussian_stats(side["features"])
         energies = metrics.detail_energies(images)
         out["FD rand"] = lambda idx: metrics.frechet_distance_to(feats_gen[idx], mu_real, sigma_real)
-        out["detail ×real"] = lambda idx: float(energies[idx].mean()) / real_detail
-    if images.shape[-1] > 32 and real is not None:
+        out["detail ×real"] = lambda idx: float(energies[idx].mean()) / side["detail"]
+    if images.shape[-1] > 32 and side is not None:
         crops_gen = metrics.crop_features(images, 32)
-        mu_crops, sigma_crops = metrics.gaussian_stats(metrics.crop_features(real, 32, seed=1).flatten(0, 1))
+        mu_crops, sigma_crops = metrics.gaussian_stats(side["crop features"])
         out["crop FD"] = lambda idx: metrics.frechet_distance_to(crops_gen[idx].flatten(0, 1), mu_crops, sigma_crops)
     if trained is not None:
         rmse, same = metrics.paired_rmse(images, trained), metrics.semantic_matches(images, trained)
@@ -735,7 +763,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
     else:
         jobs = [m for s in settings.scales for m in latent_methods_for(s, settings.upsamplers)]
     jobs = with_sr_alone(jobs, upscaler)
-    made = {}
+    made, real_caches = {}, {r: {} for r in test}  # the real side of the metrics, once per size
     for method in tqdm(jobs, desc="benchmark", disable=not progress):
         res = 32 * method.scale
         count = results["images"][str(res)]  # the first `count` seeds of the 32² set
@@ -758,6 +786,7 @@ def run(settings: Settings, progress: bool = True) -> dict:
                 inception,
                 intervals,
                 None if condition is None else _subset(condition, torch.arange(count)),
+                real_caches.get(res),
             ),
             "θ": method.theta,
         }
