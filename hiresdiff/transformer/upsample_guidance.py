@@ -79,7 +79,9 @@ class FlowUpsampleGuidanceHook(DenoiserCallHook):
             if per_token:  # the call's own times at its size, the pooled token weights times τ at a smaller one
                 same = z.shape[-2:] == x.shape[-2:]
                 t = timestep if same else t[:, None] * layout.token_weights(timestep, x.shape[-3:], z.shape[-3:])
-            call.update(timestep=t.to(device=x.device, dtype=timestep.dtype), return_dict=False)
+            # τ·unit unrounded: with UniPC (Wan) the timesteps are integers, which would round it
+            dtype = timestep.dtype if timestep.is_floating_point() else torch.float32
+            call.update(timestep=t.to(device=x.device, dtype=dtype), return_dict=False)
             return layout.to_grid(self.fn_ref.original_forward(**call)[0], z.shape[-2:]).float()
 
         guided = nested_flow_upsample_guidance(v_fn, x.float(), sigma.to(x.device), self.levels, self.clock)
