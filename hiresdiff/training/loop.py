@@ -151,14 +151,16 @@ class Phase:
             torch.set_rng_state(state["rng"])
             drop_rows_after(self.log_path, self.step)
 
-    def start_from(self, weights: dict, step: int, wall: float) -> None:
-        """Start a new run from exported ``weights`` (module key → state dict) that trained ``step`` steps in ``wall``
-        seconds, when their optimizer state is not at hand: the EMA starts from them, the optimizer afresh."""
+    def start_from(self, weights: dict, folder: Path) -> None:
+        """Start a new run from exported ``weights`` (module key → state dict) read from ``folder``, whose
+        ``training.json`` gives the steps and wall seconds they trained, when their optimizer state is not at hand:
+        the EMA starts from them, the optimizer afresh."""
+        info = json.loads((Path(folder) / "training.json").read_text())
         for key, module in self.modules.items():
             module.load_state_dict(weights[key])
         self.ema = new_ema(self.params, self.ema_decay)
-        self.ema.optimization_step = step
-        self.step, self.wall = step, wall
+        self.ema.optimization_step = info["step"]
+        self.step, self.wall = info["step"], info["wall_seconds"]
 
     @property
     def done(self) -> bool:

@@ -98,9 +98,7 @@ def train(args) -> None:
     unet = motion_unet(pipe)
     phase = Phase("motion", {"motion": motion_modules(unet)}, run_dir, args, args.steps, args.lr)
     if not phase.resumed and args.init_from:  # e.g. the shipped adapter, when the run's state is not on this machine
-        info = json.loads((Path(args.init_from) / "training.json").read_text())
-        weights = {"motion": shipped_motion_modules(pipe, Path(args.init_from))}
-        phase.start_from(weights, info["step"], info["wall_seconds"])
+        phase.start_from({"motion": shipped_motion_modules(pipe, Path(args.init_from))}, args.init_from)
     clips = emoji_clips.load(32, "train", args.data)
     with torch.no_grad():
         frames = clips.frames.flatten(0, 1)

@@ -69,8 +69,7 @@ def train(args) -> None:
         not phase.resumed and args.init_from
     ):  # e.g. the shipped weights, when the optimizer state is not on this machine
         shipped = UNet2DModel.from_pretrained(args.init_from, dtype=torch.float32)
-        info = json.loads((Path(args.init_from) / "training.json").read_text())
-        phase.start_from({"unet": shipped.state_dict()}, info["step"], info["wall_seconds"])
+        phase.start_from({"unet": shipped.state_dict()}, args.init_from)
 
     def loss() -> torch.Tensor:
         idx = torch.randint(0, len(data.images), (args.batch_size,))
